@@ -1,0 +1,188 @@
+//! The command line: every flag also reads an environment variable (`--help` shows both).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "spot-interrupt-handler", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Simulators for tests and rehearsals: no AWS account or cluster needed.
+    #[command(subcommand)]
+    Simulate(Simulate),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Simulate {
+    /// A faithful EC2 instance metadata service with interruption scenarios.
+    Imds(SimulateImdsArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log line format.
+    #[arg(long, global = true, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log level or tracing filter (e.g. `debug`, `info,sih_imds=debug`).
+    #[arg(long, global = true, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImdsV2 {
+    Optional,
+    Required,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SpotActionArg {
+    Terminate,
+    Stop,
+    Hibernate,
+}
+
+/// `CODE@DURATION`: a scheduled event listed from the start with `NotBefore` that far ahead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledEventArg {
+    pub code: String,
+    pub not_before_in: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateImdsArgs {
+    /// Address to serve on (port 0 picks a free port; the address is printed on start).
+    #[arg(long, env = "SIH_SIM_IMDS_LISTEN", default_value = "127.0.0.1:1338")]
+    pub listen: SocketAddr,
+    /// Whether GETs need an IMDSv2 token.
+    #[arg(long, env = "SIH_SIM_IMDSV2", value_enum, default_value_t = ImdsV2::Optional)]
+    pub imdsv2: ImdsV2,
+
+    #[arg(
+        long,
+        env = "SIH_SIM_INSTANCE_ID",
+        default_value = "i-0123456789abcdef0"
+    )]
+    pub instance_id: String,
+    #[arg(long, env = "SIH_SIM_INSTANCE_TYPE", default_value = "m5.large")]
+    pub instance_type: String,
+    #[arg(long, env = "SIH_SIM_AVAILABILITY_ZONE", default_value = "us-east-1a")]
+    pub availability_zone: String,
+    #[arg(long, env = "SIH_SIM_LOCAL_IPV4", default_value = "10.0.0.12")]
+    pub local_ipv4: String,
+    /// Defaults to EC2's private DNS name for the local IPv4 address.
+    #[arg(long, env = "SIH_SIM_LOCAL_HOSTNAME")]
+    pub local_hostname: Option<String>,
+    /// `spot` or `on-demand`.
+    #[arg(long, env = "SIH_SIM_INSTANCE_LIFE_CYCLE", default_value = "spot")]
+    pub instance_life_cycle: String,
+
+    /// Schedule a spot interruption with this action (at `--spot-after`, default at once).
+    #[arg(long, env = "SIH_SIM_SPOT_ACTION", value_enum)]
+    pub spot_action: Option<SpotActionArg>,
+    /// When the spot notice appears, from start (implies `--spot-action terminate`).
+    #[arg(long, env = "SIH_SIM_SPOT_AFTER", value_parser = parse_duration)]
+    pub spot_after: Option<Duration>,
+    /// The notice's time minus the moment it appears.
+    #[arg(long, env = "SIH_SIM_SPOT_LEAD", value_parser = parse_duration, default_value = "120s")]
+    pub spot_lead: Duration,
+    /// When a rebalance recommendation appears, from start.
+    #[arg(long, env = "SIH_SIM_REBALANCE_AFTER", value_parser = parse_duration)]
+    pub rebalance_after: Option<Duration>,
+    /// A scheduled event `CODE@DURATION` (e.g. `system-reboot@10m`): listed from start,
+    /// `NotBefore` DURATION ahead. Repeatable; comma-separated in the variable.
+    #[arg(long, env = "SIH_SIM_SCHEDULED_EVENTS", value_delimiter = ',', value_parser = parse_scheduled_event)]
+    pub scheduled_event: Vec<ScheduledEventArg>,
+    /// Target lifecycle state is `InService` from start and `Terminated` after this.
+    #[arg(long, env = "SIH_SIM_ASG_TERMINATE_AFTER", value_parser = parse_duration)]
+    pub asg_terminate_after: Option<Duration>,
+}
+
+/// Durations as people write them: `1s`, `250ms`, `2m`, `1h30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d: jiff::SignedDuration = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("{s:?} is not a duration like 1s, 250ms or 2m: {e}"))?;
+    Duration::try_from(d).map_err(|_| format!("{s:?} must not be negative"))
+}
+
+fn parse_scheduled_event(s: &str) -> Result<ScheduledEventArg, String> {
+    let (code, after) = s
+        .split_once('@')
+        .ok_or_else(|| format!("{s:?} is not CODE@DURATION, e.g. system-reboot@10m"))?;
+    if !sih_sim_imds::SCHEDULED_EVENT_CODES.contains(&code) {
+        return Err(format!(
+            "unknown code {code:?}; one of {}",
+            sih_sim_imds::SCHEDULED_EVENT_CODES.join(", ")
+        ));
+    }
+    Ok(ScheduledEventArg {
+        code: code.to_owned(),
+        not_before_in: parse_duration(after)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn durations_are_written_like_people_write_them() {
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn scheduled_event_flag_takes_code_at_duration() {
+        assert_eq!(
+            parse_scheduled_event("system-reboot@10m"),
+            Ok(ScheduledEventArg {
+                code: "system-reboot".into(),
+                not_before_in: Duration::from_secs(600)
+            })
+        );
+        assert!(parse_scheduled_event("system-reboot").is_err());
+        assert!(parse_scheduled_event("reboot-please@1m").is_err());
+    }
+
+    #[test]
+    fn every_flag_has_an_environment_variable() {
+        fn check(cmd: &clap::Command, path: &str) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                assert!(arg.get_env().is_some(), "{path} --{id} has no env");
+            }
+            for sub in cmd.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        check(&cmd, "spot-interrupt-handler");
+    }
+}

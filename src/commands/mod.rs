@@ -1,0 +1,3 @@
+//! One module per subcommand: each turns its arguments into configuration and wires the parts.
+
+pub mod simulate_imds;
