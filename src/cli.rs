@@ -1,6 +1,7 @@
 //! The command line: every flag also reads an environment variable (`--help` shows both).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -25,6 +26,34 @@ pub enum Command {
 pub enum Simulate {
     /// A faithful EC2 instance metadata service with interruption scenarios.
     Imds(SimulateImdsArgs),
+    /// A small Kubernetes API server with simulated scheduler, kubelet and controllers.
+    Cluster(SimulateClusterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateClusterArgs {
+    /// Address to serve on (plain HTTP; port 0 picks a free port; the address is printed).
+    #[arg(long, env = "SIH_SIM_CLUSTER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Nodes in all.
+    #[arg(long, env = "SIH_SIM_NODES", default_value_t = 3)]
+    pub nodes: usize,
+    /// How many of the nodes are spot (labelled lifecycle=Ec2Spot and the like).
+    #[arg(long, env = "SIH_SIM_SPOT_NODES", default_value_t = 1)]
+    pub spot_nodes: usize,
+    /// Multi-document YAML of objects to create at start (Nodes and Namespaces included);
+    /// without it, a Deployment with a PodDisruptionBudget and a DaemonSet.
+    #[arg(long, env = "SIH_SIM_WORKLOAD")]
+    pub workload: Option<PathBuf>,
+    /// Write a kubeconfig pointing at the simulator to this file.
+    #[arg(long, env = "SIH_SIM_KUBECONFIG_OUT")]
+    pub kubeconfig_out: Option<PathBuf>,
+    /// Pods allowed per node.
+    #[arg(long, env = "SIH_SIM_MAX_PODS", default_value_t = 110)]
+    pub max_pods: usize,
+    /// How long a scheduled pod takes to become Running and Ready.
+    #[arg(long, env = "SIH_SIM_POD_START_DELAY", value_parser = parse_duration, default_value = "300ms")]
+    pub pod_start_delay: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

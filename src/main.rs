@@ -18,5 +18,6 @@ async fn main() -> anyhow::Result<()> {
     logging::init(&cli.log)?;
     match cli.command {
         Command::Simulate(Simulate::Imds(args)) => commands::simulate_imds::run(args).await,
+        Command::Simulate(Simulate::Cluster(args)) => commands::simulate_cluster::run(args).await,
     }
 }

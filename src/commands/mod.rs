@@ -1,3 +1,4 @@
 //! One module per subcommand: each turns its arguments into configuration and wires the parts.
 
+pub mod simulate_cluster;
 pub mod simulate_imds;

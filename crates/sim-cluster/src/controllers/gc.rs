@@ -1,0 +1,46 @@
+//! Garbage collection: objects whose controlling owner is gone are deleted (background
+//! propagation), and pods bound to a node that no longer exists are removed (pod GC).
+
+use serde_json::Value;
+
+use super::{name_of, ns_of};
+use crate::api::pods;
+use crate::error::ApiError;
+use crate::resources::{self, NODES, PODS, REPLICASETS};
+use crate::store::Tx;
+
+fn owner_exists(tx: &Tx<'_>, obj: &Value) -> bool {
+    let Some(owner) = obj["metadata"]["ownerReferences"].as_array().and_then(|r| r.iter().find(|r| r["controller"] == true)) else {
+        return true;
+    };
+    let Some(storage) = resources::by_kind(owner["apiVersion"].as_str().unwrap_or_default(), owner["kind"].as_str().unwrap_or_default()) else {
+        return true;
+    };
+    let ns = ns_of(obj);
+    tx.get(storage, &ns, owner["name"].as_str().unwrap_or_default())
+        .is_some_and(|o| o["metadata"]["uid"] == owner["uid"])
+}
+
+pub fn reconcile(tx: &mut Tx<'_>) -> Result<(), ApiError> {
+    for storage in [REPLICASETS, PODS] {
+        let orphans: Vec<_> = tx
+            .view()
+            .list(storage, None)
+            .filter(|o| o["metadata"]["deletionTimestamp"].is_null() && !owner_exists(tx, o))
+            .cloned()
+            .collect();
+        for o in orphans {
+            pods::delete(tx, storage, &ns_of(&o), &name_of(&o), &pods::DeleteOptions::default())?;
+        }
+    }
+    let stranded: Vec<_> = tx
+        .view()
+        .list(PODS, None)
+        .filter(|p| p["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty() && tx.get(NODES, "", n).is_none()))
+        .cloned()
+        .collect();
+    for p in stranded {
+        tx.remove(PODS, &ns_of(&p), &name_of(&p));
+    }
+    Ok(())
+}

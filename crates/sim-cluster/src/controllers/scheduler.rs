@@ -1,0 +1,177 @@
+//! The scheduler: binds pending pods to Ready nodes that are schedulable for them (cordon,
+//! taints against tolerations, nodeSelector, required node affinity, pod capacity), spreading
+//! pods by choosing the least-loaded fitting node.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use super::{LoopConfig, is_active, name_of, ns_of};
+use crate::error::ApiError;
+use crate::resources::{NODES, PODS};
+use crate::store::{Tx, now_rfc3339};
+
+pub fn node_ready(node: &Value) -> bool {
+    node["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+fn tolerates(tolerations: &Value, key: &str, value: &str, effect: &str) -> bool {
+    tolerations.as_array().into_iter().flatten().any(|t| {
+        let effect_ok = t["effect"].as_str().is_none_or(|e| e.is_empty() || e == effect);
+        let key_ok = match t["operator"].as_str().unwrap_or("Equal") {
+            "Exists" => t["key"].as_str().is_none_or(|k| k.is_empty() || k == key),
+            _ => t["key"].as_str() == Some(key) && t["value"].as_str().unwrap_or_default() == value,
+        };
+        effect_ok && key_ok
+    })
+}
+
+/// Whether `pod` may be placed on `node`, ignoring capacity.
+pub fn fits(pod: &Value, node: &Value) -> bool {
+    placement_allows(pod, node, &["NoSchedule", "NoExecute"])
+}
+
+/// Whether a pod already on `node` may stay: only `NoExecute` taints (and selectors) remove
+/// running pods; cordons and `NoSchedule` taints only keep new ones away.
+pub fn may_stay(pod: &Value, node: &Value) -> bool {
+    placement_allows(pod, node, &["NoExecute"])
+}
+
+fn placement_allows(pod: &Value, node: &Value, effects: &[&str]) -> bool {
+    let spec = &pod["spec"];
+    let tolerations = &spec["tolerations"];
+    if effects.contains(&"NoSchedule")
+        && node["spec"]["unschedulable"] == true
+        && !tolerates(tolerations, "node.kubernetes.io/unschedulable", "", "NoSchedule")
+    {
+        return false;
+    }
+    for taint in node["spec"]["taints"].as_array().into_iter().flatten() {
+        let effect = taint["effect"].as_str().unwrap_or_default();
+        if !effects.contains(&effect) {
+            continue;
+        }
+        let key = taint["key"].as_str().unwrap_or_default();
+        if !tolerates(tolerations, key, taint["value"].as_str().unwrap_or_default(), effect) {
+            return false;
+        }
+    }
+    let labels = &node["metadata"]["labels"];
+    if let Some(sel) = spec["nodeSelector"].as_object()
+        && !sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+    {
+        return false;
+    }
+    let terms = &spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
+    if let Some(terms) = terms.as_array()
+        && !terms.is_empty()
+        && !terms.iter().any(|t| term_matches(t, node))
+    {
+        return false;
+    }
+    true
+}
+
+fn term_matches(term: &Value, node: &Value) -> bool {
+    let labels = &node["metadata"]["labels"];
+    let exprs_ok = term["matchExpressions"].as_array().into_iter().flatten().all(|e| requirement(e, labels.get(e["key"].as_str().unwrap_or_default())));
+    let name = node["metadata"]["name"].clone();
+    let fields_ok = term["matchFields"].as_array().into_iter().flatten().all(|e| {
+        let v = if e["key"] == "metadata.name" { Some(&name) } else { None };
+        requirement(e, v)
+    });
+    exprs_ok && fields_ok
+}
+
+fn requirement(e: &Value, actual: Option<&Value>) -> bool {
+    let values = e["values"].as_array().cloned().unwrap_or_default();
+    match e["operator"].as_str().unwrap_or_default() {
+        "In" => actual.is_some_and(|a| values.contains(a)),
+        "NotIn" => actual.is_none_or(|a| !values.contains(a)),
+        "Exists" => actual.is_some(),
+        "DoesNotExist" => actual.is_none(),
+        _ => false,
+    }
+}
+
+pub fn reconcile(tx: &mut Tx<'_>, config: &LoopConfig) -> Result<(), ApiError> {
+    let mut pending: Vec<_> = tx
+        .view()
+        .list(PODS, None)
+        .filter(|p| p["spec"]["nodeName"].as_str().is_none_or(str::is_empty) && p["metadata"]["deletionTimestamp"].is_null())
+        .cloned()
+        .collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    pending.sort_by_key(|p| std::cmp::Reverse(p["spec"]["priority"].as_i64().unwrap_or(0)));
+    let nodes: Vec<_> = tx.view().list(NODES, None).filter(|n| node_ready(n)).cloned().collect();
+    let mut load: HashMap<String, usize> = nodes
+        .iter()
+        .map(|n| {
+            let name = name_of(n);
+            let count = tx.view().pods_on_node(&name).into_iter().filter(|p| is_active(p)).count();
+            (name, count)
+        })
+        .collect();
+    for pod in pending {
+        let choice = nodes
+            .iter()
+            .filter(|n| fits(&pod, n) && load[&name_of(n)] < config.max_pods)
+            .min_by_key(|n| (load[&name_of(n)], name_of(n)));
+        let mut new = (*pod).clone();
+        let now = now_rfc3339();
+        match choice {
+            Some(node) => {
+                let node = name_of(node);
+                *load.entry(node.clone()).or_default() += 1;
+                new["spec"]["nodeName"] = json!(node);
+                new["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "True", "lastTransitionTime": now}]);
+            }
+            None => {
+                let msg = format!("0/{} nodes are available: no node fits the pod's cordon, taint, selector and capacity constraints.", nodes.len());
+                if pod["status"]["conditions"][0]["message"] == msg.as_str() {
+                    continue;
+                }
+                new["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg, "lastTransitionTime": now}]);
+            }
+        }
+        tx.replace(PODS, &ns_of(&pod), &name_of(&pod), new)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> Value {
+        json!({"metadata": {"name": "n1", "labels": {"lifecycle": "Ec2Spot"}}, "spec": {}})
+    }
+
+    #[test]
+    fn cordon_taints_selectors_and_affinity() {
+        let pod = json!({"spec": {}});
+        assert!(fits(&pod, &node()));
+        let mut cordoned = node();
+        cordoned["spec"]["unschedulable"] = json!(true);
+        assert!(!fits(&pod, &cordoned));
+        let ds_pod = json!({"spec": {"tolerations": [{"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}]}});
+        assert!(fits(&ds_pod, &cordoned));
+
+        let mut tainted = node();
+        tainted["spec"]["taints"] = json!([{"key": "spot-interrupt-handler/spot-interruption", "value": "n-1", "effect": "NoSchedule"}]);
+        assert!(!fits(&pod, &tainted));
+        assert!(fits(&json!({"spec": {"tolerations": [{"operator": "Exists"}]}}), &tainted));
+        assert!(fits(&json!({"spec": {"tolerations": [{"key": "spot-interrupt-handler/spot-interruption", "operator": "Equal", "value": "n-1"}]}}), &tainted));
+        assert!(!fits(&json!({"spec": {"tolerations": [{"key": "spot-interrupt-handler/spot-interruption", "value": "other"}]}}), &tainted));
+        let mut soft = node();
+        soft["spec"]["taints"] = json!([{"key": "x", "effect": "PreferNoSchedule"}]);
+        assert!(fits(&pod, &soft));
+
+        assert!(fits(&json!({"spec": {"nodeSelector": {"lifecycle": "Ec2Spot"}}}), &node()));
+        assert!(!fits(&json!({"spec": {"nodeSelector": {"lifecycle": "OnDemand"}}}), &node()));
+        let pinned = json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n2"]}]}]}}}}});
+        assert!(!fits(&pinned, &node()));
+    }
+}

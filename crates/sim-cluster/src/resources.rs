@@ -1,0 +1,141 @@
+//! The resource types the simulator serves, as discovery describes them.
+
+/// One served resource (e.g. `pods` in core/v1).
+#[derive(Debug)]
+pub struct Resource {
+    /// `""` for the core group.
+    pub group: &'static str,
+    pub version: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub kind: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+    pub subresources: &'static [&'static str],
+    /// Writes to the main resource keep the stored status (it has a `status` subresource).
+    pub has_status: bool,
+}
+
+impl Resource {
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_owned()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    pub fn list_kind(&self) -> String {
+        format!("{}List", self.kind)
+    }
+
+    /// `pods` or `deployments.apps`, as error messages name resources.
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_owned()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+}
+
+const VERBS: [&str; 8] = [
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+pub fn verbs() -> &'static [&'static str] {
+    &VERBS
+}
+
+macro_rules! res {
+    ($group:expr, $version:expr, $plural:expr, $singular:expr, $kind:expr, $ns:expr, $short:expr, $sub:expr, $status:expr) => {
+        Resource {
+            group: $group,
+            version: $version,
+            plural: $plural,
+            singular: $singular,
+            kind: $kind,
+            namespaced: $ns,
+            short_names: $short,
+            subresources: $sub,
+            has_status: $status,
+        }
+    };
+}
+
+/// Index constants into [`RESOURCES`], for code that names a resource directly.
+pub const NAMESPACES: usize = 0;
+pub const NODES: usize = 1;
+pub const PODS: usize = 2;
+pub const EVENTS: usize = 3;
+pub const DEPLOYMENTS: usize = 4;
+pub const REPLICASETS: usize = 5;
+pub const DAEMONSETS: usize = 6;
+pub const PDBS: usize = 7;
+pub const EVENTS_V1: usize = 8;
+pub const LEASES: usize = 9;
+
+pub static RESOURCES: [Resource; 10] = [
+    res!("", "v1", "namespaces", "namespace", "Namespace", false, &["ns"], &["status"], true),
+    res!("", "v1", "nodes", "node", "Node", false, &["no"], &["status"], true),
+    res!("", "v1", "pods", "pod", "Pod", true, &["po"], &["status", "eviction", "binding"], true),
+    res!("", "v1", "events", "event", "Event", true, &["ev"], &[], false),
+    res!("apps", "v1", "deployments", "deployment", "Deployment", true, &["deploy"], &["status", "scale"], true),
+    res!("apps", "v1", "replicasets", "replicaset", "ReplicaSet", true, &["rs"], &["status", "scale"], true),
+    res!("apps", "v1", "daemonsets", "daemonset", "DaemonSet", true, &["ds"], &["status"], true),
+    res!("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", true, &["pdb"], &["status"], true),
+    res!("events.k8s.io", "v1", "events", "event", "Event", true, &["ev"], &[], false),
+    res!("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, &[], &[], false),
+];
+
+/// The API groups besides core, in discovery order.
+pub const GROUPS: [&str; 4] = ["apps", "policy", "events.k8s.io", "coordination.k8s.io"];
+
+/// Finds the resource served at `group/version/plural`.
+pub fn find(group: &str, version: &str, plural: &str) -> Option<usize> {
+    RESOURCES
+        .iter()
+        .position(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// Finds a resource by its object's `apiVersion` and `kind`.
+pub fn by_kind(api_version: &str, kind: &str) -> Option<usize> {
+    RESOURCES
+        .iter()
+        .position(|r| r.kind == kind && r.api_version() == api_version)
+}
+
+/// The store a resource's objects live in: core/v1 and events.k8s.io/v1 Events are one set of
+/// objects seen through two APIs, as on a real server.
+pub fn storage_of(index: usize) -> usize {
+    if index == EVENTS_V1 { EVENTS } else { index }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constants_point_at_their_resources() {
+        assert_eq!(RESOURCES[NAMESPACES].plural, "namespaces");
+        assert_eq!(RESOURCES[NODES].plural, "nodes");
+        assert_eq!(RESOURCES[PODS].plural, "pods");
+        assert_eq!(RESOURCES[EVENTS].plural, "events");
+        assert_eq!(RESOURCES[DEPLOYMENTS].plural, "deployments");
+        assert_eq!(RESOURCES[REPLICASETS].plural, "replicasets");
+        assert_eq!(RESOURCES[DAEMONSETS].plural, "daemonsets");
+        assert_eq!(RESOURCES[PDBS].plural, "poddisruptionbudgets");
+        assert_eq!(RESOURCES[EVENTS_V1].group, "events.k8s.io");
+        assert_eq!(RESOURCES[LEASES].plural, "leases");
+        assert_eq!(find("apps", "v1", "daemonsets"), Some(DAEMONSETS));
+        assert_eq!(by_kind("policy/v1", "PodDisruptionBudget"), Some(PDBS));
+        assert_eq!(storage_of(EVENTS_V1), EVENTS);
+    }
+}

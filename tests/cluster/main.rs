@@ -1,0 +1,6 @@
+//! `simulate cluster` driven by the real kubectl and by kube-rs, and fed bad input.
+
+mod bad_input;
+mod kube_rs;
+mod kubectl;
+mod support;
