@@ -10,8 +10,12 @@ use crate::cli::SimulateClusterArgs;
 pub async fn run(args: SimulateClusterArgs) -> anyhow::Result<()> {
     let objects = match &args.workload {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read --workload {}", path.display()))?;
-            Some(workload::parse(&text).map_err(|e| anyhow!("--workload {}: {e}", path.display()))?)
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --workload {}", path.display()))?;
+            Some(
+                workload::parse(&text)
+                    .map_err(|e| anyhow!("--workload {}: {e}", path.display()))?,
+            )
         }
         None => None,
     };
@@ -29,7 +33,8 @@ pub async fn run(args: SimulateClusterArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
     if let Some(path) = &args.kubeconfig_out {
-        std::fs::write(path, workload::kubeconfig(&url)).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, workload::kubeconfig(&url))
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     // The first stdout line is the address: scripts and tests read it.
     println!("listening on {url}");

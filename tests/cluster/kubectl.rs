@@ -27,13 +27,28 @@ async fn get_nodes_and_pods_wide() {
     settled(&sim, 4).await;
     let out = kubectl_ok(&sim, &["get", "nodes,pods", "-A", "-o", "wide"]).await;
     assert_eq!(out.matches(" Ready ").count(), 4, "{out}");
-    assert!(out.contains("INTERNAL-IP") && out.contains("NODE"), "wide columns: {out}");
-    assert_eq!(out.matches("Running").count(), 8, "4 web pods and 4 daemon pods: {out}");
-    let spot = kubectl_ok(&sim, &["get", "nodes", "-l", "lifecycle=Ec2Spot", "-o", "name"]).await;
+    assert!(
+        out.contains("INTERNAL-IP") && out.contains("NODE"),
+        "wide columns: {out}"
+    );
+    assert_eq!(
+        out.matches("Running").count(),
+        8,
+        "4 web pods and 4 daemon pods: {out}"
+    );
+    let spot = kubectl_ok(
+        &sim,
+        &["get", "nodes", "-l", "lifecycle=Ec2Spot", "-o", "name"],
+    )
+    .await;
     assert_eq!(spot.lines().count(), 2);
     let ds = kubectl_ok(&sim, &["get", "daemonsets", "-n", "kube-system"]).await;
     let row: Vec<&str> = ds.lines().nth(1).unwrap().split_whitespace().collect();
-    assert_eq!(&row[..4], ["agent", "4", "4", "4"], "NAME DESIRED CURRENT READY: {ds}");
+    assert_eq!(
+        &row[..4],
+        ["agent", "4", "4", "4"],
+        "NAME DESIRED CURRENT READY: {ds}"
+    );
 }
 
 #[tokio::test]
@@ -49,13 +64,21 @@ async fn cordon_taint_label_and_annotate_round_trip() {
     assert_eq!(node["spec"]["taints"][0]["key"], "k");
     assert_eq!(node["metadata"]["labels"]["team"], "spot");
     assert_eq!(node["metadata"]["annotations"]["note"], "hello");
-    assert!(kubectl_ok(&sim, &["get", "nodes"]).await.contains("Ready,SchedulingDisabled"));
+    assert!(
+        kubectl_ok(&sim, &["get", "nodes"])
+            .await
+            .contains("Ready,SchedulingDisabled")
+    );
 
     kubectl_ok(&sim, &["taint", "nodes", &n, "k-"]).await;
     kubectl_ok(&sim, &["uncordon", &n]).await;
     kubectl_ok(&sim, &["label", "node", &n, "team-"]).await;
     let node = json(&sim, &["get", "node", &n]).await;
-    assert!(node["spec"]["taints"].as_array().is_none_or(|t| t.is_empty()));
+    assert!(
+        node["spec"]["taints"]
+            .as_array()
+            .is_none_or(|t| t.is_empty())
+    );
     assert!(node["spec"]["unschedulable"].is_null() || node["spec"]["unschedulable"] == false);
     assert!(node["metadata"]["labels"]["team"].is_null());
 }
@@ -64,26 +87,45 @@ async fn cordon_taint_label_and_annotate_round_trip() {
 async fn apply_scale_and_delete_pod_get_replaced() {
     let sim = cluster(3, 1, Some("")).await;
     let path = std::env::temp_dir().join(format!("sih-apply-{}.yaml", sim.cluster.addr().port()));
-    let manifest = format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop}}\n---\n{}", web(2, "minAvailable: 1").replace("namespace: default", "namespace: shop").replace("namespace: kube-system", "namespace: shop"));
+    let manifest = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop}}\n---\n{}",
+        web(2, "minAvailable: 1")
+            .replace("namespace: default", "namespace: shop")
+            .replace("namespace: kube-system", "namespace: shop")
+    );
     std::fs::write(&path, manifest).unwrap();
     let applied = kubectl_ok(&sim, &["apply", "-f", path.to_str().unwrap()]).await;
-    assert!(applied.contains("deployment.apps/web created") && applied.contains("daemonset.apps/agent created"), "{applied}");
+    assert!(
+        applied.contains("deployment.apps/web created")
+            && applied.contains("daemonset.apps/agent created"),
+        "{applied}"
+    );
     let again = kubectl_ok(&sim, &["apply", "-f", path.to_str().unwrap()]).await;
     assert!(again.contains("deployment.apps/web unchanged"), "{again}");
     std::fs::remove_file(&path).unwrap();
 
-    kubectl_ok(&sim, &["scale", "-n", "shop", "deployment/web", "--replicas=5"]).await;
+    kubectl_ok(
+        &sim,
+        &["scale", "-n", "shop", "deployment/web", "--replicas=5"],
+    )
+    .await;
     eventually("5 replicas ready", Duration::from_secs(10), || async {
         json(&sim, &["get", "deploy", "-n", "shop", "web"]).await["status"]["readyReplicas"] == 5
     })
     .await;
     let pods = json(&sim, &["get", "pods", "-n", "shop", "-l", "app=web"]).await;
-    let victim = pods["items"][0]["metadata"]["name"].as_str().unwrap().to_owned();
+    let victim = pods["items"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     kubectl_ok(&sim, &["delete", "pod", "-n", "shop", &victim]).await;
     eventually("a replacement runs", Duration::from_secs(10), || async {
         let pods = json(&sim, &["get", "pods", "-n", "shop", "-l", "app=web"]).await;
         let items = pods["items"].as_array().unwrap();
-        items.len() == 5 && items.iter().all(|p| p["metadata"]["name"] != victim.as_str() && p["status"]["phase"] == "Running")
+        items.len() == 5
+            && items.iter().all(|p| {
+                p["metadata"]["name"] != victim.as_str() && p["status"]["phase"] == "Running"
+            })
     })
     .await;
 }
@@ -93,17 +135,46 @@ async fn drain_moves_the_deployment_elsewhere() {
     let sim = cluster(3, 1, Some(&web(6, "maxUnavailable: 1"))).await;
     settled(&sim, 6).await;
     let n = node_name(0);
-    let out = kubectl(&sim, &["drain", &n, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=60s"]).await;
+    let out = kubectl(
+        &sim,
+        &[
+            "drain",
+            &n,
+            "--ignore-daemonsets",
+            "--delete-emptydir-data",
+            "--timeout=60s",
+        ],
+    )
+    .await;
     assert!(out.ok, "drain failed:\n{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("drained"), "{}", out.stdout);
     settled(&sim, 6).await;
     let pods = json(&sim, &["get", "pods", "-l", "app=web"]).await;
     for p in pods["items"].as_array().unwrap() {
-        assert_ne!(p["spec"]["nodeName"], n.as_str(), "no web pod left on the drained node");
+        assert_ne!(
+            p["spec"]["nodeName"],
+            n.as_str(),
+            "no web pod left on the drained node"
+        );
         assert_eq!(p["status"]["phase"], "Running");
     }
-    let daemon = json(&sim, &["get", "pods", "-n", "kube-system", "--field-selector", &format!("spec.nodeName={n}")]).await;
-    assert_eq!(daemon["items"].as_array().unwrap().len(), 1, "the DaemonSet pod stays on the cordoned node");
+    let daemon = json(
+        &sim,
+        &[
+            "get",
+            "pods",
+            "-n",
+            "kube-system",
+            "--field-selector",
+            &format!("spec.nodeName={n}"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        daemon["items"].as_array().unwrap().len(),
+        1,
+        "the DaemonSet pod stays on the cordoned node"
+    );
 }
 
 #[tokio::test]
@@ -114,8 +185,26 @@ async fn drain_blocked_by_a_budget_times_out_then_succeeds_once_relaxed() {
     let blocked = kubectl(&sim, &["drain", &n, "--ignore-daemonsets", "--timeout=7s"]).await;
     assert!(!blocked.ok);
     let said = format!("{}{}", blocked.stdout, blocked.stderr);
-    assert!(said.contains("Cannot evict pod as it would violate the pod's disruption budget"), "{said}");
-    kubectl_ok(&sim, &["patch", "pdb", "web", "--type=merge", "-p", r#"{"spec":{"minAvailable":1}}"#]).await;
+    assert!(
+        said.contains("Cannot evict pod as it would violate the pod's disruption budget"),
+        "{said}"
+    );
+    kubectl_ok(
+        &sim,
+        &[
+            "patch",
+            "pdb",
+            "web",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"minAvailable":1}}"#,
+        ],
+    )
+    .await;
     let out = kubectl(&sim, &["drain", &n, "--ignore-daemonsets", "--timeout=60s"]).await;
-    assert!(out.ok, "drain after relaxing the budget:\n{}{}", out.stdout, out.stderr);
+    assert!(
+        out.ok,
+        "drain after relaxing the budget:\n{}{}",
+        out.stdout, out.stderr
+    );
 }

@@ -1,6 +1,7 @@
 //! `simulate cluster` driven by the real kubectl and by kube-rs, and fed bad input.
 
 mod bad_input;
+mod cli;
 mod kube_rs;
 mod kubectl;
 mod support;

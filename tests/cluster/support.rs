@@ -25,15 +25,23 @@ pub async fn cluster(nodes: usize, spot: usize, workload_yaml: Option<&str>) -> 
         pod_start_delay: Duration::from_millis(100),
         ..ClusterConfig::default()
     };
-    let cluster = sih_sim_cluster::start(config, "127.0.0.1:0".parse().unwrap()).await.expect("cluster starts");
+    let cluster = sih_sim_cluster::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("cluster starts");
     let kubeconfig = std::env::temp_dir().join(format!("sih-kubeconfig-{}", cluster.addr().port()));
     std::fs::write(&kubeconfig, cluster.kubeconfig()).unwrap();
-    Sim { cluster, kubeconfig }
+    Sim {
+        cluster,
+        kubeconfig,
+    }
 }
 
 /// The name of the n-th simulated node.
 pub fn node_name(index: usize) -> String {
-    workload::node(index, false)["metadata"]["name"].as_str().unwrap().to_owned()
+    workload::node(index, false)["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 pub struct Out {
@@ -44,13 +52,14 @@ pub struct Out {
 
 /// Runs the real kubectl against the simulator.
 pub async fn kubectl(sim: &Sim, args: &[&str]) -> Out {
-    let out = tokio::process::Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()))
-        .args(args)
-        .env("KUBECONFIG", &sim.kubeconfig)
-        .env("HOME", std::env::temp_dir())
-        .output()
-        .await
-        .expect("kubectl is installed (./scripts/test installs it)");
+    let out =
+        tokio::process::Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()))
+            .args(args)
+            .env("KUBECONFIG", &sim.kubeconfig)
+            .env("HOME", std::env::temp_dir())
+            .output()
+            .await
+            .expect("kubectl is installed (./scripts/test installs it)");
     Out {
         ok: out.status.success(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -60,7 +69,11 @@ pub async fn kubectl(sim: &Sim, args: &[&str]) -> Out {
 
 pub async fn kubectl_ok(sim: &Sim, args: &[&str]) -> String {
     let out = kubectl(sim, args).await;
-    assert!(out.ok, "kubectl {args:?} failed:\n{}{}", out.stdout, out.stderr);
+    assert!(
+        out.ok,
+        "kubectl {args:?} failed:\n{}{}",
+        out.stdout, out.stderr
+    );
     out.stdout
 }
 
@@ -79,7 +92,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + within;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -31,17 +31,28 @@ impl ApiError {
     }
 
     pub fn not_found(qualified: &str, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{qualified} \"{name}\" not found"))
-            .with_details(json!({"name": name, "kind": kind_of(qualified), "group": group_of(qualified)}))
+        Self::new(404, "NotFound", format!("{qualified} \"{name}\" not found")).with_details(
+            json!({"name": name, "kind": kind_of(qualified), "group": group_of(qualified)}),
+        )
     }
 
     pub fn path_not_found() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
     pub fn already_exists(qualified: &str, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{qualified} \"{name}\" already exists"))
-            .with_details(json!({"name": name, "kind": kind_of(qualified), "group": group_of(qualified)}))
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{qualified} \"{name}\" already exists"),
+        )
+        .with_details(
+            json!({"name": name, "kind": kind_of(qualified), "group": group_of(qualified)}),
+        )
     }
 
     /// A stale `resourceVersion` on update.
@@ -68,8 +79,10 @@ impl ApiError {
             "Invalid",
             format!("{} \"{name}\" is invalid: {message}", kind_of(qualified)),
         )
-        .with_details(json!({"name": name, "kind": kind_of(qualified), "group": group_of(qualified),
-            "causes": [{"reason": "FieldValueInvalid", "message": message}]}))
+        .with_details(
+            json!({"name": name, "kind": kind_of(qualified), "group": group_of(qualified),
+            "causes": [{"reason": "FieldValueInvalid", "message": message}]}),
+        )
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -77,15 +90,29 @@ impl ApiError {
     }
 
     pub fn method_not_allowed() -> Self {
-        Self::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
     }
 
     pub fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (got {content_type:?})"))
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (got {content_type:?})"
+            ),
+        )
     }
 
     pub fn too_large() -> Self {
-        Self::new(413, "RequestEntityTooLarge", "the request body is too large")
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            "the request body is too large",
+        )
     }
 
     /// The eviction answer when a PodDisruptionBudget allows no disruption now.

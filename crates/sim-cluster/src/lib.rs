@@ -57,20 +57,37 @@ impl Default for ClusterConfig {
 /// Prepares the store with the start-up objects.
 pub fn populate(config: &ClusterConfig) -> Result<Arc<Store>, String> {
     if config.spot_nodes > config.nodes {
-        return Err(format!("--spot-nodes {} is more than --nodes {}", config.spot_nodes, config.nodes));
+        return Err(format!(
+            "--spot-nodes {} is more than --nodes {}",
+            config.spot_nodes, config.nodes
+        ));
     }
     let store = Store::new();
-    let objects = config.workload.clone().unwrap_or_else(|| workload::default_workload(config.nodes));
+    let objects = config
+        .workload
+        .clone()
+        .unwrap_or_else(|| workload::default_workload(config.nodes));
     workload::load(&store, config.nodes, config.spot_nodes, &objects)?;
     Ok(store)
 }
 
 /// Serves `store` on `listener` and runs the control loops until `shutdown` completes.
-pub async fn serve(listener: TcpListener, store: Arc<Store>, config: &ClusterConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    store: Arc<Store>,
+    config: &ClusterConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    let state = Arc::new(api::ApiState { store: store.clone(), server: addr.to_string() });
+    let state = Arc::new(api::ApiState {
+        store: store.clone(),
+        server: addr.to_string(),
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let loops = LoopConfig { max_pods: config.max_pods, pod_start_delay: config.pod_start_delay };
+    let loops = LoopConfig {
+        max_pods: config.max_pods,
+        pod_start_delay: config.pod_start_delay,
+    };
     let mut loop_stop = stop_rx.clone();
     let control = tokio::spawn(controllers::run(store, loops, async move {
         let _ = loop_stop.wait_for(|s| *s).await;
@@ -133,7 +150,9 @@ impl Drop for RunningCluster {
 /// Starts a cluster on `listen` (port 0 picks a free port) in the current runtime.
 pub async fn start(config: ClusterConfig, listen: SocketAddr) -> Result<RunningCluster, String> {
     let store = populate(&config)?;
-    let listener = TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let served = store.clone();
@@ -143,5 +162,10 @@ pub async fn start(config: ClusterConfig, listen: SocketAddr) -> Result<RunningC
         })
         .await
     });
-    Ok(RunningCluster { addr, store, stop: Some(tx), task: Some(task) })
+    Ok(RunningCluster {
+        addr,
+        store,
+        stop: Some(tx),
+        task: Some(task),
+    })
 }

@@ -19,13 +19,15 @@ pub fn apply(target: &Value, content_type: &str, body: &[u8]) -> Result<Value, A
         JSON_PATCH => {
             let ops: json_patch::Patch = serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-            json_patch::patch(&mut out, &ops)
-                .map_err(|e| ApiError::invalid("", "", format!("the JSON patch could not be applied: {e}")))?;
+            json_patch::patch(&mut out, &ops).map_err(|e| {
+                ApiError::invalid("", "", format!("the JSON patch could not be applied: {e}"))
+            })?;
         }
         MERGE_PATCH => json_patch::merge(&mut out, &parse_json(body)?),
         STRATEGIC_MERGE_PATCH => strategic_merge(&mut out, &parse_json(body)?),
         APPLY_PATCH => {
-            let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("apply patch is not UTF-8"))?;
+            let text = std::str::from_utf8(body)
+                .map_err(|_| ApiError::bad_request("apply patch is not UTF-8"))?;
             let applied: Value = serde_saphyr::from_str(text)
                 .map_err(|e| ApiError::bad_request(format!("invalid apply patch YAML: {e}")))?;
             strategic_merge(&mut out, &applied);
@@ -36,9 +38,12 @@ pub fn apply(target: &Value, content_type: &str, body: &[u8]) -> Result<Value, A
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid patch body: {e}")))?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid patch body: {e}")))?;
     if !v.is_object() {
-        return Err(ApiError::bad_request("a merge patch body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "a merge patch body must be a JSON object",
+        ));
     }
     Ok(v)
 }
@@ -55,7 +60,12 @@ enum ListStrategy {
 /// for the types we serve). Unlisted lists are replaced, as `taints` and `tolerations` are.
 fn list_strategy(field: &str) -> ListStrategy {
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets" => ListStrategy::MergeKey("name"),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets" => ListStrategy::MergeKey("name"),
         "ports" => ListStrategy::MergeKey("containerPort"),
         "volumeMounts" => ListStrategy::MergeKey("mountPath"),
         "volumeDevices" => ListStrategy::MergeKey("devicePath"),
@@ -115,9 +125,17 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) {
 }
 
 fn merge_list(current: &mut Value, items: &[Value], strategy: ListStrategy) {
-    let replace_all = items.iter().any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"));
+    let replace_all = items
+        .iter()
+        .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"));
     if !current.is_array() || replace_all {
-        *current = Value::Array(items.iter().filter(|i| i.get("$patch").is_none()).map(strip_directives).collect());
+        *current = Value::Array(
+            items
+                .iter()
+                .filter(|i| i.get("$patch").is_none())
+                .map(strip_directives)
+                .collect(),
+        );
         return;
     }
     let Value::Array(list) = current else { return };
@@ -176,37 +194,64 @@ mod tests {
         let cordoned = smp(node.clone(), json!({"spec": {"unschedulable": true}}));
         assert_eq!(cordoned["spec"]["unschedulable"], true);
         assert_eq!(cordoned["spec"]["taints"].as_array().unwrap().len(), 1);
-        let labelled = smp(node.clone(), json!({"metadata": {"labels": {"b": "2", "a": null}}}));
+        let labelled = smp(
+            node.clone(),
+            json!({"metadata": {"labels": {"b": "2", "a": null}}}),
+        );
         assert_eq!(labelled["metadata"]["labels"], json!({"b": "2"}));
         // Taints have no merge strategy: kubectl sends the whole new list.
-        let tainted = smp(node, json!({"spec": {"taints": [{"key": "x", "effect": "NoSchedule"}, {"key": "y", "value": "v", "effect": "NoExecute"}]}}));
+        let tainted = smp(
+            node,
+            json!({"spec": {"taints": [{"key": "x", "effect": "NoSchedule"}, {"key": "y", "value": "v", "effect": "NoExecute"}]}}),
+        );
         assert_eq!(tainted["spec"]["taints"].as_array().unwrap().len(), 2);
     }
 
     #[test]
     fn strategic_merge_merges_containers_by_name_and_honours_directives() {
         let pod = json!({"spec": {"containers": [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]}, "metadata": {"finalizers": ["f1"]}});
-        let out = smp(pod.clone(), json!({"spec": {"$setElementOrder/containers": [{"name": "a"}, {"name": "b"}],
-            "containers": [{"name": "b", "image": "b:2"}]}, "metadata": {"finalizers": ["f2"]}}));
+        let out = smp(
+            pod.clone(),
+            json!({"spec": {"$setElementOrder/containers": [{"name": "a"}, {"name": "b"}],
+            "containers": [{"name": "b", "image": "b:2"}]}, "metadata": {"finalizers": ["f2"]}}),
+        );
         assert_eq!(out["spec"]["containers"][0]["image"], "a:1");
         assert_eq!(out["spec"]["containers"][1]["image"], "b:2");
         assert_eq!(out["metadata"]["finalizers"], json!(["f1", "f2"]));
-        let deleted = smp(pod.clone(), json!({"spec": {"containers": [{"name": "a", "$patch": "delete"}]}}));
+        let deleted = smp(
+            pod.clone(),
+            json!({"spec": {"containers": [{"name": "a", "$patch": "delete"}]}}),
+        );
         assert_eq!(deleted["spec"]["containers"].as_array().unwrap().len(), 1);
-        let replaced = smp(pod.clone(), json!({"spec": {"$patch": "replace", "containers": [{"name": "c"}]}}));
+        let replaced = smp(
+            pod.clone(),
+            json!({"spec": {"$patch": "replace", "containers": [{"name": "c"}]}}),
+        );
         assert_eq!(replaced["spec"], json!({"containers": [{"name": "c"}]}));
-        let unfinalized = smp(pod, json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["f1"]}}));
+        let unfinalized = smp(
+            pod,
+            json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["f1"]}}),
+        );
         assert_eq!(unfinalized["metadata"]["finalizers"], json!([]));
     }
 
     #[test]
     fn merge_and_json_patches() {
         let node = json!({"metadata": {"labels": {"a": "1"}}, "spec": {}});
-        let merged = apply(&node, MERGE_PATCH, br#"{"metadata":{"labels":{"a":null,"b":"2"}}}"#).unwrap();
+        let merged = apply(
+            &node,
+            MERGE_PATCH,
+            br#"{"metadata":{"labels":{"a":null,"b":"2"}}}"#,
+        )
+        .unwrap();
         assert_eq!(merged["metadata"]["labels"], json!({"b": "2"}));
         let patched = apply(&node, JSON_PATCH, br#"[{"op":"add","path":"/spec/unschedulable","value":true},{"op":"test","path":"/metadata/labels/a","value":"1"}]"#).unwrap();
         assert_eq!(patched["spec"]["unschedulable"], true);
-        let failed = apply(&node, JSON_PATCH, br#"[{"op":"test","path":"/metadata/labels/a","value":"2"}]"#);
+        let failed = apply(
+            &node,
+            JSON_PATCH,
+            br#"[{"op":"test","path":"/metadata/labels/a","value":"2"}]"#,
+        );
         assert_eq!(failed.unwrap_err().code, 422);
         assert_eq!(apply(&node, JSON_PATCH, b"{}").unwrap_err().code, 400);
         assert_eq!(apply(&node, MERGE_PATCH, b"[1]").unwrap_err().code, 400);

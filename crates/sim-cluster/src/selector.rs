@@ -21,7 +21,11 @@ pub struct LabelSelector(Vec<LabelReq>);
 
 impl LabelSelector {
     pub fn parse(s: &str) -> Result<Self, ApiError> {
-        let bad = |why: &str| ApiError::bad_request(format!("unable to parse requirement: {why} in label selector {s:?}"));
+        let bad = |why: &str| {
+            ApiError::bad_request(format!(
+                "unable to parse requirement: {why} in label selector {s:?}"
+            ))
+        };
         let mut reqs = Vec::new();
         for part in split_top_level(s) {
             let part = part.trim();
@@ -42,7 +46,12 @@ impl LabelSelector {
                 LabelReq::Exists(part.to_owned())
             };
             let key = match &req {
-                LabelReq::Eq(k, _) | LabelReq::Ne(k, _) | LabelReq::In(k, _) | LabelReq::NotIn(k, _) | LabelReq::Exists(k) | LabelReq::NotExists(k) => k,
+                LabelReq::Eq(k, _)
+                | LabelReq::Ne(k, _)
+                | LabelReq::In(k, _)
+                | LabelReq::NotIn(k, _)
+                | LabelReq::Exists(k)
+                | LabelReq::NotExists(k) => k,
             };
             if key.is_empty() || key.contains(char::is_whitespace) {
                 return Err(bad("invalid key"));
@@ -57,7 +66,10 @@ impl LabelSelector {
         let mut reqs = Vec::new();
         if let Some(m) = sel["matchLabels"].as_object() {
             for (k, v) in m {
-                reqs.push(LabelReq::Eq(k.clone(), v.as_str().unwrap_or_default().to_owned()));
+                reqs.push(LabelReq::Eq(
+                    k.clone(),
+                    v.as_str().unwrap_or_default().to_owned(),
+                ));
             }
         }
         for e in sel["matchExpressions"].as_array().into_iter().flatten() {
@@ -106,7 +118,13 @@ fn split_set_op<'a>(part: &'a str, op: &str) -> Option<(String, &'a str)> {
 
 fn parse_set(s: &str) -> Option<Vec<String>> {
     let inner = s.trim().strip_prefix('(')?.strip_suffix(')')?;
-    Some(inner.split(',').map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).collect())
+    Some(
+        inner
+            .split(',')
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .collect(),
+    )
 }
 
 /// Splits on commas that are not inside parentheses.
@@ -140,7 +158,9 @@ impl FieldSelector {
             } else if let Some((p, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
                 (p, true, v)
             } else {
-                return Err(ApiError::bad_request(format!("invalid field selector: {part:?} is not field=value or field!=value")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid field selector: {part:?} is not field=value or field!=value"
+                )));
             };
             reqs.push((path.trim().to_owned(), eq, value.trim().to_owned()));
         }
@@ -149,7 +169,10 @@ impl FieldSelector {
 
     /// The node a `spec.nodeName=` requirement names, to use the pod index.
     pub fn node_name(&self) -> Option<&str> {
-        self.0.iter().find(|(p, eq, _)| p == "spec.nodeName" && *eq).map(|(_, _, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(p, eq, _)| p == "spec.nodeName" && *eq)
+            .map(|(_, _, v)| v.as_str())
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
@@ -209,7 +232,12 @@ mod tests {
         assert!(!m("metadata.name=q"));
         assert!(m("metadata.namespace=default"));
         assert!(m("spec.schedulerName="), "absent fields are empty");
-        assert_eq!(FieldSelector::parse("spec.nodeName=n1").unwrap().node_name(), Some("n1"));
+        assert_eq!(
+            FieldSelector::parse("spec.nodeName=n1")
+                .unwrap()
+                .node_name(),
+            Some("n1")
+        );
         assert!(FieldSelector::parse("nonsense").is_err());
     }
 }

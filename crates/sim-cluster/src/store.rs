@@ -18,6 +18,9 @@ use crate::resources::{self, NAMESPACES, PODS, RESOURCES};
 pub type Key = (String, String);
 pub type Obj = Arc<Value>;
 
+/// Receives every change committed after subscribing.
+pub type Subscription = broadcast::Receiver<Arc<Change>>;
+
 /// How many changes are kept for watches that resume from a resourceVersion.
 const HISTORY: usize = 20_000;
 
@@ -92,7 +95,10 @@ impl Store {
         f(&self.lock())
     }
 
-    pub fn write<R>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<R, ApiError>) -> Result<R, ApiError> {
+    pub fn write<R>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<R, ApiError>,
+    ) -> Result<R, ApiError> {
         let mut guard = self.lock();
         let mut tx = Tx {
             inner: &mut guard,
@@ -118,19 +124,27 @@ impl Store {
 
     /// Changes of `storage` after `rv`, and a receiver for the ones to come. `None` when `rv`
     /// is older than the history kept (the client must list again: 410).
-    pub fn watch_from(&self, rv: u64) -> Option<(Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>)> {
+    pub fn watch_from(&self, rv: u64) -> Option<(Vec<Arc<Change>>, Subscription)> {
         let inner = self.lock();
         let rx = self.changes.subscribe();
         let oldest = inner.history.front().map(|c| c.rv).unwrap_or(inner.rv + 1);
         if rv + 1 < oldest && rv < inner.rv {
             return None;
         }
-        let past = inner.history.iter().filter(|c| c.rv > rv).cloned().collect();
+        let past = inner
+            .history
+            .iter()
+            .filter(|c| c.rv > rv)
+            .cloned()
+            .collect();
         Some((past, rx))
     }
 
     /// Reads and subscribes under one lock, so no change falls between the two.
-    pub fn read_and_subscribe<R>(&self, f: impl FnOnce(&Inner) -> R) -> (R, broadcast::Receiver<Arc<Change>>) {
+    pub fn read_and_subscribe<R>(
+        &self,
+        f: impl FnOnce(&Inner) -> R,
+    ) -> (R, broadcast::Receiver<Arc<Change>>) {
         let inner = self.lock();
         let rx = self.changes.subscribe();
         (f(&inner), rx)
@@ -147,7 +161,11 @@ impl Inner {
     }
 
     /// Objects of a storage, in one namespace or all.
-    pub fn list<'a>(&'a self, storage: usize, ns: Option<&'a str>) -> Box<dyn Iterator<Item = &'a Obj> + 'a> {
+    pub fn list<'a>(
+        &'a self,
+        storage: usize,
+        ns: Option<&'a str>,
+    ) -> Box<dyn Iterator<Item = &'a Obj> + 'a> {
         let map = &self.objects[storage];
         match ns {
             Some(ns) => Box::new(
@@ -234,7 +252,13 @@ impl Tx<'_> {
     /// Replaces an existing object with `new`, keeping its identity (uid, creation time);
     /// bumps `generation` when the spec changed. An unchanged object is not written (no new
     /// resourceVersion, no watch event), as on a real server.
-    pub fn replace(&mut self, storage: usize, ns: &str, name: &str, mut new: Value) -> Result<Obj, ApiError> {
+    pub fn replace(
+        &mut self,
+        storage: usize,
+        ns: &str,
+        name: &str,
+        mut new: Value,
+    ) -> Result<Obj, ApiError> {
         let key = (ns.to_owned(), name.to_owned());
         let Some(old) = self.inner.objects[storage].get(&key).cloned() else {
             return Err(ApiError::not_found(&RESOURCES[storage].qualified(), name));
@@ -242,7 +266,14 @@ impl Tx<'_> {
         if !new["metadata"].is_object() {
             new["metadata"] = json!({});
         }
-        for field in ["uid", "creationTimestamp", "name", "namespace", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "name",
+            "namespace",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ] {
             match old["metadata"].get(field) {
                 Some(v) => new["metadata"][field] = v.clone(),
                 None => {
@@ -254,7 +285,9 @@ impl Tx<'_> {
         }
         let generation = old["metadata"]["generation"].as_i64();
         match generation {
-            Some(g) if old.get("spec") != new.get("spec") => new["metadata"]["generation"] = json!(g + 1),
+            Some(g) if old.get("spec") != new.get("spec") => {
+                new["metadata"]["generation"] = json!(g + 1)
+            }
             Some(g) => new["metadata"]["generation"] = json!(g),
             None => {}
         }
@@ -268,7 +301,14 @@ impl Tx<'_> {
     }
 
     /// Marks an object as being deleted (graceful deletion); the caller removes it later.
-    pub fn mark_deleting(&mut self, storage: usize, ns: &str, name: &str, at: &str, grace: i64) -> Result<Obj, ApiError> {
+    pub fn mark_deleting(
+        &mut self,
+        storage: usize,
+        ns: &str,
+        name: &str,
+        at: &str,
+        grace: i64,
+    ) -> Result<Obj, ApiError> {
         let key = (ns.to_owned(), name.to_owned());
         let Some(old) = self.inner.objects[storage].get(&key).cloned() else {
             return Err(ApiError::not_found(&RESOURCES[storage].qualified(), name));
@@ -310,7 +350,11 @@ impl Tx<'_> {
         self.pending.push(Arc::new(Change {
             rv: self.inner.rv,
             storage,
-            kind: if old.is_some() { ChangeType::Modified } else { ChangeType::Added },
+            kind: if old.is_some() {
+                ChangeType::Modified
+            } else {
+                ChangeType::Added
+            },
             object: obj.clone(),
             old,
         }));
@@ -318,7 +362,10 @@ impl Tx<'_> {
     }
 
     fn index_pod(&mut self, key: &Key, old: Option<&Value>, new: Option<&Value>) {
-        let node_of = |p: Option<&Value>| p.and_then(|p| p["spec"]["nodeName"].as_str()).map(str::to_owned);
+        let node_of = |p: Option<&Value>| {
+            p.and_then(|p| p["spec"]["nodeName"].as_str())
+                .map(str::to_owned)
+        };
         let (before, after) = (node_of(old), node_of(new));
         if before == after {
             return;
@@ -332,7 +379,11 @@ impl Tx<'_> {
             }
         }
         if let Some(n) = after {
-            self.inner.pods_by_node.entry(n).or_default().insert(key.clone());
+            self.inner
+                .pods_by_node
+                .entry(n)
+                .or_default()
+                .insert(key.clone());
         }
     }
 }
@@ -340,16 +391,26 @@ impl Tx<'_> {
 /// DNS-1123 subdomain: what Kubernetes accepts for most object names.
 fn validate_name(qualified: &str, name: &str) -> Result<(), ApiError> {
     let ok = name.len() <= 253
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && name.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
-        && name.as_bytes().last().is_some_and(u8::is_ascii_alphanumeric);
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name
+            .as_bytes()
+            .first()
+            .is_some_and(u8::is_ascii_alphanumeric)
+        && name
+            .as_bytes()
+            .last()
+            .is_some_and(u8::is_ascii_alphanumeric);
     if ok {
         Ok(())
     } else {
         Err(ApiError::invalid(
             qualified,
             name,
-            format!("metadata.name: Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"),
+            format!(
+                "metadata.name: Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+            ),
         ))
     }
 }
@@ -357,12 +418,16 @@ fn validate_name(qualified: &str, name: &str) -> Result<(), ApiError> {
 /// Five characters as the API server appends to `generateName`.
 pub fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5).map(|_| char::from(ALPHABET[fastrand::usize(..ALPHABET.len())])).collect()
+    (0..5)
+        .map(|_| char::from(ALPHABET[fastrand::usize(..ALPHABET.len())]))
+        .collect()
 }
 
 pub fn new_uid() -> String {
     let hex = |n: usize| -> String {
-        (0..n).map(|_| char::from(b"0123456789abcdef"[fastrand::usize(..16)])).collect()
+        (0..n)
+            .map(|_| char::from(b"0123456789abcdef"[fastrand::usize(..16)]))
+            .collect()
     };
     format!("{}-{}-4{}-a{}-{}", hex(8), hex(4), hex(3), hex(3), hex(12))
 }
@@ -391,7 +456,8 @@ mod tests {
     use crate::resources::NODES;
 
     fn ns(tx: &mut Tx<'_>, name: &str) {
-        tx.create(NAMESPACES, "", json!({"metadata": {"name": name}})).unwrap();
+        tx.create(NAMESPACES, "", json!({"metadata": {"name": name}}))
+            .unwrap();
     }
 
     #[test]
@@ -400,11 +466,21 @@ mod tests {
         store
             .write(|tx| {
                 ns(tx, "default");
-                let pod = tx.create(PODS, "default", json!({"metadata": {"generateName": "web-"}, "spec": {}}))?;
-                assert!(pod["metadata"]["name"].as_str().unwrap().starts_with("web-"));
+                let pod = tx.create(
+                    PODS,
+                    "default",
+                    json!({"metadata": {"generateName": "web-"}, "spec": {}}),
+                )?;
+                assert!(
+                    pod["metadata"]["name"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("web-")
+                );
                 assert_eq!(pod["metadata"]["generation"], 1);
                 assert_eq!(pod["kind"], "Pod");
-                let dup = tx.create(NODES, "", json!({"metadata": {"name": "n1"}}))
+                let dup = tx
+                    .create(NODES, "", json!({"metadata": {"name": "n1"}}))
                     .and_then(|_| tx.create(NODES, "", json!({"metadata": {"name": "n1"}})));
                 assert_eq!(dup.unwrap_err().code, 409);
                 let orphan = tx.create(PODS, "nowhere", json!({"metadata": {"name": "p"}}));
@@ -432,7 +508,10 @@ mod tests {
         assert_eq!(b["metadata"]["generation"], 1);
         assert_eq!(c["metadata"]["generation"], 2);
         assert_eq!(a["metadata"]["uid"], c["metadata"]["uid"]);
-        assert_ne!(a["metadata"]["resourceVersion"], b["metadata"]["resourceVersion"]);
+        assert_ne!(
+            a["metadata"]["resourceVersion"],
+            b["metadata"]["resourceVersion"]
+        );
     }
 
     #[test]
@@ -441,9 +520,18 @@ mod tests {
         store
             .write(|tx| {
                 ns(tx, "default");
-                tx.create(PODS, "default", json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1"}}))?;
+                tx.create(
+                    PODS,
+                    "default",
+                    json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1"}}),
+                )?;
                 assert_eq!(tx.view().pods_on_node("n1").len(), 1);
-                tx.replace(PODS, "default", "p", json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n2"}}))?;
+                tx.replace(
+                    PODS,
+                    "default",
+                    "p",
+                    json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n2"}}),
+                )?;
                 assert!(tx.view().pods_on_node("n1").is_empty());
                 assert_eq!(tx.view().pods_on_node("n2").len(), 1);
                 tx.remove(PODS, "default", "p");
@@ -457,16 +545,25 @@ mod tests {
     fn watch_history_resumes_after_a_version_and_expires() {
         let store = Store::new();
         let rv0 = store.read(|i| i.rv());
-        store.write(|tx| tx.create(NODES, "", json!({"metadata": {"name": "n1"}}))).unwrap();
-        store.write(|tx| tx.create(NODES, "", json!({"metadata": {"name": "n2"}}))).unwrap();
+        store
+            .write(|tx| tx.create(NODES, "", json!({"metadata": {"name": "n1"}})))
+            .unwrap();
+        store
+            .write(|tx| tx.create(NODES, "", json!({"metadata": {"name": "n2"}})))
+            .unwrap();
         let (past, _) = store.watch_from(rv0).unwrap();
         assert_eq!(past.len(), 2);
         let (past, _) = store.watch_from(rv0 + 1).unwrap();
         assert_eq!(past.len(), 1);
         assert_eq!(past[0].object["metadata"]["name"], "n2");
         for i in 0..HISTORY {
-            store.write(|tx| tx.create(NODES, "", json!({"metadata": {"name": format!("x{i}")}}))).unwrap();
+            store
+                .write(|tx| tx.create(NODES, "", json!({"metadata": {"name": format!("x{i}")}})))
+                .unwrap();
         }
-        assert!(store.watch_from(rv0).is_none(), "too old: the client must relist");
+        assert!(
+            store.watch_from(rv0).is_none(),
+            "too old: the client must relist"
+        );
     }
 }

@@ -4,10 +4,10 @@
 
 use serde_json::{Value, json};
 
+use crate::api::defaults;
 use crate::error::ApiError;
 use crate::resources::{self, NAMESPACES, storage_of};
 use crate::store::Store;
-use crate::api::defaults;
 
 pub const SPOT_LABELS: [(&str, &str); 3] = [
     ("lifecycle", "Ec2Spot"),
@@ -21,14 +21,23 @@ pub fn node(index: usize, spot: bool) -> Value {
     let ip = format!("10.0.{}.{}", index / 250, index % 250 + 10);
     let name = format!("ip-{}.ec2.internal", ip.replace('.', "-"));
     let zone = ["us-east-1a", "us-east-1b", "us-east-1c"][index % 3];
-    let instance_id = format!("i-0{:016x}", (index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 4);
+    let instance_id = format!(
+        "i-0{:016x}",
+        (index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 4
+    );
     let mut labels = json!({
         "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
         "node.kubernetes.io/instance-type": "m5.large", "topology.kubernetes.io/zone": zone,
         "topology.kubernetes.io/region": "us-east-1",
     });
-    let capacity = if spot { SPOT_LABELS.to_vec() } else {
-        vec![("lifecycle", "OnDemand"), ("karpenter.sh/capacity-type", "on-demand"), ("eks.amazonaws.com/capacityType", "ON_DEMAND")]
+    let capacity = if spot {
+        SPOT_LABELS.to_vec()
+    } else {
+        vec![
+            ("lifecycle", "OnDemand"),
+            ("karpenter.sh/capacity-type", "on-demand"),
+            ("eks.amazonaws.com/capacityType", "ON_DEMAND"),
+        ]
     };
     for (k, v) in capacity {
         labels[k] = json!(v);
@@ -44,7 +53,8 @@ pub fn node(index: usize, spot: bool) -> Value {
 /// A Deployment spread over the nodes with a PodDisruptionBudget, and a DaemonSet.
 pub fn default_workload(nodes: usize) -> Vec<Value> {
     let replicas = (nodes * 2).clamp(2, 20);
-    let container = json!([{"name": "web", "image": "nginx:1.27", "ports": [{"containerPort": 80}]}]);
+    let container =
+        json!([{"name": "web", "image": "nginx:1.27", "ports": [{"containerPort": 80}]}]);
     vec![
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}},
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
@@ -59,7 +69,8 @@ pub fn default_workload(nodes: usize) -> Vec<Value> {
 
 /// Parses a multi-document YAML file of objects (a `List` is unpacked).
 pub fn parse(text: &str) -> Result<Vec<Value>, String> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| format!("invalid YAML: {e}"))?;
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(text).map_err(|e| format!("invalid YAML: {e}"))?;
     let mut out = Vec::new();
     for d in docs.into_iter().filter(|d| !d.is_null()) {
         if d["kind"] == "List" {
@@ -88,10 +99,22 @@ pub fn load(store: &Store, nodes: usize, spot: usize, objects: &[Value]) -> Resu
     for obj in all {
         let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_owned();
         let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
-        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-        let index = resources::by_kind(&api_version, &kind).ok_or_else(|| format!("{kind} ({api_version}) {name:?}: this kind is not served by the simulator"))?;
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let index = resources::by_kind(&api_version, &kind).ok_or_else(|| {
+            format!("{kind} ({api_version}) {name:?}: this kind is not served by the simulator")
+        })?;
         let storage = storage_of(index);
-        let ns = if resources::RESOURCES[index].namespaced { obj["metadata"]["namespace"].as_str().unwrap_or("default").to_owned() } else { String::new() };
+        let ns = if resources::RESOURCES[index].namespaced {
+            obj["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_owned()
+        } else {
+            String::new()
+        };
         let mut obj = crate::api::events::from_api(index, obj);
         defaults::apply(storage, &mut obj);
         let exists = store.read(|i| i.get(storage, &ns, &name).is_some());

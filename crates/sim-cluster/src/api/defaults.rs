@@ -20,7 +20,10 @@ pub fn apply(storage: usize, obj: &mut Value) {
             set_if_null(&mut obj["spec"]["replicas"], json!(1));
             set_if_null(&mut obj["spec"]["revisionHistoryLimit"], json!(10));
             set_if_null(&mut obj["spec"]["progressDeadlineSeconds"], json!(600));
-            set_if_null(&mut obj["spec"]["strategy"], json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}));
+            set_if_null(
+                &mut obj["spec"]["strategy"],
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
+            );
             set_if_null(&mut obj["status"], json!({}));
         }
         REPLICASETS => {
@@ -28,10 +31,19 @@ pub fn apply(storage: usize, obj: &mut Value) {
             set_if_null(&mut obj["status"], json!({"replicas": 0}));
         }
         DAEMONSETS => {
-            set_if_null(&mut obj["spec"]["updateStrategy"], json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}));
-            set_if_null(&mut obj["status"], json!({"currentNumberScheduled": 0, "desiredNumberScheduled": 0, "numberMisscheduled": 0, "numberReady": 0}));
+            set_if_null(
+                &mut obj["spec"]["updateStrategy"],
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+            );
+            set_if_null(
+                &mut obj["status"],
+                json!({"currentNumberScheduled": 0, "desiredNumberScheduled": 0, "numberMisscheduled": 0, "numberReady": 0}),
+            );
         }
-        PDBS => set_if_null(&mut obj["status"], json!({"currentHealthy": 0, "desiredHealthy": 0, "disruptionsAllowed": 0, "expectedPods": 0})),
+        PDBS => set_if_null(
+            &mut obj["status"],
+            json!({"currentHealthy": 0, "desiredHealthy": 0, "disruptionsAllowed": 0, "expectedPods": 0}),
+        ),
         NAMESPACES => set_if_null(&mut obj["status"], json!({"phase": "Active"})),
         _ => {}
     }
@@ -49,12 +61,21 @@ fn pod(p: &mut Value) {
     set_if_null(&mut spec["restartPolicy"], json!("Always"));
     set_if_null(&mut spec["schedulerName"], json!("default-scheduler"));
     set_if_null(&mut spec["dnsPolicy"], json!("ClusterFirst"));
-    let class = spec["priorityClassName"].as_str().unwrap_or_default().to_owned();
-    set_if_null(&mut spec["priority"], json!(priority_of(&class).unwrap_or(0)));
+    let class = spec["priorityClassName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    set_if_null(
+        &mut spec["priority"],
+        json!(priority_of(&class).unwrap_or(0)),
+    );
     // What the DefaultTolerationSeconds admission plugin adds to every pod.
     let tolerations = spec["tolerations"].as_array().cloned().unwrap_or_default();
     let mut tolerations = tolerations;
-    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
         if !tolerations.iter().any(|t| t["key"] == key) {
             tolerations.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
         }
@@ -63,9 +84,15 @@ fn pod(p: &mut Value) {
     if let Some(cs) = spec["containers"].as_array_mut() {
         for c in cs {
             set_if_null(&mut c["imagePullPolicy"], json!("IfNotPresent"));
-            set_if_null(&mut c["terminationMessagePath"], json!("/dev/termination-log"));
+            set_if_null(
+                &mut c["terminationMessagePath"],
+                json!("/dev/termination-log"),
+            );
             set_if_null(&mut c["resources"], json!({}));
         }
     }
-    set_if_null(&mut p["status"], json!({"phase": "Pending", "qosClass": "BestEffort"}));
+    set_if_null(
+        &mut p["status"],
+        json!({"phase": "Pending", "qosClass": "BestEffort"}),
+    );
 }

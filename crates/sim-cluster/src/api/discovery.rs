@@ -37,7 +37,10 @@ pub fn api_group(name: &str) -> Value {
 
 pub fn resource_list(group: &str, version: &str) -> Value {
     let mut out = Vec::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
         out.push(json!({
             "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
             "verbs": verbs(), "shortNames": r.short_names,
@@ -54,6 +57,10 @@ pub fn resource_list(group: &str, version: &str) -> Value {
                 "group": group, "version": version, "kind": kind, "verbs": verbs}));
         }
     }
-    let gv = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out})
 }

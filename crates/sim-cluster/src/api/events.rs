@@ -32,7 +32,11 @@ fn convert(obj: &Value, to_v1: bool, api_version: &str) -> Value {
             out.insert(to.into(), v.clone());
         }
     }
-    let (count_from, count_to) = if to_v1 { ("count", "deprecatedCount") } else { ("deprecatedCount", "count") };
+    let (count_from, count_to) = if to_v1 {
+        ("count", "deprecatedCount")
+    } else {
+        ("deprecatedCount", "count")
+    };
     if let Some(v) = obj.get(count_from).filter(|v| !v.is_null()) {
         out.insert(count_to.into(), v.clone());
     }
@@ -45,12 +49,20 @@ fn convert(obj: &Value, to_v1: bool, api_version: &str) -> Value {
 
 /// The stored object as the API the request came through shows it.
 pub fn to_api(resource: usize, stored: &Value) -> Value {
-    if resource == EVENTS_V1 { convert(stored, true, "events.k8s.io/v1") } else { stored.clone() }
+    if resource == EVENTS_V1 {
+        convert(stored, true, "events.k8s.io/v1")
+    } else {
+        stored.clone()
+    }
 }
 
 /// A request body in the stored form.
 pub fn from_api(resource: usize, body: Value) -> Value {
-    if resource == EVENTS_V1 { convert(&body, false, "v1") } else { body }
+    if resource == EVENTS_V1 {
+        convert(&body, false, "v1")
+    } else {
+        body
+    }
 }
 
 #[cfg(test)]

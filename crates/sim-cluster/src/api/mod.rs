@@ -57,7 +57,10 @@ impl Query {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or_default())
             .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
         let mut q = Query::default();
-        let num = |k: &str, v: &str| v.parse::<u64>().map_err(|_| ApiError::bad_request(format!("{k}: {v:?} is not a number")));
+        let num = |k: &str, v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("{k}: {v:?} is not a number")))
+        };
         for (k, v) in pairs {
             match k.as_str() {
                 "labelSelector" => q.label_selector = Some(v),
@@ -67,7 +70,11 @@ impl Query {
                 "timeoutSeconds" => q.timeout_seconds = Some(num(&k, &v)?),
                 "limit" => q.limit = Some(num(&k, &v)? as usize).filter(|&l| l > 0),
                 "continue" => q.continue_token = Some(v).filter(|v| !v.is_empty()),
-                "gracePeriodSeconds" => q.grace_period_seconds = Some(v.parse().map_err(|_| ApiError::bad_request("gracePeriodSeconds must be an integer"))?),
+                "gracePeriodSeconds" => {
+                    q.grace_period_seconds = Some(v.parse().map_err(|_| {
+                        ApiError::bad_request("gracePeriodSeconds must be an integer")
+                    })?)
+                }
                 "propagationPolicy" => q.propagation_policy = Some(v),
                 "dryRun" => q.dry_run = v == "All",
                 _ => {}
@@ -77,7 +84,13 @@ impl Query {
     }
 }
 
-async fn dispatch(State(st): State<Arc<ApiState>>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+async fn dispatch(
+    State(st): State<Arc<ApiState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => return ApiError::too_large().into_response(),
@@ -98,7 +111,9 @@ async fn dispatch(State(st): State<Arc<ApiState>>, method: Method, uri: Uri, hea
         Route::CoreVersions => Json(discovery::core_versions(&st.server)).into_response(),
         Route::Groups => Json(discovery::groups()).into_response(),
         Route::Group(g) => Json(discovery::api_group(&g)).into_response(),
-        Route::GroupVersion { group, version } => Json(discovery::resource_list(&group, &version)).into_response(),
+        Route::GroupVersion { group, version } => {
+            Json(discovery::resource_list(&group, &version)).into_response()
+        }
         Route::OpenApiV2 => Json(openapi::v2_document()).into_response(),
         Route::OpenApiV3Index => Json(openapi::v3_index()).into_response(),
         Route::OpenApiV3 { group, version } => match openapi::v3_document(&group, &version) {
@@ -106,7 +121,13 @@ async fn dispatch(State(st): State<Arc<ApiState>>, method: Method, uri: Uri, hea
             None => ApiError::path_not_found().into_response(),
         },
         Route::Resource(target) => {
-            let request = objects::Request { method, target, query, headers, body };
+            let request = objects::Request {
+                method,
+                target,
+                query,
+                headers,
+                body,
+            };
             match objects::handle(&st, request).await {
                 Ok(resp) => resp,
                 Err(e) => e.into_response(),

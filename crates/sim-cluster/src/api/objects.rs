@@ -26,7 +26,10 @@ pub struct Request {
 
 impl Request {
     fn header(&self, name: header::HeaderName) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
     }
 }
 
@@ -39,7 +42,9 @@ pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
 
 pub async fn handle(st: &ApiState, r: Request) -> Result<Response, ApiError> {
     if r.query.dry_run {
-        return Err(ApiError::bad_request("dryRun is not supported by the cluster simulator"));
+        return Err(ApiError::bad_request(
+            "dryRun is not supported by the cluster simulator",
+        ));
     }
     let t = r.target.clone();
     let ns = t.namespace.clone().unwrap_or_default();
@@ -57,12 +62,20 @@ pub async fn handle(st: &ApiState, r: Request) -> Result<Response, ApiError> {
             let rv = st.store.read(|i| i.rv());
             if table {
                 let view = events::to_api(t.resource, &obj);
-                Ok(json_response(StatusCode::OK, &table::table(t.resource, &[&view], rv, None)))
+                Ok(json_response(
+                    StatusCode::OK,
+                    &table::table(t.resource, &[&view], rv, None),
+                ))
             } else {
-                Ok(json_response(StatusCode::OK, &events::to_api(t.resource, &obj)))
+                Ok(json_response(
+                    StatusCode::OK,
+                    &events::to_api(t.resource, &obj),
+                ))
             }
         }
-        (&Method::POST, None, None) if !res.namespaced || t.namespace.is_some() => create(st, &r, &ns),
+        (&Method::POST, None, None) if !res.namespaced || t.namespace.is_some() => {
+            create(st, &r, &ns)
+        }
         (&Method::POST, Some(name), Some("eviction")) => {
             let body = decode(&r, Some("Eviction"))?;
             let out = st.store.write(|tx| pods::evict(tx, &ns, name, &body))?;
@@ -77,8 +90,13 @@ pub async fn handle(st: &ApiState, r: Request) -> Result<Response, ApiError> {
         (&Method::PATCH, Some(name), sub) => patch_obj(st, &r, &ns, name, sub),
         (&Method::DELETE, Some(name), None) => {
             let opts = delete_options(&r)?;
-            let gone = st.store.write(|tx| pods::delete(tx, storage_of(t.resource), &ns, name, &opts))?;
-            Ok(json_response(StatusCode::OK, &events::to_api(t.resource, &gone)))
+            let gone = st
+                .store
+                .write(|tx| pods::delete(tx, storage_of(t.resource), &ns, name, &opts))?;
+            Ok(json_response(
+                StatusCode::OK,
+                &events::to_api(t.resource, &gone),
+            ))
         }
         (&Method::DELETE, None, None) => delete_collection(st, &r, &ns),
         _ => Err(ApiError::method_not_allowed()),
@@ -95,17 +113,22 @@ fn get_obj(st: &ApiState, resource: usize, ns: &str, name: &str) -> Result<Obj, 
 fn decode(r: &Request, kind: Option<&str>) -> Result<Value, ApiError> {
     let ct = r.header(header::CONTENT_TYPE);
     let v: Value = if ct.contains("yaml") {
-        let text = std::str::from_utf8(&r.body).map_err(|_| ApiError::bad_request("body is not UTF-8"))?;
-        serde_saphyr::from_str(text).map_err(|e| ApiError::bad_request(format!("invalid YAML body: {e}")))?
+        let text =
+            std::str::from_utf8(&r.body).map_err(|_| ApiError::bad_request("body is not UTF-8"))?;
+        serde_saphyr::from_str(text)
+            .map_err(|e| ApiError::bad_request(format!("invalid YAML body: {e}")))?
     } else {
-        serde_json::from_slice(&r.body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
+        serde_json::from_slice(&r.body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
     };
     if !v.is_object() {
         return Err(ApiError::bad_request("the request body must be an object"));
     }
     let want = kind.unwrap_or(RESOURCES[r.target.resource].kind);
     match v["kind"].as_str() {
-        Some(k) if k != want => Err(ApiError::bad_request(format!("the kind in the body ({k}) does not match the resource ({want})"))),
+        Some(k) if k != want => Err(ApiError::bad_request(format!(
+            "the kind in the body ({k}) does not match the resource ({want})"
+        ))),
         _ => Ok(v),
     }
 }
@@ -125,7 +148,9 @@ fn list(st: &ApiState, r: &Request, table: bool) -> Result<Response, ApiError> {
     let labels = LabelSelector::parse(r.query.label_selector.as_deref().unwrap_or_default())?;
     let fields = FieldSelector::parse(r.query.field_selector.as_deref().unwrap_or_default())?;
     let offset: usize = match &r.query.continue_token {
-        Some(c) => c.parse().map_err(|_| ApiError::gone("the provided continue parameter is too old or malformed"))?,
+        Some(c) => c.parse().map_err(|_| {
+            ApiError::gone("the provided continue parameter is too old or malformed")
+        })?,
         None => 0,
     };
     let (page, rv, more) = st.store.read(|inner| {
@@ -149,14 +174,22 @@ fn list(st: &ApiState, r: &Request, table: bool) -> Result<Response, ApiError> {
             };
             labels.matches(o) && fields.matches(o)
         });
-        let page: Vec<Value> = matched.by_ref().skip(offset).take(limit).map(|o| events::to_api(t.resource, o)).collect();
+        let page: Vec<Value> = matched
+            .by_ref()
+            .skip(offset)
+            .take(limit)
+            .map(|o| events::to_api(t.resource, o))
+            .collect();
         let remaining = matched.count();
         (page, inner.rv(), remaining)
     });
     let cont = (more > 0).then(|| (offset + page.len()).to_string());
     if table {
         let refs: Vec<&Value> = page.iter().collect();
-        return Ok(json_response(StatusCode::OK, &table::table(t.resource, &refs, rv, cont)));
+        return Ok(json_response(
+            StatusCode::OK,
+            &table::table(t.resource, &refs, rv, cont),
+        ));
     }
     let mut metadata = json!({"resourceVersion": rv.to_string()});
     if let Some(c) = cont {
@@ -166,7 +199,12 @@ fn list(st: &ApiState, r: &Request, table: bool) -> Result<Response, ApiError> {
     let res = &RESOURCES[t.resource];
     Ok(json_response(
         StatusCode::OK,
-        &ListBody { kind: res.list_kind(), api_version: res.api_version(), metadata, items: page.iter().collect() },
+        &ListBody {
+            kind: res.list_kind(),
+            api_version: res.api_version(),
+            metadata,
+            items: page.iter().collect(),
+        },
     ))
 }
 
@@ -178,16 +216,26 @@ fn create(st: &ApiState, r: &Request, ns: &str) -> Result<Response, ApiError> {
         && RESOURCES[t.resource].namespaced
         && body_ns != ns
     {
-        return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
     }
     defaults::apply(storage, &mut obj);
     let created = st.store.write(|tx| tx.create(storage, ns, obj))?;
-    Ok(json_response(StatusCode::CREATED, &events::to_api(t.resource, &created)))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &events::to_api(t.resource, &created),
+    ))
 }
 
 /// What a write through the main resource or a subresource changes: the status subresource
 /// changes only status; the main resource never changes a status that has its own subresource.
-fn merge_for_subresource(resource: usize, current: &Value, mut new: Value, sub: Option<&str>) -> Value {
+fn merge_for_subresource(
+    resource: usize,
+    current: &Value,
+    mut new: Value,
+    sub: Option<&str>,
+) -> Value {
     match sub {
         Some("status") => {
             let mut out = current.clone();
@@ -203,27 +251,41 @@ fn merge_for_subresource(resource: usize, current: &Value, mut new: Value, sub: 
 }
 
 fn rv_of(v: &Value) -> Option<&str> {
-    v["metadata"]["resourceVersion"].as_str().filter(|s| !s.is_empty())
+    v["metadata"]["resourceVersion"]
+        .as_str()
+        .filter(|s| !s.is_empty())
 }
 
-fn update(st: &ApiState, r: &Request, ns: &str, name: &str, sub: Option<&str>) -> Result<Response, ApiError> {
+fn update(
+    st: &ApiState,
+    r: &Request,
+    ns: &str,
+    name: &str,
+    sub: Option<&str>,
+) -> Result<Response, ApiError> {
     let t = &r.target;
     let storage = storage_of(t.resource);
     let qualified = RESOURCES[t.resource].qualified();
     if sub == Some("scale") {
         let body = decode(r, Some("Scale"))?;
         let out = st.store.write(|tx| {
-            let cur = tx.get(storage, ns, name).ok_or_else(|| ApiError::not_found(&qualified, name))?;
+            let cur = tx
+                .get(storage, ns, name)
+                .ok_or_else(|| ApiError::not_found(&qualified, name))?;
             set_scale(tx, storage, ns, name, &cur, &body)
         })?;
         return Ok(json_response(StatusCode::OK, &out));
     }
     let body = events::from_api(t.resource, decode(r, None)?);
     if body["metadata"]["name"].as_str().is_some_and(|n| n != name) {
-        return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
+        return Err(ApiError::bad_request(
+            "the name of the object does not match the name on the URL",
+        ));
     }
     let updated = st.store.write(|tx| {
-        let cur = tx.get(storage, ns, name).ok_or_else(|| ApiError::not_found(&qualified, name))?;
+        let cur = tx
+            .get(storage, ns, name)
+            .ok_or_else(|| ApiError::not_found(&qualified, name))?;
         if let Some(want) = rv_of(&body)
             && Some(want) != rv_of(&cur)
         {
@@ -232,10 +294,19 @@ fn update(st: &ApiState, r: &Request, ns: &str, name: &str, sub: Option<&str>) -
         let new = merge_for_subresource(t.resource, &cur, body, sub);
         tx.replace(storage, ns, name, new)
     })?;
-    Ok(json_response(StatusCode::OK, &events::to_api(t.resource, &updated)))
+    Ok(json_response(
+        StatusCode::OK,
+        &events::to_api(t.resource, &updated),
+    ))
 }
 
-fn patch_obj(st: &ApiState, r: &Request, ns: &str, name: &str, sub: Option<&str>) -> Result<Response, ApiError> {
+fn patch_obj(
+    st: &ApiState,
+    r: &Request,
+    ns: &str,
+    name: &str,
+    sub: Option<&str>,
+) -> Result<Response, ApiError> {
     let t = &r.target;
     let storage = storage_of(t.resource);
     let qualified = RESOURCES[t.resource].qualified();
@@ -263,9 +334,12 @@ fn patch_obj(st: &ApiState, r: &Request, ns: &str, name: &str, sub: Option<&str>
             return Err(ApiError::conflict(&qualified, name));
         }
         if patched["metadata"]["name"] != view["metadata"]["name"] {
-            return Err(ApiError::bad_request("the name of an object cannot be changed by a patch"));
+            return Err(ApiError::bad_request(
+                "the name of an object cannot be changed by a patch",
+            ));
         }
-        let new = merge_for_subresource(t.resource, &cur, events::from_api(t.resource, patched), sub);
+        let new =
+            merge_for_subresource(t.resource, &cur, events::from_api(t.resource, patched), sub);
         let updated = tx.replace(storage, ns, name, new)?;
         Ok(events::to_api(t.resource, &updated))
     })?;
@@ -290,7 +364,14 @@ fn scale_of(obj: &Value) -> Value {
     })
 }
 
-fn set_scale(tx: &mut crate::store::Tx<'_>, storage: usize, ns: &str, name: &str, cur: &Obj, scale: &Value) -> Result<Value, ApiError> {
+fn set_scale(
+    tx: &mut crate::store::Tx<'_>,
+    storage: usize,
+    ns: &str,
+    name: &str,
+    cur: &Obj,
+    scale: &Value,
+) -> Result<Value, ApiError> {
     if !matches!(storage, DEPLOYMENTS | REPLICASETS) {
         return Err(ApiError::path_not_found());
     }
@@ -300,9 +381,16 @@ fn set_scale(tx: &mut crate::store::Tx<'_>, storage: usize, ns: &str, name: &str
     {
         return Err(ApiError::conflict(&qualified, name));
     }
-    let replicas = scale["spec"]["replicas"].as_i64().filter(|r| *r >= 0).ok_or_else(|| {
-        ApiError::invalid(&qualified, name, "spec.replicas: Invalid value: must be a non-negative integer")
-    })?;
+    let replicas = scale["spec"]["replicas"]
+        .as_i64()
+        .filter(|r| *r >= 0)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                &qualified,
+                name,
+                "spec.replicas: Invalid value: must be a non-negative integer",
+            )
+        })?;
     let mut new = (**cur).clone();
     new["spec"]["replicas"] = json!(replicas);
     let updated = tx.replace(storage, ns, name, new)?;
@@ -313,7 +401,8 @@ fn delete_options(r: &Request) -> Result<DeleteOptions, ApiError> {
     let body: Value = if r.body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
-        serde_json::from_slice(&r.body).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+        serde_json::from_slice(&r.body)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
     };
     let mut opts = DeleteOptions::from_body(&body);
     if r.query.grace_period_seconds.is_some() {
@@ -337,7 +426,18 @@ fn delete_collection(st: &ApiState, r: &Request, ns: &str) -> Result<Response, A
             .view()
             .list(storage, ns_filter)
             .filter(|o| labels.matches(o) && fields.matches(o))
-            .map(|o| (o["metadata"]["namespace"].as_str().unwrap_or_default().to_owned(), o["metadata"]["name"].as_str().unwrap_or_default().to_owned()))
+            .map(|o| {
+                (
+                    o["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    o["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            })
             .collect();
         let mut out = Vec::new();
         for (n, name) in keys {
@@ -347,5 +447,8 @@ fn delete_collection(st: &ApiState, r: &Request, ns: &str) -> Result<Response, A
         Ok(out)
     })?;
     let res = &RESOURCES[t.resource];
-    Ok(json_response(StatusCode::OK, &json!({"kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": {}, "items": deleted})))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": {}, "items": deleted}),
+    ))
 }

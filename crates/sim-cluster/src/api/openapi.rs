@@ -12,12 +12,20 @@ fn gvk(r: &Resource) -> Value {
 }
 
 fn schema_name(r: &Resource) -> String {
-    let group = if r.group.is_empty() { "core".to_owned() } else { r.group.split('.').next().unwrap_or(r.group).to_owned() };
+    let group = if r.group.is_empty() {
+        "core".to_owned()
+    } else {
+        r.group.split('.').next().unwrap_or(r.group).to_owned()
+    };
     format!("io.k8s.api.{group}.{}.{}", r.version, r.kind)
 }
 
 fn object_path(r: &Resource) -> String {
-    let base = if r.group.is_empty() { format!("/api/{}", r.version) } else { format!("/apis/{}/{}", r.group, r.version) };
+    let base = if r.group.is_empty() {
+        format!("/api/{}", r.version)
+    } else {
+        format!("/apis/{}/{}", r.group, r.version)
+    };
     if r.namespaced {
         format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
     } else {
@@ -55,25 +63,37 @@ fn schema(r: &Resource) -> Value {
 /// `/openapi/v3`: one document per group-version.
 pub fn v3_index() -> Value {
     let mut paths = Map::new();
-    paths.insert("api/v1".into(), json!({"serverRelativeURL": "/openapi/v3/api/v1?hash=0"}));
+    paths.insert(
+        "api/v1".into(),
+        json!({"serverRelativeURL": "/openapi/v3/api/v1?hash=0"}),
+    );
     for g in resources::GROUPS {
-        paths.insert(format!("apis/{g}/v1"), json!({"serverRelativeURL": format!("/openapi/v3/apis/{g}/v1?hash=0")}));
+        paths.insert(
+            format!("apis/{g}/v1"),
+            json!({"serverRelativeURL": format!("/openapi/v3/apis/{g}/v1?hash=0")}),
+        );
     }
     json!({ "paths": paths })
 }
 
 pub fn v3_document(group: &str, version: &str) -> Option<Value> {
-    let served: Vec<&Resource> = RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
+    let served: Vec<&Resource> = RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect();
     if served.is_empty() {
         return None;
     }
     let mut paths = Map::new();
     let mut schemas = Map::new();
     for r in served {
-        paths.insert(object_path(r), json!({
-            "get": operation(r, "get"), "put": operation(r, "put"),
-            "patch": operation(r, "patch"), "delete": operation(r, "delete"),
-        }));
+        paths.insert(
+            object_path(r),
+            json!({
+                "get": operation(r, "get"), "put": operation(r, "put"),
+                "patch": operation(r, "patch"), "delete": operation(r, "delete"),
+            }),
+        );
         schemas.insert(schema_name(r), schema(r));
     }
     Some(json!({

@@ -51,7 +51,13 @@ fn check_preconditions(current: &Value, opts: &DeleteOptions) -> Result<(), ApiE
 }
 
 /// Deletes an object as the API server does; answers the object (marked, or as it was).
-pub fn delete(tx: &mut Tx<'_>, storage: usize, ns: &str, name: &str, opts: &DeleteOptions) -> Result<Obj, ApiError> {
+pub fn delete(
+    tx: &mut Tx<'_>,
+    storage: usize,
+    ns: &str,
+    name: &str,
+    opts: &DeleteOptions,
+) -> Result<Obj, ApiError> {
     let Some(current) = tx.get(storage, ns, name) else {
         return Err(ApiError::not_found(&RESOURCES[storage].qualified(), name));
     };
@@ -62,7 +68,11 @@ pub fn delete(tx: &mut Tx<'_>, storage: usize, ns: &str, name: &str, opts: &Dele
     if storage == NAMESPACES {
         for (i, r) in RESOURCES.iter().enumerate() {
             if r.namespaced && crate::resources::storage_of(i) == i {
-                let names: Vec<String> = tx.view().list(i, Some(name)).filter_map(|o| o["metadata"]["name"].as_str().map(str::to_owned)).collect();
+                let names: Vec<String> = tx
+                    .view()
+                    .list(i, Some(name))
+                    .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_owned))
+                    .collect();
                 for n in names {
                     tx.remove(i, name, &n);
                 }
@@ -72,18 +82,30 @@ pub fn delete(tx: &mut Tx<'_>, storage: usize, ns: &str, name: &str, opts: &Dele
     if opts.propagation_policy.as_deref() == Some("Orphan") {
         orphan_dependents(tx, &current)?;
     }
-    tx.remove(storage, ns, name).ok_or_else(|| ApiError::not_found(&RESOURCES[storage].qualified(), name))
+    tx.remove(storage, ns, name)
+        .ok_or_else(|| ApiError::not_found(&RESOURCES[storage].qualified(), name))
 }
 
-fn delete_pod(tx: &mut Tx<'_>, pod: &Value, ns: &str, name: &str, grace: Option<i64>) -> Result<Obj, ApiError> {
+fn delete_pod(
+    tx: &mut Tx<'_>,
+    pod: &Value,
+    ns: &str,
+    name: &str,
+    grace: Option<i64>,
+) -> Result<Obj, ApiError> {
     let grace = grace
         .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64())
         .unwrap_or(30)
         .max(0);
     let unbound = pod["spec"]["nodeName"].as_str().is_none_or(str::is_empty);
-    let terminal = matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+    let terminal = matches!(
+        pod["status"]["phase"].as_str(),
+        Some("Succeeded" | "Failed")
+    );
     if grace == 0 || unbound || terminal {
-        return tx.remove(PODS, ns, name).ok_or_else(|| ApiError::not_found("pods", name));
+        return tx
+            .remove(PODS, ns, name)
+            .ok_or_else(|| ApiError::not_found("pods", name));
     }
     // Rounded up to the second, so a pod never gets less time than it was given.
     let now = jiff::Timestamp::now();
@@ -93,10 +115,14 @@ fn delete_pod(tx: &mut Tx<'_>, pod: &Value, ns: &str, name: &str, grace: Option<
     }
     let deadline = jiff::Timestamp::from_second(deadline).unwrap_or(now);
     // A second delete may shorten the grace period, never lengthen it.
-    if let Some(existing) = pod["metadata"]["deletionTimestamp"].as_str().and_then(crate::store::parse_time)
+    if let Some(existing) = pod["metadata"]["deletionTimestamp"]
+        .as_str()
+        .and_then(crate::store::parse_time)
         && existing <= deadline
     {
-        return tx.get(PODS, ns, name).ok_or_else(|| ApiError::not_found("pods", name));
+        return tx
+            .get(PODS, ns, name)
+            .ok_or_else(|| ApiError::not_found("pods", name));
     }
     tx.mark_deleting(PODS, ns, name, &rfc3339(deadline), grace)
 }
@@ -107,7 +133,11 @@ fn orphan_dependents(tx: &mut Tx<'_>, owner: &Value) -> Result<(), ApiError> {
         let dependents: Vec<Obj> = tx
             .view()
             .list(storage, None)
-            .filter(|o| o["metadata"]["ownerReferences"].as_array().is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid)))
+            .filter(|o| {
+                o["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+            })
             .cloned()
             .collect();
         for d in dependents {
@@ -115,8 +145,14 @@ fn orphan_dependents(tx: &mut Tx<'_>, owner: &Value) -> Result<(), ApiError> {
             if let Some(refs) = new["metadata"]["ownerReferences"].as_array_mut() {
                 refs.retain(|r| r["uid"] != uid);
             }
-            let ns = d["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
-            let name = d["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+            let ns = d["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let name = d["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             tx.replace(storage, &ns, &name, new)?;
         }
     }
@@ -128,7 +164,9 @@ pub fn evict(tx: &mut Tx<'_>, ns: &str, name: &str, eviction: &Value) -> Result<
     if let Some(n) = eviction["metadata"]["name"].as_str()
         && n != name
     {
-        return Err(ApiError::bad_request(format!("name in URL does not match name in Eviction object: {n} != {name}")));
+        return Err(ApiError::bad_request(format!(
+            "name in URL does not match name in Eviction object: {n} != {name}"
+        )));
     }
     let Some(pod) = tx.get(PODS, ns, name) else {
         return Err(ApiError::not_found("pods", name));
@@ -138,11 +176,21 @@ pub fn evict(tx: &mut Tx<'_>, ns: &str, name: &str, eviction: &Value) -> Result<
     let success = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
     // Pods that are already going, finished, or never started are not protected by a budget.
     let exempt = pod["metadata"]["deletionTimestamp"].is_string()
-        || matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed" | "Pending") | None);
+        || matches!(
+            pod["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed" | "Pending") | None
+        );
     if !exempt {
-        let budgets: Vec<Obj> = tx.view().list(PDBS, Some(ns)).filter(|b| pdb::selects(b, &pod)).cloned().collect();
+        let budgets: Vec<Obj> = tx
+            .view()
+            .list(PDBS, Some(ns))
+            .filter(|b| pdb::selects(b, &pod))
+            .cloned()
+            .collect();
         if budgets.len() > 1 {
-            return Err(ApiError::internal("This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."));
+            return Err(ApiError::internal(
+                "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+            ));
         }
         if let Some(budget) = budgets.first() {
             let b = pdb::evaluate(tx.view(), budget);
@@ -156,7 +204,10 @@ pub fn evict(tx: &mut Tx<'_>, ns: &str, name: &str, eviction: &Value) -> Result<
                 let budget_name = budget["metadata"]["name"].as_str().unwrap_or_default();
                 return Err(ApiError::disruption_budget(
                     budget_name,
-                    format!("needs {} healthy pods and has {} currently", b.desired_healthy, b.current_healthy),
+                    format!(
+                        "needs {} healthy pods and has {} currently",
+                        b.desired_healthy, b.current_healthy
+                    ),
                 ));
             }
         }
@@ -171,13 +222,21 @@ pub fn bind(tx: &mut Tx<'_>, ns: &str, name: &str, binding: &Value) -> Result<Va
         return Err(ApiError::not_found("pods", name));
     };
     let Some(node) = binding["target"]["name"].as_str().filter(|n| !n.is_empty()) else {
-        return Err(ApiError::invalid("pods", name, "target.name: Required value"));
+        return Err(ApiError::invalid(
+            "pods",
+            name,
+            "target.name: Required value",
+        ));
     };
     if let Some(current) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
-        return Err(ApiError::precondition_failed(format!("pod {name} is already assigned to node \"{current}\"")));
+        return Err(ApiError::precondition_failed(format!(
+            "pod {name} is already assigned to node \"{current}\""
+        )));
     }
     let mut new = (*pod).clone();
     new["spec"]["nodeName"] = json!(node);
     tx.replace(PODS, ns, name, new)?;
-    Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))
+    Ok(
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    )
 }

@@ -27,23 +27,39 @@ pub struct Target {
 }
 
 pub fn parse(path: &str) -> Option<Route> {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     match segs.as_slice() {
         ["version"] => Some(Route::Version),
         ["healthz"] | ["readyz"] | ["livez"] => Some(Route::Health),
         ["api"] => Some(Route::CoreVersions),
-        ["api", "v1"] => Some(Route::GroupVersion { group: String::new(), version: "v1".into() }),
+        ["api", "v1"] => Some(Route::GroupVersion {
+            group: String::new(),
+            version: "v1".into(),
+        }),
         ["api", "v1", rest @ ..] => resource("", "v1", rest),
         ["apis"] => Some(Route::Groups),
         ["apis", g] if resources::GROUPS.contains(g) => Some(Route::Group((*g).to_owned())),
         ["apis", g, v] if resources::GROUPS.contains(g) && *v == "v1" => {
-            Some(Route::GroupVersion { group: (*g).to_owned(), version: (*v).to_owned() })
+            Some(Route::GroupVersion {
+                group: (*g).to_owned(),
+                version: (*v).to_owned(),
+            })
         }
         ["apis", g, v, rest @ ..] => resource(g, v, rest),
         ["openapi", "v2"] => Some(Route::OpenApiV2),
         ["openapi", "v3"] => Some(Route::OpenApiV3Index),
-        ["openapi", "v3", "api", "v1"] => Some(Route::OpenApiV3 { group: String::new(), version: "v1".into() }),
-        ["openapi", "v3", "apis", g, v] => Some(Route::OpenApiV3 { group: (*g).to_owned(), version: (*v).to_owned() }),
+        ["openapi", "v3", "api", "v1"] => Some(Route::OpenApiV3 {
+            group: String::new(),
+            version: "v1".into(),
+        }),
+        ["openapi", "v3", "apis", g, v] => Some(Route::OpenApiV3 {
+            group: (*g).to_owned(),
+            version: (*v).to_owned(),
+        }),
         _ => None,
     }
 }
@@ -52,7 +68,11 @@ fn resource(group: &str, version: &str, rest: &[&str]) -> Option<Route> {
     let namespaced_path = rest.len() >= 3
         && rest[0] == "namespaces"
         && resources::find(group, version, rest[2]).is_some_and(|i| RESOURCES[i].namespaced);
-    let (namespace, rest) = if namespaced_path { (Some(rest[1].to_owned()), &rest[2..]) } else { (None, rest) };
+    let (namespace, rest) = if namespaced_path {
+        (Some(rest[1].to_owned()), &rest[2..])
+    } else {
+        (None, rest)
+    };
     let (plural, name, sub) = match rest {
         [p] => (*p, None, None),
         [p, n] => (*p, Some(*n), None),
@@ -93,20 +113,46 @@ mod tests {
     #[test]
     fn resource_paths() {
         let t = target("/api/v1/namespaces/default/pods/web-1/eviction");
-        assert_eq!((t.resource, t.namespace.as_deref(), t.name.as_deref(), t.subresource.as_deref()),
-            (PODS, Some("default"), Some("web-1"), Some("eviction")));
+        assert_eq!(
+            (
+                t.resource,
+                t.namespace.as_deref(),
+                t.name.as_deref(),
+                t.subresource.as_deref()
+            ),
+            (PODS, Some("default"), Some("web-1"), Some("eviction"))
+        );
         let t = target("/api/v1/pods");
         assert_eq!((t.resource, t.namespace, t.name), (PODS, None, None));
         let t = target("/api/v1/namespaces/kube-system");
-        assert_eq!((t.resource, t.name.as_deref()), (NAMESPACES, Some("kube-system")));
+        assert_eq!(
+            (t.resource, t.name.as_deref()),
+            (NAMESPACES, Some("kube-system"))
+        );
         let t = target("/api/v1/nodes/n1/status");
-        assert_eq!((t.resource, t.subresource.as_deref()), (NODES, Some("status")));
+        assert_eq!(
+            (t.resource, t.subresource.as_deref()),
+            (NODES, Some("status"))
+        );
         let t = target("/apis/apps/v1/namespaces/web/deployments/api/scale");
-        assert_eq!((t.resource, t.subresource.as_deref()), (DEPLOYMENTS, Some("scale")));
-        assert_eq!(parse("/api/v1/pods/web-1"), None, "namespaced objects need their namespace");
+        assert_eq!(
+            (t.resource, t.subresource.as_deref()),
+            (DEPLOYMENTS, Some("scale"))
+        );
+        assert_eq!(
+            parse("/api/v1/pods/web-1"),
+            None,
+            "namespaced objects need their namespace"
+        );
         assert_eq!(parse("/api/v1/namespaces/default/pods/p/exec"), None);
         assert_eq!(parse("/apis/apps/v2/deployments"), None);
         assert_eq!(parse("/api/v1/widgets"), None);
-        assert_eq!(parse("/apis/apps/v1"), Some(Route::GroupVersion { group: "apps".into(), version: "v1".into() }));
+        assert_eq!(
+            parse("/apis/apps/v1"),
+            Some(Route::GroupVersion {
+                group: "apps".into(),
+                version: "v1".into()
+            })
+        );
     }
 }

@@ -61,7 +61,8 @@ impl Filter {
 }
 
 fn line(kind: &str, object: &Value) -> Bytes {
-    let mut bytes = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+    let mut bytes =
+        serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
     bytes.push(b'\n');
     Bytes::from(bytes)
 }
@@ -75,10 +76,13 @@ pub async fn serve(st: &ApiState, r: &Request) -> Result<Response, ApiError> {
         labels: LabelSelector::parse(r.query.label_selector.as_deref().unwrap_or_default())?,
         fields: FieldSelector::parse(r.query.field_selector.as_deref().unwrap_or_default())?,
     };
-    let from: Option<u64> = match r.query.resource_version.as_deref() {
-        None | Some("0") => None,
-        Some(v) => Some(v.parse().map_err(|_| ApiError::bad_request(format!("resourceVersion {v:?} is not valid")))?),
-    };
+    let from: Option<u64> =
+        match r.query.resource_version.as_deref() {
+            None | Some("0") => None,
+            Some(v) => Some(v.parse().map_err(|_| {
+                ApiError::bad_request(format!("resourceVersion {v:?} is not valid"))
+            })?),
+        };
     let (first, rx): (Vec<Bytes>, broadcast::Receiver<Arc<Change>>) = match from {
         None => st.store.read_and_subscribe(|inner| {
             inner
@@ -90,16 +94,31 @@ pub async fn serve(st: &ApiState, r: &Request) -> Result<Response, ApiError> {
         Some(rv) => match st.store.watch_from(rv) {
             Some((past, rx)) => (past.iter().filter_map(|c| filter.event(c)).collect(), rx),
             None => {
-                let status = ApiError::gone(format!("too old resource version: {rv}")).status_body();
-                return Ok(stream_response(vec![line("ERROR", &status)], None, filter, Duration::ZERO));
+                let status =
+                    ApiError::gone(format!("too old resource version: {rv}")).status_body();
+                return Ok(stream_response(
+                    vec![line("ERROR", &status)],
+                    None,
+                    filter,
+                    Duration::ZERO,
+                ));
             }
         },
     };
-    let timeout = r.query.timeout_seconds.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT);
+    let timeout = r
+        .query
+        .timeout_seconds
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_TIMEOUT);
     Ok(stream_response(first, Some(rx), filter, timeout))
 }
 
-fn stream_response(first: Vec<Bytes>, rx: Option<broadcast::Receiver<Arc<Change>>>, filter: Filter, timeout: Duration) -> Response {
+fn stream_response(
+    first: Vec<Bytes>,
+    rx: Option<broadcast::Receiver<Arc<Change>>>,
+    filter: Filter,
+    timeout: Duration,
+) -> Response {
     let (tx, body) = mpsc::channel::<Result<Bytes, Infallible>>(256);
     tokio::spawn(async move {
         for b in first {
@@ -128,5 +147,10 @@ fn stream_response(first: Vec<Bytes>, rx: Option<broadcast::Receiver<Arc<Change>
             }
         }
     });
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], Body::from_stream(ReceiverStream::new(body))).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(ReceiverStream::new(body)),
+    )
+        .into_response()
 }

@@ -25,16 +25,21 @@ const DEFAULT_TOLERATIONS: [(&str, &str); 6] = [
 
 fn daemon_pod(ds: &Value, node: &str) -> Value {
     let mut pod = pod_from_template(ds, format!("{}-", name_of(ds)));
-    let tolerations = pod["spec"]["tolerations"].as_array_mut().map(std::mem::take).unwrap_or_default();
+    let tolerations = pod["spec"]["tolerations"]
+        .as_array_mut()
+        .map(std::mem::take)
+        .unwrap_or_default();
     let mut tolerations = tolerations;
     for (key, effect) in DEFAULT_TOLERATIONS {
-        if !tolerations.iter().any(|t| t["key"] == key && t["effect"] == effect) {
+        if !tolerations
+            .iter()
+            .any(|t| t["key"] == key && t["effect"] == effect)
+        {
             tolerations.push(json!({"key": key, "operator": "Exists", "effect": effect}));
         }
     }
     pod["spec"]["tolerations"] = Value::Array(tolerations);
-    pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] =
-        json!({"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]});
+    pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] = json!({"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]});
     pod["spec"]["nodeName"] = json!(node);
     pod
 }
@@ -53,13 +58,28 @@ pub fn reconcile(tx: &mut Tx<'_>) -> Result<(), ApiError> {
         let mut probe = probe;
         probe["spec"]["affinity"] = ds["spec"]["template"]["spec"]["affinity"].clone();
         let mut on_node: HashMap<String, Vec<Value>> = HashMap::new();
-        for p in by_owner.get(uid).into_iter().flatten().filter(|p| is_active(p)) {
-            on_node.entry(p["spec"]["nodeName"].as_str().unwrap_or_default().to_owned()).or_default().push((**p).clone());
+        for p in by_owner
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter(|p| is_active(p))
+        {
+            on_node
+                .entry(
+                    p["spec"]["nodeName"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+                .or_default()
+                .push((**p).clone());
         }
         // A node runs the daemon if a new pod may be placed there, or if its pod may stay.
         let eligible: Vec<String> = nodes
             .iter()
-            .filter(|n| fits(&probe, n) || (on_node.contains_key(&name_of(n)) && may_stay(&probe, n)))
+            .filter(|n| {
+                fits(&probe, n) || (on_node.contains_key(&name_of(n)) && may_stay(&probe, n))
+            })
             .map(|n| name_of(n))
             .collect();
         let (mut current, mut ready, mut misscheduled) = (0, 0, 0);
@@ -71,7 +91,13 @@ pub fn reconcile(tx: &mut Tx<'_>) -> Result<(), ApiError> {
                         ready += 1;
                     }
                     for extra in pods_here.drain(1..) {
-                        pods::delete(tx, PODS, &ns, &name_of(&extra), &pods::DeleteOptions::default())?;
+                        pods::delete(
+                            tx,
+                            PODS,
+                            &ns,
+                            &name_of(&extra),
+                            &pods::DeleteOptions::default(),
+                        )?;
                     }
                 }
                 None => {

@@ -49,7 +49,12 @@ pub fn reconcile(tx: &mut Tx<'_>) -> Result<(), ApiError> {
             }
             Some(_) => {}
         }
-        let owned: Vec<_> = tx.view().list(REPLICASETS, Some(&ns)).filter(|r| controller_uid(r) == Some(uid.as_str())).cloned().collect();
+        let owned: Vec<_> = tx
+            .view()
+            .list(REPLICASETS, Some(&ns))
+            .filter(|r| controller_uid(r) == Some(uid.as_str()))
+            .cloned()
+            .collect();
         let (mut total, mut ready, mut updated) = (0, 0, 0);
         for rs in &owned {
             let st = &rs["status"];

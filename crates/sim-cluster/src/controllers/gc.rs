@@ -10,10 +10,16 @@ use crate::resources::{self, NODES, PODS, REPLICASETS};
 use crate::store::Tx;
 
 fn owner_exists(tx: &Tx<'_>, obj: &Value) -> bool {
-    let Some(owner) = obj["metadata"]["ownerReferences"].as_array().and_then(|r| r.iter().find(|r| r["controller"] == true)) else {
+    let Some(owner) = obj["metadata"]["ownerReferences"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["controller"] == true))
+    else {
         return true;
     };
-    let Some(storage) = resources::by_kind(owner["apiVersion"].as_str().unwrap_or_default(), owner["kind"].as_str().unwrap_or_default()) else {
+    let Some(storage) = resources::by_kind(
+        owner["apiVersion"].as_str().unwrap_or_default(),
+        owner["kind"].as_str().unwrap_or_default(),
+    ) else {
         return true;
     };
     let ns = ns_of(obj);
@@ -30,13 +36,23 @@ pub fn reconcile(tx: &mut Tx<'_>) -> Result<(), ApiError> {
             .cloned()
             .collect();
         for o in orphans {
-            pods::delete(tx, storage, &ns_of(&o), &name_of(&o), &pods::DeleteOptions::default())?;
+            pods::delete(
+                tx,
+                storage,
+                &ns_of(&o),
+                &name_of(&o),
+                &pods::DeleteOptions::default(),
+            )?;
         }
     }
     let stranded: Vec<_> = tx
         .view()
         .list(PODS, None)
-        .filter(|p| p["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty() && tx.get(NODES, "", n).is_none()))
+        .filter(|p| {
+            p["spec"]["nodeName"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty() && tx.get(NODES, "", n).is_none())
+        })
         .cloned()
         .collect();
     for p in stranded {

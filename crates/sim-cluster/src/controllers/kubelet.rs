@@ -27,14 +27,25 @@ impl Kubelet {
         let bound: Vec<_> = tx
             .view()
             .list(PODS, None)
-            .filter(|p| p["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()))
-            .filter(|p| p["metadata"]["deletionTimestamp"].is_string() || p["status"]["phase"] == "Pending" || p["status"]["phase"].is_null())
+            .filter(|p| {
+                p["spec"]["nodeName"]
+                    .as_str()
+                    .is_some_and(|n| !n.is_empty())
+            })
+            .filter(|p| {
+                p["metadata"]["deletionTimestamp"].is_string()
+                    || p["status"]["phase"] == "Pending"
+                    || p["status"]["phase"].is_null()
+            })
             .cloned()
             .collect();
         let mut seen = Vec::new();
         for pod in bound {
             let (ns, name) = (ns_of(&pod), name_of(&pod));
-            if let Some(at) = pod["metadata"]["deletionTimestamp"].as_str().and_then(parse_time) {
+            if let Some(at) = pod["metadata"]["deletionTimestamp"]
+                .as_str()
+                .and_then(parse_time)
+            {
                 if at <= wall {
                     tx.remove(PODS, &ns, &name);
                 } else {
@@ -43,7 +54,10 @@ impl Kubelet {
                 }
                 continue;
             }
-            let uid = pod["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
+            let uid = pod["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             let started = *self.bound_at.entry(uid.clone()).or_insert(now);
             seen.push(uid);
             let ready_at = started + config.pod_start_delay;
@@ -55,12 +69,21 @@ impl Kubelet {
             let host_ip = tx
                 .view()
                 .get(NODES, "", node)
-                .and_then(|n| n["status"]["addresses"][0]["address"].as_str().map(str::to_owned))
+                .and_then(|n| {
+                    n["status"]["addresses"][0]["address"]
+                        .as_str()
+                        .map(str::to_owned)
+                })
                 .unwrap_or_default();
             self.next_ip += 1;
-            let ip = format!("10.244.{}.{}", self.next_ip / 250 % 256, self.next_ip % 250 + 2);
+            let ip = format!(
+                "10.244.{}.{}",
+                self.next_ip / 250 % 256,
+                self.next_ip % 250 + 2
+            );
             let stamp = now_rfc3339();
-            let condition = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": stamp});
+            let condition =
+                |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": stamp});
             let containers: Vec<_> = pod["spec"]["containers"].as_array().into_iter().flatten().map(|c| json!({
                 "name": c["name"], "image": c["image"], "imageID": "", "containerID": format!("containerd://{}", crate::store::new_uid().replace('-', "")),
                 "ready": true, "started": true, "restartCount": 0, "state": {"running": {"startedAt": stamp}},

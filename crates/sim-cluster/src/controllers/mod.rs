@@ -51,7 +51,9 @@ pub async fn run(store: Arc<Store>, config: LoopConfig, shutdown: impl Future<Ou
     tokio::pin!(shutdown);
     loop {
         let next = reconcile_all(&store, &config, &mut kubelet);
-        let wake_at = next.unwrap_or_else(|| Instant::now() + IDLE).min(Instant::now() + IDLE);
+        let wake_at = next
+            .unwrap_or_else(|| Instant::now() + IDLE)
+            .min(Instant::now() + IDLE);
         tokio::select! {
             _ = store.wake.notified() => tokio::time::sleep(BATCH).await,
             _ = tokio::time::sleep_until(wake_at) => {}
@@ -60,9 +62,16 @@ pub async fn run(store: Arc<Store>, config: LoopConfig, shutdown: impl Future<Ou
     }
 }
 
+/// One controller's pass: a write transaction.
+type Pass<'a> = dyn Fn(&mut crate::store::Tx<'_>) -> Result<(), crate::error::ApiError> + 'a;
+
 /// One pass of every controller; returns when a timer is next due.
-pub fn reconcile_all(store: &Store, config: &LoopConfig, kubelet: &mut kubelet::Kubelet) -> Option<Instant> {
-    let passes: [(&str, &dyn Fn(&mut crate::store::Tx<'_>) -> Result<(), crate::error::ApiError>); 6] = [
+pub fn reconcile_all(
+    store: &Store,
+    config: &LoopConfig,
+    kubelet: &mut kubelet::Kubelet,
+) -> Option<Instant> {
+    let passes: [(&str, &Pass<'_>); 6] = [
         ("nodes", &|tx| nodes::reconcile(tx, config)),
         ("gc", &gc::reconcile),
         ("deployments", &deployment::reconcile),
@@ -75,7 +84,10 @@ pub fn reconcile_all(store: &Store, config: &LoopConfig, kubelet: &mut kubelet::
             tracing::debug!(controller = name, error = %e, "controller pass failed; retrying on the next pass");
         }
     }
-    let next = store.write(|tx| Ok(kubelet.reconcile(tx, config))).ok().flatten();
+    let next = store
+        .write(|tx| Ok(kubelet.reconcile(tx, config)))
+        .ok()
+        .flatten();
     if let Err(e) = store.write(pdb::reconcile) {
         tracing::debug!(error = %e, "PDB status pass failed");
     }
@@ -101,13 +113,23 @@ pub fn controller_uid(obj: &Value) -> Option<&str> {
 
 /// A pod that counts for its controller: not being deleted and not finished.
 pub fn is_active(pod: &Value) -> bool {
-    pod["metadata"]["deletionTimestamp"].is_null() && !matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+    pod["metadata"]["deletionTimestamp"].is_null()
+        && !matches!(
+            pod["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed")
+        )
 }
 
 pub fn name_of(obj: &Value) -> String {
-    obj["metadata"]["name"].as_str().unwrap_or_default().to_owned()
+    obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 pub fn ns_of(obj: &Value) -> String {
-    obj["metadata"]["namespace"].as_str().unwrap_or_default().to_owned()
+    obj["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }

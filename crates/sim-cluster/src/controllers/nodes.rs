@@ -9,13 +9,21 @@ use crate::resources::NODES;
 use crate::store::{Tx, now_rfc3339};
 
 pub fn reconcile(tx: &mut Tx<'_>, config: &LoopConfig) -> Result<(), ApiError> {
-    let fresh: Vec<_> = tx.view().list(NODES, None).filter(|n| n["status"]["nodeInfo"].is_null()).cloned().collect();
+    let fresh: Vec<_> = tx
+        .view()
+        .list(NODES, None)
+        .filter(|n| n["status"]["nodeInfo"].is_null())
+        .cloned()
+        .collect();
     for node in fresh {
         let now = now_rfc3339();
         let name = name_of(&node);
         let mut new = (*node).clone();
         let condition = |t: &str, status: &str, reason: &str| json!({"type": t, "status": status, "reason": reason, "message": "", "lastHeartbeatTime": now, "lastTransitionTime": now});
-        let ip = node["metadata"]["annotations"]["sim.spot-interrupt-handler/internal-ip"].as_str().unwrap_or("10.0.0.1").to_owned();
+        let ip = node["metadata"]["annotations"]["sim.spot-interrupt-handler/internal-ip"]
+            .as_str()
+            .unwrap_or("10.0.0.1")
+            .to_owned();
         let pods = config.max_pods.to_string();
         new["status"] = json!({
             "capacity": {"cpu": "2", "memory": "8Gi", "pods": pods, "ephemeral-storage": "20Gi"},

@@ -4,10 +4,10 @@
 use serde_json::{Value, json};
 
 use crate::api::table::pod_ready;
-use crate::selector::LabelSelector;
-use crate::store::{Inner, Tx};
 use crate::error::ApiError;
 use crate::resources::{DAEMONSETS, PDBS, PODS, REPLICASETS};
+use crate::selector::LabelSelector;
+use crate::store::{Inner, Tx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
@@ -38,7 +38,11 @@ fn scaled(v: &Value, total: i64) -> Option<i64> {
 /// The budget as the disruption controller computes it.
 pub fn evaluate(store: &Inner, pdb: &Value) -> Budget {
     let ns = pdb["metadata"]["namespace"].as_str().unwrap_or_default();
-    let pods: Vec<&Value> = store.list(PODS, Some(ns)).map(|p| &**p).filter(|p| selects(pdb, p)).collect();
+    let pods: Vec<&Value> = store
+        .list(PODS, Some(ns))
+        .map(|p| &**p)
+        .filter(|p| selects(pdb, p))
+        .collect();
     let current_healthy = pods
         .iter()
         .filter(|p| p["metadata"]["deletionTimestamp"].is_null() && pod_ready(p))
@@ -52,7 +56,10 @@ pub fn evaluate(store: &Inner, pdb: &Value) -> Budget {
         }
         (_, max) if !max.is_null() => {
             let expected = controller_scale(store, ns, &pods);
-            (expected, (expected - scaled(max, expected).unwrap_or(0)).max(0))
+            (
+                expected,
+                (expected - scaled(max, expected).unwrap_or(0)).max(0),
+            )
         }
         _ => (pods.len() as i64, 0),
     };
@@ -70,7 +77,11 @@ fn controller_scale(store: &Inner, ns: &str, pods: &[&Value]) -> i64 {
     let mut seen: Vec<&str> = Vec::new();
     let mut total = 0;
     for p in pods {
-        let owner = p["metadata"]["ownerReferences"].as_array().into_iter().flatten().find(|o| o["controller"] == true);
+        let owner = p["metadata"]["ownerReferences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|o| o["controller"] == true);
         let Some(owner) = owner else {
             total += 1;
             continue;
@@ -82,8 +93,14 @@ fn controller_scale(store: &Inner, ns: &str, pods: &[&Value]) -> i64 {
         seen.push(uid);
         let name = owner["name"].as_str().unwrap_or_default();
         total += match owner["kind"].as_str() {
-            Some("ReplicaSet") => store.get(REPLICASETS, ns, name).and_then(|r| r["spec"]["replicas"].as_i64()).unwrap_or(1),
-            Some("DaemonSet") => store.get(DAEMONSETS, ns, name).and_then(|d| d["status"]["desiredNumberScheduled"].as_i64()).unwrap_or(1),
+            Some("ReplicaSet") => store
+                .get(REPLICASETS, ns, name)
+                .and_then(|r| r["spec"]["replicas"].as_i64())
+                .unwrap_or(1),
+            Some("DaemonSet") => store
+                .get(DAEMONSETS, ns, name)
+                .and_then(|d| d["status"]["desiredNumberScheduled"].as_i64())
+                .unwrap_or(1),
             _ => 1,
         };
     }
@@ -114,10 +131,17 @@ pub fn reconcile(tx: &mut Tx<'_>) -> Result<(), ApiError> {
             }],
         });
         if new["status"]["conditions"][0]["status"] != pdb["status"]["conditions"][0]["status"] {
-            new["status"]["conditions"][0]["lastTransitionTime"] = json!(crate::store::now_rfc3339());
+            new["status"]["conditions"][0]["lastTransitionTime"] =
+                json!(crate::store::now_rfc3339());
         }
-        let ns = pdb["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
-        let name = pdb["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let ns = pdb["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let name = pdb["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         tx.replace(PDBS, &ns, &name, new)?;
     }
     Ok(())

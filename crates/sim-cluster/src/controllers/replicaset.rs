@@ -25,7 +25,9 @@ pub fn pod_from_template(owner: &Value, generate_name: String) -> Value {
         "spec": template["spec"],
     });
     if pod["metadata"]["annotations"].is_null() {
-        pod["metadata"].as_object_mut().map(|m| m.remove("annotations"));
+        pod["metadata"]
+            .as_object_mut()
+            .map(|m| m.remove("annotations"));
     }
     defaults::apply(PODS, &mut pod);
     pod
@@ -50,14 +52,31 @@ pub fn reconcile(tx: &mut Tx<'_>) -> Result<(), ApiError> {
     for rs in sets {
         let (ns, name) = (ns_of(&rs), name_of(&rs));
         let uid = rs["metadata"]["uid"].as_str().unwrap_or_default();
-        let mut active: Vec<Obj> = by_owner.get(uid).into_iter().flatten().filter(|p| is_active(p)).cloned().collect();
+        let mut active: Vec<Obj> = by_owner
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter(|p| is_active(p))
+            .cloned()
+            .collect();
         let want = rs["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
         for _ in active.len()..want {
             active.push(tx.create(PODS, &ns, pod_from_template(&rs, format!("{name}-")))?);
         }
         if active.len() > want {
             // Remove the least useful first: unscheduled, then not ready, then the newest.
-            active.sort_by_key(|p| (p["spec"]["nodeName"].is_string(), pod_ready(p), std::cmp::Reverse(p["metadata"]["creationTimestamp"].as_str().unwrap_or_default().to_owned())));
+            active.sort_by_key(|p| {
+                (
+                    p["spec"]["nodeName"].is_string(),
+                    pod_ready(p),
+                    std::cmp::Reverse(
+                        p["metadata"]["creationTimestamp"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    ),
+                )
+            });
             for p in active.drain(..active.len() - want) {
                 pods::delete(tx, PODS, &ns, &name_of(&p), &pods::DeleteOptions::default())?;
             }

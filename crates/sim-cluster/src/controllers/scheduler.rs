@@ -12,12 +12,18 @@ use crate::resources::{NODES, PODS};
 use crate::store::{Tx, now_rfc3339};
 
 pub fn node_ready(node: &Value) -> bool {
-    node["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True")
+    node["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
 fn tolerates(tolerations: &Value, key: &str, value: &str, effect: &str) -> bool {
     tolerations.as_array().into_iter().flatten().any(|t| {
-        let effect_ok = t["effect"].as_str().is_none_or(|e| e.is_empty() || e == effect);
+        let effect_ok = t["effect"]
+            .as_str()
+            .is_none_or(|e| e.is_empty() || e == effect);
         let key_ok = match t["operator"].as_str().unwrap_or("Equal") {
             "Exists" => t["key"].as_str().is_none_or(|k| k.is_empty() || k == key),
             _ => t["key"].as_str() == Some(key) && t["value"].as_str().unwrap_or_default() == value,
@@ -42,7 +48,12 @@ fn placement_allows(pod: &Value, node: &Value, effects: &[&str]) -> bool {
     let tolerations = &spec["tolerations"];
     if effects.contains(&"NoSchedule")
         && node["spec"]["unschedulable"] == true
-        && !tolerates(tolerations, "node.kubernetes.io/unschedulable", "", "NoSchedule")
+        && !tolerates(
+            tolerations,
+            "node.kubernetes.io/unschedulable",
+            "",
+            "NoSchedule",
+        )
     {
         return false;
     }
@@ -52,7 +63,12 @@ fn placement_allows(pod: &Value, node: &Value, effects: &[&str]) -> bool {
             continue;
         }
         let key = taint["key"].as_str().unwrap_or_default();
-        if !tolerates(tolerations, key, taint["value"].as_str().unwrap_or_default(), effect) {
+        if !tolerates(
+            tolerations,
+            key,
+            taint["value"].as_str().unwrap_or_default(),
+            effect,
+        ) {
             return false;
         }
     }
@@ -62,7 +78,8 @@ fn placement_allows(pod: &Value, node: &Value, effects: &[&str]) -> bool {
     {
         return false;
     }
-    let terms = &spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
+    let terms = &spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        ["nodeSelectorTerms"];
     if let Some(terms) = terms.as_array()
         && !terms.is_empty()
         && !terms.iter().any(|t| term_matches(t, node))
@@ -74,12 +91,24 @@ fn placement_allows(pod: &Value, node: &Value, effects: &[&str]) -> bool {
 
 fn term_matches(term: &Value, node: &Value) -> bool {
     let labels = &node["metadata"]["labels"];
-    let exprs_ok = term["matchExpressions"].as_array().into_iter().flatten().all(|e| requirement(e, labels.get(e["key"].as_str().unwrap_or_default())));
+    let exprs_ok = term["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|e| requirement(e, labels.get(e["key"].as_str().unwrap_or_default())));
     let name = node["metadata"]["name"].clone();
-    let fields_ok = term["matchFields"].as_array().into_iter().flatten().all(|e| {
-        let v = if e["key"] == "metadata.name" { Some(&name) } else { None };
-        requirement(e, v)
-    });
+    let fields_ok = term["matchFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|e| {
+            let v = if e["key"] == "metadata.name" {
+                Some(&name)
+            } else {
+                None
+            };
+            requirement(e, v)
+        });
     exprs_ok && fields_ok
 }
 
@@ -98,19 +127,32 @@ pub fn reconcile(tx: &mut Tx<'_>, config: &LoopConfig) -> Result<(), ApiError> {
     let mut pending: Vec<_> = tx
         .view()
         .list(PODS, None)
-        .filter(|p| p["spec"]["nodeName"].as_str().is_none_or(str::is_empty) && p["metadata"]["deletionTimestamp"].is_null())
+        .filter(|p| {
+            p["spec"]["nodeName"].as_str().is_none_or(str::is_empty)
+                && p["metadata"]["deletionTimestamp"].is_null()
+        })
         .cloned()
         .collect();
     if pending.is_empty() {
         return Ok(());
     }
     pending.sort_by_key(|p| std::cmp::Reverse(p["spec"]["priority"].as_i64().unwrap_or(0)));
-    let nodes: Vec<_> = tx.view().list(NODES, None).filter(|n| node_ready(n)).cloned().collect();
+    let nodes: Vec<_> = tx
+        .view()
+        .list(NODES, None)
+        .filter(|n| node_ready(n))
+        .cloned()
+        .collect();
     let mut load: HashMap<String, usize> = nodes
         .iter()
         .map(|n| {
             let name = name_of(n);
-            let count = tx.view().pods_on_node(&name).into_iter().filter(|p| is_active(p)).count();
+            let count = tx
+                .view()
+                .pods_on_node(&name)
+                .into_iter()
+                .filter(|p| is_active(p))
+                .count();
             (name, count)
         })
         .collect();
@@ -126,10 +168,14 @@ pub fn reconcile(tx: &mut Tx<'_>, config: &LoopConfig) -> Result<(), ApiError> {
                 let node = name_of(node);
                 *load.entry(node.clone()).or_default() += 1;
                 new["spec"]["nodeName"] = json!(node);
-                new["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "True", "lastTransitionTime": now}]);
+                new["status"]["conditions"] =
+                    json!([{"type": "PodScheduled", "status": "True", "lastTransitionTime": now}]);
             }
             None => {
-                let msg = format!("0/{} nodes are available: no node fits the pod's cordon, taint, selector and capacity constraints.", nodes.len());
+                let msg = format!(
+                    "0/{} nodes are available: no node fits the pod's cordon, taint, selector and capacity constraints.",
+                    nodes.len()
+                );
                 if pod["status"]["conditions"][0]["message"] == msg.as_str() {
                     continue;
                 }
@@ -162,15 +208,30 @@ mod tests {
         let mut tainted = node();
         tainted["spec"]["taints"] = json!([{"key": "spot-interrupt-handler/spot-interruption", "value": "n-1", "effect": "NoSchedule"}]);
         assert!(!fits(&pod, &tainted));
-        assert!(fits(&json!({"spec": {"tolerations": [{"operator": "Exists"}]}}), &tainted));
-        assert!(fits(&json!({"spec": {"tolerations": [{"key": "spot-interrupt-handler/spot-interruption", "operator": "Equal", "value": "n-1"}]}}), &tainted));
-        assert!(!fits(&json!({"spec": {"tolerations": [{"key": "spot-interrupt-handler/spot-interruption", "value": "other"}]}}), &tainted));
+        assert!(fits(
+            &json!({"spec": {"tolerations": [{"operator": "Exists"}]}}),
+            &tainted
+        ));
+        assert!(fits(
+            &json!({"spec": {"tolerations": [{"key": "spot-interrupt-handler/spot-interruption", "operator": "Equal", "value": "n-1"}]}}),
+            &tainted
+        ));
+        assert!(!fits(
+            &json!({"spec": {"tolerations": [{"key": "spot-interrupt-handler/spot-interruption", "value": "other"}]}}),
+            &tainted
+        ));
         let mut soft = node();
         soft["spec"]["taints"] = json!([{"key": "x", "effect": "PreferNoSchedule"}]);
         assert!(fits(&pod, &soft));
 
-        assert!(fits(&json!({"spec": {"nodeSelector": {"lifecycle": "Ec2Spot"}}}), &node()));
-        assert!(!fits(&json!({"spec": {"nodeSelector": {"lifecycle": "OnDemand"}}}), &node()));
+        assert!(fits(
+            &json!({"spec": {"nodeSelector": {"lifecycle": "Ec2Spot"}}}),
+            &node()
+        ));
+        assert!(!fits(
+            &json!({"spec": {"nodeSelector": {"lifecycle": "OnDemand"}}}),
+            &node()
+        ));
         let pinned = json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n2"]}]}]}}}}});
         assert!(!fits(&pinned, &node()));
     }
