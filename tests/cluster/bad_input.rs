@@ -140,7 +140,7 @@ async fn a_watch_from_a_forgotten_version_ends_with_410() {
     let sim = cluster(1, 0, Some("")).await;
     let store = sim.cluster.store().clone();
     // Push the history far beyond what is kept.
-    for i in 0..20_100 {
+    for i in 0..10_100 {
         store
             .write(|tx| {
                 tx.create(

@@ -92,6 +92,10 @@ pub async fn serve(
     let control = tokio::spawn(controllers::run(store, loops, async move {
         let _ = loop_stop.wait_for(|s| *s).await;
     }));
+    // Like Go's net/http (and so the real API server), answer without Nagle's delay.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let result = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -6,7 +6,9 @@
 //! A transaction is not rolled back on error: callers validate before they write.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 
 use serde_json::{Value, json};
 use tokio::sync::{Notify, broadcast};
@@ -22,7 +24,8 @@ pub type Obj = Arc<Value>;
 pub type Subscription = broadcast::Receiver<Arc<Change>>;
 
 /// How many changes are kept for watches that resume from a resourceVersion.
-const HISTORY: usize = 20_000;
+/// Each entry holds an object's old and new versions, so this bounds memory too.
+const HISTORY: usize = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeType {
@@ -61,6 +64,8 @@ pub struct Inner {
     rv: u64,
     objects: Vec<BTreeMap<Key, Obj>>,
     pods_by_node: HashMap<String, BTreeSet<Key>>,
+    /// Pods by the uid of their controlling owner.
+    pods_by_owner: HashMap<String, BTreeSet<Key>>,
     history: VecDeque<Arc<Change>>,
 }
 
@@ -78,6 +83,7 @@ impl Store {
                 rv: 1,
                 objects: (0..RESOURCES.len()).map(|_| BTreeMap::new()).collect(),
                 pods_by_node: HashMap::new(),
+                pods_by_owner: HashMap::new(),
                 history: VecDeque::new(),
             }),
             changes,
@@ -86,9 +92,7 @@ impl Store {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // No transaction panics half-way through a write (they return errors), so a poisoned
-        // lock still guards a consistent store.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock()
     }
 
     pub fn read<R>(&self, f: impl FnOnce(&Inner) -> R) -> R {
@@ -115,7 +119,9 @@ impl Store {
             // No receiver is fine: nobody is watching.
             let _ = self.changes.send(change);
         }
-        drop(guard);
+        // Hand the lock to a waiting request: the control loop runs its transactions back to
+        // back and would otherwise take the lock again before a waiting API request wakes.
+        MutexGuard::unlock_fair(guard);
         if changed {
             self.wake.notify_one();
         }
@@ -185,6 +191,16 @@ impl Inner {
     pub fn pods_on_node(&self, node: &str) -> Vec<&Obj> {
         self.pods_by_node
             .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.objects[PODS].get(k))
+            .collect()
+    }
+
+    /// The pods whose controlling owner has this uid, from the index.
+    pub fn pods_owned_by(&self, uid: &str) -> Vec<&Obj> {
+        self.pods_by_owner
+            .get(uid)
             .into_iter()
             .flatten()
             .filter_map(|k| self.objects[PODS].get(k))
@@ -366,25 +382,50 @@ impl Tx<'_> {
             p.and_then(|p| p["spec"]["nodeName"].as_str())
                 .map(str::to_owned)
         };
-        let (before, after) = (node_of(old), node_of(new));
-        if before == after {
-            return;
+        reindex(
+            &mut self.inner.pods_by_node,
+            key,
+            node_of(old),
+            node_of(new),
+        );
+        let owner_of = |p: Option<&Value>| p.and_then(controller_uid).map(str::to_owned);
+        reindex(
+            &mut self.inner.pods_by_owner,
+            key,
+            owner_of(old),
+            owner_of(new),
+        );
+    }
+}
+
+fn controller_uid(obj: &Value) -> Option<&str> {
+    obj["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|r| r["controller"] == true)?["uid"]
+        .as_str()
+}
+
+/// Moves `key` from the entry `before` to the entry `after` of an index.
+fn reindex(
+    index: &mut HashMap<String, BTreeSet<Key>>,
+    key: &Key,
+    before: Option<String>,
+    after: Option<String>,
+) {
+    if before == after {
+        return;
+    }
+    if let Some(b) = before
+        && let Some(set) = index.get_mut(&b)
+    {
+        set.remove(key);
+        if set.is_empty() {
+            index.remove(&b);
         }
-        if let Some(n) = before
-            && let Some(set) = self.inner.pods_by_node.get_mut(&n)
-        {
-            set.remove(key);
-            if set.is_empty() {
-                self.inner.pods_by_node.remove(&n);
-            }
-        }
-        if let Some(n) = after {
-            self.inner
-                .pods_by_node
-                .entry(n)
-                .or_default()
-                .insert(key.clone());
-        }
+    }
+    if let Some(a) = after {
+        index.entry(a).or_default().insert(key.clone());
     }
 }
 

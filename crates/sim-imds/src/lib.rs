@@ -226,6 +226,10 @@ pub async fn serve(
     let app = Arc::new(App::new(&config));
     announce_scheduled(&app, &config.scenario);
     let router = control::routes().fallback(ec2::handle).with_state(app);
+    // Small answers go out at once, without Nagle's delay.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

@@ -193,27 +193,66 @@ pub fn evict(tx: &mut Tx<'_>, ns: &str, name: &str, eviction: &Value) -> Result<
             ));
         }
         if let Some(budget) = budgets.first() {
-            let b = pdb::evaluate(tx.view(), budget);
-            let always = budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow";
-            let allowed = if crate::api::table::pod_ready(&pod) {
-                b.disruptions_allowed > 0
-            } else {
-                always || b.current_healthy >= b.desired_healthy
-            };
-            if !allowed {
-                let budget_name = budget["metadata"]["name"].as_str().unwrap_or_default();
-                return Err(ApiError::disruption_budget(
-                    budget_name,
-                    format!(
-                        "needs {} healthy pods and has {} currently",
-                        b.desired_healthy, b.current_healthy
-                    ),
-                ));
-            }
+            check_budget(tx, budget, &pod)?;
         }
     }
     delete_pod(tx, &pod, ns, name, opts.grace_period_seconds)?;
     Ok(success)
+}
+
+/// Decides an eviction as the API server does: from the budget's status, kept current by the
+/// disruption controller, and spends one allowed disruption in the same write (recording the
+/// pod in `disruptedPods`), so concurrent evictions cannot overspend the budget. O(1): the
+/// pods are not counted here.
+fn check_budget(tx: &mut Tx<'_>, budget: &Obj, pod: &Value) -> Result<(), ApiError> {
+    let status = &budget["status"];
+    let current = |k: &str| status[k].as_i64().unwrap_or(0);
+    let up_to_date = status["observedGeneration"] == budget["metadata"]["generation"];
+    // A budget the controller has not seen yet is evaluated now.
+    let (allowed, healthy, desired) = if up_to_date {
+        (
+            current("disruptionsAllowed"),
+            current("currentHealthy"),
+            current("desiredHealthy"),
+        )
+    } else {
+        let b = pdb::evaluate(tx.view(), budget);
+        (b.disruptions_allowed, b.current_healthy, b.desired_healthy)
+    };
+    let budget_name = budget["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let refuse = || {
+        ApiError::disruption_budget(
+            &budget_name,
+            format!("needs {desired} healthy pods and has {healthy} currently"),
+        )
+    };
+    if !crate::api::table::pod_ready(pod) {
+        let always = budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow";
+        return if always || healthy >= desired {
+            Ok(())
+        } else {
+            Err(refuse())
+        };
+    }
+    if allowed <= 0 {
+        return Err(refuse());
+    }
+    let mut spent = (**budget).clone();
+    spent["status"]["disruptionsAllowed"] = json!(allowed - 1);
+    let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    if !spent["status"]["disruptedPods"].is_object() {
+        spent["status"]["disruptedPods"] = json!({});
+    }
+    spent["status"]["disruptedPods"][pod_name] = json!(crate::store::now_rfc3339());
+    let ns = budget["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    tx.replace(PDBS, &ns, &budget_name, spent)?;
+    Ok(())
 }
 
 /// POST `pods/NAME/binding`: assigns an unscheduled pod to a node.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use super::replicaset::{owned_pods, pod_from_template};
+use super::replicaset::pod_from_template;
 use super::scheduler::{fits, may_stay};
 use super::{is_active, name_of, ns_of};
 use crate::api::{pods, table::pod_ready};
@@ -50,7 +50,6 @@ pub fn reconcile(tx: &mut Tx<'_>) -> Result<(), ApiError> {
         return Ok(());
     }
     let nodes: Vec<_> = tx.view().list(NODES, None).cloned().collect();
-    let by_owner = owned_pods(tx);
     for ds in sets {
         let (ns, name) = (ns_of(&ds), name_of(&ds));
         let uid = ds["metadata"]["uid"].as_str().unwrap_or_default();
@@ -58,10 +57,10 @@ pub fn reconcile(tx: &mut Tx<'_>) -> Result<(), ApiError> {
         let mut probe = probe;
         probe["spec"]["affinity"] = ds["spec"]["template"]["spec"]["affinity"].clone();
         let mut on_node: HashMap<String, Vec<Value>> = HashMap::new();
-        for p in by_owner
-            .get(uid)
+        for p in tx
+            .view()
+            .pods_owned_by(uid)
             .into_iter()
-            .flatten()
             .filter(|p| is_active(p))
         {
             on_node

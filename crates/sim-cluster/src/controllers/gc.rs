@@ -1,6 +1,8 @@
 //! Garbage collection: objects whose controlling owner is gone are deleted (background
 //! propagation), and pods bound to a node that no longer exists are removed (pod GC).
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 
 use super::{name_of, ns_of};
@@ -9,7 +11,8 @@ use crate::error::ApiError;
 use crate::resources::{self, NODES, PODS, REPLICASETS};
 use crate::store::Tx;
 
-fn owner_exists(tx: &Tx<'_>, obj: &Value) -> bool {
+/// Whether an object's controlling owner still exists, looking each owner up once per pass.
+fn owner_exists(tx: &Tx<'_>, obj: &Value, known: &mut HashMap<String, bool>) -> bool {
     let Some(owner) = obj["metadata"]["ownerReferences"]
         .as_array()
         .and_then(|r| r.iter().find(|r| r["controller"] == true))
@@ -22,17 +25,31 @@ fn owner_exists(tx: &Tx<'_>, obj: &Value) -> bool {
     ) else {
         return true;
     };
-    let ns = ns_of(obj);
-    tx.get(storage, &ns, owner["name"].as_str().unwrap_or_default())
-        .is_some_and(|o| o["metadata"]["uid"] == owner["uid"])
+    let uid = owner["uid"].as_str().unwrap_or_default();
+    if let Some(&exists) = known.get(uid) {
+        return exists;
+    }
+    let exists = tx
+        .view()
+        .get(
+            storage,
+            obj["metadata"]["namespace"].as_str().unwrap_or_default(),
+            owner["name"].as_str().unwrap_or_default(),
+        )
+        .is_some_and(|o| o["metadata"]["uid"] == owner["uid"]);
+    known.insert(uid.to_owned(), exists);
+    exists
 }
 
 pub fn reconcile(tx: &mut Tx<'_>) -> Result<(), ApiError> {
     for storage in [REPLICASETS, PODS] {
+        let mut known = HashMap::new();
         let orphans: Vec<_> = tx
             .view()
             .list(storage, None)
-            .filter(|o| o["metadata"]["deletionTimestamp"].is_null() && !owner_exists(tx, o))
+            .filter(|o| {
+                o["metadata"]["deletionTimestamp"].is_null() && !owner_exists(tx, o, &mut known)
+            })
             .cloned()
             .collect();
         for o in orphans {

@@ -1,14 +1,14 @@
 //! The kubelets of every node: a bound pod runs (Running, Ready) after a short start; a pod
 //! being deleted disappears once its grace period has passed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde_json::json;
 use tokio::time::Instant;
 
 use super::{LoopConfig, name_of, ns_of};
 use crate::resources::{NODES, PODS};
-use crate::store::{Tx, now_rfc3339, parse_time};
+use crate::store::{Key, Tx, now_rfc3339, parse_time};
 
 #[derive(Default)]
 pub struct Kubelet {
@@ -19,14 +19,20 @@ pub struct Kubelet {
 
 impl Kubelet {
     /// Returns when the next pod start or grace-period end is due.
-    pub fn reconcile(&mut self, tx: &mut Tx<'_>, config: &LoopConfig) -> Option<Instant> {
+    /// Visits the pods in `work` (bound and starting, or being deleted).
+    pub fn reconcile(
+        &mut self,
+        tx: &mut Tx<'_>,
+        config: &LoopConfig,
+        work: &BTreeSet<Key>,
+    ) -> Option<Instant> {
         let now = Instant::now();
         let wall = jiff::Timestamp::now();
         let mut next: Option<Instant> = None;
         let mut due = |at: Instant| next = Some(next.map_or(at, |n: Instant| n.min(at)));
-        let bound: Vec<_> = tx
-            .view()
-            .list(PODS, None)
+        let bound: Vec<_> = work
+            .iter()
+            .filter_map(|(ns, name)| tx.get(PODS, ns, name))
             .filter(|p| {
                 p["spec"]["nodeName"]
                     .as_str()
@@ -37,9 +43,8 @@ impl Kubelet {
                     || p["status"]["phase"] == "Pending"
                     || p["status"]["phase"].is_null()
             })
-            .cloned()
             .collect();
-        let mut seen = Vec::new();
+        let mut seen = HashSet::new();
         for pod in bound {
             let (ns, name) = (ns_of(&pod), name_of(&pod));
             if let Some(at) = pod["metadata"]["deletionTimestamp"]
@@ -59,7 +64,7 @@ impl Kubelet {
                 .unwrap_or_default()
                 .to_owned();
             let started = *self.bound_at.entry(uid.clone()).or_insert(now);
-            seen.push(uid);
+            seen.insert(uid);
             let ready_at = started + config.pod_start_delay;
             if ready_at > now {
                 due(ready_at);

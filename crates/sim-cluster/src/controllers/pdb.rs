@@ -113,7 +113,16 @@ pub fn reconcile(tx: &mut Tx<'_>) -> Result<(), ApiError> {
     for pdb in pdbs {
         let b = evaluate(tx.view(), &pdb);
         let mut new = (*pdb).clone();
-        let disrupted = pdb["status"]["disruptedPods"].clone();
+        // A disrupted pod stays listed until it is being deleted or gone.
+        let ns_of_pdb = pdb["metadata"]["namespace"].as_str().unwrap_or_default();
+        let mut disrupted = pdb["status"]["disruptedPods"].clone();
+        if let Some(m) = disrupted.as_object_mut() {
+            m.retain(|pod, _| {
+                tx.view()
+                    .get(PODS, ns_of_pdb, pod)
+                    .is_some_and(|p| p["metadata"]["deletionTimestamp"].is_null())
+            });
+        }
         new["status"] = json!({
             "observedGeneration": pdb["metadata"]["generation"],
             "expectedPods": b.expected,

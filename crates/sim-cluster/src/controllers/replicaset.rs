@@ -1,11 +1,9 @@
 //! The ReplicaSet controller: as many active pods as `spec.replicas`, made from the template;
 //! a pod being deleted (an eviction, say) no longer counts, so its replacement starts at once.
 
-use std::collections::HashMap;
-
 use serde_json::{Value, json};
 
-use super::{controller_ref, controller_uid, is_active, name_of, ns_of};
+use super::{controller_ref, is_active, name_of, ns_of};
 use crate::api::{defaults, pods, table::pod_ready};
 use crate::error::ApiError;
 use crate::resources::{PODS, REPLICASETS};
@@ -33,29 +31,18 @@ pub fn pod_from_template(owner: &Value, generate_name: String) -> Value {
     pod
 }
 
-pub fn owned_pods(tx: &Tx<'_>) -> HashMap<String, Vec<Obj>> {
-    let mut by_owner: HashMap<String, Vec<Obj>> = HashMap::new();
-    for p in tx.view().list(PODS, None) {
-        if let Some(uid) = controller_uid(p) {
-            by_owner.entry(uid.to_owned()).or_default().push(p.clone());
-        }
-    }
-    by_owner
-}
-
 pub fn reconcile(tx: &mut Tx<'_>) -> Result<(), ApiError> {
     let sets: Vec<_> = tx.view().list(REPLICASETS, None).cloned().collect();
     if sets.is_empty() {
         return Ok(());
     }
-    let by_owner = owned_pods(tx);
     for rs in sets {
         let (ns, name) = (ns_of(&rs), name_of(&rs));
         let uid = rs["metadata"]["uid"].as_str().unwrap_or_default();
-        let mut active: Vec<Obj> = by_owner
-            .get(uid)
+        let mut active: Vec<Obj> = tx
+            .view()
+            .pods_owned_by(uid)
             .into_iter()
-            .flatten()
             .filter(|p| is_active(p))
             .cloned()
             .collect();

@@ -2,14 +2,14 @@
 //! taints against tolerations, nodeSelector, required node affinity, pod capacity), spreading
 //! pods by choosing the least-loaded fitting node.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{Value, json};
 
 use super::{LoopConfig, is_active, name_of, ns_of};
 use crate::error::ApiError;
 use crate::resources::{NODES, PODS};
-use crate::store::{Tx, now_rfc3339};
+use crate::store::{Key, Tx, now_rfc3339};
 
 pub fn node_ready(node: &Value) -> bool {
     node["status"]["conditions"]
@@ -123,15 +123,19 @@ fn requirement(e: &Value, actual: Option<&Value>) -> bool {
     }
 }
 
-pub fn reconcile(tx: &mut Tx<'_>, config: &LoopConfig) -> Result<(), ApiError> {
-    let mut pending: Vec<_> = tx
-        .view()
-        .list(PODS, None)
+/// Binds the pods in `unscheduled` (kept by the control loop from the change feed).
+pub fn reconcile(
+    tx: &mut Tx<'_>,
+    config: &LoopConfig,
+    unscheduled: &BTreeSet<Key>,
+) -> Result<(), ApiError> {
+    let mut pending: Vec<_> = unscheduled
+        .iter()
+        .filter_map(|(ns, name)| tx.get(PODS, ns, name))
         .filter(|p| {
             p["spec"]["nodeName"].as_str().is_none_or(str::is_empty)
                 && p["metadata"]["deletionTimestamp"].is_null()
         })
-        .cloned()
         .collect();
     if pending.is_empty() {
         return Ok(());
@@ -143,31 +147,42 @@ pub fn reconcile(tx: &mut Tx<'_>, config: &LoopConfig) -> Result<(), ApiError> {
         .filter(|n| node_ready(n))
         .cloned()
         .collect();
-    let mut load: HashMap<String, usize> = nodes
+    let names: Vec<String> = nodes.iter().map(|n| name_of(n)).collect();
+    let mut load: Vec<usize> = names
         .iter()
-        .map(|n| {
-            let name = name_of(n);
-            let count = tx
-                .view()
-                .pods_on_node(&name)
+        .map(|name| {
+            tx.view()
+                .pods_on_node(name)
                 .into_iter()
                 .filter(|p| is_active(p))
-                .count();
-            (name, count)
+                .count()
         })
         .collect();
+    // Pods of one template share their placement rules: decide which nodes fit once per
+    // distinct rule set, not once per pod (30 000 pods × 1000 nodes otherwise).
+    let mut fitting: HashMap<String, Vec<usize>> = HashMap::new();
     for pod in pending {
-        let choice = nodes
+        let spec = &pod["spec"];
+        let rules = format!(
+            "{}|{}|{}",
+            spec["tolerations"], spec["nodeSelector"], spec["affinity"]
+        );
+        let candidates = fitting.entry(rules).or_insert_with(|| {
+            (0..nodes.len())
+                .filter(|&i| fits(&pod, &nodes[i]))
+                .collect()
+        });
+        let choice = candidates
             .iter()
-            .filter(|n| fits(&pod, n) && load[&name_of(n)] < config.max_pods)
-            .min_by_key(|n| (load[&name_of(n)], name_of(n)));
+            .copied()
+            .filter(|&i| load[i] < config.max_pods)
+            .min_by_key(|&i| (load[i], &names[i]));
         let mut new = (*pod).clone();
         let now = now_rfc3339();
         match choice {
-            Some(node) => {
-                let node = name_of(node);
-                *load.entry(node.clone()).or_default() += 1;
-                new["spec"]["nodeName"] = json!(node);
+            Some(i) => {
+                load[i] += 1;
+                new["spec"]["nodeName"] = json!(names[i]);
                 new["status"]["conditions"] =
                     json!([{"type": "PodScheduled", "status": "True", "lastTransitionTime": now}]);
             }
