@@ -439,3 +439,109 @@ async fn controllers_replace_evicted_pods_on_other_nodes() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn events_written_through_one_api_are_listed_by_the_other() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    let sim = cluster(1, 0, Some("")).await;
+    let c = client(&sim).await;
+    let n = node_name(0);
+    let new: Event = serde_json::from_value(json!({
+        "metadata": {"name": "spot.1", "namespace": "default"},
+        "regarding": {"kind": "Node", "name": n, "apiVersion": "v1"},
+        "reason": "SpotInterruption", "note": "notice seen", "type": "Warning", "action": "Fence",
+        "reportingController": "spot-interrupt-handler", "reportingInstance": n,
+        "eventTime": "2026-11-23T00:00:00.000000Z",
+    }))
+    .unwrap();
+    Api::<Event>::default_namespaced(c.clone())
+        .create(&PostParams::default(), &new)
+        .await
+        .unwrap();
+    let core = Api::<CoreEvent>::default_namespaced(c)
+        .list(&ListParams::default().fields(&format!("involvedObject.name={n}")))
+        .await
+        .unwrap();
+    assert_eq!(core.items.len(), 1);
+    assert_eq!(core.items[0].reason.as_deref(), Some("SpotInterruption"));
+    assert_eq!(core.items[0].message.as_deref(), Some("notice seen"));
+}
+
+#[tokio::test]
+async fn leases_delete_preconditions_and_orphaning() {
+    use k8s_openapi::api::apps::v1::ReplicaSet;
+    use k8s_openapi::api::coordination::v1::Lease;
+    let sim = cluster(2, 1, Some(&web(2, "maxUnavailable: 1"))).await;
+    let c = client(&sim).await;
+
+    let leases: Api<Lease> = Api::default_namespaced(c.clone());
+    let lease: Lease = serde_json::from_value(json!({"metadata": {"name": "notice-abc"}, "spec": {"holderIdentity": "replica-1", "leaseDurationSeconds": 30}})).unwrap();
+    leases.create(&PostParams::default(), &lease).await.unwrap();
+    let err = leases
+        .create(&PostParams::default(), &lease)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists"),
+        "{err}"
+    );
+    assert_eq!(
+        leases
+            .get("notice-abc")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .holder_identity
+            .as_deref(),
+        Some("replica-1")
+    );
+
+    let pods: Api<Pod> = Api::default_namespaced(c.clone());
+    ready_web(&pods, 2).await;
+    let name = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap()
+        .items[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    let wrong = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: Some("not-it".into()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    let err = pods.delete(&name, &wrong).await.unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 409 && s.message.contains("Precondition failed")),
+        "{err}"
+    );
+
+    let deployments: Api<Deployment> = Api::default_namespaced(c.clone());
+    deployments
+        .delete("web", &DeleteParams::orphan())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sets = Api::<ReplicaSet>::default_namespaced(c)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        sets.items.len(),
+        1,
+        "an orphaned ReplicaSet survives its Deployment"
+    );
+    assert!(
+        sets.items[0]
+            .metadata
+            .owner_references
+            .as_ref()
+            .is_none_or(|r| r.is_empty())
+    );
+}

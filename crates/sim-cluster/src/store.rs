@@ -197,6 +197,12 @@ impl Inner {
             .collect()
     }
 
+    /// How many pods are bound to a node (terminating ones included: they still hold their
+    /// place until they are gone, as the scheduler sees it).
+    pub fn pod_count_on_node(&self, node: &str) -> usize {
+        self.pods_by_node.get(node).map_or(0, BTreeSet::len)
+    }
+
     /// The pods whose controlling owner has this uid, from the index.
     pub fn pods_owned_by(&self, uid: &str) -> Vec<&Obj> {
         self.pods_by_owner

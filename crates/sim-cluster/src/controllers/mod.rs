@@ -50,6 +50,10 @@ impl Default for LoopConfig {
 const BATCH: Duration = Duration::from_millis(5);
 /// An upper bound on sleeping, so a missed wake-up costs at most this much.
 const IDLE: Duration = Duration::from_secs(1);
+/// PodDisruptionBudget status is recomputed at most this often: counting every selected pod is
+/// the most expensive pass, evictions spend the budget in its status themselves (so a status a
+/// moment old is conservative, never generous), and the real disruption controller lags too.
+const BUDGET_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The controllers, in the order a pass runs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +146,7 @@ struct Loop {
     dirty: Vec<Dirty>,
     work: PodWork,
     kubelet: kubelet::Kubelet,
+    budgets_ran: Option<Instant>,
 }
 
 impl Loop {
@@ -158,6 +163,7 @@ impl Loop {
             dirty: vec![everything; PASSES.len()],
             work,
             kubelet: kubelet::Kubelet::default(),
+            budgets_ran: None,
         }
     }
 
@@ -217,7 +223,26 @@ fn reconcile_all(store: &Store, config: &LoopConfig, state: &mut Loop) -> Option
         if !pass.needed(&state.dirty[i]) {
             continue;
         }
+        if pass == Pass::Budgets {
+            let now = Instant::now();
+            if let Some(due) = state
+                .budgets_ran
+                .map(|t| t + BUDGET_INTERVAL)
+                .filter(|due| *due > now)
+            {
+                next = Some(next.map_or(due, |n: Instant| n.min(due)));
+                continue;
+            }
+            state.budgets_ran = Some(now);
+        }
         state.dirty[i] = Dirty::default();
+        if pass == Pass::Budgets {
+            match pdb::reconcile(store) {
+                Ok(false) => {}
+                Ok(true) | Err(_) => state.dirty[i].everything = true,
+            }
+            continue;
+        }
         let result = store.write(|tx| match pass {
             Pass::Nodes => nodes::reconcile(tx, config),
             Pass::Gc => gc::reconcile(tx),
@@ -226,10 +251,12 @@ fn reconcile_all(store: &Store, config: &LoopConfig, state: &mut Loop) -> Option
             Pass::DaemonSets => daemonset::reconcile(tx),
             Pass::Scheduler => scheduler::reconcile(tx, config, &state.work.unscheduled),
             Pass::Kubelet => {
-                next = state.kubelet.reconcile(tx, config, &state.work.kubelet);
+                if let Some(due) = state.kubelet.reconcile(tx, config, &state.work.kubelet) {
+                    next = Some(next.map_or(due, |n: Instant| n.min(due)));
+                }
                 Ok(())
             }
-            Pass::Budgets => pdb::reconcile(tx),
+            Pass::Budgets => Ok(()),
         });
         if let Err(e) = result {
             tracing::debug!(controller = ?pass, error = %e, "controller pass failed; it runs again on the next change");

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{Value, json};
 
-use super::{LoopConfig, is_active, name_of, ns_of};
+use super::{LoopConfig, name_of, ns_of};
 use crate::error::ApiError;
 use crate::resources::{NODES, PODS};
 use crate::store::{Key, Tx, now_rfc3339};
@@ -150,13 +150,7 @@ pub fn reconcile(
     let names: Vec<String> = nodes.iter().map(|n| name_of(n)).collect();
     let mut load: Vec<usize> = names
         .iter()
-        .map(|name| {
-            tx.view()
-                .pods_on_node(name)
-                .into_iter()
-                .filter(|p| is_active(p))
-                .count()
-        })
+        .map(|name| tx.view().pod_count_on_node(name))
         .collect();
     // Pods of one template share their placement rules: decide which nodes fit once per
     // distinct rule set, not once per pod (30 000 pods × 1000 nodes otherwise).
