@@ -82,117 +82,19 @@ pub const PDBS: usize = 7;
 pub const EVENTS_V1: usize = 8;
 pub const LEASES: usize = 9;
 
+#[rustfmt::skip]
 pub static RESOURCES: [Resource; 10] = [
-    res!(
-        "",
-        "v1",
-        "namespaces",
-        "namespace",
-        "Namespace",
-        false,
-        &["ns"],
-        &["status"],
-        true
-    ),
-    res!(
-        "",
-        "v1",
-        "nodes",
-        "node",
-        "Node",
-        false,
-        &["no"],
-        &["status"],
-        true
-    ),
-    res!(
-        "",
-        "v1",
-        "pods",
-        "pod",
-        "Pod",
-        true,
-        &["po"],
-        &["status", "eviction", "binding"],
-        true
-    ),
-    res!(
-        "",
-        "v1",
-        "events",
-        "event",
-        "Event",
-        true,
-        &["ev"],
-        &[],
-        false
-    ),
-    res!(
-        "apps",
-        "v1",
-        "deployments",
-        "deployment",
-        "Deployment",
-        true,
-        &["deploy"],
-        &["status", "scale"],
-        true
-    ),
-    res!(
-        "apps",
-        "v1",
-        "replicasets",
-        "replicaset",
-        "ReplicaSet",
-        true,
-        &["rs"],
-        &["status", "scale"],
-        true
-    ),
-    res!(
-        "apps",
-        "v1",
-        "daemonsets",
-        "daemonset",
-        "DaemonSet",
-        true,
-        &["ds"],
-        &["status"],
-        true
-    ),
-    res!(
-        "policy",
-        "v1",
-        "poddisruptionbudgets",
-        "poddisruptionbudget",
-        "PodDisruptionBudget",
-        true,
-        &["pdb"],
-        &["status"],
-        true
-    ),
-    res!(
-        "events.k8s.io",
-        "v1",
-        "events",
-        "event",
-        "Event",
-        true,
-        &["ev"],
-        &[],
-        false
-    ),
-    res!(
-        "coordination.k8s.io",
-        "v1",
-        "leases",
-        "lease",
-        "Lease",
-        true,
-        &[],
-        &[],
-        false
-    ),
+    //    group                  version plural                  singular               kind                   namespaced short       subresources                          has status
+    res!("",                    "v1", "namespaces",           "namespace",           "Namespace",           false, &["ns"],     &["status"],                           true),
+    res!("",                    "v1", "nodes",                "node",                "Node",                false, &["no"],     &["status"],                           true),
+    res!("",                    "v1", "pods",                 "pod",                 "Pod",                 true,  &["po"],     &["status", "eviction", "binding"],    true),
+    res!("",                    "v1", "events",               "event",               "Event",               true,  &["ev"],     &[],                                   false),
+    res!("apps",                "v1", "deployments",          "deployment",          "Deployment",          true,  &["deploy"], &["status", "scale"],                  true),
+    res!("apps",                "v1", "replicasets",          "replicaset",          "ReplicaSet",          true,  &["rs"],     &["status", "scale"],                  true),
+    res!("apps",                "v1", "daemonsets",           "daemonset",           "DaemonSet",           true,  &["ds"],     &["status"],                           true),
+    res!("policy",              "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", true,  &["pdb"],    &["status"],                           true),
+    res!("events.k8s.io",       "v1", "events",               "event",               "Event",               true,  &["ev"],     &[],                                   false),
+    res!("coordination.k8s.io", "v1", "leases",               "lease",               "Lease",               true,  &[],         &[],                                   false),
 ];
 
 /// The API groups besides core, in discovery order.
