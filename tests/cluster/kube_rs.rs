@@ -545,3 +545,55 @@ async fn leases_delete_preconditions_and_orphaning() {
             .is_none_or(|r| r.is_empty())
     );
 }
+
+#[tokio::test]
+async fn scheduler_respects_node_capacity_and_reports_unschedulable_pods() {
+    let config = sih_sim_cluster::ClusterConfig {
+        nodes: 2,
+        spot_nodes: 0,
+        workload: Some(
+            // The Deployment and its budget, without the DaemonSet, so only web pods compete.
+            sih_sim_cluster::workload::parse(
+                &web(8, "maxUnavailable: 1")
+                    .split("---")
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join("---"),
+            )
+            .unwrap(),
+        ),
+        max_pods: 3,
+        pod_start_delay: Duration::from_millis(50),
+    };
+    let cluster = sih_sim_cluster::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut kc = kube::Config::new(cluster.url().parse().unwrap());
+    kc.default_retry = false;
+    let pods: Api<Pod> = Api::default_namespaced(kube::Client::try_from(kc).unwrap());
+    eventually("6 pods run, 2 wait", Duration::from_secs(10), || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .unwrap()
+            .items;
+        let running = list
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count();
+        let unschedulable = list
+            .iter()
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c.reason.as_deref() == Some("Unschedulable"))
+                    })
+            })
+            .count();
+        running == 6 && unschedulable == 2
+    })
+    .await;
+}

@@ -208,3 +208,51 @@ async fn drain_blocked_by_a_budget_times_out_then_succeeds_once_relaxed() {
         out.stdout, out.stderr
     );
 }
+
+#[tokio::test]
+async fn daemonset_with_a_spot_node_selector_runs_only_on_spot_nodes() {
+    let ds = r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: spot-handler, namespace: kube-system}
+spec:
+  selector: {matchLabels: {app: spot-handler}}
+  template:
+    metadata: {labels: {app: spot-handler}}
+    spec:
+      nodeSelector: {lifecycle: Ec2Spot}
+      containers: [{name: handler, image: spot-interrupt-handler}]
+"#;
+    let sim = cluster(4, 2, Some(ds)).await;
+    eventually(
+        "the daemon runs on both spot nodes",
+        Duration::from_secs(10),
+        || async {
+            let out = kubectl_ok(
+                &sim,
+                &[
+                    "get",
+                    "daemonsets",
+                    "-n",
+                    "kube-system",
+                    "spot-handler",
+                    "--no-headers",
+                ],
+            )
+            .await;
+            let cols: Vec<&str> = out.split_whitespace().collect();
+            cols.get(1..4) == Some(&["2", "2", "2"][..])
+        },
+    )
+    .await;
+    let pods = json(
+        &sim,
+        &["get", "pods", "-n", "kube-system", "-l", "app=spot-handler"],
+    )
+    .await;
+    let spot = [node_name(0), node_name(1)];
+    for p in pods["items"].as_array().unwrap() {
+        let node = p["spec"]["nodeName"].as_str().unwrap();
+        assert!(spot.iter().any(|s| s == node), "{node} is not a spot node");
+    }
+}
