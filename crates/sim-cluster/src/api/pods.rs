@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::controllers::pdb;
 use crate::error::ApiError;
 use crate::resources::{NAMESPACES, PDBS, PODS, RESOURCES};
-use crate::store::{Obj, Tx, rfc3339};
+use crate::store::{Obj, Tx};
 
 #[derive(Debug, Clone, Default)]
 pub struct DeleteOptions {
@@ -107,13 +107,11 @@ fn delete_pod(
             .remove(PODS, ns, name)
             .ok_or_else(|| ApiError::not_found("pods", name));
     }
-    // Rounded up to the second, so a pod never gets less time than it was given.
+    // Kept to the millisecond (clients parse fractional RFC 3339): the simulated kubelet removes
+    // the pod when its grace period ends, as a real kubelet's own timer would, rather than at a
+    // whole second up to a second later.
     let now = jiff::Timestamp::now();
-    let mut deadline = now.as_second() + grace;
-    if now.subsec_nanosecond() > 0 {
-        deadline += 1;
-    }
-    let deadline = jiff::Timestamp::from_second(deadline).unwrap_or(now);
+    let deadline = now + std::time::Duration::from_secs(grace as u64);
     // A second delete may shorten the grace period, never lengthen it.
     if let Some(existing) = pod["metadata"]["deletionTimestamp"]
         .as_str()
@@ -124,7 +122,13 @@ fn delete_pod(
             .get(PODS, ns, name)
             .ok_or_else(|| ApiError::not_found("pods", name));
     }
-    tx.mark_deleting(PODS, ns, name, &rfc3339(deadline), grace)
+    tx.mark_deleting(
+        PODS,
+        ns,
+        name,
+        &deadline.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        grace,
+    )
 }
 
 fn orphan_dependents(tx: &mut Tx<'_>, owner: &Value) -> Result<(), ApiError> {

@@ -1,0 +1,10 @@
+//! The core of spot-interrupt-handler, free of IO: what a notice is, and how a drain is planned
+//! against its deadline. Everything here is a pure function of its inputs, so the policy is
+//! tested without a cluster, a network or a clock.
+#![forbid(unsafe_code)]
+
+pub mod drain_plan;
+pub mod notice;
+
+pub use drain_plan::{DrainPolicy, PodFacts, PodPlan, SkipReason, plan_drain};
+pub use notice::{Notice, NoticeKind};

@@ -1,0 +1,6 @@
+//! Fence and drain against `simulate cluster`: the node actions as the agent and the `drain`
+//! command use them.
+
+mod drain;
+mod fence;
+mod support;
