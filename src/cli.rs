@@ -17,6 +17,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Fence NODE and drain it before a deadline (a deadline-aware `kubectl drain`).
+    Drain(DrainCommandArgs),
+    /// Undo a fence: remove our taints, label and notice; uncordon unless cordoned before us.
+    Undrain(UndrainArgs),
     /// Simulators for tests and rehearsals: no AWS account or cluster needed.
     #[command(subcommand)]
     Simulate(Simulate),
@@ -54,6 +58,76 @@ pub struct SimulateClusterArgs {
     /// How long a scheduled pod takes to become Running and Ready.
     #[arg(long, env = "SIH_SIM_POD_START_DELAY", value_parser = parse_duration, default_value = "300ms")]
     pub pod_start_delay: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct KubeArgs {
+    /// Kubeconfig file; without it, the in-cluster configuration, else `KUBECONFIG`, else
+    /// `~/.kube/config`.
+    #[arg(long, env = "SIH_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnPdbDeadline {
+    /// Delete a pod its budget still protects once its grace period would no longer fit.
+    Delete,
+    /// Keep respecting the budget until the end.
+    Wait,
+}
+
+/// How pods leave a node; shared by every command that drains.
+#[derive(Debug, Args)]
+pub struct DrainFlags {
+    /// Evictions in flight at once.
+    #[arg(long, env = "MAX_CONCURRENT_EVICTIONS", default_value_t = 50)]
+    pub max_concurrent_evictions: usize,
+    /// Upper bound on every pod's grace period, in seconds (default: the pod's own).
+    #[arg(
+        long,
+        env = "POD_TERMINATION_GRACE_PERIOD",
+        allow_negative_numbers = true
+    )]
+    pub pod_termination_grace_period: Option<i64>,
+    /// Time kept free before the deadline (at least 1s).
+    #[arg(long, env = "DEADLINE_MARGIN", value_parser = parse_duration, default_value = "5s")]
+    pub deadline_margin: Duration,
+    /// What to do with a pod its PodDisruptionBudget still protects near a hard deadline.
+    #[arg(long, env = "ON_PDB_DEADLINE", value_enum, default_value_t = OnPdbDeadline::Delete)]
+    pub on_pdb_deadline: OnPdbDeadline,
+    /// Taint effect (default: NoSchedule, PreferNoSchedule for rebalance recommendations).
+    #[arg(long, env = "TAINT_EFFECT", value_parser = ["NoSchedule", "PreferNoSchedule", "NoExecute"])]
+    pub taint_effect: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DrainCommandArgs {
+    /// The node to drain.
+    pub node: String,
+    /// When the instance goes away: a duration from now (`90s`) or an RFC 3339 time.
+    #[arg(long, env = "SIH_DRAIN_DEADLINE", default_value = "120s")]
+    pub deadline: String,
+    /// The kind of notice to record (its taint key and Event reason).
+    #[arg(long, env = "SIH_DRAIN_KIND", default_value = "spot-interruption")]
+    pub kind: sih_core::NoticeKind,
+    /// Only say what would be done; write nothing.
+    #[arg(long, env = "DRY_RUN")]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub drain: DrainFlags,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UndrainArgs {
+    /// The node to restore.
+    pub node: String,
+    /// Undo only this kind of notice's fence (default: all of ours).
+    #[arg(long, env = "SIH_UNDRAIN_KIND")]
+    pub kind: Option<sih_core::NoticeKind>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -17,6 +17,8 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     logging::init(&cli.log)?;
     match cli.command {
+        Command::Drain(args) => commands::drain::run(args).await,
+        Command::Undrain(args) => commands::drain::undrain(args).await,
         Command::Simulate(Simulate::Imds(args)) => commands::simulate_imds::run(args).await,
         Command::Simulate(Simulate::Cluster(args)) => commands::simulate_cluster::run(args).await,
     }

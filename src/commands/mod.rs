@@ -1,4 +1,5 @@
 //! One module per subcommand: each turns its arguments into configuration and wires the parts.
 
+pub mod drain;
 pub mod simulate_cluster;
 pub mod simulate_imds;

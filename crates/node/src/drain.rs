@@ -127,7 +127,8 @@ impl DrainReport {
     }
 }
 
-fn facts(p: &Pod) -> PodFacts {
+/// What the drain needs to know about a pod, read off its object.
+pub fn facts_of(p: &Pod) -> PodFacts {
     let meta = &p.metadata;
     let spec = p.spec.as_ref();
     let owner = meta
@@ -205,7 +206,7 @@ pub async fn drain(
     let listed = list_with_retries(&all, node, deadline).await?;
     let own = cfg.own_pod.clone();
     let plan = plan_drain(
-        listed.iter().map(facts).collect(),
+        listed.iter().map(facts_of).collect(),
         own.as_ref().map(|(n, p)| (n.as_str(), p.as_str())),
     );
     let ctx = Arc::new(Ctx {

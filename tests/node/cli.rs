@@ -1,0 +1,103 @@
+//! `drain NODE` and `undrain NODE` as a user runs them: progress lines, a summary, exit status 0
+//! only when every pod left before the deadline.
+
+use std::time::Duration;
+
+use crate::support::{cluster, deployment, node_of, running, until_budget_allows, until_running};
+
+const BIN: &str = env!("CARGO_BIN_EXE_spot-interrupt-handler");
+
+async fn run(kubeconfig: &std::path::Path, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(BIN)
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .output()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn drain_and_undrain_commands() {
+    let (c, client) = cluster(2, 110, &deployment("web", 4, 1, "maxUnavailable: 1")).await;
+    until_running(&client, "app=web", 4).await;
+    until_budget_allows(&client, "web").await;
+    let node = node_of(&running(&client, "app=web").await[0]);
+    let kubeconfig = std::env::temp_dir().join(format!("sih-drain-cli-{}", c.addr().port()));
+    std::fs::write(&kubeconfig, c.kubeconfig()).unwrap();
+
+    let dry = run(&kubeconfig, &["drain", &node, "--dry-run"]).await;
+    assert!(dry.status.success());
+    let said = String::from_utf8_lossy(&dry.stdout);
+    assert!(said.contains("dry run: would evict default/web-"), "{said}");
+
+    let out = run(
+        &kubeconfig,
+        &[
+            "drain",
+            &node,
+            "--deadline",
+            "60s",
+            "--deadline-margin",
+            "1s",
+        ],
+    )
+    .await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("fenced")
+            && said.contains("evicted  default/web-")
+            && said.contains("0 remaining"),
+        "{said}"
+    );
+    assert!(
+        running(&client, "app=web")
+            .await
+            .iter()
+            .all(|p| node_of(p) != node)
+    );
+
+    let undo = run(&kubeconfig, &["undrain", &node]).await;
+    assert!(String::from_utf8_lossy(&undo.stdout).contains("unfenced"));
+    std::fs::remove_file(&kubeconfig).unwrap();
+}
+
+#[tokio::test]
+async fn drain_command_fails_when_a_pod_cannot_leave_in_time() {
+    let (c, client) = cluster(2, 110, &deployment("db", 1, 1, "maxUnavailable: 0")).await;
+    until_running(&client, "app=db", 1).await;
+    let node = node_of(&running(&client, "app=db").await[0]);
+    let kubeconfig = std::env::temp_dir().join(format!("sih-drain-fail-{}", c.addr().port()));
+    std::fs::write(&kubeconfig, c.kubeconfig()).unwrap();
+    let started = std::time::Instant::now();
+    let out = run(
+        &kubeconfig,
+        &[
+            "drain",
+            &node,
+            "--deadline",
+            "3s",
+            "--deadline-margin",
+            "1s",
+            "--on-pdb-deadline",
+            "wait",
+        ],
+    )
+    .await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("did not leave") && err.contains("default/db-"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "gives up at the deadline"
+    );
+    std::fs::remove_file(&kubeconfig).unwrap();
+}
