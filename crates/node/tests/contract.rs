@@ -1,0 +1,218 @@
+//! Contract tests: the exact HTTP requests the node actions send, pinned against a mocked API
+//! server (a `tower::service_fn` behind `kube::Client`), one scenario per test. A request that
+//! never arrives fails the test through its timeout.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use kube::client::Body;
+use serde_json::{Value, json};
+use sih_core::{Notice, NoticeKind};
+use sih_node::{DrainConfig, FenceSpec};
+
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    content_type: String,
+    body: Value,
+}
+
+type Log = Arc<Mutex<Vec<Seen>>>;
+
+/// A client whose API server answers with `reply(method, path)` and records every request.
+fn mock(
+    reply: impl Fn(&str, &str) -> (StatusCode, Value) + Send + Sync + Clone + 'static,
+) -> (kube::Client, Log) {
+    let log: Log = Arc::default();
+    let seen = log.clone();
+    let svc = tower::service_fn(move |req: Request<Body>| {
+        let (seen, reply) = (seen.clone(), reply.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let bytes = body.collect_bytes().await.unwrap_or_default();
+            let method = parts.method.to_string();
+            let path = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            let content_type = parts
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            seen.lock().unwrap().push(Seen {
+                method: method.clone(),
+                path: path.clone(),
+                content_type,
+                body,
+            });
+            let (status, answer) = reply(&method, &path);
+            let resp = Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                .unwrap();
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
+    (kube::Client::new(svc, "default"), log)
+}
+
+fn node(rv: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "resourceVersion": rv, "labels": {"team": "a"}},
+        "spec": {"taints": [{"key": "theirs", "effect": "NoSchedule"}]}})
+}
+
+fn status(code: u16, reason: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": reason, "reason": reason, "code": code})
+}
+
+fn spot_fence() -> FenceSpec {
+    FenceSpec {
+        notice: Notice {
+            kind: NoticeKind::SpotInterruption,
+            id: "i-0abc".into(),
+            instance_id: None,
+            node: "n1".into(),
+            detected: "2026-11-23T00:00:00Z".parse().unwrap(),
+            deadline: Some("2026-11-23T00:02:00Z".parse().unwrap()),
+        },
+        effect: "NoSchedule".into(),
+        cordon: true,
+    }
+}
+
+#[tokio::test]
+async fn fence_sends_one_merge_patch_guarded_by_the_resource_version() {
+    let (client, log) = mock(|method, _| match method {
+        "GET" => (StatusCode::OK, node("41")),
+        _ => (StatusCode::OK, node("42")),
+    });
+    let nodes = kube::Api::all(client);
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        sih_node::fence(&nodes, "n1", &spot_fence()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(
+        (log[0].method.as_str(), log[0].path.as_str()),
+        ("GET", "/api/v1/nodes/n1")
+    );
+    let patch = &log[1];
+    assert_eq!(
+        (patch.method.as_str(), patch.path.as_str()),
+        ("PATCH", "/api/v1/nodes/n1?")
+    );
+    assert_eq!(patch.content_type, "application/merge-patch+json");
+    let record: Value = serde_json::from_str(
+        patch.body["metadata"]["annotations"]["spot-interrupt-handler/notice"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        record,
+        json!({"kind": "spot-interruption", "id": "i-0abc", "deadline": "2026-11-23T00:02:00Z",
+        "detected": "2026-11-23T00:00:00Z", "cordoned": true, "wasCordoned": false})
+    );
+    let mut body = patch.body.clone();
+    body["metadata"]["annotations"] = json!("checked above");
+    assert_eq!(
+        body,
+        json!({
+            "metadata": {"resourceVersion": "41", "annotations": "checked above",
+                "labels": {"node.kubernetes.io/exclude-from-external-load-balancers": "spot-interrupt-handler"}},
+            "spec": {"unschedulable": true, "taints": [
+                {"key": "theirs", "effect": "NoSchedule"},
+                {"key": "spot-interrupt-handler/spot-interruption", "value": "i-0abc", "effect": "NoSchedule"},
+            ]},
+        })
+    );
+}
+
+#[tokio::test]
+async fn fence_rereads_and_retries_after_a_conflict() {
+    let patches = Arc::new(Mutex::new(0));
+    let count = patches.clone();
+    let (client, log) = mock(move |method, _| match method {
+        "GET" => (StatusCode::OK, node("7")),
+        _ => {
+            let mut n = count.lock().unwrap();
+            *n += 1;
+            if *n == 1 {
+                (StatusCode::CONFLICT, status(409, "Conflict"))
+            } else {
+                (StatusCode::OK, node("8"))
+            }
+        }
+    });
+    let out = sih_node::fence(&kube::Api::all(client), "n1", &spot_fence())
+        .await
+        .unwrap();
+    assert_eq!(out.attempts, 2);
+    let methods: Vec<String> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.method.clone())
+        .collect();
+    assert_eq!(methods, ["GET", "PATCH", "GET", "PATCH"]);
+}
+
+#[tokio::test]
+async fn eviction_carries_the_uid_precondition_and_planned_grace() {
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web-1", "namespace": "default", "uid": "uid-web-1", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "rs", "controller": true}]},
+        "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 300, "containers": [{"name": "c", "image": "nginx"}]},
+        "status": {"phase": "Running"}});
+    let list = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": [pod]});
+    let (client, log) = mock(move |method, path| match (method, path) {
+        ("GET", p) if p.starts_with("/api/v1/pods?") => (StatusCode::OK, list.clone()),
+        ("POST", _) => (
+            StatusCode::CREATED,
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+        ),
+        _ => (StatusCode::NOT_FOUND, status(404, "NotFound")),
+    });
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let report = tokio::time::timeout(
+        Duration::from_secs(5),
+        sih_node::drain(client, "n1", deadline, DrainConfig::default(), tx),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(report.succeeded(), "{report:?}");
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        log[0].path,
+        "/api/v1/pods?&fieldSelector=spec.nodeName%3Dn1"
+    );
+    let eviction = log
+        .iter()
+        .find(|s| s.method == "POST")
+        .expect("an eviction was posted");
+    assert_eq!(
+        eviction.path,
+        "/api/v1/namespaces/default/pods/web-1/eviction?"
+    );
+    assert_eq!(
+        eviction.body,
+        json!({
+            "apiVersion": "policy/v1", "kind": "Eviction",
+            "metadata": {"name": "web-1", "namespace": "default"},
+            // 300 s of the pod's own, clamped to 60 s left − 5 s margin.
+            "deleteOptions": {"gracePeriodSeconds": 55, "preconditions": {"uid": "uid-web-1"}},
+        })
+    );
+}
