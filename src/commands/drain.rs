@@ -140,6 +140,8 @@ pub async fn run(args: DrainCommandArgs) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    let events =
+        sih_report::EventReporter::new(client.clone(), &args.node, std::env::var("POD_NAME").ok());
     let fenced = sih_node::fence(
         &nodes,
         &args.node,
@@ -165,14 +167,23 @@ pub async fn run(args: DrainCommandArgs) -> anyhow::Result<()> {
             left.as_secs_f64()
         ),
     );
+    if fenced.changed {
+        events.fenced(&notice, &effect).await;
+    }
+    events.drain_started(left.as_secs_f64()).await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let printer = tokio::spawn(async move {
-        while let Some(p) = rx.recv().await {
-            line(start, describe(&p));
-        }
-    });
-    let report = sih_node::drain(client, &args.node, deadline, config, tx).await?;
-    let _ = printer.await;
+    let node_name = args.node.clone();
+    let drain =
+        tokio::spawn(
+            async move { sih_node::drain(client, &node_name, deadline, config, tx).await },
+        );
+    // One progress stream: each event is printed and recorded as it happens.
+    while let Some(p) = rx.recv().await {
+        line(start, describe(&p));
+        events.progress(&p).await;
+    }
+    let report = drain.await.context("the drain task failed")??;
+    events.drain_finished(&report).await;
     println!(
         "drain of {}: {} evicted, {} deleted at the deadline, {} budget refusals, {} failed, {} remaining; took {:.1}s, {:.1}s left before the deadline",
         args.node,
@@ -198,8 +209,13 @@ pub async fn run(args: DrainCommandArgs) -> anyhow::Result<()> {
 
 pub async fn undrain(args: UndrainArgs) -> anyhow::Result<()> {
     let client = sih_node::client(args.kube.kubeconfig.as_deref()).await?;
-    let nodes: Api<Node> = Api::all(client);
+    let nodes: Api<Node> = Api::all(client.clone());
     let out = sih_node::unfence(&nodes, &args.node, args.kind).await?;
+    if out.changed {
+        sih_report::EventReporter::new(client, &args.node, std::env::var("POD_NAME").ok())
+            .unfenced()
+            .await;
+    }
     println!(
         "{} {}",
         if out.changed {

@@ -62,6 +62,30 @@ async fn drain_and_undrain_commands() {
             .all(|p| node_of(p) != node)
     );
 
+    // The drain told Kubernetes too: Events on the node (and the evicted pods), listed by the
+    // core/v1 API that `kubectl get events` reads.
+    let events: kube::Api<k8s_openapi::api::core::v1::Event> = kube::Api::all(client.clone());
+    let reasons: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    for reason in [
+        "SpotInterruption",
+        "Fenced",
+        "DrainStarted",
+        "PodEvicted",
+        "DrainSucceeded",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "no {reason} Event in {reasons:?}"
+        );
+    }
+
     let undo = run(&kubeconfig, &["undrain", &node]).await;
     assert!(String::from_utf8_lossy(&undo.stdout).contains("unfenced"));
     std::fs::remove_file(&kubeconfig).unwrap();

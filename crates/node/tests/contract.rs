@@ -216,3 +216,81 @@ async fn eviction_carries_the_uid_precondition_and_planned_grace() {
         })
     );
 }
+
+fn one_pod_list() -> Value {
+    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": [{
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web-1", "namespace": "default", "uid": "u1", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "rs", "controller": true}]},
+        "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 1, "containers": [{"name": "c", "image": "nginx"}]},
+        "status": {"phase": "Running"}}]})
+}
+
+async fn drain_against(
+    reply: impl Fn(&str, &str) -> (StatusCode, Value) + Send + Sync + Clone + 'static,
+) -> (sih_node::DrainReport, Vec<sih_node::Progress>, Log) {
+    let (client, log) = mock(reply);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    let report = tokio::time::timeout(
+        Duration::from_secs(20),
+        sih_node::drain(client, "n1", deadline, DrainConfig::default(), tx),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let mut events = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    (report, events, log)
+}
+
+#[tokio::test]
+async fn server_errors_on_eviction_are_retried() {
+    let posts = Arc::new(Mutex::new(0));
+    let count = posts.clone();
+    let list = one_pod_list();
+    let (report, _, log) = drain_against(move |method, path| match (method, path) {
+        ("GET", p) if p.starts_with("/api/v1/pods?") => (StatusCode::OK, list.clone()),
+        ("POST", _) => {
+            let mut n = count.lock().unwrap();
+            *n += 1;
+            if *n <= 2 {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    status(503, "ServiceUnavailable"),
+                )
+            } else {
+                (
+                    StatusCode::CREATED,
+                    json!({"kind": "Status", "status": "Success"}),
+                )
+            }
+        }
+        _ => (StatusCode::NOT_FOUND, status(404, "NotFound")),
+    })
+    .await;
+    assert!(report.succeeded(), "{report:?}");
+    assert_eq!(
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.method == "POST")
+            .count(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn forbidden_is_reported_with_the_pod_and_the_drain_does_not_succeed() {
+    let list = one_pod_list();
+    let (report, events, _) = drain_against(move |method, path| match (method, path) {
+        ("GET", p) if p.starts_with("/api/v1/pods?") => (StatusCode::OK, list.clone()),
+        ("POST", _) => (StatusCode::FORBIDDEN, status(403, "Forbidden")),
+        _ => (StatusCode::OK, json!({})),
+    })
+    .await;
+    assert!(!report.succeeded());
+    assert_eq!(report.remaining.len(), 1);
+    assert!(events.iter().any(|e| matches!(e, sih_node::Progress::Failed { pod, reason } if pod.name == "web-1" && reason.contains("Forbidden"))), "{events:?}");
+}
