@@ -294,3 +294,66 @@ async fn forbidden_is_reported_with_the_pod_and_the_drain_does_not_succeed() {
     assert_eq!(report.remaining.len(), 1);
     assert!(events.iter().any(|e| matches!(e, sih_node::Progress::Failed { pod, reason } if pod.name == "web-1" && reason.contains("Forbidden"))), "{events:?}");
 }
+
+/// On tokio's paused clock a two-minute notice runs in milliseconds: a pod its budget always
+/// refuses is retried (jittered, capped backoff) until exactly the moment its own grace period
+/// still fits before deadline − margin, then deleted with that grace.
+#[tokio::test(start_paused = true)]
+async fn blocked_pod_is_deleted_exactly_when_its_grace_just_fits() {
+    let start = tokio::time::Instant::now();
+    let deleted_at = Arc::new(Mutex::new(None));
+    let posts = Arc::new(Mutex::new(0u32));
+    let (when, count) = (deleted_at.clone(), posts.clone());
+    let list = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": [{
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "db-0", "namespace": "default", "uid": "u-db", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "ss", "controller": true}]},
+        "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 30, "containers": [{"name": "c", "image": "postgres"}]},
+        "status": {"phase": "Running"}}]});
+    let (client, log) = mock(move |method, path| match (method, path) {
+        ("GET", p) if p.starts_with("/api/v1/pods?") => (StatusCode::OK, list.clone()),
+        ("POST", _) => {
+            *count.lock().unwrap() += 1;
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                status(429, "TooManyRequests"),
+            )
+        }
+        ("DELETE", _) => {
+            *when.lock().unwrap() = Some(tokio::time::Instant::now());
+            (
+                StatusCode::OK,
+                json!({"kind": "Status", "status": "Success"}),
+            )
+        }
+        _ => (StatusCode::NOT_FOUND, status(404, "NotFound")),
+    });
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let deadline = start + Duration::from_secs(120);
+    let report = sih_node::drain(client, "n1", deadline, DrainConfig::default(), tx)
+        .await
+        .unwrap();
+    assert!(report.succeeded(), "{report:?}");
+    assert_eq!(report.deleted_at_deadline, 1);
+    // 120 s notice − (30 s grace + 5 s margin) = deleted at 85 s.
+    let at = deleted_at.lock().unwrap().expect("deleted") - start;
+    assert_eq!(
+        at,
+        Duration::from_secs(85),
+        "deleted at the last useful moment, not before"
+    );
+    let delete = log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|s| s.method == "DELETE")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        delete.body["gracePeriodSeconds"], 30,
+        "with the pod's whole grace period"
+    );
+    assert_eq!(delete.body["preconditions"]["uid"], "u-db");
+    // Backoff is capped at 2 s: about 85 / 2 retries, not one every 5 s like kubectl.
+    let retries = *posts.lock().unwrap();
+    assert!((40..=60).contains(&retries), "{retries} eviction attempts");
+}
