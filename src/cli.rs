@@ -275,7 +275,8 @@ mod tests {
         fn check(cmd: &clap::Command, path: &str) {
             for arg in cmd.get_arguments() {
                 let id = arg.get_id().as_str();
-                if id == "help" || id == "version" {
+                // Positional arguments (NODE) are not flags.
+                if id == "help" || id == "version" || arg.is_positional() {
                     continue;
                 }
                 assert!(arg.get_env().is_some(), "{path} --{id} has no env");
