@@ -568,9 +568,7 @@ async fn scheduler_respects_node_capacity_and_reports_unschedulable_pods() {
     let cluster = sih_sim_cluster::start(config, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let mut kc = kube::Config::new(cluster.url().parse().unwrap());
-    kc.default_retry = false;
-    let pods: Api<Pod> = Api::default_namespaced(kube::Client::try_from(kc).unwrap());
+    let pods: Api<Pod> = Api::default_namespaced(crate::support::client_for(&cluster));
     eventually("6 pods run, 2 wait", Duration::from_secs(10), || async {
         let list = pods
             .list(&ListParams::default().labels("app=web"))

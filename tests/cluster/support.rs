@@ -78,7 +78,11 @@ pub async fn kubectl_ok(sim: &Sim, args: &[&str]) -> String {
 }
 
 pub async fn client(sim: &Sim) -> kube::Client {
-    let mut config = kube::Config::new(sim.cluster.url().parse().unwrap());
+    client_for(&sim.cluster)
+}
+
+pub fn client_for(cluster: &RunningCluster) -> kube::Client {
+    let mut config = kube::Config::new(cluster.url().parse().unwrap());
     // kube 5 retries 429/503/504 by itself; these tests (and the drain) want to see them.
     config.default_retry = false;
     kube::Client::try_from(config).expect("kube client")

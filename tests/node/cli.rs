@@ -55,6 +55,17 @@ async fn drain_and_undrain_commands() {
             && said.contains("0 remaining"),
         "{said}"
     );
+    // Two of the four pods were on this node (the scheduler spreads them) and the budget
+    // allows one at a time: the second was refused until the first one's replacement was
+    // Ready elsewhere, then evicted.
+    assert_eq!(
+        said.lines()
+            .filter(|l| l.contains("evicted  default/web-"))
+            .count(),
+        2,
+        "{said}"
+    );
+    assert!(said.contains("blocked  default/web-"), "{said}");
     assert!(
         running(&client, "app=web")
             .await
