@@ -5,6 +5,8 @@
 
 pub mod drain_plan;
 pub mod notice;
+pub mod planner;
 
 pub use drain_plan::{DrainPolicy, PodFacts, PodPlan, SkipReason, plan_drain};
 pub use notice::{Notice, NoticeKind};
+pub use planner::{Action, ActionPolicy};

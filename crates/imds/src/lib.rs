@@ -9,6 +9,7 @@
 mod client;
 mod error;
 pub mod items;
+pub mod notices;
 mod token;
 
 pub use client::{
