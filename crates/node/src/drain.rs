@@ -12,7 +12,6 @@
 //! - it reports progress as typed events, not log lines, for others to turn into logs, Events,
 //!   metrics and webhook summaries.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -456,15 +455,4 @@ async fn wait_gone(ctx: &Ctx, pod: &PodFacts) -> bool {
         }
         tokio::time::sleep(GONE_POLL).await;
     }
-}
-
-/// Counts of pods per reason a drain skipped them, for summaries.
-pub fn skipped_counts(events: &[Progress]) -> HashMap<&'static str, usize> {
-    let mut out = HashMap::new();
-    for e in events {
-        if let Progress::Skipped { reason, .. } = e {
-            *out.entry(reason.as_str()).or_default() += 1;
-        }
-    }
-    out
 }

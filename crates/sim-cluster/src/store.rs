@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, broadcast};
 
 use crate::error::ApiError;
-use crate::resources::{self, NAMESPACES, PODS, RESOURCES};
+use crate::resources::{NAMESPACES, PODS, RESOURCES};
 
 /// `(namespace, name)`; the namespace is empty for cluster-scoped objects.
 pub type Key = (String, String);
@@ -490,11 +490,6 @@ pub fn rfc3339(t: jiff::Timestamp) -> String {
 
 pub fn parse_time(s: &str) -> Option<jiff::Timestamp> {
     s.parse().ok()
-}
-
-/// The resource index a request's group/version/plural names, for the store.
-pub fn storage_for(index: usize) -> usize {
-    resources::storage_of(index)
 }
 
 #[cfg(test)]
