@@ -404,7 +404,8 @@ impl Tx<'_> {
     }
 }
 
-fn controller_uid(obj: &Value) -> Option<&str> {
+/// The uid of an object's controlling owner (what the owner index is keyed by).
+pub fn controller_uid(obj: &Value) -> Option<&str> {
     obj["metadata"]["ownerReferences"]
         .as_array()?
         .iter()

@@ -1,6 +1,8 @@
 //! core/v1 and events.k8s.io/v1 Events are one set of objects seen through two APIs, as on a
 //! real server. They are stored in the core form and converted at the edge.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use crate::resources::EVENTS_V1;
@@ -47,12 +49,13 @@ fn convert(obj: &Value, to_v1: bool, api_version: &str) -> Value {
     Value::Object(out)
 }
 
-/// The stored object as the API the request came through shows it.
-pub fn to_api(resource: usize, stored: &Value) -> Value {
+/// The stored object as the API the request came through shows it: borrowed as it is for every
+/// resource but events.k8s.io/v1 Events, so lists and watches copy nothing.
+pub fn to_api(resource: usize, stored: &Value) -> Cow<'_, Value> {
     if resource == EVENTS_V1 {
-        convert(stored, true, "events.k8s.io/v1")
+        Cow::Owned(convert(stored, true, "events.k8s.io/v1"))
     } else {
-        stored.clone()
+        Cow::Borrowed(stored)
     }
 }
 
@@ -79,6 +82,6 @@ mod tests {
         assert_eq!(core["involvedObject"]["name"], "n1");
         assert_eq!(core["message"], "fenced");
         assert_eq!(core["reportingComponent"], "spot-interrupt-handler");
-        assert_eq!(to_api(EVENTS_V1, &core), v1);
+        assert_eq!(*to_api(EVENTS_V1, &core), v1);
     }
 }

@@ -165,30 +165,21 @@ fn list(st: &ApiState, r: &Request, table: bool) -> Result<Response, ApiError> {
         };
         let limit = r.query.limit.unwrap_or(usize::MAX);
         let mut matched = candidates.into_iter().filter(|o| {
-            let view;
-            let o: &Value = if storage != t.resource {
-                view = events::to_api(t.resource, o);
-                &view
-            } else {
-                o
-            };
-            labels.matches(o) && fields.matches(o)
+            let view = events::to_api(t.resource, o);
+            labels.matches(&view) && fields.matches(&view)
         });
-        let page: Vec<Value> = matched
-            .by_ref()
-            .skip(offset)
-            .take(limit)
-            .map(|o| events::to_api(t.resource, o))
-            .collect();
+        // Only `Arc`s are taken under the lock; conversion and encoding happen after it.
+        let page: Vec<Obj> = matched.by_ref().skip(offset).take(limit).cloned().collect();
         let remaining = matched.count();
         (page, inner.rv(), remaining)
     });
+    let views: Vec<_> = page.iter().map(|o| events::to_api(t.resource, o)).collect();
+    let page: Vec<&Value> = views.iter().map(|v| &**v).collect();
     let cont = (more > 0).then(|| (offset + page.len()).to_string());
     if table {
-        let refs: Vec<&Value> = page.iter().collect();
         return Ok(json_response(
             StatusCode::OK,
-            &table::table(t.resource, &refs, rv, cont),
+            &table::table(t.resource, &page, rv, cont),
         ));
     }
     let mut metadata = json!({"resourceVersion": rv.to_string()});
@@ -203,7 +194,7 @@ fn list(st: &ApiState, r: &Request, table: bool) -> Result<Response, ApiError> {
             kind: res.list_kind(),
             api_version: res.api_version(),
             metadata,
-            items: page.iter().collect(),
+            items: page,
         },
     ))
 }
@@ -320,7 +311,7 @@ fn patch_obj(
                 obj["metadata"]["name"] = json!(name);
                 defaults::apply(storage, &mut obj);
                 let created = tx.create(storage, ns, obj)?;
-                return Ok(events::to_api(t.resource, &created));
+                return Ok(events::to_api(t.resource, &created).into_owned());
             }
             return Err(ApiError::not_found(&qualified, name));
         };
@@ -341,7 +332,7 @@ fn patch_obj(
         let new =
             merge_for_subresource(t.resource, &cur, events::from_api(t.resource, patched), sub);
         let updated = tx.replace(storage, ns, name, new)?;
-        Ok(events::to_api(t.resource, &updated))
+        Ok(events::to_api(t.resource, &updated).into_owned())
     })?;
     Ok(json_response(StatusCode::OK, &out))
 }
@@ -442,7 +433,7 @@ fn delete_collection(st: &ApiState, r: &Request, ns: &str) -> Result<Response, A
         let mut out = Vec::new();
         for (n, name) in keys {
             let gone = pods::delete(tx, storage, &n, &name, &opts)?;
-            out.push(events::to_api(t.resource, &gone));
+            out.push(events::to_api(t.resource, &gone).into_owned());
         }
         Ok(out)
     })?;

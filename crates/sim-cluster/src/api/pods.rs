@@ -233,7 +233,7 @@ fn check_budget(tx: &mut Tx<'_>, budget: &Obj, pod: &Value) -> Result<(), ApiErr
             format!("needs {desired} healthy pods and has {healthy} currently"),
         )
     };
-    if !crate::api::table::pod_ready(pod) {
+    if !crate::controllers::is_ready(pod) {
         let always = budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow";
         return if always || healthy >= desired {
             Ok(())

@@ -159,27 +159,12 @@ fn containers(o: &Value) -> (String, String) {
     (names.join(","), images.join(","))
 }
 
-pub fn pod_ready(p: &Value) -> bool {
-    p["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
-
 fn cells(kind: &str, o: &Value) -> Vec<Value> {
     let name = s(&o["metadata"]["name"]);
     let created = age(&o["metadata"]["creationTimestamp"]);
     let cells: Vec<String> = match kind {
         "Node" => {
-            let ready = o["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|c| c["type"] == "Ready")
-                .map(|c| c["status"] == "True")
-                .unwrap_or(false);
-            let mut status = if ready {
+            let mut status = if crate::controllers::is_ready(o) {
                 "Ready".to_owned()
             } else {
                 "NotReady".to_owned()

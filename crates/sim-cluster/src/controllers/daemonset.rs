@@ -6,10 +6,11 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
+use super::is_ready;
 use super::replicaset::pod_from_template;
 use super::scheduler::{fits, may_stay};
 use super::{is_active, name_of, ns_of};
-use crate::api::{pods, table::pod_ready};
+use crate::api::pods;
 use crate::error::ApiError;
 use crate::resources::{DAEMONSETS, NODES, PODS};
 use crate::store::Tx;
@@ -86,7 +87,7 @@ pub fn reconcile(tx: &mut Tx<'_>) -> Result<(), ApiError> {
             match on_node.remove(node) {
                 Some(mut pods_here) => {
                     current += 1;
-                    if pods_here.iter().any(pod_ready) {
+                    if pods_here.iter().any(is_ready) {
                         ready += 1;
                     }
                     for extra in pods_here.drain(1..) {

@@ -27,6 +27,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::resources::{DAEMONSETS, DEPLOYMENTS, NODES, PDBS, PODS, REPLICASETS};
+pub use crate::store::controller_uid;
 use crate::store::{ChangeType, Key, Store, Subscription};
 
 #[derive(Debug, Clone)]
@@ -274,13 +275,13 @@ pub fn controller_ref(owner: &Value) -> Value {
     })
 }
 
-/// The uid of an object's controlling owner.
-pub fn controller_uid(obj: &Value) -> Option<&str> {
-    obj["metadata"]["ownerReferences"]
-        .as_array()?
-        .iter()
-        .find(|r| r["controller"] == true)
-        .and_then(|r| r["uid"].as_str())
+/// Whether a pod or a node has condition `Ready` = `True`.
+pub fn is_ready(obj: &Value) -> bool {
+    obj["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
 /// A pod that counts for its controller: not being deleted and not finished.

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{Value, json};
 
-use crate::api::table::pod_ready;
+use crate::controllers::is_ready;
 use crate::error::ApiError;
 use crate::resources::{DAEMONSETS, PDBS, PODS, REPLICASETS};
 use crate::selector::LabelSelector;
@@ -85,7 +85,7 @@ pub fn count(s: &Snapshot) -> Budget {
         .collect();
     let current_healthy = pods
         .iter()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null() && pod_ready(p))
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null() && is_ready(p))
         .count() as i64;
     let spec = &s.pdb["spec"];
     let (expected, desired) = match (&spec["minAvailable"], &spec["maxUnavailable"]) {

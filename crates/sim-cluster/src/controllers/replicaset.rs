@@ -3,8 +3,9 @@
 
 use serde_json::{Value, json};
 
+use super::is_ready;
 use super::{controller_ref, is_active, name_of, ns_of};
-use crate::api::{defaults, pods, table::pod_ready};
+use crate::api::{defaults, pods};
 use crate::error::ApiError;
 use crate::resources::{PODS, REPLICASETS};
 use crate::store::{Obj, Tx};
@@ -55,7 +56,7 @@ pub fn reconcile(tx: &mut Tx<'_>) -> Result<(), ApiError> {
             active.sort_by_key(|p| {
                 (
                     p["spec"]["nodeName"].is_string(),
-                    pod_ready(p),
+                    is_ready(p),
                     std::cmp::Reverse(
                         p["metadata"]["creationTimestamp"]
                             .as_str()
@@ -68,7 +69,7 @@ pub fn reconcile(tx: &mut Tx<'_>) -> Result<(), ApiError> {
                 pods::delete(tx, PODS, &ns, &name_of(&p), &pods::DeleteOptions::default())?;
             }
         }
-        let ready = active.iter().filter(|p| pod_ready(p)).count();
+        let ready = active.iter().filter(|p| is_ready(p)).count();
         let mut new = (*rs).clone();
         new["status"] = json!({
             "replicas": active.len(), "fullyLabeledReplicas": active.len(), "readyReplicas": ready,

@@ -6,18 +6,10 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{Value, json};
 
-use super::{LoopConfig, name_of, ns_of};
+use super::{LoopConfig, is_ready, name_of, ns_of};
 use crate::error::ApiError;
 use crate::resources::{NODES, PODS};
 use crate::store::{Key, Tx, now_rfc3339};
-
-pub fn node_ready(node: &Value) -> bool {
-    node["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
 
 fn tolerates(tolerations: &Value, key: &str, value: &str, effect: &str) -> bool {
     tolerations.as_array().into_iter().flatten().any(|t| {
@@ -144,7 +136,7 @@ pub fn reconcile(
     let nodes: Vec<_> = tx
         .view()
         .list(NODES, None)
-        .filter(|n| node_ready(n))
+        .filter(|n| is_ready(n))
         .cloned()
         .collect();
     let names: Vec<String> = nodes.iter().map(|n| name_of(n)).collect();
