@@ -24,6 +24,28 @@ fn eviction(name: &str, uid: Option<&str>, grace: Option<i64>) -> serde_json::Va
     e
 }
 
+/// The name of the first web pod.
+async fn first_web_pod(pods: &Api<Pod>) -> String {
+    pods.list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap()
+        .items[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap()
+}
+
+/// POSTs an Eviction for `name`.
+async fn evict(
+    pods: &Api<Pod>,
+    name: &str,
+    body: serde_json::Value,
+) -> Result<serde_json::Value, kube::Error> {
+    pods.create_subresource("eviction", name, &PostParams::default(), &body)
+        .await
+}
+
 async fn ready_web(pods: &Api<Pod>, n: usize) {
     eventually("web pods ready", Duration::from_secs(10), || async {
         let list = pods
@@ -237,13 +259,7 @@ async fn eviction_succeeds_within_budget_and_is_refused_with_429_beyond_it() {
     );
 
     // A UID that is not the pod's: the precondition fails.
-    let err = pods
-        .create_subresource::<_, serde_json::Value>(
-            "eviction",
-            &a_name,
-            &PostParams::default(),
-            &eviction(&a_name, Some("not-the-uid"), None),
-        )
+    let err = evict(&pods, &a_name, eviction(&a_name, Some("not-the-uid"), None))
         .await
         .unwrap_err();
     assert!(
@@ -251,15 +267,13 @@ async fn eviction_succeeds_within_budget_and_is_refused_with_429_beyond_it() {
         "{err}"
     );
 
-    let ok: serde_json::Value = pods
-        .create_subresource(
-            "eviction",
-            &a_name,
-            &PostParams::default(),
-            &eviction(&a_name, a.metadata.uid.as_deref(), Some(1)),
-        )
-        .await
-        .unwrap();
+    let ok: serde_json::Value = evict(
+        &pods,
+        &a_name,
+        eviction(&a_name, a.metadata.uid.as_deref(), Some(1)),
+    )
+    .await
+    .unwrap();
     assert_eq!(ok["status"], "Success");
     let evicted = pods.get(&a_name).await.unwrap();
     assert!(
@@ -272,13 +286,7 @@ async fn eviction_succeeds_within_budget_and_is_refused_with_429_beyond_it() {
         "the eviction's grace period is used"
     );
 
-    let err = pods
-        .create_subresource::<_, serde_json::Value>(
-            "eviction",
-            &b_name,
-            &PostParams::default(),
-            &eviction(&b_name, None, None),
-        )
+    let err = evict(&pods, &b_name, eviction(&b_name, None, None))
         .await
         .unwrap_err();
     match &err {
@@ -316,22 +324,8 @@ async fn pod_under_two_budgets_cannot_be_evicted() {
     .await;
     let pods: Api<Pod> = Api::default_namespaced(client(&sim).await);
     ready_web(&pods, 2).await;
-    let name = pods
-        .list(&ListParams::default().labels("app=web"))
-        .await
-        .unwrap()
-        .items[0]
-        .metadata
-        .name
-        .clone()
-        .unwrap();
-    let err = pods
-        .create_subresource::<_, serde_json::Value>(
-            "eviction",
-            &name,
-            &PostParams::default(),
-            &eviction(&name, None, None),
-        )
+    let name = first_web_pod(&pods).await;
+    let err = evict(&pods, &name, eviction(&name, None, None))
         .await
         .unwrap_err();
     assert!(
@@ -345,15 +339,7 @@ async fn graceful_deletion_keeps_the_pod_until_its_grace_period_ends() {
     let sim = cluster(1, 0, Some(&web(1, "maxUnavailable: 1"))).await;
     let pods: Api<Pod> = Api::default_namespaced(client(&sim).await);
     ready_web(&pods, 1).await;
-    let name = pods
-        .list(&ListParams::default().labels("app=web"))
-        .await
-        .unwrap()
-        .items[0]
-        .metadata
-        .name
-        .clone()
-        .unwrap();
+    let name = first_web_pod(&pods).await;
     pods.delete(
         &name,
         &DeleteParams {
@@ -405,14 +391,9 @@ async fn controllers_replace_evicted_pods_on_other_nodes() {
     assert!(!on_node.items.is_empty());
     for p in &on_node.items {
         let name = p.metadata.name.clone().unwrap();
-        pods.create_subresource::<_, serde_json::Value>(
-            "eviction",
-            &name,
-            &PostParams::default(),
-            &eviction(&name, None, Some(1)),
-        )
-        .await
-        .unwrap();
+        evict(&pods, &name, eviction(&name, None, Some(1)))
+            .await
+            .unwrap();
     }
     let deployments: Api<Deployment> = Api::default_namespaced(c);
     eventually(
@@ -500,15 +481,7 @@ async fn leases_delete_preconditions_and_orphaning() {
 
     let pods: Api<Pod> = Api::default_namespaced(c.clone());
     ready_web(&pods, 2).await;
-    let name = pods
-        .list(&ListParams::default().labels("app=web"))
-        .await
-        .unwrap()
-        .items[0]
-        .metadata
-        .name
-        .clone()
-        .unwrap();
+    let name = first_web_pod(&pods).await;
     let wrong = DeleteParams {
         preconditions: Some(kube::api::Preconditions {
             uid: Some("not-it".into()),
