@@ -26,45 +26,33 @@ pub async fn handle(
     headers: HeaderMap,
 ) -> Response {
     let path = uri.path();
+    // One lock per request: decide the fault, answer and log under the same guard. Only an
+    // injected latency releases it, to sleep.
     let fault = app.world().next_fault(path);
-    if let Some(fault) = fault {
-        if fault.latency > Duration::ZERO {
-            tokio::time::sleep(fault.latency).await;
-        }
-        if let Some(status) = fault.status {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            let token = token_use(&app.world(), &headers);
-            return finish(&app, &method, path, token, error_page(status));
-        }
+    if let Some(f) = fault.filter(|f| f.latency > Duration::ZERO) {
+        tokio::time::sleep(f.latency).await;
     }
     let now = Instant::now();
     let mut world = app.world();
-    let (token, reply) = match method {
-        Method::PUT => (TokenUse::None, put(&mut world, path, &headers, now)),
-        Method::GET | Method::HEAD => {
+    let (token, mut reply) = match (fault.and_then(|f| f.status), &method) {
+        (Some(status), _) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            (token_use(&world, &headers), error_page(status))
+        }
+        (None, &Method::PUT) => (TokenUse::None, put(&mut world, path, &headers, now)),
+        (None, &Method::GET | &Method::HEAD) => {
             let token = token_use(&world, &headers);
             (token, get(&world, &app.fixed, path, token, now))
         }
-        _ => (
+        (None, _) => (
             token_use(&world, &headers),
             error_page(StatusCode::METHOD_NOT_ALLOWED),
         ),
     };
-    drop(world);
-    finish(&app, &method, path, token, reply)
-}
-
-fn finish(
-    app: &App,
-    method: &Method,
-    path: &str,
-    token: TokenUse,
-    mut reply: Response,
-) -> Response {
     reply
         .headers_mut()
         .insert(header::SERVER, HeaderValue::from_static("EC2ws"));
-    app.world().record(LogEntry {
+    world.record(LogEntry {
         time: Timestamp::now(),
         method: method.to_string(),
         path: path.to_owned(),
