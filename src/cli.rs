@@ -68,6 +68,22 @@ pub struct KubeArgs {
     pub kubeconfig: Option<PathBuf>,
 }
 
+/// Who we are when we run in a pod (from the downward API): a drain never evicts our own pod,
+/// and Events name it as their reporter.
+#[derive(Debug, Args)]
+pub struct SelfArgs {
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    #[arg(long, env = "NAMESPACE")]
+    pub pod_namespace: Option<String>,
+}
+
+impl SelfArgs {
+    pub fn own_pod(&self) -> Option<(String, String)> {
+        self.pod_namespace.clone().zip(self.pod_name.clone())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OnPdbDeadline {
     /// Delete a pod its budget still protects once its grace period would no longer fit.
@@ -116,6 +132,8 @@ pub struct DrainCommandArgs {
     #[command(flatten)]
     pub drain: DrainFlags,
     #[command(flatten)]
+    pub me: SelfArgs,
+    #[command(flatten)]
     pub kube: KubeArgs,
 }
 
@@ -126,6 +144,8 @@ pub struct UndrainArgs {
     /// Undo only this kind of notice's fence (default: all of ours).
     #[arg(long, env = "SIH_UNDRAIN_KIND")]
     pub kind: Option<sih_core::NoticeKind>,
+    #[command(flatten)]
+    pub me: SelfArgs,
     #[command(flatten)]
     pub kube: KubeArgs,
 }

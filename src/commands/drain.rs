@@ -23,7 +23,11 @@ fn parse_deadline(s: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
     Ok(now + d)
 }
 
-pub fn drain_config(flags: &DrainFlags, hard_deadline: bool) -> DrainConfig {
+pub fn drain_config(
+    flags: &DrainFlags,
+    own_pod: Option<(String, String)>,
+    hard_deadline: bool,
+) -> DrainConfig {
     DrainConfig {
         policy: DrainPolicy {
             grace_override: flags.pod_termination_grace_period.filter(|g| *g >= 0),
@@ -31,10 +35,7 @@ pub fn drain_config(flags: &DrainFlags, hard_deadline: bool) -> DrainConfig {
             delete_at_deadline: flags.on_pdb_deadline == OnPdbDeadline::Delete,
         },
         max_concurrent: flags.max_concurrent_evictions,
-        own_pod: match (std::env::var("NAMESPACE"), std::env::var("POD_NAME")) {
-            (Ok(ns), Ok(name)) => Some((ns, name)),
-            _ => None,
-        },
+        own_pod,
         hard_deadline,
     }
 }
@@ -92,7 +93,7 @@ pub async fn run(args: DrainCommandArgs) -> anyhow::Result<()> {
         .taint_effect
         .clone()
         .unwrap_or_else(|| args.kind.default_taint_effect().to_owned());
-    let config = drain_config(&args.drain, args.kind.deadline_is_hard());
+    let config = drain_config(&args.drain, args.me.own_pod(), args.kind.deadline_is_hard());
     let start = Instant::now();
     let deadline = start + left;
 
@@ -141,7 +142,7 @@ pub async fn run(args: DrainCommandArgs) -> anyhow::Result<()> {
     }
 
     let events =
-        sih_report::EventReporter::new(client.clone(), &args.node, std::env::var("POD_NAME").ok());
+        sih_report::EventReporter::new(client.clone(), &args.node, args.me.pod_name.clone());
     let fenced = sih_node::fence(
         &nodes,
         &args.node,
@@ -212,7 +213,7 @@ pub async fn undrain(args: UndrainArgs) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let out = sih_node::unfence(&nodes, &args.node, args.kind).await?;
     if out.changed {
-        sih_report::EventReporter::new(client, &args.node, std::env::var("POD_NAME").ok())
+        sih_report::EventReporter::new(client, &args.node, args.me.pod_name.clone())
             .unfenced()
             .await;
     }
