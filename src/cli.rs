@@ -11,12 +11,20 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(flatten)]
     pub log: LogArgs,
+    /// With no subcommand, aws-node-termination-handler's environment variables configure the
+    /// agent (a drop-in for its image).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The agent for one node (DaemonSet): polls the instance metadata service and evacuates
+    /// its node when the instance is about to go.
+    Imds(Box<ImdsArgs>),
+    /// Run the whole story without AWS or a cluster: both simulators and the agent in one
+    /// process, a spot interruption, a live timeline and a summary.
+    Demo(DemoArgs),
     /// Fence NODE and drain it before a deadline (a deadline-aware `kubectl drain`).
     Drain(DrainCommandArgs),
     /// Undo a fence: remove our taints, label and notice; uncordon unless cordoned before us.
@@ -148,6 +156,142 @@ pub struct UndrainArgs {
     pub me: SelfArgs,
     #[command(flatten)]
     pub kube: KubeArgs,
+}
+
+/// What to do about each kind of notice: `none` < `notify` < `taint` < `cordon` < `drain`.
+#[derive(Debug, Args)]
+pub struct ActionFlags {
+    #[arg(long, env = "SPOT_INTERRUPTION_ACTION", default_value = "drain")]
+    pub spot_interruption_action: sih_core::Action,
+    #[arg(long, env = "REBALANCE_ACTION", default_value = "taint")]
+    pub rebalance_action: sih_core::Action,
+    #[arg(long, env = "SCHEDULED_MAINTENANCE_ACTION", default_value = "drain")]
+    pub scheduled_maintenance_action: sih_core::Action,
+    #[arg(long, env = "ASG_TERMINATION_ACTION", default_value = "drain")]
+    pub asg_termination_action: sih_core::Action,
+    #[arg(long, env = "STATE_CHANGE_ACTION", default_value = "drain")]
+    pub state_change_action: sih_core::Action,
+    /// Never go beyond a cordon, whatever the kind (NTH's CORDON_ONLY).
+    #[arg(long, env = "CORDON_ONLY")]
+    pub cordon_only: bool,
+}
+
+impl ActionFlags {
+    pub fn policy(&self) -> sih_core::ActionPolicy {
+        sih_core::ActionPolicy {
+            spot_interruption: self.spot_interruption_action,
+            rebalance: self.rebalance_action,
+            scheduled_maintenance: self.scheduled_maintenance_action,
+            asg_termination: self.asg_termination_action,
+            state_change: self.state_change_action,
+            cap: self.cordon_only.then_some(sih_core::Action::Cordon),
+        }
+    }
+}
+
+/// How we tell people: admin endpoint (metrics, probes), Kubernetes Events, webhooks.
+#[derive(Debug, Args)]
+pub struct ReportFlags {
+    /// Serves /metrics, /healthz and /readyz.
+    #[arg(long, env = "ADMIN_LISTEN", default_value = "0.0.0.0:9092")]
+    pub admin_listen: SocketAddr,
+    /// Also serve the liveness probe on this address (NTH's separate probes port).
+    #[arg(long, env = "PROBES_LISTEN")]
+    pub probes_listen: Option<SocketAddr>,
+    /// Path of the liveness probe on `--probes-listen`.
+    #[arg(long, env = "PROBES_SERVER_ENDPOINT", default_value = "/healthz")]
+    pub probes_path: String,
+    /// The cluster's name, for webhook messages.
+    #[arg(long, env = "CLUSTER", default_value = "")]
+    pub cluster_name: String,
+    /// Record Kubernetes Events on the node and on evicted pods.
+    #[arg(long, env = "KUBERNETES_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub kubernetes_events: bool,
+    /// Annotations on every Event, `k=v,k2=v2`.
+    #[arg(long, env = "KUBERNETES_EVENTS_EXTRA_ANNOTATIONS", default_value = "")]
+    pub events_extra_annotations: String,
+    /// Where to post a message when a notice is detected and when its drain ends.
+    #[arg(long, env = "WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// Same as `--webhook-url` (kube-spot-termination-notice-handler's name).
+    #[arg(long, env = "SLACK_URL", hide = true)]
+    pub slack_url: Option<String>,
+    /// Message template with NTH's field names (`{{ .EventID }}`, `{{ .Kind }}`, ...) and
+    /// `{{ .ClusterName }}`; default: a Slack-shaped JSON text.
+    #[arg(long, env = "WEBHOOK_TEMPLATE")]
+    pub webhook_template: Option<String>,
+    #[arg(long, env = "WEBHOOK_TEMPLATE_FILE")]
+    pub webhook_template_file: Option<PathBuf>,
+    /// Extra headers: a JSON object (NTH's form) or `Name: value` pairs separated by commas.
+    #[arg(long, env = "WEBHOOK_HEADERS", default_value = "")]
+    pub webhook_headers: String,
+    /// HTTP(S) proxy for webhook requests.
+    #[arg(long, env = "WEBHOOK_PROXY")]
+    pub webhook_proxy: Option<String>,
+    /// Per attempt.
+    #[arg(long, env = "WEBHOOK_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
+    pub webhook_timeout: Duration,
+    /// Attempts per message (retries back off and stop at the notice's deadline).
+    #[arg(long, env = "WEBHOOK_ATTEMPTS", default_value_t = 5)]
+    pub webhook_attempts: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ImdsArgs {
+    /// The node this agent runs on (downward API `spec.nodeName`).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// The instance metadata service.
+    #[arg(
+        long,
+        env = "INSTANCE_METADATA_URL",
+        default_value = "http://169.254.169.254"
+    )]
+    pub imds_endpoint: String,
+    #[arg(long, env = "POLL_INTERVAL", value_parser = parse_duration, default_value = "1s")]
+    pub poll_interval: Duration,
+    /// Attempts per metadata read (NTH's METADATA_TRIES).
+    #[arg(long, env = "METADATA_TRIES", default_value_t = 3)]
+    pub imds_attempts: u32,
+    /// Per metadata request.
+    #[arg(long, env = "IMDS_TIMEOUT", value_parser = parse_duration, default_value = "1s")]
+    pub imds_timeout: Duration,
+    /// Seconds since boot, read at start to tell that a scheduled reboot happened.
+    #[arg(long, env = "UPTIME_FILE", default_value = "/proc/uptime")]
+    pub uptime_file: PathBuf,
+    /// Drain time budget when the notice has no deadline (ASG termination, rebalance drain).
+    #[arg(long, env = "DRAIN_BUDGET", value_parser = parse_duration, default_value = "120s")]
+    pub drain_budget: Duration,
+    /// After a drain, taint the node `node.kubernetes.io/out-of-service=nodeshutdown:NoExecute`
+    /// so volumes detach at once once the instance is gone.
+    #[arg(long, env = "ENABLE_OUT_OF_SERVICE_TAINT")]
+    pub out_of_service_taint: bool,
+    /// Write nothing anywhere (Kubernetes, webhooks); log what would be done.
+    #[arg(long, env = "DRY_RUN")]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub actions: ActionFlags,
+    #[command(flatten)]
+    pub drain: DrainFlags,
+    #[command(flatten)]
+    pub report: ReportFlags,
+    #[command(flatten)]
+    pub me: SelfArgs,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Print the timeline and summary as JSON lines.
+    #[arg(long, env = "SIH_DEMO_JSON")]
+    pub json: bool,
+    /// Leave the simulated cluster running afterwards and print a kubeconfig path for kubectl.
+    #[arg(long, env = "SIH_DEMO_KEEP_RUNNING")]
+    pub keep_running: bool,
+    /// Seconds between the notice and the instance's end.
+    #[arg(long, env = "SIH_DEMO_NOTICE", value_parser = parse_duration, default_value = "120s")]
+    pub notice: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

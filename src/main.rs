@@ -3,20 +3,43 @@
 //! each subcommand lives in `commands/`.
 #![forbid(unsafe_code)]
 
+mod agent;
 mod cli;
 mod commands;
 mod logging;
+mod nth;
 mod signals;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use cli::{Cli, Command, Simulate};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    let mut notes = Vec::new();
+    if cli.command.is_none() {
+        // aws-node-termination-handler's image is run without arguments, configured by its
+        // environment: translate that into our command line.
+        let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+        if !nth::configured(&env) {
+            Cli::command().print_help()?;
+            std::process::exit(2);
+        }
+        let translated = nth::translate(&env)?;
+        notes = translated.notes;
+        cli = Cli::try_parse_from(translated.args)?;
+    }
     logging::init(&cli.log)?;
-    match cli.command {
+    for note in notes {
+        tracing::warn!("NTH compatibility: {note}");
+    }
+    let Some(command) = cli.command else {
+        anyhow::bail!("no subcommand; see --help");
+    };
+    match command {
+        Command::Imds(args) => commands::imds::run(*args).await,
+        Command::Demo(args) => commands::demo::run(args).await,
         Command::Drain(args) => commands::drain::run(args).await,
         Command::Undrain(args) => commands::drain::undrain(args).await,
         Command::Simulate(Simulate::Imds(args)) => commands::simulate_imds::run(args).await,

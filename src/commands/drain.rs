@@ -169,7 +169,8 @@ pub async fn run(args: DrainCommandArgs) -> anyhow::Result<()> {
         ),
     );
     if fenced.changed {
-        events.fenced(&notice, &effect).await;
+        events.notice(&notice).await;
+        events.fenced(&notice, &effect, true).await;
     }
     events.drain_started(left.as_secs_f64()).await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -214,7 +215,7 @@ pub async fn undrain(args: UndrainArgs) -> anyhow::Result<()> {
     let out = sih_node::unfence(&nodes, &args.node, args.kind).await?;
     if out.changed {
         sih_report::EventReporter::new(client, &args.node, args.me.pod_name.clone())
-            .unfenced()
+            .unfenced("undrained by hand")
             .await;
     }
     println!(

@@ -1,5 +1,7 @@
 //! One module per subcommand: each turns its arguments into configuration and wires the parts.
 
+pub mod demo;
 pub mod drain;
+pub mod imds;
 pub mod simulate_cluster;
 pub mod simulate_imds;

@@ -6,7 +6,9 @@
 pub mod drain_plan;
 pub mod notice;
 pub mod planner;
+pub mod tracker;
 
 pub use drain_plan::{DrainPolicy, PodFacts, PodPlan, SkipReason, plan_drain};
 pub use notice::{Notice, NoticeKind};
 pub use planner::{Action, ActionPolicy};
+pub use tracker::{Step, Tracker};

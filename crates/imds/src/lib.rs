@@ -45,4 +45,46 @@ impl InterruptionSnapshot {
         .into_iter()
         .flatten()
     }
+
+    /// The errors of this poll with the name of the item each belongs to (a bounded label).
+    pub fn item_errors(&self) -> impl Iterator<Item = (&'static str, &ImdsError)> {
+        [
+            (
+                "spot-instance-action",
+                self.spot_instance_action.as_ref().err(),
+            ),
+            (
+                "spot-termination-time",
+                self.spot_termination_time.as_ref().err(),
+            ),
+            ("rebalance", self.rebalance.as_ref().err()),
+            ("scheduled-events", self.scheduled_events.as_ref().err()),
+            (
+                "target-lifecycle-state",
+                self.target_lifecycle_state.as_ref().err(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(item, e)| e.map(|e| (item, e)))
+    }
+
+    /// The notice kinds whose items were read without error this poll: only those can be said
+    /// to have disappeared.
+    pub fn readable(&self) -> Vec<sih_core::NoticeKind> {
+        use sih_core::NoticeKind as K;
+        let mut out = Vec::with_capacity(4);
+        if self.spot_instance_action.is_ok() && self.spot_termination_time.is_ok() {
+            out.push(K::SpotInterruption);
+        }
+        if self.rebalance.is_ok() {
+            out.push(K::RebalanceRecommendation);
+        }
+        if self.scheduled_events.is_ok() {
+            out.push(K::ScheduledMaintenance);
+        }
+        if self.target_lifecycle_state.is_ok() {
+            out.push(K::AsgTermination);
+        }
+        out
+    }
 }

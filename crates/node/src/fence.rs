@@ -197,6 +197,32 @@ pub async fn unfence(
     write_optimistically(api, name, |node| unfence_patch(node, kind)).await
 }
 
+pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
+
+/// The patch adding Kubernetes' out-of-service taint (`nodeshutdown:NoExecute`), which lets
+/// volumes detach and StatefulSet pods move once the instance is gone, or `None` if present.
+pub fn out_of_service_patch(node: &Node) -> Option<Value> {
+    let mut list = taints(node);
+    if list.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT) {
+        return None;
+    }
+    list.push(Taint {
+        key: OUT_OF_SERVICE_TAINT.into(),
+        value: Some("nodeshutdown".into()),
+        effect: "NoExecute".into(),
+        time_added: None,
+    });
+    Some(json!({
+        "metadata": {"resourceVersion": node.metadata.resource_version},
+        "spec": {"taints": list},
+    }))
+}
+
+/// After a drain whose instance is going away for good (`--out-of-service-taint`).
+pub async fn mark_out_of_service(api: &Api<Node>, name: &str) -> Result<FenceOutcome, NodeError> {
+    write_optimistically(api, name, out_of_service_patch).await
+}
+
 /// Read, compute, write with the resourceVersion read; on 409 read again.
 async fn write_optimistically(
     api: &Api<Node>,
@@ -291,6 +317,27 @@ mod tests {
             effect: "NoSchedule".into(),
             cordon,
         }
+    }
+
+    #[test]
+    fn out_of_service_taint_is_added_once_beside_the_others() {
+        let n = node(
+            json!({"metadata": {"name": "n1", "resourceVersion": "3"}, "spec": {"taints": [{"key": "other", "effect": "NoSchedule"}]}}),
+        );
+        let p = out_of_service_patch(&n).unwrap();
+        let after = apply(&n, &p);
+        let keys: Vec<_> = taints(&after)
+            .into_iter()
+            .map(|t| (t.key, t.effect))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("other".to_owned(), "NoSchedule".to_owned()),
+                (OUT_OF_SERVICE_TAINT.to_owned(), "NoExecute".to_owned())
+            ]
+        );
+        assert_eq!(out_of_service_patch(&after), None);
     }
 
     #[test]

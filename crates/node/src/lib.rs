@@ -11,7 +11,7 @@ pub use drain::{DrainConfig, DrainReport, PodRef, Progress, drain};
 pub use error::{ApiClass, NodeError, classify};
 pub use fence::{
     FenceOutcome, FenceRecord, FenceSpec, LB_EXCLUSION_LABEL, LB_EXCLUSION_VALUE,
-    NOTICE_ANNOTATION, fence, unfence,
+    NOTICE_ANNOTATION, OUT_OF_SERVICE_TAINT, fence, mark_out_of_service, unfence,
 };
 
 /// A kube client configured for node actions: kube 5 retries 429/503/504 by itself by

@@ -1,16 +1,35 @@
-//! Kubernetes Events on the Node and on evicted Pods, through kube-runtime's recorder
-//! (events.k8s.io/v1, which `kubectl get events` also lists). Reasons are the product's:
-//! the notice kind, then `Fenced`, `DrainStarted`, `PodEvicted`, `PodDeletedAtDeadline`,
-//! `DrainSucceeded`, `DrainFailed`, `Unfenced`.
+//! Kubernetes Events on the Node and on evicted Pods, written as events.k8s.io/v1 objects
+//! (which `kubectl get events` also lists). Reasons are the product's: the notice kind, then
+//! `Fenced`, `DrainStarted`, `PodEvicted`, `PodDeletedAtDeadline`, `DrainSucceeded`,
+//! `DrainFailed`, `Unfenced`.
+//!
+//! Written directly rather than through kube-runtime's `Recorder`, because NTH users expect
+//! extra annotations on each Event (`KUBERNETES_EVENTS_EXTRA_ANNOTATIONS`) and the recorder has
+//! no place for them; every Event here is distinct, so its series merging is not needed.
 
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, PostParams};
 use sih_core::Notice;
 use sih_node::{DrainReport, PodRef, Progress};
 
+const CONTROLLER: &str = "spot-interrupt-handler";
+
 pub struct EventReporter {
-    recorder: Recorder,
+    client: kube::Client,
+    instance: String,
     node: ObjectReference,
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy)]
+enum EventType {
+    Normal,
+    Warning,
 }
 
 fn pod_ref(p: &PodRef) -> ObjectReference {
@@ -24,21 +43,25 @@ fn pod_ref(p: &PodRef) -> ObjectReference {
 }
 
 impl EventReporter {
-    /// `instance` names who reports (the node or pod the handler runs as).
+    /// `instance` names who reports (the pod the handler runs as, else the node).
     pub fn new(client: kube::Client, node: &str, instance: Option<String>) -> Self {
-        let reporter = Reporter {
-            controller: "spot-interrupt-handler".into(),
-            instance,
-        };
         Self {
-            recorder: Recorder::new(client, reporter),
+            client,
+            instance: instance.unwrap_or_else(|| node.to_owned()),
             node: ObjectReference {
                 api_version: Some("v1".into()),
                 kind: Some("Node".into()),
                 name: Some(node.to_owned()),
                 ..ObjectReference::default()
             },
+            annotations: BTreeMap::new(),
         }
+    }
+
+    /// Annotations put on every Event (`k=v` pairs from the command line).
+    pub fn with_annotations(mut self, annotations: BTreeMap<String, String>) -> Self {
+        self.annotations = annotations;
+        self
     }
 
     async fn publish(
@@ -49,21 +72,47 @@ impl EventReporter {
         action: &str,
         note: String,
     ) {
-        let ev = Event {
-            type_,
-            reason: reason.into(),
+        let now = Timestamp::now();
+        // Node events live in `default`, as kubectl and the kubelet put them.
+        let namespace = on.namespace.clone().unwrap_or_else(|| "default".into());
+        let name = format!(
+            "{}.{:x}{:04x}",
+            on.name.as_deref().unwrap_or("object"),
+            now.as_nanosecond(),
+            fastrand::u16(..)
+        );
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(name),
+                namespace: Some(namespace.clone()),
+                annotations: (!self.annotations.is_empty()).then(|| self.annotations.clone()),
+                ..ObjectMeta::default()
+            },
+            action: Some(action.into()),
+            reason: Some(reason.into()),
             note: Some(note),
-            action: action.into(),
-            secondary: None,
+            type_: Some(
+                match type_ {
+                    EventType::Normal => "Normal",
+                    EventType::Warning => "Warning",
+                }
+                .into(),
+            ),
+            event_time: Some(MicroTime(now)),
+            regarding: Some(on.clone()),
+            reporting_controller: Some(CONTROLLER.into()),
+            reporting_instance: Some(self.instance.clone()),
+            ..Event::default()
         };
-        if let Err(e) = self.recorder.publish(&ev, on).await {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        if let Err(e) = api.create(&PostParams::default(), &event).await {
             // Telling people must never stop the evacuation; the log still has it.
             tracing::warn!(error = %e, reason, "could not record a Kubernetes Event");
         }
     }
 
-    /// The notice itself, then `Fenced`.
-    pub async fn fenced(&self, notice: &Notice, effect: &str) {
+    /// The notice itself, under its kind's reason (`SpotInterruption`, ...).
+    pub async fn notice(&self, notice: &Notice) {
         let deadline = notice
             .deadline
             .map_or_else(|| "no deadline".to_owned(), |d| format!("deadline {d}"));
@@ -75,13 +124,22 @@ impl EventReporter {
             format!("{} notice {} ({deadline})", notice.kind, notice.id),
         )
         .await;
+    }
+
+    /// `Fenced`: what the one write did.
+    pub async fn fenced(&self, notice: &Notice, effect: &str, cordoned: bool) {
+        let what = if cordoned {
+            ", cordoned, excluded from external load balancers"
+        } else {
+            ""
+        };
         self.publish(
             &self.node,
             EventType::Normal,
             "Fenced",
             "Fence",
             format!(
-                "tainted {}={}:{effect}, cordoned, excluded from external load balancers",
+                "tainted {}={}:{effect}{what}",
                 notice.kind.taint_key(),
                 notice.id
             ),
@@ -147,13 +205,13 @@ impl EventReporter {
             .await;
     }
 
-    pub async fn unfenced(&self) {
+    pub async fn unfenced(&self, why: &str) {
         self.publish(
             &self.node,
             EventType::Normal,
             "Unfenced",
             "Unfence",
-            "our taints, label and notice removed".into(),
+            format!("our taints, label and notice removed: {why}"),
         )
         .await;
     }

@@ -1,7 +1,14 @@
-//! Reporters consume the node actions' progress and tell people: Kubernetes Events now; logs,
-//! metrics and webhooks arrive with the agent. A reporter never fails the action it reports.
+//! Reporters: one stream of updates about notices and node actions becomes log lines,
+//! Kubernetes Events, Prometheus metrics and webhook messages. A reporter never fails the action
+//! it reports.
 #![forbid(unsafe_code)]
 
 pub mod kube_events;
+pub mod metrics;
+pub mod updates;
+pub mod webhook;
 
 pub use kube_events::EventReporter;
+pub use metrics::Metrics;
+pub use updates::{Reporters, Update};
+pub use webhook::{Webhook, WebhookConfig};

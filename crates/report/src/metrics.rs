@@ -1,0 +1,196 @@
+//! Prometheus metrics. Labels are bounded (kinds, sources, actions, results): never node names
+//! or notice ids, so a mass reclaim cannot blow up the series count.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NoticeLabels {
+    pub kind: &'static str,
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ItemLabels {
+    pub item: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub notices: Family<NoticeLabels, Counter>,
+    pub actions: Family<ActionLabels, Counter>,
+    pub evictions: Family<ResultLabels, Counter>,
+    pub webhooks: Family<ResultLabels, Counter>,
+    pub imds_errors: Family<ItemLabels, Counter>,
+    pub polls: Counter,
+    pub fence_latency: Histogram,
+    pub drain_duration: Histogram,
+    pub deadline_slack: Histogram,
+    pub drains_in_progress: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub last_poll_seconds: Gauge<f64, AtomicU64>,
+}
+
+/// Fence latency is milliseconds to a few seconds; drains and slack are seconds to minutes.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 5.0, 10.0,
+];
+const DRAIN_BUCKETS: [f64; 11] = [
+    1.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 300.0, 900.0,
+];
+const SLACK_BUCKETS: [f64; 11] = [
+    -10.0, 0.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 600.0,
+];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("spot_interrupt_handler");
+        let m = Self {
+            notices: Family::default(),
+            actions: Family::default(),
+            evictions: Family::default(),
+            webhooks: Family::default(),
+            imds_errors: Family::default(),
+            polls: Counter::default(),
+            fence_latency: Histogram::new(LATENCY_BUCKETS),
+            drain_duration: Histogram::new(DRAIN_BUCKETS),
+            deadline_slack: Histogram::new(SLACK_BUCKETS),
+            drains_in_progress: Gauge::default(),
+            last_poll_seconds: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "notices",
+            "Notices seen, by kind and source",
+            m.notices.clone(),
+        );
+        registry.register(
+            "actions",
+            "Actions carried out on nodes, by action and result",
+            m.actions.clone(),
+        );
+        registry.register("evictions", "Pods leaving, by result", m.evictions.clone());
+        registry.register(
+            "webhooks",
+            "Webhook deliveries, by result",
+            m.webhooks.clone(),
+        );
+        registry.register(
+            "imds_errors",
+            "Metadata items that could not be read, by item",
+            m.imds_errors.clone(),
+        );
+        registry.register("polls", "Metadata polls completed", m.polls.clone());
+        registry.register(
+            "fence_latency_seconds",
+            "Notice visible to node fenced",
+            m.fence_latency.clone(),
+        );
+        registry.register(
+            "drain_duration_seconds",
+            "Drain start to end",
+            m.drain_duration.clone(),
+        );
+        registry.register(
+            "deadline_slack_seconds",
+            "Time left before the deadline when a drain ended",
+            m.deadline_slack.clone(),
+        );
+        registry.register(
+            "drains_in_progress",
+            "Drains running now",
+            m.drains_in_progress.clone(),
+        );
+        registry.register(
+            "last_poll_timestamp_seconds",
+            "Unix time of the last completed poll",
+            m.last_poll_seconds.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    pub fn notice(&self, kind: &'static str, source: &'static str) {
+        self.notices
+            .get_or_create(&NoticeLabels { kind, source })
+            .inc();
+    }
+
+    pub fn action(&self, action: &'static str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.actions
+            .get_or_create(&ActionLabels { action, result })
+            .inc();
+    }
+
+    pub fn eviction(&self, result: &'static str) {
+        self.evictions.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    pub fn webhook(&self, result: &'static str) {
+        self.webhooks.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    pub fn imds_error(&self, item: &'static str) {
+        self.imds_errors.get_or_create(&ItemLabels { item }).inc();
+    }
+
+    pub fn fenced_after(&self, latency: Duration) {
+        self.fence_latency.observe(latency.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_prefix_and_bounded_labels() {
+        let m = Metrics::new();
+        m.notice("spot-interruption", "imds");
+        m.action("fence", true);
+        m.eviction("evicted");
+        m.fenced_after(Duration::from_millis(30));
+        let text = m.encode();
+        assert!(text.contains(
+            "spot_interrupt_handler_notices_total{kind=\"spot-interruption\",source=\"imds\"} 1"
+        ));
+        assert!(
+            text.contains("spot_interrupt_handler_actions_total{action=\"fence\",result=\"ok\"} 1")
+        );
+        assert!(text.contains("spot_interrupt_handler_evictions_total{result=\"evicted\"} 1"));
+        assert!(text.contains("spot_interrupt_handler_fence_latency_seconds_count 1"));
+        assert!(text.contains("# TYPE spot_interrupt_handler_deadline_slack_seconds histogram"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

@@ -1,0 +1,364 @@
+//! The one progress stream: what the agent (or the queue controller) did about each notice, as
+//! typed updates. One consumer turns each update into a log line, Kubernetes Events, metrics
+//! and webhooks, so the acting code never formats a message or counts anything itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sih_core::{Action, Notice};
+use sih_node::{DrainReport, Progress};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::webhook::{TemplateData, Webhook};
+use crate::{EventReporter, Metrics};
+
+#[derive(Debug, Clone)]
+pub enum Update {
+    /// A new notice and what the policy says to do about it.
+    Detected {
+        notice: Notice,
+        action: Action,
+    },
+    /// The fence write (`changed` is false when the node already was fenced so).
+    Fenced {
+        notice: Notice,
+        effect: String,
+        cordoned: bool,
+        changed: bool,
+        latency: Duration,
+    },
+    DrainStarted {
+        notice: Notice,
+        time_left: Duration,
+    },
+    Drain {
+        notice: Notice,
+        progress: Progress,
+    },
+    DrainFinished {
+        notice: Notice,
+        report: DrainReport,
+    },
+    /// A drain stopped before its end: the notice was withdrawn, a nearer deadline replaced
+    /// it, or the agent is shutting down (a restarted agent resumes it).
+    DrainStopped {
+        notice: Notice,
+        why: String,
+    },
+    /// The notice was withdrawn (or the instance rebooted) and our fence removed.
+    Unfenced {
+        notice: Notice,
+        changed: bool,
+        why: String,
+    },
+    /// A write that failed; `retrying` says whether the agent tries again.
+    Failed {
+        notice: Notice,
+        action: &'static str,
+        error: String,
+        retrying: bool,
+    },
+    /// `--dry-run`: what would have been written.
+    WouldDo {
+        notice: Notice,
+        what: String,
+    },
+    /// Extra post-drain step (`--out-of-service-taint`).
+    OutOfService {
+        notice: Notice,
+    },
+}
+
+/// Where the updates go. Events and webhooks are optional (off in dry-run, or not configured).
+pub struct Reporters {
+    pub source: &'static str,
+    pub metrics: Arc<Metrics>,
+    pub events: Option<EventReporter>,
+    pub webhook: Option<Arc<Webhook>>,
+    /// Fields shared by every webhook message: cluster name, instance metadata.
+    pub template_base: TemplateData,
+    /// How long a webhook may keep retrying when the notice has no deadline.
+    pub webhook_patience: Duration,
+    /// Also receives every update (a live timeline, tests).
+    pub tap: Option<mpsc::UnboundedSender<Update>>,
+}
+
+fn kind_str(n: &Notice) -> &'static str {
+    n.kind.as_str()
+}
+
+impl Reporters {
+    /// Consumes the stream until every sender is gone; webhook deliveries still running then
+    /// are awaited, so a message about a finished drain is not cut off at shutdown.
+    pub async fn run(self, mut rx: mpsc::UnboundedReceiver<Update>) {
+        let mut deliveries = tokio::task::JoinSet::new();
+        while let Some(update) = rx.recv().await {
+            self.log(&update);
+            self.count(&update);
+            if let Some(tap) = &self.tap {
+                let _ = tap.send(update.clone());
+            }
+            if let Some(events) = &self.events {
+                record_event(events, &update).await;
+            }
+            if let (Some(hook), Some((data, give_up))) = (&self.webhook, self.message(&update)) {
+                let (hook, metrics) = (hook.clone(), self.metrics.clone());
+                deliveries.spawn(async move {
+                    let d = hook.send(&data, give_up).await;
+                    match &d.result {
+                        Ok(status) => {
+                            metrics.webhook("ok");
+                            tracing::info!(url = %hook.redacted_url(), status, attempts = d.attempts, event_id = data.get("EventID").map(String::as_str).unwrap_or_default(), "webhook delivered");
+                        }
+                        Err(e) => {
+                            metrics.webhook("error");
+                            tracing::warn!(url = %hook.redacted_url(), error = %e, attempts = d.attempts, "webhook not delivered");
+                        }
+                    }
+                });
+            }
+            while deliveries.try_join_next().is_some() {}
+        }
+        while deliveries.join_next().await.is_some() {}
+    }
+
+    fn log(&self, u: &Update) {
+        match u {
+            Update::Detected { notice, action } => tracing::info!(
+                notice_id = %notice.id, kind = kind_str(notice), node = %notice.node,
+                deadline = ?notice.deadline.map(|d| d.to_string()), action = ?action,
+                "notice detected"
+            ),
+            Update::Fenced {
+                notice,
+                effect,
+                cordoned,
+                changed,
+                latency,
+            } => tracing::info!(
+                notice_id = %notice.id, node = %notice.node, effect = %effect, cordoned, changed,
+                latency_ms = latency.as_millis() as u64, "node fenced"
+            ),
+            Update::DrainStarted { notice, time_left } => tracing::info!(
+                notice_id = %notice.id, node = %notice.node,
+                time_left_s = time_left.as_secs_f64(), "drain started"
+            ),
+            Update::Drain { notice, progress } => log_progress(notice, progress),
+            Update::DrainFinished { notice, report } => {
+                let remaining: Vec<String> =
+                    report.remaining.iter().map(ToString::to_string).collect();
+                if report.succeeded() {
+                    tracing::info!(
+                        notice_id = %notice.id, node = %notice.node, evicted = report.evicted,
+                        deleted_at_deadline = report.deleted_at_deadline,
+                        budget_refusals = report.budget_refusals,
+                        took_s = report.took.as_secs_f64(), slack_s = report.slack_ms as f64 / 1000.0,
+                        "drain succeeded"
+                    );
+                } else {
+                    tracing::warn!(
+                        notice_id = %notice.id, node = %notice.node, evicted = report.evicted,
+                        failed = report.failed.len(), remaining = ?remaining,
+                        slack_s = report.slack_ms as f64 / 1000.0, "drain failed"
+                    );
+                }
+            }
+            Update::DrainStopped { notice, why } => {
+                tracing::info!(notice_id = %notice.id, node = %notice.node, why = %why, "drain stopped")
+            }
+            Update::Unfenced {
+                notice,
+                changed,
+                why,
+            } => {
+                tracing::info!(notice_id = %notice.id, node = %notice.node, changed, why = %why, "node unfenced")
+            }
+            Update::Failed {
+                notice,
+                action,
+                error,
+                retrying,
+            } => {
+                tracing::warn!(notice_id = %notice.id, node = %notice.node, action, error = %error, retrying, "action failed")
+            }
+            Update::WouldDo { notice, what } => {
+                tracing::info!(notice_id = %notice.id, node = %notice.node, "dry run: would {what}")
+            }
+            Update::OutOfService { notice } => tracing::info!(
+                notice_id = %notice.id, node = %notice.node, "out-of-service taint added"
+            ),
+        }
+    }
+
+    fn count(&self, u: &Update) {
+        let m = &self.metrics;
+        match u {
+            Update::Detected { notice, .. } => m.notice(kind_str(notice), self.source),
+            Update::Fenced { latency, .. } => {
+                m.action("fence", true);
+                m.fenced_after(*latency);
+            }
+            Update::DrainStarted { .. } => {
+                m.drains_in_progress.inc();
+            }
+            Update::Drain { progress, .. } => match progress {
+                Progress::Evicted { .. } => m.eviction("evicted"),
+                Progress::BlockedByBudget { .. } => m.eviction("blocked_by_budget"),
+                Progress::DeletedAtDeadline { .. } => m.eviction("deleted_at_deadline"),
+                Progress::Failed { .. } => m.eviction("failed"),
+                _ => {}
+            },
+            Update::DrainFinished { report, .. } => {
+                m.drains_in_progress.dec();
+                m.action("drain", report.succeeded());
+                m.drain_duration.observe(report.took.as_secs_f64());
+                m.deadline_slack.observe(report.slack_ms as f64 / 1000.0);
+            }
+            Update::DrainStopped { .. } => {
+                m.drains_in_progress.dec();
+            }
+            Update::Unfenced { .. } => m.action("unfence", true),
+            Update::Failed { action, .. } => m.action(action, false),
+            Update::WouldDo { .. } => m.action("dry_run", true),
+            Update::OutOfService { .. } => m.action("out_of_service_taint", true),
+        }
+    }
+
+    /// The webhook message for an update, if it is one people are told about: on detection and
+    /// at the drain's end.
+    fn message(&self, u: &Update) -> Option<(TemplateData, Instant)> {
+        let (notice, phase, description) = match u {
+            Update::Detected { notice, action } => (
+                notice,
+                "detected",
+                format!(
+                    "{} notice on node {}{}; action: {}",
+                    notice.kind,
+                    notice.node,
+                    notice
+                        .deadline
+                        .map(|d| format!(", instance goes at {d}"))
+                        .unwrap_or_default(),
+                    serde_json::to_value(action)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                ),
+            ),
+            Update::DrainFinished { notice, report } => (
+                notice,
+                "drained",
+                format!(
+                    "drain of node {} {}: {} evicted, {} deleted at the deadline, {} remaining, {:.1}s left before the deadline",
+                    notice.node,
+                    if report.succeeded() {
+                        "succeeded"
+                    } else {
+                        "FAILED"
+                    },
+                    report.evicted,
+                    report.deleted_at_deadline,
+                    report.remaining.len(),
+                    report.slack_ms as f64 / 1000.0
+                ),
+            ),
+            _ => return None,
+        };
+        let mut data = self.template_base.clone();
+        data.insert("EventID", notice.id.clone());
+        data.insert("Kind", notice.kind.as_str().to_owned());
+        data.insert("Monitor", self.source.to_owned());
+        data.insert("Phase", phase.to_owned());
+        data.insert("Description", description);
+        data.insert("NodeName", notice.node.clone());
+        if let Some(i) = &notice.instance_id {
+            data.insert("InstanceID", i.clone());
+        }
+        data.insert("StartTime", notice.detected.to_string());
+        if let Some(d) = notice.deadline {
+            data.insert("Deadline", d.to_string());
+            data.insert("EndTime", d.to_string());
+        }
+        if let Update::DrainFinished { report, .. } = u {
+            data.insert(
+                "State",
+                if report.succeeded() {
+                    "drained"
+                } else {
+                    "drain-failed"
+                }
+                .to_owned(),
+            );
+        } else {
+            data.insert("State", "active".to_owned());
+        }
+        // Retry until the instance is gone (a message after that still helps people, but a
+        // bounded wait keeps shutdown prompt).
+        let until = notice
+            .deadline
+            .and_then(|d| {
+                let left = d.duration_since(jiff::Timestamp::now());
+                Duration::try_from(left).ok()
+            })
+            .unwrap_or(self.webhook_patience)
+            .max(Duration::from_secs(5));
+        Some((data, Instant::now() + until))
+    }
+}
+
+fn log_progress(notice: &Notice, p: &Progress) {
+    let id = &notice.id;
+    match p {
+        Progress::Planned {
+            evict,
+            terminating,
+            skipped,
+        } => tracing::info!(notice_id = %id, evict, terminating, skipped, "drain planned"),
+        Progress::Skipped { pod, reason } => {
+            tracing::debug!(notice_id = %id, pod = %pod, reason = reason.as_str(), "pod stays")
+        }
+        Progress::Warning { pod, reason } => {
+            tracing::warn!(notice_id = %id, pod = %pod, reason = %reason, "evicting anyway")
+        }
+        Progress::Evicted { pod, grace } => {
+            tracing::info!(notice_id = %id, pod = %pod, grace, "pod evicted")
+        }
+        Progress::BlockedByBudget {
+            pod,
+            attempt,
+            message,
+        } => {
+            tracing::info!(notice_id = %id, pod = %pod, attempt, message = %message, "eviction blocked by a PodDisruptionBudget")
+        }
+        Progress::DeletedAtDeadline { pod, grace } => {
+            tracing::warn!(notice_id = %id, pod = %pod, grace, "pod deleted at the deadline")
+        }
+        Progress::Gone { pod } => tracing::debug!(notice_id = %id, pod = %pod, "pod gone"),
+        Progress::Failed { pod, reason } => {
+            tracing::warn!(notice_id = %id, pod = %pod, reason = %reason, "pod did not leave")
+        }
+    }
+}
+
+async fn record_event(events: &EventReporter, u: &Update) {
+    match u {
+        Update::Detected { notice, .. } => events.notice(notice).await,
+        Update::Fenced {
+            notice,
+            effect,
+            cordoned,
+            changed: true,
+            ..
+        } => events.fenced(notice, effect, *cordoned).await,
+        Update::DrainStarted { time_left, .. } => {
+            events.drain_started(time_left.as_secs_f64()).await
+        }
+        Update::Drain { progress, .. } => events.progress(progress).await,
+        Update::DrainFinished { report, .. } => events.drain_finished(report).await,
+        Update::Unfenced {
+            why, changed: true, ..
+        } => events.unfenced(why).await,
+        _ => {}
+    }
+}

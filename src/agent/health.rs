@@ -1,0 +1,122 @@
+//! What the probes answer: live while the poll loop turns and the API has not been failing for
+//! long; ready once the instance identity is known and the first poll is done.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+pub struct Health {
+    /// The loop must complete a poll at least this often to count as alive.
+    stall_after: Duration,
+    /// API failures for this long make the agent unhealthy (a restart may pick up new
+    /// credentials or endpoints).
+    api_grace: Duration,
+    last_poll: Mutex<Instant>,
+    api_failing_since: Mutex<Option<Instant>>,
+    ready: AtomicBool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    Stalled(Duration),
+    ApiFailing(Duration),
+}
+
+impl Health {
+    pub fn new(poll_interval: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            stall_after: (poll_interval * 10).max(Duration::from_secs(30)),
+            api_grace: Duration::from_secs(120),
+            last_poll: Mutex::new(now),
+            api_failing_since: Mutex::new(None),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Also called while start-up retries, which is progress too.
+    pub fn polled(&self) {
+        self.polled_at(Instant::now());
+    }
+
+    fn polled_at(&self, now: Instant) {
+        *self.last_poll.lock().unwrap_or_else(|e| e.into_inner()) = now;
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn api_ok(&self) {
+        *self
+            .api_failing_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    pub fn api_failed(&self) {
+        self.api_failed_at(Instant::now());
+    }
+
+    fn api_failed_at(&self, now: Instant) {
+        self.api_failing_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(now);
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        self.verdict_at(Instant::now())
+    }
+
+    fn verdict_at(&self, now: Instant) -> Verdict {
+        let last = *self.last_poll.lock().unwrap_or_else(|e| e.into_inner());
+        let since_poll = now.saturating_duration_since(last);
+        if since_poll > self.stall_after {
+            return Verdict::Stalled(since_poll);
+        }
+        let failing = *self
+            .api_failing_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match failing.map(|t| now.saturating_duration_since(t)) {
+            Some(d) if d > self.api_grace => Verdict::ApiFailing(d),
+            _ => Verdict::Ok,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stalled_loop_or_a_long_api_outage_is_unhealthy() {
+        let h = Health::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        h.polled_at(t0);
+        assert_eq!(h.verdict_at(t0), Verdict::Ok);
+        assert!(matches!(h.verdict_at(at(31)), Verdict::Stalled(_)));
+        h.polled_at(at(31));
+        assert_eq!(h.verdict_at(at(31)), Verdict::Ok);
+        h.api_failed_at(at(31));
+        h.polled_at(at(51));
+        h.api_failed_at(at(51));
+        assert_eq!(h.verdict_at(at(51)), Verdict::Ok, "a short outage is tolerated");
+        h.polled_at(at(160));
+        assert!(matches!(h.verdict_at(at(160)), Verdict::ApiFailing(_)));
+        h.api_ok();
+        assert_eq!(h.verdict_at(at(160)), Verdict::Ok);
+        assert!(!h.is_ready());
+        h.set_ready();
+        assert!(h.is_ready());
+    }
+}

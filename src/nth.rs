@@ -1,0 +1,252 @@
+//! Drop-in for aws-node-termination-handler: run with no subcommand, its environment variables
+//! configure us with the same meaning (../shared/spec/peers.md). The translation is a pure
+//! function from the environment to our command line, which clap then parses as usual (so our
+//! own variables still apply beside NTH's).
+//!
+//! Variables whose name and meaning are the same as ours (NODE_NAME, POD_NAME, NAMESPACE,
+//! INSTANCE_METADATA_URL, DRY_RUN, CORDON_ONLY, TAINT_EFFECT, ENABLE_OUT_OF_SERVICE_TAINT,
+//! POD_TERMINATION_GRACE_PERIOD, METADATA_TRIES, LOG_LEVEL, WEBHOOK_URL, WEBHOOK_HEADERS,
+//! WEBHOOK_TEMPLATE, WEBHOOK_TEMPLATE_FILE, WEBHOOK_PROXY, KUBERNETES_EVENTS_EXTRA_ANNOTATIONS)
+//! are read by clap directly; the rest are translated here.
+
+use std::collections::HashMap;
+
+pub struct Translated {
+    pub args: Vec<String>,
+    /// Where our behaviour deliberately differs, said once at start.
+    pub notes: Vec<String>,
+}
+
+/// Variables whose presence says "configured the NTH way".
+const MARKERS: &[&str] = &[
+    "NODE_NAME",
+    "ENABLE_SQS_TERMINATION_DRAINING",
+    "ENABLE_SPOT_INTERRUPTION_DRAINING",
+    "ENABLE_SCHEDULED_EVENT_DRAINING",
+    "ENABLE_REBALANCE_MONITORING",
+    "ENABLE_REBALANCE_DRAINING",
+    "QUEUE_URL",
+];
+
+pub fn configured(env: &HashMap<String, String>) -> bool {
+    MARKERS.iter().any(|k| env.contains_key(*k))
+}
+
+/// NTH parses booleans with Go's strconv.ParseBool.
+fn flag(env: &HashMap<String, String>, key: &str, default: bool) -> anyhow::Result<bool> {
+    match env.get(key).map(|v| v.trim()) {
+        None | Some("") => Ok(default),
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
+        Some(other) => anyhow::bail!("{key}={other:?} is not a boolean (true or false)"),
+    }
+}
+
+fn seconds(env: &HashMap<String, String>, key: &str) -> anyhow::Result<Option<i64>> {
+    match env.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("{key}={v:?} is not a whole number of seconds")),
+    }
+}
+
+fn port(env: &HashMap<String, String>, key: &str, default: u16) -> anyhow::Result<u16> {
+    match env.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{key}={v:?} is not a port number")),
+    }
+}
+
+pub fn translate(env: &HashMap<String, String>) -> anyhow::Result<Translated> {
+    let mut args: Vec<String> = vec!["spot-interrupt-handler".into()];
+    let mut notes = Vec::new();
+    let mut push = |a: &str, v: String| {
+        args.push(a.to_owned());
+        args.push(v);
+    };
+    if flag(env, "JSON_LOGGING", false)? {
+        push("--log-format", "json".into());
+    }
+    if flag(env, "ENABLE_SQS_TERMINATION_DRAINING", false)? {
+        anyhow::bail!(
+            "ENABLE_SQS_TERMINATION_DRAINING=true selects queue mode, which this build does not \
+             have yet; run the `imds` agent, or a build with `queue`"
+        );
+    }
+    let mut cmd: Vec<String> = vec!["imds".into()];
+    let mut opt = |a: &str, v: String| {
+        cmd.push(a.to_owned());
+        cmd.push(v);
+    };
+    let on_off = |on: bool, action: &str| if on { action.to_owned() } else { "none".into() };
+    opt(
+        "--spot-interruption-action",
+        on_off(
+            flag(env, "ENABLE_SPOT_INTERRUPTION_DRAINING", true)?,
+            "drain",
+        ),
+    );
+    opt(
+        "--scheduled-maintenance-action",
+        on_off(flag(env, "ENABLE_SCHEDULED_EVENT_DRAINING", true)?, "drain"),
+    );
+    let rebalance = if flag(env, "ENABLE_REBALANCE_DRAINING", false)? {
+        "drain"
+    } else if flag(env, "ENABLE_REBALANCE_MONITORING", false)? {
+        "cordon"
+    } else {
+        "none"
+    };
+    opt("--rebalance-action", rebalance.into());
+    opt(
+        "--asg-termination-action",
+        on_off(flag(env, "ENABLE_ASG_LIFECYCLE_DRAINING", false)?, "drain"),
+    );
+    if let Some(s) = seconds(env, "NODE_TERMINATION_GRACE_PERIOD")? {
+        opt("--drain-budget", format!("{}s", s.max(1)));
+    }
+    opt(
+        "--kubernetes-events",
+        flag(env, "EMIT_KUBERNETES_EVENTS", false)?.to_string(),
+    );
+    // NTH serves metrics and probes on two ports, each off unless enabled.
+    let metrics_port = port(env, "PROMETHEUS_SERVER_PORT", 9092)?;
+    let metrics_host = if flag(env, "ENABLE_PROMETHEUS_SERVER", false)? {
+        "0.0.0.0"
+    } else {
+        "127.0.0.1"
+    };
+    opt("--admin-listen", format!("{metrics_host}:{metrics_port}"));
+    if flag(env, "ENABLE_PROBES_SERVER", false)? {
+        opt(
+            "--probes-listen",
+            format!("0.0.0.0:{}", port(env, "PROBES_SERVER_PORT", 8080)?),
+        );
+    }
+    if !flag(env, "TAINT_NODE", true)? {
+        notes.push(
+            "TAINT_NODE=false is not followed: the node is always tainted, so nothing is \
+             scheduled onto it between the notice and the cordon"
+                .into(),
+        );
+    }
+    if !flag(env, "EXCLUDE_FROM_LOAD_BALANCERS", true)? {
+        notes.push(
+            "EXCLUDE_FROM_LOAD_BALANCERS=false is not followed: a node that is going away is \
+             always labelled out of external load balancers"
+                .into(),
+        );
+    }
+    if !flag(env, "IGNORE_DAEMON_SETS", true)? {
+        notes.push("IGNORE_DAEMON_SETS=false is not followed: DaemonSet pods always stay".into());
+    }
+    if !flag(env, "DELETE_LOCAL_DATA", true)? {
+        notes.push(
+            "DELETE_LOCAL_DATA=false is not followed: pods with emptyDir are evicted (with a \
+             warning Event), since the instance takes the data anyway"
+                .into(),
+        );
+    }
+    args.extend(cmd);
+    Ok(Translated { args, notes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn value_of<'a>(t: &'a Translated, flag: &str) -> Option<&'a str> {
+        t.args
+            .iter()
+            .position(|a| a == flag)
+            .map(|i| t.args[i + 1].as_str())
+    }
+
+    #[test]
+    fn nth_defaults_become_our_flags() {
+        let e = env(&[("NODE_NAME", "n1")]);
+        assert!(configured(&e));
+        let t = translate(&e).unwrap();
+        assert_eq!(value_of(&t, "--spot-interruption-action"), Some("drain"));
+        assert_eq!(
+            value_of(&t, "--scheduled-maintenance-action"),
+            Some("drain")
+        );
+        assert_eq!(value_of(&t, "--rebalance-action"), Some("none"));
+        assert_eq!(value_of(&t, "--asg-termination-action"), Some("none"));
+        assert_eq!(value_of(&t, "--kubernetes-events"), Some("false"));
+        assert_eq!(value_of(&t, "--admin-listen"), Some("127.0.0.1:9092"));
+        assert_eq!(value_of(&t, "--probes-listen"), None);
+        assert!(t.notes.is_empty());
+        assert!(t.args.contains(&"imds".to_owned()));
+        assert!(!configured(&env(&[("HOME", "/root")])));
+    }
+
+    #[test]
+    fn nth_switches_translate_with_their_meaning() {
+        let t = translate(&env(&[
+            ("NODE_NAME", "n1"),
+            ("ENABLE_SPOT_INTERRUPTION_DRAINING", "false"),
+            ("ENABLE_REBALANCE_MONITORING", "true"),
+            ("ENABLE_ASG_LIFECYCLE_DRAINING", "1"),
+            ("NODE_TERMINATION_GRACE_PERIOD", "90"),
+            ("EMIT_KUBERNETES_EVENTS", "true"),
+            ("ENABLE_PROMETHEUS_SERVER", "true"),
+            ("PROMETHEUS_SERVER_PORT", "9999"),
+            ("ENABLE_PROBES_SERVER", "true"),
+            ("JSON_LOGGING", "true"),
+            ("TAINT_NODE", "false"),
+        ]))
+        .unwrap();
+        assert_eq!(value_of(&t, "--spot-interruption-action"), Some("none"));
+        assert_eq!(value_of(&t, "--rebalance-action"), Some("cordon"));
+        assert_eq!(value_of(&t, "--asg-termination-action"), Some("drain"));
+        assert_eq!(value_of(&t, "--drain-budget"), Some("90s"));
+        assert_eq!(value_of(&t, "--kubernetes-events"), Some("true"));
+        assert_eq!(value_of(&t, "--admin-listen"), Some("0.0.0.0:9999"));
+        assert_eq!(value_of(&t, "--probes-listen"), Some("0.0.0.0:8080"));
+        assert_eq!(value_of(&t, "--log-format"), Some("json"));
+        assert_eq!(t.notes.len(), 1);
+        let rebalance_drain = translate(&env(&[
+            ("ENABLE_REBALANCE_MONITORING", "true"),
+            ("ENABLE_REBALANCE_DRAINING", "true"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            value_of(&rebalance_drain, "--rebalance-action"),
+            Some("drain")
+        );
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        let e = translate(&env(&[("ENABLE_REBALANCE_DRAINING", "yes please")]));
+        assert!(
+            e.err()
+                .unwrap()
+                .to_string()
+                .contains("ENABLE_REBALANCE_DRAINING")
+        );
+        assert!(translate(&env(&[("NODE_TERMINATION_GRACE_PERIOD", "2m")])).is_err());
+        assert!(
+            translate(&env(&[
+                ("PROBES_SERVER_PORT", "x"),
+                ("ENABLE_PROBES_SERVER", "true")
+            ]))
+            .is_err()
+        );
+        let q = translate(&env(&[("ENABLE_SQS_TERMINATION_DRAINING", "true")]));
+        assert!(q.err().unwrap().to_string().contains("queue mode"));
+    }
+}
