@@ -30,6 +30,10 @@ async fn main() -> anyhow::Result<()> {
         notes = translated.notes;
         cli = Cli::try_parse_from(translated.args)?;
     }
+    if matches!(cli.command, Some(Command::Demo(_))) && cli.log.log_level == "info" {
+        // The demo's timeline is the output; the agent's own lines would drown it.
+        cli.log.log_level = "warn".into();
+    }
     logging::init(&cli.log)?;
     for note in notes {
         tracing::warn!("NTH compatibility: {note}");

@@ -1,5 +1,338 @@
-//! `demo`: placeholder replaced below.
-use crate::cli::DemoArgs;
-pub async fn run(_args: DemoArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+//! `demo`: the whole story in one process, with nothing installed. Starts the cluster and
+//! metadata simulators and the agent, makes the metadata service announce a spot
+//! interruption, prints a live timeline relative to the moment the notice became visible, then
+//! a summary. Exits 0 once the drain is done and every evicted replica runs elsewhere.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use clap::Parser;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams};
+use serde_json::json;
+use sih_node::Progress;
+use sih_report::Update;
+use tokio::time::Instant;
+
+use crate::cli::{Cli, Command, DemoArgs};
+
+const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+/// The demo gives up (exit 1) if the story has not ended by then.
+const LIMIT: Duration = Duration::from_secs(60);
+
+struct Timeline {
+    json: bool,
+    t0: Instant,
+}
+
+impl Timeline {
+    fn at(&self) -> f64 {
+        Instant::now().duration_since(self.t0).as_secs_f64()
+    }
+
+    fn say(&self, event: &str, text: String) {
+        let t = self.at();
+        if self.json {
+            println!("{}", json!({"t": (t * 1000.0).round() / 1000.0, "event": event, "text": text}));
+        } else {
+            println!("{t:>+8.3}s  {text}");
+        }
+        let _ = std::io::stdout().flush();
+    }
+}
+
+#[derive(Default)]
+struct Summary {
+    detected: Option<f64>,
+    fenced: Option<f64>,
+    evicted: usize,
+    pdb_waits: usize,
+    deleted_at_deadline: usize,
+    drain_done: Option<f64>,
+    drain_ok: bool,
+    slack_s: Option<f64>,
+    rescheduled: usize,
+    replicas_back: Option<f64>,
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn is_daemon_pod(p: &Pod) -> bool {
+    p.metadata
+        .owner_references
+        .as_ref()
+        .is_some_and(|o| o.iter().any(|r| r.kind == "DaemonSet"))
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let cluster = sih_sim_cluster::start(sih_sim_cluster::ClusterConfig::default(), LOOPBACK)
+        .await
+        .map_err(|e| anyhow!("cluster simulator: {e}"))?;
+    let kubeconfig = std::env::temp_dir().join(format!(
+        "spot-interrupt-handler-demo-{}.kubeconfig",
+        std::process::id()
+    ));
+    std::fs::write(&kubeconfig, cluster.kubeconfig())
+        .with_context(|| format!("cannot write {}", kubeconfig.display()))?;
+    let imds = sih_sim_imds::start(sih_sim_imds::SimConfig::default(), LOOPBACK)
+        .await
+        .context("metadata simulator")?;
+
+    let client = sih_node::client(Some(&kubeconfig)).await?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let spot = nodes
+        .list(&ListParams::default().labels("lifecycle=Ec2Spot"))
+        .await?
+        .items
+        .into_iter()
+        .next()
+        .and_then(|n| n.metadata.name)
+        .ok_or_else(|| anyhow!("the simulated cluster has no spot node"))?;
+    let pods: Api<Pod> = Api::all(client.clone());
+    let deployments: Api<Deployment> = Api::all(client.clone());
+    // Wait for the workload to run before the story starts.
+    let settle = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = pods.list(&ListParams::default()).await?;
+        if !list.items.is_empty() && list.items.iter().all(pod_ready) {
+            break;
+        }
+        if Instant::now() > settle {
+            bail!("the simulated workload did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = pods.list(&ListParams::default()).await?.items;
+    let on_spot: Vec<String> = before
+        .iter()
+        .filter(|p| {
+            p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(spot.as_str())
+                && !is_daemon_pod(p)
+        })
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    let known: HashSet<String> = before.iter().filter_map(|p| p.metadata.name.clone()).collect();
+
+    if !args.json {
+        println!(
+            "spot-interrupt-handler demo: a simulated cluster of {} nodes; spot node {spot} runs {} pods of ours to evacuate.",
+            nodes.list(&ListParams::default()).await?.items.len(),
+            on_spot.len()
+        );
+        println!(
+            "The metadata service will announce that the instance is reclaimed in {}s.\n",
+            args.notice.as_secs()
+        );
+    }
+
+    let cli = Cli::try_parse_from([
+        "spot-interrupt-handler",
+        "imds",
+        "--node-name",
+        &spot,
+        "--imds-endpoint",
+        &imds.url(),
+        "--kubeconfig",
+        &kubeconfig.to_string_lossy(),
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--poll-interval",
+        "250ms",
+        "--cluster-name",
+        "demo",
+    ])?;
+    let Some(Command::Imds(agent_args)) = cli.command else {
+        bail!("internal: the demo's agent arguments did not parse as `imds`");
+    };
+    let (tap, mut updates) = tokio::sync::mpsc::unbounded_channel();
+    let (stop_agent, agent_stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(crate::commands::imds::run_until(
+        *agent_args,
+        async move {
+            let _ = agent_stopped.await;
+        },
+        Some(tap),
+    ));
+    // Let the agent read its identity and poll once before the notice appears.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let http = reqwest::Client::new();
+    http.post(format!("{}/_sim/spot-interruption", imds.url()))
+        .json(&json!({"action": "terminate", "lead_seconds": args.notice.as_secs()}))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .context("cannot trigger the spot interruption")?;
+    let tl = Timeline {
+        json: args.json,
+        t0: Instant::now(),
+    };
+    tl.say(
+        "notice",
+        format!(
+            "notice visible: spot/instance-action says terminate in {}s",
+            args.notice.as_secs()
+        ),
+    );
+
+    let mut s = Summary::default();
+    let mut seen_new: HashSet<String> = HashSet::new();
+    let mut check = tokio::time::interval(Duration::from_millis(100));
+    let give_up = tl.t0 + LIMIT;
+    loop {
+        tokio::select! {
+            Some(u) = updates.recv() => narrate(&tl, &mut s, u),
+            _ = check.tick() => {
+                let list = pods.list(&ListParams::default()).await?.items;
+                for p in &list {
+                    let Some(name) = p.metadata.name.clone() else { continue };
+                    let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+                    if !known.contains(&name) && !is_daemon_pod(p) && node != spot
+                        && pod_ready(p) && seen_new.insert(name.clone())
+                    {
+                        s.rescheduled += 1;
+                        tl.say("rescheduled", format!("replica {name} running on {node}"));
+                    }
+                }
+                if s.drain_done.is_some() && s.replicas_back.is_none() {
+                    let ds = deployments.list(&ListParams::default()).await?.items;
+                    let back = ds.iter().all(|d| {
+                        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                        d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) >= want
+                    });
+                    let away = list.iter().all(|p| {
+                        is_daemon_pod(p)
+                            || p.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(spot.as_str())
+                    });
+                    if back && away && s.rescheduled >= on_spot.len() {
+                        s.replicas_back = Some(tl.at());
+                        tl.say("replicas-back", "every Deployment is back to its desired replicas, none on the spot node".into());
+                        break;
+                    }
+                }
+                if Instant::now() > give_up {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = stop_agent.send(());
+    if let Ok(Err(e)) = agent.await {
+        tracing::warn!(error = %e, "the agent stopped with an error");
+    }
+    print_summary(&args, &s);
+    let ok = s.replicas_back.is_some() && s.drain_ok;
+    if args.keep_running {
+        println!(
+            "\nThe simulated cluster keeps running. Try:\n  kubectl --kubeconfig {} get nodes,pods -o wide\n  kubectl --kubeconfig {} get events\nCtrl-C stops it.",
+            kubeconfig.display(),
+            kubeconfig.display()
+        );
+        crate::signals::shutdown().await;
+    }
+    let _ = imds.stop().await;
+    let _ = cluster.stop().await;
+    let _ = std::fs::remove_file(&kubeconfig);
+    if !ok {
+        bail!("the demo did not finish: the drain or the rescheduling did not complete within {}s", LIMIT.as_secs());
+    }
+    Ok(())
+}
+
+fn narrate(tl: &Timeline, s: &mut Summary, u: Update) {
+    match u {
+        Update::Detected { notice, action } => {
+            s.detected.get_or_insert(tl.at());
+            tl.say(
+                "detected",
+                format!("detected {} (id {}), action {action:?}", notice.kind, notice.id),
+            );
+        }
+        Update::Fenced { notice, effect, .. } => {
+            s.fenced.get_or_insert(tl.at());
+            tl.say(
+                "fenced",
+                format!(
+                    "fenced {}: taint {}:{effect}, cordoned, out of external load balancers",
+                    notice.node,
+                    notice.kind.taint_key()
+                ),
+            );
+        }
+        Update::DrainStarted { time_left, .. } => tl.say(
+            "drain-started",
+            format!("drain started, {:.1}s before the deadline", time_left.as_secs_f64()),
+        ),
+        Update::Drain { progress, .. } => match progress {
+            Progress::Evicted { pod, grace } => {
+                s.evicted += 1;
+                tl.say("evicted", format!("evicted {pod} (grace {grace}s)"));
+            }
+            Progress::BlockedByBudget { pod, .. } => {
+                s.pdb_waits += 1;
+                tl.say(
+                    "pdb-wait",
+                    format!("{pod} waits: its PodDisruptionBudget allows no disruption yet"),
+                );
+            }
+            Progress::DeletedAtDeadline { pod, grace } => {
+                s.deleted_at_deadline += 1;
+                tl.say("deleted", format!("deleted {pod} at the deadline (grace {grace}s)"));
+            }
+            Progress::Gone { pod } => tl.say("gone", format!("{pod} has stopped")),
+            Progress::Failed { pod, reason } => tl.say("failed", format!("{pod} FAILED: {reason}")),
+            _ => {}
+        },
+        Update::DrainFinished { report, .. } => {
+            s.drain_done = Some(tl.at());
+            s.drain_ok = report.succeeded();
+            s.slack_s = Some(report.slack_ms as f64 / 1000.0);
+            tl.say(
+                "drain-done",
+                format!(
+                    "drain {}: {:.1}s left before the instance goes",
+                    if report.succeeded() { "done" } else { "FAILED" },
+                    report.slack_ms as f64 / 1000.0
+                ),
+            );
+        }
+        Update::Failed { action, error, .. } => tl.say("error", format!("{action} failed: {error}")),
+        _ => {}
+    }
+}
+
+fn print_summary(args: &DemoArgs, s: &Summary) {
+    let secs = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}s"));
+    if args.json {
+        println!(
+            "{}",
+            json!({"summary": {
+                "detection_s": s.detected, "fence_s": s.fenced, "evicted": s.evicted,
+                "pdb_waits": s.pdb_waits, "deleted_at_deadline": s.deleted_at_deadline,
+                "drain_done_s": s.drain_done, "drain_succeeded": s.drain_ok,
+                "deadline_slack_s": s.slack_s, "rescheduled": s.rescheduled,
+                "replicas_back_s": s.replicas_back,
+            }})
+        );
+        return;
+    }
+    println!("\nsummary (times from the notice becoming visible)");
+    println!("  detected                    {}", secs(s.detected));
+    println!("  node fenced                 {}", secs(s.fenced));
+    println!("  pods evicted                {}", s.evicted);
+    println!("  PodDisruptionBudget waits   {}", s.pdb_waits);
+    println!("  deleted at the deadline     {}", s.deleted_at_deadline);
+    println!("  drain done                  {}", secs(s.drain_done));
+    println!("  slack before the deadline   {}", secs(s.slack_s));
+    println!("  replicas rescheduled        {}", s.rescheduled);
+    println!("  replicas back to desired    {}", secs(s.replicas_back));
 }
