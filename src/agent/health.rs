@@ -110,7 +110,11 @@ mod tests {
         h.api_failed_at(at(31));
         h.polled_at(at(51));
         h.api_failed_at(at(51));
-        assert_eq!(h.verdict_at(at(51)), Verdict::Ok, "a short outage is tolerated");
+        assert_eq!(
+            h.verdict_at(at(51)),
+            Verdict::Ok,
+            "a short outage is tolerated"
+        );
         h.polled_at(at(160));
         assert!(matches!(h.verdict_at(at(160)), Verdict::ApiFailing(_)));
         h.api_ok();

@@ -20,7 +20,8 @@ use tokio::time::Instant;
 
 use crate::cli::{Cli, Command, DemoArgs};
 
-const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+const LOOPBACK: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 /// The demo gives up (exit 1) if the story has not ended by then.
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -37,7 +38,10 @@ impl Timeline {
     fn say(&self, event: &str, text: String) {
         let t = self.at();
         if self.json {
-            println!("{}", json!({"t": (t * 1000.0).round() / 1000.0, "event": event, "text": text}));
+            println!(
+                "{}",
+                json!({"t": (t * 1000.0).round() / 1000.0, "event": event, "text": text})
+            );
         } else {
             println!("{t:>+8.3}s  {text}");
         }
@@ -120,7 +124,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         })
         .filter_map(|p| p.metadata.name.clone())
         .collect();
-    let known: HashSet<String> = before.iter().filter_map(|p| p.metadata.name.clone()).collect();
+    let known: HashSet<String> = before
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
 
     if !args.json {
         println!(
@@ -243,7 +250,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let _ = cluster.stop().await;
     let _ = std::fs::remove_file(&kubeconfig);
     if !ok {
-        bail!("the demo did not finish: the drain or the rescheduling did not complete within {}s", LIMIT.as_secs());
+        bail!(
+            "the demo did not finish: the drain or the rescheduling did not complete within {}s",
+            LIMIT.as_secs()
+        );
     }
     Ok(())
 }
@@ -254,7 +264,10 @@ fn narrate(tl: &Timeline, s: &mut Summary, u: Update) {
             s.detected.get_or_insert(tl.at());
             tl.say(
                 "detected",
-                format!("detected {} (id {}), action {action:?}", notice.kind, notice.id),
+                format!(
+                    "detected {} (id {}), action {action:?}",
+                    notice.kind, notice.id
+                ),
             );
         }
         Update::Fenced { notice, effect, .. } => {
@@ -270,7 +283,10 @@ fn narrate(tl: &Timeline, s: &mut Summary, u: Update) {
         }
         Update::DrainStarted { time_left, .. } => tl.say(
             "drain-started",
-            format!("drain started, {:.1}s before the deadline", time_left.as_secs_f64()),
+            format!(
+                "drain started, {:.1}s before the deadline",
+                time_left.as_secs_f64()
+            ),
         ),
         Update::Drain { progress, .. } => match progress {
             Progress::Evicted { pod, grace } => {
@@ -286,7 +302,10 @@ fn narrate(tl: &Timeline, s: &mut Summary, u: Update) {
             }
             Progress::DeletedAtDeadline { pod, grace } => {
                 s.deleted_at_deadline += 1;
-                tl.say("deleted", format!("deleted {pod} at the deadline (grace {grace}s)"));
+                tl.say(
+                    "deleted",
+                    format!("deleted {pod} at the deadline (grace {grace}s)"),
+                );
             }
             Progress::Gone { pod } => tl.say("gone", format!("{pod} has stopped")),
             Progress::Failed { pod, reason } => tl.say("failed", format!("{pod} FAILED: {reason}")),
@@ -305,7 +324,9 @@ fn narrate(tl: &Timeline, s: &mut Summary, u: Update) {
                 ),
             );
         }
-        Update::Failed { action, error, .. } => tl.say("error", format!("{action} failed: {error}")),
+        Update::Failed { action, error, .. } => {
+            tl.say("error", format!("{action} failed: {error}"))
+        }
         _ => {}
     }
 }

@@ -1,0 +1,168 @@
+//! Faults at any moment: the metadata service down, slow or answering garbage; the API server
+//! unreachable in the middle of a drain; the webhook endpoint down; the agent killed mid-drain.
+//! The agent logs, counts, retries within the deadline, never crashes, never loses the notice.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{Hook, Link, Scene, cordoned, until};
+
+#[tokio::test]
+async fn metadata_down_slow_or_garbage_never_loses_the_notice() {
+    let s = Scene::start(&[]).await;
+    let mut agent = s.agent(&[]).await;
+    // Garbage where the spot notice would be, then an outage, then slowness.
+    s.control(
+        "items",
+        json!({"path": "meta-data/spot/instance-action", "body": "{not json"}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!cordoned(&s.node().await), "garbage is not a notice");
+    s.control("faults", json!({"status": 503, "rate": 1.0}))
+        .await;
+    s.spot(60).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    s.control(
+        "items",
+        json!({"path": "meta-data/spot/instance-action", "remove": true}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        !cordoned(&s.node().await),
+        "nothing can be seen while IMDS answers 503"
+    );
+    assert_eq!(agent.get("/healthz").await.0, 200, "the loop is alive");
+    assert!(
+        agent
+            .metric("spot_interrupt_handler_imds_errors_total{item=\"spot-instance-action\"}")
+            .await
+            >= 2.0
+    );
+    s.control("faults", json!({"latency_ms": 300, "status": 0}))
+        .await;
+    // Slow answers (within the per-request timeout) still bring the notice through.
+    s.drained().await;
+    s.control("faults", json!({"latency_ms": 0, "status": 0}))
+        .await;
+    assert!(
+        agent
+            .proc
+            .log()
+            .contains("metadata items could not be read")
+    );
+    assert!(agent.child_alive());
+    assert!(agent.proc.sigterm().await.success());
+}
+
+#[tokio::test]
+async fn api_server_unreachable_for_ten_seconds_mid_drain() {
+    let s = Scene::start(&[]).await;
+    // The agent reaches the API server through a link the test can cut.
+    let upstream = s.cluster_url.trim_start_matches("http://").parse().unwrap();
+    let (link, addr) = Link::start(upstream).await;
+    let kubeconfig = s.kubeconfig.with_extension("via-link");
+    std::fs::write(
+        &kubeconfig,
+        std::fs::read_to_string(&s.kubeconfig)
+            .unwrap()
+            .replace(&s.cluster_url, &format!("http://{addr}")),
+    )
+    .unwrap();
+    // A budget that blocks the second eviction until the first replacement is Ready keeps the
+    // drain going while the link is down.
+    let agent = s.agent_via(&kubeconfig, &[], &[]).await;
+    s.spot(60).await;
+    agent
+        .proc
+        .until_logged("pod evicted", Duration::from_secs(10))
+        .await;
+    link.set_down(true);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(agent.child_alive(), "{}", agent.proc.log());
+    link.set_down(false);
+    s.drained().await;
+    let done = agent
+        .proc
+        .until_logged("drain succeeded", Duration::from_secs(20))
+        .await;
+    // The drain spanned the outage and finished after it, within the notice.
+    assert!(done["took_s"].as_f64().unwrap() >= 9.5, "{done}");
+    assert!(done["slack_s"].as_f64().unwrap() > 0.0, "{done}");
+    assert_eq!(agent.get("/healthz").await.0, 200);
+    let _ = std::fs::remove_file(&kubeconfig);
+}
+
+#[tokio::test]
+async fn webhook_endpoint_down_then_up_is_retried() {
+    let s = Scene::start(&[]).await;
+    // Reserve a port with nothing listening yet.
+    let port = crate::support::free_port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let agent = s
+        .agent(&[
+            "--spot-interruption-action",
+            "notify",
+            "--webhook-url",
+            &url,
+        ])
+        .await;
+    s.spot(60).await;
+    agent
+        .proc
+        .until_logged("notice detected", Duration::from_secs(10))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let hook = Hook::serve(listener);
+    let bodies = hook.until_count(1, Duration::from_secs(15)).await;
+    assert!(bodies[0].contains("spot-interruption"));
+    assert_eq!(
+        agent
+            .metric("spot_interrupt_handler_webhooks_total{result=\"ok\"}")
+            .await,
+        1.0
+    );
+    assert!(agent.child_alive());
+}
+
+#[tokio::test]
+async fn killed_mid_drain_the_next_agent_resumes() {
+    let s = Scene::start(&[]).await;
+    let mut agent = s.agent(&[]).await;
+    s.spot(60).await;
+    agent
+        .proc
+        .until_logged("node fenced", Duration::from_secs(10))
+        .await;
+    agent.proc.child.kill().await.unwrap();
+    let agent = s.agent(&[]).await;
+    agent
+        .proc
+        .until_logged(
+            "resuming the notice recorded on the node",
+            Duration::from_secs(10),
+        )
+        .await;
+    s.drained().await;
+    agent
+        .proc
+        .until_logged("drain succeeded", Duration::from_secs(20))
+        .await;
+    // Announced once: the resumed notice is not detected (nor webhooked) again.
+    assert!(
+        !agent
+            .proc
+            .json_lines()
+            .iter()
+            .any(|l| l["message"] == "notice detected")
+    );
+    until("still cordoned", Duration::from_secs(1), || async {
+        cordoned(&s.node().await)
+    })
+    .await;
+}

@@ -1,0 +1,405 @@
+//! NTH's IMDS conformance scenarios, run as a user would: `simulate cluster`, `simulate imds`
+//! and `imds` as three processes.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Hook, Proxy, Scene, annotation, cordoned, label, taints, until};
+
+const SPOT_TAINT: &str = "spot-interrupt-handler/spot-interruption";
+const REBALANCE_TAINT: &str = "spot-interrupt-handler/rebalance-recommendation";
+const SCHEDULED_TAINT: &str = "spot-interrupt-handler/scheduled-maintenance";
+const LB: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+const NOTICE: &str = "spot-interrupt-handler/notice";
+
+#[tokio::test]
+async fn spot_interruption_fences_drains_and_tells() {
+    let s = Scene::start(&[]).await;
+    let (hook, url) = Hook::start().await;
+    let before = s.web_on_node().await;
+    assert!(before >= 1, "the spot node runs web pods");
+    let agent = s
+        .agent(&[
+            "--webhook-url",
+            &url,
+            "--cluster-name",
+            "prod-east",
+            "--out-of-service-taint",
+        ])
+        .await;
+    assert_eq!(agent.get("/readyz").await.0, 200);
+    s.spot(60).await;
+    s.drained().await;
+
+    let node = s.node().await;
+    let t = taints(&node);
+    assert!(
+        t.iter()
+            .any(|(k, v, e)| k == SPOT_TAINT && v.contains("-spot-") && e == "NoSchedule"),
+        "{t:?}"
+    );
+    assert!(cordoned(&node));
+    assert_eq!(label(&node, LB).as_deref(), Some("spot-interrupt-handler"));
+    let record: Value = serde_json::from_str(&annotation(&node, NOTICE).unwrap()).unwrap();
+    assert_eq!(record["kind"], "spot-interruption");
+    assert!(record["deadline"].is_string());
+
+    // Events: the notice, the fence, the drain and each eviction.
+    until("DrainSucceeded event", Duration::from_secs(10), || async {
+        s.event_reasons()
+            .await
+            .contains(&"DrainSucceeded".to_owned())
+    })
+    .await;
+    let reasons = s.event_reasons().await;
+    for r in ["SpotInterruption", "Fenced", "DrainStarted", "PodEvicted"] {
+        assert!(
+            reasons.contains(&r.to_owned()),
+            "{r} missing from {reasons:?}"
+        );
+    }
+    // After a successful drain the out-of-service taint lets volumes detach at once.
+    until("out-of-service taint", Duration::from_secs(5), || async {
+        taints(&s.node().await)
+            .iter()
+            .any(|(k, _, e)| k == "node.kubernetes.io/out-of-service" && e == "NoExecute")
+    })
+    .await;
+
+    // Metrics: bounded labels, counted once per notice.
+    assert_eq!(
+        agent
+            .metric(
+                "spot_interrupt_handler_notices_total{kind=\"spot-interruption\",source=\"imds\"}"
+            )
+            .await,
+        1.0
+    );
+    assert_eq!(
+        agent
+            .metric("spot_interrupt_handler_evictions_total{result=\"evicted\"}")
+            .await,
+        before as f64
+    );
+    assert_eq!(
+        agent
+            .metric("spot_interrupt_handler_fence_latency_seconds_count")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        agent
+            .metric("spot_interrupt_handler_actions_total{action=\"drain\",result=\"ok\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(agent.get("/healthz").await.0, 200);
+
+    // Webhooks: one at detection, one at the drain's end, Slack-shaped, with the cluster name.
+    let bodies = hook.until_count(2, Duration::from_secs(10)).await;
+    let texts: Vec<String> = bodies
+        .iter()
+        .map(|b| {
+            serde_json::from_str::<Value>(b).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        texts[0].contains("prod-east") && texts[0].contains(&s.node),
+        "{texts:?}"
+    );
+    assert!(texts[0].contains("spot-interruption notice"), "{texts:?}");
+    assert!(
+        texts[1].contains("drain of node") && texts[1].contains("succeeded"),
+        "{texts:?}"
+    );
+    // Polling on: no duplicate notice, no third message.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(hook.bodies().len(), 2);
+}
+
+#[tokio::test]
+async fn imdsv2_required_still_sees_the_notice() {
+    let s = Scene::start(&["--imdsv2", "required"]).await;
+    let agent = s.agent(&[]).await;
+    s.spot(60).await;
+    s.drained().await;
+    assert!(cordoned(&s.node().await));
+    // Every metadata read carried a token.
+    let log: Vec<Value> = reqwest::get(format!("{}/_sim/requests", s.imds_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let gets: Vec<&Value> = log.iter().filter(|e| e["method"] == "GET").collect();
+    assert!(!gets.is_empty());
+    assert!(
+        gets.iter()
+            .all(|e| e["status"] != 401 && e["token"].as_str().is_some_and(|t| !t.is_empty())),
+        "{gets:?}"
+    );
+    drop(agent);
+}
+
+#[tokio::test]
+async fn cordon_only_never_evicts() {
+    let s = Scene::start(&[]).await;
+    let before = s.web_on_node().await;
+    let agent = s.agent_with(&[], &[("CORDON_ONLY", "true")]).await;
+    s.spot(60).await;
+    until("cordoned", Duration::from_secs(10), || async {
+        cordoned(&s.node().await)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(s.web_on_node().await, before, "nothing was evicted");
+    assert!(
+        taints(&s.node().await)
+            .iter()
+            .any(|(k, _, _)| k == SPOT_TAINT)
+    );
+    assert_eq!(
+        agent
+            .metric("spot_interrupt_handler_evictions_total{result=\"evicted\"}")
+            .await,
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn dry_run_writes_nothing_anywhere() {
+    let s = Scene::start(&[]).await;
+    let (hook, url) = Hook::start().await;
+    let before = s.node().await;
+    let pods = s.web_on_node().await;
+    let agent = s.agent(&["--dry-run", "--webhook-url", &url]).await;
+    s.spot(60).await;
+    let line = agent
+        .proc
+        .until_logged("dry run: would drain", Duration::from_secs(10))
+        .await;
+    assert!(line["notice_id"].as_str().unwrap().contains("-spot-"));
+    let fence_line = agent.proc.json_lines().into_iter().find(|l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("dry run: would taint"))
+    });
+    assert!(fence_line.is_some(), "{}", agent.proc.log());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after = s.node().await;
+    assert_eq!(
+        before.metadata.resource_version, after.metadata.resource_version,
+        "the node was not written"
+    );
+    assert_eq!(s.web_on_node().await, pods);
+    assert!(s.events().await.is_empty(), "no Events were written");
+    assert!(hook.bodies().is_empty(), "no webhook was sent");
+    assert_eq!(
+        agent
+            .metric(
+                "spot_interrupt_handler_notices_total{kind=\"spot-interruption\",source=\"imds\"}"
+            )
+            .await,
+        1.0
+    );
+}
+
+async fn scheduled_event(s: &Scene) -> String {
+    let v = s
+        .control(
+            "scheduled-event",
+            json!({"code": "system-reboot", "not_before_seconds": 600}),
+        )
+        .await;
+    v["EventId"]
+        .as_str()
+        .or_else(|| v["event_id"].as_str())
+        .unwrap_or_else(|| panic!("no EventId in {v}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn scheduled_maintenance_drains_and_its_cancellation_unfences() {
+    let s = Scene::start(&[]).await;
+    let agent = s.agent(&[]).await;
+    let id = scheduled_event(&s).await;
+    s.drained().await;
+    let node = s.node().await;
+    assert!(cordoned(&node));
+    assert!(
+        taints(&node)
+            .iter()
+            .any(|(k, v, _)| k == SCHEDULED_TAINT && v == &id)
+    );
+
+    s.control(&format!("scheduled-event/{id}/cancel"), json!({}))
+        .await;
+    until(
+        "unfenced after the cancellation",
+        Duration::from_secs(10),
+        || async {
+            let n = s.node().await;
+            !cordoned(&n)
+                && taints(&n).is_empty()
+                && label(&n, LB).is_none()
+                && annotation(&n, NOTICE).is_none()
+        },
+    )
+    .await;
+    until("Unfenced event", Duration::from_secs(5), || async {
+        s.event_reasons().await.contains(&"Unfenced".to_owned())
+    })
+    .await;
+    // The node takes pods again: scale up and some land on it.
+    let deploy: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::default_namespaced(s.client.clone());
+    deploy
+        .patch(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"replicas": 9}})),
+        )
+        .await
+        .unwrap();
+    until(
+        "pods come back to the node",
+        Duration::from_secs(10),
+        || async { s.web_on_node().await > 0 },
+    )
+    .await;
+    drop(agent);
+}
+
+#[tokio::test]
+async fn a_reboot_after_the_fence_unfences_on_restart() {
+    let s = Scene::start(&[]).await;
+    let mut agent = s.agent(&[]).await;
+    let id = scheduled_event(&s).await;
+    s.drained().await;
+    // The instance reboots: the agent stops, and comes back with a fresh uptime while the
+    // event is still listed.
+    assert!(agent.proc.sigterm().await.success());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    std::fs::write(&s.uptime_file, "0.50 0.10\n").unwrap();
+    let agent = s.agent(&[]).await;
+    until(
+        "unfenced after the reboot",
+        Duration::from_secs(10),
+        || async {
+            let n = s.node().await;
+            !cordoned(&n) && taints(&n).is_empty()
+        },
+    )
+    .await;
+    // And it stays so: the event that caused the reboot is over.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!cordoned(&s.node().await));
+    assert!(
+        agent.proc.log().contains("the instance rebooted"),
+        "{}",
+        agent.proc.log()
+    );
+    assert!(!id.is_empty());
+}
+
+#[tokio::test]
+async fn rebalance_taints_then_the_spot_notice_drains() {
+    let s = Scene::start(&[]).await;
+    let before = s.web_on_node().await;
+    let _agent = s.agent(&[]).await;
+    s.control("rebalance-recommendation", json!({})).await;
+    until("rebalance taint", Duration::from_secs(10), || async {
+        taints(&s.node().await)
+            .iter()
+            .any(|(k, _, e)| k == REBALANCE_TAINT && e == "PreferNoSchedule")
+    })
+    .await;
+    let node = s.node().await;
+    assert!(!cordoned(&node), "a rebalance recommendation only taints");
+    assert!(label(&node, LB).is_none());
+    assert_eq!(s.web_on_node().await, before);
+
+    s.spot(60).await;
+    s.drained().await;
+    let node = s.node().await;
+    assert!(cordoned(&node));
+    let keys: Vec<String> = taints(&node).into_iter().map(|(k, _, _)| k).collect();
+    assert!(keys.contains(&SPOT_TAINT.to_owned()) && keys.contains(&REBALANCE_TAINT.to_owned()));
+}
+
+#[tokio::test]
+async fn a_withdrawn_rebalance_recommendation_is_undone() {
+    let s = Scene::start(&[]).await;
+    let _agent = s.agent(&[]).await;
+    s.control("rebalance-recommendation", json!({})).await;
+    until("rebalance taint", Duration::from_secs(10), || async {
+        !taints(&s.node().await).is_empty()
+    })
+    .await;
+    s.control("reset", json!({})).await;
+    until("taint removed", Duration::from_secs(10), || async {
+        let n = s.node().await;
+        taints(&n).is_empty() && annotation(&n, NOTICE).is_none()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn asg_target_state_terminated_drains() {
+    let s = Scene::start(&[]).await;
+    let agent = s.agent(&[]).await;
+    s.control("asg-lifecycle", json!({"state": "Terminated"}))
+        .await;
+    s.drained().await;
+    assert!(
+        taints(&s.node().await)
+            .iter()
+            .any(|(k, _, _)| k == "spot-interrupt-handler/asg-termination")
+    );
+    assert_eq!(
+        agent
+            .metric(
+                "spot_interrupt_handler_notices_total{kind=\"asg-termination\",source=\"imds\"}"
+            )
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn webhook_goes_through_an_http_proxy_with_a_custom_template() {
+    let s = Scene::start(&[]).await;
+    let (hook, url) = Hook::start().await;
+    let (proxy, proxy_url) = Proxy::start().await;
+    let _agent = s
+        .agent(&[
+            "--spot-interruption-action",
+            "notify",
+            "--webhook-url",
+            &url,
+            "--webhook-proxy",
+            &proxy_url,
+            "--webhook-headers",
+            r#"{"X-Team":"infra"}"#,
+            "--webhook-template",
+            r#"{"msg":"{{ .Kind }} {{ .InstanceID }} on {{ .NodeName }} in {{ .ClusterName }}"}"#,
+            "--cluster-name",
+            "c1",
+        ])
+        .await;
+    s.spot(60).await;
+    let bodies = hook.until_count(1, Duration::from_secs(10)).await;
+    let v: Value = serde_json::from_str(&bodies[0]).unwrap();
+    assert_eq!(
+        v["msg"],
+        format!("spot-interruption i-0123456789abcdef0 on {} in c1", s.node)
+    );
+    assert_eq!(hook.got.lock().unwrap()[0].0["x-team"], "infra");
+    assert_eq!(*proxy.seen.lock().unwrap(), vec![url.clone()]);
+    // `notify` only tells: the node is untouched.
+    assert!(taints(&s.node().await).is_empty());
+}

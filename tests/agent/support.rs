@@ -1,0 +1,595 @@
+//! Processes as a user starts them: `simulate cluster`, `simulate imds` and the agent, each its
+//! own child process of this test; plus a webhook receiver, an HTTP proxy and a TCP link that
+//! can be cut, all on loopback.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Uri};
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use kube::api::{Api, ListParams};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_spot-interrupt-handler");
+
+/// A Deployment with quick-to-stop pods and a budget of one at a time, and a DaemonSet.
+pub const WORKLOAD: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 6
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers: [{name: web, image: nginx}]
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: web, namespace: default}
+spec:
+  maxUnavailable: 1
+  selector: {matchLabels: {app: web}}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: node-agent, namespace: kube-system}
+spec:
+  selector: {matchLabels: {app: node-agent}}
+  template:
+    metadata: {labels: {app: node-agent}}
+    spec:
+      containers: [{name: a, image: busybox}]
+"#;
+
+/// A child process whose stderr lines are kept for assertions; killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> (Self, tokio::process::ChildStdout) {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_remove("NODE_NAME")
+            .env_remove("KUBECONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("the binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let keep = lines.clone();
+        tokio::spawn(async move {
+            let mut r = BufReader::new(stderr).lines();
+            while let Ok(Some(l)) = r.next_line().await {
+                keep.lock().unwrap().push(l);
+            }
+        });
+        (Self { child, lines }, stdout)
+    }
+
+    pub fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// JSON log lines (`--log-format json`).
+    pub fn json_lines(&self) -> Vec<Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits for a JSON log line whose message starts with `message`.
+    pub async fn until_logged(&self, message: &str, within: Duration) -> Value {
+        let end = Instant::now() + within;
+        loop {
+            if let Some(l) = self.json_lines().into_iter().find(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(message))
+            }) {
+                return l;
+            }
+            assert!(
+                Instant::now() < end,
+                "never logged {message:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn sigterm(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("still running").to_string();
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .expect("stops within 15s of SIGTERM")
+            .unwrap()
+    }
+}
+
+/// Starts a simulator and reads the address from its first stdout line.
+async fn simulator(args: &[&str]) -> (Proc, String) {
+    let (p, stdout) = Proc::spawn(args, &[]);
+    let mut first = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        BufReader::new(stdout).read_line(&mut first),
+    )
+    .await
+    .expect("simulator prints its address")
+    .unwrap();
+    let url = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}; log:\n{}", p.log()))
+        .to_owned();
+    (p, url)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The two simulators and what the agent needs to reach them.
+pub struct Scene {
+    /// Held to keep the simulators running (killed on drop).
+    _cluster: Proc,
+    _imds: Proc,
+    pub cluster_url: String,
+    pub imds_url: String,
+    pub kubeconfig: PathBuf,
+    pub uptime_file: PathBuf,
+    pub client: kube::Client,
+    pub node: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.kubeconfig);
+        let _ = std::fs::remove_file(&self.uptime_file);
+    }
+}
+
+pub struct Agent {
+    pub proc: Proc,
+    pub admin: String,
+}
+
+impl Scene {
+    pub async fn start(imds_args: &[&str]) -> Self {
+        let dir = std::env::temp_dir();
+        let tag = format!("{}-{}", std::process::id(), free_port());
+        let kubeconfig = dir.join(format!("sih-agent-e2e-{tag}.kubeconfig"));
+        let workload = dir.join(format!("sih-agent-e2e-{tag}.yaml"));
+        std::fs::write(&workload, WORKLOAD).unwrap();
+        let (cluster, cluster_url) = simulator(&[
+            "simulate",
+            "cluster",
+            "--listen",
+            "127.0.0.1:0",
+            "--nodes",
+            "3",
+            "--spot-nodes",
+            "1",
+            "--pod-start-delay",
+            "100ms",
+            "--workload",
+            workload.to_str().unwrap(),
+            "--kubeconfig-out",
+            kubeconfig.to_str().unwrap(),
+        ])
+        .await;
+        let mut args = vec!["simulate", "imds", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(imds_args);
+        let (imds, imds_url) = simulator(&args).await;
+        let uptime_file = dir.join(format!("sih-agent-e2e-{tag}.uptime"));
+        // Booted a day ago: no reboot since any fence in these tests, unless a test says so.
+        std::fs::write(&uptime_file, "86400.00 1000.00\n").unwrap();
+        let mut kc = kube::Config::new(cluster_url.parse().unwrap());
+        kc.default_retry = false;
+        let client = kube::Client::try_from(kc).unwrap();
+        let node = Api::<Node>::all(client.clone())
+            .list(&ListParams::default().labels("lifecycle=Ec2Spot"))
+            .await
+            .unwrap()
+            .items[0]
+            .metadata
+            .name
+            .clone()
+            .unwrap();
+        let scene = Self {
+            _cluster: cluster,
+            _imds: imds,
+            cluster_url,
+            imds_url,
+            kubeconfig,
+            uptime_file,
+            client,
+            node,
+            http: reqwest::Client::new(),
+        };
+        scene.until_web_running(6).await;
+        let _ = std::fs::remove_file(&workload);
+        scene
+    }
+
+    /// The agent as a DaemonSet pod would run it, with `extra` flags; JSON logs.
+    pub async fn agent(&self, extra: &[&str]) -> Agent {
+        self.agent_with(extra, &[]).await
+    }
+
+    pub async fn agent_with(&self, extra: &[&str], env: &[(&str, &str)]) -> Agent {
+        self.agent_via(&self.kubeconfig, extra, env).await
+    }
+
+    /// The agent with another kubeconfig (e.g. through a `Link`).
+    pub async fn agent_via(
+        &self,
+        kubeconfig: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
+        let mut args = vec![
+            "--log-format",
+            "json",
+            "--log-level",
+            "info,spot_interrupt_handler=debug,sih_report=debug",
+            "imds",
+            "--node-name",
+            &self.node,
+            "--imds-endpoint",
+            &self.imds_url,
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--poll-interval",
+            "200ms",
+            "--uptime-file",
+            self.uptime_file.to_str().unwrap(),
+            "--deadline-margin",
+            "1s",
+        ];
+        args.extend_from_slice(extra);
+        let (proc, _stdout) = Proc::spawn(&args, env);
+        let admin = proc
+            .until_logged(
+                "admin listener: /metrics /healthz /readyz",
+                Duration::from_secs(20),
+            )
+            .await["addr"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let agent = Agent {
+            proc,
+            admin: format!("http://{admin}"),
+        };
+        agent
+            .proc
+            .until_logged("watching for interruption notices", Duration::from_secs(20))
+            .await;
+        agent
+    }
+
+    /// POSTs to the metadata simulator's control API.
+    pub async fn control(&self, path: &str, body: Value) -> Value {
+        let r = self
+            .http
+            .post(format!("{}/_sim/{path}", self.imds_url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "POST /_sim/{path}: {}", r.status());
+        r.json().await.unwrap_or(Value::Null)
+    }
+
+    pub async fn spot(&self, lead_seconds: u64) {
+        self.control(
+            "spot-interruption",
+            serde_json::json!({"action": "terminate", "lead_seconds": lead_seconds}),
+        )
+        .await;
+    }
+
+    pub async fn node(&self) -> Node {
+        Api::<Node>::all(self.client.clone())
+            .get(&self.node)
+            .await
+            .unwrap()
+    }
+
+    pub async fn web_pods(&self) -> Vec<Pod> {
+        Api::<Pod>::default_namespaced(self.client.clone())
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .unwrap()
+            .items
+    }
+
+    /// Running, not terminating, Ready web pods.
+    pub async fn web_running(&self) -> Vec<Pod> {
+        self.web_pods()
+            .await
+            .into_iter()
+            .filter(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .collect()
+    }
+
+    pub async fn until_web_running(&self, n: usize) {
+        until("web pods running", Duration::from_secs(20), || async {
+            self.web_running().await.len() == n
+        })
+        .await;
+    }
+
+    pub async fn web_on_node(&self) -> usize {
+        self.web_pods()
+            .await
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&self.node))
+            .count()
+    }
+
+    /// Event reasons on our node or on pods, in the order listed.
+    pub async fn event_reasons(&self) -> Vec<String> {
+        self.events()
+            .await
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect()
+    }
+
+    pub async fn events(&self) -> Vec<Event> {
+        Api::<Event>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+    }
+
+    pub async fn drained(&self) {
+        until(
+            "the spot node has no web pods and 6 run elsewhere",
+            Duration::from_secs(30),
+            || async { self.web_on_node().await == 0 && self.web_running().await.len() == 6 },
+        )
+        .await;
+    }
+}
+
+pub fn taints(n: &Node) -> Vec<(String, String, String)> {
+    n.spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| (t.key, t.value.unwrap_or_default(), t.effect))
+        .collect()
+}
+
+pub fn cordoned(n: &Node) -> bool {
+    n.spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false)
+}
+
+pub fn label(n: &Node, key: &str) -> Option<String> {
+    n.metadata.labels.as_ref()?.get(key).cloned()
+}
+
+pub fn annotation(n: &Node, key: &str) -> Option<String> {
+    n.metadata.annotations.as_ref()?.get(key).cloned()
+}
+
+/// Polls `check` every 100 ms until it holds or `within` passes (then fails the test).
+pub async fn until<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < end, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl Agent {
+    pub fn child_alive(&self) -> bool {
+        // A process that died but is not reaped yet is a zombie (`Z`) in /proc.
+        self.proc.child.id().is_some_and(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().to_owned()))
+                .is_some_and(|r| !r.starts_with('Z'))
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let r = reqwest::get(format!("{}{path}", self.admin)).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// The value of one metric line (name with labels as printed), 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, text) = self.get("/metrics").await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+/// One request a webhook endpoint received: headers (lower-case names) and body.
+pub type Received = (BTreeMap<String, String>, String);
+
+/// A webhook endpoint that records each request's headers and body.
+#[derive(Clone, Default)]
+pub struct Hook {
+    pub got: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Hook {
+    pub async fn start() -> (Self, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        (Self::serve(listener), url)
+    }
+
+    pub fn serve(listener: tokio::net::TcpListener) -> Self {
+        let hook = Self::default();
+        let app = Router::new()
+            .route("/hook", axum::routing::post(record))
+            .with_state(hook.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        hook
+    }
+
+    pub fn bodies(&self) -> Vec<String> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+
+    pub async fn until_count(&self, n: usize, within: Duration) -> Vec<String> {
+        until("webhook messages", within, || async {
+            self.bodies().len() >= n
+        })
+        .await;
+        self.bodies()
+    }
+}
+
+async fn record(State(h): State<Hook>, headers: HeaderMap, body: Bytes) -> &'static str {
+    let headers = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    h.got
+        .lock()
+        .unwrap()
+        .push((headers, String::from_utf8_lossy(&body).into_owned()));
+    "ok"
+}
+
+/// A forward HTTP proxy: requests arrive in absolute form and are passed on; each proxied URL
+/// is recorded.
+#[derive(Clone, Default)]
+pub struct Proxy {
+    pub seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proxy {
+    pub async fn start() -> (Self, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let proxy = Self::default();
+        let app = Router::new().fallback(forward).with_state(proxy.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (proxy, url)
+    }
+}
+
+async fn forward(State(p): State<Proxy>, uri: Uri, headers: HeaderMap, body: Bytes) -> String {
+    p.seen.lock().unwrap().push(uri.to_string());
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut req = client.post(uri.to_string()).body(body);
+    for (k, v) in &headers {
+        if !matches!(k.as_str(), "host" | "content-length") && !k.as_str().starts_with("proxy-") {
+            req = req.header(k.as_str(), v.to_str().unwrap_or_default());
+        }
+    }
+    req.send()
+        .await
+        .map(|_| "proxied".to_owned())
+        .unwrap_or_else(|e| e.to_string())
+}
+
+/// A TCP link to `upstream` that can be cut: while down, new connections are refused (closed)
+/// and open ones are dropped, as when the API server is unreachable.
+#[derive(Clone)]
+pub struct Link {
+    down: Arc<AtomicBool>,
+    epoch: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Link {
+    pub async fn start(upstream: SocketAddr) -> (Self, SocketAddr) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, _) = tokio::sync::watch::channel(0u64);
+        let link = Self {
+            down: Arc::new(AtomicBool::new(false)),
+            epoch: Arc::new(tx),
+        };
+        let l = link.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if l.down.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection closed
+                }
+                let mut cut = l.epoch.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut out) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut out) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        (link, addr)
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+        if down {
+            self.epoch.send_modify(|e| *e += 1);
+        }
+    }
+}
