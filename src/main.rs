@@ -14,8 +14,24 @@ use clap::{CommandFactory, Parser};
 
 use cli::{Cli, Command, Simulate};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let cli = parse()?;
+    // The agent polls and drains one node: one thread does that with room to spare, and costs
+    // less CPU per poll and less memory than a thread per core. Everything else (simulators,
+    // the demo) gets the multi-threaded runtime.
+    let runtime = match cli.command {
+        Some(Command::Imds(_)) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+    };
+    runtime.block_on(dispatch(cli))
+}
+
+/// The command line, or NTH's environment translated into one.
+fn parse() -> anyhow::Result<Cli> {
     let mut cli = Cli::parse();
     let mut notes = Vec::new();
     if cli.command.is_none() {
@@ -38,6 +54,10 @@ async fn main() -> anyhow::Result<()> {
     for note in notes {
         tracing::warn!("NTH compatibility: {note}");
     }
+    Ok(cli)
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let Some(command) = cli.command else {
         anyhow::bail!("no subcommand; see --help");
     };

@@ -403,3 +403,14 @@ async fn webhook_goes_through_an_http_proxy_with_a_custom_template() {
     // `notify` only tells: the node is untouched.
     assert!(taints(&s.node().await).is_empty());
 }
+
+#[tokio::test]
+async fn rebalance_drain_when_asked() {
+    let s = Scene::start(&[]).await;
+    let _agent = s.agent(&["--rebalance-action", "drain"]).await;
+    s.control("rebalance-recommendation", json!({})).await;
+    s.drained().await;
+    let node = s.node().await;
+    assert!(cordoned(&node));
+    assert!(taints(&node).iter().any(|(k, _, _)| k == REBALANCE_TAINT));
+}

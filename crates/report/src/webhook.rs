@@ -3,8 +3,9 @@
 //! `{{ .StartTime }}`, ...) plus `{{ .ClusterName }}`, posted with headers, an optional proxy, a
 //! timeout and retries with backoff until the notice's deadline.
 //!
-//! Only field substitution is supported, not Go's whole template language: that is what NTH's
-//! documented templates use, and a template is checked at start so a typo fails loudly then,
+//! Only field substitution (with Go's `{{-`/`-}}` whitespace trimming) is supported, not Go's
+//! whole template language: that is what NTH's documented templates use, and a template is
+//! checked at start so a typo fails loudly then,
 //! not silently during the one interruption that matters.
 
 use std::collections::BTreeMap;
@@ -89,24 +90,39 @@ fn pieces(template: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
     let mut out = Vec::new();
     let mut rest = template;
     let mut offset = 0;
+    let mut trim_next = false;
     while let Some(open) = rest.find("{{") {
-        out.push(Piece::Text(&rest[..open]));
         let after = &rest[open + 2..];
         let close = after
             .find("}}")
             .ok_or(TemplateError::Unclosed(offset + open))?;
-        // `{{- .X -}}` trims whitespace in Go; here the dashes are accepted and ignored.
-        let inner = after[..close].trim().trim_matches('-').trim();
+        let raw = &after[..close];
+        // `{{- .X -}}` trims the whitespace before / after the action, as in Go.
+        let (trim_before, trim_after) = (raw.starts_with('-'), raw.ends_with('-'));
+        let mut text = &rest[..open];
+        if trim_next {
+            text = text.trim_start();
+        }
+        if trim_before {
+            text = text.trim_end();
+        }
+        out.push(Piece::Text(text));
+        let inner = raw.trim_matches('-').trim();
         let name = inner
             .strip_prefix('.')
             .filter(|n| FIELDS.contains(n))
             .ok_or_else(|| TemplateError::UnknownField(inner.to_owned()))?;
         out.push(Piece::Field(name));
+        trim_next = trim_after;
         let consumed = open + 2 + close + 2;
         offset += consumed;
         rest = &rest[consumed..];
     }
-    out.push(Piece::Text(rest));
+    out.push(Piece::Text(if trim_next {
+        rest.trim_start()
+    } else {
+        rest
+    }));
     Ok(out)
 }
 
@@ -329,10 +345,10 @@ mod tests {
         let out = render(t, &data(), true).unwrap();
         assert_eq!(
             out,
-            r#"{"text":"prod: spot-interruptioni-1-spot-1 say \"hi\"\n"}"#
+            r#"{"text":"prod: spot-interruptioni-1-spot-1say \"hi\"\n"}"#
         );
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(v["text"], "prod: spot-interruptioni-1-spot-1 say \"hi\"\n");
+        assert_eq!(v["text"], "prod: spot-interruptioni-1-spot-1say \"hi\"\n");
         assert_eq!(
             render("{{ .Description }}", &data(), false).unwrap(),
             "say \"hi\"\n"
