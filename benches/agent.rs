@@ -255,6 +255,7 @@ spec:
             workload: Some(workload::parse(yaml).expect("workload")),
             max_pods: 120,
             pod_start_delay: Duration::from_millis(50),
+            ..ClusterConfig::default()
         },
         "127.0.0.1:0".parse().unwrap(),
     )

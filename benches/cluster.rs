@@ -63,6 +63,7 @@ async fn run(nodes: usize, pods: usize) {
             workload: Some(vec![deployment, pdb]),
             max_pods: 110,
             pod_start_delay: Duration::from_millis(100),
+            ..ClusterConfig::default()
         },
         "127.0.0.1:0".parse().expect("addr"),
     )

@@ -70,6 +70,7 @@ async fn run() {
             workload: Some(vec![web]),
             max_pods: 110,
             pod_start_delay: Duration::from_millis(50),
+            ..ClusterConfig::default()
         },
         "127.0.0.1:0".parse().expect("addr"),
     )

@@ -66,6 +66,29 @@ pub struct SimulateClusterArgs {
     /// How long a scheduled pod takes to become Running and Ready.
     #[arg(long, env = "SIH_SIM_POD_START_DELAY", value_parser = parse_duration, default_value = "300ms")]
     pub pod_start_delay: Duration,
+    /// Speak like a production API server: HTTPS with a self-signed CA, bearer tokens (401
+    /// without one) and RBAC (403). The kubeconfig written carries the CA and an admin token.
+    #[arg(long, env = "SIH_SIM_TLS")]
+    pub tls: bool,
+    /// Create this ServiceAccount `NAMESPACE/NAME` at start, with a token. Repeatable;
+    /// comma-separated in the variable.
+    #[arg(long, env = "SIH_SIM_SERVICE_ACCOUNTS", value_delimiter = ',', value_parser = parse_service_account)]
+    pub service_account: Vec<(String, String)>,
+    /// Write each service account's `token`, `ca.crt`, `namespace` (as a pod sees them) and a
+    /// `kubeconfig` into DIR/NAMESPACE/NAME/, the first one's also into DIR.
+    #[arg(long, env = "SIH_SIM_IN_CLUSTER_DIR")]
+    pub in_cluster_dir: Option<PathBuf>,
+}
+
+fn parse_service_account(s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_owned(), name.to_owned()))
+        }
+        _ => Err(format!(
+            "{s:?} is not NAMESPACE/NAME, e.g. kube-system/spot-interrupt-handler"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]

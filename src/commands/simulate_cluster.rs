@@ -25,23 +25,42 @@ pub async fn run(args: SimulateClusterArgs) -> anyhow::Result<()> {
         workload: objects,
         max_pods: args.max_pods,
         pod_start_delay: args.pod_start_delay,
+        tls: args.tls,
+        service_accounts: args.service_account.clone(),
     };
-    let store = sih_sim_cluster::populate(&config).map_err(|e| anyhow!(e))?;
+    if args.in_cluster_dir.is_some() && args.service_account.is_empty() {
+        anyhow::bail!("--in-cluster-dir needs at least one --service-account NAMESPACE/NAME");
+    }
+    let prepared = sih_sim_cluster::prepare(&config).map_err(|e| anyhow!(e))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let url = format!("http://{addr}");
+    let url = prepared.url(addr);
     if let Some(path) = &args.kubeconfig_out {
-        std::fs::write(path, workload::kubeconfig(&url))
+        std::fs::write(path, prepared.kubeconfig(addr))
             .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(dir) = &args.in_cluster_dir {
+        prepared
+            .write_in_cluster(dir, addr)
+            .with_context(|| format!("cannot write into {}", dir.display()))?;
     }
     // The first stdout line is the address: scripts and tests read it.
     println!("listening on {url}");
+    if let Some(dir) = &args.in_cluster_dir {
+        println!(
+            "in-cluster: KUBERNETES_SERVICE_HOST={} KUBERNETES_SERVICE_PORT={} files in {} (or --kubeconfig {})",
+            addr.ip(),
+            addr.port(),
+            dir.display(),
+            dir.join("kubeconfig").display()
+        );
+    }
     std::io::stdout().flush()?;
     tracing::info!(nodes = args.nodes, spot_nodes = args.spot_nodes,
         kubeconfig = ?args.kubeconfig_out, "cluster simulator ready");
-    sih_sim_cluster::serve(listener, store, &config, crate::signals::shutdown())
+    sih_sim_cluster::serve(listener, prepared, &config, crate::signals::shutdown())
         .await
         .context("cluster simulator stopped with an error")
 }

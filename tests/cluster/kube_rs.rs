@@ -537,6 +537,7 @@ async fn scheduler_respects_node_capacity_and_reports_unschedulable_pods() {
         ),
         max_pods: 3,
         pod_start_delay: Duration::from_millis(50),
+        ..sih_sim_cluster::ClusterConfig::default()
     };
     let cluster = sih_sim_cluster::start(config, "127.0.0.1:0".parse().unwrap())
         .await

@@ -14,6 +14,7 @@ pub async fn cluster(nodes: usize, max_pods: usize, yaml: &str) -> (RunningClust
         workload: Some(workload::parse(yaml).expect("workload parses")),
         max_pods,
         pod_start_delay: Duration::from_millis(50),
+        ..ClusterConfig::default()
     };
     let cluster = sih_sim_cluster::start(config, "127.0.0.1:0".parse().unwrap())
         .await

@@ -125,6 +125,20 @@ impl ApiError {
         .with_details(json!({"causes": [{"reason": "DisruptionBudget", "message": format!("The disruption budget {pdb} {message}")}]}))
     }
 
+    /// No credentials, or ones the server does not accept.
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
+    /// RBAC said no: `message` is the authorizer's sentence.
+    pub fn forbidden(message: String, name: &str, group: &str, kind: &str) -> Self {
+        let mut details = json!({"group": group, "kind": kind});
+        if !name.is_empty() {
+            details["name"] = json!(name);
+        }
+        Self::new(403, "Forbidden", message).with_details(details)
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", message)
     }

@@ -3,18 +3,23 @@
 //! strategic-merge / JSON patches, graceful deletion, eviction under PodDisruptionBudgets, and
 //! simulated scheduler, kubelet and controllers that recreate evicted pods elsewhere.
 //!
-//! Not served: authentication and authorization (everyone may do everything), protobuf,
-//! aggregated discovery, server-side dry run, field ownership for server-side apply, and every
-//! resource kind beyond the ones in `resources.rs`.
+//! With `tls` on it speaks like a production API server: HTTPS with its own CA, bearer tokens
+//! (an admin token, service-account tokens, TokenRequest) and RBAC; off, it is plain HTTP and
+//! everyone may do everything.
+//!
+//! Not served: protobuf, aggregated discovery, server-side dry run, field ownership for
+//! server-side apply, and every resource kind beyond the ones in `resources.rs`.
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod auth;
 pub mod controllers;
 pub mod error;
 pub mod patch;
 pub mod resources;
 pub mod selector;
 pub mod store;
+mod tls_server;
 pub mod workload;
 
 use std::future::Future;
@@ -40,6 +45,10 @@ pub struct ClusterConfig {
     pub workload: Option<Vec<Value>>,
     pub max_pods: usize,
     pub pod_start_delay: Duration,
+    /// HTTPS, bearer tokens and RBAC.
+    pub tls: bool,
+    /// ServiceAccounts `(namespace, name)` to create at start, each with a token.
+    pub service_accounts: Vec<(String, String)>,
 }
 
 impl Default for ClusterConfig {
@@ -50,6 +59,8 @@ impl Default for ClusterConfig {
             workload: None,
             max_pods: 110,
             pod_start_delay: Duration::from_millis(300),
+            tls: false,
+            service_accounts: Vec::new(),
         }
     }
 }
@@ -71,17 +82,145 @@ pub fn populate(config: &ClusterConfig) -> Result<Arc<Store>, String> {
     Ok(store)
 }
 
-/// Serves `store` on `listener` and runs the control loops until `shutdown` completes.
+/// Everything a server needs before it listens: the objects, the token registry, with `tls`
+/// the certificates and admin token, and the tokens of the start-up service accounts.
+#[derive(Clone)]
+pub struct Prepared {
+    pub store: Arc<Store>,
+    pub tokens: Arc<auth::Tokens>,
+    pub security: Option<Arc<auth::Security>>,
+    /// `((namespace, name), token)` for each `--service-account`.
+    pub service_account_tokens: Vec<((String, String), String)>,
+}
+
+/// Creates the start-up objects and, with `tls`, the security material.
+pub fn prepare(config: &ClusterConfig) -> Result<Prepared, String> {
+    let store = populate(config)?;
+    let tokens = Arc::new(auth::Tokens::default());
+    let security = if config.tls {
+        Some(Arc::new(auth::Security::new(&tokens)?))
+    } else {
+        None
+    };
+    let mut service_account_tokens = Vec::new();
+    for (ns, name) in &config.service_accounts {
+        let uid = store
+            .write(|tx| {
+                if tx.get(resources::NAMESPACES, "", ns).is_none() {
+                    tx.create(
+                        resources::NAMESPACES,
+                        "",
+                        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+                    )?;
+                }
+                let sa = match tx.get(resources::SERVICE_ACCOUNTS, ns, name) {
+                    Some(sa) => sa,
+                    None => tx.create(
+                        resources::SERVICE_ACCOUNTS,
+                        ns,
+                        serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                            "metadata": {"name": name, "namespace": ns}}),
+                    )?,
+                };
+                Ok(sa["metadata"]["uid"].as_str().unwrap_or_default().to_owned())
+            })
+            .map_err(|e: error::ApiError| format!("service account {ns}/{name}: {}", e.message))?;
+        let token = tokens.issue(auth::Holder::ServiceAccount {
+            namespace: ns.clone(),
+            name: name.clone(),
+            uid,
+            expires: None,
+        });
+        service_account_tokens.push(((ns.clone(), name.clone()), token));
+    }
+    Ok(Prepared {
+        store,
+        tokens,
+        security,
+        service_account_tokens,
+    })
+}
+
+impl Prepared {
+    pub fn url(&self, addr: SocketAddr) -> String {
+        let scheme = if self.security.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{addr}")
+    }
+
+    /// The admin's kubeconfig (with `tls`: the CA and the admin token).
+    pub fn kubeconfig(&self, addr: SocketAddr) -> String {
+        match &self.security {
+            Some(s) => {
+                workload::kubeconfig_with(&self.url(addr), &s.tls.ca_pem, &s.admin_token, "default")
+            }
+            None => workload::kubeconfig(&self.url(addr)),
+        }
+    }
+
+    pub fn token_of(&self, namespace: &str, name: &str) -> Option<&str> {
+        self.service_account_tokens
+            .iter()
+            .find(|((n, s), _)| n == namespace && s == name)
+            .map(|(_, t)| t.as_str())
+    }
+
+    /// Writes what a pod of each start-up service account sees under
+    /// `/var/run/secrets/kubernetes.io/serviceaccount` (`token`, `ca.crt`, `namespace`) into
+    /// `DIR/NAMESPACE/NAME/`, plus a `kubeconfig` built from them; the first account's files
+    /// also go straight into `DIR`.
+    pub fn write_in_cluster(&self, dir: &std::path::Path, addr: SocketAddr) -> std::io::Result<()> {
+        let ca = self
+            .security
+            .as_ref()
+            .map(|s| s.tls.ca_pem.clone())
+            .unwrap_or_default();
+        for (i, ((ns, name), token)) in self.service_account_tokens.iter().enumerate() {
+            let sub = dir.join(ns).join(name);
+            let mut targets = vec![sub];
+            if i == 0 {
+                targets.push(dir.to_path_buf());
+            }
+            for d in targets {
+                std::fs::create_dir_all(&d)?;
+                std::fs::write(d.join("token"), token)?;
+                std::fs::write(d.join("ca.crt"), &ca)?;
+                std::fs::write(d.join("namespace"), ns)?;
+                let kc = if self.security.is_some() {
+                    workload::kubeconfig_with(&self.url(addr), &ca, token, ns)
+                } else {
+                    workload::kubeconfig(&self.url(addr))
+                };
+                std::fs::write(d.join("kubeconfig"), kc)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Serves on `listener` and runs the control loops until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
-    store: Arc<Store>,
+    prepared: Prepared,
     config: &ClusterConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
+    let store = prepared.store.clone();
+    let tls = prepared
+        .security
+        .as_ref()
+        .map(|s| s.tls.server_config())
+        .transpose()
+        .map_err(std::io::Error::other)?;
     let state = Arc::new(api::ApiState {
         store: store.clone(),
         server: addr.to_string(),
+        tokens: prepared.tokens.clone(),
+        secure: prepared.security.is_some(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let loops = LoopConfig {
@@ -92,16 +231,27 @@ pub async fn serve(
     let control = tokio::spawn(controllers::run(store, loops, async move {
         let _ = loop_stop.wait_for(|s| *s).await;
     }));
-    // Like Go's net/http (and so the real API server), answer without Nagle's delay.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let result = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        })
-        .await;
+    let result = match tls {
+        Some(tls) => {
+            tls_server::serve(listener, tls, api::router(state), async move {
+                shutdown.await;
+                let _ = stop_tx.send(true);
+            })
+            .await
+        }
+        None => {
+            // Like Go's net/http (and so the real API server), answer without Nagle's delay.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, api::router(state))
+                .with_graceful_shutdown(async move {
+                    shutdown.await;
+                    let _ = stop_tx.send(true);
+                })
+                .await
+        }
+    };
     let _ = control.await;
     result
 }
@@ -109,7 +259,7 @@ pub async fn serve(
 /// A cluster running in this process, for tests and the demo. Stops when dropped.
 pub struct RunningCluster {
     addr: SocketAddr,
-    store: Arc<Store>,
+    prepared: Prepared,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -120,16 +270,49 @@ impl RunningCluster {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.prepared.url(self.addr)
     }
 
     /// Direct access to the objects, for assertions and benchmarks.
     pub fn store(&self) -> &Arc<Store> {
-        &self.store
+        &self.prepared.store
     }
 
+    /// The admin's kubeconfig.
     pub fn kubeconfig(&self) -> String {
-        workload::kubeconfig(&self.url())
+        self.prepared.kubeconfig(self.addr)
+    }
+
+    /// The CA certificate (PEM) clients must trust, with `tls`.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.prepared
+            .security
+            .as_ref()
+            .map(|s| s.tls.ca_pem.as_str())
+    }
+
+    pub fn admin_token(&self) -> Option<&str> {
+        self.prepared
+            .security
+            .as_ref()
+            .map(|s| s.admin_token.as_str())
+    }
+
+    /// The token of a start-up service account.
+    pub fn token_of(&self, namespace: &str, name: &str) -> Option<&str> {
+        self.prepared.token_of(namespace, name)
+    }
+
+    /// A kubeconfig that authenticates with `token` (with `tls`).
+    pub fn kubeconfig_for(&self, token: &str) -> String {
+        match self.ca_pem() {
+            Some(ca) => workload::kubeconfig_with(&self.url(), ca, token, "default"),
+            None => workload::kubeconfig(&self.url()),
+        }
+    }
+
+    pub fn write_in_cluster(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        self.prepared.write_in_cluster(dir, self.addr)
     }
 
     pub async fn stop(mut self) -> std::io::Result<()> {
@@ -153,13 +336,13 @@ impl Drop for RunningCluster {
 
 /// Starts a cluster on `listen` (port 0 picks a free port) in the current runtime.
 pub async fn start(config: ClusterConfig, listen: SocketAddr) -> Result<RunningCluster, String> {
-    let store = populate(&config)?;
+    let prepared = prepare(&config)?;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let served = store.clone();
+    let served = prepared.clone();
     let task = tokio::spawn(async move {
         serve(listener, served, &config, async move {
             let _ = rx.await;
@@ -168,7 +351,7 @@ pub async fn start(config: ClusterConfig, listen: SocketAddr) -> Result<RunningC
     });
     Ok(RunningCluster {
         addr,
-        store,
+        prepared,
         stop: Some(tx),
         task: Some(task),
     })

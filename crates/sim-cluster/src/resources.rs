@@ -81,9 +81,11 @@ pub const DAEMONSETS: usize = 6;
 pub const PDBS: usize = 7;
 pub const EVENTS_V1: usize = 8;
 pub const LEASES: usize = 9;
+pub const SERVICE_ACCOUNTS: usize = 10;
+pub const SELF_SUBJECT_ACCESS_REVIEWS: usize = 15;
 
 #[rustfmt::skip]
-pub static RESOURCES: [Resource; 10] = [
+pub static RESOURCES: [Resource; 16] = [
     //    group                  version plural                  singular               kind                   namespaced short       subresources                          has status
     res!("",                    "v1", "namespaces",           "namespace",           "Namespace",           false, &["ns"],     &["status"],                           true),
     res!("",                    "v1", "nodes",                "node",                "Node",                false, &["no"],     &["status"],                           true),
@@ -95,10 +97,24 @@ pub static RESOURCES: [Resource; 10] = [
     res!("policy",              "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", true,  &["pdb"],    &["status"],                           true),
     res!("events.k8s.io",       "v1", "events",               "event",               "Event",               true,  &["ev"],     &[],                                   false),
     res!("coordination.k8s.io", "v1", "leases",               "lease",               "Lease",               true,  &[],         &[],                                   false),
+    res!("",                    "v1", "serviceaccounts",      "serviceaccount",      "ServiceAccount",      true,  &["sa"],     &["token"],                            false),
+    res!("rbac.authorization.k8s.io", "v1", "clusterroles",   "clusterrole",         "ClusterRole",         false, &[],         &[],                                   false),
+    res!("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", false, &[],     &[],                                   false),
+    res!("rbac.authorization.k8s.io", "v1", "roles",          "role",                "Role",                true,  &[],         &[],                                   false),
+    res!("rbac.authorization.k8s.io", "v1", "rolebindings",   "rolebinding",         "RoleBinding",         true,  &[],         &[],                                   false),
+    // Answered, never stored: "may I?" for the caller (`kubectl auth can-i`).
+    res!("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "selfsubjectaccessreview", "SelfSubjectAccessReview", false, &[], &[],               false),
 ];
 
 /// The API groups besides core, in discovery order.
-pub const GROUPS: [&str; 4] = ["apps", "policy", "events.k8s.io", "coordination.k8s.io"];
+pub const GROUPS: [&str; 6] = [
+    "apps",
+    "policy",
+    "events.k8s.io",
+    "coordination.k8s.io",
+    "rbac.authorization.k8s.io",
+    "authorization.k8s.io",
+];
 
 /// Finds the resource served at `group/version/plural`.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<usize> {
@@ -136,6 +152,11 @@ mod tests {
         assert_eq!(RESOURCES[PDBS].plural, "poddisruptionbudgets");
         assert_eq!(RESOURCES[EVENTS_V1].group, "events.k8s.io");
         assert_eq!(RESOURCES[LEASES].plural, "leases");
+        assert_eq!(RESOURCES[SERVICE_ACCOUNTS].plural, "serviceaccounts");
+        assert_eq!(
+            RESOURCES[SELF_SUBJECT_ACCESS_REVIEWS].plural,
+            "selfsubjectaccessreviews"
+        );
         assert_eq!(find("apps", "v1", "daemonsets"), Some(DAEMONSETS));
         assert_eq!(by_kind("policy/v1", "PodDisruptionBudget"), Some(PDBS));
         assert_eq!(storage_of(EVENTS_V1), EVENTS);

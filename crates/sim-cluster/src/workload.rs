@@ -128,6 +128,15 @@ pub fn load(store: &Store, nodes: usize, spot: usize, objects: &[Value]) -> Resu
     Ok(())
 }
 
+/// A kubeconfig for an HTTPS simulator: the CA it trusts and a bearer token.
+pub fn kubeconfig_with(server: &str, ca_pem: &str, token: &str, namespace: &str) -> String {
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: spot-sim\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\ncontexts:\n- name: spot-sim\n  context:\n    cluster: spot-sim\n    user: spot-sim\n    namespace: {namespace}\ncurrent-context: spot-sim\nusers:\n- name: spot-sim\n  user:\n    token: {token}\npreferences: {{}}\n"
+    )
+}
+
 /// A kubeconfig pointing at the simulator (plain HTTP, no credentials).
 pub fn kubeconfig(server: &str) -> String {
     format!(

@@ -43,13 +43,15 @@ pub fn resource_list(group: &str, version: &str) -> Value {
     {
         out.push(json!({
             "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
-            "verbs": verbs(), "shortNames": r.short_names,
+            "verbs": if r.kind == "SelfSubjectAccessReview" { json!(["create"]) } else { json!(verbs()) },
+            "shortNames": r.short_names,
             "categories": if matches!(r.kind, "Pod" | "Deployment" | "ReplicaSet" | "DaemonSet") { json!(["all"]) } else { json!([]) },
         }));
         for sub in r.subresources {
             let (kind, group, version, verbs): (&str, &str, &str, &[&str]) = match *sub {
                 "eviction" => ("Eviction", "policy", "v1", &["create"]),
                 "binding" => ("Binding", "", "v1", &["create"]),
+                "token" => ("TokenRequest", "authentication.k8s.io", "v1", &["create"]),
                 "scale" => ("Scale", "autoscaling", "v1", &["get", "patch", "update"]),
                 _ => (r.kind, r.group, r.version, &["get", "patch", "update"]),
             };

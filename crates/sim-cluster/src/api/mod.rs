@@ -7,6 +7,8 @@ pub mod events;
 pub mod objects;
 pub mod openapi;
 pub mod pods;
+pub mod protobuf;
+pub mod review;
 pub mod route;
 pub mod table;
 pub mod watch;
@@ -22,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
 use crate::store::Store;
+use crate::{auth, resources};
 use route::Route;
 
 /// Kubernetes' own limit on a request body.
@@ -31,6 +34,9 @@ pub struct ApiState {
     pub store: Arc<Store>,
     /// `host:port` as clients reach the server.
     pub server: String,
+    pub tokens: Arc<crate::auth::Tokens>,
+    /// Authentication and RBAC on (`--tls`).
+    pub secure: bool,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -105,6 +111,17 @@ async fn dispatch(
     if !matches!(route, Route::Resource(_)) && method != Method::GET {
         return ApiError::method_not_allowed().into_response();
     }
+    let user = if st.secure {
+        let checked = auth::authenticate(&st.tokens, &st.store, &headers).and_then(|user| {
+            auth::authorize(&st.store, &user, &method, &route, &query).map(|()| user)
+        });
+        match checked {
+            Ok(user) => Some(user),
+            Err(e) => return e.into_response(),
+        }
+    } else {
+        None
+    };
     match route {
         Route::Version => Json(discovery::version()).into_response(),
         Route::Health => ([(header::CONTENT_TYPE, "text/plain")], "ok").into_response(),
@@ -120,6 +137,28 @@ async fn dispatch(
             Some(doc) => Json(doc).into_response(),
             None => ApiError::path_not_found().into_response(),
         },
+        Route::Resource(target)
+            if target.resource == resources::SELF_SUBJECT_ACCESS_REVIEWS
+                && method == Method::POST =>
+        {
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            review::self_subject_access_review(&st, user.as_ref(), ct, &body)
+                .unwrap_or_else(|e| e.into_response())
+        }
+        Route::Resource(target)
+            if target.resource == resources::SERVICE_ACCOUNTS
+                && target.subresource.as_deref() == Some("token")
+                && method == Method::POST =>
+        {
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            review::token_request(&st, &target, ct, &body).unwrap_or_else(|e| e.into_response())
+        }
         Route::Resource(target) => {
             let request = objects::Request {
                 method,

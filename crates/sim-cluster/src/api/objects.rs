@@ -112,7 +112,16 @@ fn get_obj(st: &ApiState, resource: usize, ns: &str, name: &str) -> Result<Obj, 
 /// The request body as JSON (or YAML), checked to be an object of the expected kind.
 fn decode(r: &Request, kind: Option<&str>) -> Result<Value, ApiError> {
     let ct = r.header(header::CONTENT_TYPE);
-    let v: Value = if ct.contains("yaml") {
+    let v: Value = if ct.contains("protobuf") {
+        // Only kubectl's typed creates come this way; see `protobuf.rs`.
+        match RESOURCES[r.target.resource].kind {
+            "ServiceAccount" => super::protobuf::service_account(&r.body),
+            k @ ("ClusterRole" | "Role") => super::protobuf::role(&r.body, k),
+            k @ ("ClusterRoleBinding" | "RoleBinding") => super::protobuf::binding(&r.body, k),
+            _ => None,
+        }
+        .ok_or_else(|| ApiError::unsupported_media_type(ct))?
+    } else if ct.contains("yaml") {
         let text =
             std::str::from_utf8(&r.body).map_err(|_| ApiError::bad_request("body is not UTF-8"))?;
         serde_saphyr::from_str(text)
