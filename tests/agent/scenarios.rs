@@ -414,3 +414,39 @@ async fn rebalance_drain_when_asked() {
     assert!(cordoned(&node));
     assert!(taints(&node).iter().any(|(k, _, _)| k == REBALANCE_TAINT));
 }
+
+/// The production path: HTTPS, the agent's own service-account token, and only the
+/// permissions `deploy/manifests` grants. A missing permission would show as a 403 here.
+#[tokio::test]
+async fn spot_interruption_over_tls_with_the_manifests_rbac() {
+    let s = Scene::start_with(&[], true).await;
+    let (hook, url) = Hook::start().await;
+    let agent = s
+        .agent(&["--webhook-url", &url, "--out-of-service-taint"])
+        .await;
+    s.spot(60).await;
+    s.drained().await;
+    until("DrainSucceeded event", Duration::from_secs(10), || async {
+        s.event_reasons()
+            .await
+            .contains(&"DrainSucceeded".to_owned())
+    })
+    .await;
+    let reasons = s.event_reasons().await;
+    for r in ["SpotInterruption", "Fenced", "DrainStarted", "PodEvicted"] {
+        assert!(
+            reasons.contains(&r.to_owned()),
+            "{r} missing from {reasons:?}"
+        );
+    }
+    hook.until_count(2, Duration::from_secs(10)).await;
+    let log = agent.proc.log();
+    assert!(!log.contains("403") && !log.contains("forbidden"), "{log}");
+    let node = s.node().await;
+    assert!(cordoned(&node));
+    assert!(
+        taints(&node)
+            .iter()
+            .any(|(k, _, _)| k == "node.kubernetes.io/out-of-service")
+    );
+}

@@ -168,7 +168,11 @@ pub struct Scene {
     _imds: Proc,
     pub cluster_url: String,
     pub imds_url: String,
+    /// What the agent uses: the admin's, or with TLS the agent's service account's.
     pub kubeconfig: PathBuf,
+    /// The admin's (the test's own client and kubectl).
+    pub admin_kubeconfig: PathBuf,
+    in_cluster_dir: Option<PathBuf>,
     pub uptime_file: PathBuf,
     pub client: kube::Client,
     pub node: String,
@@ -177,8 +181,11 @@ pub struct Scene {
 
 impl Drop for Scene {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.kubeconfig);
+        let _ = std::fs::remove_file(&self.admin_kubeconfig);
         let _ = std::fs::remove_file(&self.uptime_file);
+        if let Some(dir) = &self.in_cluster_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -189,12 +196,20 @@ pub struct Agent {
 
 impl Scene {
     pub async fn start(imds_args: &[&str]) -> Self {
+        Self::start_with(imds_args, false).await
+    }
+
+    /// With `tls`, the cluster speaks HTTPS with tokens and RBAC, the manifest's ServiceAccount,
+    /// ClusterRole and binding are applied with kubectl, and the agent holds that account's
+    /// token: a permission the manifest lacks fails the test.
+    pub async fn start_with(imds_args: &[&str], tls: bool) -> Self {
         let dir = std::env::temp_dir();
         let tag = format!("{}-{}", std::process::id(), free_port());
-        let kubeconfig = dir.join(format!("sih-agent-e2e-{tag}.kubeconfig"));
+        let admin_kubeconfig = dir.join(format!("sih-agent-e2e-{tag}.kubeconfig"));
         let workload = dir.join(format!("sih-agent-e2e-{tag}.yaml"));
+        let in_cluster_dir = tls.then(|| dir.join(format!("sih-agent-e2e-{tag}.sa")));
         std::fs::write(&workload, WORKLOAD).unwrap();
-        let (cluster, cluster_url) = simulator(&[
+        let mut cluster_args = vec![
             "simulate",
             "cluster",
             "--listen",
@@ -208,16 +223,51 @@ impl Scene {
             "--workload",
             workload.to_str().unwrap(),
             "--kubeconfig-out",
-            kubeconfig.to_str().unwrap(),
-        ])
-        .await;
+            admin_kubeconfig.to_str().unwrap(),
+        ];
+        if let Some(d) = &in_cluster_dir {
+            cluster_args.extend([
+                "--tls",
+                "--service-account",
+                "kube-system/spot-interrupt-handler",
+                "--in-cluster-dir",
+                d.to_str().unwrap(),
+            ]);
+        }
+        let (cluster, cluster_url) = simulator(&cluster_args).await;
+        let kubeconfig = match &in_cluster_dir {
+            Some(d) => {
+                let manifest = concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/deploy/manifests/spot-interrupt-handler.yaml"
+                );
+                let out = std::process::Command::new(
+                    std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()),
+                )
+                .args(["apply", "-f", manifest])
+                .env("KUBECONFIG", &admin_kubeconfig)
+                .env("HOME", std::env::temp_dir())
+                .output()
+                .expect("kubectl is installed (./scripts/test installs it)");
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                d.join("kubeconfig")
+            }
+            None => admin_kubeconfig.clone(),
+        };
         let mut args = vec!["simulate", "imds", "--listen", "127.0.0.1:0"];
         args.extend_from_slice(imds_args);
         let (imds, imds_url) = simulator(&args).await;
         let uptime_file = dir.join(format!("sih-agent-e2e-{tag}.uptime"));
         // Booted a day ago: no reboot since any fence in these tests, unless a test says so.
         std::fs::write(&uptime_file, "86400.00 1000.00\n").unwrap();
-        let mut kc = kube::Config::new(cluster_url.parse().unwrap());
+        let kc = kube::config::Kubeconfig::read_from(&admin_kubeconfig).unwrap();
+        let mut kc = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
         kc.default_retry = false;
         let client = kube::Client::try_from(kc).unwrap();
         let node = Api::<Node>::all(client.clone())
@@ -235,6 +285,8 @@ impl Scene {
             cluster_url,
             imds_url,
             kubeconfig,
+            admin_kubeconfig,
+            in_cluster_dir,
             uptime_file,
             client,
             node,

@@ -1,5 +1,6 @@
 //! `simulate cluster` driven by the real kubectl and by kube-rs, and fed bad input.
 
+mod auth;
 mod bad_input;
 mod cli;
 mod kube_rs;

@@ -18,7 +18,32 @@ impl Drop for Sim {
 }
 
 pub async fn cluster(nodes: usize, spot: usize, workload_yaml: Option<&str>) -> Sim {
+    start(nodes, spot, workload_yaml, false, &[]).await
+}
+
+/// HTTPS, tokens and RBAC on; `accounts` are `(namespace, name)` created with a token each.
+pub async fn secure_cluster(
+    nodes: usize,
+    spot: usize,
+    workload_yaml: Option<&str>,
+    accounts: &[(&str, &str)],
+) -> Sim {
+    start(nodes, spot, workload_yaml, true, accounts).await
+}
+
+async fn start(
+    nodes: usize,
+    spot: usize,
+    workload_yaml: Option<&str>,
+    tls: bool,
+    accounts: &[(&str, &str)],
+) -> Sim {
     let config = ClusterConfig {
+        tls,
+        service_accounts: accounts
+            .iter()
+            .map(|(n, s)| ((*n).to_owned(), (*s).to_owned()))
+            .collect(),
         nodes,
         spot_nodes: spot,
         workload: workload_yaml.map(|y| workload::parse(y).expect("test workload parses")),
@@ -82,10 +107,37 @@ pub async fn client(sim: &Sim) -> kube::Client {
 }
 
 pub fn client_for(cluster: &RunningCluster) -> kube::Client {
+    match cluster.admin_token() {
+        Some(token) => token_client(cluster, Some(token)),
+        None => {
+            let mut config = kube::Config::new(cluster.url().parse().unwrap());
+            // kube 5 retries 429/503/504 by itself; these tests (and the drain) want to see them.
+            config.default_retry = false;
+            kube::Client::try_from(config).expect("kube client")
+        }
+    }
+}
+
+/// A kube-rs client for a `--tls` cluster that trusts its CA and sends `token` (or none).
+pub fn token_client(cluster: &RunningCluster, token: Option<&str>) -> kube::Client {
     let mut config = kube::Config::new(cluster.url().parse().unwrap());
-    // kube 5 retries 429/503/504 by itself; these tests (and the drain) want to see them.
     config.default_retry = false;
+    let ca = cluster.ca_pem().expect("a --tls cluster");
+    let der = pem_to_der(ca);
+    config.root_cert = Some(vec![der]);
+    if let Some(t) = token {
+        config.auth_info.token = Some(t.to_owned().into());
+    }
     kube::Client::try_from(config).expect("kube client")
+}
+
+/// The one certificate of a PEM block, as DER.
+fn pem_to_der(pem: &str) -> Vec<u8> {
+    use base64::Engine;
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("PEM")
 }
 
 /// Polls `check` until it is true, failing the test after `within`.

@@ -4,4 +4,5 @@
 mod cli;
 mod drain;
 mod fence;
+mod rbac;
 mod support;
