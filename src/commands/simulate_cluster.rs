@@ -46,18 +46,21 @@ pub async fn run(args: SimulateClusterArgs) -> anyhow::Result<()> {
             .write_in_cluster(dir, addr)
             .with_context(|| format!("cannot write into {}", dir.display()))?;
     }
-    // The first stdout line is the address: scripts and tests read it.
-    println!("listening on {url}");
+    // The first stdout line is the address: scripts and tests read it. Written in one go, and
+    // a reader that has gone away (closed pipe) must not stop the server.
+    let mut banner = format!("listening on {url}\n");
     if let Some(dir) = &args.in_cluster_dir {
-        println!(
-            "in-cluster: KUBERNETES_SERVICE_HOST={} KUBERNETES_SERVICE_PORT={} files in {} (or --kubeconfig {})",
+        banner.push_str(&format!(
+            "in-cluster: KUBERNETES_SERVICE_HOST={} KUBERNETES_SERVICE_PORT={} files in {} (or --kubeconfig {})\n",
             addr.ip(),
             addr.port(),
             dir.display(),
             dir.join("kubeconfig").display()
-        );
+        ));
     }
-    std::io::stdout().flush()?;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
+    drop(out);
     tracing::info!(nodes = args.nodes, spot_nodes = args.spot_nodes,
         kubeconfig = ?args.kubeconfig_out, "cluster simulator ready");
     sih_sim_cluster::serve(listener, prepared, &config, crate::signals::shutdown())

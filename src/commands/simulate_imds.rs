@@ -62,8 +62,10 @@ pub async fn run(args: SimulateImdsArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     // The first stdout line is the address: scripts and tests read it (port 0 is allowed).
-    println!("listening on http://{addr}");
-    std::io::stdout().flush()?;
+    // A reader that has gone away (closed pipe) must not stop the simulator.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "listening on http://{addr}").and_then(|()| out.flush());
+    drop(out);
     if let Some(spot) = &config.scenario.spot {
         tracing::info!(action = %spot.action, after = ?spot.after, lead = ?spot.lead,
             "spot interruption scheduled; watch it with: curl -s http://{addr}/latest/meta-data/spot/instance-action");

@@ -138,13 +138,17 @@ impl Proc {
 async fn simulator(args: &[&str]) -> (Proc, String) {
     let (p, stdout) = Proc::spawn(args, &[]);
     let mut first = String::new();
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        BufReader::new(stdout).read_line(&mut first),
-    )
-    .await
-    .expect("simulator prints its address")
-    .unwrap();
+    let mut reader = BufReader::new(stdout);
+    tokio::time::timeout(Duration::from_secs(20), reader.read_line(&mut first))
+        .await
+        .expect("simulator prints its address")
+        .unwrap();
+    // Keep reading what else it prints, so its stdout never becomes a closed pipe.
+    let mut rest = reader;
+    tokio::spawn(async move {
+        let mut sink = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut rest, &mut sink).await;
+    });
     let url = first
         .trim()
         .strip_prefix("listening on ")
@@ -185,6 +189,7 @@ impl Drop for Scene {
         let _ = std::fs::remove_file(&self.uptime_file);
         if let Some(dir) = &self.in_cluster_dir {
             let _ = std::fs::remove_dir_all(dir);
+            let _ = std::fs::remove_dir_all(dir.with_extension("kubectl-cache"));
         }
     }
 }
@@ -247,6 +252,7 @@ impl Scene {
                 .args(["apply", "-f", manifest])
                 .env("KUBECONFIG", &admin_kubeconfig)
                 .env("HOME", std::env::temp_dir())
+                .env("KUBECACHEDIR", d.with_extension("kubectl-cache"))
                 .output()
                 .expect("kubectl is installed (./scripts/test installs it)");
                 assert!(

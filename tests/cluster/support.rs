@@ -9,11 +9,15 @@ use sih_sim_cluster::{ClusterConfig, RunningCluster, workload};
 pub struct Sim {
     pub cluster: RunningCluster,
     pub kubeconfig: PathBuf,
+    /// kubectl's discovery cache for this simulator alone: a port reused by a later
+    /// simulator (plain or TLS) never sees a stale cache, and concurrent kubectls never race.
+    cache_dir: PathBuf,
 }
 
 impl Drop for Sim {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.kubeconfig);
+        let _ = std::fs::remove_dir_all(&self.cache_dir);
     }
 }
 
@@ -55,9 +59,16 @@ async fn start(
         .expect("cluster starts");
     let kubeconfig = std::env::temp_dir().join(format!("sih-kubeconfig-{}", cluster.addr().port()));
     std::fs::write(&kubeconfig, cluster.kubeconfig()).unwrap();
+    let cache_dir = std::env::temp_dir().join(format!(
+        "sih-kubectl-cache-{}-{}-{}",
+        std::process::id(),
+        cluster.addr().port(),
+        fastrand::u64(..)
+    ));
     Sim {
         cluster,
         kubeconfig,
+        cache_dir,
     }
 }
 
@@ -82,6 +93,7 @@ pub async fn kubectl(sim: &Sim, args: &[&str]) -> Out {
             .args(args)
             .env("KUBECONFIG", &sim.kubeconfig)
             .env("HOME", std::env::temp_dir())
+            .env("KUBECACHEDIR", &sim.cache_dir)
             .output()
             .await
             .expect("kubectl is installed (./scripts/test installs it)");
