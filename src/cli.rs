@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
@@ -68,7 +69,7 @@ pub struct SimulateClusterArgs {
     pub pod_start_delay: Duration,
     /// Speak like a production API server: HTTPS with a self-signed CA, bearer tokens (401
     /// without one) and RBAC (403). The kubeconfig written carries the CA and an admin token.
-    #[arg(long, env = "SIH_SIM_TLS")]
+    #[arg(long, env = "SIH_SIM_TLS", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
     pub tls: bool,
     /// Create this ServiceAccount `NAMESPACE/NAME` at start, with a token. Repeatable;
     /// comma-separated in the variable.
@@ -103,8 +104,10 @@ pub struct KubeArgs {
 /// and Events name it as their reporter.
 #[derive(Debug, Args)]
 pub struct SelfArgs {
+    /// Our own pod's name (downward API), never evicted and named in Events.
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
+    /// Our own pod's namespace (downward API).
     #[arg(long, env = "NAMESPACE")]
     pub pod_namespace: Option<String>,
 }
@@ -158,7 +161,7 @@ pub struct DrainCommandArgs {
     #[arg(long, env = "SIH_DRAIN_KIND", default_value = "spot-interruption")]
     pub kind: sih_core::NoticeKind,
     /// Only say what would be done; write nothing.
-    #[arg(long, env = "DRY_RUN")]
+    #[arg(long, env = "DRY_RUN", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
     pub dry_run: bool,
     #[command(flatten)]
     pub drain: DrainFlags,
@@ -184,18 +187,23 @@ pub struct UndrainArgs {
 /// What to do about each kind of notice: `none` < `notify` < `taint` < `cordon` < `drain`.
 #[derive(Debug, Args)]
 pub struct ActionFlags {
+    /// On a spot interruption notice: none, notify, taint, cordon or drain.
     #[arg(long, env = "SPOT_INTERRUPTION_ACTION", default_value = "drain")]
     pub spot_interruption_action: sih_core::Action,
+    /// On a rebalance recommendation (taint: PreferNoSchedule).
     #[arg(long, env = "REBALANCE_ACTION", default_value = "taint")]
     pub rebalance_action: sih_core::Action,
+    /// On an active scheduled maintenance event.
     #[arg(long, env = "SCHEDULED_MAINTENANCE_ACTION", default_value = "drain")]
     pub scheduled_maintenance_action: sih_core::Action,
+    /// On an ASG target lifecycle state of Terminated (or a terminate lifecycle hook).
     #[arg(long, env = "ASG_TERMINATION_ACTION", default_value = "drain")]
     pub asg_termination_action: sih_core::Action,
+    /// On an instance state change to stopping, stopped, shutting-down or terminated (queue).
     #[arg(long, env = "STATE_CHANGE_ACTION", default_value = "drain")]
     pub state_change_action: sih_core::Action,
     /// Never go beyond a cordon, whatever the kind (NTH's CORDON_ONLY).
-    #[arg(long, env = "CORDON_ONLY")]
+    #[arg(long, env = "CORDON_ONLY", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
     pub cordon_only: bool,
 }
 
@@ -243,6 +251,7 @@ pub struct ReportFlags {
     /// `{{ .ClusterName }}`; default: a Slack-shaped JSON text.
     #[arg(long, env = "WEBHOOK_TEMPLATE")]
     pub webhook_template: Option<String>,
+    /// The template read from a file (e.g. a mounted ConfigMap).
     #[arg(long, env = "WEBHOOK_TEMPLATE_FILE")]
     pub webhook_template_file: Option<PathBuf>,
     /// Extra headers: a JSON object (NTH's form) or `Name: value` pairs separated by commas.
@@ -271,6 +280,7 @@ pub struct ImdsArgs {
         default_value = "http://169.254.169.254"
     )]
     pub imds_endpoint: String,
+    /// How often every interruption item is read.
     #[arg(long, env = "POLL_INTERVAL", value_parser = parse_duration, default_value = "1s")]
     pub poll_interval: Duration,
     /// Attempts per metadata read (NTH's METADATA_TRIES).
@@ -287,10 +297,10 @@ pub struct ImdsArgs {
     pub drain_budget: Duration,
     /// After a drain, taint the node `node.kubernetes.io/out-of-service=nodeshutdown:NoExecute`
     /// so volumes detach at once once the instance is gone.
-    #[arg(long, env = "ENABLE_OUT_OF_SERVICE_TAINT")]
+    #[arg(long, env = "ENABLE_OUT_OF_SERVICE_TAINT", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
     pub out_of_service_taint: bool,
     /// Write nothing anywhere (Kubernetes, webhooks); log what would be done.
-    #[arg(long, env = "DRY_RUN")]
+    #[arg(long, env = "DRY_RUN", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
     pub dry_run: bool,
     #[command(flatten)]
     pub actions: ActionFlags,
@@ -307,10 +317,10 @@ pub struct ImdsArgs {
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Print the timeline and summary as JSON lines.
-    #[arg(long, env = "SIH_DEMO_JSON")]
+    #[arg(long, env = "SIH_DEMO_JSON", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
     pub json: bool,
     /// Leave the simulated cluster running afterwards and print a kubeconfig path for kubectl.
-    #[arg(long, env = "SIH_DEMO_KEEP_RUNNING")]
+    #[arg(long, env = "SIH_DEMO_KEEP_RUNNING", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
     pub keep_running: bool,
     /// Seconds between the notice and the instance's end.
     #[arg(long, env = "SIH_DEMO_NOTICE", value_parser = parse_duration, default_value = "120s")]
@@ -362,16 +372,20 @@ pub struct SimulateImdsArgs {
     #[arg(long, env = "SIH_SIM_IMDSV2", value_enum, default_value_t = ImdsV2::Optional)]
     pub imdsv2: ImdsV2,
 
+    /// The instance's id in metadata and the identity document.
     #[arg(
         long,
         env = "SIH_SIM_INSTANCE_ID",
         default_value = "i-0123456789abcdef0"
     )]
     pub instance_id: String,
+    /// The instance type served.
     #[arg(long, env = "SIH_SIM_INSTANCE_TYPE", default_value = "m5.large")]
     pub instance_type: String,
+    /// The zone served (the region is derived from it).
     #[arg(long, env = "SIH_SIM_AVAILABILITY_ZONE", default_value = "us-east-1a")]
     pub availability_zone: String,
+    /// The private IPv4 address served.
     #[arg(long, env = "SIH_SIM_LOCAL_IPV4", default_value = "10.0.0.12")]
     pub local_ipv4: String,
     /// Defaults to EC2's private DNS name for the local IPv4 address.
@@ -400,6 +414,102 @@ pub struct SimulateImdsArgs {
     /// Target lifecycle state is `InService` from start and `Terminated` after this.
     #[arg(long, env = "SIH_SIM_ASG_TERMINATE_AFTER", value_parser = parse_duration)]
     pub asg_terminate_after: Option<Duration>,
+}
+
+/// The configuration reference (docs/configuration.md), generated from this file's
+/// definitions so it never drifts: every subcommand's flags with their environment variables,
+/// defaults and help. Written by a test (`SIH_UPDATE_DOCS=1`), which also checks it.
+#[cfg(test)]
+pub fn reference_markdown() -> String {
+    use clap::CommandFactory;
+    let root = Cli::command();
+    let mut out = String::from(
+        "# Configuration reference\n\nGenerated from the command-line definition (`src/cli.rs`); \
+         regenerate with `SIH_UPDATE_DOCS=1 cargo test --bin spot-interrupt-handler reference`. \
+         A test fails when this file and the binary disagree. Every flag also reads the \
+         environment variable shown; a flag given on the command line wins. Durations are \
+         written like `1s`, `250ms`, `2m`. Switches take an optional value: `--dry-run`, \
+         `--dry-run=false`.\n",
+    );
+    fn table(out: &mut String, cmd: &clap::Command) {
+        out.push_str("\n| flag | environment | default | meaning |\n|---|---|---|---|\n");
+        for a in cmd.get_arguments() {
+            let id = a.get_id().as_str();
+            if a.is_hide_set() || id == "help" || id == "version" {
+                continue;
+            }
+            let flag = match a.get_long() {
+                Some(l) => format!("`--{l}`"),
+                None => format!("`{}` (argument)", id.to_uppercase()),
+            };
+            let env = a
+                .get_env()
+                .map(|e| format!("`{}`", e.to_string_lossy()))
+                .unwrap_or_default();
+            let default: Vec<String> = a
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .filter(|v| !v.is_empty())
+                .collect();
+            let default = if default.is_empty() {
+                String::new()
+            } else {
+                format!("`{}`", default.join(","))
+            };
+            let mut help = a
+                .get_long_help()
+                .or(a.get_help())
+                .map(|h| h.to_string().replace('\n', " "))
+                .unwrap_or_default();
+            let values: Vec<String> = a
+                .get_possible_values()
+                .iter()
+                .filter(|v| !v.is_hide_set())
+                .map(|v| format!("`{}`", v.get_name()))
+                .collect();
+            if !values.is_empty()
+                && a.get_action().takes_values()
+                && !matches!(
+                    id,
+                    "tls"
+                        | "dry_run"
+                        | "cordon_only"
+                        | "out_of_service_taint"
+                        | "json"
+                        | "keep_running"
+                )
+            {
+                let sep = if help.is_empty() { "" } else { ". " };
+                help.push_str(&format!("{sep}One of {}.", values.join(", ")));
+            }
+            out.push_str(&format!(
+                "| {flag} | {env} | {default} | {} |\n",
+                help.replace('|', "\\|")
+            ));
+        }
+    }
+    out.push_str("\n## Every command\n");
+    table(&mut out, &root);
+    fn walk(out: &mut String, cmd: &clap::Command, path: &str) {
+        for sub in cmd.get_subcommands() {
+            if sub.get_name() == "help" {
+                continue;
+            }
+            let name = format!("{path} {}", sub.get_name());
+            if sub.has_subcommands() {
+                walk(out, sub, &name);
+                continue;
+            }
+            out.push_str(&format!("\n## `{name}`\n\n"));
+            if let Some(about) = sub.get_about() {
+                out.push_str(&format!("{about}\n"));
+            }
+            table(out, sub);
+        }
+    }
+    walk(&mut out, &root, "spot-interrupt-handler");
+    out
 }
 
 /// Durations as people write them: `1s`, `250ms`, `2m`, `1h30m`.
@@ -455,6 +565,46 @@ mod tests {
         );
         assert!(parse_scheduled_event("system-reboot").is_err());
         assert!(parse_scheduled_event("reboot-please@1m").is_err());
+    }
+
+    #[test]
+    fn the_configuration_reference_matches_the_binary() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md");
+        let generated = reference_markdown();
+        if std::env::var_os("SIH_UPDATE_DOCS").is_some() {
+            std::fs::write(path, &generated).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            on_disk == generated,
+            "docs/configuration.md is out of date: run SIH_UPDATE_DOCS=1 cargo test --bin spot-interrupt-handler reference"
+        );
+        assert!(generated.contains("| `--poll-interval` | `POLL_INTERVAL` | `1s` |"));
+    }
+
+    #[test]
+    fn switches_take_an_optional_value() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(
+                ["spot-interrupt-handler", "drain"]
+                    .iter()
+                    .chain(args)
+                    .copied(),
+            )
+        };
+        let dry = |c: Cli| match c.command {
+            Some(Command::Drain(d)) => d.dry_run,
+            _ => unreachable!(),
+        };
+        assert!(dry(parse(&["n1", "--dry-run"]).unwrap()));
+        assert!(
+            dry(parse(&["--dry-run", "n1"]).unwrap()),
+            "a bare switch never takes the next argument"
+        );
+        assert!(!dry(parse(&["n1", "--dry-run=false"]).unwrap()));
+        assert!(dry(parse(&["n1", "--dry-run=yes"]).unwrap()));
+        assert!(!dry(parse(&["n1"]).unwrap()));
+        assert!(parse(&["n1", "--dry-run=maybe"]).is_err());
     }
 
     #[test]

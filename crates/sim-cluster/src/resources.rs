@@ -83,9 +83,11 @@ pub const EVENTS_V1: usize = 8;
 pub const LEASES: usize = 9;
 pub const SERVICE_ACCOUNTS: usize = 10;
 pub const SELF_SUBJECT_ACCESS_REVIEWS: usize = 15;
+pub const SERVICES: usize = 16;
+pub const CONFIG_MAPS: usize = 17;
 
 #[rustfmt::skip]
-pub static RESOURCES: [Resource; 16] = [
+pub static RESOURCES: [Resource; 18] = [
     //    group                  version plural                  singular               kind                   namespaced short       subresources                          has status
     res!("",                    "v1", "namespaces",           "namespace",           "Namespace",           false, &["ns"],     &["status"],                           true),
     res!("",                    "v1", "nodes",                "node",                "Node",                false, &["no"],     &["status"],                           true),
@@ -104,6 +106,9 @@ pub static RESOURCES: [Resource; 16] = [
     res!("rbac.authorization.k8s.io", "v1", "rolebindings",   "rolebinding",         "RoleBinding",         true,  &[],         &[],                                   false),
     // Answered, never stored: "may I?" for the caller (`kubectl auth can-i`).
     res!("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "selfsubjectaccessreview", "SelfSubjectAccessReview", false, &[], &[],               false),
+    // Stored, not acted on (no endpoints, no proxying): enough for manifests to apply.
+    res!("",                    "v1", "services",             "service",             "Service",             true,  &["svc"],    &["status"],                           true),
+    res!("",                    "v1", "configmaps",           "configmap",           "ConfigMap",           true,  &["cm"],     &[],                                   false),
 ];
 
 /// The API groups besides core, in discovery order.
@@ -153,6 +158,8 @@ mod tests {
         assert_eq!(RESOURCES[EVENTS_V1].group, "events.k8s.io");
         assert_eq!(RESOURCES[LEASES].plural, "leases");
         assert_eq!(RESOURCES[SERVICE_ACCOUNTS].plural, "serviceaccounts");
+        assert_eq!(RESOURCES[SERVICES].plural, "services");
+        assert_eq!(RESOURCES[CONFIG_MAPS].plural, "configmaps");
         assert_eq!(
             RESOURCES[SELF_SUBJECT_ACCESS_REVIEWS].plural,
             "selfsubjectaccessreviews"

@@ -1,0 +1,170 @@
+{{- define "sih.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "sih.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains (include "sih.name" .) .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (include "sih.name" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "sih.serviceAccountName" -}}
+{{- default (include "sih.fullname" .) .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{- define "sih.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sih.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "sih.labels" -}}
+{{ include "sih.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+spot-interrupt-handler/mode: {{ .Values.mode }}
+{{- end -}}
+
+{{/* The ConfigMap holding the webhook template: the user's, or ours made from webhook.template. */}}
+{{- define "sih.templateConfigMap" -}}
+{{- if .Values.webhook.templateConfigMap -}}
+{{- .Values.webhook.templateConfigMap -}}
+{{- else if .Values.webhook.template -}}
+{{- printf "%s-webhook" (include "sih.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "sih.checkMode" -}}
+{{- if not (has .Values.mode (list "imds" "queue")) -}}
+{{- fail (printf "mode must be imds or queue, not %q" .Values.mode) -}}
+{{- end -}}
+{{- if and (eq .Values.mode "queue") (not .Values.queue.url) -}}
+{{- fail "mode queue needs queue.url" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The pod: the same for the DaemonSet (imds) and the Deployment (queue). */}}
+{{- define "sih.podTemplate" -}}
+metadata:
+  labels:
+    {{- include "sih.selectorLabels" . | nindent 4 }}
+    {{- with .Values.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  annotations:
+    {{- if .Values.webhook.template }}
+    checksum/webhook-template: {{ .Values.webhook.template | sha256sum | trunc 16 }}
+    {{- end }}
+    {{- with .Values.podAnnotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  serviceAccountName: {{ include "sih.serviceAccountName" . }}
+  {{- with .Values.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  {{- with .Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- if eq .Values.mode "imds" }}
+  hostNetwork: {{ .Values.hostNetwork }}
+  {{- if .Values.hostNetwork }}
+  dnsPolicy: ClusterFirstWithHostNet
+  {{- end }}
+  {{- end }}
+  {{- with .Values.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 1000
+    runAsGroup: 1000
+    seccompProfile: {type: RuntimeDefault}
+  containers:
+    - name: spot-interrupt-handler
+      image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      args:
+        - {{ .Values.mode }}
+        {{- if eq .Values.mode "queue" }}
+        - --queue-url={{ .Values.queue.url }}
+        {{- with .Values.queue.region }}
+        - --aws-region={{ . }}
+        {{- end }}
+        {{- with .Values.queue.endpoint }}
+        - --aws-endpoint={{ . }}
+        {{- end }}
+        - --workers={{ .Values.queue.workers }}
+        {{- end }}
+        - --admin-listen=0.0.0.0:{{ .Values.adminPort }}
+        {{- with .Values.clusterName }}
+        - --cluster-name={{ . }}
+        {{- end }}
+        {{- with .Values.webhook.url }}
+        - --webhook-url={{ . }}
+        {{- end }}
+        {{- with .Values.webhook.headers }}
+        - --webhook-headers={{ . }}
+        {{- end }}
+        {{- with .Values.webhook.proxy }}
+        - --webhook-proxy={{ . }}
+        {{- end }}
+        {{- if include "sih.templateConfigMap" . }}
+        - --webhook-template-file=/etc/spot-interrupt-handler/webhook/{{ .Values.webhook.templateConfigMapKey }}
+        {{- end }}
+        {{- range $flag, $value := .Values.flags }}
+        {{- if not (kindIs "invalid" $value) }}
+        - --{{ $flag }}={{ $value }}
+        {{- end }}
+        {{- end }}
+      env:
+        - name: NODE_NAME
+          valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+        - name: POD_NAME
+          valueFrom: {fieldRef: {fieldPath: metadata.name}}
+        - name: NAMESPACE
+          valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
+        {{- if .Values.webhook.secretName }}
+        - name: WEBHOOK_URL
+          valueFrom:
+            secretKeyRef: {name: {{ .Values.webhook.secretName }}, key: {{ .Values.webhook.secretKey }}}
+        {{- end }}
+      ports:
+        - {name: admin, containerPort: {{ .Values.adminPort }}}
+      livenessProbe:
+        httpGet: {path: /healthz, port: admin}
+        initialDelaySeconds: 5
+        periodSeconds: 10
+      readinessProbe:
+        httpGet: {path: /readyz, port: admin}
+        periodSeconds: 5
+      resources:
+        {{- toYaml .Values.resources | nindent 8 }}
+      securityContext:
+        readOnlyRootFilesystem: true
+        allowPrivilegeEscalation: false
+        capabilities: {drop: [ALL]}
+      {{- if include "sih.templateConfigMap" . }}
+      volumeMounts:
+        - {name: webhook-template, mountPath: /etc/spot-interrupt-handler/webhook, readOnly: true}
+      {{- end }}
+  {{- with include "sih.templateConfigMap" . }}
+  volumes:
+    - name: webhook-template
+      configMap: {name: {{ . }}}
+  {{- end }}
+{{- end -}}

@@ -1,0 +1,426 @@
+//! Packaging: the Helm chart lints and renders for both modes and a matrix of values; its
+//! ClusterRole is the manifest's (whose every rule `tests/node/rbac.rs` proves needed); its
+//! values cover every agent flag; and `kubectl apply` of the plain manifests and of the
+//! rendered chart against `simulate cluster` (4 nodes, 2 spot) runs one agent per spot node.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams};
+use serde_json::Value;
+use sih_sim_cluster::{ClusterConfig, RunningCluster, workload};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn chart() -> String {
+    format!("{ROOT}/deploy/helm/spot-interrupt-handler")
+}
+
+fn manifest(name: &str) -> String {
+    format!("{ROOT}/deploy/manifests/{name}")
+}
+
+fn tool(name: &str) -> String {
+    std::env::var(name.to_uppercase()).unwrap_or_else(|_| name.into())
+}
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(cmd: &str, args: &[&str], stdin: Option<&str>, env: &[(&str, &PathBuf)]) -> Out {
+    use std::io::Write;
+    let mut c = std::process::Command::new(tool(cmd));
+    c.args(args)
+        .env("HOME", std::env::temp_dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd} is installed (./scripts/test installs it): {e}"));
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    let out = child.wait_with_output().unwrap();
+    Out {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn helm_template(sets: &[&str]) -> Out {
+    helm_template_with(sets, None)
+}
+
+/// `values`: a values file's text, for values `--set` cannot spell (braces, commas).
+fn helm_template_with(sets: &[&str], values: Option<&str>) -> Out {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "r",
+        chart.as_str(),
+        "--namespace",
+        "kube-system",
+    ];
+    for s in sets {
+        args.push("--set");
+        args.push(s);
+    }
+    let file = std::env::temp_dir().join(format!(
+        "sih-values-{}-{}.yaml",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    if let Some(v) = values {
+        std::fs::write(&file, v).unwrap();
+        args.push("-f");
+        args.push(file.to_str().unwrap());
+    }
+    let out = run("helm", &args, None, &[]);
+    let _ = std::fs::remove_file(&file);
+    out
+}
+
+fn rendered(sets: &[&str]) -> Vec<Value> {
+    rendered_with(sets, None)
+}
+
+fn rendered_with(sets: &[&str], values: Option<&str>) -> Vec<Value> {
+    let out = helm_template_with(sets, values);
+    assert!(out.ok, "helm template {sets:?}: {}", out.stderr);
+    workload::parse(&out.stdout).expect("the rendered chart is valid YAML")
+}
+
+fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+fn args_of(doc: &Value) -> Vec<String> {
+    doc["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn helm_lint_and_template_for_both_modes_and_a_values_matrix() {
+    let lint = run("helm", &["lint", &chart()], None, &[]);
+    assert!(lint.ok, "{}{}", lint.stdout, lint.stderr);
+    let lint = run(
+        "helm",
+        &[
+            "lint",
+            &chart(),
+            "--set",
+            "mode=queue",
+            "--set",
+            "queue.url=https://sqs.us-east-1.amazonaws.com/1/q",
+        ],
+        None,
+        &[],
+    );
+    assert!(lint.ok, "{}{}", lint.stdout, lint.stderr);
+
+    // imds: a DaemonSet on the nodes asked for, on the host network, read-only and non-root.
+    let docs = rendered(&["nodeSelector.lifecycle=Ec2Spot"]);
+    let ds = of_kind(&docs, "DaemonSet");
+    assert_eq!(ds.len(), 1);
+    assert!(of_kind(&docs, "Deployment").is_empty());
+    let pod = &ds[0]["spec"]["template"]["spec"];
+    assert_eq!(pod["nodeSelector"]["lifecycle"], "Ec2Spot");
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["securityContext"]["runAsUser"], 1000);
+    assert_eq!(
+        pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+        true
+    );
+    assert_eq!(pod["priorityClassName"], "system-node-critical");
+    assert_eq!(args_of(ds[0])[0], "imds");
+    let env: Vec<&str> = pod["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(env, ["NODE_NAME", "POD_NAME", "NAMESPACE"]);
+
+    // queue: a Deployment with a budget, the queue flags, no host network.
+    let docs = rendered(&[
+        "mode=queue",
+        "queue.url=https://sqs.us-east-1.amazonaws.com/1/q",
+        "queue.region=us-east-1",
+        "replicas=3",
+    ]);
+    let dep = of_kind(&docs, "Deployment");
+    assert_eq!(dep.len(), 1);
+    assert_eq!(dep[0]["spec"]["replicas"], 3);
+    assert!(of_kind(&docs, "DaemonSet").is_empty());
+    assert_eq!(of_kind(&docs, "PodDisruptionBudget").len(), 1);
+    let args = args_of(dep[0]);
+    assert_eq!(args[0], "queue");
+    assert!(args.contains(&"--queue-url=https://sqs.us-east-1.amazonaws.com/1/q".to_owned()));
+    assert!(args.contains(&"--aws-region=us-east-1".to_owned()));
+    assert!(dep[0]["spec"]["template"]["spec"]["hostNetwork"].is_null());
+
+    // Monitoring, IRSA, a webhook URL from a Secret and a template in a ConfigMap, flags.
+    let docs = rendered_with(
+        &[
+            "serviceMonitor.enabled=true",
+            "podMonitor.enabled=true",
+            "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/sih",
+            "webhook.secretName=slack",
+            "flags.dry-run=true",
+            "flags.poll-interval=500ms",
+            "clusterName=prod",
+        ],
+        Some("webhook:\n  template: '{\"text\":\"{{ .Kind }}\"}'\n"),
+    );
+    assert_eq!(of_kind(&docs, "ServiceMonitor").len(), 1);
+    assert_eq!(of_kind(&docs, "PodMonitor").len(), 1);
+    let sa = of_kind(&docs, "ServiceAccount");
+    assert_eq!(
+        sa[0]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        "arn:aws:iam::1:role/sih"
+    );
+    let cm = of_kind(&docs, "ConfigMap");
+    assert_eq!(cm[0]["data"]["template"], "{\"text\":\"{{ .Kind }}\"}");
+    let ds = of_kind(&docs, "DaemonSet");
+    let args = args_of(ds[0]);
+    for a in [
+        "--dry-run=true",
+        "--poll-interval=500ms",
+        "--cluster-name=prod",
+        "--webhook-template-file=/etc/spot-interrupt-handler/webhook/template",
+    ] {
+        assert!(args.contains(&a.to_owned()), "{a} missing from {args:?}");
+    }
+    let env = &ds[0]["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array().unwrap().iter().any(
+            |e| e["name"] == "WEBHOOK_URL" && e["valueFrom"]["secretKeyRef"]["name"] == "slack"
+        )
+    );
+
+    // Bring your own account and RBAC.
+    let docs = rendered(&[
+        "rbac.create=false",
+        "serviceAccount.create=false",
+        "serviceAccount.name=mine",
+    ]);
+    assert!(
+        of_kind(&docs, "ClusterRole").is_empty() && of_kind(&docs, "ServiceAccount").is_empty()
+    );
+    assert_eq!(
+        of_kind(&docs, "DaemonSet")[0]["spec"]["template"]["spec"]["serviceAccountName"],
+        "mine"
+    );
+
+    // Mistakes fail the render with a clear message.
+    let bad = helm_template(&["mode=sqs"]);
+    assert!(
+        !bad.ok && bad.stderr.contains("mode must be imds or queue"),
+        "{}",
+        bad.stderr
+    );
+    let bad = helm_template(&["mode=queue"]);
+    assert!(
+        !bad.ok && bad.stderr.contains("needs queue.url"),
+        "{}",
+        bad.stderr
+    );
+}
+
+#[test]
+fn the_chart_grants_exactly_the_manifests_rules() {
+    let docs = rendered(&[]);
+    let chart_role = of_kind(&docs, "ClusterRole")[0]["rules"].clone();
+    let text = std::fs::read_to_string(manifest("spot-interrupt-handler.yaml")).unwrap();
+    let objects = workload::parse(&text).unwrap();
+    let manifest_role =
+        objects.iter().find(|o| o["kind"] == "ClusterRole").unwrap()["rules"].clone();
+    assert_eq!(chart_role, manifest_role);
+}
+
+/// Every flag of `imds` is either a chart value under `flags:` or set by the chart itself.
+#[test]
+fn chart_values_cover_every_agent_flag() {
+    let reference = std::fs::read_to_string(format!("{ROOT}/docs/configuration.md")).unwrap();
+    let mut section = "";
+    let mut flags = Vec::new();
+    for line in reference.lines() {
+        if let Some(h) = line.strip_prefix("## ") {
+            section = h;
+            continue;
+        }
+        if (section == "Every command" || section == "`spot-interrupt-handler imds`")
+            && let Some(rest) = line.strip_prefix("| `--")
+        {
+            flags.push(rest.split('`').next().unwrap().to_owned());
+        }
+    }
+    assert!(flags.len() > 30, "{flags:?}");
+    let values: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(format!("{}/values.yaml", chart())).unwrap(),
+    )
+    .unwrap();
+    let by_chart = [
+        "node-name",
+        "pod-name",
+        "pod-namespace",
+        "kubeconfig",
+        "admin-listen",
+        "cluster-name",
+        "webhook-url",
+        "webhook-template",
+        "webhook-template-file",
+        "webhook-headers",
+        "webhook-proxy",
+    ];
+    for f in &flags {
+        assert!(
+            values["flags"].get(f).is_some() || by_chart.contains(&f.as_str()),
+            "the chart has no value for --{f}"
+        );
+    }
+    for k in values["flags"].as_object().unwrap().keys() {
+        assert!(
+            flags.contains(k),
+            "values.yaml flags.{k} is not a flag of the agent"
+        );
+    }
+}
+
+/// With `tls`, HTTPS with tokens and RBAC (the admin kubeconfig carries the CA and token).
+async fn cluster(tls: bool) -> (RunningCluster, PathBuf, kube::Client) {
+    let c = sih_sim_cluster::start(
+        ClusterConfig {
+            nodes: 4,
+            spot_nodes: 2,
+            pod_start_delay: Duration::from_millis(50),
+            tls,
+            ..ClusterConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let kubeconfig = std::env::temp_dir().join(format!(
+        "sih-deploy-{}-{}",
+        std::process::id(),
+        c.addr().port()
+    ));
+    std::fs::write(&kubeconfig, c.kubeconfig()).unwrap();
+    let kc = kube::config::Kubeconfig::from_yaml(&c.kubeconfig()).unwrap();
+    let mut config = kube::Config::try_from(kc).unwrap();
+    config.default_retry = false;
+    let client = kube::Client::try_from(config).unwrap();
+    (c, kubeconfig, client)
+}
+
+/// `kubectl get daemonsets` shows DESIRED = CURRENT = 2, and the pods run on spot nodes only.
+async fn one_agent_per_spot_node(kubeconfig: &PathBuf, client: &kube::Client, name: &str) {
+    let spot: Vec<String> = Api::<Node>::all(client.clone())
+        .list(&ListParams::default().labels("lifecycle=Ec2Spot"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    assert_eq!(spot.len(), 2);
+    let ds: Api<DaemonSet> = Api::namespaced(client.clone(), "kube-system");
+    let end = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = ds.get(name).await.unwrap().status.unwrap_or_default();
+        if status.desired_number_scheduled == 2 && status.current_number_scheduled == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "DaemonSet {name}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = run(
+        "kubectl",
+        &["get", "daemonsets", "-n", "kube-system", name],
+        None,
+        &[("KUBECONFIG", kubeconfig)],
+    );
+    assert!(out.ok, "{}", out.stderr);
+    let row: Vec<&str> = out
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!((row[0], row[1], row[2]), (name, "2", "2"), "{}", out.stdout);
+    let pods = Api::<Pod>::namespaced(client.clone(), "kube-system")
+        .list(&ListParams::default().labels("app.kubernetes.io/name=spot-interrupt-handler"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(pods.len(), 2);
+    for p in &pods {
+        let node = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        assert!(spot.contains(&node), "{node} is not a spot node");
+    }
+}
+
+// Two threads: the simulator serves while the test waits on kubectl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_apply_of_the_manifests_runs_one_agent_per_spot_node() {
+    let (_c, kubeconfig, client) = cluster(false).await;
+    for m in ["spot-interrupt-handler.yaml", "imds-simulator.yaml"] {
+        let out = run(
+            "kubectl",
+            &["apply", "-f", &manifest(m)],
+            None,
+            &[("KUBECONFIG", &kubeconfig)],
+        );
+        assert!(out.ok, "{m}: {}", out.stderr);
+    }
+    one_agent_per_spot_node(&kubeconfig, &client, "spot-interrupt-handler").await;
+    let _ = std::fs::remove_file(&kubeconfig);
+}
+
+// Two threads: the simulator serves while the test waits on kubectl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_apply_of_the_rendered_chart_runs_one_agent_per_spot_node() {
+    // Over HTTPS with the admin's token, as against a real cluster.
+    let (_c, kubeconfig, client) = cluster(true).await;
+    let out = helm_template(&["nodeSelector.lifecycle=Ec2Spot"]);
+    assert!(out.ok, "{}", out.stderr);
+    let applied = run(
+        "kubectl",
+        &["apply", "-f", "-"],
+        Some(&out.stdout),
+        &[("KUBECONFIG", &kubeconfig)],
+    );
+    assert!(applied.ok, "{}", applied.stderr);
+    one_agent_per_spot_node(&kubeconfig, &client, "r-spot-interrupt-handler").await;
+    let _ = std::fs::remove_file(&kubeconfig);
+}
