@@ -1,0 +1,8 @@
+//! Queue mode's pure half: SQS message bodies (EventBridge events, Auto Scaling lifecycle
+//! messages, raw or through SNS) parsed into notices, one parser per message kind. The SQS
+//! consumer, instance → node lookup and lifecycle-hook calls build on this.
+#![forbid(unsafe_code)]
+
+pub mod messages;
+
+pub use messages::{LifecycleAction, Malformed, Parsed, QueueNotice, Transition, parse};

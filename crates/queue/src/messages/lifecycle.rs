@@ -1,0 +1,66 @@
+//! Auto Scaling lifecycle actions, through EventBridge (`detail`) or sent by Auto Scaling
+//! itself (the same fields at the top level, raw or inside SNS). A test notification is
+//! ignored.
+
+use serde_json::Value;
+use sih_core::NoticeKind;
+
+use super::{LifecycleAction, Malformed, Parsed, QueueNotice, Transition, rfc3339, text};
+
+const KIND: &str = "lifecycle action";
+
+fn action(fields: &Value, time: &str) -> Result<Parsed, Malformed> {
+    let transition = match text(fields, "LifecycleTransition", KIND)? {
+        "autoscaling:EC2_INSTANCE_TERMINATING" => Transition::Terminating,
+        "autoscaling:EC2_INSTANCE_LAUNCHING" => Transition::Launching,
+        other => {
+            return Ok(Parsed::Ignore(format!(
+                "lifecycle transition {other:?} is not one we act on"
+            )));
+        }
+    };
+    let instance = text(fields, "EC2InstanceId", KIND)?;
+    let token = text(fields, "LifecycleActionToken", KIND)?;
+    let lifecycle = LifecycleAction {
+        group: text(fields, "AutoScalingGroupName", KIND)?.to_owned(),
+        hook: text(fields, "LifecycleHookName", KIND)?.to_owned(),
+        token: token.to_owned(),
+        transition,
+    };
+    let event_time = rfc3339(time, KIND, "time")?;
+    Ok(Parsed::Act(vec![QueueNotice {
+        kind: match transition {
+            Transition::Terminating => NoticeKind::AsgTermination,
+            Transition::Launching => NoticeKind::AsgLaunch,
+        },
+        // One lifecycle action, one token: redeliveries and replicas agree on it.
+        id: format!("{instance}-lifecycle-{token}"),
+        instance_id: instance.to_owned(),
+        event_time,
+        // Bounded by the hook's heartbeat timeout, which the message does not carry.
+        deadline: None,
+        lifecycle: Some(lifecycle),
+    }]))
+}
+
+pub fn eventbridge(event: &Value) -> Result<Parsed, Malformed> {
+    let detail = event.get("detail").ok_or(Malformed::Missing {
+        kind: KIND,
+        field: "detail",
+    })?;
+    action(detail, text(event, "time", KIND)?)
+}
+
+pub fn direct(msg: &Value) -> Result<Parsed, Malformed> {
+    if let Some(event) = msg.get("Event").and_then(Value::as_str) {
+        if event == "autoscaling:TEST_NOTIFICATION" {
+            return Ok(Parsed::Ignore("Auto Scaling test notification".into()));
+        }
+        if msg.get("LifecycleTransition").is_none() {
+            return Ok(Parsed::Ignore(format!(
+                "Auto Scaling notification {event:?} is not a lifecycle action"
+            )));
+        }
+    }
+    action(msg, text(msg, "Time", KIND)?)
+}

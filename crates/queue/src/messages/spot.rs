@@ -1,0 +1,50 @@
+//! `EC2 Spot Instance Interruption Warning` and `EC2 Instance Rebalance Recommendation`.
+//! The instance comes from `detail.instance-id`, never from the resource ARN (which may carry
+//! an availability zone and no account).
+
+use jiff::SignedDuration;
+use serde_json::Value;
+use sih_core::NoticeKind;
+
+use super::{Malformed, Parsed, QueueNotice, rfc3339, text};
+
+/// The action happens about two minutes after the warning is emitted.
+const SPOT_LEAD: SignedDuration = SignedDuration::from_secs(120);
+
+pub fn interruption(event: &Value) -> Result<Parsed, Malformed> {
+    const KIND: &str = "spot interruption warning";
+    let instance = text(event, "detail.instance-id", KIND)?;
+    let action = text(event, "detail.instance-action", KIND)?;
+    if !matches!(action, "terminate" | "stop" | "hibernate") {
+        return Err(Malformed::Invalid {
+            kind: KIND,
+            field: "detail.instance-action",
+            value: action.to_owned(),
+        });
+    }
+    let time = rfc3339(text(event, "time", KIND)?, KIND, "time")?;
+    let deadline = time + SPOT_LEAD;
+    Ok(Parsed::Act(vec![QueueNotice {
+        kind: NoticeKind::SpotInterruption,
+        // As the IMDS agent names it: the instance and the moment it goes.
+        id: format!("{instance}-spot-{}", deadline.as_second()),
+        instance_id: instance.to_owned(),
+        event_time: time,
+        deadline: Some(deadline),
+        lifecycle: None,
+    }]))
+}
+
+pub fn rebalance(event: &Value) -> Result<Parsed, Malformed> {
+    const KIND: &str = "rebalance recommendation";
+    let instance = text(event, "detail.instance-id", KIND)?;
+    let time = rfc3339(text(event, "time", KIND)?, KIND, "time")?;
+    Ok(Parsed::Act(vec![QueueNotice {
+        kind: NoticeKind::RebalanceRecommendation,
+        id: format!("{instance}-rebalance-{}", time.as_second()),
+        instance_id: instance.to_owned(),
+        event_time: time,
+        deadline: None,
+        lifecycle: None,
+    }]))
+}

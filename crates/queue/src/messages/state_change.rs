@@ -1,0 +1,36 @@
+//! `EC2 Instance State-change Notification`: act only on an exact `stopping`, `stopped`,
+//! `shutting-down` or `terminated` (NTH matched substrings, so an empty state drained nodes).
+
+use serde_json::Value;
+use sih_core::NoticeKind;
+
+use super::{Malformed, Parsed, QueueNotice, rfc3339, text};
+
+const ACTED_ON: [&str; 4] = ["stopping", "stopped", "shutting-down", "terminated"];
+
+pub fn parse(event: &Value) -> Result<Parsed, Malformed> {
+    const KIND: &str = "instance state change";
+    let instance = text(event, "detail.instance-id", KIND)?;
+    let state = event
+        .pointer("/detail/state")
+        .and_then(Value::as_str)
+        .ok_or(Malformed::Missing {
+            kind: KIND,
+            field: "detail.state",
+        })?;
+    if !ACTED_ON.contains(&state) {
+        return Ok(Parsed::Ignore(format!(
+            "instance {instance} state {state:?} is not one we act on"
+        )));
+    }
+    let time = rfc3339(text(event, "time", KIND)?, KIND, "time")?;
+    Ok(Parsed::Act(vec![QueueNotice {
+        kind: NoticeKind::InstanceStateChange,
+        id: format!("{instance}-state-{state}-{}", time.as_second()),
+        instance_id: instance.to_owned(),
+        event_time: time,
+        // The instance is already going.
+        deadline: Some(time),
+        lifecycle: None,
+    }]))
+}
