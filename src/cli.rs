@@ -23,6 +23,9 @@ pub enum Command {
     /// The agent for one node (DaemonSet): polls the instance metadata service and evacuates
     /// its node when the instance is about to go.
     Imds(Box<ImdsArgs>),
+    /// The cluster-wide controller (Deployment): consumes EventBridge and Auto Scaling
+    /// messages from SQS and evacuates the nodes they name.
+    Queue(Box<QueueArgs>),
     /// Run the whole story without AWS or a cluster: both simulators and the agent in one
     /// process, a spot interruption, a live timeline and a summary.
     Demo(DemoArgs),
@@ -300,6 +303,45 @@ pub struct ImdsArgs {
     #[arg(long, env = "ENABLE_OUT_OF_SERVICE_TAINT", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
     pub out_of_service_taint: bool,
     /// Write nothing anywhere (Kubernetes, webhooks); log what would be done.
+    #[arg(long, env = "DRY_RUN", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub actions: ActionFlags,
+    #[command(flatten)]
+    pub drain: DrainFlags,
+    #[command(flatten)]
+    pub report: ReportFlags,
+    #[command(flatten)]
+    pub me: SelfArgs,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    /// The SQS queue EventBridge (or Auto Scaling) delivers to.
+    #[arg(long, env = "QUEUE_URL")]
+    pub queue_url: String,
+    /// Default: `AWS_REGION`, else the queue URL's region.
+    #[arg(long, env = "AWS_REGION")]
+    pub aws_region: Option<String>,
+    /// Send every AWS call here (a local test server).
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub aws_endpoint: Option<String>,
+    /// Drains in flight at once (fences never wait for them).
+    #[arg(long, env = "WORKERS", default_value_t = 10)]
+    pub workers: usize,
+    /// How long a received message stays hidden from other consumers; extended while its
+    /// drain runs.
+    #[arg(long, env = "SQS_MSG_VISIBILITY_TIMEOUT", value_parser = parse_duration, default_value = "20s")]
+    pub visibility_timeout: Duration,
+    /// Drain time budget when the notice has no deadline (rebalance drain, lifecycle hooks).
+    #[arg(long, env = "DRAIN_BUDGET", value_parser = parse_duration, default_value = "120s")]
+    pub drain_budget: Duration,
+    /// After a drain, taint the node `node.kubernetes.io/out-of-service=nodeshutdown:NoExecute`.
+    #[arg(long, env = "ENABLE_OUT_OF_SERVICE_TAINT", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
+    pub out_of_service_taint: bool,
+    /// Write nothing anywhere (Kubernetes, the queue, webhooks); log what would be done.
     #[arg(long, env = "DRY_RUN", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
     pub dry_run: bool,
     #[command(flatten)]

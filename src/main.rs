@@ -6,6 +6,7 @@
 mod agent;
 mod cli;
 mod commands;
+mod controller;
 mod logging;
 mod nth;
 mod signals;
@@ -63,6 +64,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     };
     match command {
         Command::Imds(args) => commands::imds::run(*args).await,
+        Command::Queue(args) => commands::queue::run(*args).await,
         Command::Demo(args) => commands::demo::run(args).await,
         Command::Drain(args) => commands::drain::run(args).await,
         Command::Undrain(args) => commands::drain::undrain(args).await,

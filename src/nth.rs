@@ -71,13 +71,8 @@ pub fn translate(env: &HashMap<String, String>) -> anyhow::Result<Translated> {
     if flag(env, "JSON_LOGGING", false)? {
         push("--log-format", "json".into());
     }
-    if flag(env, "ENABLE_SQS_TERMINATION_DRAINING", false)? {
-        anyhow::bail!(
-            "ENABLE_SQS_TERMINATION_DRAINING=true selects queue mode, which this build does not \
-             have yet; run the `imds` agent, or a build with `queue`"
-        );
-    }
-    let mut cmd: Vec<String> = vec!["imds".into()];
+    let queue = flag(env, "ENABLE_SQS_TERMINATION_DRAINING", false)?;
+    let mut cmd: Vec<String> = vec![if queue { "queue" } else { "imds" }.into()];
     let mut opt = |a: &str, v: String| {
         cmd.push(a.to_owned());
         cmd.push(v);
@@ -106,6 +101,14 @@ pub fn translate(env: &HashMap<String, String>) -> anyhow::Result<Translated> {
         "--asg-termination-action",
         on_off(flag(env, "ENABLE_ASG_LIFECYCLE_DRAINING", false)?, "drain"),
     );
+    // NTH's name for the endpoint; QUEUE_URL, AWS_REGION and WORKERS are read as they are.
+    if let Some(e) = env.get("AWS_ENDPOINT").filter(|e| !e.is_empty()) {
+        if !queue {
+            notes.push("AWS_ENDPOINT is only used in queue mode".into());
+        } else {
+            opt("--aws-endpoint", e.clone());
+        }
+    }
     if let Some(s) = seconds(env, "NODE_TERMINATION_GRACE_PERIOD")? {
         opt("--drain-budget", format!("{}s", s.max(1)));
     }
@@ -246,7 +249,16 @@ mod tests {
             ]))
             .is_err()
         );
-        let q = translate(&env(&[("ENABLE_SQS_TERMINATION_DRAINING", "true")]));
-        assert!(q.err().unwrap().to_string().contains("queue mode"));
+        let q = translate(&env(&[
+            ("ENABLE_SQS_TERMINATION_DRAINING", "true"),
+            ("QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/q"),
+            ("AWS_ENDPOINT", "http://127.0.0.1:5000"),
+        ]))
+        .unwrap();
+        assert!(q.args.contains(&"queue".to_owned()) && !q.args.contains(&"imds".to_owned()));
+        assert_eq!(
+            value_of(&q, "--aws-endpoint"),
+            Some("http://127.0.0.1:5000")
+        );
     }
 }

@@ -376,7 +376,7 @@ impl Agent {
         }
         let mut config = self.cfg.drain.clone();
         config.hard_deadline = notice.kind.deadline_is_hard();
-        let task = tokio::spawn(drain_until_done(DrainJob {
+        let job = drain_until_done(DrainJob {
             client: self.client.clone(),
             nodes: self.nodes.clone(),
             node: self.cfg.node.clone(),
@@ -386,7 +386,10 @@ impl Agent {
             out_of_service: self.cfg.out_of_service_taint,
             updates: self.updates.clone(),
             health: self.health.clone(),
-        }));
+        });
+        let task = tokio::spawn(async move {
+            job.await;
+        });
         self.drain = Some(RunningDrain {
             notice,
             deadline,
@@ -477,21 +480,23 @@ impl Agent {
     }
 }
 
-struct DrainJob {
-    client: kube::Client,
-    nodes: Api<Node>,
-    node: String,
-    notice: Notice,
-    deadline: Timestamp,
-    config: DrainConfig,
-    out_of_service: bool,
-    updates: UnboundedSender<Update>,
-    health: Arc<Health>,
+/// One drain, as the agent and the queue controller run it.
+pub(crate) struct DrainJob {
+    pub(crate) client: kube::Client,
+    pub(crate) nodes: Api<Node>,
+    pub(crate) node: String,
+    pub(crate) notice: Notice,
+    pub(crate) deadline: Timestamp,
+    pub(crate) config: DrainConfig,
+    pub(crate) out_of_service: bool,
+    pub(crate) updates: UnboundedSender<Update>,
+    pub(crate) health: Arc<Health>,
 }
 
 /// Drains until every pod has left or the deadline passes; an API outage in the middle is
 /// waited out (the drain is level-triggered, so running it again continues where it stopped).
-async fn drain_until_done(job: DrainJob) {
+/// Returns whether every pod left.
+pub(crate) async fn drain_until_done(job: DrainJob) -> bool {
     let send = |u| {
         let _ = job.updates.send(u);
     };
@@ -539,7 +544,7 @@ async fn drain_until_done(job: DrainJob) {
                         }),
                     }
                 }
-                return;
+                return ok;
             }
             Err(e) => {
                 let retrying = e.is_retryable() && Instant::now() + Duration::from_secs(1) < until;
@@ -557,7 +562,7 @@ async fn drain_until_done(job: DrainJob) {
                         notice: job.notice.clone(),
                         why: format!("gave up: {e}"),
                     });
-                    return;
+                    return false;
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }

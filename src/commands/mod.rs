@@ -3,5 +3,6 @@
 pub mod demo;
 pub mod drain;
 pub mod imds;
+pub mod queue;
 pub mod simulate_cluster;
 pub mod simulate_imds;

@@ -336,12 +336,14 @@ async fn leave(ctx: &Ctx, pod: &PodFacts, refusals: &std::sync::atomic::AtomicU3
         .unwrap_or_else(Instant::now);
     let mut attempt = 0u32;
     let mut blocked = false;
+    let mut tried_delete = false;
     let mut wait = PDB_RETRY_BASE;
     loop {
         let now = Instant::now();
         let left = ctx.deadline.saturating_duration_since(now);
         let grace = policy.grace(pod.grace_seconds, left);
         if blocked && may_delete && now >= delete_at {
+            tried_delete = true;
             let params = DeleteParams {
                 grace_period_seconds: Some(grace as u32),
                 preconditions: Some(Preconditions {
@@ -417,6 +419,11 @@ async fn leave(ctx: &Ctx, pod: &PodFacts, refusals: &std::sync::atomic::AtomicU3
             }
         }
         let now = Instant::now();
+        if blocked && may_delete && !tried_delete && now >= delete_at {
+            // The deadline may already have passed (a notice that arrived late): the pod still
+            // gets its deletion, with the least grace, before the drain gives up on it.
+            continue;
+        }
         if now >= ctx.deadline {
             let why = if blocked {
                 "its PodDisruptionBudget still refused at the deadline"

@@ -6,6 +6,7 @@
 pub mod drain;
 pub mod error;
 pub mod fence;
+pub mod index;
 
 pub use drain::{DrainConfig, DrainReport, PodRef, Progress, drain};
 pub use error::{ApiClass, NodeError, classify};
@@ -13,6 +14,7 @@ pub use fence::{
     FenceOutcome, FenceRecord, FenceSpec, LB_EXCLUSION_LABEL, LB_EXCLUSION_VALUE,
     NOTICE_ANNOTATION, OUT_OF_SERVICE_TAINT, fence, mark_out_of_service, unfence,
 };
+pub use index::{NodeIndex, watch_nodes};
 
 /// A kube client configured for node actions: kube 5 retries 429/503/504 by itself by
 /// default, which would hide PodDisruptionBudget refusals from the drain's own deadline-aware

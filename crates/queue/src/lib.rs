@@ -4,5 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod messages;
+pub mod sqs;
 
 pub use messages::{LifecycleAction, Malformed, Parsed, QueueNotice, Transition, parse};
+pub use sqs::{Message, Queue, QueueError};

@@ -58,6 +58,18 @@ impl EventReporter {
         }
     }
 
+    /// The same reporter for another node (queue mode reports on many).
+    pub fn on_node(&self, node: &str) -> Self {
+        let mut other = Self {
+            client: self.client.clone(),
+            instance: self.instance.clone(),
+            node: self.node.clone(),
+            annotations: self.annotations.clone(),
+        };
+        other.node.name = Some(node.to_owned());
+        other
+    }
+
     /// Annotations put on every Event (`k=v` pairs from the command line).
     pub fn with_annotations(mut self, annotations: BTreeMap<String, String>) -> Self {
         self.annotations = annotations;

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub fence_latency: Histogram,
     pub drain_duration: Histogram,
     pub deadline_slack: Histogram,
+    pub queue_messages: Family<ResultLabels, Counter>,
+    pub queue_message_age: Histogram,
     pub drains_in_progress: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub last_poll_seconds: Gauge<f64, AtomicU64>,
 }
@@ -55,6 +57,8 @@ const LATENCY_BUCKETS: [f64; 12] = [
 const DRAIN_BUCKETS: [f64; 11] = [
     1.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 300.0, 900.0,
 ];
+/// Message age at pickup: EventBridge delivery plus the long poll, seconds to minutes.
+const AGE_BUCKETS: [f64; 10] = [0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 300.0];
 const SLACK_BUCKETS: [f64; 11] = [
     -10.0, 0.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 600.0,
 ];
@@ -78,6 +82,8 @@ impl Metrics {
             fence_latency: Histogram::new(LATENCY_BUCKETS),
             drain_duration: Histogram::new(DRAIN_BUCKETS),
             deadline_slack: Histogram::new(SLACK_BUCKETS),
+            queue_messages: Family::default(),
+            queue_message_age: Histogram::new(AGE_BUCKETS),
             drains_in_progress: Gauge::default(),
             last_poll_seconds: Gauge::default(),
             registry: Registry::default(),
@@ -120,6 +126,16 @@ impl Metrics {
             m.deadline_slack.clone(),
         );
         registry.register(
+            "queue_messages",
+            "Queue messages handled, by result",
+            m.queue_messages.clone(),
+        );
+        registry.register(
+            "queue_message_age_seconds",
+            "Time from a message entering the queue to its pickup",
+            m.queue_message_age.clone(),
+        );
+        registry.register(
             "drains_in_progress",
             "Drains running now",
             m.drains_in_progress.clone(),
@@ -151,6 +167,12 @@ impl Metrics {
 
     pub fn webhook(&self, result: &'static str) {
         self.webhooks.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    pub fn queue_message(&self, result: &'static str) {
+        self.queue_messages
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     pub fn imds_error(&self, item: &'static str) {

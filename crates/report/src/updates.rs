@@ -342,6 +342,19 @@ fn log_progress(notice: &Notice, p: &Progress) {
 }
 
 async fn record_event(events: &EventReporter, u: &Update) {
+    let node = match u {
+        Update::Detected { notice, .. }
+        | Update::Fenced { notice, .. }
+        | Update::DrainStarted { notice, .. }
+        | Update::Drain { notice, .. }
+        | Update::DrainFinished { notice, .. }
+        | Update::DrainStopped { notice, .. }
+        | Update::Unfenced { notice, .. }
+        | Update::Failed { notice, .. }
+        | Update::WouldDo { notice, .. }
+        | Update::OutOfService { notice } => &notice.node,
+    };
+    let events = &events.on_node(node);
     match u {
         Update::Detected { notice, .. } => events.notice(notice).await,
         Update::Fenced {

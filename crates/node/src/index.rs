@@ -1,0 +1,73 @@
+//! Instance → node without listing every node per message: a watched index of the cluster's
+//! nodes (kube-runtime's reflector), matched by `spec.providerID` (`aws:///<az>/<instance>`),
+//! by name or by the `kubernetes.io/hostname` label (full or short).
+
+use k8s_openapi::api::core::v1::Node;
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use tokio::task::JoinHandle;
+
+#[derive(Clone)]
+pub struct NodeIndex {
+    store: reflector::Store<Node>,
+}
+
+/// Starts watching nodes; returns once the first list is in.
+pub async fn watch_nodes(client: kube::Client) -> (NodeIndex, JoinHandle<()>) {
+    use futures_util::StreamExt;
+    let (reader, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(Api::<Node>::all(client), watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            if let Err(e) = item {
+                tracing::warn!(error = %e, "node watch interrupted; resuming");
+            }
+        }
+    });
+    let _ = reader.wait_until_ready().await;
+    (NodeIndex { store: reader }, task)
+}
+
+impl NodeIndex {
+    /// The node whose providerID names this instance.
+    pub fn by_instance(&self, instance_id: &str) -> Option<String> {
+        let suffix = format!("/{instance_id}");
+        self.store.state().iter().find_map(|n| {
+            n.spec
+                .as_ref()
+                .and_then(|s| s.provider_id.as_deref())
+                .filter(|p| p.ends_with(&suffix))
+                .and(n.metadata.name.clone())
+        })
+    }
+
+    /// The node named `dns_name` (EC2's private DNS name), or labelled with it as hostname.
+    pub fn by_name(&self, dns_name: &str) -> Option<String> {
+        let short = dns_name.split('.').next().unwrap_or(dns_name);
+        self.store.state().iter().find_map(|n| {
+            let name = n.metadata.name.as_deref()?;
+            let host = n
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("kubernetes.io/hostname"))
+                .map(String::as_str);
+            (name == dns_name || host == Some(dns_name) || host == Some(short))
+                .then(|| name.to_owned())
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.store.state().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

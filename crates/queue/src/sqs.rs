@@ -1,0 +1,158 @@
+//! The SQS adapter, thin: receive (long poll), delete, extend visibility. Errors say whether
+//! trying again may help.
+
+use std::time::Duration;
+
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use jiff::Timestamp;
+
+#[derive(Debug, thiserror::Error)]
+#[error("SQS {call}: {message}")]
+pub struct QueueError {
+    pub call: &'static str,
+    pub message: String,
+    /// Throttling, 5xx and connection errors; not a missing queue or a bad receipt.
+    pub retryable: bool,
+}
+
+type HttpResponse = aws_sdk_sqs::config::http::HttpResponse;
+
+/// Classifies an SDK error once: whether trying again may help.
+fn error<E: std::error::Error + Send + Sync + 'static>(
+    call: &'static str,
+    e: aws_sdk_sqs::error::SdkError<E, HttpResponse>,
+) -> QueueError {
+    use aws_sdk_sqs::error::SdkError;
+    let retryable = match &e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(s) => {
+            let status = s.raw().status().as_u16();
+            status >= 500 || status == 429
+        }
+        _ => false,
+    };
+    QueueError {
+        call,
+        message: aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
+        retryable,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub id: String,
+    pub body: String,
+    pub receipt: String,
+    /// When SQS received it (`SentTimestamp`), for the message-age metric.
+    pub sent: Option<Timestamp>,
+}
+
+#[derive(Clone)]
+pub struct Queue {
+    client: aws_sdk_sqs::Client,
+    url: String,
+}
+
+/// The region in a queue URL (`https://sqs.us-east-1.amazonaws.com/123/q`).
+pub fn region_of_queue_url(url: &str) -> Option<String> {
+    let host = url.split("://").nth(1)?.split('/').next()?;
+    let mut parts = host.split('.');
+    match (parts.next(), parts.next()) {
+        (Some("sqs"), Some(region)) if region.contains('-') => Some(region.to_owned()),
+        _ => None,
+    }
+}
+
+/// The AWS configuration: region from the flag, the environment or the queue URL; endpoint
+/// from `--aws-endpoint` (tests point it at a local server).
+pub async fn aws_config(region: Option<String>, endpoint: Option<String>) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(r) = region {
+        loader = loader.region(aws_config::Region::new(r));
+    }
+    if let Some(e) = endpoint {
+        loader = loader.endpoint_url(e);
+    }
+    loader.load().await
+}
+
+impl Queue {
+    pub fn new(config: &aws_config::SdkConfig, url: &str) -> Self {
+        Self {
+            client: aws_sdk_sqs::Client::new(config),
+            url: url.to_owned(),
+        }
+    }
+
+    pub async fn receive(&self, max: i32, wait: Duration) -> Result<Vec<Message>, QueueError> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max.clamp(1, 10))
+            .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .send()
+            .await
+            .map_err(|e| error("ReceiveMessage", e))?;
+        Ok(out
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| {
+                let sent = m
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                    .and_then(|ms| ms.parse::<i64>().ok())
+                    .and_then(|ms| Timestamp::from_millisecond(ms).ok());
+                Some(Message {
+                    id: m.message_id?,
+                    body: m.body.unwrap_or_default(),
+                    receipt: m.receipt_handle?,
+                    sent,
+                })
+            })
+            .collect())
+    }
+
+    pub async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
+        self.client
+            .delete_message()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| error("DeleteMessage", e))
+    }
+
+    /// Keeps a message hidden from other consumers for `by` from now.
+    pub async fn extend(&self, receipt: &str, by: Duration) -> Result<(), QueueError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .visibility_timeout(by.as_secs().min(43_200) as i32)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| error("ChangeMessageVisibility", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_region_comes_from_the_queue_url() {
+        assert_eq!(
+            region_of_queue_url("https://sqs.us-east-1.amazonaws.com/123/q").as_deref(),
+            Some("us-east-1")
+        );
+        assert_eq!(region_of_queue_url("http://127.0.0.1:5000/123/q"), None);
+        assert_eq!(region_of_queue_url("nonsense"), None);
+    }
+}

@@ -1,0 +1,350 @@
+//! The queue-mode controller: long-polls SQS, parses each message (one parser per kind, in
+//! `sih_queue`), resolves each instance to a node through the watched node index, fences at
+//! once, drains with at most `--workers` drains in flight (a fence never waits behind a drain),
+//! keeps the message invisible while its drain runs, and deletes it only when its action is
+//! done or it can never succeed.
+//!
+//! Not yet here (issue 6 continues): instance → node through ec2:DescribeInstances (the index
+//! matches providerIDs and names), Auto Scaling lifecycle completion and heartbeats, the
+//! managed-tag filter, and coordination between replicas.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::Api;
+use sih_core::{Action, ActionPolicy, Notice};
+use sih_node::{DrainConfig, FenceSpec, NodeIndex};
+use sih_queue::{Message, Parsed, Queue, QueueNotice};
+use sih_report::{Metrics, Update};
+use tokio::sync::Semaphore;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::agent::health::Health;
+use crate::agent::{DrainJob, drain_until_done};
+
+pub struct ControllerConfig {
+    pub policy: ActionPolicy,
+    pub drain: DrainConfig,
+    pub taint_effect: Option<String>,
+    pub drain_budget: Duration,
+    pub out_of_service_taint: bool,
+    pub dry_run: bool,
+    pub workers: usize,
+    /// How long a received message stays invisible; extended while its drain runs.
+    pub visibility: Duration,
+}
+
+struct Shared {
+    cfg: ControllerConfig,
+    queue: Queue,
+    client: kube::Client,
+    nodes: Api<Node>,
+    index: NodeIndex,
+    updates: UnboundedSender<Update>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    drains: Semaphore,
+    /// Notices being acted on, with the receipts of every message that carries them: a
+    /// duplicate delivery waits for the first and is deleted with it.
+    in_flight: Mutex<HashMap<String, Vec<String>>>,
+}
+
+pub struct Controller {
+    shared: Arc<Shared>,
+}
+
+/// What became of one message, for `..._queue_messages_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Done,
+    Ignored,
+    Malformed,
+    UnknownInstance,
+    Duplicate,
+    /// Left on the queue: it comes back after its visibility timeout.
+    Retry,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::Ignored => "ignored",
+            Self::Malformed => "malformed",
+            Self::UnknownInstance => "unknown_instance",
+            Self::Duplicate => "duplicate",
+            Self::Retry => "retry",
+        }
+    }
+}
+
+impl Controller {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: ControllerConfig,
+        queue: Queue,
+        client: kube::Client,
+        index: NodeIndex,
+        updates: UnboundedSender<Update>,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> Self {
+        let workers = cfg.workers.max(1);
+        Self {
+            shared: Arc::new(Shared {
+                nodes: Api::all(client.clone()),
+                cfg,
+                queue,
+                client,
+                index,
+                updates,
+                metrics,
+                health,
+                drains: Semaphore::new(workers),
+                in_flight: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Receives until `stop` completes; messages being handled then are left to come back.
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
+        let mut stop = std::pin::pin!(stop);
+        let mut backoff = Duration::from_millis(200);
+        tracing::info!(workers = self.shared.cfg.workers, "consuming the queue");
+        loop {
+            let received = tokio::select! {
+                _ = &mut stop => break,
+                r = self.shared.queue.receive(10, Duration::from_secs(20)) => r,
+            };
+            self.shared.health.polled();
+            self.shared.health.set_ready();
+            match received {
+                Ok(messages) => {
+                    backoff = Duration::from_millis(200);
+                    if messages.is_empty() {
+                        tracing::debug!("no message");
+                    }
+                    for m in messages {
+                        let shared = self.shared.clone();
+                        tokio::spawn(async move {
+                            let outcome = handle(&shared, &m).await;
+                            shared.metrics.queue_message(outcome.label());
+                        });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot receive from the queue");
+                    tokio::select! {
+                        _ = &mut stop => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        tracing::info!("controller stopped");
+    }
+}
+
+async fn delete(shared: &Shared, receipt: &str) {
+    if let Err(e) = shared.queue.delete(receipt).await {
+        // It comes back after its visibility timeout and is handled again (idempotently).
+        tracing::warn!(error = %e, "could not delete a handled message");
+    }
+}
+
+async fn handle(shared: &Arc<Shared>, m: &Message) -> Outcome {
+    if let Some(sent) = m.sent {
+        let age = Timestamp::now().duration_since(sent).as_secs_f64().max(0.0);
+        shared.metrics.queue_message_age.observe(age);
+    }
+    let notices = match sih_queue::parse(&m.body) {
+        Err(e) => {
+            tracing::warn!(message_id = %m.id, reason = e.reason(), error = %e, "malformed message; deleting it");
+            if !shared.cfg.dry_run {
+                delete(shared, &m.receipt).await;
+            }
+            return Outcome::Malformed;
+        }
+        Ok(Parsed::Ignore(why)) => {
+            tracing::info!(message_id = %m.id, why = %why, "nothing to do; deleting the message");
+            if !shared.cfg.dry_run {
+                delete(shared, &m.receipt).await;
+            }
+            return Outcome::Ignored;
+        }
+        Ok(Parsed::Act(n)) => n,
+    };
+    let mut outcomes = Vec::with_capacity(notices.len());
+    for q in notices {
+        outcomes.push(act(shared, q, &m.receipt).await);
+    }
+    // A Health event naming several instances is done when all of them are.
+    let outcome = if outcomes.contains(&Outcome::Retry) {
+        Outcome::Retry
+    } else if outcomes.contains(&Outcome::Duplicate) {
+        Outcome::Duplicate
+    } else if outcomes.iter().all(|o| *o == Outcome::UnknownInstance) {
+        Outcome::UnknownInstance
+    } else {
+        Outcome::Done
+    };
+    match outcome {
+        Outcome::Retry | Outcome::Duplicate => {}
+        _ if shared.cfg.dry_run => {
+            tracing::info!(message_id = %m.id, "dry run: would delete the message");
+        }
+        _ => delete(shared, &m.receipt).await,
+    }
+    outcome
+}
+
+/// Registers `receipt` for `id`; false when another message already carries the notice.
+fn claim(shared: &Shared, id: &str, receipt: &str) -> bool {
+    let mut map = shared.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+    match map.get_mut(id) {
+        Some(receipts) => {
+            receipts.push(receipt.to_owned());
+            false
+        }
+        None => {
+            map.insert(id.to_owned(), Vec::new());
+            true
+        }
+    }
+}
+
+/// Ends the claim; returns the receipts of duplicates to delete with the first.
+fn release(shared: &Shared, id: &str) -> Vec<String> {
+    shared
+        .in_flight
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(id)
+        .unwrap_or_default()
+}
+
+async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
+    let Some(node) = shared.index.by_instance(&q.instance_id) else {
+        tracing::info!(instance_id = %q.instance_id, notice_id = %q.id,
+            "instance is not a node of this cluster; nothing to do");
+        return Outcome::UnknownInstance;
+    };
+    if !claim(shared, &q.id, receipt) {
+        tracing::info!(notice_id = %q.id, "already being handled; this copy goes with it");
+        return Outcome::Duplicate;
+    }
+    let notice = q.into_notice(&node, Timestamp::now());
+    let action = shared.cfg.policy.action_for(notice.kind);
+    let _ = shared.updates.send(Update::Detected {
+        notice: notice.clone(),
+        action,
+    });
+    let ok = carry_out(shared, &notice, action, receipt).await;
+    for duplicate in release(shared, &notice.id) {
+        if ok && !shared.cfg.dry_run {
+            delete(shared, &duplicate).await;
+        }
+    }
+    if ok { Outcome::Done } else { Outcome::Retry }
+}
+
+async fn carry_out(shared: &Arc<Shared>, notice: &Notice, action: Action, receipt: &str) -> bool {
+    if action < Action::Taint {
+        return true;
+    }
+    let effect = shared
+        .cfg
+        .taint_effect
+        .clone()
+        .unwrap_or_else(|| notice.kind.default_taint_effect().to_owned());
+    let cordon = action >= Action::Cordon;
+    if shared.cfg.dry_run {
+        let _ = shared.updates.send(Update::WouldDo {
+            notice: notice.clone(),
+            what: format!(
+                "taint {}={}:{effect}{}{}",
+                notice.kind.taint_key(),
+                notice.id,
+                if cordon { ", cordon" } else { "" },
+                if action == Action::Drain {
+                    ", drain"
+                } else {
+                    ""
+                }
+            ),
+        });
+        return true;
+    }
+    let spec = FenceSpec {
+        notice: notice.clone(),
+        effect: effect.clone(),
+        cordon,
+    };
+    match sih_node::fence(&shared.nodes, &notice.node, &spec).await {
+        Ok(out) => {
+            shared.health.api_ok();
+            let latency = Timestamp::now().duration_since(notice.detected);
+            let _ = shared.updates.send(Update::Fenced {
+                notice: notice.clone(),
+                effect,
+                cordoned: cordon,
+                changed: out.changed,
+                latency: Duration::try_from(latency).unwrap_or_default(),
+            });
+        }
+        Err(e) => {
+            if e.is_retryable() {
+                shared.health.api_failed();
+            }
+            let _ = shared.updates.send(Update::Failed {
+                notice: notice.clone(),
+                action: "fence",
+                error: e.to_string(),
+                retrying: true,
+            });
+            return false;
+        }
+    }
+    if action < Action::Drain {
+        return true;
+    }
+    // Fenced at once; the drain waits for a worker.
+    let Ok(_permit) = shared.drains.acquire().await else {
+        return false;
+    };
+    let deadline = notice.deadline.unwrap_or_else(|| {
+        notice.detected
+            + jiff::SignedDuration::try_from(shared.cfg.drain_budget).unwrap_or_default()
+    });
+    let mut config = shared.cfg.drain.clone();
+    config.hard_deadline = notice.kind.deadline_is_hard();
+    let job = drain_until_done(DrainJob {
+        client: shared.client.clone(),
+        nodes: shared.nodes.clone(),
+        node: notice.node.clone(),
+        notice: notice.clone(),
+        deadline,
+        config,
+        out_of_service: shared.cfg.out_of_service_taint,
+        updates: shared.updates.clone(),
+        health: shared.health.clone(),
+    });
+    let mut job = std::pin::pin!(job);
+    // Keep the message from coming back to anyone while its drain runs.
+    let every = (shared.cfg.visibility / 2).max(Duration::from_secs(1));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            ok = &mut job => return ok,
+            _ = tick.tick() => {
+                if let Err(e) = shared.queue.extend(receipt, shared.cfg.visibility).await {
+                    tracing::warn!(error = %e, notice_id = %notice.id, "could not extend the message's visibility");
+                }
+            }
+        }
+    }
+}

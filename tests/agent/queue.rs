@@ -1,0 +1,340 @@
+//! Queue mode end to end: a real moto server for SQS (started here), `simulate cluster`, and
+//! `queue` as a process. Messages are the contract's samples with the simulated nodes'
+//! instance ids.
+
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_json::{Value, json};
+
+use crate::support::{Proc, Scene, cordoned, free_port, taints, until};
+
+/// A moto server on a free loopback port, stopped when dropped.
+pub struct Moto {
+    _proc: Proc,
+    pub url: String,
+}
+
+impl Moto {
+    pub async fn start() -> Self {
+        let port = free_port();
+        // `python3 -m moto.server` works wherever `pip install 'moto[server]'` put it, with
+        // no PATH shims needed.
+        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut cmd = tokio::process::Command::new(python);
+        cmd.args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .expect("python3 runs (./scripts/test installs moto[server])");
+        let url = format!("http://127.0.0.1:{port}");
+        until("moto answers", Duration::from_secs(30), || async {
+            reqwest::get(format!("{url}/moto-api/")).await.is_ok()
+        })
+        .await;
+        Self {
+            _proc: Proc {
+                child,
+                lines: Default::default(),
+            },
+            url,
+        }
+    }
+
+    pub async fn sqs(&self) -> aws_sdk_sqs::Client {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&self.url)
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .load()
+            .await;
+        aws_sdk_sqs::Client::new(&config)
+    }
+}
+
+const AWS_ENV: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", "test"),
+    ("AWS_SECRET_ACCESS_KEY", "test"),
+    ("AWS_REGION", "us-east-1"),
+];
+
+fn sample(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/crates/queue/samples/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// The instance id in a node's providerID.
+async fn instance_of(s: &Scene, node: &str) -> String {
+    let n: k8s_openapi::api::core::v1::Node =
+        kube::Api::all(s.client.clone()).get(node).await.unwrap();
+    n.spec
+        .unwrap()
+        .provider_id
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+struct QueueScene {
+    s: Scene,
+    moto: Moto,
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+    controller: Proc,
+    admin: String,
+}
+
+impl QueueScene {
+    async fn start(extra: &[&str]) -> Self {
+        let s = Scene::start(&[]).await;
+        let moto = Moto::start().await;
+        let sqs = moto.sqs().await;
+        let url = sqs
+            .create_queue()
+            .queue_name("spot-events")
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let mut args = vec![
+            "--log-format",
+            "json",
+            "--log-level",
+            "info,spot_interrupt_handler=debug,sih_report=debug",
+            "queue",
+            "--queue-url",
+            &url,
+            "--aws-endpoint",
+            &moto.url,
+            "--kubeconfig",
+            s.kubeconfig.to_str().unwrap(),
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--deadline-margin",
+            "1s",
+            "--visibility-timeout",
+            "4s",
+        ];
+        args.extend_from_slice(extra);
+        let (controller, _out) = Proc::spawn(&args, &AWS_ENV);
+        let admin = controller
+            .until_logged("admin listener", Duration::from_secs(20))
+            .await["addr"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        controller
+            .until_logged("consuming the queue", Duration::from_secs(20))
+            .await;
+        Self {
+            s,
+            moto,
+            sqs,
+            url,
+            controller,
+            admin: format!("http://{admin}"),
+        }
+    }
+
+    async fn send(&self, body: &str) {
+        self.sqs
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// (visible, in flight) messages.
+    async fn depth(&self) -> (u64, u64) {
+        let a = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap_or_default();
+        let n = |k: QueueAttributeName| a.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0);
+        (
+            n(QueueAttributeName::ApproximateNumberOfMessages),
+            n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        )
+    }
+
+    async fn until_empty(&self) {
+        until("the queue is empty", Duration::from_secs(20), || async {
+            self.depth().await == (0, 0)
+        })
+        .await;
+    }
+
+    async fn metric(&self, series: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    fn count_logged(&self, message: &str) -> usize {
+        self.controller
+            .json_lines()
+            .iter()
+            .filter(|l| l["message"] == message)
+            .count()
+    }
+}
+
+fn spot_warning(instance: &str) -> String {
+    let mut v: Value = serde_json::from_str(&sample("spot-interruption-warning.json")).unwrap();
+    v["detail"]["instance-id"] = json!(instance);
+    v["time"] = json!(jiff::Timestamp::now().to_string());
+    v.to_string()
+}
+
+#[tokio::test]
+async fn spot_warning_fences_drains_and_deletes_the_message_only_afterwards() {
+    let q = QueueScene::start(&[]).await;
+    let instance = instance_of(&q.s, &q.s.node).await;
+    q.send(&spot_warning(&instance)).await;
+    until("fenced", Duration::from_secs(20), || async {
+        cordoned(&q.s.node().await)
+    })
+    .await;
+    // While its drain runs, the message is in flight, not deleted.
+    if q.count_logged("drain succeeded") == 0 {
+        assert_eq!(q.depth().await.1, 1, "{}", q.controller.log());
+    }
+    q.s.drained().await;
+    q.until_empty().await;
+    assert!(taints(&q.s.node().await).iter().any(|(k, v, _)| k
+        == "spot-interrupt-handler/spot-interruption"
+        && v.starts_with(&instance)));
+    assert_eq!(q.count_logged("drain succeeded"), 1);
+    assert_eq!(
+        q.metric("spot_interrupt_handler_queue_messages_total{result=\"done\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        q.metric(
+            "spot_interrupt_handler_notices_total{kind=\"spot-interruption\",source=\"queue\"}"
+        )
+        .await,
+        1.0
+    );
+    assert!(
+        q.metric("spot_interrupt_handler_queue_message_age_seconds_count")
+            .await
+            >= 1.0
+    );
+    drop(q.moto);
+}
+
+#[tokio::test]
+async fn duplicates_poison_and_unknown_instances() {
+    let q = QueueScene::start(&[]).await;
+    let instance = instance_of(&q.s, &q.s.node).await;
+    let body = spot_warning(&instance);
+    // The same event twice (at-least-once delivery): one drain.
+    q.send(&body).await;
+    q.send(&body).await;
+    // Every malformed example, and an instance that is not in this cluster.
+    let poison: Vec<String> = serde_json::from_str(&sample("malformed-examples.json")).unwrap();
+    for p in &poison {
+        if !p.is_empty() {
+            q.send(p).await;
+        }
+    }
+    q.send(&spot_warning("i-0000000000000dead")).await;
+    q.send(&sample("asg-test-notification.json")).await;
+    q.s.drained().await;
+    q.until_empty().await;
+    assert_eq!(q.count_logged("drain started"), 1, "{}", q.controller.log());
+    assert_eq!(
+        q.metric("spot_interrupt_handler_queue_messages_total{result=\"malformed\"}")
+            .await,
+        5.0
+    );
+    assert_eq!(
+        q.metric("spot_interrupt_handler_queue_messages_total{result=\"ignored\"}")
+            .await,
+        3.0
+    );
+    assert_eq!(
+        q.metric("spot_interrupt_handler_queue_messages_total{result=\"unknown_instance\"}")
+            .await,
+        1.0
+    );
+    drop(q.moto);
+}
+
+#[tokio::test]
+async fn state_change_stopping_and_a_health_event_naming_two_instances() {
+    let q = QueueScene::start(&["--rebalance-action", "taint"]).await;
+    let spot = instance_of(&q.s, &q.s.node).await;
+    let mut v: Value = serde_json::from_str(&sample("instance-state-change.json")).unwrap();
+    v["detail"]["instance-id"] = json!(spot);
+    v["detail"]["state"] = json!("stopping");
+    v["time"] = json!(jiff::Timestamp::now().to_string());
+    q.send(&v.to_string()).await;
+    q.s.drained().await;
+    q.until_empty().await;
+
+    // Both instances of one Health event are fenced (NTH handled only the first).
+    let nodes: Vec<String> = kube::Api::<k8s_openapi::api::core::v1::Node>::all(q.s.client.clone())
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .filter(|n| n != &q.s.node)
+        .collect();
+    let a = instance_of(&q.s, &nodes[0]).await;
+    let b = instance_of(&q.s, &nodes[1]).await;
+    let mut h: Value = serde_json::from_str(&sample("aws-health-scheduled-change.json")).unwrap();
+    h["detail"]["affectedEntities"] = json!([{"entityValue": a}, {"entityValue": b}]);
+    h["detail"]["startTime"] = json!("Fri, 15 Jan 2027 10:00:00 GMT");
+    q.send(&h.to_string()).await;
+    for n in &nodes[..2] {
+        until(
+            "fenced by the Health event",
+            Duration::from_secs(20),
+            || async {
+                let node: k8s_openapi::api::core::v1::Node =
+                    kube::Api::all(q.s.client.clone()).get(n).await.unwrap();
+                taints(&node)
+                    .iter()
+                    .any(|(k, _, _)| k == "spot-interrupt-handler/scheduled-maintenance")
+            },
+        )
+        .await;
+    }
+    drop(q.moto);
+}
