@@ -338,6 +338,16 @@ pub struct QueueArgs {
     /// Drain time budget when the notice has no deadline (rebalance drain, lifecycle hooks).
     #[arg(long, env = "DRAIN_BUDGET", value_parser = parse_duration, default_value = "120s")]
     pub drain_budget: Duration,
+    /// While a terminate hook's drain runs, record a lifecycle heartbeat this often (0s: never;
+    /// the hook's own heartbeat timeout then bounds the drain).
+    #[arg(long, env = "SIH_HEARTBEAT_INTERVAL", value_parser = parse_duration, default_value = "0s")]
+    pub heartbeat_interval: Duration,
+    /// Wait this long after a drain before completing its terminate hook.
+    #[arg(long, env = "SIH_COMPLETE_LIFECYCLE_ACTION_DELAY", value_parser = parse_duration, default_value = "0s")]
+    pub complete_lifecycle_action_delay: Duration,
+    /// A launch hook is completed with CONTINUE once its node is Ready, ABANDON after this.
+    #[arg(long, env = "LAUNCH_READY_TIMEOUT", value_parser = parse_duration, default_value = "10m")]
+    pub launch_ready_timeout: Duration,
     /// After a drain, taint the node `node.kubernetes.io/out-of-service=nodeshutdown:NoExecute`.
     #[arg(long, env = "ENABLE_OUT_OF_SERVICE_TAINT", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
     pub out_of_service_taint: bool,

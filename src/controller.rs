@@ -4,9 +4,14 @@
 //! keeps the message invisible while its drain runs, and deletes it only when its action is
 //! done or it can never succeed.
 //!
+//! Auto Scaling lifecycle actions: a terminate hook is completed with CONTINUE after its drain
+//! (heartbeats while it runs), and also for an instance that is not in this cluster, so the
+//! group is never held up; a launch hook once its node is Ready (ABANDON after
+//! `--launch-ready-timeout`). Restart-safe: a message whose controller died comes back after
+//! its visibility timeout and is handled again from the start (fence and drain are idempotent).
+//!
 //! Not yet here (issue 6 continues): instance → node through ec2:DescribeInstances (the index
-//! matches providerIDs and names), Auto Scaling lifecycle completion and heartbeats, the
-//! managed-tag filter, and coordination between replicas.
+//! matches providerIDs), the managed-tag filter, and coordination between replicas.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,7 +22,9 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use sih_core::{Action, ActionPolicy, Notice};
 use sih_node::{DrainConfig, FenceSpec, NodeIndex};
-use sih_queue::{Message, Parsed, Queue, QueueNotice};
+use sih_queue::{
+    HookResult, Hooks, LifecycleAction, Message, Parsed, Queue, QueueNotice, Transition,
+};
 use sih_report::{Metrics, Update};
 use tokio::sync::Semaphore;
 use tokio::sync::mpsc::UnboundedSender;
@@ -35,11 +42,15 @@ pub struct ControllerConfig {
     pub workers: usize,
     /// How long a received message stays invisible; extended while its drain runs.
     pub visibility: Duration,
+    pub heartbeat_interval: Option<Duration>,
+    pub complete_delay: Duration,
+    pub launch_ready_timeout: Duration,
 }
 
 struct Shared {
     cfg: ControllerConfig,
     queue: Queue,
+    hooks: Hooks,
     client: kube::Client,
     nodes: Api<Node>,
     index: NodeIndex,
@@ -86,6 +97,7 @@ impl Controller {
     pub fn new(
         cfg: ControllerConfig,
         queue: Queue,
+        hooks: Hooks,
         client: kube::Client,
         index: NodeIndex,
         updates: UnboundedSender<Update>,
@@ -98,6 +110,7 @@ impl Controller {
                 nodes: Api::all(client.clone()),
                 cfg,
                 queue,
+                hooks,
                 client,
                 index,
                 updates,
@@ -227,12 +240,82 @@ fn release(shared: &Shared, id: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Completes a lifecycle action (not in dry-run); false when it should be tried again.
+async fn complete(
+    shared: &Shared,
+    a: &LifecycleAction,
+    instance: &str,
+    result: HookResult,
+) -> bool {
+    if shared.cfg.dry_run {
+        tracing::info!(group = %a.group, hook = %a.hook, instance, result = result.as_str(),
+            "dry run: would complete the lifecycle action");
+        return true;
+    }
+    match shared.hooks.complete(a, instance, result).await {
+        Ok(()) => {
+            shared.metrics.action("complete_lifecycle_action", true);
+            tracing::info!(group = %a.group, hook = %a.hook, instance, result = result.as_str(),
+                "lifecycle action completed");
+            true
+        }
+        Err(e) => {
+            shared.metrics.action("complete_lifecycle_action", false);
+            tracing::warn!(error = %e, instance, "could not complete the lifecycle action");
+            // A hook that is gone (timed out, or completed by another replica) never will be.
+            !e.retryable
+        }
+    }
+}
+
+/// A launch hook: CONTINUE once the instance's node is Ready, ABANDON after the timeout.
+async fn launch(shared: &Shared, q: &QueueNotice, a: &LifecycleAction, receipt: &str) -> Outcome {
+    let until = tokio::time::Instant::now() + shared.cfg.launch_ready_timeout;
+    let mut extended = tokio::time::Instant::now();
+    loop {
+        if let Some((node, true)) = shared.index.readiness(&q.instance_id) {
+            tracing::info!(instance_id = %q.instance_id, node = %node, "launched node is Ready");
+            return if complete(shared, a, &q.instance_id, HookResult::Continue).await {
+                Outcome::Done
+            } else {
+                Outcome::Retry
+            };
+        }
+        if tokio::time::Instant::now() >= until {
+            tracing::warn!(instance_id = %q.instance_id, "launched instance never became a Ready node");
+            return if complete(shared, a, &q.instance_id, HookResult::Abandon).await {
+                Outcome::Done
+            } else {
+                Outcome::Retry
+            };
+        }
+        if extended.elapsed() >= shared.cfg.visibility / 2 {
+            let _ = shared.queue.extend(receipt, shared.cfg.visibility).await;
+            extended = tokio::time::Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
+    if let Some(a) = q.lifecycle.clone()
+        && a.transition == Transition::Launching
+    {
+        return launch(shared, &q, &a, receipt).await;
+    }
     let Some(node) = shared.index.by_instance(&q.instance_id) else {
         tracing::info!(instance_id = %q.instance_id, notice_id = %q.id,
             "instance is not a node of this cluster; nothing to do");
+        // Never hold up a group for an instance we do not manage.
+        if let Some(a) = &q.lifecycle
+            && !complete(shared, a, &q.instance_id, HookResult::Continue).await
+        {
+            return Outcome::Retry;
+        }
         return Outcome::UnknownInstance;
     };
+    let lifecycle = q.lifecycle.clone();
+    let instance = q.instance_id.clone();
     if !claim(shared, &q.id, receipt) {
         tracing::info!(notice_id = %q.id, "already being handled; this copy goes with it");
         return Outcome::Duplicate;
@@ -243,7 +326,11 @@ async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
         notice: notice.clone(),
         action,
     });
-    let ok = carry_out(shared, &notice, action, receipt).await;
+    let mut ok = carry_out(shared, &notice, action, receipt, lifecycle.as_ref()).await;
+    if ok && let Some(a) = &lifecycle {
+        tokio::time::sleep(shared.cfg.complete_delay).await;
+        ok = complete(shared, a, &instance, HookResult::Continue).await;
+    }
     for duplicate in release(shared, &notice.id) {
         if ok && !shared.cfg.dry_run {
             delete(shared, &duplicate).await;
@@ -252,7 +339,13 @@ async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
     if ok { Outcome::Done } else { Outcome::Retry }
 }
 
-async fn carry_out(shared: &Arc<Shared>, notice: &Notice, action: Action, receipt: &str) -> bool {
+async fn carry_out(
+    shared: &Arc<Shared>,
+    notice: &Notice,
+    action: Action,
+    receipt: &str,
+    lifecycle: Option<&LifecycleAction>,
+) -> bool {
     if action < Action::Taint {
         return true;
     }
@@ -337,12 +430,31 @@ async fn carry_out(shared: &Arc<Shared>, notice: &Notice, action: Action, receip
     // Keep the message from coming back to anyone while its drain runs.
     let every = (shared.cfg.visibility / 2).max(Duration::from_secs(1));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    // Heartbeats keep a terminate hook from timing out while its drain runs.
+    let beat_every = shared
+        .cfg
+        .heartbeat_interval
+        .filter(|_| lifecycle.is_some())
+        .unwrap_or(Duration::from_secs(86_400));
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + beat_every, beat_every);
+    let instance = notice.instance_id.clone().unwrap_or_default();
     loop {
         tokio::select! {
             ok = &mut job => return ok,
             _ = tick.tick() => {
                 if let Err(e) = shared.queue.extend(receipt, shared.cfg.visibility).await {
                     tracing::warn!(error = %e, notice_id = %notice.id, "could not extend the message's visibility");
+                }
+            }
+            _ = beat.tick() => {
+                if let Some(a) = lifecycle {
+                    match shared.hooks.heartbeat(a, &instance).await {
+                        Ok(()) => shared.metrics.action("lifecycle_heartbeat", true),
+                        Err(e) => {
+                            shared.metrics.action("lifecycle_heartbeat", false);
+                            tracing::warn!(error = %e, notice_id = %notice.id, "could not record a lifecycle heartbeat");
+                        }
+                    }
                 }
             }
         }

@@ -109,6 +109,19 @@ pub fn translate(env: &HashMap<String, String>) -> anyhow::Result<Translated> {
             opt("--aws-endpoint", e.clone());
         }
     }
+    if queue {
+        // Whole seconds there, -1 for off.
+        if let Some(s) = seconds(env, "HEARTBEAT_INTERVAL")?.filter(|s| *s > 0) {
+            opt("--heartbeat-interval", format!("{s}s"));
+        }
+        if let Some(s) = seconds(env, "COMPLETE_LIFECYCLE_ACTION_DELAY_SECONDS")?.filter(|s| *s > 0)
+        {
+            opt("--complete-lifecycle-action-delay", format!("{s}s"));
+        }
+        if let Some(s) = seconds(env, "SQS_MSG_VISIBILITY_TIMEOUT_SEC")?.filter(|s| *s > 0) {
+            opt("--visibility-timeout", format!("{s}s"));
+        }
+    }
     if let Some(s) = seconds(env, "NODE_TERMINATION_GRACE_PERIOD")? {
         opt("--drain-budget", format!("{}s", s.max(1)));
     }

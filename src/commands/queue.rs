@@ -73,8 +73,12 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
         dry_run: args.dry_run,
         workers: args.workers,
         visibility: args.visibility_timeout,
+        heartbeat_interval: Some(args.heartbeat_interval).filter(|d| !d.is_zero()),
+        complete_delay: args.complete_lifecycle_action_delay,
+        launch_ready_timeout: args.launch_ready_timeout,
     };
-    Controller::new(config, queue, client, index, tx, metrics, health)
+    let hooks = sih_queue::Hooks::new(&aws);
+    Controller::new(config, queue, hooks, client, index, tx, metrics, health)
         .run(crate::signals::shutdown())
         .await;
     tokio::time::timeout(std::time::Duration::from_secs(10), reporting)

@@ -9,30 +9,41 @@ use serde_json::{Value, json};
 
 use crate::support::{Proc, Scene, cordoned, free_port, taints, until};
 
-/// A moto server on a free loopback port, stopped when dropped.
+/// A moto server on a free loopback port, stopped when dropped, with the two Auto Scaling
+/// calls moto lacks added and recorded (`tests/support/moto_launcher.py`).
 pub struct Moto {
     _proc: Proc,
     pub url: String,
+    /// One JSON line per CompleteLifecycleAction / RecordLifecycleActionHeartbeat.
+    pub calls: std::path::PathBuf,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.calls);
+    }
 }
 
 impl Moto {
     pub async fn start() -> Self {
         let port = free_port();
-        // `python3 -m moto.server` works wherever `pip install 'moto[server]'` put it, with
-        // no PATH shims needed.
+        // A launcher script run by python3 works wherever `pip install 'moto[server]'` put
+        // moto, with no PATH shims needed.
         let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        let calls = std::env::temp_dir().join(format!(
+            "sih-moto-calls-{}-{port}.jsonl",
+            std::process::id()
+        ));
+        let launcher = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/moto_launcher.py"
+        );
         let mut cmd = tokio::process::Command::new(python);
-        cmd.args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true);
+        cmd.args([launcher, "-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("SIH_MOTO_CALLS", &calls)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
         let child = cmd
             .spawn()
             .expect("python3 runs (./scripts/test installs moto[server])");
@@ -47,19 +58,36 @@ impl Moto {
                 lines: Default::default(),
             },
             url,
+            calls,
         }
     }
 
-    pub async fn sqs(&self) -> aws_sdk_sqs::Client {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    async fn config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url(&self.url)
             .credentials_provider(aws_sdk_sqs::config::Credentials::new(
                 "test", "test", None, None, "test",
             ))
             .load()
-            .await;
-        aws_sdk_sqs::Client::new(&config)
+            .await
+    }
+
+    pub async fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.config().await)
+    }
+
+    pub async fn autoscaling(&self) -> aws_sdk_autoscaling::Client {
+        aws_sdk_autoscaling::Client::new(&self.config().await)
+    }
+
+    /// The recorded lifecycle calls.
+    pub fn lifecycle_calls(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.calls)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 }
 
@@ -337,4 +365,140 @@ async fn state_change_stopping_and_a_health_event_naming_two_instances() {
         .await;
     }
     drop(q.moto);
+}
+
+/// An Auto Scaling group `spot-workers` with a terminate hook and a launch hook, as the samples
+/// name them.
+async fn group_with_hooks(moto: &Moto) {
+    let asg = moto.autoscaling().await;
+    asg.create_launch_configuration()
+        .launch_configuration_name("lc")
+        .image_id("ami-12345678")
+        .instance_type("m5.large")
+        .send()
+        .await
+        .unwrap();
+    asg.create_auto_scaling_group()
+        .auto_scaling_group_name("spot-workers")
+        .launch_configuration_name("lc")
+        .min_size(0)
+        .max_size(0)
+        .availability_zones("us-east-1a")
+        .send()
+        .await
+        .unwrap();
+    for (name, transition) in [
+        (
+            "drain-before-terminate",
+            "autoscaling:EC2_INSTANCE_TERMINATING",
+        ),
+        ("wait-until-ready", "autoscaling:EC2_INSTANCE_LAUNCHING"),
+    ] {
+        asg.put_lifecycle_hook()
+            .auto_scaling_group_name("spot-workers")
+            .lifecycle_hook_name(name)
+            .lifecycle_transition(transition)
+            .heartbeat_timeout(300)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+fn with_instance(sample_name: &str, instance: &str) -> String {
+    let mut v: Value = serde_json::from_str(&sample(sample_name)).unwrap();
+    v["detail"]["EC2InstanceId"] = json!(instance);
+    v["time"] = json!(jiff::Timestamp::now().to_string());
+    v.to_string()
+}
+
+#[tokio::test]
+async fn terminate_hook_heartbeats_while_draining_then_continues() {
+    // Slow pods (2 s to stop) and a 1 s heartbeat: the drain spans heartbeats.
+    let q = QueueScene::start(&[
+        "--heartbeat-interval",
+        "1s",
+        "--pod-termination-grace-period",
+        "3",
+    ])
+    .await;
+    group_with_hooks(&q.moto).await;
+    let instance = instance_of(&q.s, &q.s.node).await;
+    q.send(&with_instance(
+        "asg-terminate-lifecycle-eventbridge.json",
+        &instance,
+    ))
+    .await;
+    q.s.drained().await;
+    q.until_empty().await;
+    let calls = q.moto.lifecycle_calls();
+    let complete: Vec<&Value> = calls
+        .iter()
+        .filter(|c| c["action"] == "CompleteLifecycleAction")
+        .collect();
+    assert_eq!(complete.len(), 1, "{calls:?}");
+    assert_eq!(complete[0]["result"], "CONTINUE");
+    assert_eq!(complete[0]["hook"], "drain-before-terminate");
+    assert_eq!(complete[0]["instance"], instance.as_str());
+    assert_eq!(complete[0]["token"], "5f0e7c2a-0000-4000-8000-0000000000aa");
+    // Completed only after the drain: it is the last call, after the heartbeats.
+    assert_eq!(calls.last().unwrap()["action"], "CompleteLifecycleAction");
+    let beats = calls
+        .iter()
+        .filter(|c| c["action"] == "RecordLifecycleActionHeartbeat")
+        .count();
+    assert!(beats >= 1, "{calls:?}\n{}", q.controller.log());
+    assert_eq!(
+        q.metric(
+            "spot_interrupt_handler_actions_total{action=\"lifecycle_heartbeat\",result=\"ok\"}"
+        )
+        .await,
+        beats as f64
+    );
+}
+
+#[tokio::test]
+async fn launch_hook_continues_once_ready_and_unknown_instances_are_not_held_up() {
+    let q = QueueScene::start(&["--launch-ready-timeout", "2s"]).await;
+    group_with_hooks(&q.moto).await;
+    let ready = instance_of(&q.s, &q.s.node).await;
+    q.send(&with_instance(
+        "asg-launch-lifecycle-eventbridge.json",
+        &ready,
+    ))
+    .await;
+    // An instance that never joins: ABANDON after the timeout. A terminating instance that is
+    // not ours: CONTINUE at once.
+    q.send(&with_instance(
+        "asg-launch-lifecycle-eventbridge.json",
+        "i-00000000000000new",
+    ))
+    .await;
+    q.send(&with_instance(
+        "asg-terminate-lifecycle-eventbridge.json",
+        "i-0000000000000gone",
+    ))
+    .await;
+    q.until_empty().await;
+    until("three completions", Duration::from_secs(10), || async {
+        q.moto.lifecycle_calls().len() == 3
+    })
+    .await;
+    let calls = q.moto.lifecycle_calls();
+    let result_for = |i: &str| {
+        calls
+            .iter()
+            .find(|c| c["instance"] == i)
+            .map(|c| c["result"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(result_for(&ready).as_deref(), Some("CONTINUE"));
+    assert_eq!(
+        result_for("i-00000000000000new").as_deref(),
+        Some("ABANDON")
+    );
+    assert_eq!(
+        result_for("i-0000000000000gone").as_deref(),
+        Some("CONTINUE")
+    );
+    assert!(!cordoned(&q.s.node().await), "a launch hook never fences");
 }

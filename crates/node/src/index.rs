@@ -47,6 +47,19 @@ impl NodeIndex {
         })
     }
 
+    /// The node of this instance and whether it is Ready.
+    pub fn readiness(&self, instance_id: &str) -> Option<(String, bool)> {
+        let name = self.by_instance(instance_id)?;
+        let ready = self.store.state().iter().any(|n| {
+            n.metadata.name.as_deref() == Some(name.as_str())
+                && n.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        });
+        Some((name, ready))
+    }
+
     /// The node named `dns_name` (EC2's private DNS name), or labelled with it as hostname.
     pub fn by_name(&self, dns_name: &str) -> Option<String> {
         let short = dns_name.split('.').next().unwrap_or(dns_name);

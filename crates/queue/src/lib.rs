@@ -3,8 +3,10 @@
 //! consumer, instance → node lookup and lifecycle-hook calls build on this.
 #![forbid(unsafe_code)]
 
+pub mod hooks;
 pub mod messages;
 pub mod sqs;
 
+pub use hooks::{HookError, HookResult, Hooks};
 pub use messages::{LifecycleAction, Malformed, Parsed, QueueNotice, Transition, parse};
 pub use sqs::{Message, Queue, QueueError};
