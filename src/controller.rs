@@ -21,7 +21,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use sih_core::{Action, ActionPolicy, Notice};
-use sih_node::{DrainConfig, FenceSpec, NodeIndex};
+use sih_node::{Claim, Claims, DrainConfig, FenceSpec, NodeIndex};
 use sih_queue::{
     HookResult, Hooks, LifecycleAction, Message, Parsed, Queue, QueueNotice, Transition,
 };
@@ -51,6 +51,8 @@ struct Shared {
     cfg: ControllerConfig,
     queue: Queue,
     hooks: Hooks,
+    /// Cluster-wide: which replica acts on a notice (none in dry-run: it writes nothing).
+    claims: Option<Claims>,
     client: kube::Client,
     nodes: Api<Node>,
     index: NodeIndex,
@@ -75,6 +77,8 @@ enum Outcome {
     Malformed,
     UnknownInstance,
     Duplicate,
+    /// Another replica finished this notice: delete our copy.
+    AlreadyDone,
     /// Left on the queue: it comes back after its visibility timeout.
     Retry,
 }
@@ -86,7 +90,7 @@ impl Outcome {
             Self::Ignored => "ignored",
             Self::Malformed => "malformed",
             Self::UnknownInstance => "unknown_instance",
-            Self::Duplicate => "duplicate",
+            Self::Duplicate | Self::AlreadyDone => "duplicate",
             Self::Retry => "retry",
         }
     }
@@ -98,6 +102,7 @@ impl Controller {
         cfg: ControllerConfig,
         queue: Queue,
         hooks: Hooks,
+        claims: Option<Claims>,
         client: kube::Client,
         index: NodeIndex,
         updates: UnboundedSender<Update>,
@@ -111,6 +116,7 @@ impl Controller {
                 cfg,
                 queue,
                 hooks,
+                claims,
                 client,
                 index,
                 updates,
@@ -200,6 +206,8 @@ async fn handle(shared: &Arc<Shared>, m: &Message) -> Outcome {
         Outcome::Retry
     } else if outcomes.contains(&Outcome::Duplicate) {
         Outcome::Duplicate
+    } else if outcomes.contains(&Outcome::AlreadyDone) {
+        Outcome::AlreadyDone
     } else if outcomes.iter().all(|o| *o == Outcome::UnknownInstance) {
         Outcome::UnknownInstance
     } else {
@@ -320,16 +328,74 @@ async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
         tracing::info!(notice_id = %q.id, "already being handled; this copy goes with it");
         return Outcome::Duplicate;
     }
+    let announced = match &shared.claims {
+        None => false,
+        Some(claims) => {
+            // Another replica on it: wait for it (keeping our copy hidden) rather than leave
+            // the copy to come back; take over if it stops renewing.
+            let started = tokio::time::Instant::now();
+            let mut extended = started;
+            let mut said = false;
+            loop {
+                match claims.acquire(&q.id).await {
+                    Ok(Claim::Acquired { announced }) => break announced,
+                    Ok(Claim::Done) => {
+                        // Copies that arrived here meanwhile are finished too.
+                        for duplicate in release(shared, &q.id) {
+                            if !shared.cfg.dry_run {
+                                delete(shared, &duplicate).await;
+                            }
+                        }
+                        tracing::info!(notice_id = %q.id, "another replica finished this notice");
+                        return Outcome::AlreadyDone;
+                    }
+                    Ok(Claim::HeldElsewhere(holder)) => {
+                        if !said {
+                            tracing::info!(notice_id = %q.id, holder = %holder, "another replica is on it; waiting for it");
+                            said = true;
+                        }
+                        if started.elapsed() > shared.cfg.visibility * 6 {
+                            release(shared, &q.id);
+                            return Outcome::Retry;
+                        }
+                        if extended.elapsed() >= shared.cfg.visibility / 2 {
+                            let _ = shared.queue.extend(receipt, shared.cfg.visibility).await;
+                            extended = tokio::time::Instant::now();
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(e) => {
+                        release(shared, &q.id);
+                        tracing::warn!(notice_id = %q.id, error = %e, "cannot claim the notice; it comes back");
+                        return Outcome::Retry;
+                    }
+                }
+            }
+        }
+    };
     let notice = q.into_notice(&node, Timestamp::now());
     let action = shared.cfg.policy.action_for(notice.kind);
-    let _ = shared.updates.send(Update::Detected {
-        notice: notice.clone(),
-        action,
-    });
+    if !announced {
+        let _ = shared.updates.send(Update::Detected {
+            notice: notice.clone(),
+            action,
+        });
+        if let Some(claims) = &shared.claims
+            && let Err(e) = claims.announced(&notice.id).await
+        {
+            tracing::warn!(notice_id = %notice.id, error = %e, "cannot record the announcement");
+        }
+    }
     let mut ok = carry_out(shared, &notice, action, receipt, lifecycle.as_ref()).await;
     if ok && let Some(a) = &lifecycle {
         tokio::time::sleep(shared.cfg.complete_delay).await;
         ok = complete(shared, a, &instance, HookResult::Continue).await;
+    }
+    if ok
+        && let Some(claims) = &shared.claims
+        && let Err(e) = claims.done(&notice.id).await
+    {
+        tracing::warn!(notice_id = %notice.id, error = %e, "cannot mark the notice done");
     }
     for duplicate in release(shared, &notice.id) {
         if ok && !shared.cfg.dry_run {
@@ -444,6 +510,11 @@ async fn carry_out(
             _ = tick.tick() => {
                 if let Err(e) = shared.queue.extend(receipt, shared.cfg.visibility).await {
                     tracing::warn!(error = %e, notice_id = %notice.id, "could not extend the message's visibility");
+                }
+                if let Some(claims) = &shared.claims
+                    && let Err(e) = claims.renew(&notice.id).await
+                {
+                    tracing::warn!(error = %e, notice_id = %notice.id, "could not renew the notice's claim");
                 }
             }
             _ = beat.tick() => {

@@ -78,9 +78,26 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
         launch_ready_timeout: args.launch_ready_timeout,
     };
     let hooks = sih_queue::Hooks::new(&aws);
-    Controller::new(config, queue, hooks, client, index, tx, metrics, health)
-        .run(crate::signals::shutdown())
-        .await;
+    // Replicas coordinate through Leases in our own namespace; the claim outlives a missed
+    // renewal by three visibility periods.
+    let holder = args
+        .me
+        .pod_name
+        .clone()
+        .unwrap_or_else(|| format!("queue-controller-{}", std::process::id()));
+    let claims = (!args.dry_run).then(|| {
+        sih_node::Claims::new(
+            client.clone(),
+            args.me.pod_namespace.as_deref().unwrap_or("default"),
+            &holder,
+            args.visibility_timeout * 3,
+        )
+    });
+    Controller::new(
+        config, queue, hooks, claims, client, index, tx, metrics, health,
+    )
+    .run(crate::signals::shutdown())
+    .await;
     tokio::time::timeout(std::time::Duration::from_secs(10), reporting)
         .await
         .context("reporters still busy after 10s")?

@@ -128,6 +128,40 @@ struct QueueScene {
     admin: String,
 }
 
+/// A `queue` controller process on `url`; returns it with its admin URL.
+async fn controller(s: &Scene, moto: &Moto, url: &str, extra: &[&str]) -> (Proc, String) {
+    let mut args = vec![
+        "--log-format",
+        "json",
+        "--log-level",
+        "info,spot_interrupt_handler=debug,sih_report=debug",
+        "queue",
+        "--queue-url",
+        url,
+        "--aws-endpoint",
+        &moto.url,
+        "--kubeconfig",
+        s.kubeconfig.to_str().unwrap(),
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--deadline-margin",
+        "1s",
+        "--visibility-timeout",
+        "4s",
+    ];
+    args.extend_from_slice(extra);
+    let (proc, _out) = Proc::spawn(&args, &AWS_ENV);
+    let admin = proc
+        .until_logged("admin listener", Duration::from_secs(20))
+        .await["addr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    proc.until_logged("consuming the queue", Duration::from_secs(20))
+        .await;
+    (proc, format!("http://{admin}"))
+}
+
 impl QueueScene {
     async fn start(extra: &[&str]) -> Self {
         let s = Scene::start(&[]).await;
@@ -141,43 +175,14 @@ impl QueueScene {
             .unwrap()
             .queue_url
             .unwrap();
-        let mut args = vec![
-            "--log-format",
-            "json",
-            "--log-level",
-            "info,spot_interrupt_handler=debug,sih_report=debug",
-            "queue",
-            "--queue-url",
-            &url,
-            "--aws-endpoint",
-            &moto.url,
-            "--kubeconfig",
-            s.kubeconfig.to_str().unwrap(),
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--deadline-margin",
-            "1s",
-            "--visibility-timeout",
-            "4s",
-        ];
-        args.extend_from_slice(extra);
-        let (controller, _out) = Proc::spawn(&args, &AWS_ENV);
-        let admin = controller
-            .until_logged("admin listener", Duration::from_secs(20))
-            .await["addr"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        controller
-            .until_logged("consuming the queue", Duration::from_secs(20))
-            .await;
+        let (controller, admin) = controller(&s, &moto, &url, extra).await;
         Self {
             s,
             moto,
             sqs,
             url,
             controller,
-            admin: format!("http://{admin}"),
+            admin,
         }
     }
 
@@ -501,4 +506,48 @@ async fn launch_hook_continues_once_ready_and_unknown_instances_are_not_held_up(
         Some("CONTINUE")
     );
     assert!(!cordoned(&q.s.node().await), "a launch hook never fences");
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_queue_drain_and_announce_each_notice_once() {
+    let (hook, hook_url) = crate::support::Hook::start().await;
+    let q = QueueScene::start(&["--webhook-url", &hook_url]).await;
+    let (second, _) = controller(&q.s, &q.moto, &q.url, &["--webhook-url", &hook_url]).await;
+    let instance = instance_of(&q.s, &q.s.node).await;
+    let body = spot_warning(&instance);
+    // Three copies of one event, as at-least-once delivery may hand them to both replicas.
+    for _ in 0..3 {
+        q.send(&body).await;
+    }
+    q.s.drained().await;
+    for _ in 0..200 {
+        if q.depth().await == (0, 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        q.depth().await,
+        (0, 0),
+        "{}\n---\n{}",
+        q.controller.log(),
+        second.log()
+    );
+    let started = |p: &Proc| {
+        p.json_lines()
+            .iter()
+            .filter(|l| l["message"] == "drain started")
+            .count()
+    };
+    assert_eq!(
+        started(&q.controller) + started(&second),
+        1,
+        "{}\n---\n{}",
+        q.controller.log(),
+        second.log()
+    );
+    // One message at detection, one at the drain's end, whichever replica sent them.
+    let bodies = hook.until_count(2, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hook.bodies().len(), 2, "{bodies:?}");
 }

@@ -394,7 +394,11 @@ async fn one_agent_per_spot_node(kubeconfig: &PathBuf, client: &kube::Client, na
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_apply_of_the_manifests_runs_one_agent_per_spot_node() {
     let (_c, kubeconfig, client) = cluster(false).await;
-    for m in ["spot-interrupt-handler.yaml", "imds-simulator.yaml"] {
+    for m in [
+        "spot-interrupt-handler.yaml",
+        "imds-simulator.yaml",
+        "spot-interrupt-handler-queue.yaml",
+    ] {
         let out = run(
             "kubectl",
             &["apply", "-f", &manifest(m)],

@@ -3,11 +3,13 @@
 //! deadline-aware drain with its stream of progress events.
 #![forbid(unsafe_code)]
 
+pub mod claim;
 pub mod drain;
 pub mod error;
 pub mod fence;
 pub mod index;
 
+pub use claim::{Claim, Claims};
 pub use drain::{DrainConfig, DrainReport, PodRef, Progress, drain};
 pub use error::{ApiClass, NodeError, classify};
 pub use fence::{
