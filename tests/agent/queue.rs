@@ -551,3 +551,56 @@ async fn two_replicas_on_one_queue_drain_and_announce_each_notice_once() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(hook.bodies().len(), 2, "{bodies:?}");
 }
+
+#[tokio::test]
+async fn rebalance_taints_only_and_the_message_goes() {
+    let q = QueueScene::start(&[]).await;
+    let before = q.s.web_on_node().await;
+    let instance = instance_of(&q.s, &q.s.node).await;
+    let mut v: Value = serde_json::from_str(&sample("rebalance-recommendation.json")).unwrap();
+    v["detail"]["instance-id"] = json!(instance);
+    q.send(&v.to_string()).await;
+    until("rebalance taint", Duration::from_secs(20), || async {
+        taints(&q.s.node().await).iter().any(|(k, _, e)| {
+            k == "spot-interrupt-handler/rebalance-recommendation" && e == "PreferNoSchedule"
+        })
+    })
+    .await;
+    q.until_empty().await;
+    assert!(!cordoned(&q.s.node().await));
+    assert_eq!(
+        q.s.web_on_node().await,
+        before,
+        "a rebalance recommendation only taints"
+    );
+}
+
+#[tokio::test]
+async fn a_controller_killed_mid_drain_is_taken_over_after_its_claim_expires() {
+    let mut q = QueueScene::start(&[]).await;
+    let instance = instance_of(&q.s, &q.s.node).await;
+    q.send(&spot_warning(&instance)).await;
+    q.controller
+        .until_logged("node fenced", Duration::from_secs(20))
+        .await;
+    q.controller.child.kill().await.unwrap();
+    // The message comes back after its visibility timeout; the new controller waits for the
+    // dead one's claim to expire, takes over, finishes the drain, deletes the message.
+    let (next, _) = controller(&q.s, &q.moto, &q.url, &[]).await;
+    // Up to: visibility (4 s) + one long poll moto does not cut short (20 s) + the claim's
+    // remaining lifetime (≤ 12 s) + the drain.
+    until("the queue is empty", Duration::from_secs(60), || async {
+        q.depth().await == (0, 0)
+    })
+    .await;
+    q.s.drained().await;
+    next.until_logged("drain succeeded", Duration::from_secs(10))
+        .await;
+    assert!(
+        !next
+            .json_lines()
+            .iter()
+            .any(|l| l["message"] == "notice detected"),
+        "a takeover does not announce the notice again"
+    );
+}
