@@ -164,7 +164,10 @@ async fn controller(s: &Scene, moto: &Moto, url: &str, extra: &[&str]) -> (Proc,
 
 impl QueueScene {
     async fn start(extra: &[&str]) -> Self {
-        let s = Scene::start(&[]).await;
+        Self::start_in(Scene::start(&[]).await, extra).await
+    }
+
+    async fn start_in(s: Scene, extra: &[&str]) -> Self {
         let moto = Moto::start().await;
         let sqs = moto.sqs().await;
         let url = sqs
@@ -603,4 +606,56 @@ async fn a_controller_killed_mid_drain_is_taken_over_after_its_claim_expires() {
             .any(|l| l["message"] == "notice detected"),
         "a takeover does not announce the notice again"
     );
+}
+
+/// The production path: HTTPS, the controller holding the queue manifest's ServiceAccount
+/// token, and only the permissions that manifest grants (nodes list/watch for the index,
+/// leases in kube-system for the claims). A missing permission fails here.
+#[tokio::test]
+async fn spot_warning_over_tls_with_the_queue_manifests_rbac() {
+    let s = Scene::start_secure(
+        &[],
+        Some((
+            "spot-interrupt-handler-queue.yaml",
+            "kube-system/spot-interrupt-handler-queue",
+        )),
+    )
+    .await;
+    // The manifest's own Deployment runs pods too (30 s grace): cap grace so the drain is quick.
+    let q = QueueScene::start_in(
+        s,
+        &[
+            "--pod-namespace",
+            "kube-system",
+            "--pod-termination-grace-period",
+            "1",
+        ],
+    )
+    .await;
+    let instance = instance_of(&q.s, &q.s.node).await;
+    q.send(&spot_warning(&instance)).await;
+    q.s.drained().await;
+    for _ in 0..100 {
+        if q.depth().await == (0, 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = q.controller.log();
+    assert_eq!(q.depth().await, (0, 0), "{log}");
+    assert!(
+        !log.contains("forbidden") && !log.contains("Forbidden"),
+        "{log}"
+    );
+    assert_eq!(q.count_logged("drain succeeded"), 1, "{log}");
+    until(
+        "SpotInterruption event",
+        Duration::from_secs(10),
+        || async {
+            q.s.event_reasons()
+                .await
+                .contains(&"SpotInterruption".to_owned())
+        },
+    )
+    .await;
 }

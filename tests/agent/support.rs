@@ -204,10 +204,21 @@ impl Scene {
         Self::start_with(imds_args, false).await
     }
 
-    /// With `tls`, the cluster speaks HTTPS with tokens and RBAC, the manifest's ServiceAccount,
-    /// ClusterRole and binding are applied with kubectl, and the agent holds that account's
-    /// token: a permission the manifest lacks fails the test.
+    /// With `tls`, the cluster speaks HTTPS with tokens and RBAC, the IMDS manifest is applied
+    /// with kubectl, and the agent holds its ServiceAccount's token: a permission the manifest
+    /// lacks fails the test.
     pub async fn start_with(imds_args: &[&str], tls: bool) -> Self {
+        let rbac = tls.then_some((
+            "spot-interrupt-handler.yaml",
+            "kube-system/spot-interrupt-handler",
+        ));
+        Self::start_secure(imds_args, rbac).await
+    }
+
+    /// `rbac`: a manifest in deploy/manifests and the `NAMESPACE/NAME` of its ServiceAccount,
+    /// whose token the process under test then holds (over HTTPS, RBAC on).
+    pub async fn start_secure(imds_args: &[&str], rbac: Option<(&str, &str)>) -> Self {
+        let tls = rbac.is_some();
         let dir = std::env::temp_dir();
         let tag = format!("{}-{}", std::process::id(), free_port());
         let admin_kubeconfig = dir.join(format!("sih-agent-e2e-{tag}.kubeconfig"));
@@ -234,7 +245,7 @@ impl Scene {
             cluster_args.extend([
                 "--tls",
                 "--service-account",
-                "kube-system/spot-interrupt-handler",
+                rbac.map(|(_, sa)| sa).unwrap_or_default(),
                 "--in-cluster-dir",
                 d.to_str().unwrap(),
             ]);
@@ -242,14 +253,15 @@ impl Scene {
         let (cluster, cluster_url) = simulator(&cluster_args).await;
         let kubeconfig = match &in_cluster_dir {
             Some(d) => {
-                let manifest = concat!(
+                let manifest = format!(
+                    "{}/deploy/manifests/{}",
                     env!("CARGO_MANIFEST_DIR"),
-                    "/deploy/manifests/spot-interrupt-handler.yaml"
+                    rbac.map(|(m, _)| m).unwrap_or_default()
                 );
                 let out = std::process::Command::new(
                     std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()),
                 )
-                .args(["apply", "-f", manifest])
+                .args(["apply", "-f", &manifest])
                 .env("KUBECONFIG", &admin_kubeconfig)
                 .env("HOME", std::env::temp_dir())
                 .env("KUBECACHEDIR", d.with_extension("kubectl-cache"))
