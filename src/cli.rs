@@ -223,6 +223,22 @@ impl ActionFlags {
     }
 }
 
+/// What both the agent and the queue controller do after deciding to act on a notice.
+#[derive(Debug, Args)]
+pub struct NoticeFlags {
+    /// Drain time budget when the notice has no deadline (ASG termination, a rebalance drain,
+    /// lifecycle hooks).
+    #[arg(long, env = "DRAIN_BUDGET", value_parser = parse_duration, default_value = "120s")]
+    pub drain_budget: Duration,
+    /// After a drain, taint the node `node.kubernetes.io/out-of-service=nodeshutdown:NoExecute`
+    /// so volumes detach at once once the instance is gone.
+    #[arg(long, env = "ENABLE_OUT_OF_SERVICE_TAINT", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
+    pub out_of_service_taint: bool,
+    /// Write nothing anywhere (Kubernetes, AWS, webhooks); log what would be done.
+    #[arg(long, env = "DRY_RUN", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
+    pub dry_run: bool,
+}
+
 /// How we tell people: admin endpoint (metrics, probes), Kubernetes Events, webhooks.
 #[derive(Debug, Args)]
 pub struct ReportFlags {
@@ -295,16 +311,8 @@ pub struct ImdsArgs {
     /// Seconds since boot, read at start to tell that a scheduled reboot happened.
     #[arg(long, env = "UPTIME_FILE", default_value = "/proc/uptime")]
     pub uptime_file: PathBuf,
-    /// Drain time budget when the notice has no deadline (ASG termination, rebalance drain).
-    #[arg(long, env = "DRAIN_BUDGET", value_parser = parse_duration, default_value = "120s")]
-    pub drain_budget: Duration,
-    /// After a drain, taint the node `node.kubernetes.io/out-of-service=nodeshutdown:NoExecute`
-    /// so volumes detach at once once the instance is gone.
-    #[arg(long, env = "ENABLE_OUT_OF_SERVICE_TAINT", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
-    pub out_of_service_taint: bool,
-    /// Write nothing anywhere (Kubernetes, webhooks); log what would be done.
-    #[arg(long, env = "DRY_RUN", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
-    pub dry_run: bool,
+    #[command(flatten)]
+    pub act: NoticeFlags,
     #[command(flatten)]
     pub actions: ActionFlags,
     #[command(flatten)]
@@ -335,9 +343,6 @@ pub struct QueueArgs {
     /// drain runs.
     #[arg(long, env = "SQS_MSG_VISIBILITY_TIMEOUT", value_parser = parse_duration, default_value = "20s")]
     pub visibility_timeout: Duration,
-    /// Drain time budget when the notice has no deadline (rebalance drain, lifecycle hooks).
-    #[arg(long, env = "DRAIN_BUDGET", value_parser = parse_duration, default_value = "120s")]
-    pub drain_budget: Duration,
     /// While a terminate hook's drain runs, record a lifecycle heartbeat this often (0s: never;
     /// the hook's own heartbeat timeout then bounds the drain).
     #[arg(long, env = "SIH_HEARTBEAT_INTERVAL", value_parser = parse_duration, default_value = "0s")]
@@ -348,12 +353,8 @@ pub struct QueueArgs {
     /// A launch hook is completed with CONTINUE once its node is Ready, ABANDON after this.
     #[arg(long, env = "LAUNCH_READY_TIMEOUT", value_parser = parse_duration, default_value = "10m")]
     pub launch_ready_timeout: Duration,
-    /// After a drain, taint the node `node.kubernetes.io/out-of-service=nodeshutdown:NoExecute`.
-    #[arg(long, env = "ENABLE_OUT_OF_SERVICE_TAINT", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
-    pub out_of_service_taint: bool,
-    /// Write nothing anywhere (Kubernetes, the queue, webhooks); log what would be done.
-    #[arg(long, env = "DRY_RUN", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
-    pub dry_run: bool,
+    #[command(flatten)]
+    pub act: NoticeFlags,
     #[command(flatten)]
     pub actions: ActionFlags,
     #[command(flatten)]

@@ -21,7 +21,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use sih_core::{Action, ActionPolicy, Notice};
-use sih_node::{Claim, Claims, DrainConfig, FenceSpec, NodeIndex};
+use sih_node::{Claim, Claims, DrainConfig, NodeIndex};
 use sih_queue::{
     HookResult, Hooks, LifecycleAction, Message, Parsed, Queue, QueueNotice, Transition,
 };
@@ -29,8 +29,8 @@ use sih_report::{Metrics, Update};
 use tokio::sync::Semaphore;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::actions::{DrainJob, Fence, Fencer, drain_deadline, drain_until_done};
 use crate::agent::health::Health;
-use crate::agent::{DrainJob, drain_until_done};
 
 pub struct ControllerConfig {
     pub policy: ActionPolicy,
@@ -51,6 +51,7 @@ struct Shared {
     cfg: ControllerConfig,
     queue: Queue,
     hooks: Hooks,
+    fencer: Fencer,
     /// Cluster-wide: which replica acts on a notice (none in dry-run: it writes nothing).
     claims: Option<Claims>,
     client: kube::Client,
@@ -113,6 +114,13 @@ impl Controller {
         Self {
             shared: Arc::new(Shared {
                 nodes: Api::all(client.clone()),
+                fencer: Fencer {
+                    nodes: Api::all(client.clone()),
+                    updates: updates.clone(),
+                    health: health.clone(),
+                    taint_effect: cfg.taint_effect.clone(),
+                    dry_run: cfg.dry_run,
+                },
                 cfg,
                 queue,
                 hooks,
@@ -224,7 +232,7 @@ async fn handle(shared: &Arc<Shared>, m: &Message) -> Outcome {
 }
 
 /// Registers `receipt` for `id`; false when another message already carries the notice.
-fn claim(shared: &Shared, id: &str, receipt: &str) -> bool {
+fn join_in_flight(shared: &Shared, id: &str, receipt: &str) -> bool {
     let mut map = shared.in_flight.lock().unwrap_or_else(|e| e.into_inner());
     match map.get_mut(id) {
         Some(receipts) => {
@@ -239,7 +247,7 @@ fn claim(shared: &Shared, id: &str, receipt: &str) -> bool {
 }
 
 /// Ends the claim; returns the receipts of duplicates to delete with the first.
-fn release(shared: &Shared, id: &str) -> Vec<String> {
+fn leave_in_flight(shared: &Shared, id: &str) -> Vec<String> {
     shared
         .in_flight
         .lock()
@@ -324,7 +332,7 @@ async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
     };
     let lifecycle = q.lifecycle.clone();
     let instance = q.instance_id.clone();
-    if !claim(shared, &q.id, receipt) {
+    if !join_in_flight(shared, &q.id, receipt) {
         tracing::info!(notice_id = %q.id, "already being handled; this copy goes with it");
         return Outcome::Duplicate;
     }
@@ -341,7 +349,7 @@ async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
                     Ok(Claim::Acquired { announced }) => break announced,
                     Ok(Claim::Done) => {
                         // Copies that arrived here meanwhile are finished too.
-                        for duplicate in release(shared, &q.id) {
+                        for duplicate in leave_in_flight(shared, &q.id) {
                             if !shared.cfg.dry_run {
                                 delete(shared, &duplicate).await;
                             }
@@ -355,7 +363,7 @@ async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
                             said = true;
                         }
                         if started.elapsed() > shared.cfg.visibility * 6 {
-                            release(shared, &q.id);
+                            leave_in_flight(shared, &q.id);
                             return Outcome::Retry;
                         }
                         if extended.elapsed() >= shared.cfg.visibility / 2 {
@@ -365,7 +373,7 @@ async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                     Err(e) => {
-                        release(shared, &q.id);
+                        leave_in_flight(shared, &q.id);
                         tracing::warn!(notice_id = %q.id, error = %e, "cannot claim the notice; it comes back");
                         return Outcome::Retry;
                     }
@@ -397,7 +405,7 @@ async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
     {
         tracing::warn!(notice_id = %notice.id, error = %e, "cannot mark the notice done");
     }
-    for duplicate in release(shared, &notice.id) {
+    for duplicate in leave_in_flight(shared, &notice.id) {
         if ok && !shared.cfg.dry_run {
             delete(shared, &duplicate).await;
         }
@@ -415,58 +423,18 @@ async fn carry_out(
     if action < Action::Taint {
         return true;
     }
-    let effect = shared
-        .cfg
-        .taint_effect
-        .clone()
-        .unwrap_or_else(|| notice.kind.default_taint_effect().to_owned());
-    let cordon = action >= Action::Cordon;
-    if shared.cfg.dry_run {
-        let _ = shared.updates.send(Update::WouldDo {
-            notice: notice.clone(),
-            what: format!(
-                "taint {}={}:{effect}{}{}",
-                notice.kind.taint_key(),
-                notice.id,
-                if cordon { ", cordon" } else { "" },
-                if action == Action::Drain {
-                    ", drain"
-                } else {
-                    ""
-                }
-            ),
-        });
-        return true;
-    }
-    let spec = FenceSpec {
-        notice: notice.clone(),
-        effect: effect.clone(),
-        cordon,
-    };
-    match sih_node::fence(&shared.nodes, &notice.node, &spec).await {
-        Ok(out) => {
-            shared.health.api_ok();
-            let latency = Timestamp::now().duration_since(notice.detected);
-            let _ = shared.updates.send(Update::Fenced {
-                notice: notice.clone(),
-                effect,
-                cordoned: cordon,
-                changed: out.changed,
-                latency: Duration::try_from(latency).unwrap_or_default(),
-            });
-        }
-        Err(e) => {
-            if e.is_retryable() {
-                shared.health.api_failed();
+    match shared.fencer.fence(notice, action, true).await {
+        Fence::Failed => return false,
+        Fence::DryRun => {
+            if action == Action::Drain {
+                let _ = shared.updates.send(Update::WouldDo {
+                    notice: notice.clone(),
+                    what: format!("drain {}", notice.node),
+                });
             }
-            let _ = shared.updates.send(Update::Failed {
-                notice: notice.clone(),
-                action: "fence",
-                error: e.to_string(),
-                retrying: true,
-            });
-            return false;
+            return true;
         }
+        Fence::Written => {}
     }
     if action < Action::Drain {
         return true;
@@ -475,10 +443,7 @@ async fn carry_out(
     let Ok(_permit) = shared.drains.acquire().await else {
         return false;
     };
-    let deadline = notice.deadline.unwrap_or_else(|| {
-        notice.detected
-            + jiff::SignedDuration::try_from(shared.cfg.drain_budget).unwrap_or_default()
-    });
+    let deadline = drain_deadline(notice, shared.cfg.drain_budget);
     let mut config = shared.cfg.drain.clone();
     config.hard_deadline = notice.kind.deadline_is_hard();
     let job = drain_until_done(DrainJob {

@@ -3,6 +3,7 @@
 //! each subcommand lives in `commands/`.
 #![forbid(unsafe_code)]
 
+mod actions;
 mod agent;
 mod cli;
 mod commands;

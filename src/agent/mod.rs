@@ -18,12 +18,12 @@ use kube::api::{Api, ListParams};
 use sih_core::tracker::{parse_uptime, rebooted_since};
 use sih_core::{Action, Notice, NoticeKind, Step, Tracker, plan_drain};
 use sih_imds::{ImdsClient, InstanceIdentity};
-use sih_node::{DrainConfig, FenceSpec, NodeError};
+use sih_node::{DrainConfig, NodeError};
 use sih_report::{Metrics, Update};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
+use crate::actions::{DrainJob, Fence, Fencer, drain_deadline, drain_until_done};
 use health::Health;
 
 pub struct AgentConfig {
@@ -51,6 +51,7 @@ pub struct Agent {
     imds: Arc<ImdsClient>,
     client: kube::Client,
     nodes: Api<Node>,
+    fencer: Fencer,
     identity: InstanceIdentity,
     tracker: Tracker,
     updates: UnboundedSender<Update>,
@@ -99,9 +100,17 @@ impl Agent {
         health: Arc<Health>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let nodes: Api<Node> = Api::all(client.clone());
         Self {
             tracker: Tracker::new(cfg.policy),
-            nodes: Api::all(client.clone()),
+            fencer: Fencer {
+                nodes: nodes.clone(),
+                updates: updates.clone(),
+                health: health.clone(),
+                taint_effect: cfg.taint_effect.clone(),
+                dry_run: cfg.dry_run,
+            },
+            nodes,
             cfg,
             imds,
             client,
@@ -287,66 +296,12 @@ impl Agent {
         if action < Action::Taint {
             return;
         }
-        let effect = self
-            .cfg
-            .taint_effect
-            .clone()
-            .unwrap_or_else(|| notice.kind.default_taint_effect().to_owned());
-        let cordon = action >= Action::Cordon;
-        if self.cfg.dry_run {
-            self.send(Update::WouldDo {
-                notice: notice.clone(),
-                what: format!(
-                    "taint {}={}:{effect}{}",
-                    notice.kind.taint_key(),
-                    notice.id,
-                    if cordon {
-                        ", cordon and exclude from external load balancers"
-                    } else {
-                        ""
-                    }
-                ),
-            });
-            if action == Action::Drain {
-                self.dry_run_drain(&notice).await;
-            }
-            return;
-        }
-        let spec = FenceSpec {
-            notice: notice.clone(),
-            effect: effect.clone(),
-            cordon,
-        };
-        match sih_node::fence(&self.nodes, &self.cfg.node, &spec).await {
-            Ok(out) => {
-                self.health.api_ok();
-                let latency = Timestamp::now().duration_since(notice.detected);
-                self.send(Update::Fenced {
-                    notice: notice.clone(),
-                    effect,
-                    cordoned: cordon,
-                    changed: out.changed,
-                    latency: if first {
-                        Duration::try_from(latency).unwrap_or_default()
-                    } else {
-                        Duration::ZERO
-                    },
-                });
-            }
-            Err(e) => {
-                self.api_failure(&e);
-                self.send(Update::Failed {
-                    notice: notice.clone(),
-                    action: "fence",
-                    error: e.to_string(),
-                    retrying: true,
-                });
-                self.pending.push(Step::Act { notice, action });
-                return;
-            }
-        }
-        if action == Action::Drain {
-            self.start_drain(notice);
+        match self.fencer.fence(&notice, action, first).await {
+            Fence::Written if action == Action::Drain => self.start_drain(notice),
+            Fence::Written => {}
+            Fence::DryRun if action == Action::Drain => self.dry_run_drain(&notice).await,
+            Fence::DryRun => {}
+            Fence::Failed => self.pending.push(Step::Act { notice, action }),
         }
     }
 
@@ -357,10 +312,7 @@ impl Agent {
     }
 
     fn start_drain(&mut self, notice: Notice) {
-        let deadline = notice.deadline.unwrap_or_else(|| {
-            notice.detected
-                + jiff::SignedDuration::try_from(self.cfg.drain_budget).unwrap_or_default()
-        });
+        let deadline = drain_deadline(&notice, self.cfg.drain_budget);
         if let Some(running) = &self.drain
             && !running.task.is_finished()
         {
@@ -477,95 +429,5 @@ impl Agent {
             notice: notice.clone(),
             what,
         });
-    }
-}
-
-/// One drain, as the agent and the queue controller run it.
-pub(crate) struct DrainJob {
-    pub(crate) client: kube::Client,
-    pub(crate) nodes: Api<Node>,
-    pub(crate) node: String,
-    pub(crate) notice: Notice,
-    pub(crate) deadline: Timestamp,
-    pub(crate) config: DrainConfig,
-    pub(crate) out_of_service: bool,
-    pub(crate) updates: UnboundedSender<Update>,
-    pub(crate) health: Arc<Health>,
-}
-
-/// Drains until every pod has left or the deadline passes; an API outage in the middle is
-/// waited out (the drain is level-triggered, so running it again continues where it stopped).
-/// Returns whether every pod left.
-pub(crate) async fn drain_until_done(job: DrainJob) -> bool {
-    let send = |u| {
-        let _ = job.updates.send(u);
-    };
-    let left =
-        Duration::try_from(job.deadline.duration_since(Timestamp::now())).unwrap_or_default();
-    let until = Instant::now() + left;
-    send(Update::DrainStarted {
-        notice: job.notice.clone(),
-        time_left: left,
-    });
-    loop {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let run = sih_node::drain(job.client.clone(), &job.node, until, job.config.clone(), tx);
-        let mut run = std::pin::pin!(run);
-        let result = loop {
-            tokio::select! {
-                r = &mut run => break r,
-                Some(p) = rx.recv() => send(Update::Drain { notice: job.notice.clone(), progress: p }),
-            }
-        };
-        while let Ok(p) = rx.try_recv() {
-            send(Update::Drain {
-                notice: job.notice.clone(),
-                progress: p,
-            });
-        }
-        match result {
-            Ok(report) => {
-                job.health.api_ok();
-                let ok = report.succeeded();
-                send(Update::DrainFinished {
-                    notice: job.notice.clone(),
-                    report,
-                });
-                if ok && job.out_of_service {
-                    match sih_node::mark_out_of_service(&job.nodes, &job.node).await {
-                        Ok(_) => send(Update::OutOfService {
-                            notice: job.notice.clone(),
-                        }),
-                        Err(e) => send(Update::Failed {
-                            notice: job.notice.clone(),
-                            action: "out_of_service_taint",
-                            error: e.to_string(),
-                            retrying: false,
-                        }),
-                    }
-                }
-                return ok;
-            }
-            Err(e) => {
-                let retrying = e.is_retryable() && Instant::now() + Duration::from_secs(1) < until;
-                if e.is_retryable() {
-                    job.health.api_failed();
-                }
-                send(Update::Failed {
-                    notice: job.notice.clone(),
-                    action: "drain",
-                    error: e.to_string(),
-                    retrying,
-                });
-                if !retrying {
-                    send(Update::DrainStopped {
-                        notice: job.notice.clone(),
-                        why: format!("gave up: {e}"),
-                    });
-                    return false;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
     }
 }

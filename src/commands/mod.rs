@@ -6,3 +6,4 @@ pub mod imds;
 pub mod queue;
 pub mod simulate_cluster;
 pub mod simulate_imds;
+pub mod telling;

@@ -47,10 +47,6 @@ impl Tracker {
         }
     }
 
-    pub fn policy(&self) -> &ActionPolicy {
-        &self.policy
-    }
-
     /// The notices currently acted on, with their actions.
     pub fn active(&self) -> &[(Notice, Action)] {
         &self.active

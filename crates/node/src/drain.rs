@@ -419,12 +419,10 @@ async fn leave(ctx: &Ctx, pod: &PodFacts, refusals: &std::sync::atomic::AtomicU3
             }
         }
         let now = Instant::now();
-        if blocked && may_delete && !tried_delete && now >= delete_at {
-            // The deadline may already have passed (a notice that arrived late): the pod still
-            // gets its deletion, with the least grace, before the drain gives up on it.
-            continue;
-        }
-        if now >= ctx.deadline {
+        // Past the deadline a pod its budget protects still gets its one deletion (a notice
+        // that arrived late): the sleep below ends at once and the loop deletes it.
+        let deletion_due = blocked && may_delete && !tried_delete;
+        if now >= ctx.deadline && !deletion_due {
             let why = if blocked {
                 "its PodDisruptionBudget still refused at the deadline"
             } else {

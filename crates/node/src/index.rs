@@ -1,6 +1,5 @@
 //! Instance → node without listing every node per message: a watched index of the cluster's
-//! nodes (kube-runtime's reflector), matched by `spec.providerID` (`aws:///<az>/<instance>`),
-//! by name or by the `kubernetes.io/hostname` label (full or short).
+//! nodes (kube-runtime's reflector), matched by `spec.providerID` (`aws:///<az>/<instance>`).
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
@@ -58,22 +57,6 @@ impl NodeIndex {
                     .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         });
         Some((name, ready))
-    }
-
-    /// The node named `dns_name` (EC2's private DNS name), or labelled with it as hostname.
-    pub fn by_name(&self, dns_name: &str) -> Option<String> {
-        let short = dns_name.split('.').next().unwrap_or(dns_name);
-        self.store.state().iter().find_map(|n| {
-            let name = n.metadata.name.as_deref()?;
-            let host = n
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("kubernetes.io/hostname"))
-                .map(String::as_str);
-            (name == dns_name || host == Some(dns_name) || host == Some(short))
-                .then(|| name.to_owned())
-        })
     }
 
     pub fn len(&self) -> usize {

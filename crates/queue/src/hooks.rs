@@ -1,8 +1,6 @@
 //! The Auto Scaling adapter, thin: complete a lifecycle action (CONTINUE or ABANDON) and
 //! record a heartbeat. Errors say whether trying again may help.
 
-use aws_sdk_autoscaling::config::http::HttpResponse;
-
 use crate::messages::LifecycleAction;
 
 #[derive(Debug, thiserror::Error)]
@@ -15,22 +13,12 @@ pub struct HookError {
 
 fn error<E: std::error::Error + Send + Sync + 'static>(
     call: &'static str,
-    e: aws_sdk_autoscaling::error::SdkError<E, HttpResponse>,
+    e: aws_sdk_autoscaling::error::SdkError<E, aws_sdk_autoscaling::config::http::HttpResponse>,
 ) -> HookError {
-    use aws_sdk_autoscaling::error::SdkError;
-    let retryable = match &e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        SdkError::ServiceError(s) => {
-            let status = s.raw().status().as_u16();
-            status >= 500 || status == 429
-        }
-        _ => false,
-    };
+    let (message, retryable) = crate::aws_error::classify(e);
     HookError {
         call,
-        message: aws_sdk_autoscaling::error::DisplayErrorContext(&e).to_string(),
+        message,
         retryable,
     }
 }

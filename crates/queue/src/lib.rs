@@ -3,6 +3,7 @@
 //! consumer, instance → node lookup and lifecycle-hook calls build on this.
 #![forbid(unsafe_code)]
 
+mod aws_error;
 pub mod hooks;
 pub mod messages;
 pub mod sqs;

@@ -15,27 +15,14 @@ pub struct QueueError {
     pub retryable: bool,
 }
 
-type HttpResponse = aws_sdk_sqs::config::http::HttpResponse;
-
-/// Classifies an SDK error once: whether trying again may help.
 fn error<E: std::error::Error + Send + Sync + 'static>(
     call: &'static str,
-    e: aws_sdk_sqs::error::SdkError<E, HttpResponse>,
+    e: aws_sdk_sqs::error::SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
 ) -> QueueError {
-    use aws_sdk_sqs::error::SdkError;
-    let retryable = match &e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        SdkError::ServiceError(s) => {
-            let status = s.raw().status().as_u16();
-            status >= 500 || status == 429
-        }
-        _ => false,
-    };
+    let (message, retryable) = crate::aws_error::classify(e);
     QueueError {
         call,
-        message: aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
+        message,
         retryable,
     }
 }

@@ -58,11 +58,23 @@ fn fields(buf: &[u8]) -> Option<Vec<(u64, Field<'_>)>> {
     Some(out)
 }
 
-fn sub<'a>(fs: &[(u64, Field<'a>)], n: u64) -> Option<&'a [u8]> {
-    fs.iter().find_map(|(k, f)| match (k, f) {
-        (k, Field::Bytes(b)) if *k == n => Some(*b),
+/// Every length-delimited field numbered `n` (a repeated field has several).
+fn messages<'a>(fs: &[(u64, Field<'a>)], n: u64) -> impl Iterator<Item = &'a [u8]> {
+    fs.iter().filter_map(move |(k, f)| match f {
+        Field::Bytes(b) if *k == n => Some(*b),
         _ => None,
     })
+}
+
+fn sub<'a>(fs: &[(u64, Field<'a>)], n: u64) -> Option<&'a [u8]> {
+    messages(fs, n).next()
+}
+
+/// Every string field numbered `n`.
+fn texts(fs: &[(u64, Field<'_>)], n: u64) -> Vec<String> {
+    messages(fs, n)
+        .filter_map(|b| std::str::from_utf8(b).ok().map(str::to_owned))
+        .collect()
 }
 
 fn text(fs: &[(u64, Field<'_>)], n: u64) -> Option<String> {
@@ -110,24 +122,6 @@ pub fn service_account(body: &[u8]) -> Option<Value> {
     let sa = fields(unwrap(body)?)?;
     Some(json!({"apiVersion": "v1", "kind": "ServiceAccount",
         "metadata": object_meta(sub(&sa, 1).unwrap_or_default())?}))
-}
-
-fn texts(fs: &[(u64, Field<'_>)], n: u64) -> Vec<String> {
-    fs.iter()
-        .filter_map(|(k, f)| match (k, f) {
-            (k, Field::Bytes(b)) if *k == n => std::str::from_utf8(b).ok().map(str::to_owned),
-            _ => None,
-        })
-        .collect()
-}
-
-fn messages<'a>(fs: &[(u64, Field<'a>)], n: u64) -> Vec<&'a [u8]> {
-    fs.iter()
-        .filter_map(|(k, f)| match (k, f) {
-            (k, Field::Bytes(b)) if *k == n => Some(*b),
-            _ => None,
-        })
-        .collect()
 }
 
 /// A protobuf-encoded Role or ClusterRole (`kubectl create clusterrole`): PolicyRules of
@@ -185,13 +179,7 @@ pub fn binding(body: &[u8], kind: &str) -> Option<Value> {
 pub fn token_request(body: &[u8]) -> Option<Value> {
     let tr = fields(unwrap(body)?)?;
     let spec = fields(sub(&tr, 2).unwrap_or_default())?;
-    let audiences: Vec<String> = spec
-        .iter()
-        .filter_map(|(k, f)| match (k, f) {
-            (1, Field::Bytes(b)) => std::str::from_utf8(b).ok().map(str::to_owned),
-            _ => None,
-        })
-        .collect();
+    let audiences = texts(&spec, 1);
     let mut out = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
         "spec": {"audiences": audiences}});
     if let Some(s) = number(&spec, 4) {

@@ -8,7 +8,6 @@ pub mod tls;
 pub mod tokens;
 
 use axum::http::{HeaderMap, Method, header};
-use serde_json::Value;
 
 use crate::api::Query;
 use crate::api::route::{Route, Target};
@@ -133,18 +132,16 @@ pub fn decide(store: &Store, user: &UserInfo, a: &Attributes) -> bool {
         return user.is_admin();
     };
     store.read(|i| {
-        let cluster_roles = |name: &str| i.get(cr, "", name).map(|o| Value::clone(o));
-        let roles = |ns: &str, name: &str| i.get(r, ns, name).map(|o| Value::clone(o));
+        let cluster_roles = |name: &str| i.get(cr, "", name).map(|o| &**o);
+        let roles = |ns: &str, name: &str| i.get(r, ns, name).map(|o| &**o);
         let policy = rbac::Policy {
             cluster_roles: &cluster_roles,
             roles: &roles,
-            cluster_role_bindings: i.list(crb, None).map(|o| Value::clone(o)).collect(),
+            cluster_role_bindings: i.list(crb, None).map(|o| &**o).collect(),
             role_bindings: if a.namespace.is_empty() {
                 Vec::new()
             } else {
-                i.list(rb, Some(&a.namespace))
-                    .map(|o| Value::clone(o))
-                    .collect()
+                i.list(rb, Some(&a.namespace)).map(|o| &**o).collect()
             },
         };
         rbac::allowed(user, a, &policy)

@@ -135,19 +135,18 @@ pub fn role_ref(binding: &Value) -> Option<(&str, &str)> {
     Some((r.get("kind")?.as_str()?, r.get("name")?.as_str()?))
 }
 
-/// The objects the decision reads.
+/// The objects the decision reads, borrowed from the store (nothing is copied per request).
 pub struct Policy<'a> {
-    pub cluster_roles: &'a dyn Fn(&str) -> Option<Value>,
+    pub cluster_roles: &'a dyn Fn(&str) -> Option<&'a Value>,
     /// `(namespace, name)`.
-    pub roles: &'a dyn Fn(&str, &str) -> Option<Value>,
-    pub cluster_role_bindings: Vec<Value>,
+    pub roles: &'a dyn Fn(&str, &str) -> Option<&'a Value>,
+    pub cluster_role_bindings: Vec<&'a Value>,
     /// RoleBindings of the request's namespace.
-    pub role_bindings: Vec<Value>,
+    pub role_bindings: Vec<&'a Value>,
 }
 
-fn any_rule(role: Option<Value>, a: &Attributes) -> bool {
-    role.as_ref()
-        .and_then(|r| r.get("rules"))
+fn any_rule(role: Option<&Value>, a: &Attributes) -> bool {
+    role.and_then(|r| r.get("rules"))
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -159,7 +158,7 @@ pub fn allowed(user: &UserInfo, a: &Attributes, p: &Policy<'_>) -> bool {
     if user.is_admin() {
         return true;
     }
-    for b in &p.cluster_role_bindings {
+    for b in p.cluster_role_bindings.iter().copied() {
         if subject_matches(b, "", user)
             && let Some(("ClusterRole", name)) = role_ref(b)
             && any_rule((p.cluster_roles)(name), a)
@@ -170,7 +169,7 @@ pub fn allowed(user: &UserInfo, a: &Attributes, p: &Policy<'_>) -> bool {
     if a.namespace.is_empty() {
         return false;
     }
-    for b in &p.role_bindings {
+    for b in p.role_bindings.iter().copied() {
         if !subject_matches(b, &a.namespace, user) {
             continue;
         }
@@ -284,13 +283,13 @@ mod tests {
             "subjects": [{"kind": "ServiceAccount", "name": "sih"}]});
         let missing = json!({"roleRef": {"kind": "ClusterRole", "name": "nope"},
             "subjects": [{"kind": "Group", "name": "system:authenticated"}]});
-        let cluster_roles = |n: &str| (n == "sih").then(|| cr.clone());
-        let roles = |ns: &str, n: &str| (ns == "kube-system" && n == "pods").then(|| role.clone());
+        let cluster_roles = |n: &str| (n == "sih").then_some(&cr);
+        let roles = |ns: &str, n: &str| (ns == "kube-system" && n == "pods").then_some(&role);
         let policy = Policy {
             cluster_roles: &cluster_roles,
             roles: &roles,
-            cluster_role_bindings: vec![crb, missing],
-            role_bindings: vec![rb],
+            cluster_role_bindings: vec![&crb, &missing],
+            role_bindings: vec![&rb],
         };
         let me = sa("kube-system", "sih");
         assert!(allowed(

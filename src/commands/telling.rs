@@ -1,0 +1,146 @@
+//! What `imds` and `queue` wire the same way: the admin listener (metrics, probes) started
+//! first, and the reporters (logs, Kubernetes Events, webhooks) consuming the one update
+//! stream.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use sih_report::webhook::{self, TemplateData};
+use sih_report::{EventReporter, Metrics, Reporters, Update, Webhook, WebhookConfig};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinHandle;
+
+use crate::agent::admin;
+use crate::agent::health::Health;
+use crate::cli::{NoticeFlags, ReportFlags};
+
+/// Metrics, health and the admin listener. `stall_interval`: how often the main loop
+/// normally completes a round (the liveness probe fails when it stops).
+pub async fn start_admin(
+    report: &ReportFlags,
+    stall_interval: Duration,
+) -> anyhow::Result<(Arc<Metrics>, Arc<Health>)> {
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::new(stall_interval));
+    let probes = report
+        .probes_listen
+        .map(|a| (a, report.probes_path.clone()));
+    let addr = admin::start(report.admin_listen, probes, metrics.clone(), health.clone()).await?;
+    tracing::info!(addr = %addr, "admin listener: /metrics /healthz /readyz");
+    Ok((metrics, health))
+}
+
+/// Who reports, and what every message about it shares.
+pub struct Source<'a> {
+    /// `imds` or `queue`, the `source` metric label.
+    pub name: &'static str,
+    /// The node Events go on by default (queue mode: each notice's own).
+    pub node: &'a str,
+    /// The reporting instance named in Events (our pod).
+    pub reporter: Option<String>,
+    pub template_base: TemplateData,
+    /// Also receives every update (the demo's timeline).
+    pub tap: Option<UnboundedSender<Update>>,
+}
+
+/// Starts the reporters; in dry-run no Event or webhook is written. Returns the stream's
+/// sender and the task to `finish`.
+pub fn spawn_reporters(
+    report: &ReportFlags,
+    act: &NoticeFlags,
+    client: &kube::Client,
+    metrics: &Arc<Metrics>,
+    source: Source<'_>,
+) -> anyhow::Result<(UnboundedSender<Update>, JoinHandle<()>)> {
+    let webhook = webhook_from(report)?;
+    let annotations = parse_annotations(&report.events_extra_annotations)?;
+    if act.dry_run && webhook.is_some() {
+        tracing::info!("dry run: webhook messages are logged, not sent");
+    }
+    let events = (report.kubernetes_events && !act.dry_run).then(|| {
+        EventReporter::new(client.clone(), source.node, source.reporter)
+            .with_annotations(annotations)
+    });
+    let reporters = Reporters {
+        source: source.name,
+        metrics: metrics.clone(),
+        events,
+        webhook: webhook.filter(|_| !act.dry_run).map(Arc::new),
+        template_base: source.template_base,
+        webhook_patience: act.drain_budget,
+        tap: source.tap,
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    Ok((tx, tokio::spawn(reporters.run(rx))))
+}
+
+/// Lets the last messages (a drain's end, a webhook still retrying) go out, within reason.
+/// The stream must be closed first (every sender dropped).
+pub async fn finish(reporting: JoinHandle<()>) {
+    if tokio::time::timeout(Duration::from_secs(10), reporting)
+        .await
+        .is_err()
+    {
+        tracing::warn!("reporters still busy after 10s; stopping anyway");
+    }
+}
+
+/// `k=v,k2=v2`.
+pub fn parse_annotations(s: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| anyhow!("--events-extra-annotations: {p:?} is not k=v"))
+        })
+        .collect()
+}
+
+/// The webhook, if one is configured; its template is checked now.
+pub fn webhook_from(flags: &ReportFlags) -> anyhow::Result<Option<Webhook>> {
+    let Some(url) = flags
+        .webhook_url
+        .clone()
+        .or_else(|| flags.slack_url.clone())
+    else {
+        return Ok(None);
+    };
+    let template = match (&flags.webhook_template, &flags.webhook_template_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --webhook-template-file {}", path.display()))?,
+        (None, None) => webhook::DEFAULT_TEMPLATE.to_owned(),
+    };
+    let config = WebhookConfig {
+        url,
+        template,
+        headers: webhook::parse_headers(&flags.webhook_headers)?,
+        proxy: flags.webhook_proxy.clone(),
+        timeout: flags.webhook_timeout,
+        attempts: flags.webhook_attempts,
+        ..WebhookConfig::default()
+    };
+    Ok(Some(Webhook::new(config)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_annotations_are_pairs() {
+        assert_eq!(
+            parse_annotations("team=infra, env = prod").unwrap(),
+            BTreeMap::from([
+                ("team".to_owned(), "infra".to_owned()),
+                ("env".to_owned(), "prod".to_owned())
+            ])
+        );
+        assert!(parse_annotations("").unwrap().is_empty());
+        assert!(parse_annotations("novalue").is_err());
+    }
+}
