@@ -347,6 +347,25 @@ pub struct QueueArgs {
     /// the hook's own heartbeat timeout then bounds the drain).
     #[arg(long, env = "SIH_HEARTBEAT_INTERVAL", value_parser = parse_duration, default_value = "0s")]
     pub heartbeat_interval: Duration,
+    /// Stop recording heartbeats this long after the lifecycle event (a hook cannot be held
+    /// longer than 48 h, or 100 heartbeat timeouts).
+    #[arg(long, env = "SIH_HEARTBEAT_UNTIL", value_parser = parse_duration, default_value = "48h")]
+    pub heartbeat_until: Duration,
+    /// Match instances to nodes by `spec.providerID` only, never asking EC2 (for clusters whose
+    /// node names are not the instances' private DNS names). Without it, EC2's
+    /// `DescribeInstances` gives the private DNS name, matched against node names and
+    /// `kubernetes.io/hostname` labels, with the providerID as a second try.
+    #[arg(long, env = "USE_PROVIDER_ID", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
+    pub use_provider_id: bool,
+    /// Act only on instances carrying this tag key (off by default; aws-node-termination-handler
+    /// defaults it on). Needs `ec2:DescribeInstances`.
+    #[arg(long, env = "SIH_MANAGED_TAG")]
+    pub managed_tag: Option<String>,
+    /// Delete a message whose instance is not a node of this cluster (or lacks the managed
+    /// tag) and complete its terminate hook; with `false` it is left to come back until the
+    /// queue's retention drops it.
+    #[arg(long, env = "DELETE_SQS_MSG_IF_NODE_NOT_FOUND", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true", value_parser = BoolishValueParser::new())]
+    pub delete_if_node_not_found: bool,
     /// Wait this long after a drain before completing its terminate hook.
     #[arg(long, env = "SIH_COMPLETE_LIFECYCLE_ACTION_DELAY", value_parser = parse_duration, default_value = "0s")]
     pub complete_lifecycle_action_delay: Duration,

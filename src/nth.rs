@@ -121,6 +121,29 @@ pub fn translate(env: &HashMap<String, String>) -> anyhow::Result<Translated> {
         if let Some(s) = seconds(env, "SQS_MSG_VISIBILITY_TIMEOUT_SEC")?.filter(|s| *s > 0) {
             opt("--visibility-timeout", format!("{s}s"));
         }
+        if let Some(s) = seconds(env, "HEARTBEAT_UNTIL")?.filter(|s| *s > 0) {
+            opt("--heartbeat-until", format!("{s}s"));
+        }
+        // NTH checks its managed tag unless told not to; we only when asked (a frequent
+        // surprise there): an explicit CHECK_TAG_BEFORE_DRAINING=true or a MANAGED_TAG.
+        let tag = env.get("MANAGED_TAG").filter(|t| !t.trim().is_empty());
+        let check = match env.get("CHECK_TAG_BEFORE_DRAINING").map(|v| v.trim()) {
+            None | Some("") => tag.is_some(),
+            Some(_) => flag(env, "CHECK_TAG_BEFORE_DRAINING", false)?,
+        };
+        if check {
+            opt(
+                "--managed-tag",
+                tag.map(|t| t.trim().to_owned())
+                    .unwrap_or_else(|| "aws-node-termination-handler/managed".into()),
+            );
+        } else if env.get("CHECK_TAG_BEFORE_DRAINING").is_none() {
+            notes.push(
+                "instances are acted on whether or not they carry NTH's managed tag \
+                 (set CHECK_TAG_BEFORE_DRAINING=true or MANAGED_TAG to filter)"
+                    .into(),
+            );
+        }
     }
     if let Some(s) = seconds(env, "NODE_TERMINATION_GRACE_PERIOD")? {
         opt("--drain-budget", format!("{}s", s.max(1)));
@@ -272,6 +295,42 @@ mod tests {
         assert_eq!(
             value_of(&q, "--aws-endpoint"),
             Some("http://127.0.0.1:5000")
+        );
+    }
+
+    #[test]
+    fn queue_mode_managed_tag_and_heartbeats() {
+        let queue = |extra: &[(&str, &str)]| {
+            let mut e = env(&[
+                ("ENABLE_SQS_TERMINATION_DRAINING", "true"),
+                ("QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/q"),
+            ]);
+            e.extend(env(extra));
+            translate(&e).unwrap()
+        };
+        let plain = queue(&[]);
+        assert_eq!(value_of(&plain, "--managed-tag"), None, "off unless asked");
+        assert_eq!(plain.notes.len(), 1, "{:?}", plain.notes);
+        let nth_default = queue(&[("CHECK_TAG_BEFORE_DRAINING", "true")]);
+        assert_eq!(
+            value_of(&nth_default, "--managed-tag"),
+            Some("aws-node-termination-handler/managed")
+        );
+        assert!(nth_default.notes.is_empty());
+        let own = queue(&[("MANAGED_TAG", "team/spot"), ("HEARTBEAT_UNTIL", "600")]);
+        assert_eq!(value_of(&own, "--managed-tag"), Some("team/spot"));
+        assert_eq!(value_of(&own, "--heartbeat-until"), Some("600s"));
+        let off = queue(&[
+            ("MANAGED_TAG", "team/spot"),
+            ("CHECK_TAG_BEFORE_DRAINING", "false"),
+        ]);
+        assert_eq!(value_of(&off, "--managed-tag"), None);
+        assert!(
+            translate(&env(&[
+                ("ENABLE_SQS_TERMINATION_DRAINING", "true"),
+                ("CHECK_TAG_BEFORE_DRAINING", "maybe")
+            ]))
+            .is_err()
         );
     }
 }

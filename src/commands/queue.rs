@@ -6,6 +6,7 @@ use sih_report::webhook::TemplateData;
 use crate::cli::QueueArgs;
 use crate::commands::drain::drain_config;
 use crate::commands::telling;
+use crate::controller::resolve::Resolver;
 use crate::controller::{Controller, ControllerConfig};
 
 pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
@@ -22,6 +23,23 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
     let queue = sih_queue::Queue::new(&aws, &args.queue_url);
     let (index, _watch) = sih_node::watch_nodes(client.clone()).await;
     tracing::info!(nodes = index.len(), queue = %args.queue_url, "node index ready");
+    let managed_tag = args.managed_tag.clone().filter(|t| !t.is_empty());
+    let directory = if Resolver::needs_ec2(args.use_provider_id, managed_tag.as_deref()) {
+        let ec2 = sih_queue::Ec2::new(&aws)?;
+        // Names and zones never change for an instance's life; tags may, hence a bound.
+        Some(sih_queue::Directory::spawn(
+            ec2,
+            std::time::Duration::from_secs(600),
+        ))
+    } else {
+        None
+    };
+    let resolver = Resolver {
+        index,
+        directory,
+        use_provider_id: args.use_provider_id,
+        managed_tag,
+    };
 
     let mut template_base = TemplateData::new();
     template_base.insert("ClusterName", args.report.cluster_name.clone());
@@ -54,6 +72,8 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
         workers: args.workers,
         visibility: args.visibility_timeout,
         heartbeat_interval: Some(args.heartbeat_interval).filter(|d| !d.is_zero()),
+        heartbeat_until: args.heartbeat_until,
+        delete_unknown: args.delete_if_node_not_found,
         complete_delay: args.complete_lifecycle_action_delay,
         launch_ready_timeout: args.launch_ready_timeout,
     };
@@ -74,7 +94,7 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
         )
     });
     Controller::new(
-        config, queue, hooks, claims, client, index, tx, metrics, health,
+        config, queue, hooks, claims, client, resolver, tx, metrics, health,
     )
     .run(crate::signals::shutdown())
     .await;

@@ -81,6 +81,54 @@ impl Moto {
         aws_sdk_autoscaling::Client::new(&self.config().await)
     }
 
+    /// Launches `count` instances in moto's EC2 (tagged `tag` if given); returns their ids.
+    /// Moto routes a Query call by the credential scope in `Authorization` and does not
+    /// check the signature, so this setup call needs none.
+    pub async fn run_instances(&self, count: usize, tag: Option<&str>) -> Vec<String> {
+        let mut body = format!(
+            "Action=RunInstances&Version=2016-11-15&ImageId=ami-12345678&MinCount={count}\
+             &MaxCount={count}&InstanceType=m5.large&Placement.AvailabilityZone=us-east-1a"
+        );
+        if let Some(t) = tag {
+            body.push_str(&format!(
+                "&TagSpecification.1.ResourceType=instance&TagSpecification.1.Tag.1.Key={}\
+                 &TagSpecification.1.Tag.1.Value=",
+                t.replace('/', "%2F")
+            ));
+        }
+        let text = reqwest::Client::new()
+            .post(format!("{}/", self.url))
+            .header(
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/ec2/aws4_request, \
+                 SignedHeaders=host, Signature=0",
+            )
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let ids: Vec<String> = text
+            .split("<instanceId>")
+            .skip(1)
+            .filter_map(|s| s.split('<').next())
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(ids.len(), count, "{text}");
+        ids
+    }
+
+    /// The instances as our own DescribeInstances client reads them from moto.
+    pub async fn instances(&self, ids: &[String]) -> Vec<sih_queue::Instance> {
+        let ec2 = sih_queue::Ec2::new(&self.config().await).unwrap();
+        let mut found = ec2.describe(ids).await.unwrap();
+        found.sort_by_key(|i| ids.iter().position(|id| *id == i.id));
+        found
+    }
+
     /// The recorded lifecycle calls.
     pub fn lifecycle_calls(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.calls)
@@ -130,6 +178,16 @@ struct QueueScene {
 
 /// A `queue` controller process on `url`; returns it with its admin URL.
 async fn controller(s: &Scene, moto: &Moto, url: &str, extra: &[&str]) -> (Proc, String) {
+    controller_with_env(s, moto, url, extra, &[]).await
+}
+
+async fn controller_with_env(
+    s: &Scene,
+    moto: &Moto,
+    url: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Proc, String) {
     let mut args = vec![
         "--log-format",
         "json",
@@ -150,7 +208,9 @@ async fn controller(s: &Scene, moto: &Moto, url: &str, extra: &[&str]) -> (Proc,
         "4s",
     ];
     args.extend_from_slice(extra);
-    let (proc, _out) = Proc::spawn(&args, &AWS_ENV);
+    let mut all_env = AWS_ENV.to_vec();
+    all_env.extend_from_slice(env);
+    let (proc, _out) = Proc::spawn(&args, &all_env);
     let admin = proc
         .until_logged("admin listener", Duration::from_secs(20))
         .await["addr"]
@@ -162,13 +222,45 @@ async fn controller(s: &Scene, moto: &Moto, url: &str, extra: &[&str]) -> (Proc,
     (proc, format!("http://{admin}"))
 }
 
+/// Nodes for `instances` as EKS registers them: named by the private DNS name EC2 gave each,
+/// with its providerID; the first `spot` are spot capacity. JSON is YAML.
+fn nodes_yaml(instances: &[sih_queue::Instance], spot: usize) -> String {
+    instances
+        .iter()
+        .enumerate()
+        .map(|(i, inst)| {
+            let mut n = sih_sim_cluster::workload::node(i, i < spot);
+            let name = inst.private_dns_name.clone().expect("moto names instances");
+            let zone = inst.availability_zone.clone().unwrap();
+            n["metadata"]["name"] = json!(name);
+            n["metadata"]["labels"]["kubernetes.io/hostname"] = json!(name);
+            n["metadata"]["labels"]["topology.kubernetes.io/zone"] = json!(zone);
+            n["metadata"]["annotations"]["sim.spot-interrupt-handler/instance-id"] = json!(inst.id);
+            n["spec"]["providerID"] = json!(format!("aws:///{zone}/{}", inst.id));
+            n.to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
 impl QueueScene {
     async fn start(extra: &[&str]) -> Self {
-        Self::start_in(Scene::start(&[]).await, extra).await
+        Self::launch(None, extra, None).await
     }
 
-    async fn start_in(s: Scene, extra: &[&str]) -> Self {
+    /// moto first: three instances in its EC2 (the spot one tagged `tag`), then a cluster
+    /// whose nodes are those instances, then the queue and a controller.
+    async fn launch(rbac: Option<(&str, &str)>, extra: &[&str], tag: Option<&str>) -> Self {
         let moto = Moto::start().await;
+        let mut ids = moto.run_instances(1, tag).await;
+        ids.extend(moto.run_instances(2, None).await);
+        let instances = moto.instances(&ids).await;
+        assert_eq!(instances.len(), 3);
+        let s = Scene::start_full(&[], rbac, Some(&nodes_yaml(&instances, 1))).await;
+        Self::start_in(s, moto, extra).await
+    }
+
+    async fn start_in(s: Scene, moto: Moto, extra: &[&str]) -> Self {
         let sqs = moto.sqs().await;
         let url = sqs
             .create_queue()
@@ -272,6 +364,15 @@ async fn spot_warning_fences_drains_and_deletes_the_message_only_afterwards() {
         == "spot-interrupt-handler/spot-interruption"
         && v.starts_with(&instance)));
     assert_eq!(q.count_logged("drain succeeded"), 1);
+    // Found the EKS way: EC2's private DNS name is the node's name.
+    let resolved: Vec<Value> = q
+        .controller
+        .json_lines()
+        .into_iter()
+        .filter(|l| l["message"] == "instance resolved")
+        .collect();
+    assert_eq!(resolved[0]["by"], "private-dns-name", "{resolved:?}");
+    assert_eq!(resolved[0]["node"], q.s.node.as_str());
     assert_eq!(
         q.metric("spot_interrupt_handler_queue_messages_total{result=\"done\"}")
             .await,
@@ -613,23 +714,19 @@ async fn a_controller_killed_mid_drain_is_taken_over_after_its_claim_expires() {
 /// leases in kube-system for the claims). A missing permission fails here.
 #[tokio::test]
 async fn spot_warning_over_tls_with_the_queue_manifests_rbac() {
-    let s = Scene::start_secure(
-        &[],
+    // The manifest's own Deployment runs pods too (30 s grace): cap grace so the drain is quick.
+    let q = QueueScene::launch(
         Some((
             "spot-interrupt-handler-queue.yaml",
             "kube-system/spot-interrupt-handler-queue",
         )),
-    )
-    .await;
-    // The manifest's own Deployment runs pods too (30 s grace): cap grace so the drain is quick.
-    let q = QueueScene::start_in(
-        s,
         &[
             "--pod-namespace",
             "kube-system",
             "--pod-termination-grace-period",
             "1",
         ],
+        None,
     )
     .await;
     let instance = instance_of(&q.s, &q.s.node).await;
@@ -658,4 +755,82 @@ async fn spot_warning_over_tls_with_the_queue_manifests_rbac() {
         },
     )
     .await;
+}
+
+/// Nodes are found through EC2's private DNS name by default; with a managed tag, only tagged
+/// instances are acted on and the rest are deleted as not ours.
+#[tokio::test]
+async fn the_managed_tag_limits_which_instances_are_acted_on() {
+    let q = QueueScene::launch(None, &["--managed-tag", "team/spot"], Some("team/spot")).await;
+    let tagged = instance_of(&q.s, &q.s.node).await;
+    let others: Vec<String> =
+        kube::Api::<k8s_openapi::api::core::v1::Node>::all(q.s.client.clone())
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .filter(|n| n != &q.s.node)
+            .collect();
+    let untagged = instance_of(&q.s, &others[0]).await;
+    q.send(&spot_warning(&untagged)).await;
+    q.send(&spot_warning(&tagged)).await;
+    q.s.drained().await;
+    q.until_empty().await;
+    let other: k8s_openapi::api::core::v1::Node = kube::Api::all(q.s.client.clone())
+        .get(&others[0])
+        .await
+        .unwrap();
+    assert!(!cordoned(&other), "an untagged instance is not ours");
+    assert_eq!(
+        q.metric("spot_interrupt_handler_queue_messages_total{result=\"unmanaged\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        q.metric("spot_interrupt_handler_queue_messages_total{result=\"done\"}")
+            .await,
+        1.0
+    );
+}
+
+/// EC2 unreachable: a message that needs it is kept (it comes back), nothing is fenced on a
+/// guess. `--use-provider-id` needs no EC2 at all.
+#[tokio::test]
+async fn without_ec2_the_message_waits_and_provider_ids_need_none() {
+    let mut q = QueueScene::start(&[]).await;
+    q.controller.child.kill().await.unwrap();
+    let no_ec2 = [("AWS_ENDPOINT_URL_EC2", "http://127.0.0.1:9")];
+    let (blind, _) = controller_with_env(&q.s, &q.moto, &q.url, &[], &no_ec2).await;
+    let instance = instance_of(&q.s, &q.s.node).await;
+    q.send(&spot_warning(&instance)).await;
+    blind
+        .until_logged(
+            "cannot look the instance up; the message comes back",
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(!cordoned(&q.s.node().await));
+    let (visible, in_flight) = q.depth().await;
+    assert_eq!(visible + in_flight, 1, "the message is kept");
+    drop(blind);
+    let (by_id, _) =
+        controller_with_env(&q.s, &q.moto, &q.url, &["--use-provider-id"], &no_ec2).await;
+    // Up to: the rest of the visibility timeout (4 s) + one long poll moto does not cut short.
+    until("the queue is empty", Duration::from_secs(40), || async {
+        q.depth().await == (0, 0)
+    })
+    .await;
+    q.s.drained().await;
+    assert_eq!(
+        by_id
+            .json_lines()
+            .iter()
+            .filter(|l| l["message"] == "drain succeeded")
+            .count(),
+        1,
+        "{}",
+        by_id.log()
+    );
 }

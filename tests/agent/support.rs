@@ -218,22 +218,40 @@ impl Scene {
     /// `rbac`: a manifest in deploy/manifests and the `NAMESPACE/NAME` of its ServiceAccount,
     /// whose token the process under test then holds (over HTTPS, RBAC on).
     pub async fn start_secure(imds_args: &[&str], rbac: Option<(&str, &str)>) -> Self {
+        Self::start_full(imds_args, rbac, None).await
+    }
+
+    /// `nodes`: YAML Node documents to run instead of the simulator's three (one spot).
+    pub async fn start_full(
+        imds_args: &[&str],
+        rbac: Option<(&str, &str)>,
+        nodes: Option<&str>,
+    ) -> Self {
         let tls = rbac.is_some();
         let dir = std::env::temp_dir();
         let tag = format!("{}-{}", std::process::id(), free_port());
         let admin_kubeconfig = dir.join(format!("sih-agent-e2e-{tag}.kubeconfig"));
         let workload = dir.join(format!("sih-agent-e2e-{tag}.yaml"));
         let in_cluster_dir = tls.then(|| dir.join(format!("sih-agent-e2e-{tag}.sa")));
-        std::fs::write(&workload, WORKLOAD).unwrap();
+        let (count, spot) = if nodes.is_some() {
+            ("0", "0")
+        } else {
+            ("3", "1")
+        };
+        std::fs::write(
+            &workload,
+            format!("{WORKLOAD}\n---\n{}", nodes.unwrap_or_default()),
+        )
+        .unwrap();
         let mut cluster_args = vec![
             "simulate",
             "cluster",
             "--listen",
             "127.0.0.1:0",
             "--nodes",
-            "3",
+            count,
             "--spot-nodes",
-            "1",
+            spot,
             "--pod-start-delay",
             "100ms",
             "--workload",

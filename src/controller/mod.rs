@@ -1,27 +1,31 @@
 //! The queue-mode controller: long-polls SQS, parses each message (one parser per kind, in
-//! `sih_queue`), resolves each instance to a node through the watched node index, fences at
-//! once, drains with at most `--workers` drains in flight (a fence never waits behind a drain),
-//! keeps the message invisible while its drain runs, and deletes it only when its action is
-//! done or it can never succeed.
+//! `sih_queue`), resolves each instance to a node (`resolve`), fences at once, drains with at
+//! most `--workers` drains in flight (a fence never waits behind a drain), keeps the message
+//! invisible while its drain runs, and deletes it only when its action is done or it can
+//! never succeed (`outcome`).
 //!
 //! Auto Scaling lifecycle actions: a terminate hook is completed with CONTINUE after its drain
-//! (heartbeats while it runs), and also for an instance that is not in this cluster, so the
-//! group is never held up; a launch hook once its node is Ready (ABANDON after
-//! `--launch-ready-timeout`). Restart-safe: a message whose controller died comes back after
-//! its visibility timeout and is handled again from the start (fence and drain are idempotent).
+//! (heartbeats while it runs, derived from the message so a restart resumes them), and also
+//! for an instance that is not in this cluster, so the group is never held up; a launch hook
+//! once its node is Ready (ABANDON after `--launch-ready-timeout`).
 //!
-//! Not yet here (issue 6 continues): instance → node through ec2:DescribeInstances (the index
-//! matches providerIDs), the managed-tag filter, and coordination between replicas.
+//! Several replicas on one queue: duplicates within a replica ride along with the first copy
+//! (`in_flight`); across replicas a Lease per notice (`sih_node::Claims`) says who acts and
+//! whether the notice was announced, and a replica that dies mid-drain is taken over once its
+//! claim expires.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+mod in_flight;
+mod outcome;
+pub mod resolve;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use sih_core::{Action, ActionPolicy, Notice};
-use sih_node::{Claim, Claims, DrainConfig, NodeIndex};
+use sih_node::{Claim, Claims, DrainConfig};
 use sih_queue::{
     HookResult, Hooks, LifecycleAction, Message, Parsed, Queue, QueueNotice, Transition,
 };
@@ -31,6 +35,9 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::actions::{DrainJob, Fence, Fencer, drain_deadline, drain_until_done};
 use crate::agent::health::Health;
+use in_flight::InFlight;
+use outcome::Outcome;
+use resolve::{Resolved, Resolver};
 
 pub struct ControllerConfig {
     pub policy: ActionPolicy,
@@ -43,6 +50,10 @@ pub struct ControllerConfig {
     /// How long a received message stays invisible; extended while its drain runs.
     pub visibility: Duration,
     pub heartbeat_interval: Option<Duration>,
+    /// Heartbeats stop this long after the lifecycle event (a hook cannot be held longer).
+    pub heartbeat_until: Duration,
+    /// Whether a message about an instance that is not ours is deleted.
+    pub delete_unknown: bool,
     pub complete_delay: Duration,
     pub launch_ready_timeout: Duration,
 }
@@ -56,45 +67,16 @@ struct Shared {
     claims: Option<Claims>,
     client: kube::Client,
     nodes: Api<Node>,
-    index: NodeIndex,
+    resolver: Resolver,
     updates: UnboundedSender<Update>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     drains: Semaphore,
-    /// Notices being acted on, with the receipts of every message that carries them: a
-    /// duplicate delivery waits for the first and is deleted with it.
-    in_flight: Mutex<HashMap<String, Vec<String>>>,
+    in_flight: InFlight,
 }
 
 pub struct Controller {
     shared: Arc<Shared>,
-}
-
-/// What became of one message, for `..._queue_messages_total{result}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Done,
-    Ignored,
-    Malformed,
-    UnknownInstance,
-    Duplicate,
-    /// Another replica finished this notice: delete our copy.
-    AlreadyDone,
-    /// Left on the queue: it comes back after its visibility timeout.
-    Retry,
-}
-
-impl Outcome {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Done => "done",
-            Self::Ignored => "ignored",
-            Self::Malformed => "malformed",
-            Self::UnknownInstance => "unknown_instance",
-            Self::Duplicate | Self::AlreadyDone => "duplicate",
-            Self::Retry => "retry",
-        }
-    }
 }
 
 impl Controller {
@@ -105,7 +87,7 @@ impl Controller {
         hooks: Hooks,
         claims: Option<Claims>,
         client: kube::Client,
-        index: NodeIndex,
+        resolver: Resolver,
         updates: UnboundedSender<Update>,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
@@ -126,12 +108,12 @@ impl Controller {
                 hooks,
                 claims,
                 client,
-                index,
+                resolver,
                 updates,
                 metrics,
                 health,
                 drains: Semaphore::new(workers),
-                in_flight: Mutex::new(HashMap::new()),
+                in_flight: InFlight::default(),
             }),
         }
     }
@@ -209,51 +191,15 @@ async fn handle(shared: &Arc<Shared>, m: &Message) -> Outcome {
     for q in notices {
         outcomes.push(act(shared, q, &m.receipt).await);
     }
-    // A Health event naming several instances is done when all of them are.
-    let outcome = if outcomes.contains(&Outcome::Retry) {
-        Outcome::Retry
-    } else if outcomes.contains(&Outcome::Duplicate) {
-        Outcome::Duplicate
-    } else if outcomes.contains(&Outcome::AlreadyDone) {
-        Outcome::AlreadyDone
-    } else if outcomes.iter().all(|o| *o == Outcome::UnknownInstance) {
-        Outcome::UnknownInstance
-    } else {
-        Outcome::Done
-    };
-    match outcome {
-        Outcome::Retry | Outcome::Duplicate => {}
-        _ if shared.cfg.dry_run => {
+    let outcome = Outcome::combine(&outcomes);
+    if outcome.deletes(shared.cfg.delete_unknown) {
+        if shared.cfg.dry_run {
             tracing::info!(message_id = %m.id, "dry run: would delete the message");
+        } else {
+            delete(shared, &m.receipt).await;
         }
-        _ => delete(shared, &m.receipt).await,
     }
     outcome
-}
-
-/// Registers `receipt` for `id`; false when another message already carries the notice.
-fn join_in_flight(shared: &Shared, id: &str, receipt: &str) -> bool {
-    let mut map = shared.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-    match map.get_mut(id) {
-        Some(receipts) => {
-            receipts.push(receipt.to_owned());
-            false
-        }
-        None => {
-            map.insert(id.to_owned(), Vec::new());
-            true
-        }
-    }
-}
-
-/// Ends the claim; returns the receipts of duplicates to delete with the first.
-fn leave_in_flight(shared: &Shared, id: &str) -> Vec<String> {
-    shared
-        .in_flight
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(id)
-        .unwrap_or_default()
 }
 
 /// Completes a lifecycle action (not in dry-run); false when it should be tried again.
@@ -288,22 +234,31 @@ async fn complete(
 async fn launch(shared: &Shared, q: &QueueNotice, a: &LifecycleAction, receipt: &str) -> Outcome {
     let until = tokio::time::Instant::now() + shared.cfg.launch_ready_timeout;
     let mut extended = tokio::time::Instant::now();
+    let finish = |result| async move {
+        if complete(shared, a, &q.instance_id, result).await {
+            Outcome::Done
+        } else {
+            Outcome::Retry
+        }
+    };
     loop {
-        if let Some((node, true)) = shared.index.readiness(&q.instance_id) {
-            tracing::info!(instance_id = %q.instance_id, node = %node, "launched node is Ready");
-            return if complete(shared, a, &q.instance_id, HookResult::Continue).await {
-                Outcome::Done
-            } else {
-                Outcome::Retry
-            };
+        match shared.resolver.resolve(&q.instance_id).await {
+            Ok(Resolved::Node(node)) if shared.resolver.index.is_ready(&node) => {
+                tracing::info!(instance_id = %q.instance_id, node = %node, "launched node is Ready");
+                return finish(HookResult::Continue).await;
+            }
+            Ok(Resolved::Unmanaged) => {
+                tracing::info!(instance_id = %q.instance_id, "launched instance is not managed here; not holding it up");
+                return finish(HookResult::Continue).await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(instance_id = %q.instance_id, error = %e, "cannot look the launched instance up yet");
+            }
         }
         if tokio::time::Instant::now() >= until {
             tracing::warn!(instance_id = %q.instance_id, "launched instance never became a Ready node");
-            return if complete(shared, a, &q.instance_id, HookResult::Abandon).await {
-                Outcome::Done
-            } else {
-                Outcome::Retry
-            };
+            return finish(HookResult::Abandon).await;
         }
         if extended.elapsed() >= shared.cfg.visibility / 2 {
             let _ = shared.queue.extend(receipt, shared.cfg.visibility).await;
@@ -313,26 +268,46 @@ async fn launch(shared: &Shared, q: &QueueNotice, a: &LifecycleAction, receipt: 
     }
 }
 
+/// An instance that is not ours: nothing to do, and a terminate hook is completed so the group
+/// is never held up (unless the message is kept, to be looked at again).
+async fn not_ours(shared: &Shared, q: &QueueNotice, outcome: Outcome) -> Outcome {
+    tracing::info!(instance_id = %q.instance_id, notice_id = %q.id, result = outcome.label(),
+        "instance is not a node managed here; nothing to do");
+    if outcome.deletes(shared.cfg.delete_unknown)
+        && let Some(a) = &q.lifecycle
+        && !complete(shared, a, &q.instance_id, HookResult::Continue).await
+    {
+        return Outcome::Retry;
+    }
+    outcome
+}
+
 async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
     if let Some(a) = q.lifecycle.clone()
         && a.transition == Transition::Launching
     {
         return launch(shared, &q, &a, receipt).await;
     }
-    let Some(node) = shared.index.by_instance(&q.instance_id) else {
-        tracing::info!(instance_id = %q.instance_id, notice_id = %q.id,
-            "instance is not a node of this cluster; nothing to do");
-        // Never hold up a group for an instance we do not manage.
-        if let Some(a) = &q.lifecycle
-            && !complete(shared, a, &q.instance_id, HookResult::Continue).await
-        {
+    let node = match shared.resolver.resolve(&q.instance_id).await {
+        Ok(Resolved::Node(node)) => node,
+        Ok(Resolved::NotInCluster) => return not_ours(shared, &q, Outcome::UnknownInstance).await,
+        Ok(Resolved::Unmanaged) => return not_ours(shared, &q, Outcome::Unmanaged).await,
+        Err(e) => {
+            // The message comes back after its visibility timeout and is looked up again.
+            tracing::warn!(instance_id = %q.instance_id, notice_id = %q.id, error = %e,
+                retryable = e.retryable, "cannot look the instance up; the message comes back");
             return Outcome::Retry;
         }
-        return Outcome::UnknownInstance;
     };
     let lifecycle = q.lifecycle.clone();
     let instance = q.instance_id.clone();
-    if !join_in_flight(shared, &q.id, receipt) {
+    // Heartbeats stop once the hook cannot be held any longer; measured from the event, so a
+    // controller that restarts mid-drain keeps to the same end.
+    let beats_until = q
+        .event_time
+        .checked_add(shared.cfg.heartbeat_until)
+        .unwrap_or(Timestamp::MAX);
+    if !shared.in_flight.join(&q.id, receipt) {
         tracing::info!(notice_id = %q.id, "already being handled; this copy goes with it");
         return Outcome::Duplicate;
     }
@@ -349,7 +324,7 @@ async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
                     Ok(Claim::Acquired { announced }) => break announced,
                     Ok(Claim::Done) => {
                         // Copies that arrived here meanwhile are finished too.
-                        for duplicate in leave_in_flight(shared, &q.id) {
+                        for duplicate in shared.in_flight.leave(&q.id) {
                             if !shared.cfg.dry_run {
                                 delete(shared, &duplicate).await;
                             }
@@ -363,7 +338,7 @@ async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
                             said = true;
                         }
                         if started.elapsed() > shared.cfg.visibility * 6 {
-                            leave_in_flight(shared, &q.id);
+                            shared.in_flight.leave(&q.id);
                             return Outcome::Retry;
                         }
                         if extended.elapsed() >= shared.cfg.visibility / 2 {
@@ -373,7 +348,7 @@ async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                     Err(e) => {
-                        leave_in_flight(shared, &q.id);
+                        shared.in_flight.leave(&q.id);
                         tracing::warn!(notice_id = %q.id, error = %e, "cannot claim the notice; it comes back");
                         return Outcome::Retry;
                     }
@@ -394,7 +369,15 @@ async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
             tracing::warn!(notice_id = %notice.id, error = %e, "cannot record the announcement");
         }
     }
-    let mut ok = carry_out(shared, &notice, action, receipt, lifecycle.as_ref()).await;
+    let mut ok = carry_out(
+        shared,
+        &notice,
+        action,
+        receipt,
+        lifecycle.as_ref(),
+        beats_until,
+    )
+    .await;
     if ok && let Some(a) = &lifecycle {
         tokio::time::sleep(shared.cfg.complete_delay).await;
         ok = complete(shared, a, &instance, HookResult::Continue).await;
@@ -405,7 +388,7 @@ async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
     {
         tracing::warn!(notice_id = %notice.id, error = %e, "cannot mark the notice done");
     }
-    for duplicate in leave_in_flight(shared, &notice.id) {
+    for duplicate in shared.in_flight.leave(&notice.id) {
         if ok && !shared.cfg.dry_run {
             delete(shared, &duplicate).await;
         }
@@ -419,6 +402,7 @@ async fn carry_out(
     action: Action,
     receipt: &str,
     lifecycle: Option<&LifecycleAction>,
+    beats_until: Timestamp,
 ) -> bool {
     if action < Action::Taint {
         return true;
@@ -439,14 +423,10 @@ async fn carry_out(
     if action < Action::Drain {
         return true;
     }
-    // Fenced at once; the drain waits for a worker.
-    let Ok(_permit) = shared.drains.acquire().await else {
-        return false;
-    };
     let deadline = drain_deadline(notice, shared.cfg.drain_budget);
     let mut config = shared.cfg.drain.clone();
     config.hard_deadline = notice.kind.deadline_is_hard();
-    let job = drain_until_done(DrainJob {
+    let job = DrainJob {
         client: shared.client.clone(),
         nodes: shared.nodes.clone(),
         node: notice.node.clone(),
@@ -456,12 +436,18 @@ async fn carry_out(
         out_of_service: shared.cfg.out_of_service_taint,
         updates: shared.updates.clone(),
         health: shared.health.clone(),
-    });
+    };
+    // Fenced at once; the drain waits for a worker. The message stays hidden (and the hook
+    // alive) while it waits as well as while it drains.
+    let job = async {
+        match shared.drains.acquire().await {
+            Ok(_permit) => drain_until_done(job).await,
+            Err(_) => false,
+        }
+    };
     let mut job = std::pin::pin!(job);
-    // Keep the message from coming back to anyone while its drain runs.
     let every = (shared.cfg.visibility / 2).max(Duration::from_secs(1));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    // Heartbeats keep a terminate hook from timing out while its drain runs.
     let beat_every = shared
         .cfg
         .heartbeat_interval
@@ -483,13 +469,15 @@ async fn carry_out(
                 }
             }
             _ = beat.tick() => {
-                if let Some(a) = lifecycle {
-                    match shared.hooks.heartbeat(a, &instance).await {
-                        Ok(()) => shared.metrics.action("lifecycle_heartbeat", true),
-                        Err(e) => {
-                            shared.metrics.action("lifecycle_heartbeat", false);
-                            tracing::warn!(error = %e, notice_id = %notice.id, "could not record a lifecycle heartbeat");
-                        }
+                let Some(a) = lifecycle else { continue };
+                if Timestamp::now() >= beats_until {
+                    continue;
+                }
+                match shared.hooks.heartbeat(a, &instance).await {
+                    Ok(()) => shared.metrics.action("lifecycle_heartbeat", true),
+                    Err(e) => {
+                        shared.metrics.action("lifecycle_heartbeat", false);
+                        tracing::warn!(error = %e, notice_id = %notice.id, "could not record a lifecycle heartbeat");
                     }
                 }
             }
