@@ -248,21 +248,42 @@ fn helm_lint_and_template_for_both_modes_and_a_values_matrix() {
     );
 }
 
+/// Both modes: the chart's roles are the plain manifests' roles (which tests/node/rbac.rs
+/// proves rule by rule).
 #[test]
 fn the_chart_grants_exactly_the_manifests_rules() {
-    let docs = rendered(&[]);
-    let chart_role = of_kind(&docs, "ClusterRole")[0]["rules"].clone();
-    let text = std::fs::read_to_string(manifest("spot-interrupt-handler.yaml")).unwrap();
-    let objects = workload::parse(&text).unwrap();
-    let manifest_role =
-        objects.iter().find(|o| o["kind"] == "ClusterRole").unwrap()["rules"].clone();
-    assert_eq!(chart_role, manifest_role);
+    for (sets, file) in [
+        (&[][..], "spot-interrupt-handler.yaml"),
+        (
+            &[
+                "mode=queue",
+                "queue.url=https://sqs.us-east-1.amazonaws.com/1/q",
+            ][..],
+            "spot-interrupt-handler-queue.yaml",
+        ),
+    ] {
+        let docs = rendered(sets);
+        let text = std::fs::read_to_string(manifest(file)).unwrap();
+        let objects = workload::parse(&text).unwrap();
+        for kind in ["ClusterRole", "Role"] {
+            let chart: Vec<Value> = of_kind(&docs, kind)
+                .iter()
+                .map(|r| r["rules"].clone())
+                .collect();
+            let plain: Vec<Value> = objects
+                .iter()
+                .filter(|o| o["kind"] == kind)
+                .map(|r| r["rules"].clone())
+                .collect();
+            assert_eq!(chart, plain, "{kind} of {file}");
+        }
+    }
 }
 
-/// Every flag of `imds` is either a chart value under `flags:` or set by the chart itself.
-#[test]
-fn chart_values_cover_every_agent_flag() {
+/// The flags of one command in docs/configuration.md (with the ones every command has).
+fn flags_of(command: &str) -> Vec<String> {
     let reference = std::fs::read_to_string(format!("{ROOT}/docs/configuration.md")).unwrap();
+    let heading = format!("`spot-interrupt-handler {command}`");
     let mut section = "";
     let mut flags = Vec::new();
     for line in reference.lines() {
@@ -270,13 +291,22 @@ fn chart_values_cover_every_agent_flag() {
             section = h;
             continue;
         }
-        if (section == "Every command" || section == "`spot-interrupt-handler imds`")
+        if (section == "Every command" || section == heading)
             && let Some(rest) = line.strip_prefix("| `--")
         {
             flags.push(rest.split('`').next().unwrap().to_owned());
         }
     }
-    assert!(flags.len() > 30, "{flags:?}");
+    flags
+}
+
+/// Every flag of `imds` and `queue` is a chart value (`flags:` for both, `queue.flags:` for
+/// queue alone) or set by the chart itself, and every value is a flag.
+#[test]
+fn chart_values_cover_every_flag_of_both_modes() {
+    let agent = flags_of("imds");
+    let queue = flags_of("queue");
+    assert!(agent.len() > 30 && queue.len() > 30, "{agent:?} {queue:?}");
     let values: Value = serde_saphyr::from_str(
         &std::fs::read_to_string(format!("{}/values.yaml", chart())).unwrap(),
     )
@@ -293,19 +323,48 @@ fn chart_values_cover_every_agent_flag() {
         "webhook-template-file",
         "webhook-headers",
         "webhook-proxy",
+        // queue.url, queue.region, queue.endpoint, queue.workers
+        "queue-url",
+        "aws-region",
+        "aws-endpoint",
+        "workers",
     ];
-    for f in &flags {
+    let shared = values["flags"].as_object().unwrap();
+    let queue_only = values["queue"]["flags"].as_object().unwrap();
+    for f in agent.iter().chain(&queue) {
         assert!(
-            values["flags"].get(f).is_some() || by_chart.contains(&f.as_str()),
+            shared.contains_key(f) || queue_only.contains_key(f) || by_chart.contains(&f.as_str()),
             "the chart has no value for --{f}"
         );
     }
-    for k in values["flags"].as_object().unwrap().keys() {
+    for k in shared.keys() {
         assert!(
-            flags.contains(k),
+            agent.contains(k),
             "values.yaml flags.{k} is not a flag of the agent"
         );
     }
+    for k in queue_only.keys() {
+        assert!(
+            queue.contains(k) && !agent.contains(k),
+            "values.yaml queue.flags.{k} is not a flag of queue alone"
+        );
+    }
+    // Set, they reach the Deployment's arguments.
+    let docs = rendered(&[
+        "mode=queue",
+        "queue.url=https://sqs.us-east-1.amazonaws.com/1/q",
+        "queue.flags.managed-tag=team/spot",
+        "queue.flags.use-provider-id=true",
+    ]);
+    let args = args_of(of_kind(&docs, "Deployment")[0]);
+    assert!(
+        args.contains(&"--managed-tag=team/spot".to_owned()),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&"--use-provider-id=true".to_owned()),
+        "{args:?}"
+    );
 }
 
 /// With `tls`, HTTPS with tokens and RBAC (the admin kubeconfig carries the CA and token).

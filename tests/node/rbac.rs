@@ -1,14 +1,16 @@
-//! The agent's ClusterRole in `deploy/manifests` grants exactly what the code uses: with it,
-//! fence, drain (evictions, waiting for pods to go, deletion at the deadline) and Events work
-//! against `simulate cluster --tls`; without any one of its rules, the call that needs that
-//! rule gets a 403. And every rule in the manifest has such a case (nothing more is granted).
+//! The roles in `deploy/manifests` grant exactly what the code uses: with them, fence, drain
+//! (evictions, waiting for pods to go, deletion at the deadline) and Events work against
+//! `simulate cluster --tls`, and in queue mode also the watched node index and the Lease per
+//! notice; without any one of their rules, the call that needs that rule gets a 403. And every
+//! rule in the manifests has such a case (nothing more is granted).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Node};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::Value;
 use sih_core::{DrainPolicy, Notice, NoticeKind};
@@ -17,16 +19,38 @@ use sih_sim_cluster::{ClusterConfig, RunningCluster, workload};
 
 use crate::support::{deployment, node_name, until_budget_allows, until_running};
 
-const MANIFEST: &str = include_str!("../../deploy/manifests/spot-interrupt-handler.yaml");
-const SA: (&str, &str) = ("kube-system", "spot-interrupt-handler");
+/// A manifest and the ServiceAccount its roles are bound to.
+struct Manifest {
+    text: &'static str,
+    sa: (&'static str, &'static str),
+}
 
-/// The manifest's objects of `kind`.
-fn manifest(kind: &str) -> Vec<Value> {
-    workload::parse(MANIFEST)
-        .expect("the manifest parses")
-        .into_iter()
-        .filter(|o| o["kind"] == kind)
-        .collect()
+const AGENT: Manifest = Manifest {
+    text: include_str!("../../deploy/manifests/spot-interrupt-handler.yaml"),
+    sa: ("kube-system", "spot-interrupt-handler"),
+};
+
+const QUEUE: Manifest = Manifest {
+    text: include_str!("../../deploy/manifests/spot-interrupt-handler-queue.yaml"),
+    sa: ("kube-system", "spot-interrupt-handler-queue"),
+};
+
+impl Manifest {
+    /// The manifest's objects of `kind`.
+    fn objects(&self, kind: &str) -> Vec<Value> {
+        workload::parse(self.text)
+            .expect("the manifest parses")
+            .into_iter()
+            .filter(|o| o["kind"] == kind)
+            .collect()
+    }
+}
+
+/// The roles under test: the ClusterRole and, in queue mode, the Role for the Leases.
+#[derive(Clone)]
+struct Roles {
+    cluster: Value,
+    namespaced: Option<Value>,
 }
 
 /// `(apiGroup, resource, verb)` for every grant of the manifest's ClusterRole.
@@ -82,15 +106,20 @@ fn without(role: &Value, cut: &(String, String, String)) -> Value {
     role
 }
 
-/// A `--tls` cluster with the agent's account bound to `role`; `(cluster, admin, agent)`.
-async fn cluster_with(role: &Value, yaml: &str) -> (RunningCluster, kube::Client, kube::Client) {
+/// A `--tls` cluster with the manifest's account bound to `roles`; `(cluster, admin, agent)`.
+async fn cluster_with(
+    m: &Manifest,
+    roles: &Roles,
+    yaml: &str,
+) -> (RunningCluster, kube::Client, kube::Client) {
+    let role = &roles.cluster;
     let config = ClusterConfig {
         nodes: 2,
         spot_nodes: 2,
         workload: Some(workload::parse(yaml).unwrap()),
         pod_start_delay: Duration::from_millis(50),
         tls: true,
-        service_accounts: vec![(SA.0.into(), SA.1.into())],
+        service_accounts: vec![(m.sa.0.into(), m.sa.1.into())],
         ..ClusterConfig::default()
     };
     let cluster = sih_sim_cluster::start(config, "127.0.0.1:0".parse().unwrap())
@@ -103,16 +132,16 @@ async fn cluster_with(role: &Value, yaml: &str) -> (RunningCluster, kube::Client
         kube::Client::try_from(config).unwrap()
     };
     let admin = client(cluster.admin_token().unwrap());
-    let agent = client(cluster.token_of(SA.0, SA.1).unwrap());
-    let roles: Api<ClusterRole> = Api::all(admin.clone());
-    roles
+    let agent = client(cluster.token_of(m.sa.0, m.sa.1).unwrap());
+    let cluster_roles: Api<ClusterRole> = Api::all(admin.clone());
+    cluster_roles
         .create(
             &PostParams::default(),
             &serde_json::from_value(role.clone()).unwrap(),
         )
         .await
         .unwrap();
-    let binding = manifest("ClusterRoleBinding").remove(0);
+    let binding = m.objects("ClusterRoleBinding").remove(0);
     Api::<ClusterRoleBinding>::all(admin.clone())
         .create(
             &PostParams::default(),
@@ -120,6 +149,24 @@ async fn cluster_with(role: &Value, yaml: &str) -> (RunningCluster, kube::Client
         )
         .await
         .unwrap();
+    if let Some(role) = &roles.namespaced {
+        let ns = role["metadata"]["namespace"].as_str().unwrap();
+        Api::<Role>::namespaced(admin.clone(), ns)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(role.clone()).unwrap(),
+            )
+            .await
+            .unwrap();
+        let binding = m.objects("RoleBinding").remove(0);
+        Api::<RoleBinding>::namespaced(admin.clone(), ns)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(binding).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
     (cluster, admin, agent)
 }
 
@@ -138,14 +185,25 @@ fn is_forbidden(e: &NodeError) -> bool {
     matches!(e, NodeError::Api(kube::Error::Api(s)) if s.code == 403)
 }
 
+/// A Lease as another replica left it: holding the notice, renewed `age` ago.
+fn lease_of_another(notice: &str, age: Duration) -> Lease {
+    let renewed = Timestamp::now() - jiff::SignedDuration::try_from(age).unwrap();
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": sih_node::claim::lease_name(notice)},
+        "spec": {"holderIdentity": "replica-b", "leaseDurationSeconds": 30,
+            "renewTime": renewed.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}
+    }))
+    .unwrap()
+}
+
 /// What the code does with one grant, and whether it worked.
-async fn exercise(grant: &(String, String, String), role: &Value) -> bool {
+async fn exercise(m: &Manifest, grant: &(String, String, String), roles: &Roles) -> bool {
     let workload = match grant.1.as_str() {
         // A budget that never allows a disruption: only deletion at the deadline moves it.
         "pods" if grant.2 == "delete" => deployment("guarded", 1, 1, "maxUnavailable: 0"),
         _ => deployment("web", 2, 1, "maxUnavailable: 1"),
     };
-    let (cluster, admin, agent) = cluster_with(role, &workload).await;
+    let (cluster, admin, agent) = cluster_with(m, roles, &workload).await;
     let app = if grant.2 == "delete" {
         "app=guarded"
     } else {
@@ -236,6 +294,84 @@ async fn exercise(grant: &(String, String, String), role: &Value) -> bool {
                 .iter()
                 .any(|e| e.reason.as_deref() == Some("SpotInterruption"))
         }
+        ("", "nodes", "list") => {
+            // The index is ready once its first list is in.
+            tokio::time::timeout(Duration::from_secs(5), sih_node::watch_nodes(agent.clone()))
+                .await
+                .is_ok_and(|(index, _)| index.len() == 2)
+        }
+        ("", "nodes", "watch") => {
+            let (index, _task) = sih_node::watch_nodes(agent.clone()).await;
+            let mut joined = workload::node(7, true);
+            joined["metadata"]["name"] = serde_json::json!("joined-later");
+            Api::<Node>::all(admin.clone())
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(joined).unwrap(),
+                )
+                .await
+                .unwrap();
+            let mut seen = false;
+            for _ in 0..40 {
+                if index.len() == 3 {
+                    seen = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            seen
+        }
+        ("coordination.k8s.io", "leases", verb) => {
+            let ns = "kube-system";
+            let claims =
+                sih_node::Claims::new(agent.clone(), ns, "replica-a", Duration::from_secs(30));
+            let leases: Api<Lease> = Api::namespaced(admin.clone(), ns);
+            match verb {
+                "create" => matches!(
+                    claims.acquire("n-create").await,
+                    Ok(sih_node::Claim::Acquired { .. })
+                ),
+                "get" => {
+                    leases
+                        .create(
+                            &PostParams::default(),
+                            &lease_of_another("n-get", Duration::ZERO),
+                        )
+                        .await
+                        .unwrap();
+                    matches!(
+                        claims.acquire("n-get").await,
+                        Ok(sih_node::Claim::HeldElsewhere(_))
+                    )
+                }
+                "update" => {
+                    // Its holder stopped renewing a minute ago: taken over with a replace.
+                    leases
+                        .create(
+                            &PostParams::default(),
+                            &lease_of_another("n-update", Duration::from_secs(60)),
+                        )
+                        .await
+                        .unwrap();
+                    matches!(
+                        claims.acquire("n-update").await,
+                        Ok(sih_node::Claim::Acquired { .. })
+                    )
+                }
+                "patch" => {
+                    leases
+                        .create(
+                            &PostParams::default(),
+                            &lease_of_another("n-patch", Duration::from_secs(60)),
+                        )
+                        .await
+                        .unwrap();
+                    // Renewing, announcing and finishing are patches of the claim.
+                    claims.renew("n-patch").await.is_ok() && claims.done("n-patch").await.is_ok()
+                }
+                other => panic!("leases {other} is granted but never used"),
+            }
+        }
         other => panic!(
             "the manifest grants {other:?}, which no code path here uses: remove it, or add the call that needs it"
         ),
@@ -244,19 +380,45 @@ async fn exercise(grant: &(String, String, String), role: &Value) -> bool {
     ok
 }
 
-#[tokio::test]
-async fn every_rule_of_the_cluster_role_is_needed_and_enough() {
-    let role = manifest("ClusterRole").remove(0);
-    let all = grants(&role);
-    assert_eq!(all.len(), 7, "{all:?}");
-    for grant in &all {
+/// Every grant of every role in `m` is needed (its call fails without it) and enough.
+async fn every_rule_needed_and_enough(m: &Manifest, expected: usize) {
+    let roles = Roles {
+        cluster: m.objects("ClusterRole").remove(0),
+        namespaced: m.objects("Role").into_iter().next(),
+    };
+    let mut all: Vec<(bool, (String, String, String))> = grants(&roles.cluster)
+        .into_iter()
+        .map(|g| (true, g))
+        .collect();
+    if let Some(role) = &roles.namespaced {
+        all.extend(grants(role).into_iter().map(|g| (false, g)));
+    }
+    assert_eq!(all.len(), expected, "{all:?}");
+    for (in_cluster_role, grant) in &all {
         assert!(
-            exercise(grant, &role).await,
-            "{grant:?} fails with the full role"
+            exercise(m, grant, &roles).await,
+            "{grant:?} fails with the full roles"
         );
+        let mut cut = roles.clone();
+        if *in_cluster_role {
+            cut.cluster = without(&roles.cluster, grant);
+        } else {
+            cut.namespaced = roles.namespaced.as_ref().map(|r| without(r, grant));
+        }
         assert!(
-            !exercise(grant, &without(&role, grant)).await,
+            !exercise(m, grant, &cut).await,
             "{grant:?} still works without its rule: the rule is not needed"
         );
     }
+}
+
+#[tokio::test]
+async fn every_rule_of_the_agents_cluster_role_is_needed_and_enough() {
+    every_rule_needed_and_enough(&AGENT, 7).await;
+}
+
+/// Queue mode adds nodes list/watch (the index) and Leases in its namespace (the claims).
+#[tokio::test]
+async fn every_rule_of_the_queue_controllers_roles_is_needed_and_enough() {
+    every_rule_needed_and_enough(&QUEUE, 13).await;
 }

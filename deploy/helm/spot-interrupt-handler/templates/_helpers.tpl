@@ -109,6 +109,11 @@ spec:
         - --aws-endpoint={{ . }}
         {{- end }}
         - --workers={{ .Values.queue.workers }}
+        {{- range $flag, $value := .Values.queue.flags }}
+        {{- if not (kindIs "invalid" $value) }}
+        - --{{ $flag }}={{ $value }}
+        {{- end }}
+        {{- end }}
         {{- end }}
         - --admin-listen=0.0.0.0:{{ .Values.adminPort }}
         {{- with .Values.clusterName }}
