@@ -27,7 +27,7 @@ use kube::api::Api;
 use sih_core::{Action, ActionPolicy, Notice};
 use sih_node::{Claim, Claims, DrainConfig};
 use sih_queue::{
-    HookResult, Hooks, LifecycleAction, Message, Parsed, Queue, QueueNotice, Transition,
+    HookResult, Hooks, Keeper, LifecycleAction, Message, Parsed, Queue, QueueNotice, Transition,
 };
 use sih_report::{Metrics, Update};
 use tokio::sync::Semaphore;
@@ -61,6 +61,8 @@ pub struct ControllerConfig {
 struct Shared {
     cfg: ControllerConfig,
     queue: Queue,
+    /// Every message held here stays hidden until deleted or let go.
+    keeper: Keeper,
     hooks: Hooks,
     fencer: Fencer,
     /// Cluster-wide: which replica acts on a notice (none in dry-run: it writes nothing).
@@ -103,6 +105,7 @@ impl Controller {
                     taint_effect: cfg.taint_effect.clone(),
                     dry_run: cfg.dry_run,
                 },
+                keeper: Keeper::spawn(queue.clone(), cfg.visibility),
                 cfg,
                 queue,
                 hooks,
@@ -126,7 +129,7 @@ impl Controller {
         loop {
             let received = tokio::select! {
                 _ = &mut stop => break,
-                r = self.shared.queue.receive(10, Duration::from_secs(20)) => r,
+                r = self.shared.queue.receive(10, Duration::from_secs(20), self.shared.cfg.visibility) => r,
             };
             self.shared.health.polled();
             self.shared.health.set_ready();
@@ -138,8 +141,13 @@ impl Controller {
                     }
                     for m in messages {
                         let shared = self.shared.clone();
+                        shared.keeper.hold(&m.receipt);
                         tokio::spawn(async move {
                             let outcome = handle(&shared, &m).await;
+                            // A duplicate stays held until it is deleted with its first copy.
+                            if outcome != Outcome::Duplicate {
+                                shared.keeper.release(&m.receipt);
+                            }
                             shared.metrics.queue_message(outcome.label());
                         });
                     }
@@ -159,6 +167,7 @@ impl Controller {
 }
 
 async fn delete(shared: &Shared, receipt: &str) {
+    shared.keeper.release(receipt);
     if let Err(e) = shared.queue.delete(receipt).await {
         // It comes back after its visibility timeout and is handled again (idempotently).
         tracing::warn!(error = %e, "could not delete a handled message");
@@ -202,6 +211,13 @@ async fn handle(shared: &Arc<Shared>, m: &Message) -> Outcome {
     outcome
 }
 
+/// Gives up on a notice for now: its duplicates come back with it.
+fn release_duplicates(shared: &Shared, notice_id: &str) {
+    for duplicate in shared.in_flight.leave(notice_id) {
+        shared.keeper.release(&duplicate);
+    }
+}
+
 /// Completes a lifecycle action (not in dry-run); false when it should be tried again.
 async fn complete(
     shared: &Shared,
@@ -231,9 +247,8 @@ async fn complete(
 }
 
 /// A launch hook: CONTINUE once the instance's node is Ready, ABANDON after the timeout.
-async fn launch(shared: &Shared, q: &QueueNotice, a: &LifecycleAction, receipt: &str) -> Outcome {
+async fn launch(shared: &Shared, q: &QueueNotice, a: &LifecycleAction) -> Outcome {
     let until = tokio::time::Instant::now() + shared.cfg.launch_ready_timeout;
-    let mut extended = tokio::time::Instant::now();
     let finish = |result| async move {
         if complete(shared, a, &q.instance_id, result).await {
             Outcome::Done
@@ -260,10 +275,6 @@ async fn launch(shared: &Shared, q: &QueueNotice, a: &LifecycleAction, receipt: 
             tracing::warn!(instance_id = %q.instance_id, "launched instance never became a Ready node");
             return finish(HookResult::Abandon).await;
         }
-        if extended.elapsed() >= shared.cfg.visibility / 2 {
-            let _ = shared.queue.extend(receipt, shared.cfg.visibility).await;
-            extended = tokio::time::Instant::now();
-        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -286,7 +297,7 @@ async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
     if let Some(a) = q.lifecycle.clone()
         && a.transition == Transition::Launching
     {
-        return launch(shared, &q, &a, receipt).await;
+        return launch(shared, &q, &a).await;
     }
     let node = match shared.resolver.resolve(&q.instance_id).await {
         Ok(Resolved::Node(node)) => node,
@@ -317,7 +328,6 @@ async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
             // Another replica on it: wait for it (keeping our copy hidden) rather than leave
             // the copy to come back; take over if it stops renewing.
             let started = tokio::time::Instant::now();
-            let mut extended = started;
             let mut said = false;
             loop {
                 match claims.acquire(&q.id).await {
@@ -325,7 +335,9 @@ async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
                     Ok(Claim::Done) => {
                         // Copies that arrived here meanwhile are finished too.
                         for duplicate in shared.in_flight.leave(&q.id) {
-                            if !shared.cfg.dry_run {
+                            if shared.cfg.dry_run {
+                                shared.keeper.release(&duplicate);
+                            } else {
                                 delete(shared, &duplicate).await;
                             }
                         }
@@ -338,17 +350,13 @@ async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
                             said = true;
                         }
                         if started.elapsed() > shared.cfg.visibility * 6 {
-                            shared.in_flight.leave(&q.id);
+                            release_duplicates(shared, &q.id);
                             return Outcome::Retry;
-                        }
-                        if extended.elapsed() >= shared.cfg.visibility / 2 {
-                            let _ = shared.queue.extend(receipt, shared.cfg.visibility).await;
-                            extended = tokio::time::Instant::now();
                         }
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                     Err(e) => {
-                        shared.in_flight.leave(&q.id);
+                        release_duplicates(shared, &q.id);
                         tracing::warn!(notice_id = %q.id, error = %e, "cannot claim the notice; it comes back");
                         return Outcome::Retry;
                     }
@@ -369,15 +377,7 @@ async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
             tracing::warn!(notice_id = %notice.id, error = %e, "cannot record the announcement");
         }
     }
-    let mut ok = carry_out(
-        shared,
-        &notice,
-        action,
-        receipt,
-        lifecycle.as_ref(),
-        beats_until,
-    )
-    .await;
+    let mut ok = carry_out(shared, &notice, action, lifecycle.as_ref(), beats_until).await;
     if ok && let Some(a) = &lifecycle {
         tokio::time::sleep(shared.cfg.complete_delay).await;
         ok = complete(shared, a, &instance, HookResult::Continue).await;
@@ -391,6 +391,8 @@ async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
     for duplicate in shared.in_flight.leave(&notice.id) {
         if ok && !shared.cfg.dry_run {
             delete(shared, &duplicate).await;
+        } else {
+            shared.keeper.release(&duplicate);
         }
     }
     if ok { Outcome::Done } else { Outcome::Retry }
@@ -400,7 +402,6 @@ async fn carry_out(
     shared: &Arc<Shared>,
     notice: &Notice,
     action: Action,
-    receipt: &str,
     lifecycle: Option<&LifecycleAction>,
     beats_until: Timestamp,
 ) -> bool {
@@ -437,8 +438,8 @@ async fn carry_out(
         updates: shared.updates.clone(),
         health: shared.health.clone(),
     };
-    // Fenced at once; the drain waits for a worker. The message stays hidden (and the hook
-    // alive) while it waits as well as while it drains.
+    // Fenced at once; the drain waits for a worker. The message stays hidden (the keeper)
+    // and the hook alive while it waits as well as while it drains.
     let job = async {
         match shared.drains.acquire().await {
             Ok(_permit) => drain_until_done(job).await,
@@ -446,7 +447,8 @@ async fn carry_out(
         }
     };
     let mut job = std::pin::pin!(job);
-    let every = (shared.cfg.visibility / 2).max(Duration::from_secs(1));
+    // The claim lives three visibility periods; renewing once a period survives two misses.
+    let every = shared.cfg.visibility.max(Duration::from_secs(1));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     let beat_every = shared
         .cfg
@@ -459,9 +461,6 @@ async fn carry_out(
         tokio::select! {
             ok = &mut job => return ok,
             _ = tick.tick() => {
-                if let Err(e) = shared.queue.extend(receipt, shared.cfg.visibility).await {
-                    tracing::warn!(error = %e, notice_id = %notice.id, "could not extend the message's visibility");
-                }
                 if let Some(claims) = &shared.claims
                     && let Err(e) = claims.renew(&notice.id).await
                 {

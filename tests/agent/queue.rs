@@ -834,3 +834,81 @@ async fn without_ec2_the_message_waits_and_provider_ids_need_none() {
         by_id.log()
     );
 }
+
+/// One worker, a slow drain first: the second message waits for the worker longer than its
+/// visibility timeout (4 s) and stays hidden all along (the keeper extends every held
+/// message), so it is never handed out twice.
+#[tokio::test]
+async fn a_message_waiting_for_a_worker_stays_hidden() {
+    let q = QueueScene::start(&["--workers", "1"]).await;
+    // A pod that takes 7 s to stop, on the node warned first.
+    let slow: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "slow", "namespace": "default"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "slow"}},
+            "template": {"metadata": {"labels": {"app": "slow"}},
+                "spec": {"terminationGracePeriodSeconds": 7,
+                    "nodeSelector": {"kubernetes.io/hostname": q.s.node},
+                    "containers": [{"name": "slow", "image": "busybox"}]}}}
+    }))
+    .unwrap();
+    kube::Api::namespaced(q.s.client.clone(), "default")
+        .create(&Default::default(), &slow)
+        .await
+        .unwrap();
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(q.s.client.clone(), "default");
+    until("the slow pod runs", Duration::from_secs(20), || async {
+        pods.list(&kube::api::ListParams::default().labels("app=slow"))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+    })
+    .await;
+    let others: Vec<String> =
+        kube::Api::<k8s_openapi::api::core::v1::Node>::all(q.s.client.clone())
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .filter(|n| n != &q.s.node)
+            .collect();
+    q.send(&spot_warning(&instance_of(&q.s, &q.s.node).await))
+        .await;
+    q.controller
+        .until_logged("drain started", Duration::from_secs(20))
+        .await;
+    q.send(&spot_warning(&instance_of(&q.s, &others[0]).await))
+        .await;
+    until(
+        "both drained and deleted",
+        Duration::from_secs(60),
+        || async { q.count_logged("drain succeeded") == 2 && q.depth().await == (0, 0) },
+    )
+    .await;
+    let took: f64 = q
+        .controller
+        .json_lines()
+        .iter()
+        .find(|l| l["message"] == "drain succeeded")
+        .and_then(|l| l["took_s"].as_f64())
+        .unwrap();
+    assert!(
+        took > 6.0,
+        "the first drain waited for the slow pod: {took} s"
+    );
+    assert_eq!(
+        q.count_logged("already being handled; this copy goes with it"),
+        0,
+        "{}",
+        q.controller.log()
+    );
+    assert_eq!(
+        q.metric("spot_interrupt_handler_queue_messages_total{result=\"done\"}")
+            .await,
+        2.0
+    );
+}

@@ -9,9 +9,11 @@ pub mod ec2;
 pub mod hooks;
 pub mod messages;
 pub mod sqs;
+pub mod visibility;
 
 pub use directory::{Describe, Directory};
 pub use ec2::{Ec2, Ec2Error, Instance};
 pub use hooks::{HookError, HookResult, Hooks};
 pub use messages::{LifecycleAction, Malformed, Parsed, QueueNotice, Transition, parse};
 pub use sqs::{Message, Queue, QueueError};
+pub use visibility::Keeper;

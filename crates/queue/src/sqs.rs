@@ -73,13 +73,20 @@ impl Queue {
         }
     }
 
-    pub async fn receive(&self, max: i32, wait: Duration) -> Result<Vec<Message>, QueueError> {
+    /// Up to `max` messages, waiting up to `wait` for one; each stays hidden for `hidden`.
+    pub async fn receive(
+        &self,
+        max: i32,
+        wait: Duration,
+        hidden: Duration,
+    ) -> Result<Vec<Message>, QueueError> {
         let out = self
             .client
             .receive_message()
             .queue_url(&self.url)
             .max_number_of_messages(max.clamp(1, 10))
             .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .visibility_timeout(hidden.as_secs().clamp(1, 43_200) as i32)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
             .await
@@ -115,17 +122,43 @@ impl Queue {
             .map_err(|e| error("DeleteMessage", e))
     }
 
-    /// Keeps a message hidden from other consumers for `by` from now.
-    pub async fn extend(&self, receipt: &str, by: Duration) -> Result<(), QueueError> {
-        self.client
-            .change_message_visibility()
+    /// Keeps up to ten messages hidden from other consumers for `by` from now, in one call;
+    /// returns the receipts SQS refused (the message was deleted, or received again elsewhere
+    /// with a new receipt): extending those again is pointless.
+    pub async fn extend_batch(
+        &self,
+        receipts: &[String],
+        by: Duration,
+    ) -> Result<Vec<String>, QueueError> {
+        use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry as Entry;
+        let entries = receipts
+            .iter()
+            .take(10)
+            .enumerate()
+            .filter_map(|(i, r)| {
+                Entry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(r)
+                    .visibility_timeout(by.as_secs().clamp(1, 43_200) as i32)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        let out = self
+            .client
+            .change_message_visibility_batch()
             .queue_url(&self.url)
-            .receipt_handle(receipt)
-            .visibility_timeout(by.as_secs().min(43_200) as i32)
+            .set_entries(Some(entries))
             .send()
             .await
-            .map(|_| ())
-            .map_err(|e| error("ChangeMessageVisibility", e))
+            .map_err(|e| error("ChangeMessageVisibilityBatch", e))?;
+        Ok(out
+            .failed
+            .iter()
+            // The caller's fault (an invalid or stale receipt) is final; SQS's own may pass.
+            .filter(|f| f.sender_fault)
+            .filter_map(|f| receipts.get(f.id.parse::<usize>().ok()?).cloned())
+            .collect())
     }
 }
 

@@ -1,0 +1,467 @@
+//! Benchmark of queue mode under a mass reclaim: 1000 spot warnings put on the queue at once
+//! for 1000 nodes of `simulate cluster`, each node an instance of a real moto EC2 (named by
+//! the private DNS name moto gave it). The controller is the release binary as a process.
+//!
+//! Measured:
+//! - queue mode's own pickup → fenced latency (`..._fence_latency_seconds` from the
+//!   controller's /metrics: from the moment a message is handled to the fence written);
+//! - wall time from the controller's start until every node is fenced (p50/p99/max over the
+//!   nodes, seen through a watch) and until every message is deleted after its drain;
+//! - the same queue drained by a no-op consumer (receive 10, delete each) on the same moto
+//!   first: moto's SQS slows as the queue deepens (tens of messages a second at 1000 deep), so
+//!   the wall times are reported next to that floor, as a ratio;
+//! - the controller's peak resident memory.
+//!
+//! Needs python3 with `moto[server]` (./scripts/test installs it).
+//! Run: `cargo bench --bench queue` (`-- --nodes 200` for a smaller run).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::Api;
+use serde_json::{Value, json};
+use sih_sim_cluster::{ClusterConfig, workload};
+
+const BIN: &str = env!("CARGO_BIN_EXE_spot-interrupt-handler");
+const TAINT: &str = "spot-interrupt-handler/spot-interruption";
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let nodes = args
+        .iter()
+        .position(|a| a == "--nodes")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(1000usize);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run(nodes));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn pct(mut v: Vec<Duration>) -> String {
+    v.sort();
+    let at = |p: f64| {
+        v[((v.len() as f64 * p).ceil() as usize)
+            .saturating_sub(1)
+            .min(v.len() - 1)]
+    };
+    format!(
+        "n {}  p50 {:.2} s  p99 {:.2} s  max {:.2} s",
+        v.len(),
+        at(0.5).as_secs_f64(),
+        at(0.99).as_secs_f64(),
+        v[v.len() - 1].as_secs_f64()
+    )
+}
+
+async fn aws(url: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(url)
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "bench",
+        ))
+        .load()
+        .await
+}
+
+/// Launches instances in moto's EC2 (100 per call). Moto routes a Query call by the
+/// credential scope and does not check signatures.
+async fn run_instances(moto: &str, count: usize) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    while ids.len() < count {
+        let n = (count - ids.len()).min(100);
+        let text = http
+            .post(format!("{moto}/"))
+            .header(
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/ec2/aws4_request, \
+                 SignedHeaders=host, Signature=0",
+            )
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "Action=RunInstances&Version=2016-11-15&ImageId=ami-12345678&MinCount={n}\
+                 &MaxCount={n}&InstanceType=m5.large&Placement.AvailabilityZone=us-east-1a"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        ids.extend(
+            text.split("<instanceId>")
+                .skip(1)
+                .filter_map(|s| s.split('<').next())
+                .map(str::to_owned),
+        );
+    }
+    ids
+}
+
+async fn fill(sqs: &aws_sdk_sqs::Client, url: &str, instances: &[sih_queue::Instance]) {
+    let now = jiff::Timestamp::now().to_string();
+    for chunk in instances.chunks(10) {
+        let entries: Vec<SendMessageBatchRequestEntry> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, inst)| {
+                let body = json!({
+                    "version": "0", "id": format!("bench-{}", inst.id),
+                    "detail-type": "EC2 Spot Instance Interruption Warning", "source": "aws.ec2",
+                    "account": "123456789012", "time": now, "region": "us-east-1",
+                    "resources": [format!("arn:aws:ec2:us-east-1a:instance/{}", inst.id)],
+                    "detail": {"instance-id": inst.id, "instance-action": "terminate"}
+                });
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body.to_string())
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        sqs.send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let a = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::All)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default();
+    let n = |k: A| -> u64 { a.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0) };
+    n(A::ApproximateNumberOfMessages) + n(A::ApproximateNumberOfMessagesNotVisible)
+}
+
+/// The floor: receive 10 at a time and delete each, as fast as moto allows.
+async fn no_op_consumer(sqs: &aws_sdk_sqs::Client, url: &str, total: usize) -> Duration {
+    let started = Instant::now();
+    let mut done = 0;
+    while done < total {
+        let got = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        let mut deletes = Vec::new();
+        for m in got.messages.unwrap_or_default() {
+            let sqs = sqs.clone();
+            let url = url.to_owned();
+            deletes.push(tokio::spawn(async move {
+                sqs.delete_message()
+                    .queue_url(url)
+                    .receipt_handle(m.receipt_handle.unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }));
+        }
+        for d in deletes {
+            d.await.unwrap();
+            done += 1;
+        }
+    }
+    started.elapsed()
+}
+
+fn status_kib(pid: u32, name: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A quantile of a Prometheus histogram, by its buckets (the upper bound it falls under).
+fn histogram_quantile(text: &str, name: &str, q: f64) -> Option<f64> {
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}_bucket")))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    buckets
+        .iter()
+        .find(|(_, c)| *c >= total * q)
+        .map(|(le, _)| *le)
+}
+
+async fn run(count: usize) {
+    // moto, launched the way the tests launch it.
+    let port = free_port();
+    let moto = format!("http://127.0.0.1:{port}");
+    let launcher = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/moto_launcher.py"
+    );
+    let _moto = tokio::process::Command::new("python3")
+        .args([launcher, "-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 with moto[server] (./scripts/test installs it)");
+    let started = Instant::now();
+    while reqwest::get(format!("{moto}/moto-api/")).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "moto never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let config = aws(&moto).await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+
+    let ids = run_instances(&moto, count).await;
+    let ec2 = sih_queue::Ec2::new(&config).unwrap();
+    let t = Instant::now();
+    let instances = ec2.describe(&ids).await.unwrap();
+    let describe = t.elapsed();
+    assert_eq!(instances.len(), count);
+
+    // The cluster: one node per instance, a DaemonSet pod on each, 300 web pods.
+    let mut objects: Vec<Value> = instances
+        .iter()
+        .enumerate()
+        .map(|(i, inst)| {
+            let mut n = workload::node(i, true);
+            let name = inst.private_dns_name.clone().unwrap();
+            n["metadata"]["name"] = json!(name);
+            n["metadata"]["labels"]["kubernetes.io/hostname"] = json!(name);
+            n["spec"]["providerID"] = json!(format!("aws:///us-east-1a/{}", inst.id));
+            n
+        })
+        .collect();
+    objects.extend(
+        workload::parse(&format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: default}}
+spec:
+  replicas: {}
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers: [{{name: web, image: nginx}}]
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{name: node-agent, namespace: kube-system}}
+spec:
+  selector: {{matchLabels: {{app: node-agent}}}}
+  template:
+    metadata: {{labels: {{app: node-agent}}}}
+    spec:
+      containers: [{{name: a, image: busybox}}]
+"#,
+            (count * 3 / 10).max(3)
+        ))
+        .unwrap(),
+    );
+    let cluster = sih_sim_cluster::start(
+        ClusterConfig {
+            nodes: 0,
+            spot_nodes: 0,
+            workload: Some(objects),
+            pod_start_delay: Duration::from_millis(50),
+            ..ClusterConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let kubeconfig = std::env::temp_dir().join(format!("sih-bench-queue-{}", std::process::id()));
+    std::fs::write(&kubeconfig, cluster.kubeconfig()).unwrap();
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    let nodes: Api<Node> = Api::all(client.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await; // pods scheduled and running
+
+    // The floor: a no-op consumer on the same queue depth.
+    let url = sqs
+        .create_queue()
+        .queue_name("bench")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    fill(&sqs, &url, &instances).await;
+    let floor = no_op_consumer(&sqs, &url, count).await;
+
+    // The handler on the same queue, refilled.
+    fill(&sqs, &url, &instances).await;
+    let fenced_at = std::sync::Arc::new(std::sync::Mutex::new(HashMap::<String, Instant>::new()));
+    let watch = {
+        use futures_util::StreamExt;
+        let fenced_at = fenced_at.clone();
+        let nodes = nodes.clone();
+        tokio::spawn(async move {
+            let stream = kube::runtime::watcher(nodes, Default::default());
+            let mut stream = std::pin::pin!(stream);
+            while let Some(Ok(e)) = stream.next().await {
+                let list = match e {
+                    kube::runtime::watcher::Event::Apply(n)
+                    | kube::runtime::watcher::Event::InitApply(n) => vec![n],
+                    _ => vec![],
+                };
+                for n in list {
+                    let tainted = n
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.taints.as_ref())
+                        .is_some_and(|t| t.iter().any(|t| t.key == TAINT));
+                    if tainted {
+                        fenced_at
+                            .lock()
+                            .unwrap()
+                            .entry(n.metadata.name.unwrap_or_default())
+                            .or_insert_with(Instant::now);
+                    }
+                }
+            }
+        })
+    };
+    let admin_port = free_port();
+    let start = Instant::now();
+    let mut controller = tokio::process::Command::new(BIN)
+        .args([
+            "--log-level",
+            "warn",
+            "queue",
+            "--queue-url",
+            &url,
+            "--aws-endpoint",
+            &moto,
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin_port}"),
+        ])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = controller.id().unwrap();
+    let mut all_fenced = None;
+    let mut all_deleted = None;
+    let mut peak_kib = 0;
+    while all_deleted.is_none() {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        peak_kib = peak_kib.max(status_kib(pid, "VmHWM:"));
+        if all_fenced.is_none() && fenced_at.lock().unwrap().len() == count {
+            all_fenced = Some(start.elapsed());
+        }
+        if all_fenced.is_some() && depth(&sqs, &url).await == 0 {
+            all_deleted = Some(start.elapsed());
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(900),
+            "not done after 15 minutes: {} fenced, {} messages left",
+            fenced_at.lock().unwrap().len(),
+            depth(&sqs, &url).await
+        );
+    }
+    let metrics = reqwest::get(format!("http://127.0.0.1:{admin_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    peak_kib = peak_kib.max(status_kib(pid, "VmHWM:"));
+    let _ = controller.kill().await;
+    watch.abort();
+    let fence_times: Vec<Duration> = fenced_at
+        .lock()
+        .unwrap()
+        .values()
+        .map(|t| t.duration_since(start))
+        .collect();
+    let latency = |q| {
+        histogram_quantile(&metrics, "spot_interrupt_handler_fence_latency_seconds", q)
+            .map(|s| format!("≤ {s} s"))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    let (all_fenced, all_deleted) = (all_fenced.unwrap(), all_deleted.unwrap());
+    println!(
+        "queue burst: {count} spot warnings for {count} nodes (moto SQS + EC2, simulate cluster, --workers 10)"
+    );
+    println!(
+        "  DescribeInstances of {count} ids through our signed client: {:.0} ms",
+        describe.as_secs_f64() * 1e3
+    );
+    println!(
+        "  no-op consumer (receive 10 + delete, one loop): all {count} deleted in {:.1} s",
+        floor.as_secs_f64()
+    );
+    println!("  controller start → node fenced: {}", pct(fence_times));
+    println!(
+        "  controller start → all fenced: {:.1} s ({:.2}× the no-op consumer's time)",
+        all_fenced.as_secs_f64(),
+        all_fenced.as_secs_f64() / floor.as_secs_f64()
+    );
+    println!(
+        "  controller start → every message deleted after its drain: {:.1} s ({:.2}×)",
+        all_deleted.as_secs_f64(),
+        all_deleted.as_secs_f64() / floor.as_secs_f64()
+    );
+    println!(
+        "  handled → fenced (fence_latency histogram): p50 {}  p99 {}",
+        latency(0.5),
+        latency(0.99)
+    );
+    println!("  controller peak RSS: {:.1} MiB", peak_kib as f64 / 1024.0);
+    let _ = std::fs::remove_file(&kubeconfig);
+    drop(cluster);
+}
