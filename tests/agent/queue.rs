@@ -835,28 +835,23 @@ async fn without_ec2_the_message_waits_and_provider_ids_need_none() {
     );
 }
 
-/// One worker, a slow drain first: the second message waits for the worker longer than its
-/// visibility timeout (4 s) and stays hidden all along (the keeper extends every held
-/// message), so it is never handed out twice.
-#[tokio::test]
-async fn a_message_waiting_for_a_worker_stays_hidden() {
-    let q = QueueScene::start(&["--workers", "1"]).await;
-    // A pod that takes 7 s to stop, on the node warned first.
+/// A pod (Deployment `slow`) on `node` that takes `grace` seconds to stop; returns once it runs.
+async fn slow_pod_on(s: &Scene, node: &str, grace: u32) {
     let slow: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
         "metadata": {"name": "slow", "namespace": "default"},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "slow"}},
             "template": {"metadata": {"labels": {"app": "slow"}},
-                "spec": {"terminationGracePeriodSeconds": 7,
-                    "nodeSelector": {"kubernetes.io/hostname": q.s.node},
+                "spec": {"terminationGracePeriodSeconds": grace,
+                    "nodeSelector": {"kubernetes.io/hostname": node},
                     "containers": [{"name": "slow", "image": "busybox"}]}}}
     }))
     .unwrap();
-    kube::Api::namespaced(q.s.client.clone(), "default")
+    kube::Api::namespaced(s.client.clone(), "default")
         .create(&Default::default(), &slow)
         .await
         .unwrap();
     let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
-        kube::Api::namespaced(q.s.client.clone(), "default");
+        kube::Api::namespaced(s.client.clone(), "default");
     until("the slow pod runs", Duration::from_secs(20), || async {
         pods.list(&kube::api::ListParams::default().labels("app=slow"))
             .await
@@ -866,6 +861,16 @@ async fn a_message_waiting_for_a_worker_stays_hidden() {
             .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
     })
     .await;
+}
+
+/// One worker, a slow drain first: the second message waits for the worker longer than its
+/// visibility timeout (4 s) and stays hidden all along (the keeper extends every held
+/// message), so it is never handed out twice.
+#[tokio::test]
+async fn a_message_waiting_for_a_worker_stays_hidden() {
+    let q = QueueScene::start(&["--workers", "1"]).await;
+    // A pod that takes 7 s to stop, on the node warned first.
+    slow_pod_on(&q.s, &q.s.node, 7).await;
     let others: Vec<String> =
         kube::Api::<k8s_openapi::api::core::v1::Node>::all(q.s.client.clone())
             .list(&Default::default())
@@ -910,5 +915,62 @@ async fn a_message_waiting_for_a_worker_stays_hidden() {
         q.metric("spot_interrupt_handler_queue_messages_total{result=\"done\"}")
             .await,
         2.0
+    );
+}
+
+/// A terminate hook whose controller dies mid-drain: the message comes back, the next
+/// controller takes the claim over once it expires, resumes the drain and the heartbeats
+/// (derived from the message, not from memory), and completes the hook once, at the end.
+#[tokio::test]
+async fn a_restart_mid_drain_resumes_the_heartbeats_and_completes_the_hook_once() {
+    let mut q = QueueScene::start(&["--heartbeat-interval", "1s"]).await;
+    group_with_hooks(&q.moto).await;
+    // 20 s to stop: longer than the dead controller's claim lives on (3 × 4 s).
+    slow_pod_on(&q.s, &q.s.node, 20).await;
+    let instance = instance_of(&q.s, &q.s.node).await;
+    q.send(&with_instance(
+        "asg-terminate-lifecycle-eventbridge.json",
+        &instance,
+    ))
+    .await;
+    q.controller
+        .until_logged("pod evicted", Duration::from_secs(20))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    q.controller.child.kill().await.unwrap();
+    let before = q.moto.lifecycle_calls().len();
+    // Started once the message is visible again, so its first receive gets it.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (next, _) = controller(&q.s, &q.moto, &q.url, &["--heartbeat-interval", "1s"]).await;
+    until("the queue is empty", Duration::from_secs(60), || async {
+        q.depth().await == (0, 0)
+    })
+    .await;
+    let calls = q.moto.lifecycle_calls();
+    let after_restart = &calls[before..];
+    let beats = after_restart
+        .iter()
+        .filter(|c| c["action"] == "RecordLifecycleActionHeartbeat")
+        .count();
+    assert!(
+        beats >= 1,
+        "no heartbeat after the restart: {calls:?}\n{}",
+        next.log()
+    );
+    let completes: Vec<&Value> = calls
+        .iter()
+        .filter(|c| c["action"] == "CompleteLifecycleAction")
+        .collect();
+    assert_eq!(completes.len(), 1, "{calls:?}");
+    assert_eq!(calls.last().unwrap()["action"], "CompleteLifecycleAction");
+    assert_eq!(completes[0]["result"], "CONTINUE");
+    next.until_logged("drain succeeded", Duration::from_secs(5))
+        .await;
+    assert!(
+        !next
+            .json_lines()
+            .iter()
+            .any(|l| l["message"] == "notice detected"),
+        "a takeover does not announce the notice again"
     );
 }
