@@ -158,7 +158,11 @@ spec:
         httpGet: {path: /readyz, port: admin}
         periodSeconds: 5
       resources:
+        {{- if eq .Values.mode "queue" }}
+        {{- toYaml .Values.queue.resources | nindent 8 }}
+        {{- else }}
         {{- toYaml .Values.resources | nindent 8 }}
+        {{- end }}
       securityContext:
         readOnlyRootFilesystem: true
         allowPrivilegeEscalation: false
