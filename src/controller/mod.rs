@@ -196,9 +196,20 @@ async fn handle(shared: &Arc<Shared>, m: &Message) -> Outcome {
         }
         Ok(Parsed::Act(n)) => n,
     };
-    let mut outcomes = Vec::with_capacity(notices.len());
+    // Each instance of a message (an AWS Health event may name many) is acted on at once:
+    // a fence never waits behind another instance's drain.
+    let mut acting = tokio::task::JoinSet::new();
     for q in notices {
-        outcomes.push(act(shared, q, &m.receipt).await);
+        let shared = shared.clone();
+        let receipt = m.receipt.clone();
+        acting.spawn(async move { act(&shared, q, &receipt).await });
+    }
+    let mut outcomes = Vec::with_capacity(acting.len());
+    while let Some(done) = acting.join_next().await {
+        outcomes.push(done.unwrap_or_else(|e| {
+            tracing::error!(message_id = %m.id, error = %e, "acting on a notice failed; the message comes back");
+            Outcome::Retry
+        }));
     }
     let outcome = Outcome::combine(&outcomes);
     if outcome.deletes(shared.cfg.delete_unknown) {

@@ -455,6 +455,9 @@ async fn state_change_stopping_and_a_health_event_naming_two_instances() {
         .collect();
     let a = instance_of(&q.s, &nodes[0]).await;
     let b = instance_of(&q.s, &nodes[1]).await;
+    // The first instance's drain is slow (15 s): the second is fenced meanwhile, not after.
+    slow_pod_on(&q.s, &nodes[0], 15).await;
+    let drains_before = q.count_logged("drain succeeded");
     let mut h: Value = serde_json::from_str(&sample("aws-health-scheduled-change.json")).unwrap();
     h["detail"]["affectedEntities"] = json!([{"entityValue": a}, {"entityValue": b}]);
     h["detail"]["startTime"] = json!("Fri, 15 Jan 2027 10:00:00 GMT");
@@ -462,7 +465,7 @@ async fn state_change_stopping_and_a_health_event_naming_two_instances() {
     for n in &nodes[..2] {
         until(
             "fenced by the Health event",
-            Duration::from_secs(20),
+            Duration::from_secs(10),
             || async {
                 let node: k8s_openapi::api::core::v1::Node =
                     kube::Api::all(q.s.client.clone()).get(n).await.unwrap();
@@ -473,6 +476,10 @@ async fn state_change_stopping_and_a_health_event_naming_two_instances() {
         )
         .await;
     }
+    assert!(
+        q.count_logged("drain succeeded") < drains_before + 2,
+        "both were fenced before the slow drain ended"
+    );
     drop(q.moto);
 }
 
