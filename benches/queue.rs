@@ -7,9 +7,10 @@
 //!   controller's /metrics: from the moment a message is handled to the fence written);
 //! - wall time from the controller's start until every node is fenced (p50/p99/max over the
 //!   nodes, seen through a watch) and until every message is deleted after its drain;
-//! - the same queue drained by a no-op consumer (receive 10, delete each) on the same moto
-//!   first: moto's SQS slows as the queue deepens (tens of messages a second at 1000 deep), so
-//!   the wall times are reported next to that floor, as a ratio;
+//! - two floors on the same moto first, each on a queue of the same depth: a no-op consumer
+//!   (receive 10, delete each) and a keeping one (receive 10, keep them in flight, as a
+//!   correct handler must until each drain is done): moto's SQS slows with the messages it
+//!   holds (tens a second at 1000), so the wall times are reported next to these, as ratios;
 //! - the controller's peak resident memory.
 //!
 //! Needs python3 with `moto[server]` (./scripts/test installs it).
@@ -155,6 +156,28 @@ async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
         .unwrap_or_default();
     let n = |k: A| -> u64 { a.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0) };
     n(A::ApproximateNumberOfMessages) + n(A::ApproximateNumberOfMessagesNotVisible)
+}
+
+/// A floor that keeps what it receives (hidden for 5 minutes), as a correct handler must
+/// until each drain is done: moto's receives slow down with the messages in flight.
+async fn keeping_consumer(sqs: &aws_sdk_sqs::Client, url: &str, total: usize) -> Duration {
+    let started = Instant::now();
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < total {
+        let got = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .visibility_timeout(300)
+            .send()
+            .await
+            .unwrap();
+        for m in got.messages.unwrap_or_default() {
+            seen.insert(m.message_id.unwrap_or_default());
+        }
+    }
+    started.elapsed()
 }
 
 /// The floor: receive 10 at a time and delete each, as fast as moto allows.
@@ -324,19 +347,29 @@ spec:
     let nodes: Api<Node> = Api::all(client.clone());
     tokio::time::sleep(Duration::from_secs(2)).await; // pods scheduled and running
 
-    // The floor: a no-op consumer on the same queue depth.
-    let url = sqs
-        .create_queue()
-        .queue_name("bench")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    // The floors, each on its own queue of the same depth: a no-op consumer that deletes,
+    // and one that keeps every message in flight.
+    let queue = |name: &'static str| {
+        let sqs = sqs.clone();
+        async move {
+            sqs.create_queue()
+                .queue_name(name)
+                .send()
+                .await
+                .unwrap()
+                .queue_url
+                .unwrap()
+        }
+    };
+    let url = queue("floor-delete").await;
     fill(&sqs, &url, &instances).await;
     let floor = no_op_consumer(&sqs, &url, count).await;
+    let url = queue("floor-keep").await;
+    fill(&sqs, &url, &instances).await;
+    let keep_floor = keeping_consumer(&sqs, &url, count).await;
 
-    // The handler on the same queue, refilled.
+    // The handler, on a queue of its own.
+    let url = queue("bench").await;
     fill(&sqs, &url, &instances).await;
     let fenced_at = std::sync::Arc::new(std::sync::Mutex::new(HashMap::<String, Instant>::new()));
     let watch = {
@@ -444,11 +477,16 @@ spec:
         "  no-op consumer (receive 10 + delete, one loop): all {count} deleted in {:.1} s",
         floor.as_secs_f64()
     );
+    println!(
+        "  keeping consumer (receive 10, keep them in flight): all {count} received in {:.1} s",
+        keep_floor.as_secs_f64()
+    );
     println!("  controller start → node fenced: {}", pct(fence_times));
     println!(
-        "  controller start → all fenced: {:.1} s ({:.2}× the no-op consumer's time)",
+        "  controller start → all fenced: {:.1} s ({:.2}× the no-op consumer's time, {:.2}× the keeping consumer's)",
         all_fenced.as_secs_f64(),
-        all_fenced.as_secs_f64() / floor.as_secs_f64()
+        all_fenced.as_secs_f64() / floor.as_secs_f64(),
+        all_fenced.as_secs_f64() / keep_floor.as_secs_f64()
     );
     println!(
         "  controller start → every message deleted after its drain: {:.1} s ({:.2}×)",
