@@ -7,6 +7,10 @@
 //!
 //! Run: `cargo bench --bench agent` (`-- --quick` for fewer samples).
 
+mod support;
+
+use support::{quantile, status_kib};
+
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -41,18 +45,13 @@ fn main() {
 }
 
 fn pct(mut v: Vec<Duration>) -> String {
-    v.sort();
-    let at = |p: f64| {
-        v[((v.len() as f64 * p).ceil() as usize)
-            .saturating_sub(1)
-            .min(v.len() - 1)]
-    };
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     format!(
         "n {}  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
         v.len(),
-        at(0.5).as_secs_f64() * 1e3,
-        at(0.99).as_secs_f64() * 1e3,
-        v[v.len() - 1].as_secs_f64() * 1e3
+        ms(quantile(&mut v, 0.5)),
+        ms(quantile(&mut v, 0.99)),
+        ms(quantile(&mut v, 1.0))
     )
 }
 
@@ -65,15 +64,6 @@ fn memory_kib(pid: u32) -> (u64, u64) {
 /// libraries' file-backed pages, which are shared and reclaimable page cache.
 fn anon_kib(pid: u32) -> u64 {
     status_kib(pid, "RssAnon:")
-}
-
-fn status_kib(pid: u32, name: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(name))
-        .and_then(|r| r.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// User + system CPU time of a process.

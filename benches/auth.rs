@@ -5,6 +5,10 @@
 //!
 //! Run: `cargo bench --bench auth` (`-- --quick` for fewer samples).
 
+mod support;
+
+use support::quantile;
+
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -27,16 +31,11 @@ fn main() {
 }
 
 fn pct(mut v: Vec<Duration>) -> String {
-    v.sort();
-    let at = |p: f64| {
-        v[((v.len() as f64 * p).ceil() as usize)
-            .saturating_sub(1)
-            .min(v.len() - 1)]
-    };
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     format!(
         "p50 {:.3} ms  p99 {:.3} ms",
-        at(0.5).as_secs_f64() * 1e3,
-        at(0.99).as_secs_f64() * 1e3
+        ms(quantile(&mut v, 0.5)),
+        ms(quantile(&mut v, 0.99))
     )
 }
 

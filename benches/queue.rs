@@ -25,6 +25,14 @@ use kube::api::Api;
 use serde_json::{Value, json};
 use sih_sim_cluster::{ClusterConfig, workload};
 
+#[path = "../tests/support/moto.rs"]
+#[allow(dead_code)] // the Auto Scaling half is for the tests
+mod moto;
+mod support;
+
+use moto::Moto;
+use support::{quantile, status_kib};
+
 const BIN: &str = env!("CARGO_BIN_EXE_spot-interrupt-handler");
 const TAINT: &str = "spot-interrupt-handler/spot-interruption";
 
@@ -52,65 +60,14 @@ fn free_port() -> u16 {
 }
 
 fn pct(mut v: Vec<Duration>) -> String {
-    v.sort();
-    let at = |p: f64| {
-        v[((v.len() as f64 * p).ceil() as usize)
-            .saturating_sub(1)
-            .min(v.len() - 1)]
-    };
+    let secs = |d: Duration| d.as_secs_f64();
     format!(
         "n {}  p50 {:.2} s  p99 {:.2} s  max {:.2} s",
         v.len(),
-        at(0.5).as_secs_f64(),
-        at(0.99).as_secs_f64(),
-        v[v.len() - 1].as_secs_f64()
+        secs(quantile(&mut v, 0.5)),
+        secs(quantile(&mut v, 0.99)),
+        secs(quantile(&mut v, 1.0))
     )
-}
-
-async fn aws(url: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(url)
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "test", "test", None, None, "bench",
-        ))
-        .load()
-        .await
-}
-
-/// Launches instances in moto's EC2 (100 per call). Moto routes a Query call by the
-/// credential scope and does not check signatures.
-async fn run_instances(moto: &str, count: usize) -> Vec<String> {
-    let http = reqwest::Client::new();
-    let mut ids = Vec::new();
-    while ids.len() < count {
-        let n = (count - ids.len()).min(100);
-        let text = http
-            .post(format!("{moto}/"))
-            .header(
-                "authorization",
-                "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/ec2/aws4_request, \
-                 SignedHeaders=host, Signature=0",
-            )
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!(
-                "Action=RunInstances&Version=2016-11-15&ImageId=ami-12345678&MinCount={n}\
-                 &MaxCount={n}&InstanceType=m5.large&Placement.AvailabilityZone=us-east-1a"
-            ))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        ids.extend(
-            text.split("<instanceId>")
-                .skip(1)
-                .filter_map(|s| s.split('<').next())
-                .map(str::to_owned),
-        );
-    }
-    ids
 }
 
 async fn fill(sqs: &aws_sdk_sqs::Client, url: &str, instances: &[sih_queue::Instance]) {
@@ -214,15 +171,6 @@ async fn no_op_consumer(sqs: &aws_sdk_sqs::Client, url: &str, total: usize) -> D
     started.elapsed()
 }
 
-fn status_kib(pid: u32, name: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(name))
-        .and_then(|r| r.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// A quantile of a Prometheus histogram, by its buckets (the upper bound it falls under).
 fn histogram_quantile(text: &str, name: &str, q: f64) -> Option<f64> {
     let mut buckets: Vec<(f64, f64)> = text
@@ -247,35 +195,11 @@ fn histogram_quantile(text: &str, name: &str, q: f64) -> Option<f64> {
 }
 
 async fn run(count: usize) {
-    // moto, launched the way the tests launch it.
-    let port = free_port();
-    let moto = format!("http://127.0.0.1:{port}");
-    let launcher = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/support/moto_launcher.py"
-    );
-    let _moto = tokio::process::Command::new("python3")
-        .args([launcher, "-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("python3 with moto[server] (./scripts/test installs it)");
-    let started = Instant::now();
-    while reqwest::get(format!("{moto}/moto-api/")).await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "moto never answered"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let config = aws(&moto).await;
-    let sqs = aws_sdk_sqs::Client::new(&config);
-
-    let ids = run_instances(&moto, count).await;
-    let ec2 = sih_queue::Ec2::new(&config).unwrap();
+    let moto = Moto::start().await;
+    let sqs = moto.sqs().await;
+    let ids = moto.run_instances(count, None).await;
     let t = Instant::now();
-    let instances = ec2.describe(&ids).await.unwrap();
+    let instances = moto.instances(&ids).await;
     let describe = t.elapsed();
     assert_eq!(instances.len(), count);
 
@@ -412,7 +336,7 @@ spec:
             "--queue-url",
             &url,
             "--aws-endpoint",
-            &moto,
+            &moto.url,
             "--kubeconfig",
             kubeconfig.to_str().unwrap(),
             "--admin-listen",

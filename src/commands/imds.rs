@@ -18,10 +18,9 @@ pub async fn run(args: ImdsArgs) -> anyhow::Result<()> {
     run_until(args, crate::signals::shutdown(), None).await
 }
 
-/// Fields every webhook message shares: the cluster and the instance.
-pub fn template_base(cluster: &str, id: &InstanceIdentity) -> TemplateData {
+/// Fields every webhook message of this agent shares: its instance.
+pub fn template_base(id: &InstanceIdentity) -> TemplateData {
     let mut data = TemplateData::new();
-    data.insert("ClusterName", cluster.to_owned());
     data.insert("InstanceType", id.instance_type.clone());
     data.insert("AvailabilityZone", id.availability_zone.clone());
     data.insert("Region", id.region.clone());
@@ -73,7 +72,7 @@ pub async fn run_until(
             name: "imds",
             node: &args.node_name,
             reporter: args.me.pod_name.clone(),
-            template_base: template_base(&args.report.cluster_name, &identity),
+            template_base: template_base(&identity),
             tap,
         },
     )?;

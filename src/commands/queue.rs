@@ -41,8 +41,6 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
         managed_tag,
     };
 
-    let mut template_base = TemplateData::new();
-    template_base.insert("ClusterName", args.report.cluster_name.clone());
     let (tx, reporting) = telling::spawn_reporters(
         &args.report,
         &args.act,
@@ -58,7 +56,8 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
                     .clone()
                     .unwrap_or_else(|| "queue-controller".into()),
             ),
-            template_base,
+            // Per-message fields only: no instance is the controller's own.
+            template_base: TemplateData::new(),
             tap: None,
         },
     )?;

@@ -40,6 +40,7 @@ pub struct Source<'a> {
     pub node: &'a str,
     /// The reporting instance named in Events (our pod).
     pub reporter: Option<String>,
+    /// Fields every webhook message shares (`ClusterName` is added here from the flags).
     pub template_base: TemplateData,
     /// Also receives every update (the demo's timeline).
     pub tap: Option<UnboundedSender<Update>>,
@@ -63,12 +64,14 @@ pub fn spawn_reporters(
         EventReporter::new(client.clone(), source.node, source.reporter)
             .with_annotations(annotations)
     });
+    let mut template_base = source.template_base;
+    template_base.insert("ClusterName", report.cluster_name.clone());
     let reporters = Reporters {
         source: source.name,
         metrics: metrics.clone(),
         events,
         webhook: webhook.filter(|_| !act.dry_run).map(Arc::new),
-        template_base: source.template_base,
+        template_base,
         webhook_patience: act.drain_budget,
         tap: source.tap,
     };

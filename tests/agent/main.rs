@@ -4,6 +4,8 @@
 
 mod demo;
 mod faults;
+#[path = "../support/moto.rs"]
+mod moto;
 mod nth;
 mod queue;
 mod scenarios;

@@ -7,137 +7,8 @@ use std::time::Duration;
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{Value, json};
 
-use crate::support::{Proc, Scene, cordoned, free_port, taints, until};
-
-/// A moto server on a free loopback port, stopped when dropped, with the two Auto Scaling
-/// calls moto lacks added and recorded (`tests/support/moto_launcher.py`).
-pub struct Moto {
-    _proc: Proc,
-    pub url: String,
-    /// One JSON line per CompleteLifecycleAction / RecordLifecycleActionHeartbeat.
-    pub calls: std::path::PathBuf,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.calls);
-    }
-}
-
-impl Moto {
-    pub async fn start() -> Self {
-        let port = free_port();
-        // A launcher script run by python3 works wherever `pip install 'moto[server]'` put
-        // moto, with no PATH shims needed.
-        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-        let calls = std::env::temp_dir().join(format!(
-            "sih-moto-calls-{}-{port}.jsonl",
-            std::process::id()
-        ));
-        let launcher = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/support/moto_launcher.py"
-        );
-        let mut cmd = tokio::process::Command::new(python);
-        cmd.args([launcher, "-H", "127.0.0.1", "-p", &port.to_string()])
-            .env("SIH_MOTO_CALLS", &calls)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true);
-        let child = cmd
-            .spawn()
-            .expect("python3 runs (./scripts/test installs moto[server])");
-        let url = format!("http://127.0.0.1:{port}");
-        until("moto answers", Duration::from_secs(30), || async {
-            reqwest::get(format!("{url}/moto-api/")).await.is_ok()
-        })
-        .await;
-        Self {
-            _proc: Proc {
-                child,
-                lines: Default::default(),
-            },
-            url,
-            calls,
-        }
-    }
-
-    async fn config(&self) -> aws_config::SdkConfig {
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(&self.url)
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                "test", "test", None, None, "test",
-            ))
-            .load()
-            .await
-    }
-
-    pub async fn sqs(&self) -> aws_sdk_sqs::Client {
-        aws_sdk_sqs::Client::new(&self.config().await)
-    }
-
-    pub async fn autoscaling(&self) -> aws_sdk_autoscaling::Client {
-        aws_sdk_autoscaling::Client::new(&self.config().await)
-    }
-
-    /// Launches `count` instances in moto's EC2 (tagged `tag` if given); returns their ids.
-    /// Moto routes a Query call by the credential scope in `Authorization` and does not
-    /// check the signature, so this setup call needs none.
-    pub async fn run_instances(&self, count: usize, tag: Option<&str>) -> Vec<String> {
-        let mut body = format!(
-            "Action=RunInstances&Version=2016-11-15&ImageId=ami-12345678&MinCount={count}\
-             &MaxCount={count}&InstanceType=m5.large&Placement.AvailabilityZone=us-east-1a"
-        );
-        if let Some(t) = tag {
-            body.push_str(&format!(
-                "&TagSpecification.1.ResourceType=instance&TagSpecification.1.Tag.1.Key={}\
-                 &TagSpecification.1.Tag.1.Value=",
-                t.replace('/', "%2F")
-            ));
-        }
-        let text = reqwest::Client::new()
-            .post(format!("{}/", self.url))
-            .header(
-                "authorization",
-                "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/ec2/aws4_request, \
-                 SignedHeaders=host, Signature=0",
-            )
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let ids: Vec<String> = text
-            .split("<instanceId>")
-            .skip(1)
-            .filter_map(|s| s.split('<').next())
-            .map(str::to_owned)
-            .collect();
-        assert_eq!(ids.len(), count, "{text}");
-        ids
-    }
-
-    /// The instances as our own DescribeInstances client reads them from moto.
-    pub async fn instances(&self, ids: &[String]) -> Vec<sih_queue::Instance> {
-        let ec2 = sih_queue::Ec2::new(&self.config().await).unwrap();
-        let mut found = ec2.describe(ids).await.unwrap();
-        found.sort_by_key(|i| ids.iter().position(|id| *id == i.id));
-        found
-    }
-
-    /// The recorded lifecycle calls.
-    pub fn lifecycle_calls(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.calls)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-}
+use crate::moto::Moto;
+use crate::support::{Proc, Scene, cordoned, taints, until};
 
 const AWS_ENV: [(&str, &str); 3] = [
     ("AWS_ACCESS_KEY_ID", "test"),
@@ -151,6 +22,19 @@ fn sample(name: &str) -> String {
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap()
+}
+
+/// The nodes other than the spot node `s.node`.
+async fn other_nodes(s: &Scene) -> Vec<String> {
+    kube::Api::<k8s_openapi::api::core::v1::Node>::all(s.client.clone())
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .filter(|n| n != &s.node)
+        .collect()
 }
 
 /// The instance id in a node's providerID.
@@ -444,15 +328,7 @@ async fn state_change_stopping_and_a_health_event_naming_two_instances() {
     q.until_empty().await;
 
     // Both instances of one Health event are fenced (NTH handled only the first).
-    let nodes: Vec<String> = kube::Api::<k8s_openapi::api::core::v1::Node>::all(q.s.client.clone())
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|n| n.metadata.name)
-        .filter(|n| n != &q.s.node)
-        .collect();
+    let nodes = other_nodes(&q.s).await;
     let a = instance_of(&q.s, &nodes[0]).await;
     let b = instance_of(&q.s, &nodes[1]).await;
     // The first instance's drain is slow (15 s): the second is fenced meanwhile, not after.
@@ -770,16 +646,7 @@ async fn spot_warning_over_tls_with_the_queue_manifests_rbac() {
 async fn the_managed_tag_limits_which_instances_are_acted_on() {
     let q = QueueScene::launch(None, &["--managed-tag", "team/spot"], Some("team/spot")).await;
     let tagged = instance_of(&q.s, &q.s.node).await;
-    let others: Vec<String> =
-        kube::Api::<k8s_openapi::api::core::v1::Node>::all(q.s.client.clone())
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter_map(|n| n.metadata.name)
-            .filter(|n| n != &q.s.node)
-            .collect();
+    let others = other_nodes(&q.s).await;
     let untagged = instance_of(&q.s, &others[0]).await;
     q.send(&spot_warning(&untagged)).await;
     q.send(&spot_warning(&tagged)).await;
@@ -878,16 +745,7 @@ async fn a_message_waiting_for_a_worker_stays_hidden() {
     let q = QueueScene::start(&["--workers", "1"]).await;
     // A pod that takes 7 s to stop, on the node warned first.
     slow_pod_on(&q.s, &q.s.node, 7).await;
-    let others: Vec<String> =
-        kube::Api::<k8s_openapi::api::core::v1::Node>::all(q.s.client.clone())
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter_map(|n| n.metadata.name)
-            .filter(|n| n != &q.s.node)
-            .collect();
+    let others = other_nodes(&q.s).await;
     q.send(&spot_warning(&instance_of(&q.s, &q.s.node).await))
         .await;
     q.controller

@@ -52,7 +52,7 @@ impl Directory {
     pub fn spawn<D: Describe>(source: D, ttl: Duration) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let cache = Arc::new(Mutex::new(HashMap::new()));
-        tokio::spawn(batcher(source, rx, cache.clone()));
+        tokio::spawn(batcher(source, rx, cache.clone(), ttl));
         Self {
             requests: tx,
             cache,
@@ -91,7 +91,12 @@ impl Directory {
     }
 }
 
-async fn batcher<D: Describe>(source: D, mut rx: mpsc::UnboundedReceiver<Request>, cache: Cache) {
+async fn batcher<D: Describe>(
+    source: D,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    cache: Cache,
+    ttl: Duration,
+) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         tokio::time::sleep(GATHER).await;
@@ -114,6 +119,9 @@ async fn batcher<D: Describe>(source: D, mut rx: mpsc::UnboundedReceiver<Request
         };
         {
             let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+            // Instances come and go: what was not asked about again within the TTL goes, so
+            // the cache stays the size of the recent past.
+            cache.retain(|_, (at, _)| at.elapsed() < ttl);
             let now = Instant::now();
             for (id, i) in &found {
                 cache.insert(id.clone(), (now, i.clone()));

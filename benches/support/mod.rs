@@ -1,0 +1,22 @@
+//! Helpers the benchmark binaries share (each includes this with `mod support;`).
+#![allow(dead_code)] // each benchmark uses its own subset
+
+use std::time::Duration;
+
+/// The nearest-rank `p` quantile of `v` (sorted here).
+pub fn quantile(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 * p).ceil() as usize)
+        .saturating_sub(1)
+        .min(v.len() - 1)]
+}
+
+/// A field of `/proc/PID/status` in KiB (`VmRSS:`, `VmHWM:`, `RssAnon:`); 0 when gone.
+pub fn status_kib(pid: u32, name: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,148 @@
+//! A moto server for tests and benchmarks (included by both with `#[path]`): SQS, EC2 and
+//! Auto Scaling on a free loopback port, with the two Auto Scaling calls moto lacks added and
+//! recorded by `moto_launcher.py`.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// A moto server on a free loopback port, stopped when dropped, with the two Auto Scaling
+/// calls moto lacks added and recorded (`tests/support/moto_launcher.py`).
+pub struct Moto {
+    _server: tokio::process::Child,
+    pub url: String,
+    /// One JSON line per CompleteLifecycleAction / RecordLifecycleActionHeartbeat.
+    pub calls: std::path::PathBuf,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.calls);
+    }
+}
+
+impl Moto {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        // A launcher script run by python3 works wherever `pip install 'moto[server]'` put
+        // moto, with no PATH shims needed.
+        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        let calls = std::env::temp_dir().join(format!(
+            "sih-moto-calls-{}-{port}.jsonl",
+            std::process::id()
+        ));
+        let launcher = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/moto_launcher.py"
+        );
+        let mut cmd = tokio::process::Command::new(python);
+        cmd.args([launcher, "-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("SIH_MOTO_CALLS", &calls)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .expect("python3 runs (./scripts/test installs moto[server])");
+        let url = format!("http://127.0.0.1:{port}");
+        let started = std::time::Instant::now();
+        while reqwest::get(format!("{url}/moto-api/")).await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "moto did not answer within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self {
+            _server: child,
+            url,
+            calls,
+        }
+    }
+
+    pub async fn config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&self.url)
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .load()
+            .await
+    }
+
+    pub async fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.config().await)
+    }
+
+    pub async fn autoscaling(&self) -> aws_sdk_autoscaling::Client {
+        aws_sdk_autoscaling::Client::new(&self.config().await)
+    }
+
+    /// Launches `count` instances in moto's EC2 (tagged `tag` if given); returns their ids.
+    /// Moto routes a Query call by the credential scope in `Authorization` and does not
+    /// check the signature, so this setup call needs none.
+    pub async fn run_instances(&self, count: usize, tag: Option<&str>) -> Vec<String> {
+        let http = reqwest::Client::new();
+        let mut ids = Vec::with_capacity(count);
+        // 100 per call keeps each answer small.
+        while ids.len() < count {
+            let n = (count - ids.len()).min(100);
+            let mut body = format!(
+                "Action=RunInstances&Version=2016-11-15&ImageId=ami-12345678&MinCount={n}\
+                 &MaxCount={n}&InstanceType=m5.large&Placement.AvailabilityZone=us-east-1a"
+            );
+            if let Some(t) = tag {
+                body.push_str(&format!(
+                    "&TagSpecification.1.ResourceType=instance&TagSpecification.1.Tag.1.Key={}\
+                     &TagSpecification.1.Tag.1.Value=",
+                    t.replace('/', "%2F")
+                ));
+            }
+            let text = http
+                .post(format!("{}/", self.url))
+                .header(
+                    "authorization",
+                    "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/ec2/aws4_request, \
+                     SignedHeaders=host, Signature=0",
+                )
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let before = ids.len();
+            ids.extend(
+                text.split("<instanceId>")
+                    .skip(1)
+                    .filter_map(|s| s.split('<').next())
+                    .map(str::to_owned),
+            );
+            assert_eq!(ids.len() - before, n, "{text}");
+        }
+        ids
+    }
+
+    /// The instances as our own DescribeInstances client reads them from moto.
+    pub async fn instances(&self, ids: &[String]) -> Vec<sih_queue::Instance> {
+        let ec2 = sih_queue::Ec2::new(&self.config().await).unwrap();
+        let mut found = ec2.describe(ids).await.unwrap();
+        found.sort_by_key(|i| ids.iter().position(|id| *id == i.id));
+        found
+    }
+
+    /// The recorded lifecycle calls.
+    pub fn lifecycle_calls(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.calls)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
