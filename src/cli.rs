@@ -82,6 +82,15 @@ pub struct SimulateClusterArgs {
     /// `kubeconfig` into DIR/NAMESPACE/NAME/, the first one's also into DIR.
     #[arg(long, env = "SIH_SIM_IN_CLUSTER_DIR")]
     pub in_cluster_dir: Option<PathBuf>,
+    /// A fault active from the start, as `POST /_sim/faults` takes it: JSON, or `key=value`
+    /// pairs (`resource=pods/eviction,verb=create,hang`; `status=429,retry_after=2,rate=0.5`;
+    /// `resource=nodes,verb=watch,drop`). Repeatable; `;`-separated in the variable.
+    #[arg(long, env = "SIH_SIM_FAULTS", value_delimiter = ';', value_parser = parse_fault)]
+    pub fault: Vec<sih_sim_cluster::faults::FaultSpec>,
+}
+
+fn parse_fault(s: &str) -> Result<sih_sim_cluster::faults::FaultSpec, String> {
+    sih_sim_cluster::faults::FaultSpec::parse_flag(s)
 }
 
 fn parse_service_account(s: &str) -> Result<(String, String), String> {

@@ -27,6 +27,7 @@ pub async fn run(args: SimulateClusterArgs) -> anyhow::Result<()> {
         pod_start_delay: args.pod_start_delay,
         tls: args.tls,
         service_accounts: args.service_account.clone(),
+        faults: args.fault.clone(),
     };
     if args.in_cluster_dir.is_some() && args.service_account.is_empty() {
         anyhow::bail!("--in-cluster-dir needs at least one --service-account NAMESPACE/NAME");
@@ -61,6 +62,9 @@ pub async fn run(args: SimulateClusterArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     drop(out);
+    for f in &args.fault {
+        tracing::info!(fault = ?f, "fault active from the start");
+    }
     tracing::info!(nodes = args.nodes, spot_nodes = args.spot_nodes,
         kubeconfig = ?args.kubeconfig_out, "cluster simulator ready");
     sih_sim_cluster::serve(listener, prepared, &config, crate::signals::shutdown())

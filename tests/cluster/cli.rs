@@ -28,6 +28,7 @@ fn process_serves_the_workload_and_writes_a_kubeconfig() {
         .arg(&kubeconfig)
         .arg("--workload")
         .arg(&workload)
+        .env("SIH_SIM_FAULTS", "resource=pods,verb=delete,status=503")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -73,6 +74,18 @@ fn process_serves_the_workload_and_writes_a_kubeconfig() {
         .count(),
         2
     );
+    // `--fault` (here `SIH_SIM_FAULTS`) is active from the start: pod deletions answer 503.
+    let refused = Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()))
+        .args(["delete", "pod", "solo", "-n", "team-a", "--wait=false"])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("ServiceUnavailable"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     let provider = kubectl(&["get", "nodes", "-o", "jsonpath={.items[0].spec.providerID}"]);
     assert!(provider.starts_with("aws:///us-east-1a/i-0"), "{provider}");
     assert!(kubectl(&["get", "pods", "-n", "team-a", "-o", "name"]).contains("pod/solo"));
@@ -92,7 +105,12 @@ fn process_serves_the_workload_and_writes_a_kubeconfig() {
 fn bad_start_up_input_fails_with_a_clear_message() {
     let dir = std::env::temp_dir().join(format!("sih-cli-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let cases: [(&str, &[&str], &str); 3] = [
+    let cases: [(&str, &[&str], &str); 4] = [
+        (
+            "",
+            &["--fault", "resource=pods/eviction,hang,reset"],
+            "choose one of status, hang, reset, drop, expire",
+        ),
         (
             "kind: Widget\napiVersion: v9\nmetadata: {name: w}\n",
             &[],

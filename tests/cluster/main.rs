@@ -3,6 +3,7 @@
 mod auth;
 mod bad_input;
 mod cli;
+mod faults;
 mod kube_rs;
 mod kubectl;
 mod support;

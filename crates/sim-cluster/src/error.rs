@@ -25,6 +25,29 @@ impl ApiError {
         }
     }
 
+    /// Any code with the reason a real server gives it (see `faults::status_error`).
+    pub fn custom(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        let e = Self::new(code, reason, message);
+        if code == 429 {
+            // Real servers (priority and fairness) say when to come back; clients read it from
+            // the header and the details.
+            return e.with_details(json!({"retryAfterSeconds": 1}));
+        }
+        e
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        let mut d = self.details.take().unwrap_or_else(|| json!({}));
+        d["retryAfterSeconds"] = json!(seconds);
+        self.details = Some(d);
+        self
+    }
+
+    /// Seconds a client should wait before trying again, when the server said.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.details.as_ref()?["retryAfterSeconds"].as_u64()
+    }
+
     fn with_details(mut self, details: Value) -> Self {
         self.details = Some(details);
         self
@@ -83,6 +106,17 @@ impl ApiError {
             json!({"name": name, "kind": kind_of(qualified), "group": group_of(qualified),
             "causes": [{"reason": "FieldValueInvalid", "message": message}]}),
         )
+    }
+
+    /// A patch that could not be applied, answered as a real API server does: 422 with its
+    /// generic sentence, the cause in the details.
+    pub fn patch_rejected(cause: &dyn std::fmt::Display) -> Self {
+        Self::new(
+            422,
+            "Invalid",
+            "the server rejected our request due to an error in our request",
+        )
+        .with_details(json!({"causes": [{"reason": "UnexpectedServerResponse", "message": cause.to_string()}]}))
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -176,6 +210,13 @@ fn group_of(qualified: &str) -> &str {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (code, Json(self.status_body())).into_response()
+        let mut resp = (code, Json(self.status_body())).into_response();
+        if let Some(s) = self.retry_after()
+            && (self.code == 429 || self.code == 503)
+        {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        resp
     }
 }

@@ -15,6 +15,8 @@ pub mod api;
 pub mod auth;
 pub mod controllers;
 pub mod error;
+pub mod faults;
+pub mod journal;
 pub mod patch;
 pub mod resources;
 pub mod selector;
@@ -49,6 +51,8 @@ pub struct ClusterConfig {
     pub tls: bool,
     /// ServiceAccounts `(namespace, name)` to create at start, each with a token.
     pub service_accounts: Vec<(String, String)>,
+    /// Faults active from the start (`--fault`).
+    pub faults: Vec<faults::FaultSpec>,
 }
 
 impl Default for ClusterConfig {
@@ -61,6 +65,7 @@ impl Default for ClusterConfig {
             pod_start_delay: Duration::from_millis(300),
             tls: false,
             service_accounts: Vec::new(),
+            faults: Vec::new(),
         }
     }
 }
@@ -91,6 +96,7 @@ pub struct Prepared {
     pub security: Option<Arc<auth::Security>>,
     /// `((namespace, name), token)` for each `--service-account`.
     pub service_account_tokens: Vec<((String, String), String)>,
+    pub faults: Arc<faults::Faults>,
 }
 
 /// Creates the start-up objects and, with `tls`, the security material.
@@ -133,11 +139,16 @@ pub fn prepare(config: &ClusterConfig) -> Result<Prepared, String> {
         });
         service_account_tokens.push(((ns.clone(), name.clone()), token));
     }
+    let faults = Arc::new(faults::Faults::default());
+    for spec in &config.faults {
+        faults.add(spec.clone())?;
+    }
     Ok(Prepared {
         store,
         tokens,
         security,
         service_account_tokens,
+        faults,
     })
 }
 
@@ -221,6 +232,7 @@ pub async fn serve(
         server: addr.to_string(),
         tokens: prepared.tokens.clone(),
         secure: prepared.security.is_some(),
+        faults: prepared.faults.clone(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let loops = LoopConfig {
@@ -281,6 +293,25 @@ impl RunningCluster {
     /// The admin's kubeconfig.
     pub fn kubeconfig(&self) -> String {
         self.prepared.kubeconfig(self.addr)
+    }
+
+    /// Faults on demand, as `/_sim/faults` sets them.
+    pub fn faults(&self) -> &Arc<faults::Faults> {
+        &self.prepared.faults
+    }
+
+    /// What happened: every request and every pod's end.
+    pub fn journal(&self) -> &journal::Journal {
+        &self.prepared.store.journal
+    }
+
+    /// The instance behind `node` is gone: NotReady now, deleted after `delete_after`.
+    pub fn terminate_node(&self, node: &str, delete_after: Duration) -> Result<(), String> {
+        let at = jiff::Timestamp::now() + delete_after;
+        self.prepared
+            .store
+            .write(|tx| controllers::nodes::terminate(tx, node, at))
+            .map_err(|e| e.message)
     }
 
     /// The CA certificate (PEM) clients must trust, with `tls`.

@@ -19,9 +19,7 @@ pub fn apply(target: &Value, content_type: &str, body: &[u8]) -> Result<Value, A
         JSON_PATCH => {
             let ops: json_patch::Patch = serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-            json_patch::patch(&mut out, &ops).map_err(|e| {
-                ApiError::invalid("", "", format!("the JSON patch could not be applied: {e}"))
-            })?;
+            json_patch::patch(&mut out, &ops).map_err(|e| ApiError::patch_rejected(&e))?;
         }
         MERGE_PATCH => json_patch::merge(&mut out, &parse_json(body)?),
         STRATEGIC_MERGE_PATCH => strategic_merge(&mut out, &parse_json(body)?),

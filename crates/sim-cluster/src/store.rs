@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, broadcast};
 
 use crate::error::ApiError;
-use crate::resources::{NAMESPACES, PODS, RESOURCES};
+use crate::resources::{NAMESPACES, NODES, PODS, RESOURCES};
 
 /// `(namespace, name)`; the namespace is empty for cluster-scoped objects.
 pub type Key = (String, String);
@@ -58,6 +58,8 @@ pub struct Store {
     changes: broadcast::Sender<Arc<Change>>,
     /// Wakes the controllers after any change.
     pub wake: Notify,
+    /// What happened: requests (logged by the API) and pod ends (logged here, at commit).
+    pub journal: crate::journal::Journal,
 }
 
 pub struct Inner {
@@ -88,6 +90,7 @@ impl Store {
             }),
             changes,
             wake: Notify::new(),
+            journal: crate::journal::Journal::default(),
         })
     }
 
@@ -112,6 +115,13 @@ impl Store {
         let pending = std::mem::take(&mut tx.pending);
         let changed = !pending.is_empty();
         for change in pending {
+            if change.storage == PODS {
+                let new = (change.kind != ChangeType::Deleted).then_some(&*change.object);
+                self.journal
+                    .pod_change(change.old.as_deref(), new, |node: &str| {
+                        guard.get(NODES, "", node).is_some()
+                    });
+            }
             if guard.history.len() >= HISTORY {
                 guard.history.pop_front();
             }

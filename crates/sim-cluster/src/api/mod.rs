@@ -1,6 +1,7 @@
 //! The HTTP surface of the simulated API server: one dispatcher that parses the path, then
 //! discovery, OpenAPI, or the resource handlers.
 
+pub mod control;
 pub mod defaults;
 pub mod discovery;
 pub mod events;
@@ -37,6 +38,8 @@ pub struct ApiState {
     pub tokens: Arc<crate::auth::Tokens>,
     /// Authentication and RBAC on (`--tls`).
     pub secure: bool,
+    /// Faults on demand (`/_sim/faults`, `--fault`).
+    pub faults: Arc<crate::faults::Faults>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -97,15 +100,209 @@ async fn dispatch(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let arrived = jiff::Timestamp::now();
+    let started = tokio::time::Instant::now();
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => return ApiError::too_large().into_response(),
     };
-    let query = match Query::parse(uri.query()) {
-        Ok(q) => q,
-        Err(e) => return e.into_response(),
+    let path = uri.path();
+    if path == "/_sim" || path.starts_with("/_sim/") {
+        if st.secure
+            && let Err(e) = auth::authenticate(&st.tokens, &st.store, &headers).and_then(|u| {
+                if u.is_admin() {
+                    Ok(())
+                } else {
+                    Err(ApiError::unauthorized())
+                }
+            })
+        {
+            return e.into_response();
+        }
+        return control::handle(&st, &method, path, &body).await;
+    }
+    let query = Query::parse(uri.query()).unwrap_or_default();
+    let route = route::parse(path);
+    let target = match &route {
+        Some(Route::Resource(t)) => Some(t.clone()),
+        _ => None,
     };
-    let Some(route) = route::parse(uri.path()) else {
+    let verb = target
+        .as_ref()
+        .map_or("get", |t| auth::verb(&method, t, &query));
+    let resource = target.as_ref().map(|t| {
+        (
+            resources::RESOURCES[t.resource].plural,
+            t.subresource.as_deref(),
+        )
+    });
+    let info = crate::faults::RequestInfo {
+        verb,
+        resource,
+        namespace: target.as_ref().and_then(|t| t.namespace.as_deref()),
+        name: target.as_ref().and_then(|t| t.name.as_deref()),
+    };
+    let fault = st.faults.pick(&info);
+    let mut record = crate::journal::RequestRecord {
+        seq: st.store.journal.next_seq(),
+        at: arrived,
+        duration_ms: 0,
+        method: method.to_string(),
+        path: path.to_owned(),
+        verb: verb.to_owned(),
+        resource: resource.map(|(p, _)| p.to_owned()),
+        subresource: resource.and_then(|(_, s)| s.map(str::to_owned)),
+        namespace: info.namespace.map(str::to_owned),
+        name: info.name.map(str::to_owned),
+        status: 0,
+        fault: fault.as_ref().map(|f| f.effect.label().to_owned()),
+        grace_seconds: asked_grace(resource, &method, &query, &body),
+    };
+    let response = answer(&st, method, uri, headers, body, route, query, fault).await;
+    record.duration_ms = started.elapsed().as_millis() as u64;
+    record.status = response.as_ref().map_or(0, |r| r.status().as_u16());
+    st.store.journal.request(record);
+    response.unwrap_or_else(unanswered)
+}
+
+/// The grace period a pod deletion or eviction asks for, for the journal.
+fn asked_grace(
+    resource: Option<(&str, Option<&str>)>,
+    method: &Method,
+    query: &Query,
+    body: &[u8],
+) -> Option<i64> {
+    let parsed = || serde_json::from_slice::<serde_json::Value>(body).ok();
+    match (resource, method) {
+        (Some(("pods", Some("eviction"))), &Method::POST) => {
+            parsed()?["deleteOptions"]["gracePeriodSeconds"].as_i64()
+        }
+        (Some(("pods", None)), &Method::DELETE) => query
+            .grace_period_seconds
+            .or_else(|| parsed()?["gracePeriodSeconds"].as_i64()),
+        _ => None,
+    }
+}
+
+/// A connection closed without an answer (or with half of one): hyper aborts the connection
+/// when a body fails.
+fn unanswered() -> Response {
+    let failed = futures_util::stream::once(async {
+        Err::<axum::body::Bytes, std::io::Error>(std::io::Error::other("connection reset by fault"))
+    });
+    Response::builder()
+        .status(200)
+        .header(header::CONTENT_LENGTH, "1")
+        .body(Body::from_stream(failed))
+        .unwrap_or_default()
+}
+
+/// The answer's first half, then a broken connection.
+async fn cut_short(resp: Response) -> Response {
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let half = bytes.slice(..bytes.len() / 2);
+    let chunks = futures_util::stream::iter([
+        Ok(half),
+        Err(std::io::Error::other("connection reset by fault")),
+    ]);
+    let mut resp = Response::from_parts(parts, Body::from_stream(chunks));
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, bytes.len().max(1).into());
+    resp
+}
+
+/// `None` when the request is never answered (a hang, a reset).
+#[allow(clippy::too_many_arguments)]
+async fn answer(
+    st: &Arc<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+    route: Option<Route>,
+    query: Query,
+    fault: Option<crate::faults::Chosen>,
+) -> Option<Response> {
+    use crate::faults::Effect;
+    if let Some(f) = &fault {
+        if !f.latency.is_zero() {
+            tokio::time::sleep(f.latency).await;
+        }
+        match &f.effect {
+            Effect::Hang => {
+                st.faults.until_gone(f.id).await;
+                return None;
+            }
+            Effect::Status {
+                code,
+                retry_after,
+                message,
+            } => {
+                let mut e = crate::faults::status_error(*code, message.as_deref());
+                if let Some(s) = retry_after {
+                    e = e.with_retry_after(*s);
+                }
+                return Some(e.into_response());
+            }
+            _ => {}
+        }
+    }
+    let effect = fault.map(|f| f.effect);
+    if effect == Some(Effect::Expire) && !query.watch {
+        return Some(
+            ApiError::gone(format!(
+                "too old resource version: {} ({})",
+                query.resource_version.as_deref().unwrap_or("0"),
+                st.store.read(|i| i.rv())
+            ))
+            .into_response(),
+        );
+    }
+    let resp = route_request(
+        st,
+        method,
+        uri,
+        headers,
+        body,
+        route,
+        query,
+        effect.as_ref(),
+    )
+    .await;
+    if effect == Some(Effect::Reset) {
+        return Some(cut_short(resp).await);
+    }
+    Some(resp)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn route_request(
+    st: &Arc<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+    route: Option<Route>,
+    query: Query,
+    effect: Option<&crate::faults::Effect>,
+) -> Response {
+    if let Err(e) = Query::parse(uri.query()) {
+        return e.into_response();
+    }
+    let Some(route) = route else {
+        // Authorization runs before routing on a real server: an unknown path is 403 for whom
+        // RBAC does not allow it, 404 only for who may ask.
+        if st.secure {
+            let checked = auth::authenticate(&st.tokens, &st.store, &headers).and_then(|user| {
+                auth::authorize_unrouted(&st.store, &user, &method, uri.path(), &query)
+            });
+            if let Err(e) = checked {
+                return e.into_response();
+            }
+        }
         return ApiError::path_not_found().into_response();
     };
     if !matches!(route, Route::Resource(_)) && method != Method::GET {
@@ -145,7 +342,7 @@ async fn dispatch(
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
-            review::self_subject_access_review(&st, user.as_ref(), ct, &body)
+            review::self_subject_access_review(st, user.as_ref(), ct, &body)
                 .unwrap_or_else(|e| e.into_response())
         }
         Route::Resource(target)
@@ -157,7 +354,7 @@ async fn dispatch(
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
-            review::token_request(&st, &target, ct, &body).unwrap_or_else(|e| e.into_response())
+            review::token_request(st, &target, ct, &body).unwrap_or_else(|e| e.into_response())
         }
         Route::Resource(target) => {
             let request = objects::Request {
@@ -166,8 +363,9 @@ async fn dispatch(
                 query,
                 headers,
                 body,
+                watch_fault: effect.cloned(),
             };
-            match objects::handle(&st, request).await {
+            match objects::handle(st, request).await {
                 Ok(resp) => resp,
                 Err(e) => e.into_response(),
             }

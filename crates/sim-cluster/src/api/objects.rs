@@ -22,6 +22,8 @@ pub struct Request {
     pub query: Query,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// A watch's fault (`drop` or `expire`) from `/_sim/faults`.
+    pub watch_fault: Option<crate::faults::Effect>,
 }
 
 impl Request {

@@ -83,6 +83,21 @@ pub async fn serve(st: &ApiState, r: &Request) -> Result<Response, ApiError> {
                 ApiError::bad_request(format!("resourceVersion {v:?} is not valid"))
             })?),
         };
+    if r.watch_fault == Some(crate::faults::Effect::Expire) {
+        // As after an etcd compaction: the client must list again.
+        let status = ApiError::gone(format!(
+            "too old resource version: {} ({})",
+            from.unwrap_or(0),
+            st.store.read(|i| i.rv())
+        ))
+        .status_body();
+        return Ok(stream_response(
+            vec![line("ERROR", &status)],
+            None,
+            filter,
+            Duration::ZERO,
+        ));
+    }
     let (first, rx): (Vec<Bytes>, broadcast::Receiver<Arc<Change>>) = match from {
         None => st.store.read_and_subscribe(|inner| {
             inner
@@ -110,7 +125,10 @@ pub async fn serve(st: &ApiState, r: &Request) -> Result<Response, ApiError> {
         .timeout_seconds
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_TIMEOUT);
-    Ok(stream_response(first, Some(rx), filter, timeout))
+    // A dropped stream ends after what it had to send first, as when a connection to the
+    // server breaks: the client watches again from the last resourceVersion it saw.
+    let rx = (r.watch_fault != Some(crate::faults::Effect::Drop)).then_some(rx);
+    Ok(stream_response(first, rx, filter, timeout))
 }
 
 fn stream_response(

@@ -175,3 +175,68 @@ pub fn authorize(
         &a.resource,
     ))
 }
+
+/// Authorizes a request for a path the simulator does not serve, as a real server would before
+/// routing: the path is read as the API server's request-info parser reads it (a resource
+/// request under `/api/v1` or `/apis/GROUP/VERSION`, else a non-resource URL, which only
+/// admins may reach here), and RBAC decides. Allowed means 404 follows; denied is 403.
+pub fn authorize_unrouted(
+    store: &Store,
+    user: &UserInfo,
+    method: &Method,
+    path: &str,
+    query: &Query,
+) -> Result<(), ApiError> {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let (group, rest) = match segs.as_slice() {
+        ["api", _version, rest @ ..] => ("", rest),
+        ["apis", group, _version, rest @ ..] => (*group, rest),
+        _ => (
+            "",
+            &[][..], // a non-resource URL
+        ),
+    };
+    if rest.is_empty() {
+        if user.is_admin() {
+            return Ok(());
+        }
+        let verb = method.as_str().to_ascii_lowercase();
+        return Err(ApiError::forbidden(
+            format!(
+                "forbidden: User \"{}\" cannot {verb} path \"{path}\"",
+                user.name
+            ),
+            "",
+            "",
+            "",
+        ));
+    }
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, more @ ..] if !more.is_empty() => (*ns, more),
+        _ => ("", rest),
+    };
+    let name = rest.get(1).copied().unwrap_or_default();
+    let target = Target {
+        resource: 0,
+        namespace: None,
+        name: (!name.is_empty()).then(|| name.to_owned()),
+        subresource: None,
+    };
+    let a = Attributes {
+        verb: verb(method, &target, query).into(),
+        group: group.into(),
+        resource: rest[0].into(),
+        subresource: rest.get(2).copied().unwrap_or_default().into(),
+        namespace: namespace.into(),
+        name: name.into(),
+    };
+    if decide(store, user, &a) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(
+        a.forbidden_message(&user.name),
+        &a.name,
+        &a.group,
+        &a.resource,
+    ))
+}

@@ -43,6 +43,13 @@ impl Kubelet {
                     || p["status"]["phase"] == "Pending"
                     || p["status"]["phase"].is_null()
             })
+            // A terminated instance's kubelet is gone with it.
+            .filter(|p| {
+                let node = p["spec"]["nodeName"].as_str().unwrap_or_default();
+                !tx.view()
+                    .get(NODES, "", node)
+                    .is_some_and(|n| super::nodes::is_terminated(n))
+            })
             .collect();
         let mut seen = HashSet::new();
         for pod in bound {

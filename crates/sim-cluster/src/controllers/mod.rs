@@ -148,6 +148,8 @@ struct Loop {
     work: PodWork,
     kubelet: kubelet::Kubelet,
     budgets_ran: Option<Instant>,
+    /// When a terminated node is next due for deletion (a timer, as a pod's grace is).
+    node_deletion_due: Option<Instant>,
 }
 
 impl Loop {
@@ -165,6 +167,7 @@ impl Loop {
             work,
             kubelet: kubelet::Kubelet::default(),
             budgets_ran: None,
+            node_deletion_due: None,
         }
     }
 
@@ -221,7 +224,9 @@ fn reconcile_all(store: &Store, config: &LoopConfig, state: &mut Loop) -> Option
     let mut next = None;
     for (i, pass) in PASSES.into_iter().enumerate() {
         state.catch_up(store);
-        if !pass.needed(&state.dirty[i]) {
+        let timer_due = pass == Pass::Nodes
+            && state.node_deletion_due.is_some_and(|t| t <= Instant::now());
+        if !pass.needed(&state.dirty[i]) && !timer_due {
             continue;
         }
         if pass == Pass::Budgets {
@@ -245,7 +250,13 @@ fn reconcile_all(store: &Store, config: &LoopConfig, state: &mut Loop) -> Option
             continue;
         }
         let result = store.write(|tx| match pass {
-            Pass::Nodes => nodes::reconcile(tx, config),
+            Pass::Nodes => {
+                state.node_deletion_due = nodes::delete_terminated(tx);
+                if let Some(due) = state.node_deletion_due {
+                    next = Some(next.map_or(due, |n: Instant| n.min(due)));
+                }
+                nodes::reconcile(tx, config)
+            }
             Pass::Gc => gc::reconcile(tx),
             Pass::Deployments => deployment::reconcile(tx),
             Pass::ReplicaSets => replicaset::reconcile(tx),
