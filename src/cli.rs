@@ -441,7 +441,7 @@ pub enum SpotActionArg {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduledEventArg {
     pub code: String,
-    pub not_before_in: Duration,
+    pub not_before_in: jiff::SignedDuration,
 }
 
 #[derive(Debug, Args)]
@@ -489,12 +489,22 @@ pub struct SimulateImdsArgs {
     #[arg(long, env = "SIH_SIM_REBALANCE_AFTER", value_parser = parse_duration)]
     pub rebalance_after: Option<Duration>,
     /// A scheduled event `CODE@DURATION` (e.g. `system-reboot@10m`): listed from start,
-    /// `NotBefore` DURATION ahead. Repeatable; comma-separated in the variable.
+    /// `NotBefore` DURATION ahead (`system-reboot@-5m`: a window that started five minutes
+    /// ago), `NotAfter` two hours later. Repeatable; comma-separated in the variable.
     #[arg(long, env = "SIH_SIM_SCHEDULED_EVENTS", value_delimiter = ',', value_parser = parse_scheduled_event)]
     pub scheduled_event: Vec<ScheduledEventArg>,
     /// Target lifecycle state is `InService` from start and `Terminated` after this.
     #[arg(long, env = "SIH_SIM_ASG_TERMINATE_AFTER", value_parser = parse_duration)]
     pub asg_terminate_after: Option<Duration>,
+    /// Restate the spot notice's time (now + lead) and the rebalance `noticeTime` (now) on
+    /// every read, as amazon-ec2-metadata-mock does (EC2 keeps them fixed).
+    #[arg(long, env = "SIH_SIM_RESTATE_TIMES", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
+    pub restate_times: bool,
+    /// Start with amazon-ec2-metadata-mock's default scenario: a spot notice (`--spot-lead`
+    /// ahead), a rebalance recommendation and a `system-reboot` event whose window has already
+    /// started, times restated on every read.
+    #[arg(long, env = "SIH_SIM_AEMM_DEFAULTS", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
+    pub aemm_defaults: bool,
 }
 
 /// The configuration reference (docs/configuration.md), generated from this file's
@@ -612,9 +622,16 @@ fn parse_scheduled_event(s: &str) -> Result<ScheduledEventArg, String> {
             sih_sim_imds::SCHEDULED_EVENT_CODES.join(", ")
         ));
     }
+    // `system-reboot@-5m`: the window started five minutes before the simulator did.
+    let not_before_in = match after.trim().strip_prefix('-') {
+        Some(ago) => -jiff::SignedDuration::try_from(parse_duration(ago)?)
+            .map_err(|e| format!("{s:?}: {e}"))?,
+        None => jiff::SignedDuration::try_from(parse_duration(after)?)
+            .map_err(|e| format!("{s:?}: {e}"))?,
+    };
     Ok(ScheduledEventArg {
         code: code.to_owned(),
-        not_before_in: parse_duration(after)?,
+        not_before_in,
     })
 }
 
@@ -641,8 +658,13 @@ mod tests {
             parse_scheduled_event("system-reboot@10m"),
             Ok(ScheduledEventArg {
                 code: "system-reboot".into(),
-                not_before_in: Duration::from_secs(600)
+                not_before_in: jiff::SignedDuration::from_secs(600)
             })
+        );
+        assert_eq!(
+            parse_scheduled_event("instance-stop@-90s").map(|e| e.not_before_in),
+            Ok(jiff::SignedDuration::from_secs(-90)),
+            "a window that has already started"
         );
         assert!(parse_scheduled_event("system-reboot").is_err());
         assert!(parse_scheduled_event("reboot-please@1m").is_err());

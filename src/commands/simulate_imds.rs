@@ -12,15 +12,17 @@ use crate::cli::{ImdsV2, SimulateImdsArgs, SpotActionArg};
 
 pub fn config(args: &SimulateImdsArgs) -> SimConfig {
     let region = region_of(&args.availability_zone);
-    let spot = (args.spot_action.is_some() || args.spot_after.is_some()).then(|| SpotPlan {
-        action: match args.spot_action.unwrap_or(SpotActionArg::Terminate) {
-            SpotActionArg::Terminate => NoticeAction::Terminate,
-            SpotActionArg::Stop => NoticeAction::Stop,
-            SpotActionArg::Hibernate => NoticeAction::Hibernate,
-        },
-        after: args.spot_after.unwrap_or_default(),
-        lead: args.spot_lead,
-    });
+    let aemm = args.aemm_defaults;
+    let spot =
+        (aemm || args.spot_action.is_some() || args.spot_after.is_some()).then(|| SpotPlan {
+            action: match args.spot_action.unwrap_or(SpotActionArg::Terminate) {
+                SpotActionArg::Terminate => NoticeAction::Terminate,
+                SpotActionArg::Stop => NoticeAction::Stop,
+                SpotActionArg::Hibernate => NoticeAction::Hibernate,
+            },
+            after: args.spot_after.unwrap_or_default(),
+            lead: args.spot_lead,
+        });
     SimConfig {
         identity: Identity {
             instance_id: args.instance_id.clone(),
@@ -40,7 +42,9 @@ pub fn config(args: &SimulateImdsArgs) -> SimConfig {
         },
         scenario: Scenario {
             spot,
-            rebalance_after: args.rebalance_after,
+            rebalance_after: args
+                .rebalance_after
+                .or(aemm.then_some(std::time::Duration::ZERO)),
             scheduled: args
                 .scheduled_event
                 .iter()
@@ -48,8 +52,14 @@ pub fn config(args: &SimulateImdsArgs) -> SimConfig {
                     code: e.code.clone(),
                     not_before_in: e.not_before_in,
                 })
+                // amazon-ec2-metadata-mock lists a system reboot whose window opens as it starts.
+                .chain(aemm.then(|| ScheduledPlan {
+                    code: "system-reboot".into(),
+                    not_before_in: jiff::SignedDuration::ZERO,
+                }))
                 .collect(),
             asg_terminate_after: args.asg_terminate_after,
+            restate_times: args.restate_times || aemm,
         },
         ..SimConfig::default()
     }

@@ -150,3 +150,32 @@ fn help_shows_each_flag_with_its_environment_variable() {
         );
     }
 }
+
+#[tokio::test]
+async fn aemm_defaults_serve_a_spot_notice_a_rebalance_and_a_started_event() {
+    let (child, url) = spawn(&["--aemm-defaults"], &[]);
+    let client = ImdsClient::new(ImdsConfig {
+        endpoint: url,
+        ..ImdsConfig::default()
+    })
+    .unwrap();
+    let snap = client.poll().await;
+    let spot = snap
+        .spot_instance_action
+        .expect("read")
+        .expect("a spot notice at once");
+    assert_eq!(spot.action, SpotAction::Terminate);
+    assert!(snap.rebalance.expect("read").is_some());
+    let events = snap.scheduled_events.expect("read");
+    assert_eq!(events.len(), 1);
+    assert!(
+        events[0].not_before <= jiff::Timestamp::now(),
+        "its window has already started"
+    );
+    assert!(events[0].not_after.is_some());
+    // Times restated on every read, as amazon-ec2-metadata-mock serves them.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let again = client.spot_instance_action().await.unwrap().unwrap();
+    assert!(again.time > spot.time);
+    assert!(terminate(child).success());
+}

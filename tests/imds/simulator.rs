@@ -292,3 +292,85 @@ async fn control_api_rejects_bad_requests_with_a_clear_message() {
     let notice: Value = resp.json().await.unwrap();
     assert_eq!(notice["action"], "terminate");
 }
+
+#[tokio::test]
+async fn control_api_expresses_started_windows_absolute_times_and_restated_notices() {
+    let sim = sim(TokenMode::Optional).await;
+    let control = Control::of(&sim);
+    let http = reqwest::Client::new();
+    let base = sim.url();
+    let scheduled = || async {
+        let body = http
+            .get(format!(
+                "{base}/latest/meta-data/events/maintenance/scheduled"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+    control
+        .post(
+            "scheduled-event",
+            json!({"code": "system-reboot", "not_before_seconds": -300}),
+        )
+        .await;
+    control
+        .post(
+            "scheduled-event",
+            json!({"code": "instance-stop", "not_before": "2030-01-02T03:04:05Z",
+                   "not_after": "2 Jan 2030 05:04:05 GMT"}),
+        )
+        .await;
+    let events = scheduled().await;
+    let started = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(290);
+    let not_before = |e: &Value| {
+        jiff::civil::DateTime::strptime("%d %b %Y %H:%M:%S GMT", e["NotBefore"].as_str().unwrap())
+            .unwrap()
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .unwrap()
+            .timestamp()
+    };
+    assert!(
+        not_before(&events[0]) < started,
+        "the window opened 5 min ago"
+    );
+    assert!(events[0]["NotAfter"].is_string(), "NotAfter by default");
+    assert_eq!(events[1]["NotBefore"], "2 Jan 2030 03:04:05 GMT");
+    assert_eq!(events[1]["NotAfter"], "2 Jan 2030 05:04:05 GMT");
+    for bad in [
+        json!({"code": "system-reboot", "not_before": "soon"}),
+        json!({"code": "system-reboot", "not_before": "2030-01-02T03:04:05Z", "not_before_seconds": 5}),
+        json!({"code": "system-reboot", "not_before_seconds": 60, "not_after_seconds": 30}),
+    ] {
+        let (status, answer) = control.try_post("scheduled-event", bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {answer}");
+    }
+    // A restated spot notice: every read shows now + lead.
+    control
+        .post(
+            "spot-interruption",
+            json!({"lead_seconds": 120, "restate": true}),
+        )
+        .await;
+    let read = || async {
+        let body = http
+            .get(format!("{base}/latest/meta-data/spot/instance-action"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        serde_json::from_str::<Value>(&body).unwrap()["time"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let first = read().await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_ne!(read().await, first, "restated on every read");
+}

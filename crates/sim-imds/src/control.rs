@@ -75,6 +75,9 @@ struct SpotReq {
     action: NoticeAction,
     #[serde(default = "default_lead")]
     lead_seconds: u64,
+    /// Restate the time on every read (now + lead), as amazon-ec2-metadata-mock does.
+    #[serde(default)]
+    restate: bool,
 }
 fn default_action() -> NoticeAction {
     NoticeAction::Terminate
@@ -88,6 +91,7 @@ async fn spot(State(app): State<Arc<App>>, b: Bytes) -> Reply {
     let notice = app.world().trigger_spot(
         req.action,
         Duration::from_secs(req.lead_seconds),
+        req.restate,
         Instant::now(),
         Timestamp::now(),
     );
@@ -95,11 +99,19 @@ async fn spot(State(app): State<Arc<App>>, b: Bytes) -> Reply {
     ok(json!({"action": notice.action, "time": rfc3339(notice.time)}))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RebalanceReq {
+    /// `noticeTime` is now on every read, as amazon-ec2-metadata-mock serves it.
+    #[serde(default)]
+    restate: bool,
+}
+
 async fn rebalance(State(app): State<Arc<App>>, b: Bytes) -> Reply {
-    let _: serde_json::Map<String, serde_json::Value> = body(&b)?;
+    let req: RebalanceReq = body(&b)?;
     let t = app
         .world()
-        .trigger_rebalance(Instant::now(), Timestamp::now());
+        .trigger_rebalance(req.restate, Instant::now(), Timestamp::now());
     tracing::info!(notice_time = %rfc3339(t), "rebalance recommendation now visible");
     ok(json!({"noticeTime": rfc3339(t)}))
 }
@@ -108,13 +120,30 @@ async fn rebalance(State(app): State<Arc<App>>, b: Bytes) -> Reply {
 #[serde(deny_unknown_fields)]
 struct ScheduledReq {
     code: String,
-    #[serde(default = "default_not_before")]
-    not_before_seconds: u64,
-    not_after_seconds: Option<u64>,
+    /// From now; negative when the window has already started.
+    not_before_seconds: Option<i64>,
+    not_after_seconds: Option<i64>,
+    /// Absolute times instead (RFC 3339, or EC2's `21 Jan 2019 09:00:43 GMT`).
+    not_before: Option<String>,
+    not_after: Option<String>,
     description: Option<String>,
 }
-fn default_not_before() -> u64 {
-    600
+
+/// The default `NotBefore`: ten minutes ahead.
+const DEFAULT_NOT_BEFORE_SECONDS: i64 = 600;
+
+fn absolute(s: &str) -> Result<Timestamp, ApiError> {
+    s.parse::<Timestamp>()
+        .or_else(|_| {
+            jiff::civil::DateTime::strptime("%d %b %Y %H:%M:%S GMT", s.trim())
+                .and_then(|dt| dt.to_zoned(jiff::tz::TimeZone::UTC))
+                .map(|z| z.timestamp())
+        })
+        .map_err(|_| {
+            bad_request(format!(
+                "{s:?} is neither RFC 3339 nor like \"21 Jan 2019 09:00:43 GMT\""
+            ))
+        })
 }
 
 async fn scheduled(State(app): State<Arc<App>>, b: Bytes) -> Reply {
@@ -127,16 +156,27 @@ async fn scheduled(State(app): State<Arc<App>>, b: Bytes) -> Reply {
         )));
     }
     let now = Timestamp::now();
-    let not_before = now + Duration::from_secs(req.not_before_seconds);
-    let not_after = match req.not_after_seconds {
-        Some(s) if s < req.not_before_seconds => {
+    let at = |secs: i64| now + jiff::SignedDuration::from_secs(secs);
+    let not_before = match (&req.not_before, req.not_before_seconds) {
+        (Some(_), Some(_)) => {
             return Err(bad_request(
-                "not_after_seconds must not be before not_before_seconds",
+                "give not_before or not_before_seconds, not both",
             ));
         }
-        Some(s) => Some(now + Duration::from_secs(s)),
-        None => None,
+        (Some(t), None) => absolute(t)?,
+        (None, s) => at(s.unwrap_or(DEFAULT_NOT_BEFORE_SECONDS)),
     };
+    let not_after = match (&req.not_after, req.not_after_seconds) {
+        (Some(_), Some(_)) => {
+            return Err(bad_request("give not_after or not_after_seconds, not both"));
+        }
+        (Some(t), None) => Some(absolute(t)?),
+        (None, Some(s)) => Some(at(s)),
+        (None, None) => None,
+    };
+    if not_after.is_some_and(|a| a < not_before) {
+        return Err(bad_request("NotAfter must not be before NotBefore"));
+    }
     let id = app
         .world()
         .add_event(&req.code, not_before, not_after, req.description);

@@ -161,8 +161,9 @@ pub struct SpotPlan {
 #[derive(Debug, Clone)]
 pub struct ScheduledPlan {
     pub code: String,
-    /// `NotBefore`, from start. The event is listed from the start.
-    pub not_before_in: Duration,
+    /// `NotBefore`, from start (negative: the window started before; EC2 lists such events,
+    /// and amazon-ec2-metadata-mock's default is one). The event is listed from the start.
+    pub not_before_in: jiff::SignedDuration,
 }
 
 /// What happens on its own after start; the control API can change all of it later.
@@ -173,6 +174,9 @@ pub struct Scenario {
     pub scheduled: Vec<ScheduledPlan>,
     /// Target lifecycle state is `InService` from start, `Terminated` after this.
     pub asg_terminate_after: Option<Duration>,
+    /// The spot notice's time and the rebalance `noticeTime` are restated on every read (now +
+    /// lead, now), as amazon-ec2-metadata-mock serves them.
+    pub restate_times: bool,
 }
 
 #[derive(Debug, Clone)]

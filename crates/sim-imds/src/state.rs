@@ -17,6 +17,8 @@ use crate::{NoticeAction, Scenario, TokenMode};
 /// `history` shows it. EC2 moves it to history; agents written against AEMM look for the state
 /// in `scheduled`. Keeping it there briefly serves both.
 pub const ENDED_EVENT_LINGER: Duration = Duration::from_secs(60);
+/// `NotAfter` − `NotBefore` when none is given.
+pub const DEFAULT_EVENT_WINDOW: Duration = Duration::from_secs(2 * 3600);
 
 pub const SCHEDULED_EVENT_CODES: [&str; 5] = [
     "instance-reboot",
@@ -47,12 +49,28 @@ pub struct SpotNotice {
     pub visible_at: Instant,
     /// Fixed when the notice is created, as on EC2: every read shows the same time.
     pub time: Timestamp,
+    /// Restated on every read as now + this lead, as amazon-ec2-metadata-mock does (a test
+    /// option: EC2 never moves a notice's time).
+    #[serde(skip)]
+    pub restated_lead: Option<Duration>,
+}
+
+impl SpotNotice {
+    /// The time a read at `wall` shows.
+    pub fn time_at(&self, wall: Timestamp) -> Timestamp {
+        match self.restated_lead {
+            Some(lead) => whole_seconds(wall + lead),
+            None => self.time,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 struct Rebalance {
     visible_at: Instant,
     notice_time: Timestamp,
+    /// `noticeTime` is now on every read (amazon-ec2-metadata-mock's way).
+    restated: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -164,12 +182,14 @@ impl World {
                 action: plan.action,
                 visible_at: now + plan.after,
                 time: whole_seconds(wall + plan.after + plan.lead),
+                restated_lead: s.restate_times.then_some(plan.lead),
             });
         }
         if let Some(after) = s.rebalance_after {
             self.rebalance = Some(Rebalance {
                 visible_at: now + after,
                 notice_time: whole_seconds(wall + after),
+                restated: s.restate_times,
             });
         }
         for plan in &s.scheduled {
@@ -196,6 +216,7 @@ impl World {
         &mut self,
         action: NoticeAction,
         lead: Duration,
+        restate: bool,
         now: Instant,
         wall: Timestamp,
     ) -> SpotNotice {
@@ -203,6 +224,7 @@ impl World {
             action,
             visible_at: now,
             time: whole_seconds(wall + lead),
+            restated_lead: restate.then_some(lead),
         };
         self.spot = Some(notice.clone());
         notice
@@ -212,16 +234,18 @@ impl World {
         self.spot.as_ref()
     }
 
-    pub fn trigger_rebalance(&mut self, now: Instant, wall: Timestamp) -> Timestamp {
+    pub fn trigger_rebalance(&mut self, restate: bool, now: Instant, wall: Timestamp) -> Timestamp {
         let notice_time = whole_seconds(wall);
         self.rebalance = Some(Rebalance {
             visible_at: now,
             notice_time,
+            restated: restate,
         });
         notice_time
     }
 
-    /// Adds an active scheduled event and returns its `EventId`.
+    /// Adds an active scheduled event and returns its `EventId`. Without a `NotAfter` the
+    /// window is two hours, as EC2 lists one for maintenance.
     pub fn add_event(
         &mut self,
         code: &str,
@@ -240,7 +264,9 @@ impl World {
             code: code.to_owned(),
             description,
             not_before: whole_seconds(not_before),
-            not_after: not_after.map(whole_seconds),
+            not_after: Some(whole_seconds(
+                not_after.unwrap_or(not_before + DEFAULT_EVENT_WINDOW),
+            )),
             state: EventState::Active,
             ended_at: None,
         });
@@ -341,8 +367,9 @@ impl World {
     /// The interruption items as they are at `now`, keyed like the static tree.
     pub fn dynamic_leaves(&self, now: Instant) -> Leaves {
         let mut l = Leaves::new();
+        let wall = Timestamp::now();
         if let Some(s) = self.spot.as_ref().filter(|s| s.visible_at <= now) {
-            let time = rfc3339(s.time);
+            let time = rfc3339(s.time_at(wall));
             l.insert(
                 "meta-data/spot/instance-action".into(),
                 json!({"action": s.action, "time": time}).to_string(),
@@ -352,7 +379,8 @@ impl World {
         if let Some(r) = self.rebalance.as_ref().filter(|r| r.visible_at <= now) {
             l.insert(
                 "meta-data/events/recommendations/rebalance".into(),
-                json!({"noticeTime": rfc3339(r.notice_time)}).to_string(),
+                json!({"noticeTime": rfc3339(if r.restated { whole_seconds(wall) } else { r.notice_time })})
+                    .to_string(),
             );
         }
         let in_scheduled = |e: &&SimEvent| e.ended_at.is_none_or(|t| now < t + ENDED_EVENT_LINGER);
@@ -421,6 +449,14 @@ fn event_json(e: &SimEvent) -> serde_json::Value {
 }
 
 /// EC2's notice times have no fraction.
+#[cfg(test)]
+fn parse_scheduled(s: &str) -> Timestamp {
+    jiff::civil::DateTime::strptime("%d %b %Y %H:%M:%S GMT", s)
+        .and_then(|dt| dt.to_zoned(jiff::tz::TimeZone::UTC))
+        .map(|z| z.timestamp())
+        .expect("EC2's scheduled-event time format")
+}
+
 fn whole_seconds(t: Timestamp) -> Timestamp {
     Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
@@ -482,6 +518,56 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn restated_times_move_on_every_read_as_amazon_ec2_metadata_mock_serves_them() {
+        let mut w = World::new(TokenMode::Optional, 10);
+        let start = Instant::now();
+        w.apply_scenario(
+            &Scenario {
+                spot: Some(SpotPlan {
+                    action: NoticeAction::Terminate,
+                    after: Duration::ZERO,
+                    lead: Duration::from_secs(120),
+                }),
+                rebalance_after: Some(Duration::ZERO),
+                scheduled: vec![ScheduledPlan {
+                    code: "system-reboot".into(),
+                    not_before_in: jiff::SignedDuration::from_secs(-300),
+                }],
+                restate_times: true,
+                ..Default::default()
+            },
+            start,
+            Timestamp::now(),
+        );
+        let spot = |l: &Leaves| -> Timestamp {
+            let v: serde_json::Value =
+                serde_json::from_str(&l["meta-data/spot/instance-action"]).unwrap();
+            v["time"].as_str().unwrap().parse().unwrap()
+        };
+        let first = w.dynamic_leaves(start);
+        let ahead = spot(&first).duration_since(Timestamp::now()).as_secs_f64();
+        assert!((118.0..=120.0).contains(&ahead), "now + lead: {ahead}");
+        // The wall clock moves (std time is not paused): the restated time moves with it.
+        std::thread::sleep(Duration::from_millis(1100));
+        let second = w.dynamic_leaves(start);
+        assert!(spot(&second) > spot(&first), "restated, not fixed");
+        assert_ne!(
+            first["meta-data/events/recommendations/rebalance"],
+            second["meta-data/events/recommendations/rebalance"]
+        );
+        // The event's window started five minutes ago and closes two hours after it opened.
+        let events: serde_json::Value =
+            serde_json::from_str(&second["meta-data/events/maintenance/scheduled"]).unwrap();
+        let not_before = crate::state::parse_scheduled(events[0]["NotBefore"].as_str().unwrap());
+        let not_after = crate::state::parse_scheduled(events[0]["NotAfter"].as_str().unwrap());
+        assert!(not_before < Timestamp::now());
+        assert_eq!(
+            not_after.duration_since(not_before),
+            jiff::SignedDuration::from_secs(7200)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn canceled_event_lingers_in_scheduled_then_only_history_shows_it() {
         let mut w = World::new(TokenMode::Optional, 10);
         let now = Instant::now();
@@ -526,7 +612,7 @@ mod tests {
                 asg_terminate_after: Some(Duration::from_secs(3)),
                 scheduled: vec![ScheduledPlan {
                     code: "instance-stop".into(),
-                    not_before_in: Duration::from_secs(60),
+                    not_before_in: jiff::SignedDuration::from_secs(60),
                 }],
                 ..Default::default()
             },

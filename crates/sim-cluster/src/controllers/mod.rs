@@ -224,8 +224,8 @@ fn reconcile_all(store: &Store, config: &LoopConfig, state: &mut Loop) -> Option
     let mut next = None;
     for (i, pass) in PASSES.into_iter().enumerate() {
         state.catch_up(store);
-        let timer_due = pass == Pass::Nodes
-            && state.node_deletion_due.is_some_and(|t| t <= Instant::now());
+        let timer_due =
+            pass == Pass::Nodes && state.node_deletion_due.is_some_and(|t| t <= Instant::now());
         if !pass.needed(&state.dirty[i]) && !timer_due {
             continue;
         }
