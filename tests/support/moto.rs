@@ -11,7 +11,7 @@ use serde_json::Value;
 pub struct Moto {
     _server: tokio::process::Child,
     pub url: String,
-    /// One JSON line per CompleteLifecycleAction / RecordLifecycleActionHeartbeat.
+    /// One JSON line per CompleteLifecycleAction / RecordLifecycleActionHeartbeat / deletion.
     pub calls: std::path::PathBuf,
 }
 
@@ -137,12 +137,28 @@ impl Moto {
         found
     }
 
-    /// The recorded lifecycle calls.
-    pub fn lifecycle_calls(&self) -> Vec<Value> {
+    fn recorded(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.calls)
             .unwrap_or_default()
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The recorded lifecycle calls.
+    pub fn lifecycle_calls(&self) -> Vec<Value> {
+        self.recorded()
+            .into_iter()
+            .filter(|c| c["action"] != "DeleteMessage")
+            .collect()
+    }
+
+    /// Every SQS message deleted: `queue`, `message_id`, `body`, `time` (Unix seconds).
+    #[allow(dead_code)] // not every includer reads them
+    pub fn deletions(&self) -> Vec<Value> {
+        self.recorded()
+            .into_iter()
+            .filter(|c| c["action"] == "DeleteMessage")
             .collect()
     }
 }

@@ -74,11 +74,26 @@ pub struct PodRecord {
     pub node_gone: bool,
 }
 
+/// A node as each committed change left it: what a fence and its undo touch.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeRecord {
+    pub at: Timestamp,
+    pub name: String,
+    /// `key=value:effect`.
+    pub taints: Vec<String>,
+    pub unschedulable: bool,
+    pub labels: serde_json::Map<String, Value>,
+    pub annotations: serde_json::Map<String, Value>,
+    pub ready: bool,
+    pub deleted: bool,
+}
+
 #[derive(Default)]
 pub struct Journal {
     seq: Mutex<u64>,
     requests: Mutex<VecDeque<RequestRecord>>,
     pods: Mutex<VecDeque<PodRecord>>,
+    nodes: Mutex<VecDeque<NodeRecord>>,
 }
 
 fn push<T>(q: &Mutex<VecDeque<T>>, item: T) {
@@ -107,6 +122,43 @@ impl Journal {
     pub fn clear(&self) {
         self.requests.lock().clear();
         self.pods.lock().clear();
+        self.nodes.lock().clear();
+    }
+
+    pub fn node_changes(&self) -> Vec<NodeRecord> {
+        self.nodes.lock().iter().cloned().collect()
+    }
+
+    /// A node change committed by the store (`deleted`: the object is gone).
+    pub fn node_change(&self, node: &Value, deleted: bool) {
+        let meta = &node["metadata"];
+        let taints = node["spec"]["taints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                format!(
+                    "{}={}:{}",
+                    t["key"].as_str().unwrap_or_default(),
+                    t["value"].as_str().unwrap_or_default(),
+                    t["effect"].as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        let map = |v: &Value| v.as_object().cloned().unwrap_or_default();
+        push(
+            &self.nodes,
+            NodeRecord {
+                at: Timestamp::now(),
+                name: meta["name"].as_str().unwrap_or_default().to_owned(),
+                taints,
+                unschedulable: node["spec"]["unschedulable"] == true,
+                labels: map(&meta["labels"]),
+                annotations: map(&meta["annotations"]),
+                ready: crate::controllers::is_ready(node),
+                deleted,
+            },
+        );
     }
 
     pub fn pod_events(&self) -> Vec<PodRecord> {

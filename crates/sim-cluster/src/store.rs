@@ -115,6 +115,10 @@ impl Store {
         let pending = std::mem::take(&mut tx.pending);
         let changed = !pending.is_empty();
         for change in pending {
+            if change.storage == NODES {
+                self.journal
+                    .node_change(&change.object, change.kind == ChangeType::Deleted);
+            }
             if change.storage == PODS {
                 let new = (change.kind != ChangeType::Deleted).then_some(&*change.object);
                 self.journal

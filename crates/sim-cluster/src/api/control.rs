@@ -9,6 +9,7 @@
 //! | `DELETE /_sim/faults[/ID]` | clears all, or one |
 //! | `GET /_sim/requests` / `DELETE /_sim/requests` | the request log / empty it (and the pod log) |
 //! | `GET /_sim/pod-events` | every pod's deletion (with its grace) and removal |
+//! | `GET /_sim/node-changes` | each node as every change left it (taints, cordon, labels, annotations) |
 //! | `POST /_sim/nodes/NAME/terminate` `{"delete_after_seconds": 5}` | the instance is gone |
 
 use axum::body::Bytes;
@@ -68,6 +69,10 @@ fn route(st: &ApiState, method: &Method, path: &str, body: &Bytes) -> Result<Res
         (&Method::GET, ["pod-events"]) => Ok(json_response(
             StatusCode::OK,
             &st.store.journal.pod_events(),
+        )),
+        (&Method::GET, ["node-changes"]) => Ok(json_response(
+            StatusCode::OK,
+            &st.store.journal.node_changes(),
         )),
         (&Method::POST, ["nodes", name, "terminate"]) => terminate(st, name, body),
         _ => Err(ApiError::path_not_found()),

@@ -1,0 +1,275 @@
+//! The chaos soak: many random scenarios, each a fresh simulated cluster and metadata service
+//! (and moto, for queue mode), random workloads, random notices of every kind at random times,
+//! random faults from both simulators, kills and restarts of the agent or the controller, and
+//! an invariant checker over what the simulators recorded (`check.rs` lists the promises).
+//!
+//! `cargo test --test soak` runs the CI form (200 scenarios, both modes). The long form:
+//!
+//! ```sh
+//! cargo test --release --test soak -- --scenarios 10000 --jobs 16 --report soak.json
+//! ```
+//!
+//! Options: `--scenarios N`, `--seed FIRST` (seeds FIRST..FIRST+N), `--only SEED` (replay one),
+//! `--mode imds|queue|both`, `--jobs J` (scenarios at once), `--report FILE` (JSON summary),
+//! `--expect-violations` (exit 0 even when the checker finds some: to record a baseline).
+//! Environment: `SIH_SOAK_SCENARIOS`, `SIH_SOAK_JOBS`. A failing scenario prints its seed and
+//! a one-line description; `--only SEED` replays it exactly (timing aside).
+
+mod check;
+#[path = "../support/moto.rs"]
+mod moto;
+mod run;
+mod scenario;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use scenario::{Mode, Scenario};
+
+struct Args {
+    scenarios: u64,
+    first: u64,
+    only: Option<u64>,
+    modes: Vec<Mode>,
+    jobs: usize,
+    report: Option<std::path::PathBuf>,
+    expect_violations: bool,
+}
+
+fn args() -> Result<Args, String> {
+    let env_num = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let mut a = Args {
+        scenarios: env_num("SIH_SOAK_SCENARIOS", 200),
+        first: 1,
+        only: None,
+        modes: vec![Mode::Imds, Mode::Queue],
+        jobs: env_num("SIH_SOAK_JOBS", 32) as usize,
+        report: None,
+        expect_violations: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        let num = |s: String| {
+            s.parse::<u64>()
+                .map_err(|_| format!("{s:?} is not a number"))
+        };
+        match flag.as_str() {
+            "--scenarios" => a.scenarios = num(value()?)?,
+            "--seed" => a.first = num(value()?)?,
+            "--only" => a.only = Some(num(value()?)?),
+            "--jobs" => a.jobs = num(value()?)?.max(1) as usize,
+            "--report" => a.report = Some(value()?.into()),
+            "--mode" => {
+                a.modes = match value()?.as_str() {
+                    "imds" => vec![Mode::Imds],
+                    "queue" => vec![Mode::Queue],
+                    "both" => vec![Mode::Imds, Mode::Queue],
+                    other => return Err(format!("--mode {other:?}: imds, queue or both")),
+                }
+            }
+            "--expect-violations" => a.expect_violations = true,
+            // What the test harness passes to every test binary.
+            "--nocapture" | "--quiet" | "-q" | "--test-threads" => {}
+            other if other.starts_with("--test-threads=") || other.starts_with("--format") => {}
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    Ok(a)
+}
+
+/// Which mode a seed plays: modes alternate, so any range covers both.
+fn mode_of(seed: u64, modes: &[Mode]) -> Mode {
+    modes[(seed % modes.len() as u64) as usize]
+}
+
+struct Outcome {
+    scenario: Scenario,
+    violations: Vec<check::Violation>,
+    harness_error: Option<String>,
+    fault_totals: BTreeMap<&'static str, u64>,
+    imds_fault_hits: u64,
+    kills: usize,
+    notices: usize,
+}
+
+fn main() {
+    let a = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("soak: {e}");
+            std::process::exit(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let code = rt.block_on(soak(a));
+    std::process::exit(code);
+}
+
+async fn soak(a: Args) -> i32 {
+    let seeds: Vec<u64> = match a.only {
+        Some(s) => vec![s],
+        None => (a.first..a.first + a.scenarios).collect(),
+    };
+    let dir = std::env::temp_dir().join(format!("sih-soak-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("work dir");
+    let shared = Arc::new(run::Shared {
+        webhooks: run::Webhooks::start().await,
+        moto: tokio::sync::OnceCell::new(),
+        dir: dir.clone(),
+    });
+    let started = std::time::Instant::now();
+    println!(
+        "soak: {} scenario(s) from seed {}, {} at once",
+        seeds.len(),
+        seeds[0],
+        a.jobs
+    );
+    let limit = Arc::new(tokio::sync::Semaphore::new(a.jobs));
+    let mut tasks = tokio::task::JoinSet::new();
+    for seed in seeds {
+        let scenario = Scenario::generate(seed, mode_of(seed, &a.modes));
+        let (shared, limit) = (shared.clone(), limit.clone());
+        tasks.spawn(async move {
+            let _slot = limit.acquire_owned().await;
+            let rec = run::play(&scenario, &shared).await;
+            let violations = check::check(&scenario, &rec);
+            Outcome {
+                violations,
+                harness_error: rec.harness_error.clone(),
+                fault_totals: rec.fault_totals.clone(),
+                imds_fault_hits: rec.imds_fault_hits,
+                kills: rec.lives.iter().filter(|l| l.killed).count(),
+                notices: rec.visible.iter().filter(|v| v.is_some()).count(),
+                scenario,
+            }
+        });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let Ok(o) = done else { continue };
+        let status = if o.harness_error.is_some() {
+            "HARNESS"
+        } else if o.violations.is_empty() {
+            "ok"
+        } else {
+            "VIOLATED"
+        };
+        println!("{status:>8}  {}", o.scenario.describe());
+        for v in o.violations.iter().take(6) {
+            println!("          {}: {}", v.invariant, v.detail);
+        }
+        if o.violations.len() > 6 {
+            println!("          ... and {} more", o.violations.len() - 6);
+        }
+        if let Some(e) = &o.harness_error {
+            println!("          harness: {e}");
+        }
+        if o.violations.is_empty() && o.harness_error.is_none() {
+            let _ = std::fs::remove_dir_all(dir.join(format!("seed-{}", o.scenario.seed)));
+        }
+        outcomes.push(o);
+    }
+    outcomes.sort_by_key(|o| o.scenario.seed);
+    summarize(&a, &outcomes, started.elapsed(), &dir)
+}
+
+fn summarize(
+    a: &Args,
+    outcomes: &[Outcome],
+    took: std::time::Duration,
+    dir: &std::path::Path,
+) -> i32 {
+    let mut by_invariant: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    let mut faults: BTreeMap<String, u64> = BTreeMap::new();
+    let mut kills = 0;
+    let mut notices = 0;
+    let mut harness = Vec::new();
+    for o in outcomes {
+        for v in &o.violations {
+            let seeds = by_invariant.entry(v.invariant).or_default();
+            if seeds.last() != Some(&o.scenario.seed) {
+                seeds.push(o.scenario.seed);
+            }
+        }
+        for (k, n) in &o.fault_totals {
+            *faults.entry(format!("cluster {k}")).or_default() += n;
+        }
+        *faults.entry("imds 5xx".into()).or_default() += o.imds_fault_hits;
+        kills += o.kills;
+        notices += o.notices;
+        if o.harness_error.is_some() {
+            harness.push(o.scenario.seed);
+        }
+    }
+    let failing: Vec<u64> = outcomes
+        .iter()
+        .filter(|o| !o.violations.is_empty())
+        .map(|o| o.scenario.seed)
+        .collect();
+    let per_mode = |m: Mode| outcomes.iter().filter(|o| o.scenario.mode == m).count();
+    println!(
+        "\nsoak: {} scenarios ({} imds, {} queue) in {:.0}s; {notices} notices, {kills} kills and restarts",
+        outcomes.len(),
+        per_mode(Mode::Imds),
+        per_mode(Mode::Queue),
+        took.as_secs_f64()
+    );
+    println!(
+        "faults injected (requests hit): {}",
+        faults
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("violations: {}", failing.len());
+    for (inv, seeds) in &by_invariant {
+        println!("  {inv}: seeds {seeds:?}");
+    }
+    if !harness.is_empty() {
+        println!("harness errors (scenario not played): seeds {harness:?}");
+    }
+    if !failing.is_empty() {
+        println!(
+            "replay one with: cargo test --test soak -- --only SEED (records kept in {})",
+            dir.display()
+        );
+    }
+    if let Some(path) = &a.report {
+        let report = serde_json::json!({
+            "scenarios": outcomes.len(),
+            "seeds": [outcomes.first().map(|o| o.scenario.seed), outcomes.last().map(|o| o.scenario.seed)],
+            "seconds": took.as_secs_f64(),
+            "notices": notices,
+            "kills": kills,
+            "faults": faults,
+            "violations": by_invariant,
+            "failing_seeds": failing,
+            "harness_errors": harness,
+        });
+        let _ = std::fs::write(
+            path,
+            serde_json::to_string_pretty(&report).unwrap_or_default(),
+        );
+    }
+    // A soak where most scenarios could not even be played tests nothing.
+    let played = outcomes.len() - harness.len();
+    if played * 10 < outcomes.len() * 9 {
+        println!("soak: too many scenarios could not be played");
+        return 1;
+    }
+    if failing.is_empty() || a.expect_violations {
+        0
+    } else {
+        1
+    }
+}

@@ -1,0 +1,781 @@
+//! Plays one scenario: a fresh simulated cluster and metadata service in this process (moto,
+//! shared, for queue mode), the agent or the controller replicas as processes of the binary,
+//! and the scenario's timeline (notices, faults, kills and restarts, the instance going at a
+//! hard deadline). Returns what the simulators and the processes recorded, for the checker.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use sih_sim_cluster::{ClusterConfig, workload};
+use sih_sim_imds::SimConfig;
+use tokio::process::{Child, Command};
+
+use crate::moto::Moto;
+use crate::scenario::{DRAIN_BUDGET, MARGIN, Mode, Notice, POLL, Scenario};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_spot-interrupt-handler");
+
+/// A webhook sink shared by every scenario: messages are told apart by the cluster name.
+pub struct Webhooks {
+    pub url: String,
+    received: Arc<Mutex<Vec<(Timestamp, Value)>>>,
+}
+
+impl Webhooks {
+    pub async fn start() -> Self {
+        let received: Arc<Mutex<Vec<(Timestamp, Value)>>> = Default::default();
+        let keep = received.clone();
+        let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+            let keep = keep.clone();
+            async move {
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    keep.lock().unwrap().push((Timestamp::now(), v));
+                }
+                "ok"
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { url, received }
+    }
+
+    /// The messages of one scenario (by its cluster name).
+    fn of(&self, cluster: &str) -> Vec<(Timestamp, Value)> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, v)| v["cluster"] == cluster)
+            .cloned()
+            .collect()
+    }
+}
+
+/// What the soak shares between scenarios.
+pub struct Shared {
+    pub webhooks: Webhooks,
+    pub moto: tokio::sync::OnceCell<Moto>,
+    pub dir: PathBuf,
+}
+
+impl Shared {
+    async fn moto(&self) -> &Moto {
+        self.moto.get_or_init(Moto::start).await
+    }
+}
+
+/// One agent or controller process's life.
+#[derive(Debug, Clone)]
+pub struct Life {
+    pub replica: usize,
+    pub started: Timestamp,
+    /// Killed (`SIGKILL`) or stopped at the end.
+    pub ended: Option<Timestamp>,
+    pub killed: bool,
+    pub log: PathBuf,
+}
+
+/// What actually happened, on the wall clock.
+#[derive(Debug, Default)]
+pub struct Record {
+    pub t0: Option<Timestamp>,
+    /// For each scenario notice (same order): when it became visible (sent), its actual
+    /// deadline (the simulator's whole-second time), and when it was withdrawn.
+    pub visible: Vec<Option<Timestamp>>,
+    pub deadlines: Vec<Option<Timestamp>>,
+    pub withdrawn: Vec<Option<Timestamp>>,
+    /// Queue: the body sent for each notice.
+    pub bodies: Vec<Option<String>>,
+    /// Fault windows as they were applied: `(from, to, disrupts)`.
+    pub cluster_faults: Vec<(Timestamp, Timestamp, bool, Value)>,
+    pub imds_faults: Vec<(Timestamp, Timestamp, bool)>,
+    pub lives: Vec<Life>,
+    pub terminated: Option<Timestamp>,
+    pub node: String,
+    pub requests: Vec<sih_sim_cluster::journal::RequestRecord>,
+    pub pods: Vec<sih_sim_cluster::journal::PodRecord>,
+    pub nodes: Vec<sih_sim_cluster::journal::NodeRecord>,
+    pub webhooks: Vec<(Timestamp, Value)>,
+    /// Queue: messages deleted `(time, body)`.
+    pub deletions: Vec<(Timestamp, String)>,
+    /// Queue: lifecycle actions completed `(token)`.
+    pub completions: Vec<Value>,
+    pub fault_totals: std::collections::BTreeMap<&'static str, u64>,
+    pub imds_fault_hits: u64,
+    /// Something the harness itself could not do (not a verdict on the product).
+    pub harness_error: Option<String>,
+}
+
+/// A timeline step.
+#[derive(Debug, Clone)]
+enum Step {
+    Notice(usize),
+    Withdraw(usize),
+    ClusterFaultOn(usize),
+    ClusterFaultOff(usize),
+    ImdsFaultOn(usize),
+    ImdsFaultOff(usize),
+    Kill(usize),
+    Restart(usize),
+    Terminate,
+}
+
+fn wall_at(t0: Timestamp, secs: f64) -> Timestamp {
+    t0 + Duration::from_secs_f64(secs.max(0.0))
+}
+
+struct Procs {
+    children: Vec<Option<Child>>,
+    generation: Vec<usize>,
+}
+
+struct Ctx<'a> {
+    sc: &'a Scenario,
+    shared: &'a Shared,
+    dir: PathBuf,
+    cluster_name: String,
+    kubeconfig: PathBuf,
+    uptime: PathBuf,
+    imds_url: Option<String>,
+    queue_url: Option<String>,
+    node: String,
+    /// Queue: the instance behind `node`.
+    instance: Option<String>,
+    http: reqwest::Client,
+}
+
+const TEMPLATE: &str = r#"{"cluster":"{{ .ClusterName }}","kind":"{{ .Kind }}","id":"{{ .EventID }}","phase":"{{ .Phase }}","node":"{{ .NodeName }}","instance":"{{ .InstanceID }}","description":"{{ .Description }}"}"#;
+
+impl Ctx<'_> {
+    fn spawn(&self, replica: usize, generation: usize, rec: &mut Record) -> Child {
+        let log = self.dir.join(format!("proc-{replica}-{generation}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let margin = format!("{MARGIN}s");
+        let budget = format!("{DRAIN_BUDGET}s");
+        let kubeconfig = self.kubeconfig.to_str().unwrap().to_owned();
+        let mut args: Vec<String> = vec![
+            "--log-format".into(),
+            "json".into(),
+            "--log-level".into(),
+            "info".into(),
+        ];
+        let common = [
+            "--kubeconfig",
+            &kubeconfig,
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--deadline-margin",
+            &margin,
+            "--drain-budget",
+            &budget,
+            "--webhook-url",
+            &self.shared.webhooks.url,
+            "--webhook-template",
+            TEMPLATE,
+            "--cluster-name",
+            &self.cluster_name,
+        ];
+        let mut cmd = Command::new(BIN);
+        match self.sc.mode {
+            Mode::Imds => {
+                args.push("imds".into());
+                args.extend(common.iter().map(|s| (*s).to_owned()));
+                args.extend(
+                    [
+                        "--node-name",
+                        &self.node,
+                        "--imds-endpoint",
+                        self.imds_url.as_deref().unwrap(),
+                        "--poll-interval",
+                        &format!("{}ms", (POLL * 1000.0) as u64),
+                        "--uptime-file",
+                        self.uptime.to_str().unwrap(),
+                    ]
+                    .map(str::to_owned),
+                );
+            }
+            Mode::Queue => {
+                args.push("queue".into());
+                args.extend(common.iter().map(|s| (*s).to_owned()));
+                let moto = self.shared.moto.get().expect("moto started");
+                args.extend(
+                    [
+                        "--queue-url",
+                        self.queue_url.as_deref().unwrap(),
+                        "--aws-endpoint",
+                        &moto.url,
+                        "--visibility-timeout",
+                        "4s",
+                    ]
+                    .map(str::to_owned),
+                );
+                cmd.envs([
+                    ("AWS_ACCESS_KEY_ID", "test"),
+                    ("AWS_SECRET_ACCESS_KEY", "test"),
+                    ("AWS_REGION", "us-east-1"),
+                    ("NAMESPACE", "default"),
+                ])
+                .env("POD_NAME", format!("controller-{replica}-{generation}"));
+            }
+        }
+        cmd.args(&args)
+            .env_remove("NODE_NAME")
+            .env_remove("KUBECONFIG")
+            .env_remove("RUST_BACKTRACE")
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true);
+        let child = cmd.spawn().expect("the binary starts");
+        rec.lives.push(Life {
+            replica,
+            started: Timestamp::now(),
+            ended: None,
+            killed: false,
+            log,
+        });
+        child
+    }
+
+    async fn imds_post(&self, path: &str, body: Value) -> Result<Value, String> {
+        let url = format!("{}/_sim/{path}", self.imds_url.as_deref().unwrap());
+        let r = self
+            .http
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !r.status().is_success() {
+            return Err(format!("POST /_sim/{path}: {}", r.status()));
+        }
+        r.json().await.map_err(|e| e.to_string())
+    }
+
+    async fn send_message(&self, body: &str) -> Result<(), String> {
+        let moto = self.shared.moto.get().unwrap();
+        moto.sqs()
+            .await
+            .send_message()
+            .queue_url(self.queue_url.as_deref().unwrap())
+            .message_body(body)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn event_bridge(detail_type: &str, source: &str, time: Timestamp, detail: Value) -> String {
+    json!({
+        "version": "0", "id": format!("{:032x}", fastrand::u128(..)), "detail-type": detail_type,
+        "source": source, "account": "111122223333",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "region": "us-east-1", "resources": [], "detail": detail,
+    })
+    .to_string()
+}
+
+pub async fn play(sc: &Scenario, shared: &Shared) -> Record {
+    let mut rec = Record::default();
+    if let Err(e) = play_into(sc, shared, &mut rec).await {
+        rec.harness_error = Some(e);
+    }
+    rec
+}
+
+async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(), String> {
+    let dir = shared.dir.join(format!("seed-{}", sc.seed));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let cluster_name = format!("soak-{}", sc.seed);
+
+    // Nodes: the simulator's three (one spot), or in queue mode moto's instances.
+    let (node, instance, nodes_yaml) = match sc.mode {
+        Mode::Imds => (
+            workload::node(0, true)["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            None,
+            None,
+        ),
+        Mode::Queue => {
+            let moto = shared.moto().await;
+            let ids = moto.run_instances(3, None).await;
+            let instances = moto.instances(&ids).await;
+            let yaml = instances
+                .iter()
+                .enumerate()
+                .map(|(i, inst)| {
+                    let mut n = workload::node(i, i == 0);
+                    let name = inst.private_dns_name.clone().unwrap_or_default();
+                    let zone = inst.availability_zone.clone().unwrap_or_default();
+                    n["metadata"]["name"] = json!(name);
+                    n["metadata"]["labels"]["kubernetes.io/hostname"] = json!(name);
+                    n["spec"]["providerID"] = json!(format!("aws:///{zone}/{}", inst.id));
+                    n.to_string()
+                })
+                .collect::<Vec<_>>()
+                .join("\n---\n");
+            (
+                instances[0].private_dns_name.clone().unwrap_or_default(),
+                Some(instances[0].id.clone()),
+                Some(yaml),
+            )
+        }
+    };
+    rec.node = node.clone();
+    let mut objects = sc.workload_yaml(&node);
+    if let Some(n) = &nodes_yaml {
+        objects = format!("{n}\n---\n{objects}");
+    }
+    let config = ClusterConfig {
+        nodes: if nodes_yaml.is_some() { 0 } else { 3 },
+        spot_nodes: if nodes_yaml.is_some() { 0 } else { 1 },
+        workload: Some(workload::parse(&objects).map_err(|e| format!("workload: {e}"))?),
+        pod_start_delay: Duration::from_millis(100),
+        ..ClusterConfig::default()
+    };
+    let cluster = sih_sim_cluster::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .map_err(|e| format!("cluster: {e}"))?;
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, cluster.kubeconfig()).map_err(|e| e.to_string())?;
+    let uptime = dir.join("uptime");
+    std::fs::write(&uptime, "86400.00 1000.00\n").map_err(|e| e.to_string())?;
+
+    let imds = match sc.mode {
+        Mode::Imds => Some(
+            sih_sim_imds::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
+                .await
+                .map_err(|e| format!("imds: {e}"))?,
+        ),
+        Mode::Queue => None,
+    };
+    let queue_url = match sc.mode {
+        Mode::Queue => {
+            let moto = shared.moto().await;
+            let sqs = moto.sqs().await;
+            let url = sqs
+                .create_queue()
+                .queue_name(format!("soak-{}-{}", sc.seed, fastrand::u32(..)))
+                .send()
+                .await
+                .map_err(|e| format!("create queue: {e}"))?
+                .queue_url
+                .unwrap_or_default();
+            let group = format!("soak-{}", sc.seed);
+            let asg = moto.autoscaling().await;
+            let _ = asg
+                .create_launch_configuration()
+                .launch_configuration_name(&group)
+                .image_id("ami-12345678")
+                .instance_type("m5.large")
+                .send()
+                .await;
+            let _ = asg
+                .create_auto_scaling_group()
+                .auto_scaling_group_name(&group)
+                .launch_configuration_name(&group)
+                .min_size(0)
+                .max_size(0)
+                .availability_zones("us-east-1a")
+                .send()
+                .await;
+            asg.put_lifecycle_hook()
+                .auto_scaling_group_name(&group)
+                .lifecycle_hook_name("drain")
+                .lifecycle_transition("autoscaling:EC2_INSTANCE_TERMINATING")
+                .heartbeat_timeout(300)
+                .send()
+                .await
+                .map_err(|e| format!("lifecycle hook: {e}"))?;
+            Some(url)
+        }
+        Mode::Imds => None,
+    };
+
+    // Settle: every workload pod running before the story starts.
+    let want: u32 = sc.deployments.iter().map(|d| d.replicas).sum::<u32>() + sc.bare.len() as u32;
+    let settle = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let running = cluster.store().read(|i| {
+            i.list(sih_sim_cluster::resources::PODS, Some("default"))
+                .filter(|p| p["status"]["phase"] == "Running")
+                .count()
+        });
+        if running as u32 >= want {
+            break;
+        }
+        if tokio::time::Instant::now() > settle {
+            return Err(format!("workload never ran ({running}/{want})"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let ctx = Ctx {
+        sc,
+        shared,
+        dir: dir.clone(),
+        cluster_name: cluster_name.clone(),
+        kubeconfig,
+        uptime,
+        imds_url: imds.as_ref().map(|i| i.url()),
+        queue_url,
+        node: node.clone(),
+        instance,
+        http: reqwest::Client::new(),
+    };
+
+    let mut procs = Procs {
+        children: Vec::new(),
+        generation: vec![0; sc.replicas],
+    };
+    for replica in 0..sc.replicas {
+        procs.children.push(Some(ctx.spawn(replica, 0, rec)));
+    }
+    // The story starts once the processes are up (their logs say so soon after start).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let t0 = Timestamp::now();
+    rec.t0 = Some(t0);
+    rec.visible = vec![None; sc.notices.len()];
+    rec.deadlines = vec![None; sc.notices.len()];
+    rec.withdrawn = vec![None; sc.notices.len()];
+    rec.bodies = vec![None; sc.notices.len()];
+
+    let mut steps: Vec<(f64, Step)> = Vec::new();
+    for (i, n) in sc.notices.iter().enumerate() {
+        steps.push((n.at(), Step::Notice(i)));
+        if let Some(end) = n.ends() {
+            steps.push((end, Step::Withdraw(i)));
+        }
+    }
+    for (i, f) in sc.cluster_faults.iter().enumerate() {
+        steps.push((f.from, Step::ClusterFaultOn(i)));
+        steps.push((f.to, Step::ClusterFaultOff(i)));
+    }
+    for (i, f) in sc.imds_faults.iter().enumerate() {
+        steps.push((f.from, Step::ImdsFaultOn(i)));
+        steps.push((f.to, Step::ImdsFaultOff(i)));
+    }
+    for (i, k) in sc.kills.iter().enumerate() {
+        steps.push((k.at, Step::Kill(i)));
+        steps.push((k.at + k.down, Step::Restart(i)));
+    }
+    if let Some(d) = sc
+        .notices
+        .iter()
+        .filter(|n| matches!(n, Notice::Spot { .. }))
+        .filter_map(Notice::deadline)
+        .reduce(f64::min)
+    {
+        // The instance goes at its hard deadline (a second late, for the clocks' sake).
+        steps.push((d + 1.0, Step::Terminate));
+    }
+    steps.sort_by(|a, b| a.0.total_cmp(&b.0));
+
+    let mut fault_ids = vec![None; sc.cluster_faults.len()];
+    let mut fault_from = vec![t0; sc.cluster_faults.len()];
+    let mut imds_from = vec![t0; sc.imds_faults.len()];
+    let mut event_ids: Vec<Option<String>> = vec![None; sc.notices.len()];
+    for (at, step) in steps {
+        if at > sc.horizon {
+            break;
+        }
+        let when = wall_at(t0, at);
+        let wait = when.duration_since(Timestamp::now());
+        if let Ok(w) = Duration::try_from(wait) {
+            tokio::time::sleep(w).await;
+        }
+        let now = Timestamp::now();
+        match step {
+            Step::Notice(i) => {
+                let (deadline, body) = notice(&ctx, &sc.notices[i], now, &mut event_ids[i]).await?;
+                rec.visible[i] = Some(now);
+                rec.deadlines[i] = deadline;
+                rec.bodies[i] = body;
+            }
+            Step::Withdraw(i) => {
+                withdraw(&ctx, &sc.notices[i], event_ids[i].as_deref()).await?;
+                rec.withdrawn[i] = Some(now);
+            }
+            Step::ClusterFaultOn(i) => {
+                let spec = serde_json::from_value(sc.cluster_faults[i].spec.clone())
+                    .map_err(|e| format!("fault spec: {e}"))?;
+                fault_ids[i] = Some(cluster.faults().add(spec)?);
+                fault_from[i] = now;
+            }
+            Step::ClusterFaultOff(i) => {
+                if let Some(id) = fault_ids[i].take() {
+                    cluster.faults().remove(id);
+                }
+                let f = &sc.cluster_faults[i];
+                rec.cluster_faults
+                    .push((fault_from[i], now, f.disrupts, f.spec.clone()));
+            }
+            Step::ImdsFaultOn(i) => {
+                ctx.imds_post("faults", sc.imds_faults[i].spec.clone())
+                    .await?;
+                imds_from[i] = now;
+            }
+            Step::ImdsFaultOff(i) => {
+                ctx.imds_post("faults", json!({})).await?;
+                rec.imds_faults
+                    .push((imds_from[i], now, sc.imds_faults[i].blocks));
+            }
+            Step::Kill(i) => {
+                let r = sc.kills[i].replica;
+                if let Some(mut c) = procs.children[r].take() {
+                    let _ = c.start_kill();
+                    let _ = c.wait().await;
+                    if let Some(l) = rec.lives.iter_mut().rev().find(|l| l.replica == r) {
+                        l.ended = Some(now);
+                        l.killed = true;
+                    }
+                }
+            }
+            Step::Restart(i) => {
+                let r = sc.kills[i].replica;
+                if procs.children[r].is_none() {
+                    procs.generation[r] += 1;
+                    procs.children[r] = Some(ctx.spawn(r, procs.generation[r], rec));
+                }
+            }
+            Step::Terminate => {
+                cluster.terminate_node(&node, Duration::from_secs(4))?;
+                rec.terminated = Some(now);
+            }
+        }
+    }
+    let end = wall_at(t0, sc.horizon);
+    if let Ok(w) = Duration::try_from(end.duration_since(Timestamp::now())) {
+        tokio::time::sleep(w).await;
+    }
+    // Faults still on at the end are cleared, so the processes can stop.
+    for (i, id) in fault_ids.iter().enumerate() {
+        if let Some(id) = id {
+            cluster.faults().remove(*id);
+            let f = &sc.cluster_faults[i];
+            rec.cluster_faults
+                .push((fault_from[i], Timestamp::now(), f.disrupts, f.spec.clone()));
+        }
+    }
+    for (r, child) in procs.children.iter_mut().enumerate() {
+        if let Some(mut c) = child.take() {
+            if let Some(pid) = c.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
+            if tokio::time::timeout(Duration::from_secs(5), c.wait())
+                .await
+                .is_err()
+            {
+                let _ = c.start_kill();
+            }
+            if let Some(l) = rec.lives.iter_mut().rev().find(|l| l.replica == r) {
+                l.ended = Some(Timestamp::now());
+            }
+        }
+    }
+    // Let the last webhooks land.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rec.requests = cluster.journal().requests();
+    rec.pods = cluster.journal().pod_events();
+    rec.nodes = cluster.journal().node_changes();
+    rec.fault_totals = cluster.faults().totals();
+    rec.webhooks = shared.webhooks.of(&cluster_name);
+    if let Some(imds) = &imds {
+        rec.imds_fault_hits = imds_fault_hits(&ctx, imds).await;
+    }
+    if sc.mode == Mode::Queue {
+        let moto = shared.moto.get().unwrap();
+        let queue_name = ctx
+            .queue_url
+            .as_deref()
+            .and_then(|u| u.rsplit('/').next())
+            .unwrap_or_default()
+            .to_owned();
+        for d in moto.deletions() {
+            if d["queue"] == queue_name.as_str() {
+                let t = Timestamp::from_millisecond(
+                    (d["time"].as_f64().unwrap_or(0.0) * 1000.0) as i64,
+                )
+                .unwrap_or(Timestamp::UNIX_EPOCH);
+                rec.deletions
+                    .push((t, d["body"].as_str().unwrap_or_default().to_owned()));
+            }
+        }
+        let group = format!("soak-{}", sc.seed);
+        rec.completions = moto
+            .lifecycle_calls()
+            .into_iter()
+            .filter(|c| c["group"] == group.as_str() && c["action"] == "CompleteLifecycleAction")
+            .collect();
+    }
+    Ok(())
+}
+
+/// Requests the metadata simulator answered with a fault (its log says 5xx it was told to).
+async fn imds_fault_hits(ctx: &Ctx<'_>, _imds: &sih_sim_imds::RunningSim) -> u64 {
+    let url = format!("{}/_sim/requests", ctx.imds_url.as_deref().unwrap());
+    let Ok(r) = ctx.http.get(url).send().await else {
+        return 0;
+    };
+    let log: Vec<Value> = r.json().await.unwrap_or_default();
+    log.iter()
+        .filter(|e| e["status"].as_u64().is_some_and(|s| s >= 500))
+        .count() as u64
+}
+
+/// Makes a notice visible; returns its actual deadline and (queue) the body sent.
+async fn notice(
+    ctx: &Ctx<'_>,
+    n: &Notice,
+    now: Timestamp,
+    event_id: &mut Option<String>,
+) -> Result<(Option<Timestamp>, Option<String>), String> {
+    let t0 = now;
+    match ctx.sc.mode {
+        Mode::Imds => match *n {
+            Notice::Spot { lead, restate, .. } => {
+                let lead = lead.round() as u64;
+                let v = ctx
+                    .imds_post(
+                        "spot-interruption",
+                        json!({"action": "terminate", "lead_seconds": lead, "restate": restate}),
+                    )
+                    .await?;
+                let time = v["time"].as_str().and_then(|s| s.parse().ok());
+                Ok((time, None))
+            }
+            Notice::Rebalance { restate, .. } => {
+                // Back from an earlier withdrawal, if any.
+                ctx.imds_post(
+                    "items",
+                    json!({"path": "meta-data/events/recommendations/rebalance", "remove": true}),
+                )
+                .await?;
+                ctx.imds_post("rebalance-recommendation", json!({"restate": restate}))
+                    .await?;
+                Ok((None, None))
+            }
+            Notice::Scheduled {
+                at,
+                not_before,
+                code,
+                ..
+            } => {
+                let nb = t0 + jiff::SignedDuration::from_secs_f64(not_before - at);
+                let v = ctx
+                    .imds_post(
+                        "scheduled-event",
+                        json!({"code": code, "not_before": nb.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()}),
+                    )
+                    .await?;
+                *event_id = v["EventId"].as_str().map(str::to_owned);
+                let nb: Timestamp = nb
+                    .strftime("%Y-%m-%dT%H:%M:%SZ")
+                    .to_string()
+                    .parse()
+                    .unwrap_or(nb);
+                let deadline = if nb > t0 {
+                    nb
+                } else {
+                    t0 + Duration::from_secs_f64(DRAIN_BUDGET)
+                };
+                Ok((Some(deadline), None))
+            }
+            Notice::AsgTermination { .. } => {
+                ctx.imds_post("asg-lifecycle", json!({"state": "Terminated"}))
+                    .await?;
+                Ok((Some(t0 + Duration::from_secs_f64(DRAIN_BUDGET)), None))
+            }
+            Notice::StateChange { .. } => Err("state changes are queue messages".into()),
+        },
+        Mode::Queue => {
+            let instance = ctx.instance.clone().unwrap_or_default();
+            let (body, deadline) = match *n {
+                Notice::Spot { lead, .. } => {
+                    // The warning's time is two minutes before the action: sent late so that
+                    // the deadline is `lead` ahead.
+                    let time = t0 - Duration::from_secs_f64(120.0 - lead);
+                    let time: Timestamp = time
+                        .strftime("%Y-%m-%dT%H:%M:%SZ")
+                        .to_string()
+                        .parse()
+                        .unwrap_or(time);
+                    (
+                        event_bridge(
+                            "EC2 Spot Instance Interruption Warning",
+                            "aws.ec2",
+                            time,
+                            json!({"instance-id": instance, "instance-action": "terminate"}),
+                        ),
+                        Some(time + Duration::from_secs(120)),
+                    )
+                }
+                Notice::Rebalance { .. } => (
+                    event_bridge(
+                        "EC2 Instance Rebalance Recommendation",
+                        "aws.ec2",
+                        t0,
+                        json!({"instance-id": instance}),
+                    ),
+                    None,
+                ),
+                Notice::StateChange { state, .. } => (
+                    event_bridge(
+                        "EC2 Instance State-change Notification",
+                        "aws.ec2",
+                        t0,
+                        json!({"instance-id": instance, "state": state}),
+                    ),
+                    Some(t0),
+                ),
+                Notice::AsgTermination { .. } => (
+                    event_bridge(
+                        "EC2 Instance-terminate Lifecycle Action",
+                        "aws.autoscaling",
+                        t0,
+                        json!({"LifecycleActionToken": format!("{:x}", fastrand::u64(..)),
+                               "AutoScalingGroupName": format!("soak-{}", ctx.sc.seed),
+                               "LifecycleHookName": "drain", "EC2InstanceId": instance,
+                               "LifecycleTransition": "autoscaling:EC2_INSTANCE_TERMINATING"}),
+                    ),
+                    Some(t0 + Duration::from_secs_f64(DRAIN_BUDGET)),
+                ),
+                Notice::Scheduled { .. } => return Err("no scheduled events in queue mode".into()),
+            };
+            ctx.send_message(&body).await?;
+            Ok((deadline, Some(body)))
+        }
+    }
+}
+
+async fn withdraw(ctx: &Ctx<'_>, n: &Notice, event_id: Option<&str>) -> Result<(), String> {
+    match n {
+        Notice::Rebalance { .. } => {
+            ctx.imds_post(
+                "items",
+                json!({"path": "meta-data/events/recommendations/rebalance", "status": 404,
+                       "body": "<?xml version=\"1.0\"?><Error>Not Found</Error>"}),
+            )
+            .await?;
+        }
+        Notice::Scheduled { .. } => {
+            if let Some(id) = event_id {
+                ctx.imds_post(&format!("scheduled-event/{id}/cancel"), json!({}))
+                    .await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,518 @@
+//! One random scenario from its seed: a workload, notices of every kind at random times
+//! (overlapping ones included), faults from both simulators, and kills of the agent or the
+//! controller. Times are seconds from the scenario's start. Everything is drawn from the seed
+//! alone, so a failing seed replays the same scenario.
+
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Imds,
+    Queue,
+}
+
+/// How much time the agent gets for a notice without a deadline (`--drain-budget`).
+pub const DRAIN_BUDGET: f64 = 25.0;
+/// `--deadline-margin`.
+pub const MARGIN: f64 = 2.0;
+/// `--poll-interval` of the agent.
+pub const POLL: f64 = 0.5;
+
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub name: String,
+    pub replicas: u32,
+    pub grace: i64,
+    /// PodDisruptionBudget `maxUnavailable: 1`.
+    pub pdb: bool,
+    pub empty_dir: bool,
+    pub critical: bool,
+}
+
+/// A pod without a controller, bound to the node under notice.
+#[derive(Debug, Clone)]
+pub struct BarePod {
+    pub name: String,
+    pub grace: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    /// IMDS: the notice appears at `at` with its time `lead` ahead (restated on every read when
+    /// `restate`). Queue: a warning arrives at `at` whose deadline is `lead` ahead.
+    Spot { at: f64, lead: f64, restate: bool },
+    Rebalance {
+        at: f64,
+        gone_at: Option<f64>,
+        restate: bool,
+    },
+    /// Created at `at` with `NotBefore` at `not_before` (before `at`: its window has started);
+    /// cancelled at `cancel_at`.
+    Scheduled {
+        at: f64,
+        not_before: f64,
+        cancel_at: Option<f64>,
+        code: &'static str,
+    },
+    /// IMDS: target lifecycle state `Terminated`; queue: a terminate lifecycle action.
+    AsgTermination { at: f64 },
+    /// Queue only: `stopping` / `shutting-down` for the instance under notice.
+    StateChange { at: f64, state: &'static str },
+}
+
+impl Notice {
+    pub fn at(&self) -> f64 {
+        match *self {
+            Self::Spot { at, .. }
+            | Self::Rebalance { at, .. }
+            | Self::Scheduled { at, .. }
+            | Self::AsgTermination { at }
+            | Self::StateChange { at, .. } => at,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Spot { .. } => "spot-interruption",
+            Self::Rebalance { .. } => "rebalance-recommendation",
+            Self::Scheduled { .. } => "scheduled-maintenance",
+            Self::AsgTermination { .. } => "asg-termination",
+            Self::StateChange { .. } => "instance-state-change",
+        }
+    }
+
+    /// When the notice stops needing anything (withdrawn); `None`: never.
+    pub fn ends(&self) -> Option<f64> {
+        match *self {
+            Self::Rebalance { gone_at, .. } => gone_at,
+            Self::Scheduled { cancel_at, .. } => cancel_at,
+            _ => None,
+        }
+    }
+
+    /// Whether the default action drains (all but the rebalance's taint).
+    pub fn drains(&self) -> bool {
+        !matches!(self, Self::Rebalance { .. })
+    }
+
+    /// Whether the instance is gone at the deadline whatever happens.
+    pub fn hard(&self) -> bool {
+        matches!(self, Self::Spot { .. } | Self::StateChange { .. })
+    }
+
+    /// The deadline the drain must plan against, as the product's rules say: a spot notice's
+    /// time; a state change's moment; a scheduled event's `NotBefore`, unless its window had
+    /// already started when it was seen (then, like a notice without a deadline, the drain
+    /// budget from detection).
+    pub fn deadline(&self) -> Option<f64> {
+        match *self {
+            Self::Spot { at, lead, .. } => Some(at + lead),
+            Self::Rebalance { .. } => None,
+            Self::Scheduled { at, not_before, .. } => Some(if not_before > at {
+                not_before
+            } else {
+                at + DRAIN_BUDGET
+            }),
+            Self::AsgTermination { at } => Some(at + DRAIN_BUDGET),
+            Self::StateChange { at, .. } => Some(at),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterFault {
+    pub from: f64,
+    pub to: f64,
+    pub spec: Value,
+    /// Whether it can keep a pod from leaving (or the fence, which comes first) while active.
+    pub disrupts: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImdsFault {
+    pub from: f64,
+    pub to: f64,
+    pub spec: Value,
+    pub blocks: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Kill {
+    pub at: f64,
+    /// How long the process stays down before its replacement starts.
+    pub down: f64,
+    /// Queue mode with two replicas: which one.
+    pub replica: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub seed: u64,
+    pub mode: Mode,
+    pub deployments: Vec<Deployment>,
+    pub bare: Vec<BarePod>,
+    pub notices: Vec<Notice>,
+    pub cluster_faults: Vec<ClusterFault>,
+    pub imds_faults: Vec<ImdsFault>,
+    pub kills: Vec<Kill>,
+    /// Queue mode: controller replicas.
+    pub replicas: usize,
+    /// When the scenario ends (every deadline passed, and time to settle).
+    pub horizon: f64,
+}
+
+fn pick<T: Copy>(rng: &mut fastrand::Rng, items: &[T]) -> T {
+    items[rng.usize(..items.len())]
+}
+
+fn between(rng: &mut fastrand::Rng, lo: f64, hi: f64) -> f64 {
+    let v = lo + rng.f64() * (hi - lo);
+    (v * 10.0).round() / 10.0
+}
+
+impl Scenario {
+    pub fn generate(seed: u64, mode: Mode) -> Self {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let r = &mut rng;
+        let graces = [1, 1, 2, 3, 5, 8, 30, 90];
+        let deployments = (0..r.usize(1..=3))
+            .map(|i| Deployment {
+                name: format!("app{i}"),
+                replicas: r.u32(2..=6),
+                grace: pick(r, &graces),
+                pdb: r.bool(),
+                empty_dir: r.f64() < 0.3,
+                critical: r.f64() < 0.15,
+            })
+            .collect();
+        let bare = if r.f64() < 0.3 {
+            vec![BarePod {
+                name: "solo".into(),
+                grace: pick(r, &[1, 3, 10]),
+            }]
+        } else {
+            Vec::new()
+        };
+
+        let mut notices = Vec::new();
+        let spot = r.f64() < 0.7;
+        if spot {
+            notices.push(Notice::Spot {
+                at: between(r, 1.0, 8.0),
+                lead: between(r, 14.0, 30.0),
+                restate: mode == Mode::Imds && r.f64() < 0.25,
+            });
+        }
+        if r.f64() < 0.4 {
+            let at = between(r, 0.5, 8.0);
+            notices.push(Notice::Rebalance {
+                at,
+                gone_at: (mode == Mode::Imds && r.bool()).then(|| at + between(r, 3.0, 10.0)),
+                restate: mode == Mode::Imds && r.f64() < 0.3,
+            });
+        }
+        if mode == Mode::Imds {
+            for _ in 0..r.usize(0..=2) {
+                let at = between(r, 0.0, 10.0);
+                // Never within a second or two of its creation: whether it "has started" when
+                // the agent first sees it must not depend on the poll's timing.
+                let not_before = if r.bool() {
+                    at - between(r, 2.0, 30.0)
+                } else {
+                    at + between(r, 4.0, 35.0)
+                };
+                notices.push(Notice::Scheduled {
+                    at,
+                    not_before,
+                    cancel_at: r.bool().then(|| at + between(r, 2.0, 12.0)),
+                    code: pick(r, &["system-reboot", "system-maintenance", "instance-stop"]),
+                });
+            }
+        }
+        if r.f64() < 0.15 {
+            notices.push(Notice::AsgTermination {
+                at: between(r, 1.0, 12.0),
+            });
+        }
+        if mode == Mode::Queue && r.f64() < 0.5 {
+            // The state changes EC2 sends when it takes a spot instance: after the warning.
+            let after = notices
+                .iter()
+                .find_map(|n| match n {
+                    Notice::Spot { at, lead, .. } => Some(at + lead - 2.0),
+                    _ => None,
+                })
+                .unwrap_or_else(|| between(r, 3.0, 12.0));
+            notices.push(Notice::StateChange {
+                at: after,
+                state: "stopping",
+            });
+            if r.bool() {
+                notices.push(Notice::StateChange {
+                    at: after + between(r, 0.2, 1.5),
+                    state: "shutting-down",
+                });
+            }
+        }
+        if notices.is_empty() {
+            notices.push(Notice::Spot {
+                at: between(r, 1.0, 6.0),
+                lead: between(r, 14.0, 30.0),
+                restate: false,
+            });
+        }
+        notices.sort_by(|a, b| a.at().total_cmp(&b.at()));
+
+        let last_deadline = notices
+            .iter()
+            .map(|n| n.deadline().unwrap_or(n.at()).max(n.at()))
+            .fold(0.0, f64::max);
+        let horizon = (last_deadline + 8.0).min(70.0);
+        // Hard deadlines: faults and kills near them make a pod's failure to leave excusable,
+        // so most scenarios keep clear of them and some do not.
+        let hard: Vec<f64> = notices
+            .iter()
+            .filter(|n| n.hard())
+            .filter_map(Notice::deadline)
+            .collect();
+        let near_hard = |t0: f64, t1: f64| hard.iter().any(|d| t1 > d - 9.0 && t0 < *d + 1.0);
+
+        let mut cluster_faults = Vec::new();
+        for _ in 0..r.usize(0..=3) {
+            let from = between(r, 0.0, horizon - 4.0);
+            let to = from + between(r, 1.0, 7.0);
+            if near_hard(from, to) && r.f64() < 0.5 {
+                continue;
+            }
+            let (spec, disrupts) = cluster_fault(r, mode);
+            if disrupts && near_hard(from, to) {
+                continue;
+            }
+            cluster_faults.push(ClusterFault {
+                from,
+                to,
+                spec,
+                disrupts,
+            });
+        }
+        let mut imds_faults = Vec::new();
+        if mode == Mode::Imds && r.f64() < 0.4 {
+            let from = between(r, 0.0, horizon - 4.0);
+            let to = from + between(r, 1.0, 5.0);
+            let (spec, blocks) = match r.usize(0..3) {
+                0 => (json!({"status": 503, "rate": 1.0}), true),
+                1 => (json!({"status": 500, "rate": 0.5}), false),
+                _ => (json!({"latency_ms": 1500}), true),
+            };
+            imds_faults.push(ImdsFault {
+                from,
+                to,
+                spec,
+                blocks,
+            });
+        }
+        let replicas = if mode == Mode::Queue && r.bool() {
+            2
+        } else {
+            1
+        };
+        let mut kills = Vec::new();
+        for _ in 0..r.usize(0..=2) {
+            let at = between(r, 1.0, horizon - 4.0);
+            let down = between(r, 0.2, 3.0);
+            if near_hard(at, at + down + 3.0) && r.f64() < 0.8 {
+                continue;
+            }
+            kills.push(Kill {
+                at,
+                down,
+                replica: r.usize(0..replicas),
+            });
+        }
+        kills.sort_by(|a, b| a.at.total_cmp(&b.at));
+        // One kill at a time per replica: a later kill of a process not yet back is dropped.
+        let mut back_at = vec![f64::MIN; replicas];
+        kills.retain(|k| {
+            let ok = k.at > back_at[k.replica] + 1.0;
+            if ok {
+                back_at[k.replica] = k.at + k.down;
+            }
+            ok
+        });
+        Self {
+            seed,
+            mode,
+            deployments,
+            bare,
+            notices,
+            cluster_faults,
+            imds_faults,
+            kills,
+            replicas,
+            horizon,
+        }
+    }
+
+    /// The cluster's workload as YAML documents (nodes come from the simulator or, in queue
+    /// mode, from the instances).
+    pub fn workload_yaml(&self, target_node: &str) -> String {
+        let mut docs = Vec::new();
+        for d in &self.deployments {
+            let volumes = if d.empty_dir {
+                "\n      volumes: [{name: scratch, emptyDir: {}}]"
+            } else {
+                ""
+            };
+            let priority = if d.critical {
+                "\n      priorityClassName: system-cluster-critical"
+            } else {
+                ""
+            };
+            docs.push(format!(
+                r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {n}, namespace: default}}
+spec:
+  replicas: {r}
+  selector: {{matchLabels: {{app: {n}}}}}
+  template:
+    metadata: {{labels: {{app: {n}}}}}
+    spec:
+      terminationGracePeriodSeconds: {g}{priority}
+      containers: [{{name: c, image: nginx}}]{volumes}"#,
+                n = d.name,
+                r = d.replicas,
+                g = d.grace,
+            ));
+            if d.pdb {
+                docs.push(format!(
+                    "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {{name: {n}, namespace: default}}\nspec:\n  maxUnavailable: 1\n  selector: {{matchLabels: {{app: {n}}}}}",
+                    n = d.name
+                ));
+            }
+        }
+        for b in &self.bare {
+            docs.push(format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {n}, namespace: default}}\nspec:\n  nodeName: {target_node}\n  terminationGracePeriodSeconds: {g}\n  containers: [{{name: c, image: busybox}}]",
+                n = b.name,
+                g = b.grace
+            ));
+        }
+        docs.push(
+            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: ds, namespace: kube-system}\nspec:\n  selector: {matchLabels: {app: ds}}\n  template:\n    metadata: {labels: {app: ds}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers: [{name: c, image: busybox}]"
+                .into(),
+        );
+        docs.join("\n---\n")
+    }
+
+    /// A pod's own grace period, from its name; `None` for a pod we never evict (DaemonSet).
+    pub fn grace_of(&self, pod: &str) -> Option<i64> {
+        if let Some(b) = self.bare.iter().find(|b| b.name == pod) {
+            return Some(b.grace);
+        }
+        self.deployments
+            .iter()
+            .find(|d| pod.starts_with(&format!("{}-", d.name)))
+            .map(|d| d.grace)
+    }
+
+    /// One line that says what the scenario is.
+    pub fn describe(&self) -> String {
+        let notices: Vec<String> = self
+            .notices
+            .iter()
+            .map(|n| match n {
+                Notice::Spot { at, lead, restate } => format!(
+                    "spot@{at}+{lead}{}",
+                    if *restate { "(restated)" } else { "" }
+                ),
+                Notice::Rebalance {
+                    at,
+                    gone_at,
+                    restate,
+                } => format!(
+                    "rebalance@{at}{}{}",
+                    gone_at.map(|g| format!("-{g}")).unwrap_or_default(),
+                    if *restate { "(restated)" } else { "" }
+                ),
+                Notice::Scheduled {
+                    at,
+                    not_before,
+                    cancel_at,
+                    code,
+                } => format!(
+                    "{code}@{at}(nb {not_before:.1}){}",
+                    cancel_at
+                        .map(|c| format!(" cancelled@{c}"))
+                        .unwrap_or_default()
+                ),
+                Notice::AsgTermination { at } => format!("asg@{at}"),
+                Notice::StateChange { at, state } => format!("{state}@{at:.1}"),
+            })
+            .collect();
+        format!(
+            "seed {} {:?}: {} | pods: {} | faults: {} cluster, {} imds | kills: {} | replicas {}",
+            self.seed,
+            self.mode,
+            notices.join(", "),
+            self.deployments
+                .iter()
+                .map(|d| format!(
+                    "{}x{} g{}{}",
+                    d.name,
+                    d.replicas,
+                    d.grace,
+                    if d.pdb { " pdb" } else { "" }
+                ))
+                .chain(self.bare.iter().map(|b| format!("{} g{}", b.name, b.grace)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.cluster_faults.len(),
+            self.imds_faults.len(),
+            self.kills.len(),
+            self.replicas
+        )
+    }
+}
+
+/// A fault for the cluster: what it is and whether it can hold up the evacuation.
+fn cluster_fault(r: &mut fastrand::Rng, mode: Mode) -> (Value, bool) {
+    // An eviction or a pod read that fails leaves another graceful path (a deletion with the
+    // grace that fits): those faults excuse nothing.
+    let mut targets: Vec<(&str, Option<&str>, bool)> = vec![
+        ("pods/eviction", Some("create"), false),
+        ("pods/eviction", Some("create"), false),
+        ("pods", Some("delete"), true),
+        ("pods", Some("list"), true),
+        ("pods", Some("get"), false),
+        ("nodes", Some("patch"), true),
+        ("nodes", Some("get"), true),
+        ("events", Some("create"), false),
+        ("*", None, true),
+    ];
+    if mode == Mode::Queue {
+        targets.push(("leases", None, true));
+        targets.push(("nodes", Some("watch"), true));
+    }
+    let (resource, verb, disrupts) = targets[r.usize(..targets.len())];
+    let mut spec = json!({"resource": resource});
+    if let Some(v) = verb {
+        spec["verb"] = json!(v);
+    }
+    let rate = if r.f64() < 0.3 { 0.5 } else { 1.0 };
+    match (verb, r.usize(0..6)) {
+        (Some("watch"), 0..=2) => spec["drop"] = json!(true),
+        (Some("watch"), _) => spec["expire"] = json!(true),
+        (_, 0) => spec["status"] = json!(pick(r, &[500, 503, 429])),
+        (_, 1) => {
+            spec["status"] = json!(500);
+        }
+        (_, 2) => spec["latency_ms"] = json!(pick(r, &[300, 1000, 2500])),
+        (_, 3 | 4) => spec["hang"] = json!(true),
+        _ => spec["reset"] = json!(true),
+    }
+    if spec.get("hang").is_none() {
+        spec["rate"] = json!(rate);
+    }
+    (spec, disrupts)
+}
