@@ -350,9 +350,15 @@ spec:
             pct(lat)
         );
         let nodes: Api<Node> = Api::all(client.clone());
-        sih_node::unfence(&nodes, &w.node, None)
-            .await
-            .expect("unfence");
+        sih_node::unfence(
+            &nodes,
+            &w.node,
+            None,
+            &sih_core::PlanRules::default(),
+            sih_node::API_TIMEOUT,
+        )
+        .await
+        .expect("unfence");
     }
 
     // Peak memory during a 110-pod drain.

@@ -11,8 +11,8 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use serde_json::json;
-use sih_core::{Notice, NoticeKind};
-use sih_node::{DrainConfig, FenceSpec, Progress};
+use sih_core::{Carried, Notice, PlanRules, Source};
+use sih_node::{DrainConfig, FenceOutcome, NodeError, Progress};
 use sih_sim_cluster::{ClusterConfig, workload};
 
 fn main() {
@@ -24,19 +24,19 @@ fn main() {
     rt.block_on(run());
 }
 
-fn spec(node: &str, id: &str) -> FenceSpec {
-    FenceSpec {
-        notice: Notice {
-            kind: NoticeKind::SpotInterruption,
-            id: id.into(),
-            instance_id: None,
-            node: node.into(),
-            detected: Timestamp::now(),
-            deadline: None,
-        },
-        effect: "NoSchedule".into(),
-        cordon: true,
-    }
+/// Fences `node` for a spot notice of instance `id`, as the responder's writer does.
+async fn fence(nodes: &Api<Node>, node: &str, id: &str) -> Result<FenceOutcome, NodeError> {
+    let now = Timestamp::now();
+    let spot = Carried::new(Notice::spot_interruption(id, node, now, now, Source::Imds));
+    sih_node::fence(
+        nodes,
+        node,
+        Source::Imds,
+        &[spot],
+        &PlanRules::default(),
+        sih_node::API_TIMEOUT,
+    )
+    .await
 }
 
 fn pct(mut v: Vec<Duration>) -> String {
@@ -100,11 +100,19 @@ async fn run() {
     let mut samples = Vec::new();
     for i in 0..300 {
         let t = Instant::now();
-        sih_node::fence(&nodes, &n, &spec(&n, &format!("bench-{i}")))
+        fence(&nodes, &n, &format!("bench-{i}"))
             .await
             .expect("fence");
         samples.push(t.elapsed());
-        sih_node::unfence(&nodes, &n, None).await.expect("unfence");
+        sih_node::unfence(
+            &nodes,
+            &n,
+            None,
+            &PlanRules::default(),
+            sih_node::API_TIMEOUT,
+        )
+        .await
+        .expect("unfence");
     }
     println!(
         "fence latency (GET + merge PATCH), 300 fences: {}",
@@ -116,7 +124,7 @@ async fn run() {
     let mut set = tokio::task::JoinSet::new();
     for i in 1..=50 {
         let (nodes, n) = (nodes.clone(), name(i));
-        set.spawn(async move { sih_node::fence(&nodes, &n, &spec(&n, "mass")).await.is_ok() });
+        set.spawn(async move { fence(&nodes, &n, "mass").await.is_ok() });
     }
     let mut ok = 0;
     while let Some(r) = set.join_next().await {
@@ -143,17 +151,18 @@ async fn run() {
     // Fence → all 110 evictions issued.
     let n0 = name(0);
     let t = Instant::now();
-    sih_node::fence(&nodes, &n0, &spec(&n0, "drain"))
-        .await
-        .expect("fence");
+    fence(&nodes, &n0, "drain").await.expect("fence");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let (drain_client, drain_node) = (client.clone(), n0.clone());
     let drain = tokio::spawn(async move {
-        sih_node::drain(
+        sih_node::drain::drain_until(
             drain_client,
             &drain_node,
-            deadline,
+            sih_node::drain::Target {
+                deadline,
+                hard: Some(deadline),
+            },
             DrainConfig {
                 max_concurrent: 50,
                 ..DrainConfig::default()

@@ -110,6 +110,10 @@ pub struct KubeArgs {
     /// `~/.kube/config`.
     #[arg(long, env = "SIH_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// The longest one Kubernetes API call may take: an API server that accepts a request and
+    /// never answers holds nothing up longer (writes are retried, a drain step moves on).
+    #[arg(long, env = "API_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub api_timeout: Duration,
 }
 
 /// Who we are when we run in a pod (from the downward API): a drain never evicts our own pod,

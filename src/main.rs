@@ -3,13 +3,13 @@
 //! each subcommand lives in `commands/`.
 #![forbid(unsafe_code)]
 
-mod actions;
 mod agent;
 mod cli;
 mod commands;
 mod controller;
 mod logging;
 mod nth;
+mod responder;
 mod signals;
 
 use clap::{CommandFactory, Parser};

@@ -21,6 +21,9 @@ struct Shared {
 }
 
 async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
+    s.metrics
+        .oldest_drain_seconds
+        .set(s.health.oldest_drain().as_secs_f64());
     (
         [(
             header::CONTENT_TYPE,
@@ -44,6 +47,13 @@ async fn healthz(State(s): State<Shared>) -> (StatusCode, String) {
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
                 "the Kubernetes API has been failing for {:.0}s\n",
+                d.as_secs_f64()
+            ),
+        ),
+        Verdict::DrainStuck(node, d) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the drain of {node} is still running {:.0}s after its deadline\n",
                 d.as_secs_f64()
             ),
         ),

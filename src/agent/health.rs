@@ -1,6 +1,8 @@
-//! What the probes answer: live while the poll loop turns and the API has not been failing for
-//! long; ready once the instance identity is known and the first poll is done.
+//! What the probes answer: live while the poll loop turns, the API has not been failing for
+//! long and no drain has outlived its deadline; ready once the instance identity is known and
+//! the first poll is done.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,13 +18,21 @@ pub struct Health {
     last_poll: Mutex<Instant>,
     api_failing_since: Mutex<Option<Instant>>,
     ready: AtomicBool,
+    /// Running drains by node: when each started and when it must have ended.
+    drains: Mutex<HashMap<String, (Instant, Instant)>>,
 }
+
+/// A drain still running this long after it should have ended is stuck (a restart may help:
+/// the next agent resumes it from the node's record).
+const STUCK_AFTER: Duration = Duration::from_secs(30);
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     Ok,
     Stalled(Duration),
     ApiFailing(Duration),
+    /// A drain of this node has outlived its deadline by this much.
+    DrainStuck(String, Duration),
 }
 
 impl Health {
@@ -34,7 +44,35 @@ impl Health {
             last_poll: Mutex::new(now),
             api_failing_since: Mutex::new(None),
             ready: AtomicBool::new(false),
+            drains: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn drains(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Instant)>> {
+        self.drains.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A drain of `node` runs and must end by `must_end` (called again when its target moves).
+    pub fn drain_running(&self, node: &str, must_end: Instant) {
+        let now = Instant::now();
+        self.drains()
+            .entry(node.to_owned())
+            .and_modify(|e| e.1 = must_end)
+            .or_insert((now, must_end));
+    }
+
+    pub fn drain_over(&self, node: &str) {
+        self.drains().remove(node);
+    }
+
+    /// How long the oldest running drain has run.
+    pub fn oldest_drain(&self) -> Duration {
+        let now = Instant::now();
+        self.drains()
+            .values()
+            .map(|(started, _)| now.saturating_duration_since(*started))
+            .max()
+            .unwrap_or_default()
     }
 
     /// Also called while start-up retries, which is progress too.
@@ -77,6 +115,15 @@ impl Health {
     }
 
     fn verdict_at(&self, now: Instant) -> Verdict {
+        if let Some((node, past)) = self
+            .drains()
+            .iter()
+            .map(|(n, (_, end))| (n.clone(), now.saturating_duration_since(*end)))
+            .filter(|(_, past)| *past > STUCK_AFTER)
+            .max_by_key(|(_, past)| *past)
+        {
+            return Verdict::DrainStuck(node, past);
+        }
         let last = *self.last_poll.lock().unwrap_or_else(|e| e.into_inner());
         let since_poll = now.saturating_duration_since(last);
         if since_poll > self.stall_after {
@@ -122,5 +169,22 @@ mod tests {
         assert!(!h.is_ready());
         h.set_ready();
         assert!(h.is_ready());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_past_its_deadline_is_stuck_and_the_oldest_is_measured() {
+        let h = Health::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        h.drain_running("n1", t0 + Duration::from_secs(120));
+        tokio::time::advance(Duration::from_secs(100)).await;
+        h.polled();
+        assert_eq!(h.verdict(), Verdict::Ok);
+        assert_eq!(h.oldest_drain(), Duration::from_secs(100));
+        // The target tightened: the same drain must now end sooner.
+        h.drain_running("n1", t0 + Duration::from_secs(60));
+        assert!(matches!(h.verdict(), Verdict::DrainStuck(n, _) if n == "n1"));
+        h.drain_over("n1");
+        assert_eq!(h.verdict(), Verdict::Ok);
+        assert_eq!(h.oldest_drain(), Duration::ZERO);
     }
 }

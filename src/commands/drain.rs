@@ -3,13 +3,18 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::{Context, anyhow, bail};
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, ListParams};
-use sih_core::{DrainPolicy, Notice, PodFacts, plan_drain};
-use sih_node::{DrainConfig, FenceSpec, Progress};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::Api;
+use sih_core::{DrainPolicy, Notice};
+use sih_node::{DrainConfig, DrainReport, Progress};
+use sih_report::Update;
 use tokio::time::Instant;
+
+use crate::responder::{Outcome, Responder};
 
 use crate::cli::{DrainCommandArgs, DrainFlags, OnPdbDeadline, UndrainArgs};
 
@@ -26,7 +31,7 @@ fn parse_deadline(s: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
 pub fn drain_config(
     flags: &DrainFlags,
     own_pod: Option<(String, String)>,
-    hard_deadline: bool,
+    api_timeout: Duration,
 ) -> DrainConfig {
     DrainConfig {
         policy: DrainPolicy {
@@ -36,7 +41,7 @@ pub fn drain_config(
         },
         max_concurrent: flags.max_concurrent_evictions,
         own_pod,
-        hard_deadline,
+        api_timeout,
     }
 }
 
@@ -64,6 +69,9 @@ fn describe(p: &Progress) -> String {
         Progress::DeletedAtDeadline { pod, grace } => {
             format!("deleted  {pod} at the deadline (grace {grace}s)")
         }
+        Progress::Hastened { pod, grace } => {
+            format!("hastened {pod} for a nearer deadline (grace {grace}s)")
+        }
         Progress::Gone { pod } => format!("gone     {pod}"),
         Progress::Failed { pod, reason } => format!("FAILED   {pod}: {reason}"),
     }
@@ -75,144 +83,151 @@ pub async fn run(args: DrainCommandArgs) -> anyhow::Result<()> {
     let left = Duration::try_from(deadline_at.duration_since(now)).unwrap_or_default();
     let client = sih_node::client(args.kube.kubeconfig.as_deref()).await?;
     let nodes: Api<Node> = Api::all(client.clone());
-    let node = nodes
-        .get(&args.node)
-        .await
-        .with_context(|| format!("node {:?}", args.node))?;
-    let previous = sih_node::fence::record_of(&node).filter(|r| r.kind == args.kind);
-    let notice = Notice {
-        kind: args.kind,
-        id: previous.map_or_else(|| format!("manual-{}", now.as_second()), |r| r.id),
-        instance_id: None,
-        node: args.node.clone(),
-        detected: now,
-        deadline: Some(deadline_at),
-    };
-    let effect = args
-        .drain
-        .taint_effect
-        .clone()
-        .unwrap_or_else(|| args.kind.default_taint_effect().to_owned());
-    let config = drain_config(&args.drain, args.me.own_pod(), args.kind.deadline_is_hard());
+    let timeout = args.kube.api_timeout;
+    match sih_node::bounded(timeout, "get node", nodes.get_opt(&args.node)).await? {
+        Ok(Some(_)) => {}
+        Ok(None) => bail!("node {:?} not found", args.node),
+        Err(e) => return Err(e).with_context(|| format!("cannot read node {:?}", args.node)),
+    }
     let start = Instant::now();
-    let deadline = start + left;
-
+    // The same responder as the agent's and the controller's, for a notice of our own: the
+    // node keeps any other notice it carries, and its fence is one write of the whole plan.
+    let mut config = crate::commands::telling::responder_config(
+        sih_core::Source::Manual,
+        // A drain by hand drains, whatever the kind it is filed under.
+        sih_core::ActionPolicy {
+            spot_interruption: sih_core::Action::Drain,
+            rebalance: sih_core::Action::Drain,
+            scheduled_maintenance: sih_core::Action::Drain,
+            asg_termination: sih_core::Action::Drain,
+            state_change: sih_core::Action::Drain,
+            cap: None,
+        },
+        &args.drain,
+        &crate::cli::NoticeFlags {
+            drain_budget: left,
+            out_of_service_taint: false,
+            dry_run: args.dry_run,
+        },
+        args.me.own_pod(),
+        timeout,
+    );
+    config.resume = false;
+    let (updates, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let (tap, mut printed) = tokio::sync::mpsc::unbounded_channel();
+    let events = (!args.dry_run).then(|| {
+        sih_report::EventReporter::new(client.clone(), &args.node, args.me.pod_name.clone())
+            .with_timeout(timeout)
+    });
+    let reporters = sih_report::Reporters {
+        source: "manual",
+        metrics: Arc::new(sih_report::Metrics::new()),
+        events,
+        webhook: None,
+        template_base: crate::commands::telling::shared_template(),
+        webhook_patience: left,
+        tap: Some(tap),
+    };
+    let reporting = tokio::spawn(async move {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let run = reporters.run(rx);
+        let forward = async move {
+            while let Some(u) = seen.recv().await {
+                let _ = tx.send(u);
+            }
+        };
+        tokio::join!(run, forward);
+    });
+    let health = Arc::new(crate::agent::health::Health::new(Duration::from_secs(60)));
+    let (responder, actor) = Responder::spawn(config, client, updates, health);
+    let notice = Notice::manual(args.kind, &args.node, now, deadline_at);
+    let outcome = responder.add(&args.node, notice);
+    let mut report = None;
+    let mut outcome = std::pin::pin!(outcome);
+    let result = loop {
+        tokio::select! {
+            Some(u) = printed.recv() => {
+                if let Some(r) = print(start, &args.node, left, &u) {
+                    report = Some(r);
+                }
+            }
+            o = &mut outcome => break o,
+        }
+    };
+    responder.shutdown().await;
+    drop(responder);
+    let _ = actor.await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), reporting).await;
+    while let Ok(u) = printed.try_recv() {
+        if let Some(r) = print(start, &args.node, left, &u) {
+            report = Some(r);
+        }
+    }
     if args.dry_run {
-        line(
-            start,
-            format!(
-                "dry run: would fence {} with taint {}={}:{effect}, cordon it and exclude it from load balancers",
-                args.node,
-                args.kind.taint_key(),
-                notice.id
-            ),
-        );
-        let pods = Api::<Pod>::all(client)
-            .list(&ListParams::default().fields(&format!("spec.nodeName={}", args.node)))
-            .await?;
-        let facts: Vec<PodFacts> = pods.items.iter().map(sih_node::drain::facts_of).collect();
-        let own = config
-            .own_pod
-            .as_ref()
-            .map(|(n, p)| (n.as_str(), p.as_str()));
-        let plan = plan_drain(facts, own);
-        for p in plan.first.iter().chain(&plan.last) {
-            line(
-                start,
-                format!(
-                    "dry run: would evict {}/{} (grace {}s)",
-                    p.namespace,
-                    p.name,
-                    config.policy.grace(p.grace_seconds, left)
-                ),
-            );
-        }
-        for (p, why) in &plan.skipped {
-            line(
-                start,
-                format!(
-                    "dry run: {}/{} stays ({})",
-                    p.namespace,
-                    p.name,
-                    why.as_str()
-                ),
-            );
-        }
         return Ok(());
     }
+    if let Some(report) = &report {
+        println!(
+            "drain of {}: {} evicted, {} deleted at the deadline, {} budget refusals, {} failed, {} remaining; took {:.1}s, {:.1}s left before the deadline",
+            args.node,
+            report.evicted,
+            report.deleted_at_deadline,
+            report.budget_refusals,
+            report.failed.len(),
+            report.remaining.len(),
+            report.took.as_secs_f64(),
+            report.slack_ms as f64 / 1000.0
+        );
+        if !report.succeeded() {
+            let names: Vec<String> = report.remaining.iter().map(ToString::to_string).collect();
+            bail!(
+                "{} pod(s) did not leave {} before the deadline: {}",
+                names.len(),
+                args.node,
+                names.join(", ")
+            );
+        }
+    }
+    match result {
+        Ok(Outcome::Done) => Ok(()),
+        Ok(Outcome::Failed(why)) => bail!("drain of {}: {why}", args.node),
+        Err(_) => bail!("drain of {}: the responder stopped", args.node),
+    }
+}
 
-    let events =
-        sih_report::EventReporter::new(client.clone(), &args.node, args.me.pod_name.clone());
-    let fenced = sih_node::fence(
-        &nodes,
-        &args.node,
-        &FenceSpec {
-            notice: notice.clone(),
-            effect: effect.clone(),
-            cordon: true,
-        },
-    )
-    .await?;
-    line(
-        start,
-        format!(
-            "{} {} (taint {}={}:{effect}, cordoned, excluded from external load balancers); deadline in {:.0}s",
-            if fenced.changed {
-                "fenced"
-            } else {
-                "already fenced"
-            },
-            args.node,
-            args.kind.taint_key(),
-            notice.id,
-            left.as_secs_f64()
+/// One update as a line of the live progress; the drain's report when it ends.
+fn print(start: Instant, node: &str, left: Duration, u: &Update) -> Option<DrainReport> {
+    match u {
+        Update::Fenced {
+            notice,
+            effect,
+            changed,
+            ..
+        } => line(
+            start,
+            format!(
+                "{} {node} (taint {}={}:{effect}, cordoned, excluded from external load balancers); deadline in {:.0}s",
+                if *changed { "fenced" } else { "already fenced" },
+                notice.kind.taint_key(),
+                notice.id,
+                left.as_secs_f64()
+            ),
         ),
-    );
-    if fenced.changed {
-        events.notice(&notice).await;
-        events.fenced(&notice, &effect, true).await;
+        Update::Drain { progress, .. } => line(start, describe(progress)),
+        Update::WouldDo { what, .. } => line(start, format!("dry run: would {what}")),
+        Update::Failed { action, error, .. } => line(start, format!("{action} failed: {error}")),
+        Update::DrainFinished { report, .. } => return Some(report.clone()),
+        _ => {}
     }
-    events.drain_started(left.as_secs_f64()).await;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let node_name = args.node.clone();
-    let drain =
-        tokio::spawn(
-            async move { sih_node::drain(client, &node_name, deadline, config, tx).await },
-        );
-    // One progress stream: each event is printed and recorded as it happens.
-    while let Some(p) = rx.recv().await {
-        line(start, describe(&p));
-        events.progress(&p).await;
-    }
-    let report = drain.await.context("the drain task failed")??;
-    events.drain_finished(&report).await;
-    println!(
-        "drain of {}: {} evicted, {} deleted at the deadline, {} budget refusals, {} failed, {} remaining; took {:.1}s, {:.1}s left before the deadline",
-        args.node,
-        report.evicted,
-        report.deleted_at_deadline,
-        report.budget_refusals,
-        report.failed.len(),
-        report.remaining.len(),
-        report.took.as_secs_f64(),
-        report.slack_ms as f64 / 1000.0
-    );
-    if !report.succeeded() {
-        let names: Vec<String> = report.remaining.iter().map(ToString::to_string).collect();
-        bail!(
-            "{} pod(s) did not leave {} before the deadline: {}",
-            names.len(),
-            args.node,
-            names.join(", ")
-        );
-    }
-    Ok(())
+    None
 }
 
 pub async fn undrain(args: UndrainArgs) -> anyhow::Result<()> {
     let client = sih_node::client(args.kube.kubeconfig.as_deref()).await?;
     let nodes: Api<Node> = Api::all(client.clone());
-    let out = sih_node::unfence(&nodes, &args.node, args.kind).await?;
+    let rules = sih_core::PlanRules::default();
+    let out =
+        sih_node::unfence(&nodes, &args.node, args.kind, &rules, args.kube.api_timeout).await?;
     if out.changed {
         sih_report::EventReporter::new(client, &args.node, args.me.pod_name.clone())
             .unfenced("undrained by hand")

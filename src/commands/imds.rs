@@ -1,41 +1,41 @@
-//! `imds`: the agent for one node. Wires the metadata client, the Kubernetes client, the admin
+//! `imds`: the agent for one node. Wires the metadata source, the responder, the admin
 //! listener and the reporters around the poll loop in `agent`.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use sih_imds::{ImdsClient, ImdsConfig, InstanceIdentity};
+use jiff::Timestamp;
+use sih_core::Source;
+use sih_imds::{ImdsClient, ImdsConfig};
 use sih_report::Update;
-use sih_report::webhook::TemplateData;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::agent::{Agent, AgentConfig, wait_for_identity};
+use crate::agent::source::Imds;
+use crate::agent::{Agent, AgentConfig};
 use crate::cli::ImdsArgs;
-use crate::commands::drain::drain_config;
 use crate::commands::telling;
+use crate::responder::Responder;
 
 pub async fn run(args: ImdsArgs) -> anyhow::Result<()> {
     run_until(args, crate::signals::shutdown(), None).await
 }
 
-/// Fields every webhook message of this agent shares: its instance.
-pub fn template_base(id: &InstanceIdentity) -> TemplateData {
-    let mut data = TemplateData::new();
-    data.insert("InstanceType", id.instance_type.clone());
-    data.insert("AvailabilityZone", id.availability_zone.clone());
-    data.insert("Region", id.region.clone());
-    let optional = [
-        ("AccountId", id.document.account_id.clone()),
-        ("InstanceLifeCycle", id.life_cycle.clone()),
-        ("LocalHostname", id.local_hostname.clone()),
-        ("LocalIP", id.local_ipv4.clone()),
-    ];
-    for (k, v) in optional {
-        if let Some(v) = v {
-            data.insert(k, v);
+/// When the instance booted, from `/proc/uptime`: notices recorded before it ended with a
+/// reboot. `None` (with a warning) when it cannot be read.
+fn booted_at(args: &ImdsArgs) -> Option<Timestamp> {
+    let uptime = std::fs::read_to_string(&args.uptime_file)
+        .ok()
+        .and_then(|s| sih_core::tracker::parse_uptime(&s));
+    match uptime {
+        Some(up) => jiff::SignedDuration::try_from(up)
+            .ok()
+            .and_then(|up| Timestamp::now().checked_sub(up).ok()),
+        None => {
+            tracing::warn!(file = %args.uptime_file.display(),
+                "cannot read the uptime; a reboot since a recorded notice cannot be told");
+            None
         }
     }
-    data
 }
 
 /// Runs the agent until `stop` completes. `tap` also receives every update (the demo's
@@ -45,7 +45,6 @@ pub async fn run_until(
     stop: impl Future<Output = ()>,
     tap: Option<UnboundedSender<Update>>,
 ) -> anyhow::Result<()> {
-    let mut stop = std::pin::pin!(stop);
     let imds = Arc::new(ImdsClient::new(ImdsConfig {
         endpoint: args.imds_endpoint.clone(),
         attempts: args.imds_attempts.max(1),
@@ -54,15 +53,7 @@ pub async fn run_until(
     })?);
     let client = sih_node::client(args.kube.kubeconfig.as_deref()).await?;
     let (metrics, health) = telling::start_admin(&args.report, args.poll_interval).await?;
-
-    let started = tokio::time::Instant::now();
-    let Some(identity) = wait_for_identity(&imds, &health, &mut stop).await else {
-        return Ok(());
-    };
-    tracing::info!(instance_id = %identity.instance_id, instance_type = %identity.instance_type,
-        zone = %identity.availability_zone, took_ms = started.elapsed().as_millis() as u64,
-        "instance identity read");
-
+    let template = telling::shared_template();
     let (tx, reporting) = telling::spawn_reporters(
         &args.report,
         &args.act,
@@ -72,23 +63,33 @@ pub async fn run_until(
             name: "imds",
             node: &args.node_name,
             reporter: args.me.pod_name.clone(),
-            template_base: template_base(&identity),
+            template_base: template.clone(),
             tap,
+            api_timeout: args.kube.api_timeout,
         },
     )?;
-
-    let config = AgentConfig {
-        node: args.node_name.clone(),
-        poll_interval: args.poll_interval,
-        policy: args.actions.policy(),
-        drain: drain_config(&args.drain, args.me.own_pod(), true),
-        taint_effect: args.drain.taint_effect.clone(),
-        drain_budget: args.act.drain_budget,
-        out_of_service_taint: args.act.out_of_service_taint,
-        dry_run: args.act.dry_run,
-        uptime_file: args.uptime_file.clone(),
+    let mut config = telling::responder_config(
+        Source::Imds,
+        args.actions.policy(),
+        &args.drain,
+        &args.act,
+        args.me.own_pod(),
+        args.kube.api_timeout,
+    );
+    config.booted_at = booted_at(&args);
+    let (responder, _actor) = Responder::spawn(config, client, tx, health.clone());
+    let agent = Agent {
+        cfg: AgentConfig {
+            node: args.node_name.clone(),
+            poll_interval: args.poll_interval,
+            dry_run: args.act.dry_run,
+        },
+        source: Imds(imds),
+        responder,
+        health,
+        metrics,
+        template,
     };
-    let agent = Agent::new(config, imds, client, identity, tx, health, metrics);
     let result = agent.run(stop).await;
     telling::finish(reporting).await;
     result

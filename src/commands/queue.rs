@@ -1,13 +1,11 @@
 //! `queue`: the cluster-wide controller. Wires the AWS configuration, the SQS queue, the
 //! watched node index, the admin listener and the reporters around `controller`.
 
-use sih_report::webhook::TemplateData;
-
 use crate::cli::QueueArgs;
-use crate::commands::drain::drain_config;
 use crate::commands::telling;
 use crate::controller::resolve::Resolver;
 use crate::controller::{Controller, ControllerConfig};
+use crate::responder::Responder;
 
 pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
     let client = sih_node::client(args.kube.kubeconfig.as_deref()).await?;
@@ -57,16 +55,25 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
                     .unwrap_or_else(|| "queue-controller".into()),
             ),
             // Per-message fields only: no instance is the controller's own.
-            template_base: TemplateData::new(),
+            template_base: telling::shared_template(),
             tap: None,
+            api_timeout: args.kube.api_timeout,
         },
     )?;
+    let mut responder_config = telling::responder_config(
+        sih_core::Source::Queue,
+        args.actions.policy(),
+        &args.drain,
+        &args.act,
+        args.me.own_pod(),
+        args.kube.api_timeout,
+    );
+    // Nodes come and go: what matters about one is on its record once nothing is pending.
+    responder_config.forget_idle = Some(std::time::Duration::from_secs(60));
+    responder_config.max_drains = Some(args.workers.max(1));
+    let (responder, _actor) =
+        Responder::spawn(responder_config, client.clone(), tx, health.clone());
     let config = ControllerConfig {
-        policy: args.actions.policy(),
-        drain: drain_config(&args.drain, args.me.own_pod(), true),
-        taint_effect: args.drain.taint_effect.clone(),
-        drain_budget: args.act.drain_budget,
-        out_of_service_taint: args.act.out_of_service_taint,
         dry_run: args.act.dry_run,
         workers: args.workers,
         visibility: args.visibility_timeout,
@@ -77,8 +84,8 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
         launch_ready_timeout: args.launch_ready_timeout,
     };
     let hooks = sih_queue::Hooks::new(&aws);
-    // Replicas coordinate through Leases in our own namespace; the claim outlives a missed
-    // renewal by three visibility periods.
+    // Replicas coordinate through a Lease per node in our own namespace; the claim outlives a
+    // missed renewal by three visibility periods.
     let holder = args
         .me
         .pod_name
@@ -90,10 +97,11 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
             args.me.pod_namespace.as_deref().unwrap_or("default"),
             &holder,
             args.visibility_timeout * 3,
+            args.kube.api_timeout,
         )
     });
     Controller::new(
-        config, queue, hooks, claims, client, resolver, tx, metrics, health,
+        config, queue, hooks, claims, responder, resolver, metrics, health,
     )
     .run(crate::signals::shutdown())
     .await;

@@ -8,13 +8,17 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use sih_report::webhook::{self, TemplateData};
-use sih_report::{EventReporter, Metrics, Reporters, Update, Webhook, WebhookConfig};
+use sih_report::{
+    EventReporter, Metrics, Reporters, SharedTemplate, Update, Webhook, WebhookConfig,
+};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
 use crate::agent::admin;
 use crate::agent::health::Health;
-use crate::cli::{NoticeFlags, ReportFlags};
+use crate::cli::{DrainFlags, NoticeFlags, ReportFlags};
+use crate::commands::drain::drain_config;
+use crate::responder::ResponderConfig;
 
 /// Metrics, health and the admin listener. `stall_interval`: how often the main loop
 /// normally completes a round (the liveness probe fails when it stops).
@@ -41,9 +45,43 @@ pub struct Source<'a> {
     /// The reporting instance named in Events (our pod).
     pub reporter: Option<String>,
     /// Fields every webhook message shares (`ClusterName` is added here from the flags).
-    pub template_base: TemplateData,
+    pub template_base: SharedTemplate,
     /// Also receives every update (the demo's timeline).
     pub tap: Option<UnboundedSender<Update>>,
+    /// The bound on each Kubernetes Event write.
+    pub api_timeout: Duration,
+}
+
+/// Webhook fields every message shares, filled in as they become known.
+pub fn shared_template() -> SharedTemplate {
+    Arc::new(std::sync::RwLock::new(TemplateData::new()))
+}
+
+/// What the responder needs from the flags both modes (and `drain`) share.
+pub fn responder_config(
+    source: sih_core::Source,
+    policy: sih_core::ActionPolicy,
+    drain: &DrainFlags,
+    act: &NoticeFlags,
+    own_pod: Option<(String, String)>,
+    api_timeout: Duration,
+) -> ResponderConfig {
+    ResponderConfig {
+        source,
+        rules: sih_core::PlanRules {
+            policy,
+            drain_budget: act.drain_budget,
+            taint_effect: drain.taint_effect.clone(),
+        },
+        drain: drain_config(drain, own_pod, api_timeout),
+        out_of_service_taint: act.out_of_service_taint,
+        dry_run: act.dry_run,
+        booted_at: None,
+        resume_patience: Duration::from_secs(2),
+        forget_idle: None,
+        resume: true,
+        max_drains: None,
+    }
 }
 
 /// Starts the reporters; in dry-run no Event or webhook is written. Returns the stream's
@@ -63,9 +101,13 @@ pub fn spawn_reporters(
     let events = (report.kubernetes_events && !act.dry_run).then(|| {
         EventReporter::new(client.clone(), source.node, source.reporter)
             .with_annotations(annotations)
+            .with_timeout(source.api_timeout)
     });
-    let mut template_base = source.template_base;
-    template_base.insert("ClusterName", report.cluster_name.clone());
+    let template_base = source.template_base;
+    template_base
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert("ClusterName", report.cluster_name.clone());
     let reporters = Reporters {
         source: source.name,
         metrics: metrics.clone(),
@@ -79,14 +121,15 @@ pub fn spawn_reporters(
     Ok((tx, tokio::spawn(reporters.run(rx))))
 }
 
-/// Lets the last messages (a drain's end, a webhook still retrying) go out, within reason.
-/// The stream must be closed first (every sender dropped).
+/// Lets the last messages (a drain's end, a webhook still retrying) go out, for a moment: a
+/// process told to stop stops within about a second, whatever an endpoint does. The stream
+/// must be closed first (every sender dropped).
 pub async fn finish(reporting: JoinHandle<()>) {
-    if tokio::time::timeout(Duration::from_secs(10), reporting)
+    if tokio::time::timeout(Duration::from_secs(1), reporting)
         .await
         .is_err()
     {
-        tracing::warn!("reporters still busy after 10s; stopping anyway");
+        tracing::warn!("reporters still busy after 1s; stopping anyway");
     }
 }
 

@@ -1,7 +1,9 @@
 //! The queue-mode controller: long-polls SQS, parses each message (one parser per kind, in
-//! `sih_queue`), resolves each instance to a node (`resolve`), fences at once, drains with at
-//! most `--workers` drains in flight (a fence never waits behind a drain), keeps the message
-//! invisible while its drain runs, and deletes it only when its action is done or it can
+//! `sih_queue`), resolves each instance to a node (`resolve`), and hands the notice to the
+//! responder (`crate::responder`), which fences at once and drains (one drain per node, at
+//! most `--workers` waiting their turn meanwhile). Every message about one instance joins that
+//! node's one evacuation: a spot warning and the state changes after it are one drain. The
+//! message stays invisible while its action runs and is deleted only when it is done or can
 //! never succeed (`outcome`).
 //!
 //! Auto Scaling lifecycle actions: a terminate hook is completed with CONTINUE after its drain
@@ -10,44 +12,37 @@
 //! once its node is Ready (ABANDON after `--launch-ready-timeout`).
 //!
 //! Several replicas on one queue: duplicates within a replica ride along with the first copy
-//! (`in_flight`); across replicas a Lease per notice (`sih_node::Claims`) says who acts and
-//! whether the notice was announced, and a replica that dies mid-drain is taken over once its
-//! claim expires.
+//! (`in_flight`); across replicas a Lease per node (`sih_node::Claims`) says which replica
+//! evacuates it, and a replica that dies mid-drain is taken over once its claim expires. What
+//! was announced and drained is on the node's record, so the new holder repeats neither.
 
 mod in_flight;
 mod outcome;
 pub mod resolve;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Node;
-use kube::api::Api;
-use sih_core::{Action, ActionPolicy, Notice};
-use sih_node::{Claim, Claims, DrainConfig};
+use sih_node::{Claim, Claims};
 use sih_queue::{
     HookResult, Hooks, Keeper, LifecycleAction, Message, Parsed, Queue, QueueNotice, Transition,
 };
-use sih_report::{Metrics, Update};
-use tokio::sync::Semaphore;
-use tokio::sync::mpsc::UnboundedSender;
+use sih_report::Metrics;
 
-use crate::actions::{DrainJob, Fence, Fencer, drain_deadline, drain_until_done};
 use crate::agent::health::Health;
+use crate::responder::{Outcome as Done, Responder};
 use in_flight::InFlight;
 use outcome::Outcome;
 use resolve::{Resolved, Resolver};
 
 pub struct ControllerConfig {
-    pub policy: ActionPolicy,
-    pub drain: DrainConfig,
-    pub taint_effect: Option<String>,
-    pub drain_budget: Duration,
-    pub out_of_service_taint: bool,
     pub dry_run: bool,
+    /// How many nodes are drained at once (the others wait their turn, fenced): shown in
+    /// the start-up line; the responder enforces it.
     pub workers: usize,
-    /// How long a received message stays invisible; extended while its drain runs.
+    /// How long a received message stays invisible; extended while its action runs.
     pub visibility: Duration,
     pub heartbeat_interval: Option<Duration>,
     /// Heartbeats stop this long after the lifecycle event (a hook cannot be held longer).
@@ -64,16 +59,14 @@ struct Shared {
     /// Every message held here stays hidden until deleted or let go.
     keeper: Keeper,
     hooks: Hooks,
-    fencer: Fencer,
-    /// Cluster-wide: which replica acts on a notice (none in dry-run: it writes nothing).
+    responder: Responder,
+    /// Cluster-wide: which replica evacuates a node (none in dry-run: it writes nothing).
     claims: Option<Claims>,
-    client: kube::Client,
-    nodes: Api<Node>,
+    /// Nodes whose lease we hold, with how many notices of ours need it.
+    held: Mutex<HashMap<String, usize>>,
     resolver: Resolver,
-    updates: UnboundedSender<Update>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    drains: Semaphore,
     in_flight: InFlight,
 }
 
@@ -88,34 +81,23 @@ impl Controller {
         queue: Queue,
         hooks: Hooks,
         claims: Option<Claims>,
-        client: kube::Client,
+        responder: Responder,
         resolver: Resolver,
-        updates: UnboundedSender<Update>,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
     ) -> Self {
-        let workers = cfg.workers.max(1);
         Self {
             shared: Arc::new(Shared {
-                nodes: Api::all(client.clone()),
-                fencer: Fencer {
-                    nodes: Api::all(client.clone()),
-                    updates: updates.clone(),
-                    health: health.clone(),
-                    taint_effect: cfg.taint_effect.clone(),
-                    dry_run: cfg.dry_run,
-                },
                 keeper: Keeper::spawn(queue.clone(), cfg.visibility),
                 cfg,
                 queue,
                 hooks,
+                responder,
                 claims,
-                client,
+                held: Mutex::new(HashMap::new()),
                 resolver,
-                updates,
                 metrics,
                 health,
-                drains: Semaphore::new(workers),
                 in_flight: InFlight::default(),
             }),
         }
@@ -126,6 +108,7 @@ impl Controller {
         let mut stop = std::pin::pin!(stop);
         let mut backoff = Duration::from_millis(200);
         tracing::info!(workers = self.shared.cfg.workers, "consuming the queue");
+        let renewals = tokio::spawn(renew_claims(self.shared.clone()));
         loop {
             let received = tokio::select! {
                 _ = &mut stop => break,
@@ -162,7 +145,35 @@ impl Controller {
                 }
             }
         }
+        renewals.abort();
+        if tokio::time::timeout(Duration::from_millis(800), self.shared.responder.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the responder did not stop in time; leaving it");
+        }
         tracing::info!("controller stopped");
+    }
+}
+
+/// Renews every node lease we hold, a few times per lease lifetime.
+async fn renew_claims(shared: Arc<Shared>) {
+    let Some(claims) = &shared.claims else { return };
+    let every = shared.cfg.visibility.max(Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(every).await;
+        let nodes: Vec<String> = shared
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for node in nodes {
+            if let Err(e) = claims.renew(&node).await {
+                tracing::warn!(error = %e, node = %node, "could not renew the node's claim");
+            }
+        }
     }
 }
 
@@ -304,6 +315,76 @@ async fn not_ours(shared: &Shared, q: &QueueNotice, outcome: Outcome) -> Outcome
     outcome
 }
 
+/// Waits (keeping our copy hidden) until this replica holds the node, or gives up.
+async fn claim_node(shared: &Shared, node: &str, notice_id: &str) -> Result<(), Outcome> {
+    let Some(claims) = &shared.claims else {
+        return Ok(());
+    };
+    {
+        let mut held = shared.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(node) {
+            *n += 1;
+            return Ok(());
+        }
+    }
+    let started = tokio::time::Instant::now();
+    let mut said = false;
+    loop {
+        match claims.acquire(node).await {
+            Ok(Claim::Acquired) => {
+                *shared
+                    .held
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(node.to_owned())
+                    .or_default() += 1;
+                return Ok(());
+            }
+            Ok(Claim::HeldElsewhere(holder)) => {
+                if !said {
+                    tracing::info!(notice_id, node, holder = %holder, "another replica is evacuating the node; waiting for it");
+                    said = true;
+                }
+                if started.elapsed() > shared.cfg.visibility * 6 {
+                    return Err(Outcome::Retry);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                tracing::warn!(notice_id, node, error = %e, "cannot claim the node; the message comes back");
+                return Err(Outcome::Retry);
+            }
+        }
+    }
+}
+
+/// One notice of ours no longer needs the node's lease; the last one gives it up.
+async fn unclaim_node(shared: &Shared, node: &str) {
+    let Some(claims) = &shared.claims else { return };
+    let last = {
+        let mut held = shared.held.lock().unwrap_or_else(|e| e.into_inner());
+        match held.get_mut(node) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                held.remove(node);
+                true
+            }
+            None => false,
+        }
+    };
+    if !last {
+        return;
+    }
+    // Another replica may evacuate the node next: what we know of it goes stale.
+    shared.responder.forget(node);
+    if let Err(e) = claims.release(node).await {
+        tracing::warn!(node, error = %e, "could not release the node's claim (it expires)");
+    }
+}
+
 async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
     if let Some(a) = q.lifecycle.clone()
         && a.transition == Transition::Launching
@@ -333,73 +414,19 @@ async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
         tracing::info!(notice_id = %q.id, "already being handled; this copy goes with it");
         return Outcome::Duplicate;
     }
-    let announced = match &shared.claims {
-        None => false,
-        Some(claims) => {
-            // Another replica on it: wait for it (keeping our copy hidden) rather than leave
-            // the copy to come back; take over if it stops renewing.
-            let started = tokio::time::Instant::now();
-            let mut said = false;
-            loop {
-                match claims.acquire(&q.id).await {
-                    Ok(Claim::Acquired { announced }) => break announced,
-                    Ok(Claim::Done) => {
-                        // Copies that arrived here meanwhile are finished too.
-                        for duplicate in shared.in_flight.leave(&q.id) {
-                            if shared.cfg.dry_run {
-                                shared.keeper.release(&duplicate);
-                            } else {
-                                delete(shared, &duplicate).await;
-                            }
-                        }
-                        tracing::info!(notice_id = %q.id, "another replica finished this notice");
-                        return Outcome::AlreadyDone;
-                    }
-                    Ok(Claim::HeldElsewhere(holder)) => {
-                        if !said {
-                            tracing::info!(notice_id = %q.id, holder = %holder, "another replica is on it; waiting for it");
-                            said = true;
-                        }
-                        if started.elapsed() > shared.cfg.visibility * 6 {
-                            release_duplicates(shared, &q.id);
-                            return Outcome::Retry;
-                        }
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                    Err(e) => {
-                        release_duplicates(shared, &q.id);
-                        tracing::warn!(notice_id = %q.id, error = %e, "cannot claim the notice; it comes back");
-                        return Outcome::Retry;
-                    }
-                }
-            }
-        }
-    };
-    let notice = q.into_notice(&node, Timestamp::now());
-    let action = shared.cfg.policy.action_for(notice.kind);
-    if !announced {
-        let _ = shared.updates.send(Update::Detected {
-            notice: notice.clone(),
-            action,
-        });
-        if let Some(claims) = &shared.claims
-            && let Err(e) = claims.announced(&notice.id).await
-        {
-            tracing::warn!(notice_id = %notice.id, error = %e, "cannot record the announcement");
-        }
+    if let Err(outcome) = claim_node(shared, &node, &q.id).await {
+        release_duplicates(shared, &q.id);
+        return outcome;
     }
-    let mut ok = carry_out(shared, &notice, action, lifecycle.as_ref(), beats_until).await;
+    let notice = q.into_notice(&node, Timestamp::now());
+    let id = notice.id.clone();
+    let mut ok = carry_out(shared, &node, notice, lifecycle.as_ref(), beats_until).await;
     if ok && let Some(a) = &lifecycle {
         tokio::time::sleep(shared.cfg.complete_delay).await;
         ok = complete(shared, a, &instance, HookResult::Continue).await;
     }
-    if ok
-        && let Some(claims) = &shared.claims
-        && let Err(e) = claims.done(&notice.id).await
-    {
-        tracing::warn!(notice_id = %notice.id, error = %e, "cannot mark the notice done");
-    }
-    for duplicate in shared.in_flight.leave(&notice.id) {
+    unclaim_node(shared, &node).await;
+    for duplicate in shared.in_flight.leave(&id) {
         if ok && !shared.cfg.dry_run {
             delete(shared, &duplicate).await;
         } else {
@@ -409,74 +436,36 @@ async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
     if ok { Outcome::Done } else { Outcome::Retry }
 }
 
+/// Hands the notice to the responder and waits for its action, keeping the lifecycle hook
+/// alive meanwhile (the message stays hidden: the keeper holds it).
 async fn carry_out(
     shared: &Arc<Shared>,
-    notice: &Notice,
-    action: Action,
+    node: &str,
+    notice: sih_core::Notice,
     lifecycle: Option<&LifecycleAction>,
     beats_until: Timestamp,
 ) -> bool {
-    if action < Action::Taint {
-        return true;
-    }
-    match shared.fencer.fence(notice, action, true).await {
-        Fence::Failed => return false,
-        Fence::DryRun => {
-            if action == Action::Drain {
-                let _ = shared.updates.send(Update::WouldDo {
-                    notice: notice.clone(),
-                    what: format!("drain {}", notice.node),
-                });
-            }
-            return true;
-        }
-        Fence::Written => {}
-    }
-    if action < Action::Drain {
-        return true;
-    }
-    let deadline = drain_deadline(notice, shared.cfg.drain_budget);
-    let mut config = shared.cfg.drain.clone();
-    config.hard_deadline = notice.kind.deadline_is_hard();
-    let job = DrainJob {
-        client: shared.client.clone(),
-        nodes: shared.nodes.clone(),
-        node: notice.node.clone(),
-        notice: notice.clone(),
-        deadline,
-        config,
-        out_of_service: shared.cfg.out_of_service_taint,
-        updates: shared.updates.clone(),
-        health: shared.health.clone(),
-    };
-    // Fenced at once; the drain waits for a worker. The message stays hidden (the keeper)
-    // and the hook alive while it waits as well as while it drains.
-    let job = async {
-        match shared.drains.acquire().await {
-            Ok(_permit) => drain_until_done(job).await,
-            Err(_) => false,
-        }
-    };
-    let mut job = std::pin::pin!(job);
-    // The claim lives three visibility periods; renewing once a period survives two misses.
-    let every = shared.cfg.visibility.max(Duration::from_secs(1));
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let id = notice.id.clone();
+    let instance = notice.instance_id.clone().unwrap_or_default();
+    let done = shared.responder.add(node, notice);
+    let mut done = std::pin::pin!(done);
     let beat_every = shared
         .cfg
         .heartbeat_interval
         .filter(|_| lifecycle.is_some())
         .unwrap_or(Duration::from_secs(86_400));
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + beat_every, beat_every);
-    let instance = notice.instance_id.clone().unwrap_or_default();
     loop {
         tokio::select! {
-            ok = &mut job => return ok,
-            _ = tick.tick() => {
-                if let Some(claims) = &shared.claims
-                    && let Err(e) = claims.renew(&notice.id).await
-                {
-                    tracing::warn!(error = %e, notice_id = %notice.id, "could not renew the notice's claim");
-                }
+            outcome = &mut done => {
+                return match outcome {
+                    Ok(Done::Done) => true,
+                    Ok(Done::Failed(why)) => {
+                        tracing::warn!(notice_id = %id, node, why = %why, "the notice's action did not finish; the message comes back");
+                        false
+                    }
+                    Err(_) => false,
+                };
             }
             _ = beat.tick() => {
                 let Some(a) = lifecycle else { continue };
@@ -487,7 +476,7 @@ async fn carry_out(
                     Ok(()) => shared.metrics.action("lifecycle_heartbeat", true),
                     Err(e) => {
                         shared.metrics.action("lifecycle_heartbeat", false);
-                        tracing::warn!(error = %e, notice_id = %notice.id, "could not record a lifecycle heartbeat");
+                        tracing::warn!(error = %e, notice_id = %id, "could not record a lifecycle heartbeat");
                     }
                 }
             }

@@ -42,8 +42,8 @@ async fn spot_interruption_fences_drains_and_tells() {
     assert!(cordoned(&node));
     assert_eq!(label(&node, LB).as_deref(), Some("spot-interrupt-handler"));
     let record: Value = serde_json::from_str(&annotation(&node, NOTICE).unwrap()).unwrap();
-    assert_eq!(record["kind"], "spot-interruption");
-    assert!(record["deadline"].is_string());
+    assert_eq!(record["notices"][0]["kind"], "spot-interruption");
+    assert!(record["notices"][0]["deadline"].is_string());
 
     // Events: the notice, the fence, the drain and each eviction.
     until("DrainSucceeded event", Duration::from_secs(10), || async {

@@ -101,7 +101,7 @@ async fn environment_variables_configure_the_simulator() {
         snap.spot_instance_action.unwrap().unwrap().action,
         SpotAction::Hibernate
     );
-    let events = snap.scheduled_events.unwrap();
+    let events = snap.scheduled_events.unwrap().events;
     let codes: Vec<&str> = events.iter().map(|e| e.code.as_str()).collect();
     assert_eq!(codes, ["system-reboot", "instance-stop"]);
     assert_eq!(
@@ -166,7 +166,7 @@ async fn aemm_defaults_serve_a_spot_notice_a_rebalance_and_a_started_event() {
         .expect("a spot notice at once");
     assert_eq!(spot.action, SpotAction::Terminate);
     assert!(snap.rebalance.expect("read").is_some());
-    let events = snap.scheduled_events.expect("read");
+    let events = snap.scheduled_events.expect("read").events;
     assert_eq!(events.len(), 1);
     assert!(
         events[0].not_before <= jiff::Timestamp::now(),

@@ -60,7 +60,7 @@ async fn quiet_poll_sees_nothing_pending() {
     assert_eq!(snap.spot_instance_action.unwrap(), None);
     assert_eq!(snap.spot_termination_time.unwrap(), None);
     assert_eq!(snap.rebalance.unwrap(), None);
-    assert_eq!(snap.scheduled_events.unwrap(), vec![]);
+    assert_eq!(snap.scheduled_events.unwrap().events, vec![]);
     assert_eq!(snap.target_lifecycle_state.unwrap(), None);
     let log = summary(&Control::of(&sim).take_requests().await);
     let gets: Vec<_> = log.iter().filter(|e| e.0 == "GET").collect();
@@ -94,7 +94,7 @@ async fn spot_notice_of_every_action_keeps_its_time_across_reads() {
         let again = c.poll().await;
         assert_eq!(
             again.spot_instance_action.unwrap(),
-            Some(first),
+            Some(first.clone()),
             "time is fixed"
         );
         assert_eq!(again.spot_termination_time.unwrap(), Some(first.time));
@@ -143,7 +143,7 @@ async fn rebalance_scheduled_events_and_asg_states_are_typed() {
         .await;
     let id = reboot["EventId"].as_str().unwrap().to_owned();
     assert!(id.starts_with("instance-event-") && id.len() == "instance-event-".len() + 17);
-    let events = c.scheduled_events().await.unwrap();
+    let events = c.scheduled_events().await.unwrap().events;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].event_id, id);
     assert_eq!(events[0].code, ScheduledEventCode::SystemReboot);
@@ -157,9 +157,9 @@ async fn rebalance_scheduled_events_and_asg_states_are_typed() {
 
     ctl.post(&format!("scheduled-event/{id}/cancel"), json!({}))
         .await;
-    let events = c.scheduled_events().await.unwrap();
+    let events = c.scheduled_events().await.unwrap().events;
     assert_eq!(events[0].state, ScheduledEventState::Canceled);
-    let history = c.scheduled_events_history().await.unwrap();
+    let history = c.scheduled_events_history().await.unwrap().events;
     assert_eq!(history.len(), 1);
     assert!(history[0].description.starts_with("[Canceled]"));
 
@@ -176,7 +176,7 @@ async fn rebalance_scheduled_events_and_asg_states_are_typed() {
     ctl.post("reset", json!({})).await;
     let snap = c.poll().await;
     assert_eq!(snap.rebalance.unwrap(), None);
-    assert_eq!(snap.scheduled_events.unwrap(), vec![]);
+    assert_eq!(snap.scheduled_events.unwrap().events, vec![]);
     assert_eq!(snap.target_lifecycle_state.unwrap(), None);
 }
 
@@ -400,8 +400,8 @@ async fn garbage_bodies_give_typed_errors_and_never_hide_other_items() {
         ),
         (
             "meta-data/events/maintenance/scheduled",
-            r#"[{"Code":"system-reboot"}]"#.to_owned(),
-            "missing field",
+            r#"{"Code":"system-reboot"}"#.to_owned(),
+            "invalid JSON",
         ),
     ];
     for (path, body, says) in garbage {
@@ -421,11 +421,29 @@ async fn garbage_bodies_give_typed_errors_and_never_hide_other_items() {
         assert_eq!(spot.unwrap().action, SpotAction::Terminate);
     }
 
+    // One malformed scheduled event is reported beside the valid ones, never instead of them.
+    ctl.post("reset", json!({})).await;
+    ctl.post(
+        "items",
+        json!({"path": "meta-data/events/maintenance/scheduled", "body":
+            r#"[{"Code":"system-reboot"},{"NotBefore":"21 Jan 2019 09:00:43 GMT","Code":"system-reboot","EventId":"e-ok","State":"active"}]"#}),
+    )
+    .await;
+    let events = c.poll().await.scheduled_events.expect("the item reads");
+    assert_eq!(events.events.len(), 1);
+    assert_eq!(events.events[0].event_id, "e-ok");
+    assert!(events.malformed[0].1.to_string().contains("missing field"));
+    // An unknown spot action with a valid time is a terminate notice (EC2 takes the instance).
+    ctl.post(
+        "items",
+        json!({"path": "meta-data/spot/instance-action", "body": r#"{"action":"explode","time":"2026-11-23T00:00:00Z"}"#}),
+    )
+    .await;
+    let read = c.spot_instance_action().await.unwrap().unwrap();
+    assert_eq!(read.action, SpotAction::Terminate);
+    assert_eq!(read.unknown_action.as_deref(), Some("explode"));
+
     for (body, says) in [
-        (
-            r#"{"action":"explode","time":"2026-11-23T00:00:00Z"}"#,
-            "unknown action",
-        ),
         (r#"{"action":"terminate","time":"soon"}"#, "RFC 3339"),
         ("<html>", "invalid JSON"),
     ] {

@@ -29,7 +29,14 @@ async fn drain_and_undrain_commands() {
     let dry = run(&kubeconfig, &["drain", &node, "--dry-run"]).await;
     assert!(dry.status.success());
     let said = String::from_utf8_lossy(&dry.stdout);
-    assert!(said.contains("dry run: would evict default/web-"), "{said}");
+    assert!(
+        said.contains("dry run: would drain: evict 2 pod(s) [default/web-"),
+        "{said}"
+    );
+    assert!(
+        said.contains("dry run: would taint spot-interrupt-handler/spot-interruption="),
+        "{said}"
+    );
 
     let out = run(
         &kubeconfig,

@@ -98,21 +98,24 @@ async fn drains_110_pods_critical_last_and_leaves_what_must_stay() {
     );
 
     // Fence first, as every notice does, so replacements go elsewhere.
-    let fence = sih_node::FenceSpec {
-        notice: sih_core::Notice {
-            kind: sih_core::NoticeKind::SpotInterruption,
-            id: "i-1".into(),
-            instance_id: None,
-            node: n0.clone(),
-            detected: jiff::Timestamp::now(),
-            deadline: None,
-        },
-        effect: "NoSchedule".into(),
-        cordon: true,
-    };
-    sih_node::fence(&Api::all(client.clone()), &n0, &fence)
-        .await
-        .unwrap();
+    let now = jiff::Timestamp::now();
+    let spot = sih_core::Carried::new(sih_core::Notice::spot_interruption(
+        "i-1",
+        &n0,
+        now,
+        now,
+        sih_core::Source::Imds,
+    ));
+    sih_node::fence(
+        &Api::all(client.clone()),
+        &n0,
+        sih_core::Source::Imds,
+        &[spot],
+        &sih_core::PlanRules::default(),
+        sih_node::API_TIMEOUT,
+    )
+    .await
+    .unwrap();
     let cfg = DrainConfig {
         policy: DrainPolicy {
             margin: Duration::from_secs(1),

@@ -3,28 +3,41 @@
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
-use sih_core::{Notice, NoticeKind};
-use sih_node::{FenceSpec, LB_EXCLUSION_LABEL, NOTICE_ANNOTATION, fence, unfence};
+use sih_core::{Carried, Notice, NoticeKind, PlanRules, Source};
+use sih_node::{FenceOutcome, LB_EXCLUSION_LABEL, NOTICE_ANNOTATION, NodeError};
 
 use crate::support::{cluster, node_name};
 
-fn spec(kind: NoticeKind, id: &str, cordon: bool) -> FenceSpec {
-    FenceSpec {
-        notice: Notice {
-            kind,
-            id: id.into(),
-            instance_id: None,
-            node: node_name(0),
-            detected: Timestamp::now(),
-            deadline: None,
-        },
-        effect: kind.default_taint_effect().into(),
-        cordon,
-    }
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A notice of `kind` as `source` reports it.
+fn notice(kind: NoticeKind, source: Source) -> Carried {
+    let now = Timestamp::now();
+    let n = node_name(0);
+    Carried::new(match kind {
+        NoticeKind::RebalanceRecommendation => Notice::rebalance("i-1", &n, now, source),
+        _ => Notice::spot_interruption("i-1", &n, now, now, source),
+    })
+}
+
+/// `source` writes exactly `ours` onto the node.
+async fn fence(
+    nodes: &Api<Node>,
+    n: &str,
+    source: Source,
+    ours: &[Carried],
+) -> Result<FenceOutcome, NodeError> {
+    sih_node::fence(nodes, n, source, ours, &PlanRules::default(), TIMEOUT).await
+}
+
+async fn unfence(nodes: &Api<Node>, n: &str) -> Result<FenceOutcome, NodeError> {
+    sih_node::unfence(nodes, n, None, &PlanRules::default(), TIMEOUT).await
 }
 
 #[tokio::test]
@@ -41,14 +54,11 @@ async fn fence_is_idempotent_and_unfence_restores_a_node_cordoned_before_us() {
         .await
         .unwrap();
 
-    let first = fence(&nodes, &n, &spec(NoticeKind::SpotInterruption, "i-1", true))
-        .await
-        .unwrap();
+    let spot = [notice(NoticeKind::SpotInterruption, Source::Imds)];
+    let first = fence(&nodes, &n, Source::Imds, &spot).await.unwrap();
     assert!(first.changed);
     let rv = nodes.get(&n).await.unwrap().metadata.resource_version;
-    let again = fence(&nodes, &n, &spec(NoticeKind::SpotInterruption, "i-1", true))
-        .await
-        .unwrap();
+    let again = fence(&nodes, &n, Source::Imds, &spot).await.unwrap();
     assert!(!again.changed);
     assert_eq!(
         nodes.get(&n).await.unwrap().metadata.resource_version,
@@ -61,7 +71,7 @@ async fn fence_is_idempotent_and_unfence_restores_a_node_cordoned_before_us() {
         fenced.metadata.annotations.as_ref().unwrap()[NOTICE_ANNOTATION]
             .contains("\"wasCordoned\":true")
     );
-    unfence(&nodes, &n, None).await.unwrap();
+    unfence(&nodes, &n).await.unwrap();
     let after = nodes.get(&n).await.unwrap();
     assert_eq!(
         after.spec.as_ref().unwrap().unschedulable,
@@ -95,11 +105,15 @@ async fn concurrent_writers_lose_nothing_during_fences() {
                 .unwrap();
         });
     }
+    // Two writers (an agent and the queue controller), each with its own notice.
     let (rebalance, spot) = (
-        spec(NoticeKind::RebalanceRecommendation, "r-1", false),
-        spec(NoticeKind::SpotInterruption, "i-1", true),
+        [notice(NoticeKind::RebalanceRecommendation, Source::Imds)],
+        [notice(NoticeKind::SpotInterruption, Source::Queue)],
     );
-    let (a, b) = tokio::join!(fence(&nodes, &n, &rebalance), fence(&nodes, &n, &spot));
+    let (a, b) = tokio::join!(
+        fence(&nodes, &n, Source::Imds, &rebalance),
+        fence(&nodes, &n, Source::Queue, &spot)
+    );
     a.unwrap();
     b.unwrap();
     while writers.join_next().await.is_some() {}

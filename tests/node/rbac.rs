@@ -13,8 +13,8 @@ use k8s_openapi::api::core::v1::{Event, Node};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::Value;
-use sih_core::{DrainPolicy, Notice, NoticeKind};
-use sih_node::{DrainConfig, FenceSpec, NodeError, Progress};
+use sih_core::{Carried, DrainPolicy, Notice, PlanRules, Source};
+use sih_node::{DrainConfig, NodeError, Progress};
 use sih_sim_cluster::{ClusterConfig, RunningCluster, workload};
 
 use crate::support::{deployment, node_name, until_budget_allows, until_running};
@@ -170,15 +170,15 @@ async fn cluster_with(
     (cluster, admin, agent)
 }
 
-fn notice() -> Notice {
-    Notice {
-        kind: NoticeKind::SpotInterruption,
-        id: "i-1-spot-1".into(),
-        instance_id: Some("i-1".into()),
-        node: node_name(0),
-        detected: Timestamp::now(),
-        deadline: None,
-    }
+fn notice() -> Carried {
+    let now = Timestamp::now();
+    Carried::new(Notice::spot_interruption(
+        "i-1",
+        &node_name(0),
+        now,
+        now,
+        Source::Imds,
+    ))
 }
 
 fn is_forbidden(e: &NodeError) -> bool {
@@ -215,11 +215,7 @@ async fn exercise(m: &Manifest, grant: &(String, String, String), roles: &Roles)
     }
     let node = node_name(0);
     let nodes: Api<Node> = Api::all(agent.clone());
-    let spec = FenceSpec {
-        notice: notice(),
-        effect: "NoSchedule".into(),
-        cordon: true,
-    };
+    let spot = [notice()];
     let drain = |within: Duration| {
         let agent = agent.clone();
         let node = node.clone();
@@ -232,8 +228,12 @@ async fn exercise(m: &Manifest, grant: &(String, String, String), roles: &Roles)
                 },
                 ..DrainConfig::default()
             };
-            let report =
-                sih_node::drain(agent, &node, tokio::time::Instant::now() + within, cfg, tx).await;
+            let deadline = tokio::time::Instant::now() + within;
+            let target = sih_node::drain::Target {
+                deadline,
+                hard: Some(deadline),
+            };
+            let report = sih_node::drain::drain_until(agent, &node, target, cfg, tx).await;
             let mut progress = Vec::new();
             while let Ok(p) = rx.try_recv() {
                 progress.push(p);
@@ -242,7 +242,16 @@ async fn exercise(m: &Manifest, grant: &(String, String, String), roles: &Roles)
         }
     };
     let ok = match (grant.0.as_str(), grant.1.as_str(), grant.2.as_str()) {
-        ("", "nodes", "get" | "patch") => match sih_node::fence(&nodes, &node, &spec).await {
+        ("", "nodes", "get" | "patch") => match sih_node::fence(
+            &nodes,
+            &node,
+            Source::Imds,
+            &spot,
+            &PlanRules::default(),
+            sih_node::API_TIMEOUT,
+        )
+        .await
+        {
             Ok(_) => true,
             Err(e) => {
                 assert!(is_forbidden(&e), "{e}");
@@ -284,7 +293,7 @@ async fn exercise(m: &Manifest, grant: &(String, String, String), roles: &Roles)
         }
         ("events.k8s.io", "events", "create") => {
             sih_report::EventReporter::new(agent.clone(), &node, None)
-                .notice(&notice())
+                .notice(&notice().notice)
                 .await;
             Api::<Event>::all(admin.clone())
                 .list(&ListParams::default())
@@ -323,13 +332,18 @@ async fn exercise(m: &Manifest, grant: &(String, String, String), roles: &Roles)
         }
         ("coordination.k8s.io", "leases", verb) => {
             let ns = "kube-system";
-            let claims =
-                sih_node::Claims::new(agent.clone(), ns, "replica-a", Duration::from_secs(30));
+            let claims = sih_node::Claims::new(
+                agent.clone(),
+                ns,
+                "replica-a",
+                Duration::from_secs(30),
+                sih_node::API_TIMEOUT,
+            );
             let leases: Api<Lease> = Api::namespaced(admin.clone(), ns);
             match verb {
                 "create" => matches!(
                     claims.acquire("n-create").await,
-                    Ok(sih_node::Claim::Acquired { .. })
+                    Ok(sih_node::Claim::Acquired)
                 ),
                 "get" => {
                     leases
@@ -355,7 +369,7 @@ async fn exercise(m: &Manifest, grant: &(String, String, String), roles: &Roles)
                         .unwrap();
                     matches!(
                         claims.acquire("n-update").await,
-                        Ok(sih_node::Claim::Acquired { .. })
+                        Ok(sih_node::Claim::Acquired)
                     )
                 }
                 "patch" => {
@@ -366,8 +380,12 @@ async fn exercise(m: &Manifest, grant: &(String, String, String), roles: &Roles)
                         )
                         .await
                         .unwrap();
-                    // Renewing, announcing and finishing are patches of the claim.
-                    claims.renew("n-patch").await.is_ok() && claims.done("n-patch").await.is_ok()
+                    // Taking it over, renewing and releasing it are patches of the claim.
+                    matches!(
+                        claims.acquire("n-patch").await,
+                        Ok(sih_node::Claim::Acquired)
+                    ) && claims.renew("n-patch").await.is_ok()
+                        && claims.release("n-patch").await.is_ok()
                 }
                 other => panic!("leases {other} is granted but never used"),
             }

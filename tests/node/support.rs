@@ -97,7 +97,11 @@ pub async fn drain(
 ) -> (DrainReport, Vec<Progress>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let deadline = tokio::time::Instant::now() + within;
-    let report = sih_node::drain(client.clone(), node, deadline, cfg, tx)
+    let target = sih_node::drain::Target {
+        deadline,
+        hard: Some(deadline),
+    };
+    let report = sih_node::drain::drain_until(client.clone(), node, target, cfg, tx)
         .await
         .expect("drain runs");
     let mut events = Vec::new();

@@ -1,14 +1,17 @@
-//! The core of spot-interrupt-handler, free of IO: what a notice is, and how a drain is planned
-//! against its deadline. Everything here is a pure function of its inputs, so the policy is
+//! The core of spot-interrupt-handler, free of IO: what a notice is, which notices a node
+//! carries, the evacuation plan they make together, and how a drain is planned against its
+//! deadline. Everything here is a pure function of its inputs, so the policy is
 //! tested without a cluster, a network or a clock.
 #![forbid(unsafe_code)]
 
 pub mod drain_plan;
 pub mod notice;
+pub mod plan;
 pub mod planner;
 pub mod tracker;
 
 pub use drain_plan::{DrainPolicy, PodFacts, PodPlan, SkipReason, plan_drain};
-pub use notice::{Notice, NoticeKind};
+pub use notice::{Notice, NoticeKind, Source};
+pub use plan::{Carried, DrainTarget, Plan, PlanRules, PlannedTaint, evacuation_plan};
 pub use planner::{Action, ActionPolicy};
-pub use tracker::{Step, Tracker};
+pub use tracker::{Change, Observation, Tracker};

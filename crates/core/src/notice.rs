@@ -84,7 +84,35 @@ impl std::str::FromStr for NoticeKind {
     }
 }
 
+/// Who reported a notice. A node may carry notices from several (an agent, the queue
+/// controller, an operator's `drain`): each removes only its own, and keeps the others'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// A per-node agent polling a metadata service.
+    #[default]
+    Imds,
+    /// The cluster-wide controller consuming a queue.
+    Queue,
+    /// `drain` by hand.
+    Manual,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Imds => "imds",
+            Self::Queue => "queue",
+            Self::Manual => "manual",
+        }
+    }
+}
+
 /// A warning that a node's instance will be interrupted, from any source.
+///
+/// Build one with the constructor of its kind: the id is made there, once, so every source
+/// names the same underlying event the same way, and no id hangs on a value a source may
+/// restate (amazon-ec2-metadata-mock recomputes a spot notice's time on every read).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notice {
     pub kind: NoticeKind,
@@ -95,6 +123,142 @@ pub struct Notice {
     pub detected: Timestamp,
     /// When the instance will be stopped or terminated, when known.
     pub deadline: Option<Timestamp>,
+    #[serde(default)]
+    pub source: Source,
+}
+
+impl Notice {
+    fn new(
+        kind: NoticeKind,
+        id: String,
+        instance: &str,
+        node: &str,
+        detected: Timestamp,
+        deadline: Option<Timestamp>,
+        source: Source,
+    ) -> Self {
+        Self {
+            kind,
+            id,
+            instance_id: (!instance.is_empty()).then(|| instance.to_owned()),
+            node: node.to_owned(),
+            detected,
+            deadline,
+            source,
+        }
+    }
+
+    /// One per instance: an instance is interrupted once; its time may be restated.
+    pub fn spot_interruption(
+        instance: &str,
+        node: &str,
+        detected: Timestamp,
+        time: Timestamp,
+        source: Source,
+    ) -> Self {
+        let id = format!("{instance}-spot-interruption");
+        Self::new(
+            NoticeKind::SpotInterruption,
+            id,
+            instance,
+            node,
+            detected,
+            Some(time),
+            source,
+        )
+    }
+
+    /// One per instance until it disappears.
+    pub fn rebalance(instance: &str, node: &str, detected: Timestamp, source: Source) -> Self {
+        let id = format!("{instance}-rebalance");
+        Self::new(
+            NoticeKind::RebalanceRecommendation,
+            id,
+            instance,
+            node,
+            detected,
+            None,
+            source,
+        )
+    }
+
+    /// One per scheduled event: `event` is EC2's `EventId`, or the AWS Health event's own key.
+    pub fn scheduled_maintenance(
+        event: &str,
+        instance: &str,
+        node: &str,
+        detected: Timestamp,
+        not_before: Option<Timestamp>,
+        source: Source,
+    ) -> Self {
+        Self::new(
+            NoticeKind::ScheduledMaintenance,
+            event.to_owned(),
+            instance,
+            node,
+            detected,
+            not_before,
+            source,
+        )
+    }
+
+    /// One per instance: it leaves its group once.
+    pub fn asg_termination(
+        instance: &str,
+        node: &str,
+        detected: Timestamp,
+        source: Source,
+    ) -> Self {
+        let id = format!("{instance}-asg-termination");
+        Self::new(
+            NoticeKind::AsgTermination,
+            id,
+            instance,
+            node,
+            detected,
+            None,
+            source,
+        )
+    }
+
+    pub fn asg_launch(instance: &str, node: &str, detected: Timestamp, source: Source) -> Self {
+        let id = format!("{instance}-asg-launch");
+        Self::new(
+            NoticeKind::AsgLaunch,
+            id,
+            instance,
+            node,
+            detected,
+            None,
+            source,
+        )
+    }
+
+    /// One per instance: `stopping`, `shutting-down` and the rest are one going-away.
+    pub fn instance_state_change(
+        instance: &str,
+        node: &str,
+        detected: Timestamp,
+        at: Timestamp,
+        source: Source,
+    ) -> Self {
+        let id = format!("{instance}-state-change");
+        Self::new(
+            NoticeKind::InstanceStateChange,
+            id,
+            instance,
+            node,
+            detected,
+            Some(at),
+            source,
+        )
+    }
+
+    /// `drain NODE` by hand, one per kind and node.
+    pub fn manual(kind: NoticeKind, node: &str, detected: Timestamp, deadline: Timestamp) -> Self {
+        let id = format!("manual-{}", kind.as_str());
+        Self::new(kind, id, "", node, detected, Some(deadline), Source::Manual)
+    }
 }
 
 #[cfg(test)]
@@ -122,5 +286,61 @@ mod tests {
         assert!(NoticeKind::SpotInterruption.deadline_is_hard());
         assert!(!NoticeKind::ScheduledMaintenance.deadline_is_hard());
         assert!("spot".parse::<NoticeKind>().is_err());
+    }
+
+    #[test]
+    fn ids_hang_on_the_event_never_on_a_time_a_source_may_restate() {
+        let t = |s: &str| s.parse::<Timestamp>().unwrap();
+        let a = Notice::spot_interruption(
+            "i-1",
+            "n1",
+            t("2026-11-23T10:00:00Z"),
+            t("2026-11-23T10:02:00Z"),
+            Source::Imds,
+        );
+        let b = Notice::spot_interruption(
+            "i-1",
+            "n1",
+            t("2026-11-23T10:00:01Z"),
+            t("2026-11-23T10:02:01Z"),
+            Source::Queue,
+        );
+        assert_eq!(
+            a.id, b.id,
+            "one spot notice per instance, whoever reports it"
+        );
+        assert_ne!(
+            a.id,
+            Notice::spot_interruption("i-2", "n2", a.detected, a.detected, Source::Imds).id
+        );
+        let stop =
+            Notice::instance_state_change("i-1", "n1", a.detected, a.detected, Source::Queue);
+        let again =
+            Notice::instance_state_change("i-1", "n1", b.detected, b.detected, Source::Queue);
+        assert_eq!(
+            stop.id, again.id,
+            "stopping and shutting-down are one notice"
+        );
+        assert_eq!(
+            Notice::rebalance("i-1", "n1", a.detected, Source::Imds).id,
+            Notice::rebalance("i-1", "n1", b.detected, Source::Queue).id
+        );
+        assert_eq!(
+            Notice::asg_termination("i-1", "n1", a.detected, Source::Imds).id,
+            Notice::asg_termination("i-1", "n1", b.detected, Source::Queue).id
+        );
+        let event = Notice::scheduled_maintenance(
+            "instance-event-1",
+            "i-1",
+            "n1",
+            a.detected,
+            None,
+            Source::Imds,
+        );
+        assert_eq!(event.id, "instance-event-1");
+        assert_eq!(
+            Notice::manual(NoticeKind::SpotInterruption, "n1", a.detected, a.detected).instance_id,
+            None
+        );
     }
 }

@@ -1,37 +1,55 @@
-//! Which notices are new, which are still there and which were withdrawn, from one poll to the
-//! next. Pure: the agent feeds it what each poll saw and carries out the steps it returns.
+//! Which notices a node carries, from one observation to the next: new ones, withdrawn ones,
+//! and restated deadlines. Pure: the responder feeds it what each poll (or message) saw and
+//! acts on the changes it returns.
 //!
 //! Only a kind whose item was read successfully can be withdrawn: a read error says nothing
-//! about whether the notice is still there, so it never undoes a fence.
+//! about whether the notice is still there, so it never undoes a fence. A notice whose item
+//! was listed but could not be read (a malformed scheduled event with a readable `EventId`)
+//! is not withdrawn either.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::{Action, ActionPolicy, Notice, NoticeKind};
+use crate::{Notice, NoticeKind};
 
-/// What the agent should do next about one notice.
+/// What changed about the notices a node carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    /// A notice seen for the first time (or resumed after a restart): carry out `action`.
-    Act { notice: Notice, action: Action },
-    /// A notice we acted on is no longer there (a rebalance recommendation that disappeared, a
-    /// scheduled event now canceled or completed): undo what `action` did.
-    Withdraw { notice: Notice, action: Action },
+pub enum Change {
+    /// Seen for the first time.
+    Added(Notice),
+    /// No longer there (a rebalance recommendation that disappeared, a scheduled event now
+    /// canceled or completed).
+    Withdrawn(Notice),
+    /// Seen again with an earlier deadline than any seen before: the earliest stands.
+    DeadlineMoved {
+        id: String,
+        from: Option<Timestamp>,
+        to: Timestamp,
+    },
 }
 
-#[derive(Debug, Clone)]
+/// What one look at a source saw about one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observation {
+    pub notices: Vec<Notice>,
+    /// Kinds read without error: only these can be withdrawn.
+    pub readable: Vec<NoticeKind>,
+    /// Ids listed but unreadable (never withdrawn on this look).
+    pub unreadable_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
 pub struct Tracker {
-    policy: ActionPolicy,
-    active: Vec<(Notice, Action)>,
-    /// Ids never to act on again in this process (a scheduled reboot that already happened).
+    active: Vec<Notice>,
+    /// Ids never to act on again in this process (ended by a reboot).
     finished: HashSet<String>,
 }
 
 /// Kinds whose notice can go away again; a spot interruption or an ASG termination never
 /// comes back from the dead.
-fn withdrawable(kind: NoticeKind) -> bool {
+pub fn withdrawable(kind: NoticeKind) -> bool {
     matches!(
         kind,
         NoticeKind::RebalanceRecommendation | NoticeKind::ScheduledMaintenance
@@ -39,65 +57,86 @@ fn withdrawable(kind: NoticeKind) -> bool {
 }
 
 impl Tracker {
-    pub fn new(policy: ActionPolicy) -> Self {
-        Self {
-            policy,
-            active: Vec::new(),
-            finished: HashSet::new(),
-        }
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// The notices currently acted on, with their actions.
-    pub fn active(&self) -> &[(Notice, Action)] {
+    /// The notices carried now, in the order they came.
+    pub fn active(&self) -> &[Notice] {
         &self.active
     }
 
-    /// A notice recorded on the node by an earlier run: act on it again (fence and drain are
-    /// idempotent and level-triggered), unless we already track it.
-    pub fn resume(&mut self, notice: Notice) -> Option<Step> {
-        if self.finished.contains(&notice.id) || self.active.iter().any(|(n, _)| n.id == notice.id)
-        {
+    pub fn get(&self, id: &str) -> Option<&Notice> {
+        self.active.iter().find(|n| n.id == id)
+    }
+
+    /// A notice recorded on the node by an earlier run: carried again, not new. False when
+    /// it is already carried or ended.
+    pub fn resume(&mut self, notice: Notice) -> bool {
+        if self.finished.contains(&notice.id) || self.get(&notice.id).is_some() {
+            return false;
+        }
+        self.active.push(notice);
+        true
+    }
+
+    /// Never carry `id` again in this process.
+    pub fn finish(&mut self, id: &str) -> Option<Notice> {
+        self.finished.insert(id.to_owned());
+        self.remove(id)
+    }
+
+    pub fn remove(&mut self, id: &str) -> Option<Notice> {
+        let i = self.active.iter().position(|n| n.id == id)?;
+        Some(self.active.remove(i))
+    }
+
+    /// One notice (a queue message): new, known (nothing), or known with an earlier deadline.
+    pub fn add(&mut self, notice: Notice) -> Option<Change> {
+        if self.finished.contains(&notice.id) {
             return None;
         }
-        let action = self.policy.action_for(notice.kind);
-        self.active.push((notice.clone(), action));
-        Some(Step::Act { notice, action })
+        match self.active.iter_mut().find(|n| n.id == notice.id) {
+            None => {
+                self.active.push(notice.clone());
+                Some(Change::Added(notice))
+            }
+            Some(known) => match notice.deadline {
+                Some(to) if known.deadline.is_none_or(|d| to < d) => {
+                    let from = known.deadline.replace(to);
+                    Some(Change::DeadlineMoved {
+                        id: notice.id,
+                        from,
+                        to,
+                    })
+                }
+                _ => None,
+            },
+        }
     }
 
-    /// Never act on `id` again in this process, and stop tracking it.
-    pub fn finish(&mut self, id: &str) {
-        self.finished.insert(id.to_owned());
-        self.active.retain(|(n, _)| n.id != id);
-    }
-
-    /// One poll: `seen` are its notices, `readable` the kinds whose items were read without
-    /// error. New notices come back as `Act`, vanished withdrawable ones as `Withdraw`.
-    pub fn observe(&mut self, seen: Vec<Notice>, readable: &[NoticeKind]) -> Vec<Step> {
-        let mut steps = Vec::new();
-        let seen_ids: HashSet<&str> = seen.iter().map(|n| n.id.as_str()).collect();
+    /// One complete look at a source: new notices come back as `Added`, vanished withdrawable
+    /// ones as `Withdrawn`, earlier deadlines as `DeadlineMoved`.
+    pub fn observe(&mut self, seen: Observation) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let seen_ids: HashSet<&str> = seen.notices.iter().map(|n| n.id.as_str()).collect();
         let mut kept = Vec::with_capacity(self.active.len());
-        for (notice, action) in self.active.drain(..) {
+        for notice in self.active.drain(..) {
             let gone = withdrawable(notice.kind)
-                && readable.contains(&notice.kind)
-                && !seen_ids.contains(notice.id.as_str());
+                && seen.readable.contains(&notice.kind)
+                && !seen_ids.contains(notice.id.as_str())
+                && !seen.unreadable_ids.contains(&notice.id);
             if gone {
-                steps.push(Step::Withdraw { notice, action });
+                changes.push(Change::Withdrawn(notice));
             } else {
-                kept.push((notice, action));
+                kept.push(notice);
             }
         }
         self.active = kept;
-        for notice in seen {
-            let known = self.finished.contains(&notice.id)
-                || self.active.iter().any(|(n, _)| n.id == notice.id);
-            if known {
-                continue;
-            }
-            let action = self.policy.action_for(notice.kind);
-            self.active.push((notice.clone(), action));
-            steps.push(Step::Act { notice, action });
+        for notice in seen.notices {
+            changes.extend(self.add(notice));
         }
-        steps
+        changes
     }
 }
 
@@ -120,20 +159,26 @@ pub fn parse_uptime(s: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Source;
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
     }
 
-    fn notice(kind: NoticeKind, id: &str) -> Notice {
-        Notice {
-            kind,
-            id: id.into(),
-            instance_id: Some("i-1".into()),
-            node: "n1".into(),
-            detected: ts("2026-11-23T10:00:00Z"),
-            deadline: None,
-        }
+    fn at(secs: i64) -> Timestamp {
+        ts("2026-11-23T10:00:00Z") + jiff::SignedDuration::from_secs(secs)
+    }
+
+    fn spot(time: i64) -> Notice {
+        Notice::spot_interruption("i-1", "n1", at(0), at(time), Source::Imds)
+    }
+
+    fn rebalance() -> Notice {
+        Notice::rebalance("i-1", "n1", at(0), Source::Imds)
+    }
+
+    fn event(id: &str) -> Notice {
+        Notice::scheduled_maintenance(id, "i-1", "n1", at(0), Some(at(600)), Source::Imds)
     }
 
     const ALL_READ: &[NoticeKind] = &[
@@ -143,104 +188,93 @@ mod tests {
         NoticeKind::AsgTermination,
     ];
 
-    fn ids(steps: &[Step]) -> Vec<(&'static str, String)> {
-        steps
-            .iter()
-            .map(|s| match s {
-                Step::Act { notice, .. } => ("act", notice.id.clone()),
-                Step::Withdraw { notice, .. } => ("withdraw", notice.id.clone()),
-            })
-            .collect()
+    fn look(notices: Vec<Notice>) -> Observation {
+        Observation {
+            notices,
+            readable: ALL_READ.to_vec(),
+            unreadable_ids: Vec::new(),
+        }
     }
 
     #[test]
-    fn a_notice_is_acted_on_once_with_its_kinds_action() {
-        let mut t = Tracker::new(ActionPolicy::default());
-        let spot = notice(NoticeKind::SpotInterruption, "s1");
-        let steps = t.observe(vec![spot.clone()], ALL_READ);
+    fn a_notice_is_added_once_and_a_spot_notice_is_never_withdrawn() {
+        let mut t = Tracker::new();
+        assert_eq!(t.observe(look(vec![spot(120)])), [Change::Added(spot(120))]);
+        assert!(t.observe(look(vec![spot(120)])).is_empty());
+        assert!(
+            t.observe(look(vec![])).is_empty(),
+            "a spot notice does not come back"
+        );
+        assert_eq!(t.active().len(), 1);
+    }
+
+    #[test]
+    fn a_restated_time_is_one_notice_and_only_an_earlier_deadline_moves_it() {
+        let mut t = Tracker::new();
+        t.observe(look(vec![spot(120)]));
+        // amazon-ec2-metadata-mock restates the time on every read: later times change nothing.
+        for later in 121..130 {
+            assert!(t.observe(look(vec![spot(later)])).is_empty());
+        }
         assert_eq!(
-            steps,
-            [Step::Act {
-                notice: spot.clone(),
-                action: Action::Drain
+            t.observe(look(vec![spot(100)])),
+            [Change::DeadlineMoved {
+                id: spot(0).id,
+                from: Some(at(120)),
+                to: at(100)
             }]
         );
-        assert!(t.observe(vec![spot.clone()], ALL_READ).is_empty());
-        // A spot notice that stops being listed is not withdrawn.
-        assert!(t.observe(vec![], ALL_READ).is_empty());
-        assert_eq!(t.active().len(), 1);
+        assert_eq!(t.get(&spot(0).id).unwrap().deadline, Some(at(100)));
     }
 
     #[test]
     fn rebalance_and_scheduled_events_are_withdrawn_when_they_disappear() {
-        let mut t = Tracker::new(ActionPolicy::default());
-        let rebalance = notice(NoticeKind::RebalanceRecommendation, "r1");
-        let event = notice(NoticeKind::ScheduledMaintenance, "instance-event-1");
-        t.observe(vec![rebalance.clone(), event.clone()], ALL_READ);
-        let steps = t.observe(vec![event.clone()], ALL_READ);
+        let mut t = Tracker::new();
+        t.observe(look(vec![rebalance(), event("e1"), event("e2")]));
         assert_eq!(
-            steps,
-            [Step::Withdraw {
-                notice: rebalance,
-                action: Action::Taint
-            }]
+            t.observe(look(vec![event("e1"), event("e2")])),
+            [Change::Withdrawn(rebalance())]
         );
         assert_eq!(
-            ids(&t.observe(vec![], ALL_READ)),
-            [("withdraw", "instance-event-1".to_owned())]
+            t.observe(look(vec![event("e2")])),
+            [Change::Withdrawn(event("e1"))]
         );
-        assert!(t.active().is_empty());
+        assert_eq!(t.active(), [event("e2")], "the other event stays");
     }
 
     #[test]
-    fn a_read_error_never_withdraws_a_notice() {
-        let mut t = Tracker::new(ActionPolicy::default());
-        let rebalance = notice(NoticeKind::RebalanceRecommendation, "r1");
-        t.observe(vec![rebalance.clone()], ALL_READ);
-        let only_spot_read = [NoticeKind::SpotInterruption];
-        assert!(t.observe(vec![], &only_spot_read).is_empty());
-        assert_eq!(t.active().len(), 1);
+    fn a_read_error_or_an_unreadable_listed_event_never_withdraws() {
+        let mut t = Tracker::new();
+        t.observe(look(vec![rebalance(), event("e1")]));
+        let only_spot_read = Observation {
+            readable: vec![NoticeKind::SpotInterruption],
+            ..Observation::default()
+        };
+        assert!(t.observe(only_spot_read).is_empty());
+        let e1_malformed = Observation {
+            notices: vec![rebalance()],
+            readable: ALL_READ.to_vec(),
+            unreadable_ids: vec!["e1".into()],
+        };
+        assert!(t.observe(e1_malformed).is_empty());
+        assert_eq!(t.active().len(), 2);
     }
 
     #[test]
-    fn rebalance_then_spot_acts_on_both() {
-        let mut t = Tracker::new(ActionPolicy::default());
-        let rebalance = notice(NoticeKind::RebalanceRecommendation, "r1");
-        let spot = notice(NoticeKind::SpotInterruption, "s1");
-        t.observe(vec![rebalance.clone()], ALL_READ);
-        let steps = t.observe(vec![rebalance, spot.clone()], ALL_READ);
-        assert_eq!(
-            steps,
-            [Step::Act {
-                notice: spot,
-                action: Action::Drain
-            }]
-        );
-    }
-
-    #[test]
-    fn resumed_and_finished_notices() {
-        let mut t = Tracker::new(ActionPolicy {
-            cap: Some(Action::Cordon),
-            ..ActionPolicy::default()
-        });
-        let spot = notice(NoticeKind::SpotInterruption, "s1");
-        assert_eq!(
-            t.resume(spot.clone()),
-            Some(Step::Act {
-                notice: spot.clone(),
-                action: Action::Cordon
-            })
-        );
-        assert_eq!(t.resume(spot.clone()), None);
-        assert!(t.observe(vec![spot.clone()], ALL_READ).is_empty());
-        let event = notice(NoticeKind::ScheduledMaintenance, "e1");
-        t.finish("e1");
+    fn resumed_notices_are_carried_not_new_and_finished_ones_never_return() {
+        let mut t = Tracker::new();
+        assert!(t.resume(spot(120)));
+        assert!(!t.resume(spot(120)));
         assert!(
-            t.observe(vec![event.clone()], ALL_READ).is_empty(),
-            "a finished event is not acted on again"
+            t.observe(look(vec![spot(120)])).is_empty(),
+            "known, not new"
         );
-        assert_eq!(t.resume(event), None);
+        assert_eq!(t.finish("e1"), None);
+        assert!(t.observe(look(vec![event("e1")])).is_empty());
+        assert!(!t.resume(event("e1")));
+        assert_eq!(t.add(event("e1")), None);
+        assert_eq!(t.add(rebalance()), Some(Change::Added(rebalance())));
+        assert_eq!(t.remove(&rebalance().id), Some(rebalance()));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::error::ImdsError;
 use crate::items::{self, MalformedItem};
 use crate::token::{TokenDecision, TokenState};
 use crate::{
-    InstanceIdentity, InterruptionSnapshot, RebalanceRecommendation, ScheduledEvent,
+    InstanceIdentity, InterruptionSnapshot, RebalanceRecommendation, ScheduledEvents,
     SpotInstanceAction, TargetLifecycleState,
 };
 
@@ -166,14 +166,14 @@ impl ImdsClient {
     }
 
     /// Pending maintenance; an absent item is the same as `[]`.
-    pub async fn scheduled_events(&self) -> Result<Vec<ScheduledEvent>, ImdsError> {
+    pub async fn scheduled_events(&self) -> Result<ScheduledEvents, ImdsError> {
         Ok(self
             .item(paths::SCHEDULED_EVENTS, items::parse_scheduled_events)
             .await?
             .unwrap_or_default())
     }
 
-    pub async fn scheduled_events_history(&self) -> Result<Vec<ScheduledEvent>, ImdsError> {
+    pub async fn scheduled_events_history(&self) -> Result<ScheduledEvents, ImdsError> {
         Ok(self
             .item(
                 paths::SCHEDULED_EVENTS_HISTORY,

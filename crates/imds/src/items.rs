@@ -67,11 +67,14 @@ impl FromStr for SpotAction {
 }
 
 /// `spot/instance-action`: the two-minute warning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpotInstanceAction {
     pub action: SpotAction,
     /// When EC2 acts (UTC).
     pub time: Timestamp,
+    /// An action EC2 does not document, read as `terminate` (EC2 takes the instance either
+    /// way; doing nothing would be the worst reading).
+    pub unknown_action: Option<String>,
 }
 
 /// `events/recommendations/rebalance`.
@@ -162,6 +165,14 @@ pub struct ScheduledEvent {
     pub description: String,
     pub not_before: Timestamp,
     pub not_after: Option<Timestamp>,
+}
+
+/// `events/maintenance/scheduled` as read: the valid events, and the entries that could not be
+/// read (with their `EventId` when that much was there). One bad entry never hides the others.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ScheduledEvents {
+    pub events: Vec<ScheduledEvent>,
+    pub malformed: Vec<(Option<String>, MalformedItem)>,
 }
 
 /// `autoscaling/target-lifecycle-state`.
@@ -294,9 +305,18 @@ pub fn parse_instance_action(body: &str) -> Result<SpotInstanceAction, Malformed
     }
     let raw: Raw = serde_json::from_str(body)
         .map_err(|e| MalformedItem::new("spot instance-action", format!("invalid JSON: {e}")))?;
-    Ok(SpotInstanceAction {
-        action: raw.action.parse()?,
-        time: parse_rfc3339(&raw.time)?,
+    let time = parse_rfc3339(&raw.time)?;
+    Ok(match raw.action.parse() {
+        Ok(action) => SpotInstanceAction {
+            action,
+            time,
+            unknown_action: None,
+        },
+        Err(_) => SpotInstanceAction {
+            action: SpotAction::Terminate,
+            time,
+            unknown_action: Some(raw.action),
+        },
     })
 }
 
@@ -323,8 +343,9 @@ pub fn parse_rebalance(body: &str) -> Result<RebalanceRecommendation, MalformedI
 }
 
 /// `events/maintenance/scheduled` and `.../history`: a JSON array; an empty body is taken as
-/// the empty array because some simulators serve nothing rather than `[]`.
-pub fn parse_scheduled_events(body: &str) -> Result<Vec<ScheduledEvent>, MalformedItem> {
+/// the empty array because some simulators serve nothing rather than `[]`. Each entry is read
+/// on its own: a malformed one is reported beside the valid ones, never instead of them.
+pub fn parse_scheduled_events(body: &str) -> Result<ScheduledEvents, MalformedItem> {
     #[derive(Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct Raw {
@@ -338,25 +359,45 @@ pub fn parse_scheduled_events(body: &str) -> Result<Vec<ScheduledEvent>, Malform
         state: String,
     }
     if body.trim().is_empty() {
-        return Ok(Vec::new());
+        return Ok(ScheduledEvents::default());
     }
-    let raws: Vec<Raw> = serde_json::from_str(body)
+    let entries: Vec<serde_json::Value> = serde_json::from_str(body)
         .map_err(|e| MalformedItem::new("scheduled events", format!("invalid JSON: {e}")))?;
-    raws.into_iter()
-        .map(|r| {
-            Ok(ScheduledEvent {
-                code: ScheduledEventCode::from(r.code.as_str()),
-                state: r.state.parse()?,
-                not_before: parse_scheduled_time(&r.not_before)?,
-                not_after: match r.not_after.as_deref() {
-                    None | Some("") => None,
-                    Some(s) => Some(parse_scheduled_time(s)?),
-                },
-                description: r.description,
-                event_id: r.event_id,
+    let mut out = ScheduledEvents::default();
+    for entry in entries {
+        let id = entry
+            .get("EventId")
+            .and_then(serde_json::Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned);
+        let event = serde_json::from_value::<Raw>(entry)
+            .map_err(|e| MalformedItem::new("scheduled event", e))
+            .and_then(|r| {
+                Ok(ScheduledEvent {
+                    code: ScheduledEventCode::from(r.code.as_str()),
+                    state: r.state.parse()?,
+                    not_before: parse_scheduled_time(&r.not_before)?,
+                    not_after: match r.not_after.as_deref() {
+                        None | Some("") => None,
+                        Some(s) => Some(parse_scheduled_time(s)?),
+                    },
+                    description: r.description,
+                    event_id: r.event_id,
+                })
             })
-        })
-        .collect()
+            .and_then(|e| {
+                if e.event_id.is_empty() {
+                    Err(MalformedItem::new("scheduled event", "an empty EventId"))
+                } else {
+                    Ok(e)
+                }
+            });
+        match event {
+            Ok(e) => out.events.push(e),
+            Err(e) => out.malformed.push((id, e)),
+        }
+    }
+    Ok(out)
 }
 
 /// `autoscaling/target-lifecycle-state`: plain text.
@@ -389,10 +430,13 @@ mod tests {
     }
 
     #[test]
-    fn instance_action_rejects_unknown_action_bad_time_and_bad_json() {
+    fn instance_action_reads_an_unknown_action_as_terminate_and_rejects_bad_time_and_json() {
+        // EC2 takes the instance whatever the word: fail closed, keep the time, say what it was.
         let unknown =
-            parse_instance_action(r#"{"action":"explode","time":"2017-09-18T08:22:00Z"}"#);
-        assert_eq!(unknown.unwrap_err().what, "spot action");
+            parse_instance_action(r#"{"action":"explode","time":"2017-09-18T08:22:00Z"}"#).unwrap();
+        assert_eq!(unknown.action, SpotAction::Terminate);
+        assert_eq!(unknown.time, ts("2017-09-18T08:22:00Z"));
+        assert_eq!(unknown.unknown_action.as_deref(), Some("explode"));
         let bad_time = parse_instance_action(r#"{"action":"stop","time":"tomorrow"}"#);
         assert_eq!(bad_time.unwrap_err().what, "time");
         let bad_json = parse_instance_action(r#"{"action":"stop""#);
@@ -484,7 +528,7 @@ mod tests {
                    "Code":"{code}","Description":"scheduled","EventId":"instance-event-0123456789abcdef0",
                    "State":"{state}"}}]"#
             );
-            let events = parse_scheduled_events(&body).unwrap();
+            let events = parse_scheduled_events(&body).unwrap().events;
             assert_eq!(events.len(), 1);
             let e = &events[0];
             assert_eq!(e.code.as_str(), *code);
@@ -500,12 +544,13 @@ mod tests {
 
     #[test]
     fn scheduled_events_empty_forms_and_errors() {
-        assert!(parse_scheduled_events("[]").unwrap().is_empty());
-        assert!(parse_scheduled_events("").unwrap().is_empty());
+        assert!(parse_scheduled_events("[]").unwrap().events.is_empty());
+        assert!(parse_scheduled_events("").unwrap().events.is_empty());
         let no_after = parse_scheduled_events(
             r#"[{"NotBefore":"21 Jan 2019 09:00:43 GMT","Code":"future-thing","Description":"","EventId":"e","State":"active"}]"#,
         )
-        .unwrap();
+        .unwrap()
+        .events;
         assert_eq!(no_after[0].not_after, None);
         assert_eq!(
             no_after[0].code,
@@ -513,13 +558,32 @@ mod tests {
         );
         let bad_state = parse_scheduled_events(
             r#"[{"NotBefore":"21 Jan 2019 09:00:43 GMT","Code":"system-reboot","EventId":"e","State":"pending"}]"#,
-        );
-        assert_eq!(bad_state.unwrap_err().what, "scheduled event state");
+        )
+        .unwrap();
+        assert_eq!(bad_state.malformed[0].1.what, "scheduled event state");
+        assert_eq!(bad_state.malformed[0].0.as_deref(), Some("e"));
         let bad_time = parse_scheduled_events(
             r#"[{"NotBefore":"2019-01-21","Code":"system-reboot","EventId":"e","State":"active"}]"#,
-        );
-        assert_eq!(bad_time.unwrap_err().what, "scheduled event time");
-        assert!(parse_scheduled_events("{}").is_err());
+        )
+        .unwrap();
+        assert_eq!(bad_time.malformed[0].1.what, "scheduled event time");
+        assert!(parse_scheduled_events("{}").is_err(), "not an array at all");
+    }
+
+    #[test]
+    fn one_malformed_scheduled_event_never_hides_the_valid_ones() {
+        let body = r#"[
+            {"NotBefore":"21 Jan 2019 09:00:43 GMT","Code":"system-reboot","EventId":"good-1","State":"active"},
+            {"NotBefore":"yesterday","Code":"system-reboot","EventId":"bad-time","State":"active"},
+            {"Code":"instance-stop","State":"active"},
+            42,
+            {"NotBefore":"22 Jan 2019 09:00:43 GMT","Code":"instance-stop","EventId":"good-2","State":"active"}
+        ]"#;
+        let read = parse_scheduled_events(body).unwrap();
+        let ids: Vec<&str> = read.events.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(ids, ["good-1", "good-2"]);
+        let bad: Vec<Option<&str>> = read.malformed.iter().map(|(id, _)| id.as_deref()).collect();
+        assert_eq!(bad, [Some("bad-time"), None, None]);
     }
 
     #[test]

@@ -18,7 +18,8 @@ pub use client::{
 pub use error::ImdsError;
 pub use items::{
     IdentityDocument, InstanceIdentity, RebalanceRecommendation, ScheduledEvent,
-    ScheduledEventCode, ScheduledEventState, SpotAction, SpotInstanceAction, TargetLifecycleState,
+    ScheduledEventCode, ScheduledEventState, ScheduledEvents, SpotAction, SpotInstanceAction,
+    TargetLifecycleState,
 };
 
 /// One poll's view of every interruption item. Each item keeps its own result, so a
@@ -28,7 +29,7 @@ pub struct InterruptionSnapshot {
     pub spot_instance_action: Result<Option<SpotInstanceAction>, ImdsError>,
     pub spot_termination_time: Result<Option<jiff::Timestamp>, ImdsError>,
     pub rebalance: Result<Option<RebalanceRecommendation>, ImdsError>,
-    pub scheduled_events: Result<Vec<ScheduledEvent>, ImdsError>,
+    pub scheduled_events: Result<ScheduledEvents, ImdsError>,
     pub target_lifecycle_state: Result<Option<TargetLifecycleState>, ImdsError>,
 }
 

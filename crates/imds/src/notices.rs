@@ -1,28 +1,24 @@
-//! One poll's items as `Notice`s, each with an id that stays the same for the same underlying
-//! event (so seeing it on every poll changes nothing). Items that failed to read are not notices;
-//! the caller logs and counts their errors.
+//! One poll's items as an `Observation`: the notices (made by `sih_core`'s constructors, so
+//! their ids are the ones the queue controller gives the same events), the kinds read without
+//! error (only those can be withdrawn), and the scheduled events that were listed but could
+//! not be read (never withdrawn on this poll). Items that failed to read are not notices; the
+//! caller logs and counts their errors.
 
 use jiff::Timestamp;
-use sih_core::{Notice, NoticeKind};
+use sih_core::{Notice, NoticeKind, Observation, Source};
 
 use crate::{InterruptionSnapshot, ScheduledEventState, TargetLifecycleState};
 
-/// The notices visible in `snapshot` for `instance_id` on `node`, detected at `now`.
-pub fn notices(
+/// What `snapshot` shows for `instance_id` on `node`, detected at `now`.
+pub fn observation(
     snapshot: &InterruptionSnapshot,
     instance_id: &str,
     node: &str,
     now: Timestamp,
-) -> Vec<Notice> {
-    let notice = |kind, id: String, deadline| Notice {
-        kind,
-        id,
-        instance_id: Some(instance_id.to_owned()),
-        node: node.to_owned(),
-        detected: now,
-        deadline,
-    };
-    let mut out = Vec::new();
+) -> Observation {
+    let mut notices = Vec::new();
+    let mut unreadable_ids = Vec::new();
+    let source = Source::Imds;
     // Stop and hibernate take the instance away like terminate does. The legacy item is only
     // a fallback: both appear together on EC2.
     let spot_time = match &snapshot.spot_instance_action {
@@ -35,47 +31,58 @@ pub fn notices(
             .flatten(),
     };
     if let Some(time) = spot_time {
-        out.push(notice(
-            NoticeKind::SpotInterruption,
-            format!("{instance_id}-spot-{}", time.as_second()),
-            Some(time),
+        notices.push(Notice::spot_interruption(
+            instance_id,
+            node,
+            now,
+            time,
+            source,
         ));
     }
-    if let Ok(Some(r)) = &snapshot.rebalance {
-        out.push(notice(
-            NoticeKind::RebalanceRecommendation,
-            format!("{instance_id}-rebalance-{}", r.notice_time.as_second()),
-            None,
-        ));
+    if let Ok(Some(_)) = &snapshot.rebalance {
+        notices.push(Notice::rebalance(instance_id, node, now, source));
     }
     if let Ok(events) = &snapshot.scheduled_events {
         for e in events
+            .events
             .iter()
             .filter(|e| e.state == ScheduledEventState::Active)
         {
-            out.push(notice(
-                NoticeKind::ScheduledMaintenance,
-                e.event_id.clone(),
+            notices.push(Notice::scheduled_maintenance(
+                &e.event_id,
+                instance_id,
+                node,
+                now,
                 Some(e.not_before),
+                source,
             ));
         }
+        unreadable_ids.extend(events.malformed.iter().filter_map(|(id, _)| id.clone()));
     }
     if let Ok(Some(TargetLifecycleState::Terminated)) = &snapshot.target_lifecycle_state {
-        out.push(notice(
-            NoticeKind::AsgTermination,
-            format!("{instance_id}-asg-terminated"),
-            None,
-        ));
+        notices.push(Notice::asg_termination(instance_id, node, now, source));
     }
-    out
+    let mut readable = snapshot.readable();
+    // A malformed entry without a readable id could be any active event: none is withdrawn.
+    if let Ok(events) = &snapshot.scheduled_events
+        && events.malformed.iter().any(|(id, _)| id.is_none())
+    {
+        readable.retain(|k| *k != NoticeKind::ScheduledMaintenance);
+    }
+    Observation {
+        notices,
+        readable,
+        unreadable_ids,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::items::MalformedItem;
     use crate::{
-        ImdsError, RebalanceRecommendation, ScheduledEvent, ScheduledEventCode, SpotAction,
-        SpotInstanceAction,
+        ImdsError, RebalanceRecommendation, ScheduledEvent, ScheduledEventCode, ScheduledEvents,
+        SpotAction, SpotInstanceAction,
     };
 
     fn quiet() -> InterruptionSnapshot {
@@ -83,7 +90,7 @@ mod tests {
             spot_instance_action: Ok(None),
             spot_termination_time: Ok(None),
             rebalance: Ok(None),
-            scheduled_events: Ok(vec![]),
+            scheduled_events: Ok(ScheduledEvents::default()),
             target_lifecycle_state: Ok(None),
         }
     }
@@ -103,30 +110,46 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_quiet_poll_has_no_notice() {
-        assert!(notices(&quiet(), "i-1", "n1", ts("2026-11-23T10:00:00Z")).is_empty());
+    fn spot_at(time: &str) -> SpotInstanceAction {
+        SpotInstanceAction {
+            action: SpotAction::Hibernate,
+            time: ts(time),
+            unknown_action: None,
+        }
     }
 
     #[test]
-    fn every_item_becomes_a_notice_with_a_stable_id_and_its_deadline() {
-        let snap = InterruptionSnapshot {
-            spot_instance_action: Ok(Some(SpotInstanceAction {
-                action: SpotAction::Hibernate,
-                time: ts("2026-11-23T10:02:00Z"),
-            })),
-            spot_termination_time: Ok(Some(ts("2026-11-23T10:02:00Z"))),
+    fn a_quiet_poll_has_no_notice() {
+        let o = observation(&quiet(), "i-1", "n1", ts("2026-11-23T10:00:00Z"));
+        assert!(o.notices.is_empty());
+        assert_eq!(o.readable.len(), 4);
+    }
+
+    #[test]
+    fn every_item_becomes_a_notice_whose_id_survives_restated_times() {
+        let snap = |spot: &str, rebalance: &str| InterruptionSnapshot {
+            spot_instance_action: Ok(Some(spot_at(spot))),
+            spot_termination_time: Ok(Some(ts(spot))),
             rebalance: Ok(Some(RebalanceRecommendation {
-                notice_time: ts("2026-11-23T09:59:00Z"),
+                notice_time: ts(rebalance),
             })),
-            scheduled_events: Ok(vec![
-                event("instance-event-1", ScheduledEventState::Active),
-                event("instance-event-2", ScheduledEventState::Canceled),
-            ]),
+            scheduled_events: Ok(ScheduledEvents {
+                events: vec![
+                    event("instance-event-1", ScheduledEventState::Active),
+                    event("instance-event-2", ScheduledEventState::Canceled),
+                ],
+                malformed: Vec::new(),
+            }),
             target_lifecycle_state: Ok(Some(TargetLifecycleState::Terminated)),
         };
-        let first = notices(&snap, "i-1", "n1", ts("2026-11-23T10:00:00Z"));
+        let first = observation(
+            &snap("2026-11-23T10:02:00Z", "2026-11-23T09:59:00Z"),
+            "i-1",
+            "n1",
+            ts("2026-11-23T10:00:00Z"),
+        );
         let kinds: Vec<_> = first
+            .notices
             .iter()
             .map(|n| (n.kind, n.id.as_str(), n.deadline))
             .collect();
@@ -135,29 +158,27 @@ mod tests {
             [
                 (
                     NoticeKind::SpotInterruption,
-                    "i-1-spot-1795428120",
+                    "i-1-spot-interruption",
                     Some(ts("2026-11-23T10:02:00Z"))
                 ),
-                (
-                    NoticeKind::RebalanceRecommendation,
-                    "i-1-rebalance-1795427940",
-                    None
-                ),
+                (NoticeKind::RebalanceRecommendation, "i-1-rebalance", None),
                 (
                     NoticeKind::ScheduledMaintenance,
                     "instance-event-1",
                     Some(ts("2026-11-23T10:10:00Z"))
                 ),
-                (NoticeKind::AsgTermination, "i-1-asg-terminated", None),
+                (NoticeKind::AsgTermination, "i-1-asg-termination", None),
             ]
         );
-        let later = notices(&snap, "i-1", "n1", ts("2026-11-23T10:00:30Z"));
-        let ids = |v: &[Notice]| v.iter().map(|n| n.id.clone()).collect::<Vec<_>>();
-        assert_eq!(
-            ids(&first),
-            ids(&later),
-            "the same events keep their ids on later polls"
+        // amazon-ec2-metadata-mock restates both times on every read: same ids.
+        let later = observation(
+            &snap("2026-11-23T10:02:07Z", "2026-11-23T10:00:07Z"),
+            "i-1",
+            "n1",
+            ts("2026-11-23T10:00:07Z"),
         );
+        let ids = |o: &Observation| o.notices.iter().map(|n| n.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&first), ids(&later));
     }
 
     #[test]
@@ -171,11 +192,38 @@ mod tests {
             target_lifecycle_state: Ok(Some(TargetLifecycleState::InService)),
             ..quiet()
         };
-        let found = notices(&snap, "i-1", "n1", ts("2026-11-23T10:00:00Z"));
-        assert_eq!(found.len(), 1);
-        assert_eq!(
-            found[0].id, "i-1-spot-1795428120",
-            "the same id as from instance-action"
-        );
+        let o = observation(&snap, "i-1", "n1", ts("2026-11-23T10:00:00Z"));
+        assert_eq!(o.notices.len(), 1);
+        assert_eq!(o.notices[0].id, "i-1-spot-interruption");
+        assert!(!o.readable.contains(&NoticeKind::SpotInterruption));
+    }
+
+    #[test]
+    fn a_malformed_event_is_never_withdrawn_and_never_hides_a_valid_one() {
+        let bad = || MalformedItem {
+            what: "scheduled event",
+            reason: "bad".into(),
+        };
+        let snap = InterruptionSnapshot {
+            scheduled_events: Ok(ScheduledEvents {
+                events: vec![event("good", ScheduledEventState::Active)],
+                malformed: vec![(Some("broken".into()), bad())],
+            }),
+            ..quiet()
+        };
+        let o = observation(&snap, "i-1", "n1", ts("2026-11-23T10:00:00Z"));
+        assert_eq!(o.notices[0].id, "good");
+        assert_eq!(o.unreadable_ids, ["broken"]);
+        assert!(o.readable.contains(&NoticeKind::ScheduledMaintenance));
+        // Without even an id, no scheduled event can be said to be gone this poll.
+        let anonymous = InterruptionSnapshot {
+            scheduled_events: Ok(ScheduledEvents {
+                events: vec![],
+                malformed: vec![(None, bad())],
+            }),
+            ..quiet()
+        };
+        let o = observation(&anonymous, "i-1", "n1", ts("2026-11-23T10:00:00Z"));
+        assert!(!o.readable.contains(&NoticeKind::ScheduledMaintenance));
     }
 }

@@ -1,7 +1,11 @@
-//! One drain per notice across controller replicas: a coordination.k8s.io Lease per notice,
-//! named after its id. The replica that creates (or takes over an expired) Lease acts; the
-//! others leave their copy of the message to come back later. A finished notice stays marked
-//! on its Lease, so a copy that arrives afterwards is deleted without acting again.
+//! One replica at a time evacuates a node: a coordination.k8s.io Lease per node says which.
+//! The replica that creates the Lease (or takes over one whose holder stopped renewing) acts on
+//! every notice about the node; the others keep their copies of the messages hidden and wait.
+//! What was done survives on the node itself (its record of notices, drained or not), so a
+//! replica taking over resumes there and announces nothing twice.
+//!
+//! A Lease per node, not per notice: a spot warning and the state changes that follow it are
+//! several messages, possibly handled by several replicas, but one evacuation of one node.
 
 use std::time::Duration;
 
@@ -13,28 +17,23 @@ use serde_json::json;
 
 use crate::error::{ApiClass, NodeError, classify};
 
-const DONE: &str = "spot-interrupt-handler/done";
-const ANNOUNCED: &str = "spot-interrupt-handler/announced";
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// Ours to act on; `announced` is true when a replica before us already told people.
-    Acquired { announced: bool },
+    /// Ours to act on.
+    Acquired,
     /// Another replica holds a live lease.
     HeldElsewhere(String),
-    /// Already handled to the end.
-    Done,
 }
 
-/// A DNS-1123 name for a notice id (ids may be long or hold other characters).
-pub fn lease_name(notice_id: &str) -> String {
-    let clean: String = notice_id
+/// A DNS-1123 name for a node's lease (names may be long or hold other characters).
+pub fn lease_name(key: &str) -> String {
+    let clean: String = key
         .to_ascii_lowercase()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
-    // FNV-1a keeps two long ids that share a prefix apart.
-    let hash = notice_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+    // FNV-1a keeps two long names that share a prefix apart.
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });
     let head: String = clean.chars().take(40).collect();
@@ -45,34 +44,35 @@ pub struct Claims {
     api: Api<Lease>,
     holder: String,
     ttl: Duration,
-}
-
-fn annotation(l: &Lease, key: &str) -> bool {
-    l.metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.get(key).map(String::as_str) == Some("true"))
+    timeout: Duration,
 }
 
 impl Claims {
-    pub fn new(client: kube::Client, namespace: &str, holder: &str, ttl: Duration) -> Self {
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        holder: &str,
+        ttl: Duration,
+        timeout: Duration,
+    ) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
             holder: holder.to_owned(),
             ttl,
+            timeout,
         }
     }
 
-    fn lease(&self, name: &str, notice_id: &str) -> Lease {
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    fn lease(&self, name: &str, node: &str) -> Lease {
         Lease {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),
                 annotations: Some(
-                    [(
-                        "spot-interrupt-handler/notice-id".to_owned(),
-                        notice_id.to_owned(),
-                    )]
-                    .into(),
+                    [("spot-interrupt-handler/node".to_owned(), node.to_owned())].into(),
                 ),
                 ..ObjectMeta::default()
             },
@@ -87,21 +87,32 @@ impl Claims {
         }
     }
 
-    pub async fn acquire(&self, notice_id: &str) -> Result<Claim, NodeError> {
-        let name = lease_name(notice_id);
+    async fn call<T>(
+        &self,
+        what: &'static str,
+        call: impl std::future::Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, NodeError> {
+        crate::bounded(self.timeout, what, call)
+            .await?
+            .map_err(NodeError::Api)
+    }
+
+    /// Takes the node's lease if it is free, expired, released or already ours.
+    pub async fn acquire(&self, node: &str) -> Result<Claim, NodeError> {
+        let name = lease_name(node);
+        let params = PostParams::default();
         match self
-            .api
-            .create(&PostParams::default(), &self.lease(&name, notice_id))
+            .call(
+                "create lease",
+                self.api.create(&params, &self.lease(&name, node)),
+            )
             .await
         {
-            Ok(_) => return Ok(Claim::Acquired { announced: false }),
-            Err(e) if classify(&e) == ApiClass::Conflict => {}
-            Err(e) => return Err(NodeError::Api(e)),
+            Ok(_) => return Ok(Claim::Acquired),
+            Err(NodeError::Api(e)) if classify(&e) == ApiClass::Conflict => {}
+            Err(e) => return Err(e),
         }
-        let current = self.api.get(&name).await.map_err(NodeError::Api)?;
-        if annotation(&current, DONE) {
-            return Ok(Claim::Done);
-        }
+        let current = self.call("get lease", self.api.get(&name)).await?;
         let spec = current.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.clone().unwrap_or_default();
         let expired = spec.renew_time.as_ref().is_none_or(|t| {
@@ -110,62 +121,64 @@ impl Claims {
             ));
             t.0 + ttl < Timestamp::now()
         });
-        if holder != self.holder && !expired {
+        if !holder.is_empty() && holder != self.holder && !expired {
             return Ok(Claim::HeldElsewhere(holder));
         }
-        // Take over (the holder stopped renewing), guarded by the resourceVersion we read.
-        let mut next = self.lease(&name, notice_id);
+        // Take over (free, or its holder stopped renewing), guarded by the version we read.
+        let mut next = self.lease(&name, node);
         next.metadata.resource_version = current.metadata.resource_version.clone();
-        next.metadata.annotations = current.metadata.annotations.clone();
-        match self.api.replace(&name, &PostParams::default(), &next).await {
-            Ok(_) => Ok(Claim::Acquired {
-                announced: annotation(&current, ANNOUNCED),
-            }),
-            Err(e) if classify(&e) == ApiClass::Conflict => Ok(Claim::HeldElsewhere(
-                "a replica that took it over first".into(),
-            )),
-            Err(e) => Err(NodeError::Api(e)),
-        }
-    }
-
-    async fn mark(
-        &self,
-        notice_id: &str,
-        extra: &[(&str, &str)],
-        renew: bool,
-    ) -> Result<(), NodeError> {
-        let name = lease_name(notice_id);
-        let mut annotations = serde_json::Map::new();
-        for (k, v) in extra {
-            annotations.insert((*k).to_owned(), json!(v));
-        }
-        let mut patch = json!({"metadata": {"annotations": annotations}});
-        if renew {
-            patch["spec"] = json!({"renewTime": MicroTime(Timestamp::now())});
-        }
-        self.api
-            .patch(
-                &name,
-                &kube::api::PatchParams::default(),
-                &kube::api::Patch::Merge(&patch),
-            )
+        match self
+            .call("replace lease", self.api.replace(&name, &params, &next))
             .await
-            .map(|_| ())
-            .map_err(NodeError::Api)
+        {
+            Ok(_) => Ok(Claim::Acquired),
+            Err(NodeError::Api(e)) if classify(&e) == ApiClass::Conflict => Ok(
+                Claim::HeldElsewhere("a replica that took it over first".into()),
+            ),
+            Err(e) => Err(e),
+        }
     }
 
     /// Keeps our claim alive while we act.
-    pub async fn renew(&self, notice_id: &str) -> Result<(), NodeError> {
-        self.mark(notice_id, &[], true).await
+    pub async fn renew(&self, node: &str) -> Result<(), NodeError> {
+        let patch = json!({"spec": {"holderIdentity": self.holder, "renewTime": MicroTime(Timestamp::now())}});
+        let (params, merge) = (
+            kube::api::PatchParams::default(),
+            kube::api::Patch::Merge(&patch),
+        );
+        self.call(
+            "renew lease",
+            self.api.patch(&lease_name(node), &params, &merge),
+        )
+        .await
+        .map(|_| ())
     }
 
-    /// People have been told (a replica taking over does not tell them again).
-    pub async fn announced(&self, notice_id: &str) -> Result<(), NodeError> {
-        self.mark(notice_id, &[(ANNOUNCED, "true")], true).await
-    }
-
-    pub async fn done(&self, notice_id: &str) -> Result<(), NodeError> {
-        self.mark(notice_id, &[(DONE, "true")], true).await
+    /// Gives the node up: another replica may take it at once.
+    pub async fn release(&self, node: &str) -> Result<(), NodeError> {
+        let name = lease_name(node);
+        let current = self.call("get lease", self.api.get(&name)).await?;
+        let ours = current
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref())
+            == Some(self.holder.as_str());
+        if !ours {
+            return Ok(());
+        }
+        let patch = json!({"metadata": {"resourceVersion": current.metadata.resource_version},
+            "spec": {"holderIdentity": null}});
+        let (params, merge) = (
+            kube::api::PatchParams::default(),
+            kube::api::Patch::Merge(&patch),
+        );
+        match self
+            .call("release lease", self.api.patch(&name, &params, &merge))
+            .await
+        {
+            Err(NodeError::Api(e)) if classify(&e) == ApiClass::Conflict => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 }
 
@@ -175,8 +188,8 @@ mod tests {
 
     #[test]
     fn lease_names_are_valid_and_distinct() {
-        let a = lease_name("i-0123456789abcdef0-spot-1777637000");
-        assert!(a.starts_with("sih-i-0123456789abcdef0-spot-1777637"));
+        let a = lease_name("ip-10-0-3-96.ec2.internal");
+        assert!(a.starts_with("sih-ip-10-0-3-96-ec2-internal-"));
         assert!(a.len() <= 63);
         assert!(
             a.chars()

@@ -9,6 +9,11 @@
 //! - critical pods leave after the others; mirror, DaemonSet, finished pods and our own stay;
 //! - it is level-triggered: run it again after a crash and it continues (pods already
 //!   terminating are waited for, not evicted again);
+//! - its target moves while it runs: a nearer deadline tightens it (pods still stopping get a
+//!   second, shorter deletion), a hard deadline arriving makes it delete budget-protected pods
+//!   in time, and no target at all stops it;
+//! - every call is bounded: a hung eviction is abandoned in time for the deadline deletion,
+//!   and no wait outlives the time the target leaves;
 //! - it reports progress as typed events, not log lines, for others to turn into logs, Events,
 //!   metrics and webhook summaries.
 
@@ -19,7 +24,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use serde_json::json;
 use sih_core::{DrainPolicy, PodFacts, SkipReason, plan_drain};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -33,6 +38,9 @@ const PDB_RETRY_CAP: Duration = Duration::from_secs(2);
 /// How often a leaving pod is checked for being gone.
 const GONE_POLL: Duration = Duration::from_millis(250);
 
+/// A call never gets less than this, however near the next decision is.
+const MIN_CALL: Duration = Duration::from_millis(200);
+
 #[derive(Debug, Clone)]
 pub struct DrainConfig {
     pub policy: DrainPolicy,
@@ -40,8 +48,8 @@ pub struct DrainConfig {
     pub max_concurrent: usize,
     /// Our own pod `(namespace, name)`, which must keep running.
     pub own_pod: Option<(String, String)>,
-    /// The instance is gone at the deadline (spot interruption, state change).
-    pub hard_deadline: bool,
+    /// The longest any one API call may take (`--api-timeout`).
+    pub api_timeout: Duration,
 }
 
 impl Default for DrainConfig {
@@ -50,7 +58,60 @@ impl Default for DrainConfig {
             policy: DrainPolicy::default(),
             max_concurrent: 50,
             own_pod: None,
-            hard_deadline: true,
+            api_timeout: crate::API_TIMEOUT,
+        }
+    }
+}
+
+/// What the drain plans against, as it stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// Grace periods fit before this.
+    pub deadline: Instant,
+    /// The instance is gone at this moment whatever happens: a pod not yet out (its budget
+    /// refuses, its evictions fail) is deleted in time for its grace to fit before it.
+    pub hard: Option<Instant>,
+}
+
+impl Target {
+    /// The drain gives up at this moment.
+    pub fn ends(&self) -> Instant {
+        self.hard.map_or(self.deadline, |h| h.max(self.deadline))
+    }
+
+    /// What grace periods must fit before, at `now`: the deadline, or once it has passed the
+    /// hard deadline still ahead.
+    pub fn grace_until(&self, now: Instant) -> Instant {
+        if now < self.deadline {
+            self.deadline
+        } else {
+            self.hard.unwrap_or(self.deadline)
+        }
+    }
+
+    /// A fixed target (a drain by hand, tests): `hard` makes the deadline hard.
+    pub fn fixed(deadline: Instant, hard: bool) -> watch::Receiver<Option<Target>> {
+        watch::channel(Some(Target {
+            deadline,
+            hard: hard.then_some(deadline),
+        }))
+        .1
+    }
+}
+
+/// How a drain ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DrainEnd {
+    /// It ran to its end: every pod left, or the deadline passed.
+    Finished(DrainReport),
+    /// No notice needs it any more (its target went away).
+    Stopped(DrainReport),
+}
+
+impl DrainEnd {
+    pub fn report(&self) -> &DrainReport {
+        match self {
+            Self::Finished(r) | Self::Stopped(r) => r,
         }
     }
 }
@@ -94,6 +155,11 @@ pub enum Progress {
         message: String,
     },
     DeletedAtDeadline {
+        pod: PodRef,
+        grace: i64,
+    },
+    /// A nearer deadline: a pod still stopping was asked again with a shorter grace.
+    Hastened {
         pod: PodRef,
         grace: i64,
     },
@@ -168,15 +234,17 @@ fn pod_ref(p: &PodFacts) -> PodRef {
 
 /// How one pod left (or did not).
 enum Left {
-    Evicted,
-    Deleted,
+    /// Asked to leave with this much grace (by eviction, or deletion at the deadline).
+    Evicted(i64),
+    Deleted(i64),
     AlreadyGone,
     Failed,
+    Stopped,
 }
 
 struct Ctx {
     client: kube::Client,
-    deadline: Instant,
+    target: watch::Receiver<Option<Target>>,
     cfg: DrainConfig,
     progress: mpsc::UnboundedSender<Progress>,
 }
@@ -190,30 +258,77 @@ impl Ctx {
     fn pods(&self, ns: &str) -> Api<Pod> {
         Api::namespaced(self.client.clone(), ns)
     }
+
+    /// A call bounded by the API timeout and by `until` (the next moment something must be
+    /// decided), abandoned early when the target changes. `None`: abandoned for a change.
+    async fn call<T>(
+        &self,
+        rx: &mut watch::Receiver<Option<Target>>,
+        until: Instant,
+        what: &'static str,
+        call: impl std::future::Future<Output = Result<T, kube::Error>>,
+    ) -> Option<Result<T, NodeError>> {
+        let limit = self
+            .cfg
+            .api_timeout
+            .min(until.saturating_duration_since(Instant::now()))
+            .max(MIN_CALL);
+        tokio::select! {
+            r = crate::bounded(limit, what, call) => Some(r.and_then(|r| r.map_err(NodeError::Api))),
+            _ = rx.changed() => None,
+        }
+    }
 }
 
-/// Drains `node` so that every pod has left before `deadline`. Progress goes to `progress`.
-pub async fn drain(
+/// Sleeps until `until`, or until the target changes (false when it went away for good).
+async fn pause(rx: &mut watch::Receiver<Option<Target>>, until: Instant) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep_until(until) => true,
+        changed = rx.changed() => changed.is_ok(),
+    }
+}
+
+/// Drains `node` against a fixed target (a drain by hand, tests, benchmarks).
+pub async fn drain_until(
     client: kube::Client,
     node: &str,
-    deadline: Instant,
+    target: Target,
     cfg: DrainConfig,
     progress: mpsc::UnboundedSender<Progress>,
 ) -> Result<DrainReport, NodeError> {
+    let (_keep, rx) = watch::channel(Some(target));
+    Ok(drain(client, node, rx, cfg, progress)
+        .await?
+        .report()
+        .clone())
+}
+
+/// Drains `node` against `target` as it moves: every pod leaves before the deadline if it can.
+/// Progress goes to `progress`.
+pub async fn drain(
+    client: kube::Client,
+    node: &str,
+    target: watch::Receiver<Option<Target>>,
+    cfg: DrainConfig,
+    progress: mpsc::UnboundedSender<Progress>,
+) -> Result<DrainEnd, NodeError> {
     let started = Instant::now();
-    let all: Api<Pod> = Api::all(client.clone());
-    let listed = list_with_retries(&all, node, deadline).await?;
-    let own = cfg.own_pod.clone();
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        target,
+        cfg,
+        progress,
+    });
+    let mut report = DrainReport::default();
+    let all: Api<Pod> = Api::all(client);
+    let Some(listed) = list_with_retries(&ctx, &all, node).await? else {
+        return Ok(DrainEnd::Stopped(finish(report, &ctx, started)));
+    };
+    let own = ctx.cfg.own_pod.clone();
     let plan = plan_drain(
         listed.iter().map(facts_of).collect(),
         own.as_ref().map(|(n, p)| (n.as_str(), p.as_str())),
     );
-    let ctx = Arc::new(Ctx {
-        client,
-        deadline,
-        cfg,
-        progress,
-    });
     ctx.say(Progress::Planned {
         evict: plan.first.len() + plan.last.len(),
         terminating: plan.terminating.len(),
@@ -240,10 +355,19 @@ pub async fn drain(
         }
     }
 
-    let mut report = DrainReport::default();
     let refusals = Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let mut leaving: Vec<PodFacts> = plan.terminating.clone();
+    // Pods on their way out, with the grace they were given and when.
+    let mut leaving: Vec<(PodFacts, Option<(i64, Instant)>)> = plan
+        .terminating
+        .iter()
+        .cloned()
+        .map(|p| (p, None))
+        .collect();
+    let mut stopped = false;
     for tier in [plan.first, plan.last] {
+        if stopped {
+            break;
+        }
         let limit = Arc::new(Semaphore::new(ctx.cfg.max_concurrent.max(1)));
         let mut tasks = JoinSet::new();
         for pod in tier {
@@ -251,70 +375,97 @@ pub async fn drain(
             tasks.spawn(async move {
                 let _slot = limit.acquire_owned().await;
                 let outcome = leave(&ctx, &pod, &refusals).await;
-                (pod, outcome)
+                (pod, outcome, Instant::now())
             });
         }
         while let Some(joined) = tasks.join_next().await {
-            let Ok((pod, outcome)) = joined else { continue };
+            let Ok((pod, outcome, at)) = joined else {
+                continue;
+            };
             match outcome {
-                Left::Evicted => {
+                Left::Evicted(g) => {
                     report.evicted += 1;
-                    leaving.push(pod);
+                    leaving.push((pod, Some((g, at))));
                 }
-                Left::Deleted => {
+                Left::Deleted(g) => {
                     report.deleted_at_deadline += 1;
-                    leaving.push(pod);
+                    leaving.push((pod, Some((g, at))));
                 }
                 Left::AlreadyGone => ctx.say(Progress::Gone { pod: pod_ref(&pod) }),
                 Left::Failed => report.remaining.push(pod_ref(&pod)),
+                Left::Stopped => stopped = true,
             }
         }
     }
 
     // Done when each pod is gone (404) or replaced (a new UID under the same name).
     let mut waits = JoinSet::new();
-    for pod in leaving {
+    for (pod, given) in leaving {
         let ctx = ctx.clone();
         waits.spawn(async move {
-            let gone = wait_gone(&ctx, &pod).await;
+            let gone = wait_gone(&ctx, &pod, given).await;
             (pod, gone)
         });
     }
     while let Some(joined) = waits.join_next().await {
         let Ok((pod, gone)) = joined else { continue };
-        if gone {
-            ctx.say(Progress::Gone { pod: pod_ref(&pod) });
-        } else {
-            report.remaining.push(pod_ref(&pod));
+        match gone {
+            Some(true) => ctx.say(Progress::Gone { pod: pod_ref(&pod) }),
+            Some(false) => report.remaining.push(pod_ref(&pod)),
+            None => stopped = true,
         }
     }
     report.budget_refusals = refusals.load(std::sync::atomic::Ordering::Relaxed);
+    let report = finish(report, &ctx, started);
+    Ok(if stopped || ctx.target.borrow().is_none() {
+        DrainEnd::Stopped(report)
+    } else {
+        DrainEnd::Finished(report)
+    })
+}
+
+fn finish(mut report: DrainReport, ctx: &Ctx, started: Instant) -> DrainReport {
     report.took = started.elapsed();
     let now = Instant::now();
+    let deadline = (*ctx.target.borrow()).map_or(now, |t| t.ends());
     report.slack_ms = if now <= deadline {
         deadline.duration_since(now).as_millis() as i64
     } else {
         -(now.duration_since(deadline).as_millis() as i64)
     };
-    Ok(report)
+    report
 }
 
+/// The node's pods, retried while the API fails and time is left; `None` when the target
+/// went away meanwhile.
 async fn list_with_retries(
+    ctx: &Ctx,
     all: &Api<Pod>,
     node: &str,
-    deadline: Instant,
-) -> Result<Vec<Pod>, NodeError> {
+) -> Result<Option<Vec<Pod>>, NodeError> {
     let params = ListParams::default().fields(&format!("spec.nodeName={node}"));
+    let mut rx = ctx.target.clone();
     let mut wait = PDB_RETRY_BASE;
     loop {
-        match all.list(&params).await {
-            Ok(list) => return Ok(list.items),
-            Err(e) if classify(&e) == ApiClass::Transient && Instant::now() + wait < deadline => {
+        let Some(t) = *rx.borrow_and_update() else {
+            return Ok(None);
+        };
+        let Some(result) = ctx
+            .call(&mut rx, t.ends(), "list pods", all.list(&params))
+            .await
+        else {
+            continue;
+        };
+        match result {
+            Ok(list) => return Ok(Some(list.items)),
+            Err(e) if e.is_retryable() && Instant::now() + wait < t.ends() => {
                 tracing::warn!(error = %e, "listing the node's pods failed; retrying");
-                tokio::time::sleep(wait).await;
+                if !pause(&mut rx, Instant::now() + wait).await {
+                    return Ok(None);
+                }
                 wait = (wait * 2).min(PDB_RETRY_CAP);
             }
-            Err(e) => return Err(NodeError::Api(e)),
+            Err(e) => return Err(e),
         }
     }
 }
@@ -323,51 +474,72 @@ fn jittered(d: Duration) -> Duration {
     d.mul_f64(0.8 + fastrand::f64() * 0.4)
 }
 
-/// Gets one pod off the node: eviction, retried while a budget refuses, deletion at the last
-/// useful moment when the deadline is hard.
+fn delete_params(uid: &str, grace: i64) -> DeleteParams {
+    DeleteParams {
+        grace_period_seconds: Some(grace.max(1) as u32),
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_owned()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    }
+}
+
+/// Gets one pod off the node: eviction, retried while a budget refuses or the API fails;
+/// deletion at the last useful moment when a hard deadline comes.
 async fn leave(ctx: &Ctx, pod: &PodFacts, refusals: &std::sync::atomic::AtomicU32) -> Left {
     let who = pod_ref(pod);
     let api = ctx.pods(&pod.namespace);
     let policy = ctx.cfg.policy;
-    let may_delete = ctx.cfg.hard_deadline && policy.delete_at_deadline;
-    let delete_at = ctx
-        .deadline
-        .checked_sub(policy.delete_lead(pod.grace_seconds))
-        .unwrap_or_else(Instant::now);
+    let mut rx = ctx.target.clone();
     let mut attempt = 0u32;
     let mut blocked = false;
+    // The graceful path first: a deletion only ever follows an eviction that did not work.
+    let mut tried_evict = false;
     let mut tried_delete = false;
+    let mut last_error = String::new();
     let mut wait = PDB_RETRY_BASE;
     loop {
+        let Some(t) = *rx.borrow_and_update() else {
+            return Left::Stopped;
+        };
         let now = Instant::now();
-        let left = ctx.deadline.saturating_duration_since(now);
-        let grace = policy.grace(pod.grace_seconds, left);
-        if blocked && may_delete && now >= delete_at {
+        let grace = policy.grace(
+            pod.grace_seconds,
+            t.grace_until(now).saturating_duration_since(now),
+        );
+        // At a hard deadline a pod not yet out is deleted once its own grace would no longer
+        // fit: whatever kept it (a budget, failing or hanging evictions), the instance is going.
+        // A pod whose grace is longer than the whole notice is tried once by eviction, then
+        // deleted at once with all the time there is.
+        let delete_at = t.hard.filter(|_| policy.delete_at_deadline).map(|h| {
+            h.checked_sub(policy.delete_lead(pod.grace_seconds))
+                .unwrap_or(now)
+        });
+        let next_decision = delete_at.filter(|d| *d > now).unwrap_or(t.ends());
+        if tried_evict && delete_at.is_some_and(|d| now >= d) {
             tried_delete = true;
-            let params = DeleteParams {
-                grace_period_seconds: Some(grace as u32),
-                preconditions: Some(Preconditions {
-                    uid: Some(pod.uid.clone()),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
-            match api.delete(&pod.name, &params).await {
-                Ok(_) => {
+            let params = delete_params(&pod.uid, grace);
+            let call = api.delete(&pod.name, &params);
+            match ctx.call(&mut rx, t.ends(), "delete pod", call).await {
+                None => continue,
+                Some(Ok(_)) => {
                     ctx.say(Progress::DeletedAtDeadline { pod: who, grace });
-                    return Left::Deleted;
+                    return Left::Deleted(grace);
                 }
-                Err(e) => match classify(&e) {
-                    ApiClass::NotFound | ApiClass::Conflict => return Left::AlreadyGone,
-                    ApiClass::Transient if now < ctx.deadline => {}
-                    _ => {
-                        ctx.say(Progress::Failed {
-                            pod: who,
-                            reason: format!("delete at the deadline: {e}"),
-                        });
-                        return Left::Failed;
-                    }
-                },
+                Some(Err(NodeError::Api(e)))
+                    if matches!(classify(&e), ApiClass::NotFound | ApiClass::Conflict) =>
+                {
+                    return Left::AlreadyGone;
+                }
+                Some(Err(e)) if e.is_retryable() => last_error = e.to_string(),
+                Some(Err(e)) => {
+                    ctx.say(Progress::Failed {
+                        pod: who,
+                        reason: format!("delete at the deadline: {e}"),
+                    });
+                    return Left::Failed;
+                }
             }
         } else {
             let eviction = json!({
@@ -375,20 +547,18 @@ async fn leave(ctx: &Ctx, pod: &PodFacts, refusals: &std::sync::atomic::AtomicU3
                 "metadata": {"name": pod.name, "namespace": pod.namespace},
                 "deleteOptions": {"gracePeriodSeconds": grace, "preconditions": {"uid": pod.uid}},
             });
-            match api
-                .create_subresource::<_, serde_json::Value>(
-                    "eviction",
-                    &pod.name,
-                    &PostParams::default(),
-                    &eviction,
-                )
-                .await
-            {
-                Ok(_) => {
+            let post = PostParams::default();
+            let call = api.create_subresource::<_, serde_json::Value>(
+                "eviction", &pod.name, &post, &eviction,
+            );
+            tried_evict = true;
+            match ctx.call(&mut rx, next_decision, "evict pod", call).await {
+                None => continue,
+                Some(Ok(_)) => {
                     ctx.say(Progress::Evicted { pod: who, grace });
-                    return Left::Evicted;
+                    return Left::Evicted(grace);
                 }
-                Err(e) => match classify(&e) {
+                Some(Err(NodeError::Api(e))) => match classify(&e) {
                     // Gone already, or replaced by a pod with another UID: nothing to do.
                     ApiClass::NotFound | ApiClass::Conflict => return Left::AlreadyGone,
                     ApiClass::TooManyRequests => {
@@ -407,7 +577,7 @@ async fn leave(ctx: &Ctx, pod: &PodFacts, refusals: &std::sync::atomic::AtomicU3
                             });
                         }
                     }
-                    ApiClass::Transient => {}
+                    ApiClass::Transient => last_error = e.to_string(),
                     _ => {
                         ctx.say(Progress::Failed {
                             pod: who,
@@ -416,48 +586,85 @@ async fn leave(ctx: &Ctx, pod: &PodFacts, refusals: &std::sync::atomic::AtomicU3
                         return Left::Failed;
                     }
                 },
+                Some(Err(e)) if e.is_retryable() => last_error = e.to_string(),
+                Some(Err(e)) => {
+                    ctx.say(Progress::Failed {
+                        pod: who,
+                        reason: e.to_string(),
+                    });
+                    return Left::Failed;
+                }
             }
         }
         let now = Instant::now();
-        // Past the deadline a pod its budget protects still gets its one deletion (a notice
-        // that arrived late): the sleep below ends at once and the loop deletes it.
-        let deletion_due = blocked && may_delete && !tried_delete;
-        if now >= ctx.deadline && !deletion_due {
+        // Past the end, a pod its hard deadline says must go still gets its one deletion (a
+        // notice that arrived late): the pause below ends at once and the loop deletes it.
+        let deletion_due = delete_at.is_some() && !tried_delete;
+        if now >= t.ends() && !deletion_due {
             let why = if blocked {
-                "its PodDisruptionBudget still refused at the deadline"
+                "its PodDisruptionBudget still refused at the deadline".to_owned()
             } else {
-                "the API kept failing until the deadline"
+                format!("the API kept failing until the deadline ({last_error})")
             };
             ctx.say(Progress::Failed {
                 pod: who,
-                reason: why.into(),
+                reason: why,
             });
             return Left::Failed;
         }
-        // Wake no later than the moment to delete, nor past the deadline.
-        let mut until = now + jittered(wait);
-        if blocked && may_delete && delete_at > now {
-            until = until.min(delete_at);
+        // Wake no later than the moment to delete, nor past the end.
+        let until = (now + jittered(wait)).min(next_decision).min(t.ends());
+        if !pause(&mut rx, until).await {
+            return Left::Stopped;
         }
-        tokio::time::sleep_until(until.min(ctx.deadline)).await;
         wait = (wait * 2).min(PDB_RETRY_CAP);
     }
 }
 
-/// Waits until the pod is gone or replaced; false when it is still there at the deadline plus
-/// its grace period (the kubelet may still be stopping it).
-async fn wait_gone(ctx: &Ctx, pod: &PodFacts) -> bool {
+/// Waits until the pod is gone or replaced: `Some(false)` when it is still there well past
+/// the end (the kubelet may still be stopping it), `None` when the drain was stopped. A pod
+/// still stopping when the target tightens is asked again with the grace that now fits.
+async fn wait_gone(ctx: &Ctx, pod: &PodFacts, mut given: Option<(i64, Instant)>) -> Option<bool> {
     let api = ctx.pods(&pod.namespace);
-    let give_up = ctx.deadline + Duration::from_secs(pod.grace_seconds.clamp(1, 30) as u64);
+    let mut rx = ctx.target.clone();
+    let margin = ctx.cfg.policy.margin.max(Duration::from_secs(1));
     loop {
-        match api.get_opt(&pod.name).await {
-            Ok(None) => return true,
-            Ok(Some(p)) if p.metadata.uid.as_deref() != Some(pod.uid.as_str()) => return true,
+        let t = (*rx.borrow_and_update())?;
+        let now = Instant::now();
+        if let Some((grace, at)) = given {
+            let must_end = t.grace_until(now).checked_sub(margin).unwrap_or(now);
+            let ends = at + Duration::from_secs(grace.max(0) as u64);
+            if ends > must_end + Duration::from_secs(1) && must_end > now {
+                let shorter = must_end.duration_since(now).as_secs().max(1) as i64;
+                if shorter < grace {
+                    let params = delete_params(&pod.uid, shorter);
+                    let call = api.delete(&pod.name, &params);
+                    if let Some(Ok(_)) = ctx.call(&mut rx, t.ends(), "delete pod", call).await {
+                        ctx.say(Progress::Hastened {
+                            pod: pod_ref(pod),
+                            grace: shorter,
+                        });
+                        given = Some((shorter, Instant::now()));
+                    }
+                }
+            }
+        }
+        let give_up = t.ends() + Duration::from_secs(pod.grace_seconds.clamp(1, 30) as u64);
+        match ctx
+            .call(&mut rx, give_up, "get pod", api.get_opt(&pod.name))
+            .await
+        {
+            Some(Ok(None)) => return Some(true),
+            Some(Ok(Some(p))) if p.metadata.uid.as_deref() != Some(pod.uid.as_str()) => {
+                return Some(true);
+            }
             _ => {}
         }
         if Instant::now() >= give_up {
-            return false;
+            return Some(false);
         }
-        tokio::time::sleep(GONE_POLL).await;
+        if !pause(&mut rx, Instant::now() + GONE_POLL).await {
+            return None;
+        }
     }
 }

@@ -41,12 +41,19 @@ pub enum NodeError {
     Conflict { node: String, attempts: u32 },
     #[error("Kubernetes API: {0}")]
     Api(#[source] kube::Error),
+    /// The API server accepted the request and did not answer in time (a hung server, a
+    /// broken proxy): the call is abandoned, and may be tried again.
+    #[error("Kubernetes API: {what} did not answer within {after:?}")]
+    Timeout {
+        what: &'static str,
+        after: std::time::Duration,
+    },
 }
 
 impl NodeError {
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Conflict { .. } => true,
+            Self::Conflict { .. } | Self::Timeout { .. } => true,
             Self::Api(e) => classify(e) == ApiClass::Transient,
             Self::Config(_) | Self::NodeNotFound(_) => false,
         }

@@ -13,10 +13,29 @@ pub use claim::{Claim, Claims};
 pub use drain::{DrainConfig, DrainReport, PodRef, Progress, drain};
 pub use error::{ApiClass, NodeError, classify};
 pub use fence::{
-    FenceOutcome, FenceRecord, FenceSpec, LB_EXCLUSION_LABEL, LB_EXCLUSION_VALUE,
-    NOTICE_ANNOTATION, OUT_OF_SERVICE_TAINT, fence, mark_out_of_service, unfence,
+    FenceOutcome, LB_EXCLUSION_LABEL, LB_EXCLUSION_VALUE, NOTICE_ANNOTATION, NodeRecord,
+    OUT_OF_SERVICE_TAINT, fence, mark_out_of_service, record_of, unfence,
 };
 pub use index::{NodeIndex, watch_nodes};
+
+/// The default bound on one Kubernetes call (`--api-timeout`): a real API server answers in
+/// milliseconds, and gives up on its own side after a minute.
+pub const API_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs one outside call with a time limit: a server that accepts and never answers must not
+/// hold anything up past `timeout`.
+pub async fn bounded<T>(
+    timeout: std::time::Duration,
+    what: &'static str,
+    call: impl std::future::Future<Output = T>,
+) -> Result<T, NodeError> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| NodeError::Timeout {
+            what,
+            after: timeout,
+        })
+}
 
 /// A kube client configured for node actions: kube 5 retries 429/503/504 by itself by
 /// default, which would hide PodDisruptionBudget refusals from the drain's own deadline-aware

@@ -8,8 +8,10 @@ use std::time::Duration;
 use http::{Request, Response, StatusCode};
 use kube::client::Body;
 use serde_json::{Value, json};
-use sih_core::{Notice, NoticeKind};
-use sih_node::{DrainConfig, FenceSpec};
+use sih_core::{Carried, Notice, PlanRules, Source};
+use sih_node::DrainConfig;
+use sih_node::drain::{DrainEnd, Target};
+use tokio::sync::watch;
 
 #[derive(Debug, Clone)]
 struct Seen {
@@ -24,6 +26,13 @@ type Log = Arc<Mutex<Vec<Seen>>>;
 /// A client whose API server answers with `reply(method, path)` and records every request.
 fn mock(
     reply: impl Fn(&str, &str) -> (StatusCode, Value) + Send + Sync + Clone + 'static,
+) -> (kube::Client, Log) {
+    mock_or_hang(move |m, p| Some(reply(m, p)))
+}
+
+/// Like `mock`, but a `None` reply never answers: the server accepted and hangs.
+fn mock_or_hang(
+    reply: impl Fn(&str, &str) -> Option<(StatusCode, Value)> + Send + Sync + Clone + 'static,
 ) -> (kube::Client, Log) {
     let log: Log = Arc::default();
     let seen = log.clone();
@@ -51,7 +60,9 @@ fn mock(
                 content_type,
                 body,
             });
-            let (status, answer) = reply(&method, &path);
+            let Some((status, answer)) = reply(&method, &path) else {
+                return std::future::pending().await;
+            };
             let resp = Response::builder()
                 .status(status)
                 .header("content-type", "application/json")
@@ -72,18 +83,34 @@ fn status(code: u16, reason: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": reason, "reason": reason, "code": code})
 }
 
-fn spot_fence() -> FenceSpec {
-    FenceSpec {
-        notice: Notice {
-            kind: NoticeKind::SpotInterruption,
-            id: "i-0abc".into(),
-            instance_id: None,
-            node: "n1".into(),
-            detected: "2026-11-23T00:00:00Z".parse().unwrap(),
-            deadline: Some("2026-11-23T00:02:00Z".parse().unwrap()),
-        },
-        effect: "NoSchedule".into(),
-        cordon: true,
+fn spot() -> Vec<Carried> {
+    vec![Carried::new(Notice::spot_interruption(
+        "i-0abc",
+        "n1",
+        "2026-11-23T00:00:00Z".parse().unwrap(),
+        "2026-11-23T00:02:00Z".parse().unwrap(),
+        Source::Imds,
+    ))]
+}
+
+async fn fence(client: kube::Client) -> Result<sih_node::FenceOutcome, sih_node::NodeError> {
+    sih_node::fence(
+        &kube::Api::all(client),
+        "n1",
+        Source::Imds,
+        &spot(),
+        &PlanRules::default(),
+        Duration::from_secs(5),
+    )
+    .await
+}
+
+/// A hard target `within` from now.
+fn hard(within: Duration) -> Target {
+    let deadline = tokio::time::Instant::now() + within;
+    Target {
+        deadline,
+        hard: Some(deadline),
     }
 }
 
@@ -93,14 +120,10 @@ async fn fence_sends_one_merge_patch_guarded_by_the_resource_version() {
         "GET" => (StatusCode::OK, node("41")),
         _ => (StatusCode::OK, node("42")),
     });
-    let nodes = kube::Api::all(client);
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        sih_node::fence(&nodes, "n1", &spot_fence()),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), fence(client))
+        .await
+        .unwrap()
+        .unwrap();
     let log = log.lock().unwrap().clone();
     assert_eq!(log.len(), 2, "{log:?}");
     assert_eq!(
@@ -121,8 +144,10 @@ async fn fence_sends_one_merge_patch_guarded_by_the_resource_version() {
     .unwrap();
     assert_eq!(
         record,
-        json!({"kind": "spot-interruption", "id": "i-0abc", "deadline": "2026-11-23T00:02:00Z",
-        "detected": "2026-11-23T00:00:00Z", "cordoned": true, "wasCordoned": false})
+        json!({"notices": [{"kind": "spot-interruption", "id": "i-0abc-spot-interruption",
+            "instance_id": "i-0abc", "node": "n1", "deadline": "2026-11-23T00:02:00Z",
+            "detected": "2026-11-23T00:00:00Z", "source": "imds"}],
+            "cordoned": true, "wasCordoned": false})
     );
     let mut body = patch.body.clone();
     body["metadata"]["annotations"] = json!("checked above");
@@ -133,7 +158,7 @@ async fn fence_sends_one_merge_patch_guarded_by_the_resource_version() {
                 "labels": {"node.kubernetes.io/exclude-from-external-load-balancers": "spot-interrupt-handler"}},
             "spec": {"unschedulable": true, "taints": [
                 {"key": "theirs", "effect": "NoSchedule"},
-                {"key": "spot-interrupt-handler/spot-interruption", "value": "i-0abc", "effect": "NoSchedule"},
+                {"key": "spot-interrupt-handler/spot-interruption", "value": "i-0abc-spot-interruption", "effect": "NoSchedule"},
             ]},
         })
     );
@@ -155,9 +180,7 @@ async fn fence_rereads_and_retries_after_a_conflict() {
             }
         }
     });
-    let out = sih_node::fence(&kube::Api::all(client), "n1", &spot_fence())
-        .await
-        .unwrap();
+    let out = fence(client).await.unwrap();
     assert_eq!(out.attempts, 2);
     let methods: Vec<String> = log
         .lock()
@@ -184,10 +207,15 @@ async fn eviction_carries_the_uid_precondition_and_planned_grace() {
         _ => (StatusCode::NOT_FOUND, status(404, "NotFound")),
     });
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let report = tokio::time::timeout(
         Duration::from_secs(5),
-        sih_node::drain(client, "n1", deadline, DrainConfig::default(), tx),
+        sih_node::drain::drain_until(
+            client,
+            "n1",
+            hard(Duration::from_secs(60)),
+            DrainConfig::default(),
+            tx,
+        ),
     )
     .await
     .unwrap()
@@ -230,10 +258,15 @@ async fn drain_against(
 ) -> (sih_node::DrainReport, Vec<sih_node::Progress>, Log) {
     let (client, log) = mock(reply);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
     let report = tokio::time::timeout(
         Duration::from_secs(20),
-        sih_node::drain(client, "n1", deadline, DrainConfig::default(), tx),
+        sih_node::drain::drain_until(
+            client,
+            "n1",
+            hard(Duration::from_secs(8)),
+            DrainConfig::default(),
+            tx,
+        ),
     )
     .await
     .unwrap()
@@ -329,7 +362,11 @@ async fn blocked_pod_is_deleted_exactly_when_its_grace_just_fits() {
     });
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let deadline = start + Duration::from_secs(120);
-    let report = sih_node::drain(client, "n1", deadline, DrainConfig::default(), tx)
+    let target = Target {
+        deadline,
+        hard: Some(deadline),
+    };
+    let report = sih_node::drain::drain_until(client, "n1", target, DrainConfig::default(), tx)
         .await
         .unwrap();
     assert!(report.succeeded(), "{report:?}");
@@ -356,4 +393,172 @@ async fn blocked_pod_is_deleted_exactly_when_its_grace_just_fits() {
     // Backoff is capped at 2 s: about 85 / 2 retries, not one every 5 s like kubectl.
     let retries = *posts.lock().unwrap();
     assert!((40..=60).contains(&retries), "{retries} eviction attempts");
+}
+
+fn db_pod_list(grace: i64) -> Value {
+    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": [{
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "db-0", "namespace": "default", "uid": "u-db", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "ss", "controller": true}]},
+        "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": grace, "containers": [{"name": "c", "image": "postgres"}]},
+        "status": {"phase": "Running"}}]})
+}
+
+/// An eviction that the server accepts and never answers is abandoned: the pod is deleted at
+/// exactly the moment its grace still fits before the hard deadline, as a refused one is.
+#[tokio::test(start_paused = true)]
+async fn a_hung_eviction_never_delays_the_deadline_deletion() {
+    let start = tokio::time::Instant::now();
+    let deleted_at = Arc::new(Mutex::new(None));
+    let when = deleted_at.clone();
+    let list = db_pod_list(30);
+    let (client, log) = mock_or_hang(move |method, path| match (method, path) {
+        ("GET", p) if p.starts_with("/api/v1/pods?") => Some((StatusCode::OK, list.clone())),
+        ("POST", _) => None, // hangs
+        ("DELETE", _) => {
+            *when.lock().unwrap() = Some(tokio::time::Instant::now());
+            Some((
+                StatusCode::OK,
+                json!({"kind": "Status", "status": "Success"}),
+            ))
+        }
+        _ => Some((StatusCode::NOT_FOUND, status(404, "NotFound"))),
+    });
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let target = hard(Duration::from_secs(120));
+    let report = sih_node::drain::drain_until(client, "n1", target, DrainConfig::default(), tx)
+        .await
+        .unwrap();
+    assert!(report.succeeded(), "{report:?}");
+    assert_eq!(report.deleted_at_deadline, 1);
+    let at = deleted_at.lock().unwrap().expect("deleted") - start;
+    assert_eq!(
+        at,
+        Duration::from_secs(85),
+        "120 s − (30 s grace + 5 s margin)"
+    );
+    let posts = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.method == "POST")
+        .count();
+    assert!(
+        posts >= 8,
+        "each hung eviction was given up after its timeout: {posts}"
+    );
+}
+
+/// A soft deadline that passes while a hard one is still ahead (a maintenance window inside a
+/// spot notice): budgets are respected until the hard deadline needs the pod gone.
+#[tokio::test(start_paused = true)]
+async fn a_budget_is_overridden_only_against_the_hard_deadline() {
+    let start = tokio::time::Instant::now();
+    let deleted_at = Arc::new(Mutex::new(None));
+    let when = deleted_at.clone();
+    let list = db_pod_list(10);
+    let (client, _log) = mock(move |method, path| match (method, path) {
+        ("GET", p) if p.starts_with("/api/v1/pods?") => (StatusCode::OK, list.clone()),
+        ("POST", _) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            status(429, "TooManyRequests"),
+        ),
+        ("DELETE", _) => {
+            *when.lock().unwrap() = Some(tokio::time::Instant::now());
+            (
+                StatusCode::OK,
+                json!({"kind": "Status", "status": "Success"}),
+            )
+        }
+        _ => (StatusCode::NOT_FOUND, status(404, "NotFound")),
+    });
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let target = Target {
+        deadline: start + Duration::from_secs(20),
+        hard: Some(start + Duration::from_secs(120)),
+    };
+    let report = sih_node::drain::drain_until(client, "n1", target, DrainConfig::default(), tx)
+        .await
+        .unwrap();
+    assert!(report.succeeded(), "{report:?}");
+    let at = deleted_at.lock().unwrap().expect("deleted") - start;
+    assert_eq!(
+        at,
+        Duration::from_secs(105),
+        "120 s − (10 s grace + 5 s margin)"
+    );
+}
+
+/// A nearer deadline arriving while a pod is still stopping asks it again with the grace that
+/// now fits; a target taken away stops the drain.
+#[tokio::test(start_paused = true)]
+async fn a_tightened_target_hastens_pods_and_no_target_stops_the_drain() {
+    let gone = Arc::new(Mutex::new(false));
+    let deletes = Arc::new(Mutex::new(Vec::new()));
+    let (is_gone, seen) = (gone.clone(), deletes.clone());
+    let list = db_pod_list(90);
+    let pod = list["items"][0].clone();
+    let (client, log) = mock(move |method, path| match (method, path) {
+        ("GET", p) if p.starts_with("/api/v1/pods?") => (StatusCode::OK, list.clone()),
+        ("POST", _) => (
+            StatusCode::CREATED,
+            json!({"kind": "Status", "status": "Success"}),
+        ),
+        ("GET", _) if *is_gone.lock().unwrap() => (StatusCode::NOT_FOUND, status(404, "NotFound")),
+        ("GET", _) => (StatusCode::OK, pod.clone()),
+        ("DELETE", p) => {
+            seen.lock().unwrap().push(p.to_owned());
+            (
+                StatusCode::OK,
+                json!({"kind": "Status", "status": "Success"}),
+            )
+        }
+        _ => (StatusCode::NOT_FOUND, status(404, "NotFound")),
+    });
+    let start = tokio::time::Instant::now();
+    let (target_tx, target_rx) = watch::channel(Some(hard(Duration::from_secs(120))));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let drain = tokio::spawn(sih_node::drain(
+        client,
+        "n1",
+        target_rx,
+        DrainConfig::default(),
+        tx,
+    ));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Evicted with 90 s of grace (it fits 120 s − 5 s); now the instance goes at 40 s.
+    target_tx.send_replace(Some(Target {
+        deadline: start + Duration::from_secs(40),
+        hard: Some(start + Duration::from_secs(40)),
+    }));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let log = log.lock().unwrap().clone();
+    let eviction = log.iter().find(|s| s.method == "POST").unwrap();
+    assert_eq!(eviction.body["deleteOptions"]["gracePeriodSeconds"], 90);
+    let hastened = log
+        .iter()
+        .find(|s| s.method == "DELETE")
+        .expect("asked again");
+    let grace = hastened.body["gracePeriodSeconds"].as_i64().unwrap();
+    assert!(
+        (24..=26).contains(&grace),
+        "what fits before 40 s − 5 s at about 10 s: {grace}"
+    );
+    let mut progress = Vec::new();
+    while let Ok(p) = rx.try_recv() {
+        progress.push(p);
+    }
+    assert!(
+        progress
+            .iter()
+            .any(|p| matches!(p, sih_node::Progress::Hastened { .. }))
+    );
+    // Nothing needs the drain any more: it stops (it does not fail).
+    target_tx.send_replace(None);
+    let end = tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .expect("the drain stops at once")
+        .unwrap()
+        .unwrap();
+    assert!(matches!(end, DrainEnd::Stopped(_)), "{end:?}");
+    *gone.lock().unwrap() = true;
 }

@@ -24,6 +24,8 @@ pub struct EventReporter {
     instance: String,
     node: ObjectReference,
     annotations: BTreeMap<String, String>,
+    /// The bound on one Event write.
+    timeout: std::time::Duration,
 }
 
 #[derive(Clone, Copy)]
@@ -55,7 +57,14 @@ impl EventReporter {
                 ..ObjectReference::default()
             },
             annotations: BTreeMap::new(),
+            timeout: sih_node::API_TIMEOUT,
         }
+    }
+
+    /// Bounds each Event write (`--api-timeout`).
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// The same reporter for another node (queue mode reports on many).
@@ -65,6 +74,7 @@ impl EventReporter {
             instance: self.instance.clone(),
             node: self.node.clone(),
             annotations: self.annotations.clone(),
+            timeout: self.timeout,
         };
         other.node.name = Some(node.to_owned());
         other
@@ -83,7 +93,7 @@ impl EventReporter {
         reason: &str,
         action: &str,
         note: String,
-    ) {
+    ) -> bool {
         let now = Timestamp::now();
         // Node events live in `default`, as kubectl and the kubelet put them.
         let namespace = on.namespace.clone().unwrap_or_else(|| "default".into());
@@ -117,14 +127,22 @@ impl EventReporter {
             ..Event::default()
         };
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        if let Err(e) = api.create(&PostParams::default(), &event).await {
-            // Telling people must never stop the evacuation; the log still has it.
-            tracing::warn!(error = %e, reason, "could not record a Kubernetes Event");
+        let params = PostParams::default();
+        let written = sih_node::bounded(self.timeout, "create event", api.create(&params, &event))
+            .await
+            .and_then(|r| r.map_err(sih_node::NodeError::Api));
+        match written {
+            Ok(_) => true,
+            Err(e) => {
+                // Telling people must never stop the evacuation; the log still has it.
+                tracing::warn!(error = %e, reason, "could not record a Kubernetes Event");
+                false
+            }
         }
     }
 
     /// The notice itself, under its kind's reason (`SpotInterruption`, ...).
-    pub async fn notice(&self, notice: &Notice) {
+    pub async fn notice(&self, notice: &Notice) -> bool {
         let deadline = notice
             .deadline
             .map_or_else(|| "no deadline".to_owned(), |d| format!("deadline {d}"));
@@ -135,11 +153,11 @@ impl EventReporter {
             "Notice",
             format!("{} notice {} ({deadline})", notice.kind, notice.id),
         )
-        .await;
+        .await
     }
 
     /// `Fenced`: what the one write did.
-    pub async fn fenced(&self, notice: &Notice, effect: &str, cordoned: bool) {
+    pub async fn fenced(&self, notice: &Notice, effect: &str, cordoned: bool) -> bool {
         let what = if cordoned {
             ", cordoned, excluded from external load balancers"
         } else {
@@ -156,10 +174,10 @@ impl EventReporter {
                 notice.id
             ),
         )
-        .await;
+        .await
     }
 
-    pub async fn drain_started(&self, deadline_in_secs: f64) {
+    pub async fn drain_started(&self, deadline_in_secs: f64) -> bool {
         self.publish(
             &self.node,
             EventType::Normal,
@@ -167,10 +185,10 @@ impl EventReporter {
             "Drain",
             format!("draining with {deadline_in_secs:.0}s before the deadline"),
         )
-        .await;
+        .await
     }
 
-    pub async fn progress(&self, p: &Progress) {
+    pub async fn progress(&self, p: &Progress) -> bool {
         match p {
             Progress::Evicted { pod, grace } => {
                 self.publish(
@@ -180,7 +198,7 @@ impl EventReporter {
                     "Evict",
                     format!("evicted with a {grace}s grace period before the node's interruption"),
                 )
-                .await;
+                .await
             }
             Progress::Warning { pod, reason } => {
                 self.publish(
@@ -190,17 +208,17 @@ impl EventReporter {
                     "Evict",
                     format!("evicted although {reason}"),
                 )
-                .await;
+                .await
             }
             Progress::DeletedAtDeadline { pod, grace } => {
                 self.publish(&pod_ref(pod), EventType::Warning, "PodDeletedAtDeadline", "Delete",
-                    format!("its PodDisruptionBudget still refused; deleted with {grace}s of grace, the time left before the instance goes")).await;
+                    format!("still not out at its last moment (budget refusing, or evictions failing); deleted with {grace}s of grace, the time left before the instance goes")).await
             }
-            _ => {}
+            _ => true,
         }
     }
 
-    pub async fn drain_finished(&self, report: &DrainReport) {
+    pub async fn drain_finished(&self, report: &DrainReport) -> bool {
         let summary = format!(
             "{} evicted, {} deleted at the deadline, {} remaining, {:.1}s left before the deadline",
             report.evicted,
@@ -214,10 +232,10 @@ impl EventReporter {
             (EventType::Warning, "DrainFailed")
         };
         self.publish(&self.node, type_, reason, "Drain", summary)
-            .await;
+            .await
     }
 
-    pub async fn unfenced(&self, why: &str) {
+    pub async fn unfenced(&self, why: &str) -> bool {
         self.publish(
             &self.node,
             EventType::Normal,
@@ -225,6 +243,6 @@ impl EventReporter {
             "Unfence",
             format!("our taints, label and notice removed: {why}"),
         )
-        .await;
+        .await
     }
 }

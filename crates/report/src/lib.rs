@@ -3,6 +3,7 @@
 //! it reports.
 #![forbid(unsafe_code)]
 
+pub mod event_queue;
 pub mod kube_events;
 pub mod metrics;
 pub mod updates;
@@ -10,5 +11,5 @@ pub mod webhook;
 
 pub use kube_events::EventReporter;
 pub use metrics::Metrics;
-pub use updates::{Reporters, Update};
+pub use updates::{Reporters, SharedTemplate, Update};
 pub use webhook::{Webhook, WebhookConfig};

@@ -48,6 +48,12 @@ pub struct Metrics {
     pub queue_message_age: Histogram,
     pub drains_in_progress: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub last_poll_seconds: Gauge<f64, AtomicU64>,
+    /// Age of the oldest drain still running (0 when none runs).
+    pub oldest_drain_seconds: Gauge<f64, AtomicU64>,
+    /// Kubernetes Events not written because their queue was full (the oldest go first).
+    pub events_dropped: Counter,
+    /// Kubernetes Events that could not be written (API errors, timeouts).
+    pub events_failed: Counter,
 }
 
 /// Fence latency is milliseconds to a few seconds; drains and slack are seconds to minutes.
@@ -86,6 +92,9 @@ impl Metrics {
             queue_message_age: Histogram::new(AGE_BUCKETS),
             drains_in_progress: Gauge::default(),
             last_poll_seconds: Gauge::default(),
+            oldest_drain_seconds: Gauge::default(),
+            events_dropped: Counter::default(),
+            events_failed: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -139,6 +148,21 @@ impl Metrics {
             "drains_in_progress",
             "Drains running now",
             m.drains_in_progress.clone(),
+        );
+        registry.register(
+            "oldest_drain_seconds",
+            "Age of the oldest drain still running (0 when none runs)",
+            m.oldest_drain_seconds.clone(),
+        );
+        registry.register(
+            "kubernetes_events_dropped",
+            "Kubernetes Events dropped because their queue was full (oldest first)",
+            m.events_dropped.clone(),
+        );
+        registry.register(
+            "kubernetes_events_failed",
+            "Kubernetes Events the API did not take (errors, timeouts)",
+            m.events_failed.clone(),
         );
         registry.register(
             "last_poll_timestamp_seconds",

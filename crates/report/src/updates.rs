@@ -1,17 +1,29 @@
 //! The one progress stream: what the agent (or the queue controller) did about each notice, as
 //! typed updates. One consumer turns each update into a log line, Kubernetes Events, metrics
 //! and webhooks, so the acting code never formats a message or counts anything itself.
+//!
+//! No reporter holds up another: log lines and metrics are written at once, in order; Events
+//! go to a bounded queue with a writer of its own (`event_queue`); webhooks are delivered by
+//! tasks of their own, in order for each notice (its "drained" message never overtakes its
+//! "detected" one) and in parallel across notices.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sih_core::{Action, Notice};
 use sih_node::{DrainReport, Progress};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+use crate::event_queue::{EVENT_QUEUE, EventQueue};
 
 use crate::webhook::{TemplateData, Webhook};
 use crate::{EventReporter, Metrics};
+
+/// Webhook fields shared by every message, settable after start.
+pub type SharedTemplate = Arc<std::sync::RwLock<TemplateData>>;
 
 #[derive(Debug, Clone)]
 pub enum Update {
@@ -68,6 +80,46 @@ pub enum Update {
     OutOfService {
         notice: Notice,
     },
+    /// The source restated the notice with an earlier deadline: the earliest stands.
+    DeadlineMoved {
+        notice: Notice,
+        from: Option<jiff::Timestamp>,
+    },
+}
+
+impl Update {
+    pub fn notice(&self) -> &Notice {
+        match self {
+            Update::Detected { notice, .. }
+            | Update::Fenced { notice, .. }
+            | Update::DrainStarted { notice, .. }
+            | Update::Drain { notice, .. }
+            | Update::DrainFinished { notice, .. }
+            | Update::DrainStopped { notice, .. }
+            | Update::Unfenced { notice, .. }
+            | Update::Failed { notice, .. }
+            | Update::WouldDo { notice, .. }
+            | Update::OutOfService { notice }
+            | Update::DeadlineMoved { notice, .. } => notice,
+        }
+    }
+
+    /// Whether a Kubernetes Event is written for it.
+    fn makes_event(&self) -> bool {
+        match self {
+            Update::Detected { .. }
+            | Update::DrainStarted { .. }
+            | Update::DrainFinished { .. } => true,
+            Update::Fenced { changed, .. } | Update::Unfenced { changed, .. } => *changed,
+            Update::Drain { progress, .. } => matches!(
+                progress,
+                Progress::Evicted { .. }
+                    | Progress::Warning { .. }
+                    | Progress::DeletedAtDeadline { .. }
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// Where the updates go. Events and webhooks are optional (off in dry-run, or not configured).
@@ -76,8 +128,9 @@ pub struct Reporters {
     pub metrics: Arc<Metrics>,
     pub events: Option<EventReporter>,
     pub webhook: Option<Arc<Webhook>>,
-    /// Fields shared by every webhook message: cluster name, instance metadata.
-    pub template_base: TemplateData,
+    /// Fields shared by every webhook message: cluster name, instance metadata (filled in
+    /// when the instance's identity is known, which may be after the reporters start).
+    pub template_base: SharedTemplate,
     /// How long a webhook may keep retrying when the notice has no deadline.
     pub webhook_patience: Duration,
     /// Also receives every update (a live timeline, tests).
@@ -89,22 +142,34 @@ fn kind_str(n: &Notice) -> &'static str {
 }
 
 impl Reporters {
-    /// Consumes the stream until every sender is gone; webhook deliveries still running then
-    /// are awaited, so a message about a finished drain is not cut off at shutdown.
-    pub async fn run(self, mut rx: mpsc::UnboundedReceiver<Update>) {
-        let mut deliveries = tokio::task::JoinSet::new();
+    /// Consumes the stream until every sender is gone; Events still queued and webhook
+    /// deliveries still running are then waited for (the caller bounds how long: `finish`).
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Update>) {
+        let events = self
+            .events
+            .take()
+            .map(|e| EventQueue::spawn(e, EVENT_QUEUE, self.metrics.clone()));
+        // The last delivery of each notice: the next one for it waits for it.
+        let mut chains: HashMap<String, JoinHandle<()>> = HashMap::new();
         while let Some(update) = rx.recv().await {
             self.log(&update);
             self.count(&update);
             if let Some(tap) = &self.tap {
                 let _ = tap.send(update.clone());
             }
-            if let Some(events) = &self.events {
-                record_event(events, &update).await;
+            if let Some((queue, _)) = &events
+                && update.makes_event()
+            {
+                queue.push(update.clone());
             }
             if let (Some(hook), Some((data, give_up))) = (&self.webhook, self.message(&update)) {
+                let id = update.notice().id.clone();
+                let before = chains.remove(&id);
                 let (hook, metrics) = (hook.clone(), self.metrics.clone());
-                deliveries.spawn(async move {
+                let delivery = tokio::spawn(async move {
+                    if let Some(before) = before {
+                        let _ = before.await;
+                    }
                     let d = hook.send(&data, give_up).await;
                     match &d.result {
                         Ok(status) => {
@@ -117,10 +182,17 @@ impl Reporters {
                         }
                     }
                 });
+                chains.insert(id, delivery);
+                chains.retain(|_, d| !d.is_finished());
             }
-            while deliveries.try_join_next().is_some() {}
         }
-        while deliveries.join_next().await.is_some() {}
+        if let Some((queue, writer)) = events {
+            queue.close();
+            let _ = writer.await;
+        }
+        for (_, d) in chains {
+            let _ = d.await;
+        }
     }
 
     fn log(&self, u: &Update) {
@@ -188,6 +260,12 @@ impl Reporters {
             Update::OutOfService { notice } => tracing::info!(
                 notice_id = %notice.id, node = %notice.node, "out-of-service taint added"
             ),
+            Update::DeadlineMoved { notice, from } => tracing::info!(
+                notice_id = %notice.id, node = %notice.node,
+                from = %from.map(|d| d.to_string()).unwrap_or_else(|| "none".into()),
+                to = %notice.deadline.map(|d| d.to_string()).unwrap_or_default(),
+                "the notice was restated with an earlier deadline; the earliest stands"
+            ),
         }
     }
 
@@ -222,6 +300,7 @@ impl Reporters {
             Update::Failed { action, .. } => m.action(action, false),
             Update::WouldDo { .. } => m.action("dry_run", true),
             Update::OutOfService { .. } => m.action("out_of_service_taint", true),
+            Update::DeadlineMoved { .. } => {}
         }
     }
 
@@ -265,7 +344,11 @@ impl Reporters {
             ),
             _ => return None,
         };
-        let mut data = self.template_base.clone();
+        let mut data = self
+            .template_base
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         data.insert("EventID", notice.id.clone());
         data.insert("Kind", notice.kind.as_str().to_owned());
         data.insert("Monitor", self.source.to_owned());
@@ -335,26 +418,18 @@ fn log_progress(notice: &Notice, p: &Progress) {
             tracing::warn!(notice_id = %id, pod = %pod, grace, "pod deleted at the deadline")
         }
         Progress::Gone { pod } => tracing::debug!(notice_id = %id, pod = %pod, "pod gone"),
+        Progress::Hastened { pod, grace } => {
+            tracing::info!(notice_id = %id, pod = %pod, grace, "a nearer deadline: the pod's grace shortened")
+        }
         Progress::Failed { pod, reason } => {
             tracing::warn!(notice_id = %id, pod = %pod, reason = %reason, "pod did not leave")
         }
     }
 }
 
-async fn record_event(events: &EventReporter, u: &Update) {
-    let node = match u {
-        Update::Detected { notice, .. }
-        | Update::Fenced { notice, .. }
-        | Update::DrainStarted { notice, .. }
-        | Update::Drain { notice, .. }
-        | Update::DrainFinished { notice, .. }
-        | Update::DrainStopped { notice, .. }
-        | Update::Unfenced { notice, .. }
-        | Update::Failed { notice, .. }
-        | Update::WouldDo { notice, .. }
-        | Update::OutOfService { notice } => &notice.node,
-    };
-    let events = &events.on_node(node);
+/// Writes the Events of one update; false when the API did not take one of them.
+pub(crate) async fn record_event(events: &EventReporter, u: &Update) -> bool {
+    let events = &events.on_node(&u.notice().node);
     match u {
         Update::Detected { notice, .. } => events.notice(notice).await,
         Update::Fenced {
@@ -372,6 +447,6 @@ async fn record_event(events: &EventReporter, u: &Update) {
         Update::Unfenced {
             why, changed: true, ..
         } => events.unfenced(why).await,
-        _ => {}
+        _ => true,
     }
 }

@@ -5,7 +5,7 @@
 
 use jiff::Timestamp;
 use serde_json::Value;
-use sih_core::NoticeKind;
+use sih_core::{Notice, Source};
 
 use super::{Malformed, Parsed, QueueNotice, rfc3339, text};
 
@@ -54,13 +54,11 @@ pub fn parse(event: &Value) -> Result<Parsed, Malformed> {
     Ok(Parsed::Act(
         instances
             .into_iter()
-            .map(|i| QueueNotice {
-                kind: NoticeKind::ScheduledMaintenance,
-                id: format!("{communication}-{i}"),
-                instance_id: i.to_owned(),
-                event_time: time,
-                deadline: Some(start),
-                lifecycle: None,
+            .map(|i| {
+                let event = format!("{communication}-{i}");
+                let notice =
+                    Notice::scheduled_maintenance(&event, i, "", time, Some(start), Source::Queue);
+                QueueNotice::of(notice, time, None)
             })
             .collect(),
     ))

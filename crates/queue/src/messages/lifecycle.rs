@@ -3,7 +3,7 @@
 //! ignored.
 
 use serde_json::Value;
-use sih_core::NoticeKind;
+use sih_core::{Notice, Source};
 
 use super::{LifecycleAction, Malformed, Parsed, QueueNotice, Transition, rfc3339, text};
 
@@ -28,19 +28,18 @@ fn action(fields: &Value, time: &str) -> Result<Parsed, Malformed> {
         transition,
     };
     let event_time = rfc3339(time, KIND, "time")?;
-    Ok(Parsed::Act(vec![QueueNotice {
-        kind: match transition {
-            Transition::Terminating => NoticeKind::AsgTermination,
-            Transition::Launching => NoticeKind::AsgLaunch,
-        },
-        // One lifecycle action, one token: redeliveries and replicas agree on it.
-        id: format!("{instance}-lifecycle-{token}"),
-        instance_id: instance.to_owned(),
+    // One per instance and transition, as the IMDS agent names a `Terminated` target state;
+    // the token travels with the lifecycle action. The deadline is the hook's heartbeat
+    // timeout, which the message does not carry.
+    let notice = match transition {
+        Transition::Terminating => Notice::asg_termination(instance, "", event_time, Source::Queue),
+        Transition::Launching => Notice::asg_launch(instance, "", event_time, Source::Queue),
+    };
+    Ok(Parsed::Act(vec![QueueNotice::of(
+        notice,
         event_time,
-        // Bounded by the hook's heartbeat timeout, which the message does not carry.
-        deadline: None,
-        lifecycle: Some(lifecycle),
-    }]))
+        Some(lifecycle),
+    )]))
 }
 
 pub fn eventbridge(event: &Value) -> Result<Parsed, Malformed> {

@@ -49,6 +49,23 @@ pub struct QueueNotice {
 }
 
 impl QueueNotice {
+    /// From a notice built by its kind's constructor in `sih_core` (which makes its id, the
+    /// same one the IMDS agent makes for the same event), before its node is known.
+    pub(crate) fn of(
+        notice: Notice,
+        event_time: Timestamp,
+        lifecycle: Option<LifecycleAction>,
+    ) -> Self {
+        Self {
+            kind: notice.kind,
+            id: notice.id,
+            instance_id: notice.instance_id.unwrap_or_default(),
+            event_time,
+            deadline: notice.deadline,
+            lifecycle,
+        }
+    }
+
     /// The notice for the node the instance runs as, detected now.
     pub fn into_notice(self, node: &str, detected: Timestamp) -> Notice {
         Notice {
@@ -58,6 +75,7 @@ impl QueueNotice {
             node: node.to_owned(),
             detected,
             deadline: self.deadline,
+            source: sih_core::Source::Queue,
         }
     }
 }
@@ -184,10 +202,15 @@ mod tests {
         assert_eq!(n[0].deadline, Some(ts("2026-05-01T12:02:00Z")));
         assert_eq!(
             n[0].id,
-            format!(
-                "i-0123456789abcdef0-spot-{}",
-                ts("2026-05-01T12:02:00Z").as_second()
+            sih_core::Notice::spot_interruption(
+                "i-0123456789abcdef0",
+                "",
+                ts("2026-05-01T12:00:03Z"),
+                ts("2026-05-01T12:02:00Z"),
+                sih_core::Source::Imds
             )
+            .id,
+            "the id the IMDS agent gives the same interruption"
         );
         assert_eq!(n[0].lifecycle, None);
         let notice = n[0]

@@ -4,7 +4,7 @@
 
 use jiff::SignedDuration;
 use serde_json::Value;
-use sih_core::NoticeKind;
+use sih_core::{Notice, Source};
 
 use super::{Malformed, Parsed, QueueNotice, rfc3339, text};
 
@@ -24,27 +24,14 @@ pub fn interruption(event: &Value) -> Result<Parsed, Malformed> {
     }
     let time = rfc3339(text(event, "time", KIND)?, KIND, "time")?;
     let deadline = time + SPOT_LEAD;
-    Ok(Parsed::Act(vec![QueueNotice {
-        kind: NoticeKind::SpotInterruption,
-        // As the IMDS agent names it: the instance and the moment it goes.
-        id: format!("{instance}-spot-{}", deadline.as_second()),
-        instance_id: instance.to_owned(),
-        event_time: time,
-        deadline: Some(deadline),
-        lifecycle: None,
-    }]))
+    let notice = Notice::spot_interruption(instance, "", time, deadline, Source::Queue);
+    Ok(Parsed::Act(vec![QueueNotice::of(notice, time, None)]))
 }
 
 pub fn rebalance(event: &Value) -> Result<Parsed, Malformed> {
     const KIND: &str = "rebalance recommendation";
     let instance = text(event, "detail.instance-id", KIND)?;
     let time = rfc3339(text(event, "time", KIND)?, KIND, "time")?;
-    Ok(Parsed::Act(vec![QueueNotice {
-        kind: NoticeKind::RebalanceRecommendation,
-        id: format!("{instance}-rebalance-{}", time.as_second()),
-        instance_id: instance.to_owned(),
-        event_time: time,
-        deadline: None,
-        lifecycle: None,
-    }]))
+    let notice = Notice::rebalance(instance, "", time, Source::Queue);
+    Ok(Parsed::Act(vec![QueueNotice::of(notice, time, None)]))
 }

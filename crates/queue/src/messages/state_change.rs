@@ -2,7 +2,7 @@
 //! `shutting-down` or `terminated` (NTH matched substrings, so an empty state drained nodes).
 
 use serde_json::Value;
-use sih_core::NoticeKind;
+use sih_core::{Notice, Source};
 
 use super::{Malformed, Parsed, QueueNotice, rfc3339, text};
 
@@ -24,13 +24,8 @@ pub fn parse(event: &Value) -> Result<Parsed, Malformed> {
         )));
     }
     let time = rfc3339(text(event, "time", KIND)?, KIND, "time")?;
-    Ok(Parsed::Act(vec![QueueNotice {
-        kind: NoticeKind::InstanceStateChange,
-        id: format!("{instance}-state-{state}-{}", time.as_second()),
-        instance_id: instance.to_owned(),
-        event_time: time,
-        // The instance is already going.
-        deadline: Some(time),
-        lifecycle: None,
-    }]))
+    // One notice per instance whatever the state (`stopping`, then `shutting-down`): the
+    // instance is already going, and every message about it joins the same evacuation.
+    let notice = Notice::instance_state_change(instance, "", time, time, Source::Queue);
+    Ok(Parsed::Act(vec![QueueNotice::of(notice, time, None)]))
 }
