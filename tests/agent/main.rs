@@ -7,6 +7,7 @@ mod faults;
 #[path = "../support/moto.rs"]
 mod moto;
 mod nth;
+mod overlaps;
 mod queue;
 mod scenarios;
 mod support;

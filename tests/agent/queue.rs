@@ -839,3 +839,100 @@ async fn a_restart_mid_drain_resumes_the_heartbeats_and_completes_the_hook_once(
         "a takeover does not announce the notice again"
     );
 }
+
+/// A spot warning and the `stopping` and `shutting-down` state changes that follow it, handed
+/// to two replicas: one evacuation of the node, one announcement and one set of Events per
+/// notice (the state changes are one notice), every message deleted once it is done.
+#[tokio::test]
+async fn spot_and_state_changes_of_one_instance_are_one_drain_across_replicas() {
+    let (hook, hook_url) = crate::support::Hook::start().await;
+    let template = r#"{"kind":"{{ .Kind }}","phase":"{{ .Phase }}"}"#;
+    let args = ["--webhook-url", &hook_url, "--webhook-template", template];
+    let q = QueueScene::start(&args).await;
+    let (second, _) = controller(&q.s, &q.moto, &q.url, &args).await;
+    let instance = instance_of(&q.s, &q.s.node).await;
+    let state = |s: &str| {
+        let mut v: Value = serde_json::from_str(&sample("instance-state-change.json")).unwrap();
+        v["detail"]["instance-id"] = json!(instance);
+        v["detail"]["state"] = json!(s);
+        v["time"] = json!(jiff::Timestamp::now().to_string());
+        v.to_string()
+    };
+    q.send(&spot_warning(&instance)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    q.send(&state("stopping")).await;
+    q.send(&state("shutting-down")).await;
+    q.s.drained().await;
+    q.until_empty().await;
+    let drains = |p: &Proc| {
+        p.json_lines()
+            .iter()
+            .filter(|l| l["message"] == "drain started")
+            .count()
+    };
+    assert_eq!(
+        drains(&q.controller) + drains(&second),
+        1,
+        "{}\n---\n{}",
+        q.controller.log(),
+        second.log()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let detected: Vec<String> = hook
+        .bodies()
+        .iter()
+        .filter_map(|b| serde_json::from_str::<Value>(b).ok())
+        .filter(|v| v["phase"] == "detected")
+        .map(|v| v["kind"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let mut kinds = detected.clone();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        ["instance-state-change", "spot-interruption"],
+        "one webhook per notice: {detected:?}"
+    );
+    let reasons = q.s.event_reasons().await;
+    for (reason, n) in [
+        ("SpotInterruption", 1),
+        ("InstanceStateChange", 1),
+        ("DrainStarted", 1),
+    ] {
+        assert_eq!(
+            reasons.iter().filter(|r| *r == reason).count(),
+            n,
+            "{reason}: {reasons:?}"
+        );
+    }
+}
+
+/// `--dry-run` in queue mode writes nothing, deletes no message, and shows what it would do:
+/// the fence and the drain's pods, as the agent's dry run does.
+#[tokio::test]
+async fn a_dry_run_previews_the_fence_and_the_drain_and_writes_nothing() {
+    let q = QueueScene::start(&["--dry-run"]).await;
+    let before = q.s.web_on_node().await;
+    let instance = instance_of(&q.s, &q.s.node).await;
+    q.send(&spot_warning(&instance)).await;
+    until("the drain preview", Duration::from_secs(20), || async {
+        q.controller.json_lines().iter().any(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("dry run: would drain: evict"))
+        })
+    })
+    .await;
+    let log = q.controller.log();
+    assert!(
+        log.contains("dry run: would taint spot-interrupt-handler/spot-interruption="),
+        "{log}"
+    );
+    assert!(!cordoned(&q.s.node().await));
+    assert_eq!(q.s.web_on_node().await, before);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        q.depth().await.0 + q.depth().await.1,
+        1,
+        "the message stays"
+    );
+}

@@ -22,6 +22,9 @@ use tokio::time::Instant;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_spot-interrupt-handler");
 
+/// Set in an agent's environment by `agent_unready`: do not wait for it to watch.
+const NO_WAIT: &str = "SIH_TEST_NO_WAIT";
+
 /// A Deployment with quick-to-stop pods and a budget of one at a time, and a DaemonSet.
 pub const WORKLOAD: &str = r#"
 apiVersion: apps/v1
@@ -385,11 +388,19 @@ impl Scene {
             proc,
             admin: format!("http://{admin}"),
         };
+        if !env.iter().any(|(k, _)| *k == NO_WAIT) {
+            agent
+                .proc
+                .until_logged("watching for interruption notices", Duration::from_secs(20))
+                .await;
+        }
         agent
-            .proc
-            .until_logged("watching for interruption notices", Duration::from_secs(20))
-            .await;
-        agent
+    }
+
+    /// The agent, returned as soon as its admin listener is up (its metadata service may be
+    /// down: it then never says it is watching).
+    pub async fn agent_unready(&self, extra: &[&str]) -> Agent {
+        self.agent_with(extra, &[(NO_WAIT, "1")]).await
     }
 
     /// POSTs to the metadata simulator's control API.
@@ -403,6 +414,57 @@ impl Scene {
             .unwrap();
         assert!(r.status().is_success(), "POST /_sim/{path}: {}", r.status());
         r.json().await.unwrap_or(Value::Null)
+    }
+
+    /// POSTs to the cluster simulator's control API (faults, node termination).
+    pub async fn cluster_control(&self, path: &str, body: Value) -> Value {
+        let r = self
+            .http
+            .post(format!("{}/_sim/{path}", self.cluster_url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "POST /_sim/{path}: {}", r.status());
+        r.json().await.unwrap_or(Value::Null)
+    }
+
+    /// What the cluster simulator recorded: `requests`, `pod-events` or `node-changes`.
+    pub async fn cluster_journal(&self, what: &str) -> Vec<Value> {
+        self.http
+            .get(format!("{}/_sim/{what}", self.cluster_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Creates objects written as YAML documents (Deployments, PDBs) with the admin's client.
+    pub async fn apply(&self, yaml: &str) {
+        use k8s_openapi::api::apps::v1::Deployment;
+        use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+        for doc in yaml.split("\n---\n") {
+            let v: Value = serde_saphyr::from_str(doc).unwrap();
+            let ns = v["metadata"]["namespace"].as_str().unwrap_or("default");
+            let pp = kube::api::PostParams::default();
+            match v["kind"].as_str() {
+                Some("Deployment") => {
+                    Api::<Deployment>::namespaced(self.client.clone(), ns)
+                        .create(&pp, &serde_json::from_value(v).unwrap())
+                        .await
+                        .unwrap();
+                }
+                Some("PodDisruptionBudget") => {
+                    Api::<PodDisruptionBudget>::namespaced(self.client.clone(), ns)
+                        .create(&pp, &serde_json::from_value(v).unwrap())
+                        .await
+                        .unwrap();
+                }
+                other => panic!("apply: {other:?} is not handled here"),
+            }
+        }
     }
 
     pub async fn spot(&self, lead_seconds: u64) {
