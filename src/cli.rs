@@ -640,6 +640,28 @@ fn parse_scheduled_event(s: &str) -> Result<ScheduledEventArg, String> {
 }
 
 #[cfg(test)]
+mod properties {
+    //! Flag values as people may type them: a value or a message, never a panic.
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn no_duration_or_scheduled_event_makes_a_parser_panic(s in ".{0,30}") {
+            let _ = parse_duration(&s);
+            let _ = parse_scheduled_event(&s);
+            let _ = parse_service_account(&s);
+            let _ = sih_sim_cluster::faults::FaultSpec::parse_flag(&s);
+        }
+
+        #[test]
+        fn written_durations_read_back(ms in 0u64..10_000_000) {
+            prop_assert_eq!(parse_duration(&format!("{ms}ms")), Ok(Duration::from_millis(ms)));
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;

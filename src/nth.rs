@@ -334,3 +334,65 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Any value in any of NTH's variables: a translation, or a clear error; never a panic,
+    //! and a translation clap then accepts or refuses with a message.
+    use super::*;
+    use clap::Parser;
+    use proptest::prelude::*;
+
+    const KEYS: &[&str] = &[
+        "NODE_NAME",
+        "QUEUE_URL",
+        "ENABLE_SQS_TERMINATION_DRAINING",
+        "ENABLE_SPOT_INTERRUPTION_DRAINING",
+        "ENABLE_SCHEDULED_EVENT_DRAINING",
+        "ENABLE_REBALANCE_MONITORING",
+        "ENABLE_REBALANCE_DRAINING",
+        "ENABLE_ASG_LIFECYCLE_DRAINING",
+        "NODE_TERMINATION_GRACE_PERIOD",
+        "PROBES_SERVER_PORT",
+        "PROMETHEUS_SERVER_PORT",
+        "ENABLE_PROBES_SERVER",
+        "ENABLE_PROMETHEUS_SERVER",
+        "SQS_MSG_VISIBILITY_TIMEOUT_SEC",
+        "HEARTBEAT_INTERVAL",
+        "HEARTBEAT_UNTIL",
+        "COMPLETE_LIFECYCLE_ACTION_DELAY_SECONDS",
+        "CHECK_TAG_BEFORE_DRAINING",
+        "MANAGED_TAG",
+        "TAINT_NODE",
+        "EXCLUDE_FROM_LOAD_BALANCERS",
+        "JSON_LOGGING",
+        "EMIT_KUBERNETES_EVENTS",
+        "DELETE_LOCAL_DATA",
+        "IGNORE_DAEMON_SETS",
+        "AWS_ENDPOINT",
+    ];
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            Just("true".to_owned()),
+            Just("false".to_owned()),
+            "[0-9]{1,6}",
+            "-[0-9]{1,4}",
+            ".{0,20}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn no_environment_makes_the_translation_panic(
+            pairs in prop::collection::vec((prop::sample::select(KEYS.to_vec()), value()), 1..12)
+        ) {
+            let env: HashMap<String, String> =
+                pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            if let Ok(t) = translate(&env) {
+                let _ = crate::cli::Cli::try_parse_from(&t.args);
+            }
+        }
+    }
+}

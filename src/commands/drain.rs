@@ -244,3 +244,16 @@ pub async fn undrain(args: UndrainArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// `--deadline` as typed: a time, or a message saying what it should be.
+        #[test]
+        fn no_deadline_makes_the_parser_panic(s in ".{0,40}") {
+            let _ = super::parse_deadline(&s, jiff::Timestamp::now());
+        }
+    }
+}

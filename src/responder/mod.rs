@@ -303,13 +303,13 @@ impl Actor {
             match cmd {
                 Command::Observe { node, observation } => {
                     let changes = self.state(&node).tracker.observe(observation);
-                    self.changed(&node, changes);
+                    self.apply_changes(&node, changes);
                 }
                 Command::Add { node, notice, done } => {
                     let id = notice.id.clone();
                     let change = self.state(&node).tracker.add(notice);
                     self.state(&node).waiters.push(Waiter { id, done });
-                    self.changed(&node, change.into_iter().collect());
+                    self.apply_changes(&node, change.into_iter().collect());
                 }
                 Command::Watch { node } => {
                     self.state(&node);
@@ -404,7 +404,7 @@ impl Actor {
         }
     }
 
-    fn changed(&mut self, node: &str, changes: Vec<Change>) {
+    fn apply_changes(&mut self, node: &str, changes: Vec<Change>) {
         if changes.is_empty() {
             self.settle_waiters(node);
             return;

@@ -403,11 +403,11 @@ impl Scene {
         self.agent_with(extra, &[(NO_WAIT, "1")]).await
     }
 
-    /// POSTs to the metadata simulator's control API.
-    pub async fn control(&self, path: &str, body: Value) -> Value {
+    /// POSTs to a simulator's control API (`/_sim/...` of `base`).
+    async fn post_control(&self, base: &str, path: &str, body: Value) -> Value {
         let r = self
             .http
-            .post(format!("{}/_sim/{path}", self.imds_url))
+            .post(format!("{base}/_sim/{path}"))
             .json(&body)
             .send()
             .await
@@ -416,17 +416,14 @@ impl Scene {
         r.json().await.unwrap_or(Value::Null)
     }
 
+    /// POSTs to the metadata simulator's control API.
+    pub async fn control(&self, path: &str, body: Value) -> Value {
+        self.post_control(&self.imds_url, path, body).await
+    }
+
     /// POSTs to the cluster simulator's control API (faults, node termination).
     pub async fn cluster_control(&self, path: &str, body: Value) -> Value {
-        let r = self
-            .http
-            .post(format!("{}/_sim/{path}", self.cluster_url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "POST /_sim/{path}: {}", r.status());
-        r.json().await.unwrap_or(Value::Null)
+        self.post_control(&self.cluster_url, path, body).await
     }
 
     /// What the cluster simulator recorded: `requests`, `pod-events` or `node-changes`.

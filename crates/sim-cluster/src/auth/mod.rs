@@ -148,6 +148,19 @@ pub fn decide(store: &Store, user: &UserInfo, a: &Attributes) -> bool {
     })
 }
 
+/// RBAC's decision as the API server answers it: nothing, or a 403 with the real message.
+fn check(store: &Store, user: &UserInfo, a: &Attributes) -> Result<(), ApiError> {
+    if decide(store, user, a) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(
+        a.forbidden_message(&user.name),
+        &a.name,
+        &a.group,
+        &a.resource,
+    ))
+}
+
 /// Authorizes one request: discovery, OpenAPI and health are open to every authenticated
 /// user (as `system:discovery` grants), and so is asking what one may do
 /// (`selfsubjectaccessreviews`, as `system:basic-user` grants).
@@ -165,15 +178,7 @@ pub fn authorize(
     if a.resource == "selfsubjectaccessreviews" && a.verb == "create" {
         return Ok(());
     }
-    if decide(store, user, &a) {
-        return Ok(());
-    }
-    Err(ApiError::forbidden(
-        a.forbidden_message(&user.name),
-        &a.name,
-        &a.group,
-        &a.resource,
-    ))
+    check(store, user, &a)
 }
 
 /// Authorizes a request for a path the simulator does not serve, as a real server would before
@@ -230,13 +235,5 @@ pub fn authorize_unrouted(
         namespace: namespace.into(),
         name: name.into(),
     };
-    if decide(store, user, &a) {
-        return Ok(());
-    }
-    Err(ApiError::forbidden(
-        a.forbidden_message(&user.name),
-        &a.name,
-        &a.group,
-        &a.resource,
-    ))
+    check(store, user, &a)
 }
