@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use sih_core::{DrainTarget, Notice, plan_drain};
@@ -20,18 +19,9 @@ use super::Command;
 
 /// The drain's target on the monotonic clock.
 pub fn target_of(t: &DrainTarget) -> Target {
-    let instant = |at: Timestamp| {
-        let left = at.duration_since(Timestamp::now());
-        match Duration::try_from(left) {
-            Ok(d) => Instant::now() + d,
-            Err(_) => Instant::now()
-                .checked_sub(Duration::try_from(-left).unwrap_or_default())
-                .unwrap_or_else(Instant::now),
-        }
-    };
     Target {
-        deadline: instant(t.deadline),
-        hard: t.hard.map(instant),
+        deadline: sih_node::drain::instant_of(t.deadline),
+        hard: t.hard.map(sih_node::drain::instant_of),
     }
 }
 
@@ -104,6 +94,7 @@ async fn drain(job: &DrainJob) -> Ended {
     let Some(t) = *target.borrow() else {
         return Ended::Drain(DrainEnd::Stopped(Default::default()));
     };
+    let started = Instant::now();
     let _ = job.updates.send(Update::DrainStarted {
         notice: job.lead.clone(),
         time_left: t.ends().saturating_duration_since(Instant::now()),
@@ -135,7 +126,9 @@ async fn drain(job: &DrainJob) -> Ended {
         match result {
             Ok(end) => return Ended::Drain(end),
             Err(e) => {
-                let ends = (*target.borrow()).map(|t| t.ends());
+                // A late notice (its deadline passed) still gets its short window.
+                let ends = (*target.borrow())
+                    .map(|t| t.ends().max(started + sih_node::drain::LATE_WINDOW));
                 let time_left =
                     ends.is_some_and(|end| Instant::now() + Duration::from_secs(1) < end);
                 if !(e.is_retryable() && time_left) {

@@ -154,6 +154,7 @@ impl Responder {
             tx: tx.clone(),
             nodes: HashMap::new(),
             next_drain: 0,
+            announced_before: HashMap::new(),
         };
         (Self { tx }, tokio::spawn(actor.run(rx)))
     }
@@ -247,6 +248,9 @@ struct NodeState {
     last_activity: Instant,
     /// Drop this state as soon as nothing is pending on it.
     forget: bool,
+    /// The last drain ended with pods still there (its deadline passed): no new drain until
+    /// something changes (a notice, a deadline, a message about it again), never in a loop.
+    drain_failed: bool,
 }
 
 impl NodeState {
@@ -280,7 +284,13 @@ struct Actor {
     tx: mpsc::UnboundedSender<Command>,
     nodes: HashMap<String, NodeState>,
     next_drain: u64,
+    /// What was announced about nodes whose state was dropped (queue mode): said once even
+    /// if the node's record cannot be read when a later message comes. Bounded.
+    announced_before: HashMap<String, HashSet<String>>,
 }
+
+/// Nodes whose announcements are remembered after their state is dropped, at most.
+const REMEMBERED_NODES: usize = 10_000;
 
 fn withdrawal_reason(n: &Notice) -> String {
     match n.kind {
@@ -307,9 +317,17 @@ impl Actor {
                 }
                 Command::Add { node, notice, done } => {
                     let id = notice.id.clone();
-                    let change = self.state(&node).tracker.add(notice);
-                    self.state(&node).waiters.push(Waiter { id, done });
-                    self.apply_changes(&node, change.into_iter().collect());
+                    let s = self.state(&node);
+                    let change = s.tracker.add(notice);
+                    s.waiters.push(Waiter { id, done });
+                    // A message about it again: worth another try of a drain that failed.
+                    s.drain_failed = false;
+                    let changes: Vec<Change> = change.into_iter().collect();
+                    if changes.is_empty() {
+                        self.replan(&node);
+                    } else {
+                        self.apply_changes(&node, changes);
+                    }
                 }
                 Command::Watch { node } => {
                     self.state(&node);
@@ -360,11 +378,12 @@ impl Actor {
                 tokio::time::sleep(wait).await;
                 let _ = patience.send(Command::Patience { node: name });
             });
+            let announced = self.announced_before.remove(node).unwrap_or_default();
             self.nodes.insert(
                 node.to_owned(),
                 NodeState {
                     tracker: Tracker::new(),
-                    announced: HashSet::new(),
+                    announced,
                     fenced: HashSet::new(),
                     drained: HashSet::new(),
                     included: HashMap::new(),
@@ -383,6 +402,7 @@ impl Actor {
                     waiters: Vec::new(),
                     last_activity: Instant::now(),
                     forget: false,
+                    drain_failed: false,
                 },
             );
         }
@@ -409,6 +429,7 @@ impl Actor {
             self.settle_waiters(node);
             return;
         }
+        self.state(node).drain_failed = false;
         for c in changes {
             match c {
                 Change::Added(n) => {
@@ -444,6 +465,10 @@ impl Actor {
         let Some(s) = self.nodes.get_mut(node) else {
             return;
         };
+        if s.gone && !s.loaded {
+            s.pending.clear();
+            return;
+        }
         let pending = std::mem::take(&mut s.pending);
         if !pending.is_empty() && !s.loaded {
             tracing::warn!(
@@ -544,7 +569,9 @@ impl Actor {
                 self.health
                     .drain_running(node, drainer::target_of(t).ends());
             }
-        } else if let (Some(t), true, true) = (&plan.drain, plan.drain_needed, loaded) {
+        } else if let (Some(t), true, true, false) =
+            (&plan.drain, plan.drain_needed, loaded, s.drain_failed)
+        {
             // Not before the record is read: it may say the drain was done already.
             let lead = plan
                 .drain_lead
@@ -617,7 +644,12 @@ impl Actor {
             }
             WriteResult::NodeGone => {
                 self.write_failed(node, format!("node {node:?} not found"), false);
-                self.state(node).gone = true;
+                let s = self.state(node);
+                s.gone = true;
+                if !s.loaded {
+                    // No node, nothing to evacuate: its notices are not announced either.
+                    s.pending.clear();
+                }
                 self.settle_waiters(node);
                 return;
             }
@@ -734,6 +766,7 @@ impl Actor {
                 if ok {
                     s.drained.extend(running.covers.iter().cloned());
                 } else {
+                    s.drain_failed = true;
                     failed = Some(format!(
                         "the drain ended with {} pod(s) still on the node",
                         report.remaining.len()
@@ -754,6 +787,7 @@ impl Actor {
                 });
             }
             Ended::GaveUp(error) => {
+                s.drain_failed = true;
                 self.send(Update::Failed {
                     notice: lead.clone(),
                     action: "drain",
@@ -855,13 +889,30 @@ impl Actor {
             return;
         };
         let now = Instant::now();
-        self.nodes
-            .retain(|_, s| !s.idle() || now.saturating_duration_since(s.last_activity) < idle);
+        let stale: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, s)| s.idle() && now.saturating_duration_since(s.last_activity) >= idle)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for node in stale {
+            self.drop_state(&node);
+        }
     }
 
     fn forget_if_idle(&mut self, node: &str) {
         if self.nodes.get(node).is_some_and(|s| s.forget && s.idle()) {
-            self.nodes.remove(node);
+            self.drop_state(node);
+        }
+    }
+
+    fn drop_state(&mut self, node: &str) {
+        if let Some(s) = self.nodes.remove(node) {
+            if self.announced_before.len() >= REMEMBERED_NODES {
+                self.announced_before.clear();
+            }
+            self.announced_before
+                .insert(node.to_owned(), s.announced.clone());
         }
     }
 

@@ -92,6 +92,8 @@ pub struct Record {
     pub withdrawn: Vec<Option<Timestamp>>,
     /// Queue: the body sent for each notice.
     pub bodies: Vec<Option<String>>,
+    /// IMDS scheduled events: the `EventId` the simulator gave each.
+    pub event_ids: Vec<Option<String>>,
     /// Fault windows as they were applied: `(from, to, disrupts)`.
     pub cluster_faults: Vec<(Timestamp, Timestamp, bool, Value)>,
     pub imds_faults: Vec<(Timestamp, Timestamp, bool)>,
@@ -448,6 +450,7 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
     rec.deadlines = vec![None; sc.notices.len()];
     rec.withdrawn = vec![None; sc.notices.len()];
     rec.bodies = vec![None; sc.notices.len()];
+    rec.event_ids = vec![None; sc.notices.len()];
 
     let mut steps: Vec<(f64, Step)> = Vec::new();
     for (i, n) in sc.notices.iter().enumerate() {
@@ -500,6 +503,7 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
                 rec.visible[i] = Some(now);
                 rec.deadlines[i] = deadline;
                 rec.bodies[i] = body;
+                rec.event_ids[i] = event_ids[i].clone();
             }
             Step::Withdraw(i) => {
                 withdraw(&ctx, &sc.notices[i], event_ids[i].as_deref()).await?;

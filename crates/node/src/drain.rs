@@ -40,6 +40,9 @@ const GONE_POLL: Duration = Duration::from_millis(250);
 
 /// A call never gets less than this, however near the next decision is.
 const MIN_CALL: Duration = Duration::from_millis(200);
+/// A drain whose deadline has already passed (a notice that came late: the instance is
+/// stopping now) still gets this long from its start to get the pods out, with 1 s of grace.
+pub const LATE_WINDOW: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone)]
 pub struct DrainConfig {
@@ -247,9 +250,16 @@ struct Ctx {
     target: watch::Receiver<Option<Target>>,
     cfg: DrainConfig,
     progress: mpsc::UnboundedSender<Progress>,
+    /// The drain does not give up before this (its start + `LATE_WINDOW`).
+    floor: Instant,
 }
 
 impl Ctx {
+    /// When the drain gives up on target `t`.
+    fn gives_up(&self, t: &Target) -> Instant {
+        t.ends().max(self.floor)
+    }
+
     fn say(&self, p: Progress) {
         // Nobody listening is fine: the report still says everything.
         let _ = self.progress.send(p);
@@ -318,6 +328,7 @@ pub async fn drain(
         target,
         cfg,
         progress,
+        floor: started + LATE_WINDOW,
     });
     let mut report = DrainReport::default();
     let all: Api<Pod> = Api::all(client);
@@ -356,12 +367,23 @@ pub async fn drain(
     }
 
     let refusals = Arc::new(std::sync::atomic::AtomicU32::new(0));
-    // Pods on their way out, with the grace they were given and when.
-    let mut leaving: Vec<(PodFacts, Option<(i64, Instant)>)> = plan
+    // Pods on their way out, with when their grace runs out. A pod found terminating (a drain
+    // resumed after a restart) runs out at its deletion timestamp.
+    let stopping_by = |p: &PodFacts| {
+        listed
+            .iter()
+            .find(|l| l.metadata.uid.as_deref() == Some(p.uid.as_str()))
+            .and_then(|l| l.metadata.deletion_timestamp.as_ref())
+            .map(|t| instant_of(t.0))
+    };
+    let mut leaving: Vec<(PodFacts, Option<Instant>)> = plan
         .terminating
         .iter()
         .cloned()
-        .map(|p| (p, None))
+        .map(|p| {
+            let by = stopping_by(&p);
+            (p, by)
+        })
         .collect();
     let mut stopped = false;
     for tier in [plan.first, plan.last] {
@@ -382,14 +404,15 @@ pub async fn drain(
             let Ok((pod, outcome, at)) = joined else {
                 continue;
             };
+            let by = |g: i64| Some(at + Duration::from_secs(g.max(0) as u64));
             match outcome {
                 Left::Evicted(g) => {
                     report.evicted += 1;
-                    leaving.push((pod, Some((g, at))));
+                    leaving.push((pod, by(g)));
                 }
                 Left::Deleted(g) => {
                     report.deleted_at_deadline += 1;
-                    leaving.push((pod, Some((g, at))));
+                    leaving.push((pod, by(g)));
                 }
                 Left::AlreadyGone => ctx.say(Progress::Gone { pod: pod_ref(&pod) }),
                 Left::Failed => report.remaining.push(pod_ref(&pod)),
@@ -400,10 +423,10 @@ pub async fn drain(
 
     // Done when each pod is gone (404) or replaced (a new UID under the same name).
     let mut waits = JoinSet::new();
-    for (pod, given) in leaving {
+    for (pod, stops_by) in leaving {
         let ctx = ctx.clone();
         waits.spawn(async move {
-            let gone = wait_gone(&ctx, &pod, given).await;
+            let gone = wait_gone(&ctx, &pod, stops_by).await;
             (pod, gone)
         });
     }
@@ -450,15 +473,13 @@ async fn list_with_retries(
         let Some(t) = *rx.borrow_and_update() else {
             return Ok(None);
         };
-        let Some(result) = ctx
-            .call(&mut rx, t.ends(), "list pods", all.list(&params))
-            .await
-        else {
+        let end = ctx.gives_up(&t);
+        let Some(result) = ctx.call(&mut rx, end, "list pods", all.list(&params)).await else {
             continue;
         };
         match result {
             Ok(list) => return Ok(Some(list.items)),
-            Err(e) if e.is_retryable() && Instant::now() + wait < t.ends() => {
+            Err(e) if e.is_retryable() && Instant::now() + wait < end => {
                 tracing::warn!(error = %e, "listing the node's pods failed; retrying");
                 if !pause(&mut rx, Instant::now() + wait).await {
                     return Ok(None);
@@ -516,12 +537,13 @@ async fn leave(ctx: &Ctx, pod: &PodFacts, refusals: &std::sync::atomic::AtomicU3
             h.checked_sub(policy.delete_lead(pod.grace_seconds))
                 .unwrap_or(now)
         });
-        let next_decision = delete_at.filter(|d| *d > now).unwrap_or(t.ends());
+        let end = ctx.gives_up(&t);
+        let next_decision = delete_at.filter(|d| *d > now).unwrap_or(end);
         if tried_evict && delete_at.is_some_and(|d| now >= d) {
             tried_delete = true;
             let params = delete_params(&pod.uid, grace);
             let call = api.delete(&pod.name, &params);
-            match ctx.call(&mut rx, t.ends(), "delete pod", call).await {
+            match ctx.call(&mut rx, end, "delete pod", call).await {
                 None => continue,
                 Some(Ok(_)) => {
                     ctx.say(Progress::DeletedAtDeadline { pod: who, grace });
@@ -600,7 +622,7 @@ async fn leave(ctx: &Ctx, pod: &PodFacts, refusals: &std::sync::atomic::AtomicU3
         // Past the end, a pod its hard deadline says must go still gets its one deletion (a
         // notice that arrived late): the pause below ends at once and the loop deletes it.
         let deletion_due = delete_at.is_some() && !tried_delete;
-        if now >= t.ends() && !deletion_due {
+        if now >= end && !deletion_due {
             let why = if blocked {
                 "its PodDisruptionBudget still refused at the deadline".to_owned()
             } else {
@@ -613,7 +635,7 @@ async fn leave(ctx: &Ctx, pod: &PodFacts, refusals: &std::sync::atomic::AtomicU3
             return Left::Failed;
         }
         // Wake no later than the moment to delete, nor past the end.
-        let until = (now + jittered(wait)).min(next_decision).min(t.ends());
+        let until = (now + jittered(wait)).min(next_decision).min(end);
         if !pause(&mut rx, until).await {
             return Left::Stopped;
         }
@@ -621,35 +643,49 @@ async fn leave(ctx: &Ctx, pod: &PodFacts, refusals: &std::sync::atomic::AtomicU3
     }
 }
 
+/// The monotonic moment of a wall-clock time.
+pub fn instant_of(at: jiff::Timestamp) -> Instant {
+    let left = at.duration_since(jiff::Timestamp::now());
+    match Duration::try_from(left) {
+        Ok(d) => Instant::now() + d,
+        Err(_) => Instant::now()
+            .checked_sub(Duration::try_from(-left).unwrap_or_default())
+            .unwrap_or_else(Instant::now),
+    }
+}
+
 /// Waits until the pod is gone or replaced: `Some(false)` when it is still there well past
 /// the end (the kubelet may still be stopping it), `None` when the drain was stopped. A pod
-/// still stopping when the target tightens is asked again with the grace that now fits.
-async fn wait_gone(ctx: &Ctx, pod: &PodFacts, mut given: Option<(i64, Instant)>) -> Option<bool> {
+/// whose grace runs out (`stops_by`) after what the target now allows (it tightened, or a
+/// restarted drain found the pod stopping with a grace planned for a later deadline) is asked
+/// again with the grace that fits.
+async fn wait_gone(ctx: &Ctx, pod: &PodFacts, mut stops_by: Option<Instant>) -> Option<bool> {
     let api = ctx.pods(&pod.namespace);
     let mut rx = ctx.target.clone();
     let margin = ctx.cfg.policy.margin.max(Duration::from_secs(1));
     loop {
         let t = (*rx.borrow_and_update())?;
         let now = Instant::now();
-        if let Some((grace, at)) = given {
+        if let Some(by) = stops_by {
             let must_end = t.grace_until(now).checked_sub(margin).unwrap_or(now);
-            let ends = at + Duration::from_secs(grace.max(0) as u64);
-            if ends > must_end + Duration::from_secs(1) && must_end > now {
-                let shorter = must_end.duration_since(now).as_secs().max(1) as i64;
-                if shorter < grace {
-                    let params = delete_params(&pod.uid, shorter);
-                    let call = api.delete(&pod.name, &params);
-                    if let Some(Ok(_)) = ctx.call(&mut rx, t.ends(), "delete pod", call).await {
-                        ctx.say(Progress::Hastened {
-                            pod: pod_ref(pod),
-                            grace: shorter,
-                        });
-                        given = Some((shorter, Instant::now()));
-                    }
+            let shorter = must_end.saturating_duration_since(now).as_secs().max(1);
+            if by > must_end + Duration::from_secs(1) && now + Duration::from_secs(shorter + 1) < by
+            {
+                let params = delete_params(&pod.uid, shorter as i64);
+                let call = api.delete(&pod.name, &params);
+                if let Some(Ok(_)) = ctx
+                    .call(&mut rx, ctx.gives_up(&t), "delete pod", call)
+                    .await
+                {
+                    ctx.say(Progress::Hastened {
+                        pod: pod_ref(pod),
+                        grace: shorter as i64,
+                    });
+                    stops_by = Some(Instant::now() + Duration::from_secs(shorter));
                 }
             }
         }
-        let give_up = t.ends() + Duration::from_secs(pod.grace_seconds.clamp(1, 30) as u64);
+        let give_up = ctx.gives_up(&t) + Duration::from_secs(pod.grace_seconds.clamp(1, 30) as u64);
         match ctx
             .call(&mut rx, give_up, "get pod", api.get_opt(&pod.name))
             .await

@@ -562,3 +562,58 @@ async fn a_tightened_target_hastens_pods_and_no_target_stops_the_drain() {
     assert!(matches!(end, DrainEnd::Stopped(_)), "{end:?}");
     *gone.lock().unwrap() = true;
 }
+
+/// A drain resumed after a restart finds a pod already stopping with a grace planned for a
+/// later deadline (a soft one, before a spot notice came): it is asked again with what fits.
+#[tokio::test]
+async fn a_resumed_drain_hastens_a_pod_found_stopping_too_slowly() {
+    let stops_at = jiff::Timestamp::now() + Duration::from_secs(60);
+    let mut list = db_pod_list(90);
+    list["items"][0]["metadata"]["deletionTimestamp"] =
+        json!(stops_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+    let pod = list["items"][0].clone();
+    let (client, log) = mock(move |method, path| match (method, path) {
+        ("GET", p) if p.starts_with("/api/v1/pods?") => (StatusCode::OK, list.clone()),
+        ("GET", _) => (StatusCode::OK, pod.clone()),
+        ("DELETE", _) => (
+            StatusCode::OK,
+            json!({"kind": "Status", "status": "Success"}),
+        ),
+        _ => (StatusCode::NOT_FOUND, status(404, "NotFound")),
+    });
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let (target_tx, target_rx) = watch::channel(Some(hard(Duration::from_secs(20))));
+    let drain = tokio::spawn(sih_node::drain(
+        client,
+        "n1",
+        target_rx,
+        DrainConfig::default(),
+        tx,
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let delete = loop {
+        let seen = log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| s.method == "DELETE")
+            .cloned();
+        if let Some(d) = seen {
+            break d;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never asked again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let grace = delete.body["gracePeriodSeconds"].as_i64().unwrap();
+    assert!(
+        (13..=15).contains(&grace),
+        "20 s − 5 s margin, not 60: {grace}"
+    );
+    assert_eq!(delete.body["preconditions"]["uid"], "u-db");
+    assert!(
+        log.lock().unwrap().iter().all(|s| s.method != "POST"),
+        "a stopping pod is not evicted again"
+    );
+    target_tx.send_replace(None);
+    let _ = drain.await;
+}
