@@ -113,6 +113,8 @@ async fn amazon_ec2_metadata_mock_default_scenario_empties_the_node_once() {
         .proc
         .until_logged("drain succeeded", Duration::from_secs(10))
         .await;
+    // The drained flag goes into the node's record right after; then nothing more.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let patches = node_patches(&s).await;
     // Polling goes on (every 200 ms) with the times moving on every read.
     tokio::time::sleep(Duration::from_secs(2)).await;
