@@ -94,7 +94,8 @@ async fn drain(job: &DrainJob) -> Ended {
     let Some(t) = *target.borrow() else {
         return Ended::Drain(DrainEnd::Stopped(Default::default()));
     };
-    let started = Instant::now();
+    let mut give_up = sih_node::drain::GiveUp::default();
+    give_up.at(&t, Instant::now());
     let _ = job.updates.send(Update::DrainStarted {
         notice: job.lead.clone(),
         time_left: t.ends().saturating_duration_since(Instant::now()),
@@ -127,8 +128,7 @@ async fn drain(job: &DrainJob) -> Ended {
             Ok(end) => return Ended::Drain(end),
             Err(e) => {
                 // A late notice (its deadline passed) still gets its short window.
-                let ends = (*target.borrow())
-                    .map(|t| t.ends().max(started + sih_node::drain::LATE_WINDOW));
+                let ends = (*target.borrow()).map(|t| give_up.at(&t, Instant::now()));
                 let time_left =
                     ends.is_some_and(|end| Instant::now() + Duration::from_secs(1) < end);
                 if !(e.is_retryable() && time_left) {

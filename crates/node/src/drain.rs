@@ -102,6 +102,32 @@ impl Target {
     }
 }
 
+/// When a drain gives up on its target as it moves. An instance whose hard deadline had
+/// already passed when the target was set (a notice that came late: the instance is stopping
+/// now) still gets `LATE_WINDOW` from that moment: trying costs nothing on a machine going away.
+/// A target that merely reaches its deadline as time passes gets no more; nor does a soft
+/// deadline, which is a promise to whoever set it.
+#[derive(Debug, Default)]
+pub struct GiveUp {
+    seen: Option<Target>,
+    floor: Option<Instant>,
+}
+
+impl GiveUp {
+    pub fn at(&mut self, t: &Target, now: Instant) -> Instant {
+        if self.seen != Some(*t) {
+            self.seen = Some(*t);
+            if t.hard.is_some() && t.ends() <= now + Duration::from_secs(1) {
+                self.floor = Some(self.floor.unwrap_or(now + LATE_WINDOW));
+            }
+        }
+        match (t.hard, self.floor) {
+            (Some(_), Some(floor)) => t.ends().max(floor),
+            _ => t.ends(),
+        }
+    }
+}
+
 /// How a drain ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DrainEnd {
@@ -178,6 +204,9 @@ pub enum Progress {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DrainReport {
     pub evicted: usize,
+    /// Pods found already leaving when this drain began: evicted by an earlier drain (a
+    /// replica or process that stopped mid-way) and waited for here.
+    pub already_leaving: usize,
     pub budget_refusals: u32,
     pub deleted_at_deadline: usize,
     pub failed: Vec<(PodRef, String)>,
@@ -192,6 +221,21 @@ impl DrainReport {
     /// Every pod left, none failed. A drain never reports success while pods remain.
     pub fn succeeded(&self) -> bool {
         self.remaining.is_empty() && self.failed.is_empty()
+    }
+
+    /// One line for people (Events, webhooks): what left and how, and the time to spare.
+    pub fn summary(&self) -> String {
+        let earlier = match self.already_leaving {
+            0 => String::new(),
+            n => format!(" (and {n} evicted before this drain began)"),
+        };
+        format!(
+            "{} evicted{earlier}, {} deleted at the deadline, {} remaining, {:.1}s left before the deadline",
+            self.evicted,
+            self.deleted_at_deadline,
+            self.remaining.len(),
+            self.slack_ms as f64 / 1000.0
+        )
     }
 }
 
@@ -250,14 +294,15 @@ struct Ctx {
     target: watch::Receiver<Option<Target>>,
     cfg: DrainConfig,
     progress: mpsc::UnboundedSender<Progress>,
-    /// The drain does not give up before this (its start + `LATE_WINDOW`).
-    floor: Instant,
+    give_up: std::sync::Mutex<GiveUp>,
 }
 
 impl Ctx {
     /// When the drain gives up on target `t`.
     fn gives_up(&self, t: &Target) -> Instant {
-        t.ends().max(self.floor)
+        // A poisoned lock only means another task panicked mid-update: the value is still sound.
+        let mut g = self.give_up.lock().unwrap_or_else(|e| e.into_inner());
+        g.at(t, Instant::now())
     }
 
     fn say(&self, p: Progress) {
@@ -328,7 +373,7 @@ pub async fn drain(
         target,
         cfg,
         progress,
-        floor: started + LATE_WINDOW,
+        give_up: Default::default(),
     });
     let mut report = DrainReport::default();
     let all: Api<Pod> = Api::all(client);
@@ -340,6 +385,7 @@ pub async fn drain(
         listed.iter().map(facts_of).collect(),
         own.as_ref().map(|(n, p)| (n.as_str(), p.as_str())),
     );
+    report.already_leaving = plan.terminating.len();
     ctx.say(Progress::Planned {
         evict: plan.first.len() + plan.last.len(),
         terminating: plan.terminating.len(),
@@ -702,5 +748,53 @@ async fn wait_gone(ctx: &Ctx, pod: &PodFacts, mut stops_by: Option<Instant>) -> 
         if !pause(&mut rx, Instant::now() + GONE_POLL).await {
             return None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(now: Instant, in_secs: i64, hard: bool) -> Target {
+        let at = if in_secs >= 0 {
+            now + Duration::from_secs(in_secs as u64)
+        } else {
+            now - Duration::from_secs((-in_secs) as u64)
+        };
+        Target {
+            deadline: at,
+            hard: hard.then_some(at),
+        }
+    }
+
+    #[test]
+    fn a_late_hard_target_gets_the_late_window_once() {
+        let now = Instant::now() + Duration::from_secs(100);
+        let mut g = GiveUp::default();
+        let late = target(now, -5, true);
+        assert_eq!(g.at(&late, now), now + LATE_WINDOW);
+        // Asked again later, the window does not slide.
+        assert_eq!(g.at(&late, now + Duration::from_secs(3)), now + LATE_WINDOW);
+        // Another late target later keeps the first window.
+        let later = target(now, -1, true);
+        assert_eq!(
+            g.at(&later, now + Duration::from_secs(4)),
+            now + LATE_WINDOW
+        );
+        // A target further out than the window ends on its own.
+        let far = target(now, 60, true);
+        assert_eq!(g.at(&far, now + Duration::from_secs(5)), far.ends());
+    }
+
+    #[test]
+    fn a_target_reaching_its_deadline_or_a_soft_one_gets_no_window() {
+        let now = Instant::now() + Duration::from_secs(100);
+        let mut g = GiveUp::default();
+        let t = target(now, 3, true);
+        assert_eq!(g.at(&t, now), t.ends());
+        assert_eq!(g.at(&t, now + Duration::from_secs(10)), t.ends());
+        let mut g = GiveUp::default();
+        let soft = target(now, -5, false);
+        assert_eq!(g.at(&soft, now), soft.ends());
     }
 }
