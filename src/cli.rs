@@ -385,6 +385,14 @@ pub struct QueueArgs {
     /// A launch hook is completed with CONTINUE once its node is Ready, ABANDON after this.
     #[arg(long, env = "LAUNCH_READY_TIMEOUT", value_parser = parse_duration, default_value = "10m")]
     pub launch_ready_timeout: Duration,
+    /// A replica's claim on a node (a Lease) lives this long without a renewal; it is renewed
+    /// three times per life. A replica that dies mid-drain is taken over about this long
+    /// after its death (at least 3s).
+    #[arg(long, env = "SIH_CLAIM_TTL", value_parser = parse_duration, default_value = "6s")]
+    pub claim_ttl: Duration,
+    /// Released claims are deleted this long after their release.
+    #[arg(long, env = "SIH_CLAIM_RETENTION", value_parser = parse_duration, default_value = "10m")]
+    pub claim_retention: Duration,
     #[command(flatten)]
     pub act: NoticeFlags,
     #[command(flatten)]

@@ -39,7 +39,7 @@ async fn healthz(State(s): State<Shared>) -> (StatusCode, String) {
         Verdict::Stalled(d) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "the poll loop has not completed a poll for {:.0}s\n",
+                "the loop has not completed a poll (or queue receive) for {:.0}s\n",
                 d.as_secs_f64()
             ),
         ),
@@ -60,11 +60,10 @@ async fn healthz(State(s): State<Shared>) -> (StatusCode, String) {
     }
 }
 
-async fn readyz(State(s): State<Shared>) -> (StatusCode, &'static str) {
-    if s.health.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+async fn readyz(State(s): State<Shared>) -> (StatusCode, String) {
+    match s.health.readiness() {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }
 

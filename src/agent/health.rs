@@ -1,6 +1,6 @@
 //! What the probes answer: live while the poll loop turns, the API has not been failing for
 //! long and no drain has outlived its deadline; ready once the instance identity is known and
-//! the first poll is done.
+//! the first poll is done, and while the notice source (the queue) can be read.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,6 +18,10 @@ pub struct Health {
     last_poll: Mutex<Instant>,
     api_failing_since: Mutex<Option<Instant>>,
     ready: AtomicBool,
+    /// Since when, and why, the notice source cannot be read (queue mode: receives fail).
+    source_failing: Mutex<Option<(Instant, String)>>,
+    /// Readiness survives source failures this short (one refused connection is no outage).
+    source_grace: Duration,
     /// Running drains by node: when each started and when it must have ended.
     drains: Mutex<HashMap<String, (Instant, Instant)>>,
 }
@@ -44,8 +48,66 @@ impl Health {
             last_poll: Mutex::new(now),
             api_failing_since: Mutex::new(None),
             ready: AtomicBool::new(false),
+            source_failing: Mutex::new(None),
+            source_grace: Duration::from_secs(5),
             drains: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Liveness fails when no poll (receive) completes for this long.
+    pub fn stalls_after(mut self, d: Duration) -> Self {
+        self.stall_after = d;
+        self
+    }
+
+    /// The notice source could not be read: readiness fails once this has lasted the grace.
+    pub fn source_failed(&self, why: &str) {
+        self.source_failed_at(Instant::now(), why);
+    }
+
+    fn source_failed_at(&self, now: Instant, why: &str) {
+        let mut f = self
+            .source_failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match &mut *f {
+            Some((_, reason)) => why.clone_into(reason),
+            None => *f = Some((now, why.to_owned())),
+        }
+    }
+
+    pub fn source_ok(&self) {
+        *self
+            .source_failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// `Ok` when ready; else why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        self.readiness_at(Instant::now())
+    }
+
+    fn readiness_at(&self, now: Instant) -> Result<(), String> {
+        // The source's trouble first: a queue that cannot be read from the start says why.
+        let failing = self
+            .source_failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some((since, why)) = failing {
+            let failing_for = now.saturating_duration_since(since);
+            if failing_for >= self.source_grace {
+                return Err(format!(
+                    "the queue cannot be read (for {:.0}s): {why}",
+                    failing_for.as_secs_f64()
+                ));
+            }
+        }
+        if !self.is_ready() {
+            return Err("starting".into());
+        }
+        Ok(())
     }
 
     fn drains(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Instant)>> {
@@ -169,6 +231,30 @@ mod tests {
         assert!(!h.is_ready());
         h.set_ready();
         assert!(h.is_ready());
+    }
+
+    #[test]
+    fn readiness_fails_while_the_source_fails_past_the_grace_and_says_why() {
+        let h = Health::new(Duration::from_secs(1)).stalls_after(Duration::from_secs(60));
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(h.readiness_at(t0), Err("starting".into()));
+        h.set_ready();
+        assert_eq!(h.readiness_at(t0), Ok(()));
+        h.source_failed_at(t0, "first");
+        h.source_failed_at(at(3), "QueueDoesNotExist");
+        assert_eq!(h.readiness_at(at(3)), Ok(()), "within the grace");
+        let why = h.readiness_at(at(6)).unwrap_err();
+        assert!(
+            why.contains("QueueDoesNotExist") && why.contains("6s"),
+            "{why}"
+        );
+        h.source_ok();
+        assert_eq!(h.readiness_at(at(7)), Ok(()));
+        // Liveness follows the receive loop's own stall time.
+        h.polled_at(t0);
+        assert_eq!(h.verdict_at(at(59)), Verdict::Ok);
+        assert!(matches!(h.verdict_at(at(61)), Verdict::Stalled(_)));
     }
 
     #[tokio::test(start_paused = true)]

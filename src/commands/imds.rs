@@ -52,7 +52,11 @@ pub async fn run_until(
         ..ImdsConfig::default()
     })?);
     let client = sih_node::client(args.kube.kubeconfig.as_deref()).await?;
-    let (metrics, health) = telling::start_admin(&args.report, args.poll_interval).await?;
+    let (metrics, health) = telling::start_admin(
+        &args.report,
+        crate::agent::health::Health::new(args.poll_interval),
+    )
+    .await?;
     let template = telling::shared_template();
     let (tx, reporting) = telling::spawn_reporters(
         &args.report,

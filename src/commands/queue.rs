@@ -9,16 +9,22 @@ use crate::responder::Responder;
 
 pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
     let client = sih_node::client(args.kube.kubeconfig.as_deref()).await?;
-    // One receive can wait 20 s: stalled means no receive completed for a good while.
-    let (metrics, health) =
-        telling::start_admin(&args.report, std::time::Duration::from_secs(20)).await?;
+    // One receive can wait 20 s: stalled means no receive completed for three visibility
+    // periods (at least a minute); readiness fails sooner, while receives fail.
+    let stall = (args.visibility_timeout * 3).max(std::time::Duration::from_secs(60));
+    let (metrics, health) = telling::start_admin(
+        &args.report,
+        crate::agent::health::Health::new(std::time::Duration::from_secs(20)).stalls_after(stall),
+    )
+    .await?;
+    let aws_errors = sih_queue::Counted::new(std::sync::Arc::new(AwsErrors(metrics.clone())));
 
     let region = args
         .aws_region
         .clone()
         .or_else(|| sih_queue::sqs::region_of_queue_url(&args.queue_url));
     let aws = sih_queue::sqs::aws_config(region, args.aws_endpoint.clone()).await;
-    let queue = sih_queue::Queue::new(&aws, &args.queue_url);
+    let queue = sih_queue::Queue::new(&aws, &args.queue_url).counting_errors(aws_errors.clone());
     let (index, _watch) = sih_node::watch_nodes(client.clone()).await;
     tracing::info!(nodes = index.len(), queue = %args.queue_url, "node index ready");
     let managed_tag = args.managed_tag.clone().filter(|t| !t.is_empty());
@@ -82,10 +88,11 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
         delete_unknown: args.delete_if_node_not_found,
         complete_delay: args.complete_lifecycle_action_delay,
         launch_ready_timeout: args.launch_ready_timeout,
+        claim_retention: args.claim_retention,
     };
-    let hooks = sih_queue::Hooks::new(&aws);
-    // Replicas coordinate through a Lease per node in our own namespace; the claim outlives a
-    // missed renewal by three visibility periods.
+    let hooks = sih_queue::Hooks::new(&aws).counting_errors(aws_errors);
+    // Replicas coordinate through a Lease per node in our own namespace: short claims, renewed
+    // often, so a dead replica's nodes are taken over in seconds.
     let holder = args
         .me
         .pod_name
@@ -96,15 +103,29 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
             client.clone(),
             args.me.pod_namespace.as_deref().unwrap_or("default"),
             &holder,
-            args.visibility_timeout * 3,
+            args.claim_ttl.max(std::time::Duration::from_secs(3)),
             args.kube.api_timeout,
         )
     });
-    Controller::new(
+    let ran = Controller::new(
         config, queue, hooks, claims, responder, resolver, metrics, health,
     )
     .run(crate::signals::shutdown())
     .await;
     telling::finish(reporting).await;
-    Ok(())
+    ran.map_err(|e| anyhow::anyhow!("cannot read the queue {}: {e}", args.queue_url))
+}
+
+/// Failed AWS calls go to the error metric.
+struct AwsErrors(std::sync::Arc<sih_report::Metrics>);
+
+impl sih_queue::ErrorSink for AwsErrors {
+    fn aws_error(
+        &self,
+        service: &'static str,
+        operation: &'static str,
+        class: sih_queue::ErrorClass,
+    ) {
+        self.0.aws_error(service, operation, class.label());
+    }
 }

@@ -24,10 +24,10 @@ use crate::responder::ResponderConfig;
 /// normally completes a round (the liveness probe fails when it stops).
 pub async fn start_admin(
     report: &ReportFlags,
-    stall_interval: Duration,
+    health: Health,
 ) -> anyhow::Result<(Arc<Metrics>, Arc<Health>)> {
     let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::new(stall_interval));
+    let health = Arc::new(health);
     let probes = report
         .probes_listen
         .map(|a| (a, report.probes_path.clone()));

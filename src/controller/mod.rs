@@ -13,9 +13,18 @@
 //!
 //! Several replicas on one queue: duplicates within a replica ride along with the first copy
 //! (`in_flight`); across replicas a Lease per node (`sih_node::Claims`) says which replica
-//! evacuates it, and a replica that dies mid-drain is taken over once its claim expires. What
-//! was announced and drained is on the node's record, so the new holder repeats neither.
+//! evacuates it. Claims live a few seconds (`--claim-ttl`) and are renewed a few times per
+//! life (`claims`): a replica that dies mid-drain is taken over by a survivor as soon as its
+//! claim expires, from the node's record, without waiting for the message to come back. What
+//! was announced and drained is on that record, so the new holder repeats neither. A replica
+//! that cannot renew a claim for its whole life stops acting on the node (its messages come
+//! back): two replicas never drain one node.
+//!
+//! SQS trouble is visible: every failed AWS call is counted (by operation and class), readiness
+//! fails while receives fail, liveness when none completes for a while, and a first receive
+//! that fails for good (a missing queue, no permission) stops the start with its reason.
 
+mod claims;
 mod in_flight;
 mod outcome;
 pub mod resolve;
@@ -25,9 +34,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use sih_node::{Claim, Claims};
+use sih_node::Claims;
 use sih_queue::{
-    HookResult, Hooks, Keeper, LifecycleAction, Message, Parsed, Queue, QueueNotice, Transition,
+    HookResult, Hooks, Keeper, LifecycleAction, Message, Parsed, Queue, QueueError, QueueNotice,
+    Transition,
 };
 use sih_report::Metrics;
 
@@ -51,6 +61,8 @@ pub struct ControllerConfig {
     pub delete_unknown: bool,
     pub complete_delay: Duration,
     pub launch_ready_timeout: Duration,
+    /// Released claims are deleted this long after their release.
+    pub claim_retention: Duration,
 }
 
 struct Shared {
@@ -62,12 +74,18 @@ struct Shared {
     responder: Responder,
     /// Cluster-wide: which replica evacuates a node (none in dry-run: it writes nothing).
     claims: Option<Claims>,
-    /// Nodes whose lease we hold, with how many notices of ours need it.
-    held: Mutex<HashMap<String, usize>>,
+    /// Nodes whose lease we hold.
+    held: Mutex<HashMap<String, claims::Held>>,
     resolver: Resolver,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     in_flight: InFlight,
+}
+
+impl Shared {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, claims::Held>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 pub struct Controller {
@@ -104,20 +122,29 @@ impl Controller {
     }
 
     /// Receives until `stop` completes; messages being handled then are left to come back.
-    pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
+    /// Fails only when the very first receive fails for good (the queue cannot be read).
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<(), QueueError> {
         let mut stop = std::pin::pin!(stop);
         let mut backoff = Duration::from_millis(200);
+        let mut received_once = false;
         tracing::info!(workers = self.shared.cfg.workers, "consuming the queue");
-        let renewals = tokio::spawn(renew_claims(self.shared.clone()));
+        let keeping = tokio::spawn(claims::keep(self.shared.clone()));
+        let taking_over = tokio::spawn(claims::take_over(self.shared.clone()));
+        let mut refused = None;
         loop {
+            // The first receive does not wait: whether the queue can be read is known (and
+            // readiness said) at once; long polls after it.
+            let wait = Duration::from_secs(if received_once { 20 } else { 0 });
             let received = tokio::select! {
                 _ = &mut stop => break,
-                r = self.shared.queue.receive(10, Duration::from_secs(20), self.shared.cfg.visibility) => r,
+                r = self.shared.queue.receive(10, wait, self.shared.cfg.visibility) => r,
             };
-            self.shared.health.polled();
-            self.shared.health.set_ready();
             match received {
                 Ok(messages) => {
+                    received_once = true;
+                    self.shared.health.polled();
+                    self.shared.health.source_ok();
+                    self.shared.health.set_ready();
                     backoff = Duration::from_millis(200);
                     if messages.is_empty() {
                         tracing::debug!("no message");
@@ -135,8 +162,14 @@ impl Controller {
                         });
                     }
                 }
+                Err(e) if !received_once && !e.retryable => {
+                    refused = Some(e);
+                    break;
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot receive from the queue");
+                    // Not a completed poll: liveness fails if this lasts, readiness sooner.
+                    self.shared.health.source_failed(&e.to_string());
+                    tracing::warn!(error = %e, class = e.class.label(), retry_in_ms = backoff.as_millis() as u64, "cannot receive from the queue");
                     tokio::select! {
                         _ = &mut stop => break,
                         _ = tokio::time::sleep(backoff) => {}
@@ -145,35 +178,22 @@ impl Controller {
                 }
             }
         }
-        renewals.abort();
+        keeping.abort();
+        taking_over.abort();
         if tokio::time::timeout(Duration::from_millis(800), self.shared.responder.shutdown())
             .await
             .is_err()
         {
             tracing::warn!("the responder did not stop in time; leaving it");
         }
-        tracing::info!("controller stopped");
-    }
-}
-
-/// Renews every node lease we hold, a few times per lease lifetime.
-async fn renew_claims(shared: Arc<Shared>) {
-    let Some(claims) = &shared.claims else { return };
-    let every = shared.cfg.visibility.max(Duration::from_secs(1));
-    loop {
-        tokio::time::sleep(every).await;
-        let nodes: Vec<String> = shared
-            .held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect();
-        for node in nodes {
-            if let Err(e) = claims.renew(&node).await {
-                tracing::warn!(error = %e, node = %node, "could not renew the node's claim");
-            }
+        // Our drains have stopped: the other replicas may take our nodes over at once.
+        if let Some(claims) = &self.shared.claims
+            && let Err(e) = claims.resign().await
+        {
+            tracing::warn!(error = %e, "could not step down; our claims expire instead");
         }
+        tracing::info!("controller stopped");
+        refused.map_or(Ok(()), Err)
     }
 }
 
@@ -315,76 +335,6 @@ async fn not_ours(shared: &Shared, q: &QueueNotice, outcome: Outcome) -> Outcome
     outcome
 }
 
-/// Waits (keeping our copy hidden) until this replica holds the node, or gives up.
-async fn claim_node(shared: &Shared, node: &str, notice_id: &str) -> Result<(), Outcome> {
-    let Some(claims) = &shared.claims else {
-        return Ok(());
-    };
-    {
-        let mut held = shared.held.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = held.get_mut(node) {
-            *n += 1;
-            return Ok(());
-        }
-    }
-    let started = tokio::time::Instant::now();
-    let mut said = false;
-    loop {
-        match claims.acquire(node).await {
-            Ok(Claim::Acquired) => {
-                *shared
-                    .held
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry(node.to_owned())
-                    .or_default() += 1;
-                return Ok(());
-            }
-            Ok(Claim::HeldElsewhere(holder)) => {
-                if !said {
-                    tracing::info!(notice_id, node, holder = %holder, "another replica is evacuating the node; waiting for it");
-                    said = true;
-                }
-                if started.elapsed() > shared.cfg.visibility * 6 {
-                    return Err(Outcome::Retry);
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => {
-                tracing::warn!(notice_id, node, error = %e, "cannot claim the node; the message comes back");
-                return Err(Outcome::Retry);
-            }
-        }
-    }
-}
-
-/// One notice of ours no longer needs the node's lease; the last one gives it up.
-async fn unclaim_node(shared: &Shared, node: &str) {
-    let Some(claims) = &shared.claims else { return };
-    let last = {
-        let mut held = shared.held.lock().unwrap_or_else(|e| e.into_inner());
-        match held.get_mut(node) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
-                false
-            }
-            Some(_) => {
-                held.remove(node);
-                true
-            }
-            None => false,
-        }
-    };
-    if !last {
-        return;
-    }
-    // Another replica may evacuate the node next: what we know of it goes stale.
-    shared.responder.forget(node);
-    if let Err(e) = claims.release(node).await {
-        tracing::warn!(node, error = %e, "could not release the node's claim (it expires)");
-    }
-}
-
 async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
     if let Some(a) = q.lifecycle.clone()
         && a.transition == Transition::Launching
@@ -414,7 +364,7 @@ async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
         tracing::info!(notice_id = %q.id, "already being handled; this copy goes with it");
         return Outcome::Duplicate;
     }
-    if let Err(outcome) = claim_node(shared, &node, &q.id).await {
+    if let Err(outcome) = claims::claim_node(shared, &node, &q.id).await {
         release_duplicates(shared, &q.id);
         return outcome;
     }
@@ -425,7 +375,7 @@ async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
         tokio::time::sleep(shared.cfg.complete_delay).await;
         ok = complete(shared, a, &instance, HookResult::Continue).await;
     }
-    unclaim_node(shared, &node).await;
+    claims::unclaim_node(shared, &node).await;
     for duplicate in shared.in_flight.leave(&id) {
         if ok && !shared.cfg.dry_run {
             delete(shared, &duplicate).await;

@@ -92,6 +92,18 @@ pub enum Command {
     Forget {
         node: String,
     },
+    /// Take the node over from its record (queue mode, from a replica that died): answered
+    /// once nothing recorded on it needs a drain any more.
+    Resume {
+        node: String,
+        done: oneshot::Sender<Outcome>,
+    },
+    /// Stop acting on the node at once (queue mode: our claim on it was lost, another replica
+    /// acts now): its drain stops, what waits on it fails, its state is dropped.
+    Abandon {
+        node: String,
+        why: String,
+    },
     Shutdown {
         done: oneshot::Sender<()>,
     },
@@ -194,6 +206,24 @@ impl Responder {
         });
     }
 
+    /// Take `node` over from its record; resolves when what it carries is done.
+    pub fn resume(&self, node: &str) -> oneshot::Receiver<Outcome> {
+        let (done, rx) = oneshot::channel();
+        let _ = self.tx.send(Command::Resume {
+            node: node.to_owned(),
+            done,
+        });
+        rx
+    }
+
+    /// Stop acting on `node` now (another replica holds it).
+    pub fn abandon(&self, node: &str, why: &str) {
+        let _ = self.tx.send(Command::Abandon {
+            node: node.to_owned(),
+            why: why.to_owned(),
+        });
+    }
+
     /// Stops every drain (a restarted process resumes them from the nodes' records) and the
     /// responder; resolves once the updates about it are sent.
     pub async fn shutdown(&self) {
@@ -245,6 +275,8 @@ struct NodeState {
     gone: bool,
     drain: Option<RunningDrain>,
     waiters: Vec<Waiter>,
+    /// Takeovers waiting for the whole node to be done (`Resume`).
+    resumers: Vec<oneshot::Sender<Outcome>>,
     last_activity: Instant,
     /// Drop this state as soon as nothing is pending on it.
     forget: bool,
@@ -258,6 +290,7 @@ impl NodeState {
     fn idle(&self) -> bool {
         self.drain.is_none()
             && self.waiters.is_empty()
+            && self.resumers.is_empty()
             && self.pending.is_empty()
             && self.withdrawn.is_empty()
             && self.written >= self.generation
@@ -338,6 +371,13 @@ impl Actor {
                     }
                     self.forget_if_idle(&node);
                 }
+                Command::Resume { node, done } => {
+                    let s = self.state(&node);
+                    s.resumers.push(done);
+                    s.drain_failed = false;
+                    self.settle_waiters(&node);
+                }
+                Command::Abandon { node, why } => self.abandon(&node, &why),
                 Command::Loaded { node, record } => self.loaded(&node, record),
                 Command::Written {
                     node,
@@ -400,6 +440,7 @@ impl Actor {
                     gone: false,
                     drain: None,
                     waiters: Vec::new(),
+                    resumers: Vec::new(),
                     last_activity: Instant::now(),
                     forget: false,
                     drain_failed: false,
@@ -867,7 +908,60 @@ impl Actor {
             }
         }
         s.waiters = keep;
+        if !s.resumers.is_empty() {
+            let verdict = if s.gone {
+                Some(Outcome::Failed(format!("node {node:?} not found")))
+            } else if !s.loaded || s.drain.is_some() || s.written < s.generation {
+                None
+            } else {
+                let carried: Vec<Carried> = s
+                    .tracker
+                    .active()
+                    .iter()
+                    .map(|n| Carried {
+                        notice: n.clone(),
+                        drained: s.drained_at.get(&n.id).is_some_and(|g| *g <= s.written),
+                    })
+                    .collect();
+                let rules = &self.cfg.rules;
+                if !evacuation_plan(&carried, rules).drain_needed {
+                    Some(Outcome::Done)
+                } else if s.drain_failed {
+                    Some(Outcome::Failed("the node's drain did not finish".into()))
+                } else {
+                    None
+                }
+            };
+            if let Some(v) = verdict {
+                for r in std::mem::take(&mut s.resumers) {
+                    let _ = r.send(v.clone());
+                }
+            }
+        }
         self.forget_if_idle(node);
+    }
+
+    /// Our claim on the node is gone: whoever holds it now acts; we stop without a word to
+    /// the node (its record and fence stay as written, for the new holder to resume).
+    fn abandon(&mut self, node: &str, why: &str) {
+        let Some(mut s) = self.nodes.remove(node) else {
+            return;
+        };
+        if let Some(d) = s.drain.take() {
+            d.task.abort();
+            self.health.drain_over(node);
+            self.send(Update::DrainStopped {
+                notice: d.lead,
+                why: format!("stopped here: {why}"),
+            });
+        }
+        for w in std::mem::take(&mut s.waiters) {
+            let _ = w.done.send(Outcome::Failed(why.to_owned()));
+        }
+        for r in std::mem::take(&mut s.resumers) {
+            let _ = r.send(Outcome::Failed(why.to_owned()));
+        }
+        self.remember_announced(node, &s);
     }
 
     fn fail_waiters(&mut self, node: &str, ids: &[String], why: &str) {
@@ -908,12 +1002,16 @@ impl Actor {
 
     fn drop_state(&mut self, node: &str) {
         if let Some(s) = self.nodes.remove(node) {
-            if self.announced_before.len() >= REMEMBERED_NODES {
-                self.announced_before.clear();
-            }
-            self.announced_before
-                .insert(node.to_owned(), s.announced.clone());
+            self.remember_announced(node, &s);
         }
+    }
+
+    fn remember_announced(&mut self, node: &str, s: &NodeState) {
+        if self.announced_before.len() >= REMEMBERED_NODES {
+            self.announced_before.clear();
+        }
+        self.announced_before
+            .insert(node.to_owned(), s.announced.clone());
     }
 
     fn shutdown(&mut self) {

@@ -178,7 +178,48 @@ fn helm_lint_and_template_for_both_modes_and_a_values_matrix() {
     assert_eq!(args[0], "queue");
     assert!(args.contains(&"--queue-url=https://sqs.us-east-1.amazonaws.com/1/q".to_owned()));
     assert!(args.contains(&"--aws-region=us-east-1".to_owned()));
-    assert!(dep[0]["spec"]["template"]["spec"]["hostNetwork"].is_null());
+    let pod = &dep[0]["spec"]["template"]["spec"];
+    assert!(pod["hostNetwork"].is_null());
+    // Off spot capacity, replicas apart: a reclaim never takes both, nor the one draining.
+    let off = &pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        [0]["matchExpressions"];
+    assert!(
+        off.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["key"] == "karpenter.sh/capacity-type"
+                && e["operator"] == "NotIn"
+                && e["values"][0] == "spot"),
+        "{off}"
+    );
+    let apart = &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        [0]["podAffinityTerm"];
+    assert_eq!(apart["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(
+        pod["topologySpreadConstraints"][0]["topologyKey"],
+        "topology.kubernetes.io/zone"
+    );
+    // An affinity of one's own replaces the default placement.
+    let docs = rendered(&[
+        "mode=queue",
+        "queue.url=https://sqs.us-east-1.amazonaws.com/1/q",
+        "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=pool",
+        "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
+    ]);
+    let pod = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"];
+    assert!(pod["affinity"]["podAntiAffinity"].is_null());
+    assert_eq!(
+        pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0]["matchExpressions"][0]["key"],
+        "pool"
+    );
+    // imds mode places nothing by default: the agents go where nodeSelector says.
+    assert!(
+        rendered(&[])
+            .iter()
+            .filter(|d| d["kind"] == "DaemonSet")
+            .all(|d| d["spec"]["template"]["spec"]["affinity"].is_null())
+    );
 
     // Monitoring, IRSA, a webhook URL from a Secret and a template in a ConfigMap, flags.
     let docs = rendered_with(

@@ -185,11 +185,26 @@ fn is_forbidden(e: &NodeError) -> bool {
     matches!(e, NodeError::Api(kube::Error::Api(s)) if s.code == 403)
 }
 
-/// A Lease as another replica left it: holding the notice, renewed `age` ago.
-fn lease_of_another(notice: &str, age: Duration) -> Lease {
+/// A claim on `node` held by another replica, `replica-b`.
+fn lease_of_another(node: &str) -> Lease {
+    use sih_node::claim::{HOLDER, MANAGED_BY, NODE_ANNOTATION, ROLE};
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": sih_node::claim::lease_name(node),
+            "labels": {MANAGED_BY.0: MANAGED_BY.1, ROLE: "node", HOLDER: "b"},
+            "annotations": {NODE_ANNOTATION: node}},
+        "spec": {"holderIdentity": "replica-b", "leaseDurationSeconds": 30,
+            "renewTime": Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}
+    }))
+    .unwrap()
+}
+
+/// `replica-b`'s heartbeat, renewed `age` ago (30 s claims).
+fn heartbeat_of_another(age: Duration) -> Lease {
+    use sih_node::claim::{MANAGED_BY, ROLE};
     let renewed = Timestamp::now() - jiff::SignedDuration::try_from(age).unwrap();
     serde_json::from_value(serde_json::json!({
-        "metadata": {"name": sih_node::claim::lease_name(notice)},
+        "metadata": {"name": sih_node::claim::replica_lease_name("replica-b"),
+            "labels": {MANAGED_BY.0: MANAGED_BY.1, ROLE: "replica"}},
         "spec": {"holderIdentity": "replica-b", "leaseDurationSeconds": 30,
             "renewTime": renewed.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}
     }))
@@ -198,19 +213,21 @@ fn lease_of_another(notice: &str, age: Duration) -> Lease {
 
 /// What the code does with one grant, and whether it worked.
 async fn exercise(m: &Manifest, grant: &(String, String, String), roles: &Roles) -> bool {
-    let workload = match grant.1.as_str() {
+    let pods_delete = grant.1 == "pods" && grant.2 == "delete";
+    let workload = if pods_delete {
         // A budget that never allows a disruption: only deletion at the deadline moves it.
-        "pods" if grant.2 == "delete" => deployment("guarded", 1, 1, "maxUnavailable: 0"),
-        _ => deployment("web", 2, 1, "maxUnavailable: 1"),
+        deployment("guarded", 1, 1, "maxUnavailable: 0")
+    } else {
+        deployment("web", 2, 1, "maxUnavailable: 1")
     };
     let (cluster, admin, agent) = cluster_with(m, roles, &workload).await;
-    let app = if grant.2 == "delete" {
+    let app = if pods_delete {
         "app=guarded"
     } else {
         "app=web"
     };
-    until_running(&admin, app, if grant.2 == "delete" { 1 } else { 2 }).await;
-    if grant.2 != "delete" {
+    until_running(&admin, app, if pods_delete { 1 } else { 2 }).await;
+    if !pods_delete {
         until_budget_allows(&admin, "web").await;
     }
     let node = node_name(0);
@@ -346,25 +363,22 @@ async fn exercise(m: &Manifest, grant: &(String, String, String), roles: &Roles)
                     Ok(sih_node::Claim::Acquired)
                 ),
                 "get" => {
-                    leases
-                        .create(
-                            &PostParams::default(),
-                            &lease_of_another("n-get", Duration::ZERO),
-                        )
-                        .await
-                        .unwrap();
+                    // A claim of a live replica is left alone.
+                    for l in [
+                        lease_of_another("n-get"),
+                        heartbeat_of_another(Duration::ZERO),
+                    ] {
+                        leases.create(&PostParams::default(), &l).await.unwrap();
+                    }
                     matches!(
                         claims.acquire("n-get").await,
                         Ok(sih_node::Claim::HeldElsewhere(_))
                     )
                 }
                 "update" => {
-                    // Its holder stopped renewing a minute ago: taken over with a replace.
+                    // Its holder left no heartbeat: taken over with a replace.
                     leases
-                        .create(
-                            &PostParams::default(),
-                            &lease_of_another("n-update", Duration::from_secs(60)),
-                        )
+                        .create(&PostParams::default(), &lease_of_another("n-update"))
                         .await
                         .unwrap();
                     matches!(
@@ -373,19 +387,40 @@ async fn exercise(m: &Manifest, grant: &(String, String, String), roles: &Roles)
                     )
                 }
                 "patch" => {
-                    leases
-                        .create(
-                            &PostParams::default(),
-                            &lease_of_another("n-patch", Duration::from_secs(60)),
+                    // The heartbeat and a release are patches.
+                    claims.heartbeat().await.is_ok()
+                        && claims.heartbeat().await.is_ok()
+                        && matches!(
+                            claims.acquire("n-patch").await,
+                            Ok(sih_node::Claim::Acquired)
                         )
-                        .await
-                        .unwrap();
-                    // Taking it over, renewing and releasing it are patches of the claim.
-                    matches!(
-                        claims.acquire("n-patch").await,
-                        Ok(sih_node::Claim::Acquired)
-                    ) && claims.renew("n-patch").await.is_ok()
                         && claims.release("n-patch").await.is_ok()
+                }
+                "list" => {
+                    // Survivors look for the claims of replicas whose heartbeat expired.
+                    for l in [
+                        lease_of_another("n-list"),
+                        heartbeat_of_another(Duration::from_secs(60)),
+                    ] {
+                        leases.create(&PostParams::default(), &l).await.unwrap();
+                    }
+                    claims
+                        .abandoned(false)
+                        .await
+                        .is_ok_and(|nodes| nodes == ["n-list"])
+                }
+                "delete" => {
+                    // Released claims are deleted after their retention.
+                    matches!(
+                        claims.acquire("n-delete").await,
+                        Ok(sih_node::Claim::Acquired)
+                    ) && claims.release("n-delete").await.is_ok()
+                        && claims.sweep(Duration::ZERO).await.is_ok_and(|n| n == 1)
+                        && leases
+                            .get_opt(&sih_node::claim::lease_name("n-delete"))
+                            .await
+                            .unwrap()
+                            .is_none()
                 }
                 other => panic!("leases {other} is granted but never used"),
             }
@@ -438,5 +473,5 @@ async fn every_rule_of_the_agents_cluster_role_is_needed_and_enough() {
 /// Queue mode adds nodes list/watch (the index) and Leases in its namespace (the claims).
 #[tokio::test]
 async fn every_rule_of_the_queue_controllers_roles_is_needed_and_enough() {
-    every_rule_needed_and_enough(&QUEUE, 13).await;
+    every_rule_needed_and_enough(&QUEUE, 15).await;
 }

@@ -123,11 +123,11 @@ pub fn check(sc: &Scenario, rec: &Record) -> Vec<Violation> {
         end: sc.horizon,
     };
     // The processes' down times. In queue mode a dead replica's claim on a node holds the
-    // other replicas off until it expires (three visibility periods of 4 s), and its messages
-    // come back only after their visibility timeout.
+    // other replicas off until it expires (`--claim-ttl`, 6 s) and a survivor's next look
+    // (1 s), and its messages come back only after their visibility timeout (4 s).
     let claim_held = match sc.mode {
         Mode::Imds => 0.0,
-        Mode::Queue => 12.0 + 4.0,
+        Mode::Queue => 6.0 + 1.0 + 4.0,
     };
     for (i, life) in rec.lives.iter().enumerate() {
         if !life.killed {

@@ -6,23 +6,50 @@
 //!
 //! A Lease per node, not per notice: a spot warning and the state changes that follow it are
 //! several messages, possibly handled by several replicas, but one evacuation of one node.
+//!
+//! Liveness is one Lease per replica (`heartbeat`, every third of `ttl`), not a renewal of each
+//! node's Lease: a mass reclaim with a thousand nodes in flight costs one write every two
+//! seconds, not a thousand. A node's claim is good while its holder's replica Lease is live, so a
+//! replica that dies is taken over within `ttl` and a scan, whatever the messages' visibility
+//! timeout: survivors look for the nodes of dead replicas (`abandoned`) and resume each from
+//! its record. A replica whose own heartbeat has not landed for most of `ttl` is no longer
+//! `valid()`: it must stop acting on every node it holds before anyone may take them over.
+//! A released claim stays as a record of who acted last for a retention, then `sweep` deletes
+//! it (and dead replicas' Leases): leases never pile up.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::json;
+use tokio::time::Instant;
 
 use crate::error::{ApiClass, NodeError, classify};
+
+/// The label on every lease of ours (what the sweep and the takeover scan list).
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "spot-interrupt-handler");
+/// `replica` (a replica's heartbeat) or `node` (a claim on a node).
+pub const ROLE: &str = "spot-interrupt-handler/role";
+/// On a node's claim: the holder's hash (to list a dead replica's claims).
+pub const HOLDER: &str = "spot-interrupt-handler/holder";
+pub const NODE_ANNOTATION: &str = "spot-interrupt-handler/node";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     /// Ours to act on.
     Acquired,
-    /// Another replica holds a live lease.
+    /// Another replica holds it and is alive.
     HeldElsewhere(String),
+}
+
+fn fnv(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// A DNS-1123 name for a node's lease (names may be long or hold other characters).
@@ -33,11 +60,17 @@ pub fn lease_name(key: &str) -> String {
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
     // FNV-1a keeps two long names that share a prefix apart.
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
     let head: String = clean.chars().take(40).collect();
-    format!("sih-{}-{hash:016x}", head.trim_matches('-'))
+    format!("sih-{}-{:016x}", head.trim_matches('-'), fnv(key))
+}
+
+/// The name of a replica's heartbeat lease.
+pub fn replica_lease_name(holder: &str) -> String {
+    format!("sih-replica-{:016x}", fnv(holder))
+}
+
+fn holder_label(holder: &str) -> String {
+    format!("{:016x}", fnv(holder))
 }
 
 pub struct Claims {
@@ -45,6 +78,9 @@ pub struct Claims {
     holder: String,
     ttl: Duration,
     timeout: Duration,
+    /// Until when the claims we hold are ours for sure: the last heartbeat that landed, plus
+    /// the ttl less a margin (for clocks and the others' scans).
+    valid_until: Mutex<Option<Instant>>,
 }
 
 impl Claims {
@@ -59,7 +95,9 @@ impl Claims {
             api: Api::namespaced(client, namespace),
             holder: holder.to_owned(),
             ttl,
-            timeout,
+            // A call that outlives a third of the claim's life is of no use to it.
+            timeout: timeout.min(ttl / 3).max(Duration::from_millis(200)),
+            valid_until: Mutex::new(None),
         }
     }
 
@@ -67,23 +105,51 @@ impl Claims {
         &self.holder
     }
 
-    fn lease(&self, name: &str, node: &str) -> Lease {
+    /// How long a replica's claims live without a heartbeat.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Whether the claims we hold are still ours (our heartbeat landed recently enough).
+    pub fn valid(&self) -> bool {
+        self.valid_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| Instant::now() < t)
+    }
+
+    fn labels(&self, role: &str) -> std::collections::BTreeMap<String, String> {
+        let mut l: std::collections::BTreeMap<String, String> = [
+            (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
+            (ROLE.to_owned(), role.to_owned()),
+        ]
+        .into();
+        if role == "node" {
+            l.insert(HOLDER.to_owned(), holder_label(&self.holder));
+        }
+        l
+    }
+
+    fn spec(&self, at: Timestamp) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(self.holder.clone()),
+            lease_duration_seconds: Some(
+                i32::try_from(self.ttl.as_secs().max(1)).unwrap_or(i32::MAX),
+            ),
+            renew_time: Some(MicroTime(at)),
+            ..LeaseSpec::default()
+        }
+    }
+
+    fn node_lease(&self, name: &str, node: &str) -> Lease {
         Lease {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),
-                annotations: Some(
-                    [("spot-interrupt-handler/node".to_owned(), node.to_owned())].into(),
-                ),
+                annotations: Some([(NODE_ANNOTATION.to_owned(), node.to_owned())].into()),
+                labels: Some(self.labels("node")),
                 ..ObjectMeta::default()
             },
-            spec: Some(LeaseSpec {
-                holder_identity: Some(self.holder.clone()),
-                lease_duration_seconds: Some(
-                    i32::try_from(self.ttl.as_secs().max(1)).unwrap_or(i32::MAX),
-                ),
-                renew_time: Some(MicroTime(Timestamp::now())),
-                ..LeaseSpec::default()
-            }),
+            spec: Some(self.spec(Timestamp::now())),
         }
     }
 
@@ -97,14 +163,87 @@ impl Claims {
             .map_err(NodeError::Api)
     }
 
-    /// Takes the node's lease if it is free, expired, released or already ours.
+    /// Says this replica is alive (its claims stay good for `ttl` from now).
+    pub async fn heartbeat(&self) -> Result<(), NodeError> {
+        let sent = Instant::now();
+        let at = Timestamp::now();
+        let name = replica_lease_name(&self.holder);
+        let patch = json!({
+            "metadata": {"labels": self.labels("replica")},
+            "spec": self.spec(at),
+        });
+        let done = match self
+            .call(
+                "renew replica lease",
+                self.api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+            )
+            .await
+        {
+            Err(NodeError::Api(e)) if classify(&e) == ApiClass::NotFound => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(name.clone()),
+                        labels: Some(self.labels("replica")),
+                        ..ObjectMeta::default()
+                    },
+                    spec: Some(self.spec(at)),
+                };
+                self.call(
+                    "create replica lease",
+                    self.api.create(&PostParams::default(), &lease),
+                )
+                .await
+                .map(|_| ())
+            }
+            other => other.map(|_| ()),
+        };
+        done?;
+        // Others count from the time written; we stop a sixth of the life earlier.
+        *self.valid_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(sent + self.ttl - self.ttl / 6);
+        Ok(())
+    }
+
+    /// Stepping down (a clean stop): our claims may be taken over at once.
+    pub async fn resign(&self) -> Result<(), NodeError> {
+        *self.valid_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        match self
+            .call(
+                "delete replica lease",
+                self.api
+                    .delete(&replica_lease_name(&self.holder), &DeleteParams::default()),
+            )
+            .await
+        {
+            Err(NodeError::Api(e)) if classify(&e) == ApiClass::NotFound => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Whether `holder`'s heartbeat is live.
+    async fn alive(&self, holder: &str) -> Result<bool, NodeError> {
+        let lease = self
+            .call(
+                "get replica lease",
+                self.api.get_opt(&replica_lease_name(holder)),
+            )
+            .await?;
+        Ok(lease.is_some_and(|l| !expired(&l, Timestamp::now())))
+    }
+
+    /// Takes the node's claim if it is free, released, ours, or its holder is dead.
     pub async fn acquire(&self, node: &str) -> Result<Claim, NodeError> {
+        if !self.valid() {
+            // Nobody may count our claims as live before our heartbeat says we are.
+            self.heartbeat().await?;
+        }
         let name = lease_name(node);
         let params = PostParams::default();
         match self
             .call(
                 "create lease",
-                self.api.create(&params, &self.lease(&name, node)),
+                self.api.create(&params, &self.node_lease(&name, node)),
             )
             .await
         {
@@ -113,19 +252,12 @@ impl Claims {
             Err(e) => return Err(e),
         }
         let current = self.call("get lease", self.api.get(&name)).await?;
-        let spec = current.spec.clone().unwrap_or_default();
-        let holder = spec.holder_identity.clone().unwrap_or_default();
-        let expired = spec.renew_time.as_ref().is_none_or(|t| {
-            let ttl = jiff::SignedDuration::from_secs(i64::from(
-                spec.lease_duration_seconds.unwrap_or(0),
-            ));
-            t.0 + ttl < Timestamp::now()
-        });
-        if !holder.is_empty() && holder != self.holder && !expired {
+        let holder = holder_of(&current).unwrap_or_default().to_owned();
+        if !holder.is_empty() && holder != self.holder && self.alive(&holder).await? {
             return Ok(Claim::HeldElsewhere(holder));
         }
-        // Take over (free, or its holder stopped renewing), guarded by the version we read.
-        let mut next = self.lease(&name, node);
+        // Take it (free, or its holder is dead), guarded by the version we read.
+        let mut next = self.node_lease(&name, node);
         next.metadata.resource_version = current.metadata.resource_version.clone();
         match self
             .call("replace lease", self.api.replace(&name, &params, &next))
@@ -139,19 +271,101 @@ impl Claims {
         }
     }
 
-    /// Keeps our claim alive while we act.
-    pub async fn renew(&self, node: &str) -> Result<(), NodeError> {
-        let patch = json!({"spec": {"holderIdentity": self.holder, "renewTime": MicroTime(Timestamp::now())}});
-        let (params, merge) = (
-            kube::api::PatchParams::default(),
-            kube::api::Patch::Merge(&patch),
-        );
-        self.call(
-            "renew lease",
-            self.api.patch(&lease_name(node), &params, &merge),
-        )
-        .await
-        .map(|_| ())
+    /// Nodes claimed by replicas that are dead (their heartbeat expired): theirs to take over.
+    /// `full` also finds claims whose holder left no heartbeat at all, and claims of ours from
+    /// a previous life of this replica (same name, after a restart): both cost a list of every
+    /// claim, done at start and now and then; otherwise only the dead replicas' claims are
+    /// listed, and only when there is a dead replica.
+    pub async fn abandoned(&self, full: bool) -> Result<Vec<String>, NodeError> {
+        let now = Timestamp::now();
+        let replicas = self.list("replica").await?;
+        let live: HashSet<&str> = replicas
+            .iter()
+            .filter(|l| !expired(l, now))
+            .filter_map(holder_of)
+            .collect();
+        let dead: HashSet<&str> = replicas
+            .iter()
+            .filter(|l| expired(l, now))
+            .filter_map(holder_of)
+            .filter(|h| *h != self.holder && !h.is_empty())
+            .collect();
+        if dead.is_empty() && !full {
+            return Ok(Vec::new());
+        }
+        let mut nodes = Vec::new();
+        for l in self.list("node").await? {
+            let Some(holder) = holder_of(&l) else {
+                continue;
+            };
+            let take = if holder.is_empty() {
+                false
+            } else if holder == self.holder {
+                full
+            } else {
+                dead.contains(holder) || (full && !live.contains(holder))
+            };
+            if take
+                && let Some(node) = l
+                    .metadata
+                    .annotations
+                    .and_then(|mut a| a.remove(NODE_ANNOTATION))
+            {
+                nodes.push(node);
+            }
+        }
+        Ok(nodes)
+    }
+
+    /// Deletes released claims older than `retention` and the heartbeats of replicas dead for
+    /// longer than that (each guarded by the version read, so a lease taken again meanwhile
+    /// stays); answers how many went.
+    pub async fn sweep(&self, retention: Duration) -> Result<usize, NodeError> {
+        let cutoff =
+            Timestamp::now() - jiff::SignedDuration::try_from(retention).unwrap_or_default();
+        let mut deleted = 0;
+        let mut gone: HashMap<String, Lease> = HashMap::new();
+        for l in self.list("node").await? {
+            if holder_of(&l).is_none_or(str::is_empty) && renewed(&l).is_none_or(|t| t <= cutoff) {
+                gone.insert(l.metadata.name.clone().unwrap_or_default(), l);
+            }
+        }
+        let ttl = jiff::SignedDuration::try_from(self.ttl).unwrap_or_default();
+        for l in self.list("replica").await? {
+            if holder_of(&l) != Some(self.holder.as_str())
+                && renewed(&l).is_none_or(|t| t + ttl <= cutoff)
+            {
+                gone.insert(l.metadata.name.clone().unwrap_or_default(), l);
+            }
+        }
+        for (name, l) in gone {
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    resource_version: l.metadata.resource_version.clone(),
+                    uid: l.metadata.uid.clone(),
+                }),
+                ..DeleteParams::default()
+            };
+            match self
+                .call("delete lease", self.api.delete(&name, &params))
+                .await
+            {
+                Ok(_) => deleted += 1,
+                Err(NodeError::Api(e))
+                    if matches!(classify(&e), ApiClass::Conflict | ApiClass::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn list(&self, role: &str) -> Result<Vec<Lease>, NodeError> {
+        let params = ListParams::default()
+            .labels(&format!("{}={},{ROLE}={role}", MANAGED_BY.0, MANAGED_BY.1));
+        Ok(self
+            .call("list leases", self.api.list(&params))
+            .await?
+            .items)
     }
 
     /// Gives the node up: another replica may take it at once.
@@ -166,8 +380,9 @@ impl Claims {
         if !ours {
             return Ok(());
         }
+        // The release time stays as the renew time: the sweep deletes it after the retention.
         let patch = json!({"metadata": {"resourceVersion": current.metadata.resource_version},
-            "spec": {"holderIdentity": null}});
+            "spec": {"holderIdentity": null, "renewTime": MicroTime(Timestamp::now())}});
         let (params, merge) = (
             kube::api::PatchParams::default(),
             kube::api::Patch::Merge(&patch),
@@ -180,6 +395,24 @@ impl Claims {
             other => other.map(|_| ()),
         }
     }
+}
+
+fn holder_of(l: &Lease) -> Option<&str> {
+    l.spec.as_ref()?.holder_identity.as_deref()
+}
+
+fn renewed(l: &Lease) -> Option<Timestamp> {
+    l.spec.as_ref()?.renew_time.as_ref().map(|t| t.0)
+}
+
+/// Not renewed within its duration (a lease never renewed counts as expired).
+fn expired(l: &Lease, now: Timestamp) -> bool {
+    let spec = l.spec.clone().unwrap_or_default();
+    spec.renew_time.as_ref().is_none_or(|t| {
+        let ttl =
+            jiff::SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
+        t.0 + ttl < now
+    })
 }
 
 #[cfg(test)]

@@ -9,17 +9,22 @@ pub struct HookError {
     pub call: &'static str,
     pub message: String,
     pub retryable: bool,
+    /// For the error metric.
+    pub class: crate::aws_error::ErrorClass,
 }
 
-fn error<E: std::error::Error + Send + Sync + 'static>(
+fn error<
+    E: std::error::Error + aws_sdk_autoscaling::error::ProvideErrorMetadata + Send + Sync + 'static,
+>(
     call: &'static str,
     e: aws_sdk_autoscaling::error::SdkError<E, aws_sdk_autoscaling::config::http::HttpResponse>,
 ) -> HookError {
-    let (message, retryable) = crate::aws_error::classify(e);
+    let (message, class) = crate::aws_error::classify(e);
     HookError {
         call,
         message,
-        retryable,
+        retryable: class.retryable(),
+        class,
     }
 }
 
@@ -41,13 +46,26 @@ impl HookResult {
 #[derive(Clone)]
 pub struct Hooks {
     client: aws_sdk_autoscaling::Client,
+    errors: crate::aws_error::Counted,
 }
 
 impl Hooks {
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         Self {
             client: aws_sdk_autoscaling::Client::new(config),
+            errors: crate::aws_error::Counted::default(),
         }
+    }
+
+    /// Every failed call is also counted here.
+    pub fn counting_errors(mut self, errors: crate::aws_error::Counted) -> Self {
+        self.errors = errors;
+        self
+    }
+
+    fn failed(&self, e: HookError) -> HookError {
+        self.errors.count("autoscaling", e.call, e.class);
+        e
     }
 
     pub async fn complete(
@@ -66,7 +84,7 @@ impl Hooks {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| error("CompleteLifecycleAction", e))
+            .map_err(|e| self.failed(error("CompleteLifecycleAction", e)))
     }
 
     pub async fn heartbeat(&self, a: &LifecycleAction, instance: &str) -> Result<(), HookError> {
@@ -79,6 +97,6 @@ impl Hooks {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| error("RecordLifecycleActionHeartbeat", e))
+            .map_err(|e| self.failed(error("RecordLifecycleActionHeartbeat", e)))
     }
 }

@@ -3,7 +3,7 @@
 //! consumer, instance → node lookup and lifecycle-hook calls build on this.
 #![forbid(unsafe_code)]
 
-mod aws_error;
+pub mod aws_error;
 pub mod directory;
 pub mod ec2;
 pub mod hooks;
@@ -11,6 +11,7 @@ pub mod messages;
 pub mod sqs;
 pub mod visibility;
 
+pub use aws_error::{Counted, ErrorClass, ErrorSink};
 pub use directory::{Describe, Directory};
 pub use ec2::{Ec2, Ec2Error, Instance};
 pub use hooks::{HookError, HookResult, Hooks};

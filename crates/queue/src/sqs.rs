@@ -13,17 +13,22 @@ pub struct QueueError {
     pub message: String,
     /// Throttling, 5xx and connection errors; not a missing queue or a bad receipt.
     pub retryable: bool,
+    /// For the error metric.
+    pub class: crate::aws_error::ErrorClass,
 }
 
-fn error<E: std::error::Error + Send + Sync + 'static>(
+fn error<
+    E: std::error::Error + aws_sdk_sqs::error::ProvideErrorMetadata + Send + Sync + 'static,
+>(
     call: &'static str,
     e: aws_sdk_sqs::error::SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
 ) -> QueueError {
-    let (message, retryable) = crate::aws_error::classify(e);
+    let (message, class) = crate::aws_error::classify(e);
     QueueError {
         call,
         message,
-        retryable,
+        retryable: class.retryable(),
+        class,
     }
 }
 
@@ -40,6 +45,7 @@ pub struct Message {
 pub struct Queue {
     client: aws_sdk_sqs::Client,
     url: String,
+    errors: crate::aws_error::Counted,
 }
 
 /// The region in a queue URL (`https://sqs.us-east-1.amazonaws.com/123/q`).
@@ -53,9 +59,17 @@ pub fn region_of_queue_url(url: &str) -> Option<String> {
 }
 
 /// The AWS configuration: region from the flag, the environment or the queue URL; endpoint
-/// from `--aws-endpoint` (tests point it at a local server).
+/// from `--aws-endpoint` (tests point it at a local server). Every call is bounded: a receive
+/// long-polls up to 20 s, so one attempt may take 25 s and a call with its retries 30 s; a
+/// connection must open within 3 s.
 pub async fn aws_config(region: Option<String>, endpoint: Option<String>) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(Duration::from_secs(25))
+        .operation_timeout(Duration::from_secs(30))
+        .build();
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
     if let Some(r) = region {
         loader = loader.region(aws_config::Region::new(r));
     }
@@ -70,7 +84,19 @@ impl Queue {
         Self {
             client: aws_sdk_sqs::Client::new(config),
             url: url.to_owned(),
+            errors: crate::aws_error::Counted::default(),
         }
+    }
+
+    /// Every failed call is also counted here.
+    pub fn counting_errors(mut self, errors: crate::aws_error::Counted) -> Self {
+        self.errors = errors;
+        self
+    }
+
+    fn failed(&self, e: QueueError) -> QueueError {
+        self.errors.count("sqs", e.call, e.class);
+        e
     }
 
     /// Up to `max` messages, waiting up to `wait` for one; each stays hidden for `hidden`.
@@ -90,7 +116,7 @@ impl Queue {
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
             .await
-            .map_err(|e| error("ReceiveMessage", e))?;
+            .map_err(|e| self.failed(error("ReceiveMessage", e)))?;
         Ok(out
             .messages
             .unwrap_or_default()
@@ -119,7 +145,7 @@ impl Queue {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| error("DeleteMessage", e))
+            .map_err(|e| self.failed(error("DeleteMessage", e)))
     }
 
     /// Keeps up to ten messages hidden from other consumers for `by` from now, in one call;
@@ -151,7 +177,7 @@ impl Queue {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| error("ChangeMessageVisibilityBatch", e))?;
+            .map_err(|e| self.failed(error("ChangeMessageVisibilityBatch", e)))?;
         Ok(out
             .failed
             .iter()

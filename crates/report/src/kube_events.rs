@@ -219,13 +219,7 @@ impl EventReporter {
     }
 
     pub async fn drain_finished(&self, report: &DrainReport) -> bool {
-        let summary = format!(
-            "{} evicted, {} deleted at the deadline, {} remaining, {:.1}s left before the deadline",
-            report.evicted,
-            report.deleted_at_deadline,
-            report.remaining.len(),
-            report.slack_ms as f64 / 1000.0
-        );
+        let summary = report.summary();
         let (type_, reason) = if report.succeeded() {
             (EventType::Normal, "DrainSucceeded")
         } else {

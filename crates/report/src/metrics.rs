@@ -33,6 +33,16 @@ pub struct ItemLabels {
     pub item: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AwsErrorLabels {
+    /// `sqs`, `autoscaling`, `ec2`.
+    pub service: &'static str,
+    /// The API operation (`ReceiveMessage`, `CompleteLifecycleAction`, ...).
+    pub operation: &'static str,
+    /// `throttled`, `server`, `network`, `timeout`, `client`.
+    pub class: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub notices: Family<NoticeLabels, Counter>,
@@ -40,6 +50,7 @@ pub struct Metrics {
     pub evictions: Family<ResultLabels, Counter>,
     pub webhooks: Family<ResultLabels, Counter>,
     pub imds_errors: Family<ItemLabels, Counter>,
+    pub aws_errors: Family<AwsErrorLabels, Counter>,
     pub polls: Counter,
     pub fence_latency: Histogram,
     pub drain_duration: Histogram,
@@ -84,6 +95,7 @@ impl Metrics {
             evictions: Family::default(),
             webhooks: Family::default(),
             imds_errors: Family::default(),
+            aws_errors: Family::default(),
             polls: Counter::default(),
             fence_latency: Histogram::new(LATENCY_BUCKETS),
             drain_duration: Histogram::new(DRAIN_BUCKETS),
@@ -165,6 +177,11 @@ impl Metrics {
             m.events_failed.clone(),
         );
         registry.register(
+            "aws_errors",
+            "AWS API calls that failed, by service, operation and class",
+            m.aws_errors.clone(),
+        );
+        registry.register(
             "last_poll_timestamp_seconds",
             "Unix time of the last completed poll",
             m.last_poll_seconds.clone(),
@@ -203,6 +220,16 @@ impl Metrics {
         self.imds_errors.get_or_create(&ItemLabels { item }).inc();
     }
 
+    pub fn aws_error(&self, service: &'static str, operation: &'static str, class: &'static str) {
+        self.aws_errors
+            .get_or_create(&AwsErrorLabels {
+                service,
+                operation,
+                class,
+            })
+            .inc();
+    }
+
     pub fn fenced_after(&self, latency: Duration) {
         self.fence_latency.observe(latency.as_secs_f64());
     }
@@ -227,7 +254,11 @@ mod tests {
         m.action("fence", true);
         m.eviction("evicted");
         m.fenced_after(Duration::from_millis(30));
+        m.aws_error("sqs", "ReceiveMessage", "client");
         let text = m.encode();
+        assert!(text.contains(
+            "spot_interrupt_handler_aws_errors_total{service=\"sqs\",operation=\"ReceiveMessage\",class=\"client\"} 1"
+        ));
         assert!(text.contains(
             "spot_interrupt_handler_notices_total{kind=\"spot-interruption\",source=\"imds\"} 1"
         ));

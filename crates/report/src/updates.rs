@@ -223,6 +223,7 @@ impl Reporters {
                 if report.succeeded() {
                     tracing::info!(
                         notice_id = %notice.id, node = %notice.node, evicted = report.evicted,
+                        already_leaving = report.already_leaving,
                         deleted_at_deadline = report.deleted_at_deadline,
                         budget_refusals = report.budget_refusals,
                         took_s = report.took.as_secs_f64(), slack_s = report.slack_ms as f64 / 1000.0,
@@ -329,17 +330,14 @@ impl Reporters {
                 notice,
                 "drained",
                 format!(
-                    "drain of node {} {}: {} evicted, {} deleted at the deadline, {} remaining, {:.1}s left before the deadline",
+                    "drain of node {} {}: {}",
                     notice.node,
                     if report.succeeded() {
                         "succeeded"
                     } else {
                         "FAILED"
                     },
-                    report.evicted,
-                    report.deleted_at_deadline,
-                    report.remaining.len(),
-                    report.slack_ms as f64 / 1000.0
+                    report.summary()
                 ),
             ),
             _ => return None,

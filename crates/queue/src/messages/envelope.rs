@@ -28,7 +28,17 @@ impl Envelope {
                 field: "detail-type",
                 value: dt.to_string(),
             })?;
-            let source = v.get("source").and_then(Value::as_str).unwrap_or_default();
+            // Every EventBridge event names its source; one without is not an event we know.
+            let source = match v.get("source") {
+                Some(Value::String(s)) => s.as_str(),
+                other => {
+                    return Err(Malformed::Invalid {
+                        kind: "EventBridge event",
+                        field: "source",
+                        value: other.map_or_else(|| "missing".to_owned(), Value::to_string),
+                    });
+                }
+            };
             return Ok(Self::EventBridge {
                 source: source.to_owned(),
                 detail_type: detail_type.to_owned(),

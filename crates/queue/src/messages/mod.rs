@@ -324,6 +324,74 @@ mod tests {
     }
 
     #[test]
+    fn a_closed_or_ended_health_event_is_ignored_and_a_started_one_has_no_deadline() {
+        let base = sample("aws-health-scheduled-change.json");
+        let closed = base.replace("\"statusCode\":\"upcoming\"", "\"statusCode\":\"closed\"");
+        assert!(
+            matches!(parse(&closed), Ok(Parsed::Ignore(ref why)) if why.contains("closed")),
+            "{:?}",
+            parse(&closed)
+        );
+        let ended = base.replace(
+            "\"endTime\":\"Fri, 15 May 2026 12:00:00 GMT\"",
+            "\"endTime\":\"Thu, 30 Apr 2026 12:00:00 GMT\"",
+        );
+        assert!(matches!(parse(&ended), Ok(Parsed::Ignore(_))));
+        let started = base
+            .replace("\"statusCode\":\"upcoming\"", "\"statusCode\":\"open\"")
+            .replace(
+                "\"startTime\":\"Fri, 15 May 2026 10:00:00 GMT\"",
+                "\"startTime\":\"Thu, 30 Apr 2026 10:00:00 GMT\"",
+            );
+        let Ok(Parsed::Act(n)) = parse(&started) else {
+            panic!("{:?}", parse(&started))
+        };
+        assert!(n.iter().all(|x| x.deadline.is_none()), "{n:?}");
+        let odd_status = base.replace("\"statusCode\":\"upcoming\"", "\"statusCode\":7");
+        assert!(matches!(
+            parse(&odd_status),
+            Err(Malformed::Invalid {
+                field: "detail.statusCode",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_null_source_or_entities_that_are_no_list_are_malformed_not_ignored() {
+        let base = sample("aws-health-scheduled-change.json");
+        let no_source = base.replace("\"source\":\"aws.health\"", "\"source\":null");
+        assert!(
+            matches!(
+                parse(&no_source),
+                Err(Malformed::Invalid {
+                    field: "source",
+                    ..
+                })
+            ),
+            "{:?}",
+            parse(&no_source)
+        );
+        let v: Value = serde_json::from_str(&base).unwrap();
+        let mut v2 = v.clone();
+        v2["detail"]["affectedEntities"] = Value::String("i-0123456789abcdef0".into());
+        let got = parse(&v2.to_string());
+        assert!(
+            matches!(
+                got,
+                Err(Malformed::Invalid {
+                    field: "detail.affectedEntities",
+                    ..
+                })
+            ),
+            "{got:?}"
+        );
+        let mut v3 = v;
+        v3.as_object_mut().unwrap().remove("source");
+        assert!(parse(&v3.to_string()).is_err());
+    }
+
+    #[test]
     fn the_same_event_always_gives_the_same_id() {
         for name in [
             "spot-interruption-warning.json",

@@ -85,9 +85,44 @@ spec:
   tolerations:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- with .Values.affinity }}
+  {{- if .Values.affinity }}
   affinity:
-    {{- toYaml . | nindent 4 }}
+    {{- toYaml .Values.affinity | nindent 4 }}
+  {{- else if eq .Values.mode "queue" }}
+  {{- /* queue: off spot capacity, replicas apart (queue.placement) */}}
+  {{- if or .Values.queue.placement.offCapacity .Values.queue.placement.apart }}
+  affinity:
+    {{- with .Values.queue.placement.offCapacity }}
+    nodeAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        nodeSelectorTerms:
+          - matchExpressions:
+              {{- range $key, $values := . }}
+              - key: {{ $key }}
+                operator: NotIn
+                values: {{ toJson $values }}
+              {{- end }}
+    {{- end }}
+    {{- if .Values.queue.placement.apart }}
+    podAntiAffinity:
+      preferredDuringSchedulingIgnoredDuringExecution:
+        - weight: 100
+          podAffinityTerm:
+            topologyKey: kubernetes.io/hostname
+            labelSelector:
+              matchLabels:
+                {{- include "sih.selectorLabels" . | nindent 16 }}
+    {{- end }}
+  {{- end }}
+  {{- if .Values.queue.placement.apart }}
+  topologySpreadConstraints:
+    - maxSkew: 1
+      topologyKey: topology.kubernetes.io/zone
+      whenUnsatisfiable: ScheduleAnyway
+      labelSelector:
+        matchLabels:
+          {{- include "sih.selectorLabels" . | nindent 10 }}
+  {{- end }}
   {{- end }}
   securityContext:
     runAsNonRoot: true

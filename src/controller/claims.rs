@@ -1,0 +1,227 @@
+//! Which replica acts on a node, over time: claiming a node for a notice, keeping this replica's
+//! heartbeat (and letting every node go at once when it has not landed for most of a claim's
+//! life), taking over the nodes of replicas that died, and deleting old released claims.
+//!
+//! Two notices at once on one node share one claim (counted). A heartbeat that never returns is
+//! bounded by a third of the claim's life, and a watchdog does not wait for it: once our claims
+//! may look dead to the others, we stop acting on every node (the messages come back), before
+//! anyone may take them over. After a restart in the middle, the dead process's heartbeat
+//! expires and a survivor (or the restarted process, same name) resumes its nodes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sih_node::Claim;
+use tokio::time::Instant;
+
+use super::Shared;
+use super::outcome::Outcome;
+use crate::responder::Outcome as Done;
+
+/// A node whose claim we hold.
+pub(super) struct Held {
+    /// Notices of ours (and takeovers) that need it.
+    users: usize,
+}
+
+impl Held {
+    fn new() -> Self {
+        Self { users: 1 }
+    }
+}
+
+/// Waits (keeping our copy hidden) until this replica holds the node, or gives up.
+pub(super) async fn claim_node(
+    shared: &Shared,
+    node: &str,
+    notice_id: &str,
+) -> Result<(), Outcome> {
+    let Some(claims) = &shared.claims else {
+        return Ok(());
+    };
+    if let Some(h) = shared.held().get_mut(node) {
+        h.users += 1;
+        return Ok(());
+    }
+    let started = Instant::now();
+    let mut said = false;
+    loop {
+        match claims.acquire(node).await {
+            Ok(Claim::Acquired) => {
+                hold(shared, node);
+                return Ok(());
+            }
+            Ok(Claim::HeldElsewhere(holder)) => {
+                if !said {
+                    tracing::info!(notice_id, node, holder = %holder, "another replica is evacuating the node; waiting for it");
+                    said = true;
+                }
+                if started.elapsed() > shared.cfg.visibility * 6 {
+                    return Err(Outcome::Retry);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                tracing::warn!(notice_id, node, error = %e, "cannot claim the node; the message comes back");
+                return Err(Outcome::Retry);
+            }
+        }
+    }
+}
+
+fn hold(shared: &Shared, node: &str) {
+    shared
+        .held()
+        .entry(node.to_owned())
+        .and_modify(|h| h.users += 1)
+        .or_insert_with(Held::new);
+}
+
+/// One user of ours no longer needs the node's claim; the last one gives it up.
+pub(super) async fn unclaim_node(shared: &Shared, node: &str) {
+    let Some(claims) = &shared.claims else { return };
+    let last = {
+        let mut held = shared.held();
+        match held.get_mut(node) {
+            Some(h) if h.users > 1 => {
+                h.users -= 1;
+                false
+            }
+            Some(_) => {
+                held.remove(node);
+                true
+            }
+            // Lost meanwhile: the replica that holds it now acts.
+            None => false,
+        }
+    };
+    if !last {
+        return;
+    }
+    // Another replica may evacuate the node next: what we know of it goes stale.
+    shared.responder.forget(node);
+    if let Err(e) = claims.release(node).await {
+        tracing::warn!(node, error = %e, "could not release the node's claim (it expires)");
+    }
+}
+
+/// Beats this replica's heartbeat three times per claim life; a watchdog lets every node go
+/// the moment our claims may no longer count as ours.
+pub(super) async fn keep(shared: Arc<Shared>) {
+    let Some(claims) = &shared.claims else { return };
+    let every = (claims.ttl() / 3).max(Duration::from_millis(200));
+    let beats = async {
+        let mut failing = false;
+        loop {
+            let next = Instant::now() + every;
+            match claims.heartbeat().await {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("the replica's heartbeat lands again");
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "could not renew the replica's heartbeat");
+                    }
+                    failing = true;
+                }
+            }
+            tokio::time::sleep_until(next).await;
+        }
+    };
+    // The watchdog never waits for a heartbeat that hangs.
+    tokio::select! {
+        () = beats => {}
+        () = watch_validity(shared.clone()) => {}
+    }
+}
+
+async fn watch_validity(shared: Arc<Shared>) {
+    let Some(claims) = &shared.claims else { return };
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if claims.valid() {
+            continue;
+        }
+        let nodes: Vec<String> = shared.held().keys().cloned().collect();
+        for node in nodes {
+            lose(
+                &shared,
+                &node,
+                "this replica's heartbeat has not landed for most of a claim's life",
+            );
+        }
+    }
+}
+
+fn lose(shared: &Shared, node: &str, why: &str) {
+    if shared.held().remove(node).is_none() {
+        return;
+    }
+    tracing::warn!(
+        node,
+        why,
+        "lost the claim on the node; another replica acts on it now"
+    );
+    shared.responder.abandon(node, why);
+}
+
+/// Looks for the nodes of dead replicas and takes them over; deletes released claims (and
+/// dead replicas' heartbeats) once they are older than the retention.
+pub(super) async fn take_over(shared: Arc<Shared>) {
+    let Some(claims) = &shared.claims else { return };
+    let look_every = (claims.ttl() / 6).clamp(Duration::from_millis(250), Duration::from_secs(1));
+    let retention = shared.cfg.claim_retention;
+    let sweep_every = (retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    // The first sweep (and full look) at start: what a previous life of the deployment left.
+    let mut next_sweep = Instant::now();
+    loop {
+        let full = Instant::now() >= next_sweep;
+        if full {
+            next_sweep = Instant::now() + sweep_every;
+            match claims.sweep(retention).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    deleted = n,
+                    "deleted released node claims past their retention"
+                ),
+                Err(e) => tracing::warn!(error = %e, "could not sweep old node claims"),
+            }
+        }
+        match claims.abandoned(full).await {
+            Ok(nodes) => {
+                for node in nodes {
+                    if shared.held().contains_key(&node) {
+                        continue;
+                    }
+                    match claims.acquire(&node).await {
+                        Ok(Claim::Acquired) => {
+                            hold(&shared, &node);
+                            tokio::spawn(resume(shared.clone(), node));
+                        }
+                        Ok(Claim::HeldElsewhere(_)) => {}
+                        Err(e) => {
+                            tracing::warn!(node = %node, error = %e, "could not take an expired claim over")
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not look for the nodes of dead replicas"),
+        }
+        tokio::time::sleep(look_every).await;
+    }
+}
+
+/// Carries on with a node another replica left mid-way, from its record.
+async fn resume(shared: Arc<Shared>, node: String) {
+    tracing::info!(node = %node, "took the node over from a replica that is gone; resuming from its record");
+    match shared.responder.resume(&node).await {
+        Ok(Done::Done) => tracing::info!(node = %node, "the node taken over is done"),
+        Ok(Done::Failed(why)) => {
+            tracing::warn!(node = %node, why = %why, "the node taken over is not done; its messages come back")
+        }
+        Err(_) => {}
+    }
+    unclaim_node(&shared, &node).await;
+}
