@@ -941,15 +941,16 @@ async fn a_message_waiting_for_a_worker_stays_hidden() {
     );
 }
 
-/// A terminate hook whose controller dies mid-drain: the message comes back, the next
-/// controller takes the claim over once it expires, resumes the drain and the heartbeats
-/// (derived from the message, not from memory), and completes the hook once, at the end.
+/// A terminate hook whose controller dies mid-drain: the next controller takes the node over
+/// from its record at once; the message comes back, and with it the heartbeats (derived from
+/// the message, not from memory); the hook is completed once, at the end.
 #[tokio::test]
 async fn a_restart_mid_drain_resumes_the_heartbeats_and_completes_the_hook_once() {
     let mut q = QueueScene::start(&["--heartbeat-interval", "1s"]).await;
     group_with_hooks(&q.moto).await;
-    // 20 s to stop: longer than the dead controller's claim lives on (3 × 4 s).
-    slow_pod_on(&q.s, &q.s.node, 20).await;
+    // 30 s to stop: the resumed drain outlasts the message's return (visibility 4 s, then a
+    // receive that moto may answer late on a loaded machine) by far.
+    slow_pod_on(&q.s, &q.s.node, 30).await;
     let instance = instance_of(&q.s, &q.s.node).await;
     q.send(&with_instance(
         "asg-terminate-lifecycle-eventbridge.json",
