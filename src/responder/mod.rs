@@ -286,6 +286,18 @@ struct NodeState {
 }
 
 impl NodeState {
+    /// The active notices, each with whether it counts as drained.
+    fn carried(&self, drained: impl Fn(&str) -> bool) -> Vec<Carried> {
+        self.tracker
+            .active()
+            .iter()
+            .map(|n| Carried {
+                notice: n.clone(),
+                drained: drained(&n.id),
+            })
+            .collect()
+    }
+
     /// Nothing runs, waits or remains to be written.
     fn idle(&self) -> bool {
         self.drain.is_none()
@@ -569,15 +581,7 @@ impl Actor {
     fn replan(&mut self, node: &str) {
         let rules = self.cfg.rules.clone();
         let s = self.state(node);
-        let carried: Vec<Carried> = s
-            .tracker
-            .active()
-            .iter()
-            .map(|n| Carried {
-                notice: n.clone(),
-                drained: s.drained.contains(&n.id),
-            })
-            .collect();
+        let carried = s.carried(|id| s.drained.contains(id));
         s.generation += 1;
         let generation = s.generation;
         for c in &carried {
@@ -914,15 +918,8 @@ impl Actor {
             } else if !s.loaded || s.drain.is_some() || s.written < s.generation {
                 None
             } else {
-                let carried: Vec<Carried> = s
-                    .tracker
-                    .active()
-                    .iter()
-                    .map(|n| Carried {
-                        notice: n.clone(),
-                        drained: s.drained_at.get(&n.id).is_some_and(|g| *g <= s.written),
-                    })
-                    .collect();
+                // Drained only once that is written (a replica taking over must find it).
+                let carried = s.carried(|id| s.drained_at.get(id).is_some_and(|g| *g <= s.written));
                 let rules = &self.cfg.rules;
                 if !evacuation_plan(&carried, rules).drain_needed {
                     Some(Outcome::Done)

@@ -275,6 +275,15 @@ async fn a_second_drain_after_a_crash_continues_without_evicting_replacements() 
         .filter(|p| node_of(p) == n0)
         .collect();
     assert!(mine.len() >= 2);
+    // Fenced first, as every drain of ours is: the replacement lands on another node.
+    Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .patch(
+            &n0,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"unschedulable": true}})),
+        )
+        .await
+        .unwrap();
     // The first run "crashed" after evicting one pod: it is terminating when the drain restarts.
     let first = mine[0].metadata.name.clone().unwrap();
     let eviction = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": first, "namespace": "default"}});
