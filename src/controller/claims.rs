@@ -30,12 +30,15 @@ impl Held {
     }
 }
 
-/// Waits (keeping our copy hidden) until this replica holds the node, or gives up.
+/// Waits (keeping our copy hidden) until this replica holds the node, or gives up. Meanwhile
+/// the replica that holds it has the notice (handed over on the claim), so the node's one
+/// evacuation follows it at once; once the node is ours, the notice is found done or resumed.
 pub(super) async fn claim_node(
     shared: &Shared,
     node: &str,
-    notice_id: &str,
+    notice: &sih_core::Notice,
 ) -> Result<(), Outcome> {
+    let notice_id = notice.id.as_str();
     let Some(claims) = &shared.claims else {
         return Ok(());
     };
@@ -53,8 +56,18 @@ pub(super) async fn claim_node(
             }
             Ok(Claim::HeldElsewhere(holder)) => {
                 if !said {
-                    tracing::info!(notice_id, node, holder = %holder, "another replica is evacuating the node; waiting for it");
-                    said = true;
+                    match claims.hand_over(node, notice).await {
+                        Ok(true) => {
+                            tracing::info!(notice_id, node, holder = %holder, "another replica is evacuating the node; handed the notice to it");
+                            said = true;
+                        }
+                        // Released or dead meanwhile: the next try claims it.
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(notice_id, node, error = %e, "cannot hand the notice over; the message comes back");
+                            return Err(Outcome::Retry);
+                        }
+                    }
                 }
                 if started.elapsed() > shared.cfg.visibility * 6 {
                     return Err(Outcome::Retry);
@@ -189,6 +202,7 @@ pub(super) async fn take_over(shared: Arc<Shared>) {
                 Err(e) => tracing::warn!(error = %e, "could not sweep old node claims"),
             }
         }
+        take_handed_over(&shared).await;
         match claims.abandoned(full).await {
             Ok(nodes) => {
                 for node in nodes {
@@ -210,6 +224,39 @@ pub(super) async fn take_over(shared: Arc<Shared>) {
             Err(e) => tracing::warn!(error = %e, "could not look for the nodes of dead replicas"),
         }
         tokio::time::sleep(look_every).await;
+    }
+}
+
+/// Notices other replicas received for nodes we hold: each joins the node's evacuation here,
+/// the claim held until it is done.
+async fn take_handed_over(shared: &Arc<Shared>) {
+    let Some(claims) = &shared.claims else { return };
+    let handed = match claims.handed_over().await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for notices handed over by other replicas");
+            return;
+        }
+    };
+    for (node, notices) in handed {
+        for notice in notices {
+            {
+                let mut held = shared.held();
+                let Some(h) = held.get_mut(&node) else {
+                    // Not ours any more: its sender claims the node and acts itself.
+                    continue;
+                };
+                h.users += 1;
+            }
+            tracing::info!(node = %node, notice_id = %notice.id, kind = %notice.kind,
+                "a notice handed over by another replica joins the node's evacuation");
+            let done = shared.responder.add(&node, notice);
+            let (shared, node) = (shared.clone(), node.clone());
+            tokio::spawn(async move {
+                let _ = done.await;
+                unclaim_node(&shared, &node).await;
+            });
+        }
     }
 }
 

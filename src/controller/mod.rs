@@ -364,12 +364,12 @@ async fn act(shared: &Arc<Shared>, q: QueueNotice, receipt: &str) -> Outcome {
         tracing::info!(notice_id = %q.id, "already being handled; this copy goes with it");
         return Outcome::Duplicate;
     }
-    if let Err(outcome) = claims::claim_node(shared, &node, &q.id).await {
-        release_duplicates(shared, &q.id);
-        return outcome;
-    }
     let notice = q.into_notice(&node, Timestamp::now());
     let id = notice.id.clone();
+    if let Err(outcome) = claims::claim_node(shared, &node, &notice).await {
+        release_duplicates(shared, &id);
+        return outcome;
+    }
     let mut ok = carry_out(shared, &node, notice, lifecycle.as_ref(), beats_until).await;
     if ok && let Some(a) = &lifecycle {
         tokio::time::sleep(shared.cfg.complete_delay).await;

@@ -1095,3 +1095,113 @@ async fn a_dry_run_previews_the_fence_and_the_drain_and_writes_nothing() {
         "the message stays"
     );
 }
+
+/// Two notices for one node received by two replicas (here two controllers on two queues, as
+/// when lifecycle hooks and EventBridge use queues of their own): the one that does not hold
+/// the node hands its spot warning over on the node's claim, and the holder's drain follows
+/// the nearer hard deadline at once (the slow pod, evicted with its full 30 s grace for the
+/// Auto Scaling termination, is asked again to fit the spot deadline and is gone before it).
+/// The warning's message is deleted once the node is free and the notice found done.
+#[tokio::test]
+async fn a_notice_received_by_another_replica_joins_the_holders_drain() {
+    let q = QueueScene::start(&[]).await;
+    group_with_hooks(&q.moto).await;
+    slow_pod_on(&q.s, &q.s.node, 30).await;
+    let instance = instance_of(&q.s, &q.s.node).await;
+    q.send(&with_instance(
+        "asg-terminate-lifecycle-eventbridge.json",
+        &instance,
+    ))
+    .await;
+    q.controller
+        .until_logged("pod evicted", Duration::from_secs(20))
+        .await;
+    let spot_queue = q
+        .sqs
+        .create_queue()
+        .queue_name("spot-only")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let (other, _) = controller(&q.s, &q.moto, &spot_queue, &[]).await;
+    // A warning sent 100 s ago: 20 s left, less than the slow pod's grace.
+    let mut v: Value = serde_json::from_str(&spot_warning(&instance)).unwrap();
+    let sent = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(100);
+    v["time"] = json!(sent.to_string());
+    let deadline = sent + jiff::SignedDuration::from_secs(120);
+    q.sqs
+        .send_message()
+        .queue_url(&spot_queue)
+        .message_body(v.to_string())
+        .send()
+        .await
+        .unwrap();
+    other
+        .until_logged(
+            "another replica is evacuating the node; handed the notice to it",
+            Duration::from_secs(20),
+        )
+        .await;
+    q.controller
+        .until_logged(
+            "a notice handed over by another replica joins",
+            Duration::from_secs(10),
+        )
+        .await;
+    until(
+        "the node carries the spot taint",
+        Duration::from_secs(10),
+        || async {
+            taints(&q.s.node().await)
+                .iter()
+                .any(|(k, _, _)| k == "spot-interrupt-handler/spot-interruption")
+        },
+    )
+    .await;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(q.s.client.clone(), "default");
+    until("the slow pod is gone", Duration::from_secs(30), || async {
+        pods.list(&kube::api::ListParams::default().labels("app=slow"))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .all(|p| {
+                p.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(q.s.node.as_str())
+            })
+    })
+    .await;
+    assert!(
+        jiff::Timestamp::now() < deadline,
+        "the slow pod left after the spot deadline:\n{}",
+        q.controller.log()
+    );
+    assert!(
+        q.controller
+            .json_lines()
+            .iter()
+            .any(|l| l["message"] == "a nearer deadline: the pod's grace shortened"),
+        "{}",
+        q.controller.log()
+    );
+    // Both messages go once their actions are done, each by the controller that received it.
+    until("both queues are empty", Duration::from_secs(40), || async {
+        let a = q
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&spot_queue)
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap_or_default();
+        let n = |k: QueueAttributeName| a.get(&k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        q.depth().await == (0, 0)
+            && n(QueueAttributeName::ApproximateNumberOfMessages) == 0
+            && n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible) == 0
+    })
+    .await;
+}

@@ -16,6 +16,12 @@
 //! `valid()`: it must stop acting on every node it holds before anyone may take them over.
 //! A released claim stays as a record of who acted last for a retention, then `sweep` deletes
 //! it (and dead replicas' Leases): leases never pile up.
+//!
+//! Two notices for one node received by two replicas (a spot warning while another replica
+//! drains for an Auto Scaling termination): the one that does not hold the node hands its
+//! notice over on the node's claim (`hand_over`), and the holder picks it up within a second
+//! (`handed_over`), so the node's one drain follows both; the sender keeps its message until
+//! the node is free and finds the notice done.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -28,6 +34,8 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, P
 use serde_json::json;
 use tokio::time::Instant;
 
+use sih_core::Notice;
+
 use crate::error::{ApiClass, NodeError, classify};
 
 /// The label on every lease of ours (what the sweep and the takeover scan list).
@@ -37,6 +45,9 @@ pub const ROLE: &str = "spot-interrupt-handler/role";
 /// On a node's claim: the holder's hash (to list a dead replica's claims).
 pub const HOLDER: &str = "spot-interrupt-handler/holder";
 pub const NODE_ANNOTATION: &str = "spot-interrupt-handler/node";
+/// On a node's claim: notices another replica received for the node, for its holder to act on
+/// (a JSON list), with the label that lets the holder find them with one cheap list.
+pub const HANDOFF: &str = "spot-interrupt-handler/handoff";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
@@ -359,6 +370,99 @@ impl Claims {
         Ok(deleted)
     }
 
+    /// Leaves `notice` on the node's claim for its holder. False when there is no other live
+    /// holder to hand it to (the caller claims the node instead).
+    pub async fn hand_over(&self, node: &str, notice: &Notice) -> Result<bool, NodeError> {
+        let name = lease_name(node);
+        for _ in 0..5 {
+            let Some(mut current) = self.call("get lease", self.api.get_opt(&name)).await? else {
+                return Ok(false);
+            };
+            let holder = holder_of(&current).unwrap_or_default().to_owned();
+            if holder.is_empty() || holder == self.holder {
+                return Ok(false);
+            }
+            let mut pending = pending_of(&current);
+            if pending.iter().any(|n| n.id == notice.id) {
+                return Ok(true);
+            }
+            pending.push(notice.clone());
+            let text = serde_json::to_string(&pending).unwrap_or_default();
+            current
+                .metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(HANDOFF.to_owned(), text);
+            current
+                .metadata
+                .labels
+                .get_or_insert_default()
+                .insert(HANDOFF.to_owned(), "pending".to_owned());
+            match self
+                .call(
+                    "hand over a notice",
+                    self.api.replace(&name, &PostParams::default(), &current),
+                )
+                .await
+            {
+                Ok(_) => return Ok(true),
+                Err(NodeError::Api(e)) if classify(&e) == ApiClass::Conflict => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Notices other replicas handed over on claims of ours, taken off the claims (a claim
+    /// whose clearing conflicts keeps them, to be picked up again: adding a notice twice is
+    /// harmless).
+    pub async fn handed_over(&self) -> Result<Vec<(String, Vec<Notice>)>, NodeError> {
+        let params = ListParams::default().labels(&format!(
+            "{}={},{ROLE}=node,{HOLDER}={},{HANDOFF}=pending",
+            MANAGED_BY.0,
+            MANAGED_BY.1,
+            holder_label(&self.holder)
+        ));
+        let mut out = Vec::new();
+        for mut l in self
+            .call("list leases", self.api.list(&params))
+            .await?
+            .items
+        {
+            if holder_of(&l) != Some(self.holder.as_str()) {
+                continue;
+            }
+            let pending = pending_of(&l);
+            let node = l
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(NODE_ANNOTATION).cloned());
+            if let Some(a) = l.metadata.annotations.as_mut() {
+                a.remove(HANDOFF);
+            }
+            if let Some(labels) = l.metadata.labels.as_mut() {
+                labels.remove(HANDOFF);
+            }
+            let name = l.metadata.name.clone().unwrap_or_default();
+            if let Err(e) = self
+                .call(
+                    "take handed-over notices",
+                    self.api.replace(&name, &PostParams::default(), &l),
+                )
+                .await
+            {
+                tracing::debug!(lease = %name, error = %e, "handed-over notices stay for the next look");
+            }
+            if let Some(node) = node
+                && !pending.is_empty()
+            {
+                out.push((node, pending));
+            }
+        }
+        Ok(out)
+    }
+
     async fn list(&self, role: &str) -> Result<Vec<Lease>, NodeError> {
         let params = ListParams::default()
             .labels(&format!("{}={},{ROLE}={role}", MANAGED_BY.0, MANAGED_BY.1));
@@ -399,6 +503,16 @@ impl Claims {
 
 fn holder_of(l: &Lease) -> Option<&str> {
     l.spec.as_ref()?.holder_identity.as_deref()
+}
+
+/// The notices handed over on a claim; an unreadable list is none (it is replaced whole).
+fn pending_of(l: &Lease) -> Vec<Notice> {
+    l.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(HANDOFF))
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default()
 }
 
 fn renewed(l: &Lease) -> Option<Timestamp> {
