@@ -275,8 +275,8 @@ fn hard_deadline(v: &View<'_>, out: &mut Vec<Violation>) {
             .rec
             .pods
             .iter()
-            .filter(|d| d.uid == p.uid && d.step == sih_sim_cluster::journal::PodStep::Deleting)
-            .last()
+            .rev()
+            .find(|d| d.uid == p.uid && d.step == sih_sim_cluster::journal::PodStep::Deleting)
             .and_then(|d| Some(v.s(d.at) + d.grace_seconds? as f64))
             .is_some_and(|out_by| out_by <= deadline);
         if asked_in_time {
