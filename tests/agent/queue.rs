@@ -178,10 +178,15 @@ impl QueueScene {
 
     /// (visible, in flight) messages.
     async fn depth(&self) -> (u64, u64) {
+        self.depth_of(&self.url).await
+    }
+
+    /// (visible, in flight) messages of any queue on this moto.
+    async fn depth_of(&self, url: &str) -> (u64, u64) {
         let a = self
             .sqs
             .get_queue_attributes()
-            .queue_url(&self.url)
+            .queue_url(url)
             .attribute_names(QueueAttributeName::All)
             .send()
             .await
@@ -867,6 +872,23 @@ async fn without_ec2_the_message_waits_and_provider_ids_need_none() {
     );
 }
 
+/// A terminate hook (the samples' group) whose drain is under way on the spot node, with a pod
+/// that takes 30 s to stop already evicted; returns the node's instance.
+async fn terminate_hook_draining_a_slow_pod(q: &QueueScene) -> String {
+    group_with_hooks(&q.moto).await;
+    slow_pod_on(&q.s, &q.s.node, 30).await;
+    let instance = instance_of(&q.s, &q.s.node).await;
+    q.send(&with_instance(
+        "asg-terminate-lifecycle-eventbridge.json",
+        &instance,
+    ))
+    .await;
+    q.controller
+        .until_logged("pod evicted", Duration::from_secs(20))
+        .await;
+    instance
+}
+
 /// A pod (Deployment `slow`) on `node` that takes `grace` seconds to stop; returns once it runs.
 async fn slow_pod_on(s: &Scene, node: &str, grace: u32) {
     let slow: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
@@ -947,19 +969,9 @@ async fn a_message_waiting_for_a_worker_stays_hidden() {
 #[tokio::test]
 async fn a_restart_mid_drain_resumes_the_heartbeats_and_completes_the_hook_once() {
     let mut q = QueueScene::start(&["--heartbeat-interval", "1s"]).await;
-    group_with_hooks(&q.moto).await;
     // 30 s to stop: the resumed drain outlasts the message's return (visibility 4 s, then a
     // receive that moto may answer late on a loaded machine) by far.
-    slow_pod_on(&q.s, &q.s.node, 30).await;
-    let instance = instance_of(&q.s, &q.s.node).await;
-    q.send(&with_instance(
-        "asg-terminate-lifecycle-eventbridge.json",
-        &instance,
-    ))
-    .await;
-    q.controller
-        .until_logged("pod evicted", Duration::from_secs(20))
-        .await;
+    terminate_hook_draining_a_slow_pod(&q).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     q.controller.child.kill().await.unwrap();
     let before = q.moto.lifecycle_calls().len();
@@ -1105,17 +1117,7 @@ async fn a_dry_run_previews_the_fence_and_the_drain_and_writes_nothing() {
 #[tokio::test]
 async fn a_notice_received_by_another_replica_joins_the_holders_drain() {
     let q = QueueScene::start(&[]).await;
-    group_with_hooks(&q.moto).await;
-    slow_pod_on(&q.s, &q.s.node, 30).await;
-    let instance = instance_of(&q.s, &q.s.node).await;
-    q.send(&with_instance(
-        "asg-terminate-lifecycle-eventbridge.json",
-        &instance,
-    ))
-    .await;
-    q.controller
-        .until_logged("pod evicted", Duration::from_secs(20))
-        .await;
+    let instance = terminate_hook_draining_a_slow_pod(&q).await;
     let spot_queue = q
         .sqs
         .create_queue()
@@ -1188,20 +1190,7 @@ async fn a_notice_received_by_another_replica_joins_the_holders_drain() {
     );
     // Both messages go once their actions are done, each by the controller that received it.
     until("both queues are empty", Duration::from_secs(40), || async {
-        let a = q
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&spot_queue)
-            .attribute_names(QueueAttributeName::All)
-            .send()
-            .await
-            .unwrap()
-            .attributes
-            .unwrap_or_default();
-        let n = |k: QueueAttributeName| a.get(&k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        q.depth().await == (0, 0)
-            && n(QueueAttributeName::ApproximateNumberOfMessages) == 0
-            && n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible) == 0
+        q.depth().await == (0, 0) && q.depth_of(&spot_queue).await == (0, 0)
     })
     .await;
 }
