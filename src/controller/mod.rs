@@ -162,7 +162,7 @@ impl Controller {
                         });
                     }
                 }
-                Err(e) if !received_once && !e.retryable => {
+                Err(e) if !received_once && !e.retryable() => {
                     refused = Some(e);
                     break;
                 }
@@ -283,7 +283,7 @@ async fn complete(
             shared.metrics.action("complete_lifecycle_action", false);
             tracing::warn!(error = %e, instance, "could not complete the lifecycle action");
             // A hook that is gone (timed out, or completed by another replica) never will be.
-            !e.retryable
+            !e.retryable()
         }
     }
 }

@@ -219,6 +219,12 @@ impl QueueScene {
             .unwrap_or(0.0)
     }
 
+    /// The status of an admin endpoint (`/readyz`, `/healthz`) and its body.
+    async fn probe(&self, path: &str) -> (u16, String) {
+        let r = reqwest::get(format!("{}{path}", self.admin)).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
     fn count_logged(&self, message: &str) -> usize {
         self.controller
             .json_lines()
@@ -670,7 +676,7 @@ async fn a_replica_killed_mid_drain_is_taken_over_within_seconds() {
 async fn a_queue_that_cannot_be_read_is_refused_at_start_and_fails_readiness_later() {
     let q = QueueScene::start(&[]).await;
     let missing = q.url.replace("spot-events", "no-such-queue");
-    let mut args = vec![
+    let args = [
         "queue",
         "--queue-url",
         &missing,
@@ -696,44 +702,22 @@ async fn a_queue_that_cannot_be_read_is_refused_at_start_and_fails_readiness_lat
         reason.contains("no-such-queue") && reason.contains("ReceiveMessage"),
         "{reason}"
     );
-    args.clear();
 
     // Running, then the queue goes away.
-    assert_eq!(
-        reqwest::get(format!("{}/readyz", q.admin))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(q.probe("/readyz").await.0, 200);
     q.sqs.delete_queue().queue_url(&q.url).send().await.unwrap();
     until("readiness fails", Duration::from_secs(45), || async {
-        reqwest::get(format!("{}/readyz", q.admin))
-            .await
-            .unwrap()
-            .status()
-            == 503
+        q.probe("/readyz").await.0 == 503
     })
     .await;
-    let why = reqwest::get(format!("{}/readyz", q.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let why = q.probe("/readyz").await.1;
     assert!(why.contains("the queue cannot be read"), "{why}");
     let errors = q
         .metric("spot_interrupt_handler_aws_errors_total{service=\"sqs\",operation=\"ReceiveMessage\",class=\"client\"}")
         .await;
     assert!(errors >= 1.0, "{}", q.controller.log());
     // The process keeps trying (a queue re-created comes back to ready), live meanwhile.
-    assert_eq!(
-        reqwest::get(format!("{}/healthz", q.admin))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(q.probe("/healthz").await.0, 200);
 }
 
 /// AWS Health: a `closed` event is counted as ignored and fences nothing.

@@ -8,9 +8,16 @@ use crate::messages::LifecycleAction;
 pub struct HookError {
     pub call: &'static str,
     pub message: String,
-    pub retryable: bool,
     /// For the error metric.
     pub class: crate::aws_error::ErrorClass,
+}
+
+impl HookError {
+    /// Throttling, 5xx, timeouts and connection errors; not a missing queue, a refusal or a
+    /// bad receipt or hook.
+    pub fn retryable(&self) -> bool {
+        self.class.retryable()
+    }
 }
 
 fn error<
@@ -23,7 +30,6 @@ fn error<
     HookError {
         call,
         message,
-        retryable: class.retryable(),
         class,
     }
 }

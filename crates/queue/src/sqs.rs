@@ -11,10 +11,16 @@ use jiff::Timestamp;
 pub struct QueueError {
     pub call: &'static str,
     pub message: String,
-    /// Throttling, 5xx and connection errors; not a missing queue or a bad receipt.
-    pub retryable: bool,
     /// For the error metric.
     pub class: crate::aws_error::ErrorClass,
+}
+
+impl QueueError {
+    /// Throttling, 5xx, timeouts and connection errors; not a missing queue, a refusal or a
+    /// bad receipt or hook.
+    pub fn retryable(&self) -> bool {
+        self.class.retryable()
+    }
 }
 
 fn error<
@@ -27,7 +33,6 @@ fn error<
     QueueError {
         call,
         message,
-        retryable: class.retryable(),
         class,
     }
 }
