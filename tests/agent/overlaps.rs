@@ -329,6 +329,13 @@ async fn a_hung_eviction_never_stops_the_deadline_deletion() {
         .proc
         .until_logged("drain succeeded", Duration::from_secs(15))
         .await;
+    // Webhooks go out from their own task: the log line may come first.
+    until(
+        "the drained webhook arrives",
+        Duration::from_secs(10),
+        || async { !webhooks_of(&hook, "drained").is_empty() },
+    )
+    .await;
     let drained = webhooks_of(&hook, "drained");
     assert!(
         drained[0]["text"].as_str().unwrap().contains("succeeded"),
