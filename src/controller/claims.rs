@@ -90,26 +90,37 @@ fn hold(shared: &Shared, node: &str) {
         .or_insert_with(Held::new);
 }
 
-/// One user of ours no longer needs the node's claim; the last one gives it up.
+/// One user of ours no longer needs the node's claim; the last one gives it up, but only once
+/// the node's evacuation is quiet here: a drain resumed from the node's record (a notice of a
+/// replica that died) may outlive the notice that brought us the claim, and another replica
+/// must not take the node while it runs (two drains). Meanwhile the claim stays counted, so a
+/// notice arriving in between joins it instead of waiting for a release.
 pub(super) async fn unclaim_node(shared: &Shared, node: &str) {
     let Some(claims) = &shared.claims else { return };
-    let last = {
-        let mut held = shared.held();
-        match held.get_mut(node) {
-            Some(h) if h.users > 1 => {
-                h.users -= 1;
-                false
+    let mut waited = false;
+    loop {
+        {
+            let mut held = shared.held();
+            match held.get_mut(node) {
+                Some(h) if h.users > 1 => {
+                    h.users -= 1;
+                    return;
+                }
+                Some(_) if waited => {
+                    held.remove(node);
+                    break;
+                }
+                Some(_) => {}
+                // Lost meanwhile: the replica that holds it now acts.
+                None => return,
             }
-            Some(_) => {
-                held.remove(node);
-                true
-            }
-            // Lost meanwhile: the replica that holds it now acts.
-            None => false,
         }
-    };
-    if !last {
-        return;
+        // Answered at once when nothing runs; a failed drain answers too (its messages come
+        // back to whoever claims the node next); a lost claim fails it at once.
+        if let Ok(Done::Failed(why)) = shared.responder.resume(node).await {
+            tracing::info!(node, why = %why, "letting the node go with its evacuation not done; its messages come back");
+        }
+        waited = true;
     }
     // Another replica may evacuate the node next: what we know of it goes stale.
     shared.responder.forget(node);

@@ -385,8 +385,8 @@ impl Actor {
                 }
                 Command::Resume { node, done } => {
                     let s = self.state(&node);
+                    // A drain that failed stays failed: its messages bring it back.
                     s.resumers.push(done);
-                    s.drain_failed = false;
                     self.settle_waiters(&node);
                 }
                 Command::Abandon { node, why } => self.abandon(&node, &why),

@@ -167,13 +167,29 @@ impl QueueScene {
     }
 
     async fn send(&self, body: &str) {
+        self.send_to(&self.url, body).await;
+    }
+
+    async fn send_to(&self, url: &str, body: &str) {
         self.sqs
             .send_message()
-            .queue_url(&self.url)
+            .queue_url(url)
             .message_body(body)
             .send()
             .await
             .unwrap();
+    }
+
+    /// Another queue on this moto (for a replica that alone reads it); returns its URL.
+    async fn other_queue(&self, name: &str) -> String {
+        self.sqs
+            .create_queue()
+            .queue_name(name)
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap()
     }
 
     /// (visible, in flight) messages.
@@ -1102,28 +1118,14 @@ async fn a_dry_run_previews_the_fence_and_the_drain_and_writes_nothing() {
 async fn a_notice_received_by_another_replica_joins_the_holders_drain() {
     let q = QueueScene::start(&[]).await;
     let instance = terminate_hook_draining_a_slow_pod(&q).await;
-    let spot_queue = q
-        .sqs
-        .create_queue()
-        .queue_name("spot-only")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let spot_queue = q.other_queue("spot-only").await;
     let (other, _) = controller(&q.s, &q.moto, &spot_queue, &[]).await;
     // A warning sent 100 s ago: 20 s left, less than the slow pod's grace.
     let mut v: Value = serde_json::from_str(&spot_warning(&instance)).unwrap();
     let sent = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(100);
     v["time"] = json!(sent.to_string());
     let deadline = sent + jiff::SignedDuration::from_secs(120);
-    q.sqs
-        .send_message()
-        .queue_url(&spot_queue)
-        .message_body(v.to_string())
-        .send()
-        .await
-        .unwrap();
+    q.send_to(&spot_queue, &v.to_string()).await;
     other
         .until_logged(
             "another replica is evacuating the node; handed the notice to it",
@@ -1175,6 +1177,90 @@ async fn a_notice_received_by_another_replica_joins_the_holders_drain() {
     // Both messages go once their actions are done, each by the controller that received it.
     until("both queues are empty", Duration::from_secs(40), || async {
         q.depth().await == (0, 0) && q.depth_of(&spot_queue).await == (0, 0)
+    })
+    .await;
+}
+
+/// A replica that claims a node for a notice of its own (here a rebalance recommendation, done
+/// once fenced) resumes the spot drain a dead replica recorded on the node; it keeps the node's
+/// claim until that drain ends, not only until its own notice is done: released earlier, the
+/// claim could be taken by another replica that would drain the node a second time (soak seed
+/// 6531). The dead replica left no heartbeat at all, so only the notice's claim takes the node
+/// over (the survivors' scan would find it only in its next full look, a minute away).
+#[tokio::test]
+async fn a_claim_is_held_until_a_drain_resumed_from_the_record_ends() {
+    let mut q = QueueScene::start(&["--visibility-timeout", "20s"]).await;
+    let rebalance_queue = q.other_queue("rebalance-only").await;
+    let (survivor, _) = controller(&q.s, &q.moto, &rebalance_queue, &[]).await;
+    slow_pod_on(&q.s, &q.s.node, 25).await;
+    let instance = instance_of(&q.s, &q.s.node).await;
+    q.send(&spot_warning(&instance)).await;
+    q.controller
+        .until_logged("pod evicted", Duration::from_secs(20))
+        .await;
+    q.controller.child.kill().await.unwrap();
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(q.s.client.clone(), "default");
+    let claim_name = sih_node::claim::lease_name(&q.s.node);
+    let holder = |l: &k8s_openapi::api::coordination::v1::Lease| {
+        l.spec.as_ref().and_then(|s| s.holder_identity.clone())
+    };
+    let dead_holder = holder(&leases.get(&claim_name).await.unwrap()).expect("claimed");
+    leases
+        .delete(
+            &sih_node::claim::replica_lease_name(&dead_holder),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let mut v: Value = serde_json::from_str(&sample("rebalance-recommendation.json")).unwrap();
+    v["detail"]["instance-id"] = json!(instance);
+    q.send_to(&rebalance_queue, &v.to_string()).await;
+    until(
+        "the rebalance taint is written",
+        Duration::from_secs(20),
+        || async {
+            taints(&q.s.node().await)
+                .iter()
+                .any(|(k, _, _)| k == "spot-interrupt-handler/rebalance-recommendation")
+        },
+    )
+    .await;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(q.s.client.clone(), "default");
+    let slow_on_node = || async {
+        pods.list(&kube::api::ListParams::default().labels("app=slow"))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|p| {
+                p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(q.s.node.as_str())
+            })
+    };
+    // While the resumed drain waits for the slow pod, the claim stays the survivor's.
+    let mut looked = 0;
+    while slow_on_node().await {
+        let now = holder(&leases.get(&claim_name).await.unwrap());
+        assert!(
+            now.is_some() && now.as_deref() != Some(dead_holder.as_str()),
+            "the node's claim is {now:?} while the resumed drain still runs:\n{}",
+            survivor.log()
+        );
+        looked += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(looked >= 4, "the slow pod left too soon to tell ({looked} looks)");
+    survivor
+        .until_logged("drain succeeded", Duration::from_secs(10))
+        .await;
+    // Then the rebalance message goes and the claim is released.
+    until("the rebalance message is deleted", Duration::from_secs(30), || async {
+        q.depth_of(&rebalance_queue).await == (0, 0)
+    })
+    .await;
+    until("the claim is released", Duration::from_secs(10), || async {
+        holder(&leases.get(&claim_name).await.unwrap()).is_none()
     })
     .await;
 }
