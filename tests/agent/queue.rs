@@ -1250,14 +1250,19 @@ async fn a_claim_is_held_until_a_drain_resumed_from_the_record_ends() {
         looked += 1;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert!(looked >= 4, "the slow pod left too soon to tell ({looked} looks)");
+    assert!(
+        looked >= 4,
+        "the slow pod left too soon to tell ({looked} looks)"
+    );
     survivor
         .until_logged("drain succeeded", Duration::from_secs(10))
         .await;
     // Then the rebalance message goes and the claim is released.
-    until("the rebalance message is deleted", Duration::from_secs(30), || async {
-        q.depth_of(&rebalance_queue).await == (0, 0)
-    })
+    until(
+        "the rebalance message is deleted",
+        Duration::from_secs(30),
+        || async { q.depth_of(&rebalance_queue).await == (0, 0) },
+    )
     .await;
     until("the claim is released", Duration::from_secs(10), || async {
         holder(&leases.get(&claim_name).await.unwrap()).is_none()
