@@ -154,8 +154,14 @@ async fn soak(a: Args) -> i32 {
         });
     }
     let mut outcomes = Vec::new();
+    let mut panicked = 0;
     while let Some(done) = tasks.join_next().await {
-        let Ok(o) = done else { continue };
+        let Ok(o) = done else {
+            // Not played: counted, never silently dropped (the panic is printed above).
+            panicked += 1;
+            println!("   PANIC  a scenario's harness panicked; it was not played");
+            continue;
+        };
         let status = if o.harness_error.is_some() {
             "HARNESS"
         } else if o.violations.is_empty() {
@@ -179,12 +185,13 @@ async fn soak(a: Args) -> i32 {
         outcomes.push(o);
     }
     outcomes.sort_by_key(|o| o.scenario.seed);
-    summarize(&a, &outcomes, started.elapsed(), &dir)
+    summarize(&a, &outcomes, panicked, started.elapsed(), &dir)
 }
 
 fn summarize(
     a: &Args,
     outcomes: &[Outcome],
+    panicked: usize,
     took: std::time::Duration,
     dir: &std::path::Path,
 ) -> i32 {
@@ -238,6 +245,9 @@ fn summarize(
     if !harness.is_empty() {
         println!("harness errors (scenario not played): seeds {harness:?}");
     }
+    if panicked > 0 {
+        println!("harness panics (scenario not played): {panicked}");
+    }
     if !failing.is_empty() {
         println!(
             "replay one with: cargo test --test soak -- --only SEED (records kept in {})",
@@ -255,6 +265,7 @@ fn summarize(
             "violations": by_invariant,
             "failing_seeds": failing,
             "harness_errors": harness,
+            "harness_panics": panicked,
         });
         let _ = std::fs::write(
             path,
@@ -262,8 +273,9 @@ fn summarize(
         );
     }
     // A soak where most scenarios could not even be played tests nothing.
+    let asked = outcomes.len() + panicked;
     let played = outcomes.len() - harness.len();
-    if played * 10 < outcomes.len() * 9 {
+    if played * 10 < asked * 9 {
         println!("soak: too many scenarios could not be played");
         return 1;
     }

@@ -22,7 +22,18 @@ impl Drop for Moto {
 }
 
 impl Moto {
+    /// Another server may take the port between our probe and moto's bind (many scenarios
+    /// start at once in the soak): then moto exits, or a stranger answers; we try another port.
     pub async fn start() -> Self {
+        for _ in 0..5 {
+            if let Some(moto) = Self::try_start().await {
+                return moto;
+            }
+        }
+        panic!("moto did not start on any of 5 free ports");
+    }
+
+    async fn try_start() -> Option<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free loopback port")
@@ -44,23 +55,33 @@ impl Moto {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true);
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .expect("python3 runs (./scripts/test installs moto[server])");
         let url = format!("http://127.0.0.1:{port}");
         let started = std::time::Instant::now();
-        while reqwest::get(format!("{url}/moto-api/")).await.is_err() {
+        loop {
+            if let Ok(r) = reqwest::get(format!("{url}/moto-api/")).await {
+                if r.status().is_success() {
+                    break;
+                }
+                // Not moto: whatever took the port answers.
+                return None;
+            }
+            if child.try_wait().ok().flatten().is_some() {
+                return None;
+            }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
                 "moto did not answer within 30 s"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Self {
+        Some(Self {
             _server: child,
             url,
             calls,
-        }
+        })
     }
 
     pub async fn config(&self) -> aws_config::SdkConfig {
