@@ -241,6 +241,16 @@ impl QueueScene {
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
+    /// Waits until the spot node carries the taint `key`.
+    async fn until_tainted(&self, key: &str, within: Duration) {
+        until(&format!("the node carries {key}"), within, || async {
+            taints(&self.s.node().await)
+                .iter()
+                .any(|(k, _, _)| k == key)
+        })
+        .await;
+    }
+
     fn count_logged(&self, message: &str) -> usize {
         self.controller
             .json_lines()
@@ -1138,14 +1148,9 @@ async fn a_notice_received_by_another_replica_joins_the_holders_drain() {
             Duration::from_secs(10),
         )
         .await;
-    until(
-        "the node carries the spot taint",
+    q.until_tainted(
+        "spot-interrupt-handler/spot-interruption",
         Duration::from_secs(10),
-        || async {
-            taints(&q.s.node().await)
-                .iter()
-                .any(|(k, _, _)| k == "spot-interrupt-handler/spot-interruption")
-        },
     )
     .await;
     let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
@@ -1216,14 +1221,9 @@ async fn a_claim_is_held_until_a_drain_resumed_from_the_record_ends() {
     let mut v: Value = serde_json::from_str(&sample("rebalance-recommendation.json")).unwrap();
     v["detail"]["instance-id"] = json!(instance);
     q.send_to(&rebalance_queue, &v.to_string()).await;
-    until(
-        "the rebalance taint is written",
+    q.until_tainted(
+        "spot-interrupt-handler/rebalance-recommendation",
         Duration::from_secs(20),
-        || async {
-            taints(&q.s.node().await)
-                .iter()
-                .any(|(k, _, _)| k == "spot-interrupt-handler/rebalance-recommendation")
-        },
     )
     .await;
     let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
