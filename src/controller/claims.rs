@@ -97,35 +97,41 @@ fn hold(shared: &Shared, node: &str) {
 /// notice arriving in between joins it instead of waiting for a release.
 pub(super) async fn unclaim_node(shared: &Shared, node: &str) {
     let Some(claims) = &shared.claims else { return };
-    let mut waited = false;
-    loop {
-        {
-            let mut held = shared.held();
-            match held.get_mut(node) {
-                Some(h) if h.users > 1 => {
-                    h.users -= 1;
-                    return;
-                }
-                Some(_) if waited => {
-                    held.remove(node);
-                    break;
-                }
-                Some(_) => {}
-                // Lost meanwhile: the replica that holds it now acts.
-                None => return,
-            }
-        }
-        // Answered at once when nothing runs; a failed drain answers too (its messages come
-        // back to whoever claims the node next); a lost claim fails it at once.
-        if let Ok(Done::Failed(why)) = shared.responder.resume(node).await {
-            tracing::info!(node, why = %why, "letting the node go with its evacuation not done; its messages come back");
-        }
-        waited = true;
+    if !last_user(shared, node, false) {
+        return;
+    }
+    // Answered at once when nothing runs; a failed drain answers too (its messages come back
+    // to whoever claims the node next); a lost claim fails it at once.
+    if let Ok(Done::Failed(why)) = shared.responder.resume(node).await {
+        tracing::info!(node, why = %why, "letting the node go with its evacuation not done; its messages come back");
+    }
+    if !last_user(shared, node, true) {
+        return;
     }
     // Another replica may evacuate the node next: what we know of it goes stale.
     shared.responder.forget(node);
     if let Err(e) = claims.release(node).await {
         tracing::warn!(node, error = %e, "could not release the node's claim (it expires)");
+    }
+}
+
+/// Whether the caller is the node's last user of ours; any other user counts itself down (and
+/// is done), the last one is removed when `remove`. A claim lost meanwhile has no user here:
+/// the replica that holds it now acts.
+fn last_user(shared: &Shared, node: &str, remove: bool) -> bool {
+    let mut held = shared.held();
+    match held.get_mut(node) {
+        Some(h) if h.users > 1 => {
+            h.users -= 1;
+            false
+        }
+        Some(_) => {
+            if remove {
+                held.remove(node);
+            }
+            true
+        }
+        None => false,
     }
 }
 

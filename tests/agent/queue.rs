@@ -261,7 +261,12 @@ impl QueueScene {
 }
 
 fn spot_warning(instance: &str) -> String {
-    let mut v: Value = serde_json::from_str(&sample("spot-interruption-warning.json")).unwrap();
+    ec2_event("spot-interruption-warning.json", instance)
+}
+
+/// An EC2 EventBridge sample (its `detail.instance-id`) about `instance`, sent now.
+fn ec2_event(sample_name: &str, instance: &str) -> String {
+    let mut v: Value = serde_json::from_str(&sample(sample_name)).unwrap();
     v["detail"]["instance-id"] = json!(instance);
     v["time"] = json!(jiff::Timestamp::now().to_string());
     v.to_string()
@@ -582,9 +587,8 @@ async fn rebalance_taints_only_and_the_message_goes() {
     let q = QueueScene::start(&[]).await;
     let before = q.s.web_on_node().await;
     let instance = instance_of(&q.s, &q.s.node).await;
-    let mut v: Value = serde_json::from_str(&sample("rebalance-recommendation.json")).unwrap();
-    v["detail"]["instance-id"] = json!(instance);
-    q.send(&v.to_string()).await;
+    q.send(&ec2_event("rebalance-recommendation.json", &instance))
+        .await;
     until("rebalance taint", Duration::from_secs(20), || async {
         taints(&q.s.node().await).iter().any(|(k, _, e)| {
             k == "spot-interrupt-handler/rebalance-recommendation" && e == "PreferNoSchedule"
@@ -927,6 +931,17 @@ async fn slow_pod_on(s: &Scene, node: &str, grace: u32) {
     .await;
 }
 
+/// Whether a pod of the Deployment `slow` (running or still stopping) is bound to `node`.
+async fn slow_pod_still_on(s: &Scene, node: &str) -> bool {
+    kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(s.client.clone(), "default")
+        .list(&kube::api::ListParams::default().labels("app=slow"))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .any(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
+}
+
 /// One worker, a slow drain first: the second message waits for the worker longer than its
 /// visibility timeout (4 s) and stays hidden all along (the keeper extends every held
 /// message), so it is never handed out twice.
@@ -1153,17 +1168,8 @@ async fn a_notice_received_by_another_replica_joins_the_holders_drain() {
         Duration::from_secs(10),
     )
     .await;
-    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
-        kube::Api::namespaced(q.s.client.clone(), "default");
     until("the slow pod is gone", Duration::from_secs(30), || async {
-        pods.list(&kube::api::ListParams::default().labels("app=slow"))
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .all(|p| {
-                p.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(q.s.node.as_str())
-            })
+        !slow_pod_still_on(&q.s, &q.s.node).await
     })
     .await;
     assert!(
@@ -1218,29 +1224,19 @@ async fn a_claim_is_held_until_a_drain_resumed_from_the_record_ends() {
         )
         .await
         .unwrap();
-    let mut v: Value = serde_json::from_str(&sample("rebalance-recommendation.json")).unwrap();
-    v["detail"]["instance-id"] = json!(instance);
-    q.send_to(&rebalance_queue, &v.to_string()).await;
+    q.send_to(
+        &rebalance_queue,
+        &ec2_event("rebalance-recommendation.json", &instance),
+    )
+    .await;
     q.until_tainted(
         "spot-interrupt-handler/rebalance-recommendation",
         Duration::from_secs(20),
     )
     .await;
-    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
-        kube::Api::namespaced(q.s.client.clone(), "default");
-    let slow_on_node = || async {
-        pods.list(&kube::api::ListParams::default().labels("app=slow"))
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .any(|p| {
-                p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(q.s.node.as_str())
-            })
-    };
     // While the resumed drain waits for the slow pod, the claim stays the survivor's.
     let mut looked = 0;
-    while slow_on_node().await {
+    while slow_pod_still_on(&q.s, &q.s.node).await {
         let now = holder(&leases.get(&claim_name).await.unwrap());
         assert!(
             now.is_some() && now.as_deref() != Some(dead_holder.as_str()),
