@@ -9,7 +9,9 @@
 //! - `evicted-without-notice`: a pod was evicted while no draining notice was active;
 //! - `left-at-hard-deadline`: an evictable pod was still on the node when the instance went;
 //! - `two-drains`: two drains of one node ran at once;
-//! - `announced-twice`: one notice was announced more than once;
+//! - `announced-twice`: one notice was announced more than once (a restart, or in queue mode
+//!   a takeover while the API was disrupted, before the notice was recorded on the node,
+//!   excuses a second announcement: nothing durable could say it was made);
 //! - `unfenced-while-needed`: the node lost a taint or its cordon while a notice needed it;
 //! - `deleted-before-done`: a queue message was deleted before its action had finished.
 
@@ -393,7 +395,17 @@ fn announced_twice(v: &View<'_>, out: &mut Vec<Violation>) {
                 });
                 !recorded_before_restart || v.disrupted_within(started - 0.5, started + 3.0)
             });
-            if !excused {
+            // Queue mode: a replica whose heartbeat could not land (the API hung) lets its
+            // claim go; if its record of the notice never landed either, the replica that
+            // takes the message over cannot know it was announced. Nothing durable could
+            // carry that fact while the API hung, so this too is at-least-once.
+            let taken_over_unrecorded = v.sc.mode == Mode::Queue
+                && v.disrupted_within(first, again)
+                && !v.node_records().any(|r| {
+                    let t = v.s(r.at);
+                    t >= first - 1.0 && t < again - 0.5 && View::has_taint(r, &kind)
+                });
+            if !excused && !taken_over_unrecorded {
                 out.push(Violation {
                     invariant: "announced-twice",
                     detail: format!("{key} announced at {first:.1}s and again at {again:.1}s"),

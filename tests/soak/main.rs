@@ -121,11 +121,11 @@ async fn soak(a: Args) -> i32 {
     };
     let dir = std::env::temp_dir().join(format!("sih-soak-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("work dir");
-    let shared = Arc::new(run::Shared {
-        webhooks: run::Webhooks::start().await,
-        moto: tokio::sync::OnceCell::new(),
-        dir: dir.clone(),
-    });
+    let shared = Arc::new(run::Shared::new(
+        run::Webhooks::start().await,
+        a.jobs.min(seeds.len()),
+        dir.clone(),
+    ));
     let started = std::time::Instant::now();
     println!(
         "soak: {} scenario(s) from seed {}, {} at once",
