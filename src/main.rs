@@ -1,26 +1,19 @@
-//! spot-interrupt-handler: turns EC2 Spot interruption notices into a calm, deadline-aware
-//! evacuation of the Kubernetes node. This file only parses the command line and dispatches;
-//! each subcommand lives in `commands/`.
+//! spot-interrupt-handler, the binary every spot node runs: the agent (`imds`), the
+//! controller (`queue`), `drain`/`undrain`, and aws-node-termination-handler's environment as
+//! a drop-in. This file only parses the command line and dispatches; the product is the
+//! library (`src/lib.rs`), and nothing of the simulators is linked here.
 #![forbid(unsafe_code)]
-
-mod agent;
-mod cli;
-mod commands;
-mod controller;
-mod logging;
-mod nth;
-mod responder;
-mod signals;
 
 use clap::{CommandFactory, Parser};
 
-use cli::{Cli, Command, Simulate};
+use spot_interrupt_handler::cli::{Cli, Command};
+use spot_interrupt_handler::{commands, logging, nth};
 
 fn main() -> anyhow::Result<()> {
     let cli = parse()?;
     // The agent polls and drains one node: one thread does that with room to spare, and costs
-    // less CPU per poll and less memory than a thread per core. Everything else (simulators,
-    // the demo) gets the multi-threaded runtime.
+    // less CPU per poll and less memory than a thread per core. The controller and `drain`
+    // get the multi-threaded runtime.
     let runtime = match cli.command {
         Some(Command::Imds(_)) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -48,10 +41,6 @@ fn parse() -> anyhow::Result<Cli> {
         notes = translated.notes;
         cli = Cli::try_parse_from(translated.args)?;
     }
-    if matches!(cli.command, Some(Command::Demo(_))) && cli.log.log_level == "info" {
-        // The demo's timeline is the output; the agent's own lines would drown it.
-        cli.log.log_level = "warn".into();
-    }
     logging::init(&cli.log)?;
     for note in notes {
         tracing::warn!("NTH compatibility: {note}");
@@ -66,10 +55,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match command {
         Command::Imds(args) => commands::imds::run(*args).await,
         Command::Queue(args) => commands::queue::run(*args).await,
-        Command::Demo(args) => commands::demo::run(args).await,
         Command::Drain(args) => commands::drain::run(args).await,
         Command::Undrain(args) => commands::drain::undrain(args).await,
-        Command::Simulate(Simulate::Imds(args)) => commands::simulate_imds::run(args).await,
-        Command::Simulate(Simulate::Cluster(args)) => commands::simulate_cluster::run(args).await,
     }
 }

@@ -1,9 +1,8 @@
-//! One module per subcommand: each turns its arguments into configuration and wires the parts.
+//! One module per subcommand of the product binary: each turns its arguments into
+//! configuration and wires the parts. The rehearsal commands (`demo`, `simulate ...`) live in
+//! the other binary, `src/bin/spot-interrupt-handler-sim/`.
 
-pub mod demo;
 pub mod drain;
 pub mod imds;
 pub mod queue;
-pub mod simulate_cluster;
-pub mod simulate_imds;
 pub mod telling;

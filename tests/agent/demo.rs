@@ -7,7 +7,7 @@ use serde_json::Value;
 async fn demo_tells_the_whole_story_and_exits_zero() {
     let out = tokio::time::timeout(
         std::time::Duration::from_secs(60),
-        tokio::process::Command::new(crate::support::BIN)
+        tokio::process::Command::new(crate::support::SIM_BIN)
             .args(["demo", "--json"])
             .env_remove("NODE_NAME")
             .output(),

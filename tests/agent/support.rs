@@ -21,6 +21,8 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_spot-interrupt-handler");
+/// The rehearsal binary: `simulate ...` and `demo`.
+pub const SIM_BIN: &str = env!("CARGO_BIN_EXE_spot-interrupt-handler-sim");
 
 /// Set in an agent's environment by `agent_unready`: do not wait for it to watch.
 const NO_WAIT: &str = "SIH_TEST_NO_WAIT";
@@ -65,7 +67,12 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> (Self, tokio::process::ChildStdout) {
-        let mut cmd = Command::new(BIN);
+        // The simulators are in the rehearsal binary, everything else in the product's.
+        let bin = match args.first() {
+            Some(&"simulate" | &"demo") => SIM_BIN,
+            _ => BIN,
+        };
+        let mut cmd = Command::new(bin);
         cmd.args(args)
             .env_remove("NODE_NAME")
             .env_remove("KUBECONFIG")

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_spot-interrupt-handler");
+const BIN: &str = env!("CARGO_BIN_EXE_spot-interrupt-handler-sim");
 
 #[test]
 fn process_serves_the_workload_and_writes_a_kubeconfig() {

@@ -528,3 +528,56 @@ async fn kubectl_apply_of_the_rendered_chart_runs_one_agent_per_spot_node() {
     one_agent_per_spot_node(&kubeconfig, &client, "r-spot-interrupt-handler").await;
     let _ = std::fs::remove_file(&kubeconfig);
 }
+
+/// Each manifest runs its commands from the image that holds them: the rehearsal commands
+/// (`simulate`, `demo`) only exist in the rehearsal image, the agent's only in the product's.
+/// The arguments are checked against the binary of that image (`--help` after them parses
+/// every flag before it and fails on an unknown subcommand).
+#[test]
+fn every_manifest_runs_its_binary_from_the_image_that_holds_it() {
+    const PRODUCT: &str = env!("CARGO_BIN_EXE_spot-interrupt-handler");
+    const SIM: &str = env!("CARGO_BIN_EXE_spot-interrupt-handler-sim");
+    let mut checked = 0;
+    for m in [
+        "spot-interrupt-handler.yaml",
+        "imds-simulator.yaml",
+        "spot-interrupt-handler-queue.yaml",
+    ] {
+        let text = std::fs::read_to_string(manifest(m)).unwrap();
+        for doc in workload::parse(&text).unwrap() {
+            let Some(container) = doc["spec"]["template"]["spec"]["containers"].get(0) else {
+                continue;
+            };
+            let image = container["image"].as_str().unwrap_or_default();
+            let args: Vec<&str> = container["args"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let rehearsal = matches!(args.first(), Some(&"simulate" | &"demo"));
+            let (bin, repo) = if rehearsal {
+                (SIM, "/spot-interrupt-handler-sim:")
+            } else {
+                (PRODUCT, "/spot-interrupt-handler:")
+            };
+            assert!(image.contains(repo), "{m}: {args:?} runs from {image}");
+            // Environment-only configuration (the agent's DaemonSet) has no subcommand to check.
+            if args.is_empty() {
+                checked += 1;
+                continue;
+            }
+            let out = std::process::Command::new(bin)
+                .args(&args)
+                .arg("--help")
+                .env_clear()
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{m}: {args:?} is not a command of {bin}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 3, "one workload per manifest");
+}

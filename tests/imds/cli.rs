@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 
 use sih_imds::{ImdsClient, ImdsConfig, SpotAction};
 
-const BIN: &str = env!("CARGO_BIN_EXE_spot-interrupt-handler");
+const BIN: &str = env!("CARGO_BIN_EXE_spot-interrupt-handler-sim");
 
 /// Starts the simulator process and returns it with the URL from its first stdout line.
 fn spawn(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {

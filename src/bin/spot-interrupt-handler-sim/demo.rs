@@ -18,7 +18,9 @@ use sih_node::Progress;
 use sih_report::Update;
 use tokio::time::Instant;
 
-use crate::cli::{Cli, Command, DemoArgs};
+use spot_interrupt_handler::cli::{Cli, Command};
+
+use crate::cli::DemoArgs;
 
 const LOOPBACK: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
@@ -162,7 +164,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let (tap, mut updates) = tokio::sync::mpsc::unbounded_channel();
     let (stop_agent, agent_stopped) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(crate::commands::imds::run_until(
+    let agent = tokio::spawn(spot_interrupt_handler::commands::imds::run_until(
         *agent_args,
         async move {
             let _ = agent_stopped.await;
@@ -244,7 +246,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             kubeconfig.display(),
             kubeconfig.display()
         );
-        crate::signals::shutdown().await;
+        spot_interrupt_handler::signals::shutdown().await;
     }
     let _ = imds.stop().await;
     let _ = cluster.stop().await;

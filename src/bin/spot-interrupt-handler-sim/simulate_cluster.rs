@@ -67,7 +67,12 @@ pub async fn run(args: SimulateClusterArgs) -> anyhow::Result<()> {
     }
     tracing::info!(nodes = args.nodes, spot_nodes = args.spot_nodes,
         kubeconfig = ?args.kubeconfig_out, "cluster simulator ready");
-    sih_sim_cluster::serve(listener, prepared, &config, crate::signals::shutdown())
-        .await
-        .context("cluster simulator stopped with an error")
+    sih_sim_cluster::serve(
+        listener,
+        prepared,
+        &config,
+        spot_interrupt_handler::signals::shutdown(),
+    )
+    .await
+    .context("cluster simulator stopped with an error")
 }

@@ -82,7 +82,11 @@ pub async fn run(args: SimulateImdsArgs) -> anyhow::Result<()> {
     }
     tracing::info!(imdsv2 = ?config.imdsv2, instance_id = %config.identity.instance_id,
         "instance metadata simulator ready; control API under /_sim/");
-    sih_sim_imds::serve(listener, config, crate::signals::shutdown())
-        .await
-        .context("simulator stopped with an error")
+    sih_sim_imds::serve(
+        listener,
+        config,
+        spot_interrupt_handler::signals::shutdown(),
+    )
+    .await
+    .context("simulator stopped with an error")
 }

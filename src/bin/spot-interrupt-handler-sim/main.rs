@@ -1,0 +1,32 @@
+//! spot-interrupt-handler-sim: the rehearsal tools. `simulate imds` and `simulate cluster`
+//! serve the simulators; `demo` plays a whole reclamation with both and the agent in one
+//! process. Kept out of the agent's binary so that every node carries only the product.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod demo;
+mod simulate_cluster;
+mod simulate_imds;
+
+use clap::Parser;
+
+use cli::{SimCli, SimCommand, Simulate};
+
+fn main() -> anyhow::Result<()> {
+    let mut cli = SimCli::parse();
+    if matches!(cli.command, SimCommand::Demo(_)) && cli.log.log_level == "info" {
+        // The demo's timeline is the output; the agent's own lines would drown it.
+        cli.log.log_level = "warn".into();
+    }
+    spot_interrupt_handler::logging::init(&cli.log)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            match cli.command {
+                SimCommand::Demo(args) => demo::run(args).await,
+                SimCommand::Simulate(Simulate::Imds(args)) => simulate_imds::run(*args).await,
+                SimCommand::Simulate(Simulate::Cluster(args)) => simulate_cluster::run(*args).await,
+            }
+        })
+}
