@@ -448,3 +448,53 @@ async fn with_the_api_server_down_at_start_the_agent_still_detects_and_announces
             .contains("announcing new notices without it")
     );
 }
+
+/// Soak seed 51502: a 429 from the API server's flow control on the drain's pod list (and on
+/// the fence) ended the evacuation for good, and the pods were still on the node when the
+/// instance went. Throttling is waited out like any other transient refusal.
+#[tokio::test]
+async fn a_throttling_api_server_delays_the_fence_and_the_drain_and_ends_neither() {
+    let s = Scene::start(&[]).await;
+    s.until_web_running(6).await;
+    let agent = s.agent(&[]).await;
+    s.cluster_control(
+        "faults",
+        json!([
+            {"resource": "nodes", "verb": "patch", "status": 429, "retry_after": 1, "count": 1},
+            {"resource": "pods", "verb": "list", "status": 429, "retry_after": 1, "count": 2},
+        ]),
+    )
+    .await;
+    s.spot(30).await;
+    // Our own reads would meet the faults too: wait (on the simulator's journal) until the
+    // agent has met all three refusals, then for the drain.
+    let refusals = || async {
+        s.cluster_journal("requests")
+            .await
+            .iter()
+            // Evictions a budget refuses answer 429 too: only the throttled calls count.
+            .filter(|r| r["status"] == 429 && matches!(r["verb"].as_str(), Some("patch" | "list")))
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    r["verb"].as_str().unwrap_or_default(),
+                    r["resource"].as_str().unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    until(
+        "the agent met every refusal",
+        Duration::from_secs(10),
+        || async { refusals().await.len() == 3 },
+    )
+    .await;
+    s.drained().await;
+    assert!(cordoned(&s.node().await));
+    agent
+        .proc
+        .until_logged("drain succeeded", Duration::from_secs(15))
+        .await;
+    let refused = refusals().await;
+    assert_eq!(refused.len(), 3, "{refused:?}");
+}

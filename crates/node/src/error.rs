@@ -51,11 +51,40 @@ pub enum NodeError {
 }
 
 impl NodeError {
+    /// Whether the same call may work later. A 429 is retryable here: outside an eviction it
+    /// is the API server's flow control asking to come back (`Retry-After`), never a refusal;
+    /// the eviction path reads a 429 as a budget's "not now" before it asks this.
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Conflict { .. } | Self::Timeout { .. } => true,
-            Self::Api(e) => classify(e) == ApiClass::Transient,
+            Self::Api(e) => matches!(classify(e), ApiClass::Transient | ApiClass::TooManyRequests),
             Self::Config(_) | Self::NodeNotFound(_) => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16) -> NodeError {
+        NodeError::Api(kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            ..Default::default()
+        })))
+    }
+
+    #[test]
+    fn throttling_and_server_errors_are_retried_refusals_are_not() {
+        // Seed 51502 of the soak: a 429 on listing the node's pods ended the drain for good.
+        assert!(api(429).is_retryable(), "flow control: come back later");
+        assert!(api(503).is_retryable());
+        assert!(api(500).is_retryable());
+        assert!(
+            !api(403).is_retryable(),
+            "no retry cures a missing permission"
+        );
+        assert!(!api(404).is_retryable());
+        assert!(!api(400).is_retryable());
     }
 }
