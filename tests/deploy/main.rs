@@ -332,7 +332,7 @@ fn flags_of(command: &str) -> Vec<String> {
             section = h;
             continue;
         }
-        if (section == "Every command" || section == heading)
+        if (section == "`spot-interrupt-handler`: flags of every command" || section == heading)
             && let Some(rest) = line.strip_prefix("| `--")
         {
             flags.push(rest.split('`').next().unwrap().to_owned());
