@@ -19,7 +19,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use crate::run::Record;
-use crate::scenario::{MARGIN, Mode, Notice, Scenario};
+use crate::scenario::{MARGIN, Mode, Notice, POLL, Scenario};
 
 #[derive(Debug, Clone)]
 pub struct Violation {
@@ -79,6 +79,35 @@ impl View<'_> {
             }
         }
         (b - a) - covered
+    }
+
+    /// When the agent could first read what became visible at `t`: the end of the metadata
+    /// outages and the agent's down times covering it (a restarted agent takes about a second
+    /// to read its identity), counting one that began before the agent's next poll.
+    fn first_readable(&self, t: f64) -> f64 {
+        let outages = self
+            .rec
+            .imds_faults
+            .iter()
+            .filter(|(_, _, blocks)| *blocks)
+            .map(|(from, to, _)| (self.s(*from), self.s(*to) + 0.5));
+        let down = self.rec.lives.iter().enumerate().filter_map(|(i, l)| {
+            let ended = l.ended.filter(|_| l.killed)?;
+            let back = self.rec.lives[i + 1..]
+                .iter()
+                .find(|n| n.replica == l.replica)
+                .map_or(self.end, |n| self.s(n.started) + 1.0);
+            Some((self.s(ended), back))
+        });
+        let blocked: Vec<(f64, f64)> = outages.chain(down).collect();
+        let mut at = t;
+        while let Some(&(_, to)) = blocked
+            .iter()
+            .find(|&&(from, to)| from <= at + POLL && at < to)
+        {
+            at = to;
+        }
+        at
     }
 
     fn disrupted_within(&self, a: f64, b: f64) -> bool {
@@ -262,6 +291,17 @@ fn hard_deadline(v: &View<'_>, out: &mut Vec<Violation>) {
     if deadline - seen < MARGIN + 2.0 {
         return;
     }
+    // A restated spot time (amazon-ec2-metadata-mock's way: now + lead on every read) first
+    // read after a metadata outage says a later deadline than the instance's real one, and
+    // nothing could tell the agent otherwise (seed 64898: read 2.7 s late, planned 2.7 s
+    // late; seed 66440: the agent was down when it appeared). The promise is kept against the
+    // deadline it could know.
+    let restated = matches!(v.sc.notices[spot], Notice::Spot { restate: true, .. });
+    let knowable = if restated {
+        deadline + (v.first_readable(seen) - seen)
+    } else {
+        deadline
+    };
     for p in &v.rec.pods {
         if p.node.as_deref() != Some(v.rec.node.as_str())
             || p.step != sih_sim_cluster::journal::PodStep::Removed
@@ -280,7 +320,7 @@ fn hard_deadline(v: &View<'_>, out: &mut Vec<Violation>) {
             .rev()
             .find(|d| d.uid == p.uid && d.step == sih_sim_cluster::journal::PodStep::Deleting)
             .and_then(|d| Some(v.s(d.at) + d.grace_seconds? as f64))
-            .is_some_and(|out_by| out_by <= deadline);
+            .is_some_and(|out_by| out_by <= knowable);
         if asked_in_time {
             continue;
         }
