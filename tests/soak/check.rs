@@ -33,6 +33,10 @@ struct View<'a> {
     t0: Timestamp,
     /// Intervals (seconds from t0) in which the product could not act.
     disrupted: Vec<(f64, f64)>,
+    /// The processes' down times (killed until back and reading, a second after restart).
+    down: Vec<(f64, f64)>,
+    /// Metadata outages (a blocking fault, until the next poll after it ends).
+    imds_outages: Vec<(f64, f64)>,
     end: f64,
 }
 
@@ -85,29 +89,20 @@ impl View<'_> {
     /// outages and the agent's down times covering it (a restarted agent takes about a second
     /// to read its identity), counting one that began before the agent's next poll.
     fn first_readable(&self, t: f64) -> f64 {
-        let outages = self
-            .rec
-            .imds_faults
-            .iter()
-            .filter(|(_, _, blocks)| *blocks)
-            .map(|(from, to, _)| (self.s(*from), self.s(*to) + 0.5));
-        let down = self.rec.lives.iter().enumerate().filter_map(|(i, l)| {
-            let ended = l.ended.filter(|_| l.killed)?;
-            let back = self.rec.lives[i + 1..]
-                .iter()
-                .find(|n| n.replica == l.replica)
-                .map_or(self.end, |n| self.s(n.started) + 1.0);
-            Some((self.s(ended), back))
-        });
-        let blocked: Vec<(f64, f64)> = outages.chain(down).collect();
+        let blocked = || self.imds_outages.iter().chain(&self.down);
         let mut at = t;
-        while let Some(&(_, to)) = blocked
-            .iter()
-            .find(|&&(from, to)| from <= at + POLL && at < to)
-        {
+        while let Some(&(_, to)) = blocked().find(|&&(from, to)| from <= at + POLL && at < to) {
             at = to;
         }
         at
+    }
+
+    /// Whether the node was recorded with `kind`'s taint at some time in `[a, b]`.
+    fn recorded(&self, kind: &str, a: f64, b: f64) -> bool {
+        self.node_records().any(|r| {
+            let t = self.s(r.at);
+            t >= a && t <= b && Self::has_taint(r, kind)
+        })
     }
 
     fn disrupted_within(&self, a: f64, b: f64) -> bool {
@@ -151,6 +146,8 @@ pub fn check(sc: &Scenario, rec: &Record) -> Vec<Violation> {
         rec,
         t0,
         disrupted: Vec::new(),
+        down: Vec::new(),
+        imds_outages: Vec::new(),
         end: sc.horizon,
     };
     // The processes' down times. In queue mode a dead replica's claim on a node holds the
@@ -169,16 +166,21 @@ pub fn check(sc: &Scenario, rec: &Record) -> Vec<Violation> {
             .iter()
             .find(|l| l.replica == life.replica)
             .map_or(sc.horizon, |l| v.s(l.started) + 1.0);
-        v.disrupted
-            .push((v.s(down), back.max(v.s(down) + claim_held)));
-    }
-    for (from, to, disrupts, _) in &rec.cluster_faults {
-        if *disrupts {
-            v.disrupted.push((v.s(*from), v.s(*to) + 0.5));
-        }
+        v.down.push((v.s(down), back));
     }
     for (from, to, blocks) in &rec.imds_faults {
         if *blocks {
+            v.imds_outages.push((v.s(*from), v.s(*to) + 0.5));
+        }
+    }
+    v.disrupted = v
+        .down
+        .iter()
+        .map(|&(down, back)| (down, back.max(down + claim_held)))
+        .chain(v.imds_outages.iter().copied())
+        .collect();
+    for (from, to, disrupts, _) in &rec.cluster_faults {
+        if *disrupts {
             v.disrupted.push((v.s(*from), v.s(*to) + 0.5));
         }
     }
@@ -212,11 +214,7 @@ fn never_acted_on(v: &View<'_>, out: &mut Vec<Violation>) {
         if v.usable(seen, until) < needed {
             continue;
         }
-        let fenced = v.node_records().any(|r| {
-            let t = v.s(r.at);
-            t >= seen - 0.05 && t <= until + 1.0 && View::has_taint(r, n.kind())
-        });
-        if !fenced {
+        if !v.recorded(n.kind(), seen - 0.05, until + 1.0) {
             out.push(Violation {
                 invariant: "never-acted-on",
                 detail: format!(
@@ -429,11 +427,8 @@ fn announced_twice(v: &View<'_>, out: &mut Vec<Violation>) {
                 if !(started > first && started <= again + 0.1) {
                     return false;
                 }
-                let recorded_before_restart = v.node_records().any(|r| {
-                    let t = v.s(r.at);
-                    t >= first - 1.0 && t <= started && View::has_taint(r, &kind)
-                });
-                !recorded_before_restart || v.disrupted_within(started - 0.5, started + 3.0)
+                !v.recorded(&kind, first - 1.0, started)
+                    || v.disrupted_within(started - 0.5, started + 3.0)
             });
             // Queue mode: a replica whose heartbeat could not land (the API hung) lets its
             // claim go; if its record of the notice never landed either, the replica that
@@ -441,10 +436,7 @@ fn announced_twice(v: &View<'_>, out: &mut Vec<Violation>) {
             // carry that fact while the API hung, so this too is at-least-once.
             let taken_over_unrecorded = v.sc.mode == Mode::Queue
                 && v.disrupted_within(first, again)
-                && !v.node_records().any(|r| {
-                    let t = v.s(r.at);
-                    t >= first - 1.0 && t < again - 0.5 && View::has_taint(r, &kind)
-                });
+                && !v.recorded(&kind, first - 1.0, again - 0.5);
             if !excused && !taken_over_unrecorded {
                 out.push(Violation {
                     invariant: "announced-twice",
