@@ -1,33 +1,45 @@
 # syntax=docker/dockerfile:1
-# Two images from one build, each a static (musl) binary on an empty base, run as UID 1000:
-#   docker build -t spot-interrupt-handler .                            (the agent and controller)
-#   docker build --target rehearsal -t spot-interrupt-handler-sim .    (simulators and demo)
+# Two images from one build, for amd64 and arm64, each a static (musl) binary on an empty base,
+# run as UID:GID 65532, no shell:
+#   docker buildx build --platform linux/amd64,linux/arm64 -t REPO/spot-interrupt-handler:0.1.0 .
+#   docker buildx build --platform linux/amd64,linux/arm64 --target rehearsal -t REPO/spot-interrupt-handler-sim:0.1.0 .
 #   docker run --rm spot-interrupt-handler --version
-# (podman build takes the same arguments.) The same static builds without a container
-# engine, with the check that the product binary holds none of the simulators: scripts/build-static.
+# (podman build --platform takes the same arguments.) The build stage runs on the builder's own
+# platform and cross-compiles, exactly as scripts/build-static does without an engine; the same
+# images are written as OCI layouts, without an engine, by scripts/oci-image.
 
-FROM docker.io/library/rust:1.95-bookworm AS build
+FROM --platform=$BUILDPLATFORM docker.io/library/rust:1.95-bookworm AS build
+ARG TARGETARCH
 RUN apt-get update \
- && apt-get install -y --no-install-recommends musl-tools ca-certificates \
+ && apt-get install -y --no-install-recommends musl-tools ca-certificates python3-pip \
  && rm -rf /var/lib/apt/lists/* \
- && rustup target add x86_64-unknown-linux-musl
+ && pip3 install --no-cache-dir --break-system-packages cargo-zigbuild==0.24.1 ziglang==0.17.1
 ENV CC_x86_64_unknown_linux_musl=musl-gcc
 WORKDIR /src
 COPY . .
 # The product is built without the `rehearsal` feature: the simulators are not even compiled.
-RUN cargo build --release --locked --target x86_64-unknown-linux-musl --no-default-features --bin spot-interrupt-handler \
- && cargo build --release --locked --target x86_64-unknown-linux-musl --bin spot-interrupt-handler-sim
+RUN case "$TARGETARCH" in \
+      amd64) t=x86_64-unknown-linux-musl; build="cargo build" ;; \
+      arm64) t=aarch64-unknown-linux-musl; build="cargo zigbuild" ;; \
+      *) echo "unsupported architecture $TARGETARCH" >&2; exit 1 ;; \
+    esac \
+ && rustup target add "$t" \
+ && $build --release --locked --target "$t" --no-default-features --bin spot-interrupt-handler \
+ && $build --release --locked --target "$t" --bin spot-interrupt-handler-sim \
+ && mkdir /out \
+ && cp "target/$t/release/spot-interrupt-handler" "target/$t/release/spot-interrupt-handler-sim" /out/
 
 FROM scratch AS rehearsal
-COPY --from=build /src/target/x86_64-unknown-linux-musl/release/spot-interrupt-handler-sim /spot-interrupt-handler-sim
-USER 1000:1000
+COPY --from=build /out/spot-interrupt-handler-sim /spot-interrupt-handler-sim
+USER 65532:65532
 ENTRYPOINT ["/spot-interrupt-handler-sim"]
 
 # The default target, last: the product image.
 FROM scratch AS product
-# Webhooks go to HTTPS endpoints (Slack): the system's roots, as rustls-platform-verifier reads them.
+# Webhooks and AWS calls go to HTTPS endpoints: the system's roots, as rustls-platform-verifier
+# reads them.
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
-COPY --from=build /src/target/x86_64-unknown-linux-musl/release/spot-interrupt-handler /spot-interrupt-handler
+COPY --from=build /out/spot-interrupt-handler /spot-interrupt-handler
 # Nothing is written to the filesystem: runs with readOnlyRootFilesystem.
-USER 1000:1000
+USER 65532:65532
 ENTRYPOINT ["/spot-interrupt-handler"]

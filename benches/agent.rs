@@ -9,7 +9,7 @@
 
 mod support;
 
-use support::{quantile, status_kib};
+use support::{product_bin, quantile, status_kib};
 
 use std::time::{Duration, Instant};
 
@@ -97,7 +97,7 @@ impl World {
     }
 
     fn agent(&self, interval: &str, extra: &[&str]) -> tokio::process::Child {
-        tokio::process::Command::new(BIN)
+        tokio::process::Command::new(product_bin(BIN))
             .args([
                 "--log-level",
                 "warn",
@@ -222,6 +222,9 @@ fn sih_interval(s: &str) -> Duration {
 }
 
 async fn run(quick: bool) {
+    let bin = product_bin(BIN);
+    let size = std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
+    println!("agent binary: {bin} ({size} bytes)");
     // 4 nodes; 110 pods pinned to the spot node (replacements stay Pending: the pin keeps them
     // off the cordoned node, which is what the drain measurement needs).
     let yaml = r#"

@@ -31,7 +31,7 @@ mod moto;
 mod support;
 
 use moto::Moto;
-use support::{quantile, status_kib};
+use support::{product_bin, quantile, status_kib};
 
 const BIN: &str = env!("CARGO_BIN_EXE_spot-interrupt-handler");
 const TAINT: &str = "spot-interrupt-handler/spot-interruption";
@@ -326,30 +326,16 @@ spec:
             }
         })
     };
+    // Idle: a controller on an empty queue for a while (long polls, the node index built).
+    let idle_url = queue("idle").await;
+    let mut idle = controller(&idle_url, &moto.url, &kubeconfig, free_port());
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let idle_kib = status_kib(idle.id().unwrap(), "VmRSS:");
+    let _ = idle.kill().await;
+
     let admin_port = free_port();
     let start = Instant::now();
-    let mut controller = tokio::process::Command::new(BIN)
-        .args([
-            "--log-level",
-            "warn",
-            "queue",
-            "--queue-url",
-            &url,
-            "--aws-endpoint",
-            &moto.url,
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "--admin-listen",
-            &format!("127.0.0.1:{admin_port}"),
-        ])
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut controller = controller(&url, &moto.url, &kubeconfig, admin_port);
     let pid = controller.id().unwrap();
     let mut all_fenced = None;
     let mut all_deleted = None;
@@ -422,7 +408,43 @@ spec:
         latency(0.5),
         latency(0.99)
     );
-    println!("  controller peak RSS: {:.1} MiB", peak_kib as f64 / 1024.0);
+    println!(
+        "  controller RSS idle on an empty queue: {:.1} MiB; peak (VmHWM) during the burst: {:.1} MiB ({})",
+        idle_kib as f64 / 1024.0,
+        peak_kib as f64 / 1024.0,
+        product_bin(BIN)
+    );
     let _ = std::fs::remove_file(&kubeconfig);
     drop(cluster);
+}
+
+/// The queue controller under test, quiet, against moto and the simulated cluster.
+fn controller(
+    url: &str,
+    moto: &str,
+    kubeconfig: &std::path::Path,
+    admin_port: u16,
+) -> tokio::process::Child {
+    tokio::process::Command::new(product_bin(BIN))
+        .args([
+            "--log-level",
+            "warn",
+            "queue",
+            "--queue-url",
+            url,
+            "--aws-endpoint",
+            moto,
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin_port}"),
+        ])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
 }

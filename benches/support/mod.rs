@@ -20,3 +20,10 @@ pub fn status_kib(pid: u32, name: &str) -> u64 {
         .and_then(|r| r.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
+
+/// The product binary measured: the one `cargo bench` built (`built`), or the one
+/// `SIH_AGENT_BIN` names — the footprint targets are for the image's binary, the static musl
+/// build of `scripts/build-static` (`target/x86_64-unknown-linux-musl/release/spot-interrupt-handler`).
+pub fn product_bin(built: &str) -> String {
+    std::env::var("SIH_AGENT_BIN").unwrap_or_else(|_| built.to_string())
+}

@@ -47,8 +47,8 @@ pub struct KubeArgs {
     #[arg(long, env = "SIH_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
     /// The longest one Kubernetes API call may take: an API server that accepts a request and
-    /// never answers holds nothing up longer (writes are retried, a drain step moves on).
-    #[arg(long, env = "API_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    /// never answers holds nothing up longer (writes are retried, a drain step moves on). Range: 100ms to 10m.
+    #[arg(long, env = "API_TIMEOUT", value_parser = duration_in("100ms", "10m"), default_value = "10s")]
     pub api_timeout: Duration,
 }
 
@@ -81,9 +81,9 @@ pub enum OnPdbDeadline {
 /// How pods leave a node; shared by every command that drains.
 #[derive(Debug, Args)]
 pub struct DrainFlags {
-    /// Evictions in flight at once.
-    #[arg(long, env = "MAX_CONCURRENT_EVICTIONS", default_value_t = 50)]
-    pub max_concurrent_evictions: usize,
+    /// Evictions in flight at once. Range: 1 to 1000.
+    #[arg(long, env = "MAX_CONCURRENT_EVICTIONS", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_concurrent_evictions: u32,
     /// Upper bound on every pod's grace period, in seconds (default: the pod's own).
     #[arg(
         long,
@@ -91,8 +91,8 @@ pub struct DrainFlags {
         allow_negative_numbers = true
     )]
     pub pod_termination_grace_period: Option<i64>,
-    /// Time kept free before the deadline (at least 1s).
-    #[arg(long, env = "DEADLINE_MARGIN", value_parser = parse_duration, default_value = "5s")]
+    /// Time kept free before the deadline. Range: 1s to 10m.
+    #[arg(long, env = "DEADLINE_MARGIN", value_parser = duration_in("1s", "10m"), default_value = "5s")]
     pub deadline_margin: Duration,
     /// What to do with a pod its PodDisruptionBudget still protects near a hard deadline.
     #[arg(long, env = "ON_PDB_DEADLINE", value_enum, default_value_t = OnPdbDeadline::Delete)]
@@ -176,8 +176,8 @@ impl ActionFlags {
 #[derive(Debug, Args)]
 pub struct NoticeFlags {
     /// Drain time budget when the notice has no deadline (ASG termination, a rebalance drain,
-    /// lifecycle hooks).
-    #[arg(long, env = "DRAIN_BUDGET", value_parser = parse_duration, default_value = "120s")]
+    /// lifecycle hooks). Range: 1s to 24h.
+    #[arg(long, env = "DRAIN_BUDGET", value_parser = duration_in("1s", "24h"), default_value = "120s")]
     pub drain_budget: Duration,
     /// After a drain, taint the node `node.kubernetes.io/out-of-service=nodeshutdown:NoExecute`
     /// so volumes detach at once once the instance is gone.
@@ -228,11 +228,11 @@ pub struct ReportFlags {
     /// HTTP(S) proxy for webhook requests.
     #[arg(long, env = "WEBHOOK_PROXY")]
     pub webhook_proxy: Option<String>,
-    /// Per attempt.
-    #[arg(long, env = "WEBHOOK_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
+    /// Per attempt. Range: 100ms to 5m.
+    #[arg(long, env = "WEBHOOK_TIMEOUT", value_parser = duration_in("100ms", "5m"), default_value = "5s")]
     pub webhook_timeout: Duration,
-    /// Attempts per message (retries back off and stop at the notice's deadline).
-    #[arg(long, env = "WEBHOOK_ATTEMPTS", default_value_t = 5)]
+    /// Attempts per message (retries back off and stop at the notice's deadline). Range: 1 to 20.
+    #[arg(long, env = "WEBHOOK_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub webhook_attempts: u32,
 }
 
@@ -248,14 +248,14 @@ pub struct ImdsArgs {
         default_value = "http://169.254.169.254"
     )]
     pub imds_endpoint: String,
-    /// How often every interruption item is read.
-    #[arg(long, env = "POLL_INTERVAL", value_parser = parse_duration, default_value = "1s")]
+    /// How often every interruption item is read. Range: 50ms to 10m.
+    #[arg(long, env = "POLL_INTERVAL", value_parser = duration_in("50ms", "10m"), default_value = "1s")]
     pub poll_interval: Duration,
-    /// Attempts per metadata read (NTH's METADATA_TRIES).
-    #[arg(long, env = "METADATA_TRIES", default_value_t = 3)]
+    /// Attempts per metadata read (NTH's METADATA_TRIES). Range: 1 to 20.
+    #[arg(long, env = "METADATA_TRIES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub imds_attempts: u32,
-    /// Per metadata request.
-    #[arg(long, env = "IMDS_TIMEOUT", value_parser = parse_duration, default_value = "1s")]
+    /// Per metadata request. Range: 10ms to 1m.
+    #[arg(long, env = "IMDS_TIMEOUT", value_parser = duration_in("10ms", "1m"), default_value = "1s")]
     pub imds_timeout: Duration,
     /// Seconds since boot, read at start to tell that a scheduled reboot happened.
     #[arg(long, env = "UPTIME_FILE", default_value = "/proc/uptime")]
@@ -285,20 +285,20 @@ pub struct QueueArgs {
     /// Send every AWS call here (a local test server).
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     pub aws_endpoint: Option<String>,
-    /// Drains in flight at once (fences never wait for them).
-    #[arg(long, env = "WORKERS", default_value_t = 10)]
-    pub workers: usize,
+    /// Drains in flight at once (fences never wait for them). Range: 1 to 256.
+    #[arg(long, env = "WORKERS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub workers: u32,
     /// How long a received message stays hidden from other consumers; extended while its
-    /// drain runs.
-    #[arg(long, env = "SQS_MSG_VISIBILITY_TIMEOUT", value_parser = parse_duration, default_value = "20s")]
+    /// drain runs. Range: 1s to 12h.
+    #[arg(long, env = "SQS_MSG_VISIBILITY_TIMEOUT", value_parser = duration_in("1s", "12h"), default_value = "20s")]
     pub visibility_timeout: Duration,
     /// While a terminate hook's drain runs, record a lifecycle heartbeat this often (0s: never;
-    /// the hook's own heartbeat timeout then bounds the drain).
-    #[arg(long, env = "SIH_HEARTBEAT_INTERVAL", value_parser = parse_duration, default_value = "0s")]
+    /// the hook's own heartbeat timeout then bounds the drain). Range: 0s to 2h.
+    #[arg(long, env = "SIH_HEARTBEAT_INTERVAL", value_parser = duration_in("0s", "2h"), default_value = "0s")]
     pub heartbeat_interval: Duration,
     /// Stop recording heartbeats this long after the lifecycle event (a hook cannot be held
-    /// longer than 48 h, or 100 heartbeat timeouts).
-    #[arg(long, env = "SIH_HEARTBEAT_UNTIL", value_parser = parse_duration, default_value = "48h")]
+    /// longer than 48 h, or 100 heartbeat timeouts). Range: 0s to 48h.
+    #[arg(long, env = "SIH_HEARTBEAT_UNTIL", value_parser = duration_in("0s", "48h"), default_value = "48h")]
     pub heartbeat_until: Duration,
     /// Match instances to nodes by `spec.providerID` only, never asking EC2 (for clusters whose
     /// node names are not the instances' private DNS names). Without it, EC2's
@@ -315,19 +315,19 @@ pub struct QueueArgs {
     /// queue's retention drops it.
     #[arg(long, env = "DELETE_SQS_MSG_IF_NODE_NOT_FOUND", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true", value_parser = BoolishValueParser::new())]
     pub delete_if_node_not_found: bool,
-    /// Wait this long after a drain before completing its terminate hook.
-    #[arg(long, env = "SIH_COMPLETE_LIFECYCLE_ACTION_DELAY", value_parser = parse_duration, default_value = "0s")]
+    /// Wait this long after a drain before completing its terminate hook. Range: 0s to 2h.
+    #[arg(long, env = "SIH_COMPLETE_LIFECYCLE_ACTION_DELAY", value_parser = duration_in("0s", "2h"), default_value = "0s")]
     pub complete_lifecycle_action_delay: Duration,
-    /// A launch hook is completed with CONTINUE once its node is Ready, ABANDON after this.
-    #[arg(long, env = "LAUNCH_READY_TIMEOUT", value_parser = parse_duration, default_value = "10m")]
+    /// A launch hook is completed with CONTINUE once its node is Ready, ABANDON after this. Range: 0s to 2h.
+    #[arg(long, env = "LAUNCH_READY_TIMEOUT", value_parser = duration_in("0s", "2h"), default_value = "10m")]
     pub launch_ready_timeout: Duration,
     /// A replica's claim on a node (a Lease) lives this long without a renewal; it is renewed
     /// three times per life. A replica that dies mid-drain is taken over about this long
-    /// after its death (at least 3s).
-    #[arg(long, env = "SIH_CLAIM_TTL", value_parser = parse_duration, default_value = "6s")]
+    /// after its death. Range: 3s to 10m.
+    #[arg(long, env = "SIH_CLAIM_TTL", value_parser = duration_in("3s", "10m"), default_value = "6s")]
     pub claim_ttl: Duration,
-    /// Released claims are deleted this long after their release.
-    #[arg(long, env = "SIH_CLAIM_RETENTION", value_parser = parse_duration, default_value = "10m")]
+    /// Released claims are deleted this long after their release. Range: 0s to 168h.
+    #[arg(long, env = "SIH_CLAIM_RETENTION", value_parser = duration_in("0s", "168h"), default_value = "10m")]
     pub claim_retention: Duration,
     #[command(flatten)]
     pub act: NoticeFlags,
@@ -360,6 +360,23 @@ pub struct LogArgs {
 }
 
 /// Durations as people write them: `1s`, `250ms`, `2m`, `1h30m`.
+/// A duration flag's parser that also holds it to its documented range (both ends included):
+/// a value outside it is refused at start with the range, before anything else happens
+/// (`--poll-interval 0s` used to panic, `1ns` to flood the metadata service).
+pub fn duration_in(
+    min: &'static str,
+    max: &'static str,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |s| {
+        let d = parse_duration(s)?;
+        let bound = |b: &str| parse_duration(b).unwrap_or_default();
+        if d < bound(min) || d > bound(max) {
+            return Err(format!("{s:?} is outside the range {min} to {max}"));
+        }
+        Ok(d)
+    }
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d: jiff::SignedDuration = s
         .trim()
@@ -402,6 +419,52 @@ mod tests {
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    /// Every duration and count flag is held to its documented range when it is parsed: the
+    /// values that used to panic (`--poll-interval 0s`), flood (`1ns`) or be silently changed
+    /// (`--workers 0` ran 1) are refused with the range, and the ends are accepted.
+    #[test]
+    fn duration_and_count_flags_are_held_to_their_ranges() {
+        let imds = |extra: &[&str]| {
+            let mut args = vec!["sih", "imds", "--node-name", "n"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args)
+        };
+        let queue = |extra: &[&str]| {
+            let mut args = vec![
+                "sih",
+                "queue",
+                "--queue-url",
+                "https://sqs.us-east-1.amazonaws.com/1/q",
+            ];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args)
+        };
+        for bad in ["0s", "1ns", "49ms", "11m"] {
+            let e = imds(&["--poll-interval", bad]).unwrap_err().to_string();
+            assert!(e.contains("outside the range 50ms to 10m"), "{bad}: {e}");
+        }
+        for good in ["50ms", "1s", "10m"] {
+            assert!(imds(&["--poll-interval", good]).is_ok(), "{good}");
+        }
+        for (flag, bad) in [
+            ("--imds-attempts", "0"),
+            ("--webhook-attempts", "21"),
+            ("--max-concurrent-evictions", "0"),
+            ("--api-timeout", "0s"),
+            ("--deadline-margin", "0s"),
+        ] {
+            assert!(imds(&[flag, bad]).is_err(), "{flag} {bad}");
+        }
+        for (flag, bad) in [
+            ("--workers", "0"),
+            ("--claim-ttl", "1s"),
+            ("--visibility-timeout", "0s"),
+        ] {
+            assert!(queue(&[flag, bad]).is_err(), "{flag} {bad}");
+        }
+        assert!(queue(&["--workers", "1"]).is_ok());
     }
 
     #[test]

@@ -18,14 +18,21 @@ use crate::responder::{Outcome, Responder};
 
 use crate::cli::{DrainCommandArgs, DrainFlags, OnPdbDeadline, UndrainArgs};
 
-/// `90s` from now, or an RFC 3339 time.
+/// `90s` from now, or an RFC 3339 time; never one that has already passed (a drain against
+/// it could only delete, and used to report "-1.0s left" and exit 0).
 fn parse_deadline(s: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
-    if let Ok(t) = s.parse::<Timestamp>() {
-        return Ok(t);
+    let at = match s.parse::<Timestamp>() {
+        Ok(t) => t,
+        Err(_) => {
+            let d = crate::cli::parse_duration(s)
+                .map_err(|e| anyhow!("--deadline: {e}; or give an RFC 3339 time"))?;
+            now + d
+        }
+    };
+    if at <= now {
+        anyhow::bail!("--deadline {s} has already passed (it is now {now}): give a time to come");
     }
-    let d = crate::cli::parse_duration(s)
-        .map_err(|e| anyhow!("--deadline: {e}; or give an RFC 3339 time"))?;
-    Ok(now + d)
+    Ok(at)
 }
 
 pub fn drain_config(
@@ -39,7 +46,7 @@ pub fn drain_config(
             margin: flags.deadline_margin,
             delete_at_deadline: flags.on_pdb_deadline == OnPdbDeadline::Delete,
         },
-        max_concurrent: flags.max_concurrent_evictions,
+        max_concurrent: flags.max_concurrent_evictions as usize,
         own_pod,
         api_timeout,
     }
@@ -255,5 +262,21 @@ mod properties {
         fn no_deadline_makes_the_parser_panic(s in ".{0,40}") {
             let _ = super::parse_deadline(&s, jiff::Timestamp::now());
         }
+    }
+
+    #[test]
+    fn a_deadline_that_has_passed_is_refused_with_the_reason() {
+        let now: jiff::Timestamp = "2026-12-03T12:00:00Z".parse().unwrap();
+        for passed in ["0s", "2026-12-03T11:59:59Z", "2026-12-03T12:00:00Z"] {
+            let e = super::parse_deadline(passed, now).unwrap_err().to_string();
+            assert!(e.contains("has already passed"), "{passed}: {e}");
+        }
+        let ahead = super::parse_deadline("90s", now).unwrap();
+        assert_eq!(
+            ahead,
+            "2026-12-03T12:01:30Z".parse::<jiff::Timestamp>().unwrap()
+        );
+        let at = super::parse_deadline("2026-12-03T12:00:01Z", now).unwrap();
+        assert_eq!(at.duration_since(now).as_secs(), 1);
     }
 }

@@ -47,7 +47,7 @@ pub async fn run_until(
 ) -> anyhow::Result<()> {
     let imds = Arc::new(ImdsClient::new(ImdsConfig {
         endpoint: args.imds_endpoint.clone(),
-        attempts: args.imds_attempts.max(1),
+        attempts: args.imds_attempts,
         request_timeout: args.imds_timeout,
         ..ImdsConfig::default()
     })?);

@@ -76,12 +76,12 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
     );
     // Nodes come and go: what matters about one is on its record once nothing is pending.
     responder_config.forget_idle = Some(std::time::Duration::from_secs(60));
-    responder_config.max_drains = Some(args.workers.max(1));
+    responder_config.max_drains = Some(args.workers as usize);
     let (responder, _actor) =
         Responder::spawn(responder_config, client.clone(), tx, health.clone());
     let config = ControllerConfig {
         dry_run: args.act.dry_run,
-        workers: args.workers,
+        workers: args.workers as usize,
         visibility: args.visibility_timeout,
         heartbeat_interval: Some(args.heartbeat_interval).filter(|d| !d.is_zero()),
         heartbeat_until: args.heartbeat_until,

@@ -59,6 +59,21 @@ spec:
       containers: [{name: a, image: busybox}]
 "#;
 
+/// The product binary, or the one `SIH_AGENT_BIN` names run through `SIH_AGENT_RUNNER`: how
+/// CI runs the arm64 build under qemu-user against the simulators, which stay native
+/// (`SIH_AGENT_RUNNER=qemu-aarch64-static SIH_AGENT_BIN=target/aarch64-.../spot-interrupt-handler`).
+fn product_command() -> Command {
+    let bin = std::env::var("SIH_AGENT_BIN").unwrap_or_else(|_| BIN.to_string());
+    match std::env::var("SIH_AGENT_RUNNER") {
+        Ok(runner) if !runner.is_empty() => {
+            let mut cmd = Command::new(runner);
+            cmd.arg(bin);
+            cmd
+        }
+        _ => Command::new(bin),
+    }
+}
+
 /// A child process whose stderr lines are kept for assertions; killed when dropped.
 pub struct Proc {
     pub child: Child,
@@ -68,11 +83,10 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> (Self, tokio::process::ChildStdout) {
         // The simulators are in the rehearsal binary, everything else in the product's.
-        let bin = match args.first() {
-            Some(&"simulate" | &"demo") => SIM_BIN,
-            _ => BIN,
+        let mut cmd = match args.first() {
+            Some(&"simulate" | &"demo") => Command::new(SIM_BIN),
+            _ => product_command(),
         };
-        let mut cmd = Command::new(bin);
         cmd.args(args)
             .env_remove("NODE_NAME")
             .env_remove("KUBECONFIG")

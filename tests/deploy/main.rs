@@ -147,7 +147,7 @@ fn helm_lint_and_template_for_both_modes_and_a_values_matrix() {
     let pod = &ds[0]["spec"]["template"]["spec"];
     assert_eq!(pod["nodeSelector"]["lifecycle"], "Ec2Spot");
     assert_eq!(pod["hostNetwork"], true);
-    assert_eq!(pod["securityContext"]["runAsUser"], 1000);
+    assert_eq!(pod["securityContext"]["runAsUser"], image_uid());
     assert_eq!(
         pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
         true
@@ -529,6 +529,28 @@ async fn kubectl_apply_of_the_rendered_chart_runs_one_agent_per_spot_node() {
     let _ = std::fs::remove_file(&kubeconfig);
 }
 
+/// The non-root UID both images run as: the Dockerfile's `USER` (every stage) and the
+/// engine-free image builder (scripts/oci-image) must agree on it.
+fn image_uid() -> i64 {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dockerfile = std::fs::read_to_string(format!("{root}/Dockerfile")).unwrap();
+    let users: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("USER "))
+        .collect();
+    assert_eq!(
+        users,
+        ["65532:65532", "65532:65532"],
+        "the Dockerfile's stages"
+    );
+    let builder = std::fs::read_to_string(format!("{root}/scripts/oci-image")).unwrap();
+    assert!(
+        builder.contains("\nUID = 65532\n"),
+        "scripts/oci-image's UID"
+    );
+    65532
+}
+
 /// Each manifest runs its commands from the image that holds them: the rehearsal commands
 /// (`simulate`, `demo`) only exist in the rehearsal image, the agent's only in the product's.
 /// The arguments are checked against the binary of that image (`--help` after them parses
@@ -560,6 +582,12 @@ fn every_manifest_runs_its_binary_from_the_image_that_holds_it() {
                 (PRODUCT, "/spot-interrupt-handler:")
             };
             assert!(image.contains(repo), "{m}: {args:?} runs from {image}");
+            // Confined by the runtime's default seccomp profile, as the chart's pods are.
+            let seccomp = &doc["spec"]["template"]["spec"]["securityContext"]["seccompProfile"];
+            assert_eq!(seccomp["type"], "RuntimeDefault", "{m}: seccomp {seccomp}");
+            // The pod runs as the user the image is built for (a UID the image owns nothing as).
+            let uid = &container["securityContext"]["runAsUser"];
+            assert_eq!(uid, &image_uid(), "{m}: {args:?} runs as {uid}");
             // Environment-only configuration (the agent's DaemonSet) has no subcommand to check.
             if args.is_empty() {
                 checked += 1;

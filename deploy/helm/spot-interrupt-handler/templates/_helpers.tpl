@@ -126,8 +126,8 @@ spec:
   {{- end }}
   securityContext:
     runAsNonRoot: true
-    runAsUser: 1000
-    runAsGroup: 1000
+    runAsUser: 65532
+    runAsGroup: 65532
     seccompProfile: {type: RuntimeDefault}
   containers:
     - name: spot-interrupt-handler
