@@ -84,11 +84,13 @@ pub struct DrainFlags {
     /// Evictions in flight at once. Range: 1 to 1000.
     #[arg(long, env = "MAX_CONCURRENT_EVICTIONS", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_concurrent_evictions: u32,
-    /// Upper bound on every pod's grace period, in seconds (default: the pod's own).
+    /// Upper bound on every pod's grace period: whole seconds (`30`) or a duration (`30s`,
+    /// `2m`); a negative number (NTH's `-1`) means the pod's own, the default.
     #[arg(
         long,
         env = "POD_TERMINATION_GRACE_PERIOD",
-        allow_negative_numbers = true
+        allow_negative_numbers = true,
+        value_parser = parse_grace_period
     )]
     pub pod_termination_grace_period: Option<i64>,
     /// Time kept free before the deadline. Range: 1s to 10m.
@@ -377,6 +379,19 @@ pub fn duration_in(
     }
 }
 
+/// A grace period in whole seconds, written as a number (NTH's form, negative for "the pod's
+/// own") or as a duration of whole seconds.
+pub fn parse_grace_period(s: &str) -> Result<i64, String> {
+    if let Ok(n) = s.trim().parse::<i64>() {
+        return Ok(n);
+    }
+    let d = parse_duration(s)?;
+    if d.subsec_nanos() != 0 {
+        return Err(format!("{s:?}: a grace period is whole seconds"));
+    }
+    i64::try_from(d.as_secs()).map_err(|_| format!("{s:?} is too long"))
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d: jiff::SignedDuration = s
         .trim()
@@ -465,6 +480,29 @@ mod tests {
             assert!(queue(&[flag, bad]).is_err(), "{flag} {bad}");
         }
         assert!(queue(&["--workers", "1"]).is_ok());
+    }
+
+    #[test]
+    fn a_grace_period_is_seconds_or_a_duration() {
+        assert_eq!(parse_grace_period("30"), Ok(30));
+        assert_eq!(parse_grace_period("30s"), Ok(30));
+        assert_eq!(parse_grace_period("2m"), Ok(120));
+        assert_eq!(parse_grace_period("-1"), Ok(-1));
+        assert!(parse_grace_period("1500ms").is_err());
+        assert!(parse_grace_period("soon").is_err());
+        let cli = Cli::try_parse_from([
+            "sih",
+            "imds",
+            "--node-name",
+            "n",
+            "--pod-termination-grace-period",
+            "45s",
+        ])
+        .unwrap();
+        let Some(Command::Imds(a)) = cli.command else {
+            panic!("imds")
+        };
+        assert_eq!(a.drain.pod_termination_grace_period, Some(45));
     }
 
     #[test]

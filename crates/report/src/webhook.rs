@@ -57,7 +57,8 @@ pub enum TemplateError {
 pub enum WebhookError {
     #[error("webhook: {0}")]
     Template(#[from] TemplateError),
-    #[error("webhook: invalid header {0:?}")]
+    /// Says which header is wrong and why, never its value (it may hold a token).
+    #[error("webhook: invalid headers: {0}")]
     Header(String),
     #[error("webhook: cannot build the HTTP client: {0}")]
     Client(String),
@@ -187,8 +188,17 @@ pub fn parse_headers(s: &str) -> Result<Vec<(String, String)>, WebhookError> {
         return Ok(Vec::new());
     }
     if s.starts_with('{') {
-        let map: BTreeMap<String, serde_json::Value> =
-            serde_json::from_str(s).map_err(|e| WebhookError::Header(format!("{s}: {e}")))?;
+        let map: BTreeMap<String, serde_json::Value> = serde_json::from_str(s).map_err(|e| {
+            WebhookError::Header(format!(
+                "not a JSON object ({} at column {})",
+                match e.classify() {
+                    serde_json::error::Category::Syntax | serde_json::error::Category::Eof =>
+                        "malformed JSON",
+                    _ => "wrong JSON shape",
+                },
+                e.column()
+            ))
+        })?;
         return Ok(map
             .into_iter()
             .map(|(k, v)| {
@@ -202,11 +212,17 @@ pub fn parse_headers(s: &str) -> Result<Vec<(String, String)>, WebhookError> {
     }
     s.split([',', '\n'])
         .filter(|p| !p.trim().is_empty())
-        .map(|p| {
+        .enumerate()
+        .map(|(i, p)| {
             p.split_once([':', '='])
                 .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
                 .filter(|(k, _)| !k.is_empty())
-                .ok_or_else(|| WebhookError::Header(p.to_owned()))
+                .ok_or_else(|| {
+                    WebhookError::Header(format!(
+                        "entry {} is not `Name: value` (its text is not shown: it may hold a secret)",
+                        i + 1
+                    ))
+                })
         })
         .collect()
 }
@@ -230,9 +246,10 @@ impl Webhook {
         let mut headers = reqwest::header::HeaderMap::new();
         for (k, v) in &config.headers {
             let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| WebhookError::Header(k.clone()))?;
-            let value = reqwest::header::HeaderValue::from_str(v)
-                .map_err(|_| WebhookError::Header(k.clone()))?;
+                .map_err(|_| WebhookError::Header(format!("{k:?} is not a header name")))?;
+            let value = reqwest::header::HeaderValue::from_str(v).map_err(|_| {
+                WebhookError::Header(format!("the value of {k} is not a valid header value"))
+            })?;
             headers.insert(name, value);
         }
         let json = headers
@@ -382,6 +399,24 @@ mod tests {
         );
         assert!(parse_headers("{not json").is_err());
         assert!(parse_headers("novalue").is_err());
+        // A malformed value never reaches a log line: the error says where, not what.
+        for bad in [
+            r#"{"Authorization": "Bearer s3cr3t-token""#,
+            "X-A: 1, Bearer s3cr3t-token",
+            r#"{"Authorization": "Bearer s3cr3t-token\u0001"}"#,
+        ] {
+            let shown = match parse_headers(bad) {
+                Err(e) => e.to_string(),
+                Ok(h) => match Webhook::new(WebhookConfig {
+                    headers: h,
+                    ..WebhookConfig::default()
+                }) {
+                    Err(e) => e.to_string(),
+                    Ok(_) => panic!("{bad} accepted"),
+                },
+            };
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+        }
         assert!(parse_headers("").unwrap().is_empty());
     }
 
