@@ -8,6 +8,21 @@ use crate::controller::{Controller, ControllerConfig};
 use crate::responder::Responder;
 
 pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
+    // The region first: without one no AWS call can work, and saying why beats connecting to
+    // the cluster and building a node index for nothing.
+    let region = args
+        .aws_region
+        .clone()
+        .filter(|r| !r.is_empty())
+        .or_else(|| sih_queue::sqs::region_of_queue_url(&args.queue_url));
+    let aws = sih_queue::sqs::aws_config(region, args.aws_endpoint.clone()).await;
+    if aws.region().is_none() {
+        anyhow::bail!(
+            "no AWS region: --aws-region (AWS_REGION) is unset and the queue URL {:?} names none \
+             (an SQS queue URL is https://sqs.REGION.amazonaws.com/ACCOUNT/QUEUE)",
+            args.queue_url
+        );
+    }
     let client = sih_node::client(args.kube.kubeconfig.as_deref()).await?;
     // One receive can wait 20 s: stalled means no receive completed for three visibility
     // periods (at least a minute); readiness fails sooner, while receives fail.
@@ -19,11 +34,6 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
     .await?;
     let aws_errors = sih_queue::Counted::new(std::sync::Arc::new(AwsErrors(metrics.clone())));
 
-    let region = args
-        .aws_region
-        .clone()
-        .or_else(|| sih_queue::sqs::region_of_queue_url(&args.queue_url));
-    let aws = sih_queue::sqs::aws_config(region, args.aws_endpoint.clone()).await;
     let queue = sih_queue::Queue::new(&aws, &args.queue_url).counting_errors(aws_errors.clone());
     let (index, _watch) = sih_node::watch_nodes(client.clone()).await;
     tracing::info!(nodes = index.len(), queue = %args.queue_url, "node index ready");

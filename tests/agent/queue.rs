@@ -8,7 +8,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{Value, json};
 
 use crate::moto::Moto;
-use crate::support::{Proc, Scene, cordoned, taints, until};
+use crate::support::{BIN, Proc, Scene, cordoned, taints, until};
 
 const AWS_ENV: [(&str, &str); 3] = [
     ("AWS_ACCESS_KEY_ID", "test"),
@@ -1264,4 +1264,33 @@ async fn a_claim_is_held_until_a_drain_resumed_from_the_record_ends() {
         holder(&leases.get(&claim_name).await.unwrap()).is_none()
     })
     .await;
+}
+
+/// A queue URL that names no region, with no region configured anywhere, stops the start at
+/// once with that reason (it used to say only "no AWS region configured", from deep inside).
+#[tokio::test]
+async fn a_queue_url_without_a_region_and_no_region_configured_is_refused_with_the_reason() {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(BIN)
+            .args(["queue", "--queue-url", "https://example.com/123/q"])
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("KUBECONFIG")
+            .env("SIH_KUBECONFIG", "/nonexistent")
+            .output(),
+    )
+    .await
+    .expect("the start is refused at once")
+    .expect("the binary runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no AWS region") && err.contains("names none"),
+        "{err}"
+    );
 }

@@ -80,7 +80,13 @@ impl std::str::FromStr for NoticeKind {
         Self::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown notice kind {s:?}"))
+            .ok_or_else(|| {
+                let kinds: Vec<&str> = Self::ALL.iter().map(|k| k.as_str()).collect();
+                format!(
+                    "unknown notice kind {s:?}; the kinds are {}",
+                    kinds.join(", ")
+                )
+            })
     }
 }
 
@@ -285,7 +291,11 @@ mod tests {
         );
         assert!(NoticeKind::SpotInterruption.deadline_is_hard());
         assert!(!NoticeKind::ScheduledMaintenance.deadline_is_hard());
-        assert!("spot".parse::<NoticeKind>().is_err());
+        // A wrong kind is answered with the right ones (`drain --kind`, `undrain --kind`).
+        let e = "spot".parse::<NoticeKind>().unwrap_err();
+        for k in NoticeKind::ALL {
+            assert!(e.contains(k.as_str()), "{e}");
+        }
     }
 
     #[test]
