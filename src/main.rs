@@ -9,8 +9,27 @@ use clap::{CommandFactory, Parser};
 use spot_interrupt_handler::cli::{Cli, Command};
 use spot_interrupt_handler::{commands, logging, nth};
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    let mut logging = false;
+    match run(&mut logging) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line that says what failed and why, the causes joined (`{:#}`), in the log's
+            // own format (JSON under `--log-format json`), never a backtrace: RUST_BACKTRACE is
+            // for panics, and an error is not one.
+            if logging {
+                tracing::error!(error = %format_args!("{e:#}"), "stopped");
+            } else {
+                eprintln!("Error: {e:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(logging: &mut bool) -> anyhow::Result<()> {
     let cli = parse()?;
+    *logging = true;
     // The agent polls and drains one node: one thread does that with room to spare, and costs
     // less CPU per poll and less memory than a thread per core. The controller and `drain`
     // get the multi-threaded runtime.

@@ -1294,3 +1294,45 @@ async fn a_queue_url_without_a_region_and_no_region_configured_is_refused_with_t
         "{err}"
     );
 }
+
+/// A fatal error is one line with its causes joined, in the log's format, and no backtrace
+/// even with RUST_BACKTRACE=1 (it printed 30 frames, in plain text under `--log-format json`).
+#[tokio::test]
+async fn a_fatal_error_is_one_line_in_the_logs_format_without_a_backtrace() {
+    for format in ["text", "json"] {
+        let out = tokio::process::Command::new(BIN)
+            .args([
+                "--log-format",
+                format,
+                "drain",
+                "some-node",
+                "--deadline",
+                "60s",
+            ])
+            .env("SIH_KUBECONFIG", "/nonexistent")
+            .env("RUST_BACKTRACE", "1")
+            .env("NO_COLOR", "1")
+            .output()
+            .await
+            .expect("the binary runs");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{format}: {err}");
+        assert!(
+            err.contains("/nonexistent"),
+            "{format}: the cause is kept: {err}"
+        );
+        if format == "json" {
+            let v: Value = serde_json::from_str(lines[0]).expect("a JSON log line");
+            assert_eq!(v["level"], "ERROR", "{v}");
+            assert!(
+                v["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("/nonexistent"),
+                "{v}"
+            );
+        }
+    }
+}
