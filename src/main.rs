@@ -9,27 +9,27 @@ use clap::{CommandFactory, Parser};
 use spot_interrupt_handler::cli::{Cli, Command};
 use spot_interrupt_handler::{commands, logging, nth};
 
+/// Errors are one line that says what failed and why, the causes joined (`{:#}`), never a
+/// backtrace (RUST_BACKTRACE is for panics, and an error is not one): plain text until the
+/// logs are set up, then in the log's own format (JSON under `--log-format json`).
 fn main() -> std::process::ExitCode {
-    let mut logging = false;
-    match run(&mut logging) {
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // One line that says what failed and why, the causes joined (`{:#}`), in the log's
-            // own format (JSON under `--log-format json`), never a backtrace: RUST_BACKTRACE is
-            // for panics, and an error is not one.
-            if logging {
-                tracing::error!(error = %format_args!("{e:#}"), "stopped");
-            } else {
-                eprintln!("Error: {e:#}");
-            }
+            tracing::error!(error = %format_args!("{e:#}"), "stopped");
             std::process::ExitCode::FAILURE
         }
     }
 }
 
-fn run(logging: &mut bool) -> anyhow::Result<()> {
-    let cli = parse()?;
-    *logging = true;
+fn run(cli: Cli) -> anyhow::Result<()> {
     // The agent polls and drains one node: one thread does that with room to spare, and costs
     // less CPU per poll and less memory than a thread per core. The controller and `drain`
     // get the multi-threaded runtime.
