@@ -114,8 +114,7 @@ impl World {
                 interval,
                 "--uptime-file",
                 "/proc/uptime",
-                "--kubernetes-events",
-                "false",
+                "--kubernetes-events=false",
             ])
             .args(extra)
             .env_remove("NODE_NAME")

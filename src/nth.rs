@@ -73,10 +73,8 @@ pub fn translate(env: &HashMap<String, String>) -> anyhow::Result<Translated> {
     }
     let queue = flag(env, "ENABLE_SQS_TERMINATION_DRAINING", false)?;
     let mut cmd: Vec<String> = vec![if queue { "queue" } else { "imds" }.into()];
-    let mut opt = |a: &str, v: String| {
-        cmd.push(a.to_owned());
-        cmd.push(v);
-    };
+    // `--flag=value`: switches take their value only that way.
+    let mut opt = |a: &str, v: String| cmd.push(format!("{a}={v}"));
     let on_off = |on: bool, action: &str| if on { action.to_owned() } else { "none".into() };
     opt(
         "--spot-interruption-action",
@@ -205,11 +203,15 @@ mod tests {
             .collect()
     }
 
+    /// `--flag value` or `--flag=value`.
     fn value_of<'a>(t: &'a Translated, flag: &str) -> Option<&'a str> {
-        t.args
-            .iter()
-            .position(|a| a == flag)
-            .map(|i| t.args[i + 1].as_str())
+        t.args.iter().enumerate().find_map(|(i, a)| {
+            if a == flag {
+                t.args.get(i + 1).map(String::as_str)
+            } else {
+                a.strip_prefix(flag).and_then(|v| v.strip_prefix('='))
+            }
+        })
     }
 
     #[test]

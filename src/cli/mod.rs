@@ -153,22 +153,21 @@ pub struct ActionFlags {
     /// On an ASG target lifecycle state of Terminated (or a terminate lifecycle hook).
     #[arg(long, env = "ASG_TERMINATION_ACTION", default_value = "drain")]
     pub asg_termination_action: sih_core::Action,
-    /// On an instance state change to stopping, stopped, shutting-down or terminated (queue).
-    #[arg(long, env = "STATE_CHANGE_ACTION", default_value = "drain")]
-    pub state_change_action: sih_core::Action,
     /// Never go beyond a cordon, whatever the kind (NTH's CORDON_ONLY).
     #[arg(long, env = "CORDON_ONLY", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
     pub cordon_only: bool,
 }
 
 impl ActionFlags {
-    pub fn policy(&self) -> sih_core::ActionPolicy {
+    /// The policy; `state_change` is the queue's own flag (the metadata service never reports
+    /// instance state changes, so `imds` has no such flag and passes the default).
+    pub fn policy(&self, state_change: sih_core::Action) -> sih_core::ActionPolicy {
         sih_core::ActionPolicy {
             spot_interruption: self.spot_interruption_action,
             rebalance: self.rebalance_action,
             scheduled_maintenance: self.scheduled_maintenance_action,
             asg_termination: self.asg_termination_action,
-            state_change: self.state_change_action,
+            state_change,
             cap: self.cordon_only.then_some(sih_core::Action::Cordon),
         }
     }
@@ -206,7 +205,7 @@ pub struct ReportFlags {
     #[arg(long, env = "CLUSTER", default_value = "")]
     pub cluster_name: String,
     /// Record Kubernetes Events on the node and on evicted pods.
-    #[arg(long, env = "KUBERNETES_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "KUBERNETES_EVENTS", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true", value_parser = BoolishValueParser::new())]
     pub kubernetes_events: bool,
     /// Annotations on every Event, `k=v,k2=v2`.
     #[arg(long, env = "KUBERNETES_EVENTS_EXTRA_ANNOTATIONS", default_value = "")]
@@ -331,6 +330,9 @@ pub struct QueueArgs {
     /// Released claims are deleted this long after their release. Range: 0s to 168h.
     #[arg(long, env = "SIH_CLAIM_RETENTION", value_parser = duration_in("0s", "168h"), default_value = "10m")]
     pub claim_retention: Duration,
+    /// On an instance state change to stopping, stopped, shutting-down or terminated.
+    #[arg(long, env = "STATE_CHANGE_ACTION", default_value = "drain")]
+    pub state_change_action: sih_core::Action,
     #[command(flatten)]
     pub act: NoticeFlags,
     #[command(flatten)]
@@ -528,6 +530,43 @@ mod tests {
         assert!(dry(parse(&["n1", "--dry-run=yes"]).unwrap()));
         assert!(!dry(parse(&["n1"]).unwrap()));
         assert!(parse(&["n1", "--dry-run=maybe"]).is_err());
+    }
+
+    /// `--kubernetes-events` is a switch like the others (`--kubernetes-events=false` turns
+    /// it off), and `imds` offers no flag only the queue can use.
+    #[test]
+    fn events_are_a_switch_and_imds_has_no_queue_flag() {
+        let events = |extra: &[&str]| {
+            let mut args = vec!["sih", "imds", "--node-name", "n"];
+            args.extend_from_slice(extra);
+            match Cli::try_parse_from(args).map(|c| c.command) {
+                Ok(Some(Command::Imds(a))) => Ok(a.report.kubernetes_events),
+                Ok(_) => unreachable!(),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(events(&[]), Ok(true));
+        assert_eq!(events(&["--kubernetes-events"]), Ok(true));
+        assert_eq!(events(&["--kubernetes-events=false"]), Ok(false));
+        assert!(events(&["--kubernetes-events=perhaps"]).is_err());
+        assert!(
+            events(&["--state-change-action", "none"])
+                .unwrap_err()
+                .contains("unexpected argument")
+        );
+        let queue = Cli::try_parse_from([
+            "sih",
+            "queue",
+            "--queue-url",
+            "https://sqs.us-east-1.amazonaws.com/1/q",
+            "--state-change-action",
+            "none",
+        ])
+        .unwrap();
+        let Some(Command::Queue(q)) = queue.command else {
+            panic!("queue")
+        };
+        assert_eq!(q.state_change_action, sih_core::Action::None);
     }
 
     #[test]

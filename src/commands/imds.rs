@@ -74,7 +74,8 @@ pub async fn run_until(
     )?;
     let mut config = telling::responder_config(
         Source::Imds,
-        args.actions.policy(),
+        args.actions
+            .policy(sih_core::ActionPolicy::default().state_change),
         &args.drain,
         &args.act,
         args.me.own_pod(),

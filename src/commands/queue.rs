@@ -78,7 +78,7 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
     )?;
     let mut responder_config = telling::responder_config(
         sih_core::Source::Queue,
-        args.actions.policy(),
+        args.actions.policy(args.state_change_action),
         &args.drain,
         &args.act,
         args.me.own_pod(),

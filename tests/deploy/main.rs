@@ -229,7 +229,7 @@ fn helm_lint_and_template_for_both_modes_and_a_values_matrix() {
             "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/sih",
             "webhook.secretName=slack",
             "flags.dry-run=true",
-            "flags.poll-interval=500ms",
+            "imds.flags.poll-interval=500ms",
             "clusterName=prod",
         ],
         Some("webhook:\n  template: '{\"text\":\"{{ .Kind }}\"}'\n"),
@@ -341,8 +341,8 @@ fn flags_of(command: &str) -> Vec<String> {
     flags
 }
 
-/// Every flag of `imds` and `queue` is a chart value (`flags:` for both, `queue.flags:` for
-/// queue alone) or set by the chart itself, and every value is a flag.
+/// Every flag of `imds` and `queue` is a chart value (`flags:` for both, `imds.flags:` and
+/// `queue.flags:` for one alone) or set by the chart itself, and every value is a flag.
 #[test]
 fn chart_values_cover_every_flag_of_both_modes() {
     let agent = flags_of("imds");
@@ -371,17 +371,27 @@ fn chart_values_cover_every_flag_of_both_modes() {
         "workers",
     ];
     let shared = values["flags"].as_object().unwrap();
+    let imds_only = values["imds"]["flags"].as_object().unwrap();
     let queue_only = values["queue"]["flags"].as_object().unwrap();
     for f in agent.iter().chain(&queue) {
         assert!(
-            shared.contains_key(f) || queue_only.contains_key(f) || by_chart.contains(&f.as_str()),
+            shared.contains_key(f)
+                || imds_only.contains_key(f)
+                || queue_only.contains_key(f)
+                || by_chart.contains(&f.as_str()),
             "the chart has no value for --{f}"
         );
     }
     for k in shared.keys() {
         assert!(
-            agent.contains(k),
-            "values.yaml flags.{k} is not a flag of the agent"
+            agent.contains(k) && queue.contains(k),
+            "values.yaml flags.{k} is not a flag of both modes"
+        );
+    }
+    for k in imds_only.keys() {
+        assert!(
+            agent.contains(k) && !queue.contains(k),
+            "values.yaml imds.flags.{k} is not a flag of imds alone"
         );
     }
     for k in queue_only.keys() {
@@ -608,4 +618,140 @@ fn every_manifest_runs_its_binary_from_the_image_that_holds_it() {
         }
     }
     assert_eq!(checked, 3, "one workload per manifest");
+}
+
+/// A value each flag accepts: its first choice, else its default, else one written here.
+fn sample_value(arg: &clap::Arg) -> String {
+    let long = arg.get_long().unwrap_or_default();
+    if let Some(v) = arg.get_possible_values().first() {
+        return v.get_name().to_owned();
+    }
+    if let Some(v) = arg.get_default_values().first() {
+        return v.to_string_lossy().into_owned();
+    }
+    match long {
+        "pod-termination-grace-period" => "30s",
+        "probes-listen" => "0.0.0.0:8080",
+        "managed-tag" => "team/spot",
+        "node-name" | "pod-name" => "node-1",
+        "pod-namespace" => "kube-system",
+        "webhook-url" => "https://hooks.slack.com/services/T/B/secret",
+        "webhook-headers" => r#"{"Authorization":"Bearer s3cr3t"}"#,
+        other => panic!("no sample value for --{other}: add one"),
+    }
+    .to_owned()
+}
+
+/// The chart rendered in each mode with every value set: the container's arguments, with the
+/// environment it sets (downward API, the webhook's Secret) taken as the flags that read it,
+/// are accepted by the binary's own parser; every flag value reaches the arguments of its mode
+/// only; the webhook's URL and headers are in a Secret, never in the pod spec.
+#[test]
+fn the_chart_with_every_value_set_renders_arguments_the_binary_accepts() {
+    use clap::{CommandFactory, Parser};
+    use spot_interrupt_handler::cli::Cli;
+    let values: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(format!("{}/values.yaml", chart())).unwrap(),
+    )
+    .unwrap();
+    let keys = |v: &Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+    let cli = Cli::command();
+    for mode in ["imds", "queue"] {
+        let command = cli.find_subcommand(mode).unwrap();
+        let arg_named = |long: &str| {
+            command
+                .get_arguments()
+                .chain(cli.get_arguments())
+                .find(|a| a.get_long() == Some(long))
+                .cloned()
+        };
+        let own = keys(&values[mode]["flags"]);
+        let other = keys(&values[if mode == "imds" { "queue" } else { "imds" }]["flags"]);
+        let mut yaml = String::from("flags:\n");
+        for k in keys(&values["flags"]) {
+            let arg = arg_named(&k).unwrap_or_else(|| panic!("flags.{k} is not a flag of {mode}"));
+            yaml += &format!("  {k}: {}\n", serde_json::json!(sample_value(&arg)));
+        }
+        for m in ["imds", "queue"] {
+            let cmd = cli.find_subcommand(m).unwrap();
+            yaml += &format!("{m}:\n  flags:\n");
+            for k in keys(&values[m]["flags"]) {
+                let arg = cmd
+                    .get_arguments()
+                    .find(|a| a.get_long() == Some(&k))
+                    .unwrap();
+                yaml += &format!("    {k}: {}\n", serde_json::json!(sample_value(arg)));
+            }
+        }
+        yaml += "webhook:\n  url: https://hooks.slack.com/services/T/B/secret\n  headers: '{\"Authorization\":\"Bearer s3cr3t\"}'\n  proxy: http://proxy:3128\n  template: '{\"text\":\"{{ .Kind }}\"}'\n";
+        let docs = rendered_with(
+            &[
+                &format!("mode={mode}"),
+                "queue.url=https://sqs.us-east-1.amazonaws.com/1/q",
+                "queue.region=us-east-1",
+                "queue.endpoint=http://127.0.0.1:5000",
+                "clusterName=prod",
+            ],
+            Some(&yaml),
+        );
+        let workload = docs
+            .iter()
+            .find(|d| d["kind"] == "DaemonSet" || d["kind"] == "Deployment")
+            .unwrap();
+        let mut args = args_of(workload);
+        let flags_given: Vec<String> = args
+            .iter()
+            .filter_map(|a| a.strip_prefix("--"))
+            .map(|a| a.split('=').next().unwrap().to_owned())
+            .collect();
+        for k in keys(&values["flags"]).iter().chain(&own) {
+            assert!(
+                flags_given.contains(k),
+                "{mode}: --{k} not passed: {args:?}"
+            );
+        }
+        for k in &other {
+            assert!(
+                !flags_given.contains(k),
+                "{mode}: --{k} is not its flag: {args:?}"
+            );
+        }
+        let spec = serde_json::to_string(&workload["spec"]).unwrap();
+        assert!(
+            !spec.contains("s3cr3t") && !spec.contains("services/T/B"),
+            "{mode}: a webhook secret in the pod spec: {spec}"
+        );
+        let secret = of_kind(&docs, "Secret");
+        assert_eq!(secret.len(), 1, "{mode}");
+        assert!(serde_json::to_string(secret[0]).unwrap().contains("s3cr3t"));
+        // The environment the chart sets, as the flags that read it.
+        for e in workload["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+        {
+            let name = e["name"].as_str().unwrap();
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_env().is_some_and(|v| v == name))
+                .unwrap_or_else(|| panic!("{mode}: env {name} is read by no flag"));
+            if let Some(secret) = e["valueFrom"]["secretKeyRef"]["name"].as_str() {
+                assert_eq!(secret, secret_name(&docs), "{name}");
+            }
+            args.push(format!(
+                "--{}={}",
+                arg.get_long().unwrap(),
+                sample_value(arg)
+            ));
+        }
+        let parsed = Cli::try_parse_from(
+            std::iter::once("spot-interrupt-handler".to_owned()).chain(args.clone()),
+        );
+        assert!(parsed.is_ok(), "{mode}: {args:?}: {}", parsed.unwrap_err());
+    }
+}
+
+fn secret_name(docs: &[Value]) -> &str {
+    of_kind(docs, "Secret")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
 }

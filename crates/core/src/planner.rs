@@ -20,6 +20,23 @@ impl Action {
     pub fn includes(self, other: Action) -> bool {
         self >= other
     }
+
+    /// As it is written in flags, logs and messages: `drain`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Notify => "notify",
+            Self::Taint => "taint",
+            Self::Cordon => "cordon",
+            Self::Drain => "drain",
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl std::str::FromStr for Action {

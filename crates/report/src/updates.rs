@@ -199,7 +199,8 @@ impl Reporters {
         match u {
             Update::Detected { notice, action } => tracing::info!(
                 notice_id = %notice.id, kind = kind_str(notice), node = %notice.node,
-                deadline = ?notice.deadline.map(|d| d.to_string()), action = ?action,
+                deadline = %notice.deadline.map(|d| d.to_string()).unwrap_or_else(|| "none".into()),
+                action = %action,
                 "notice detected"
             ),
             Update::Fenced {
@@ -320,10 +321,7 @@ impl Reporters {
                         .deadline
                         .map(|d| format!(", instance goes at {d}"))
                         .unwrap_or_default(),
-                    serde_json::to_value(action)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default()
+                    action
                 ),
             ),
             Update::DrainFinished { notice, report } => (

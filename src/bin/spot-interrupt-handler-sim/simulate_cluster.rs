@@ -63,10 +63,11 @@ pub async fn run(args: SimulateClusterArgs) -> anyhow::Result<()> {
     let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     drop(out);
     for f in &args.fault {
-        tracing::info!(fault = ?f, "fault active from the start");
+        tracing::info!(fault = %serde_json::to_string(f).unwrap_or_default(), "fault active from the start");
     }
     tracing::info!(nodes = args.nodes, spot_nodes = args.spot_nodes,
-        kubeconfig = ?args.kubeconfig_out, "cluster simulator ready");
+        kubeconfig = %args.kubeconfig_out.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()),
+        "cluster simulator ready");
     sih_sim_cluster::serve(
         listener,
         prepared,

@@ -65,6 +65,38 @@ pub fn config(args: &SimulateImdsArgs) -> SimConfig {
     }
 }
 
+/// How to read the spot item by hand: with tokens required, a token first (a plain `curl`
+/// gets 401).
+struct WatchSteps {
+    /// `PUT` here with the TTL header, for a token.
+    token: Option<String>,
+    item: String,
+}
+
+const TOKEN_TTL_HEADER: &str = "X-aws-ec2-metadata-token-ttl-seconds";
+const TOKEN_HEADER: &str = "X-aws-ec2-metadata-token";
+
+impl WatchSteps {
+    fn new(addr: std::net::SocketAddr, tokens: sih_sim_imds::TokenMode) -> Self {
+        Self {
+            token: matches!(tokens, sih_sim_imds::TokenMode::Required)
+                .then(|| format!("http://{addr}/latest/api/token")),
+            item: format!("http://{addr}/latest/meta-data/spot/instance-action"),
+        }
+    }
+
+    /// As a shell command.
+    fn curl(&self) -> String {
+        match &self.token {
+            None => format!("curl -s {}", self.item),
+            Some(token) => format!(
+                "curl -s -H \"{TOKEN_HEADER}: $(curl -s -X PUT -H '{TOKEN_TTL_HEADER}: 60' {token})\" {}",
+                self.item
+            ),
+        }
+    }
+}
+
 pub async fn run(args: SimulateImdsArgs) -> anyhow::Result<()> {
     let config = config(&args);
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -78,9 +110,13 @@ pub async fn run(args: SimulateImdsArgs) -> anyhow::Result<()> {
     drop(out);
     if let Some(spot) = &config.scenario.spot {
         tracing::info!(action = %spot.action, after = ?spot.after, lead = ?spot.lead,
-            "spot interruption scheduled; watch it with: curl -s http://{addr}/latest/meta-data/spot/instance-action");
+            "spot interruption scheduled; watch it with: {}", WatchSteps::new(addr, config.imdsv2).curl());
     }
-    tracing::info!(imdsv2 = ?config.imdsv2, instance_id = %config.identity.instance_id,
+    let imdsv2 = match config.imdsv2 {
+        sih_sim_imds::TokenMode::Optional => "optional",
+        sih_sim_imds::TokenMode::Required => "required",
+    };
+    tracing::info!(imdsv2, instance_id = %config.identity.instance_id,
         "instance metadata simulator ready; control API under /_sim/");
     sih_sim_imds::serve(
         listener,
@@ -89,4 +125,59 @@ pub async fn run(args: SimulateImdsArgs) -> anyhow::Result<()> {
     )
     .await
     .context("simulator stopped with an error")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hint's steps, followed with an HTTP client, read the spot item whether or not
+    /// tokens are required (a plain read gets 401 when they are).
+    #[tokio::test]
+    async fn the_watch_hint_reads_the_spot_item_with_and_without_tokens() {
+        for tokens in [
+            sih_sim_imds::TokenMode::Optional,
+            sih_sim_imds::TokenMode::Required,
+        ] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let mut config = sih_sim_imds::SimConfig {
+                imdsv2: tokens,
+                ..sih_sim_imds::SimConfig::default()
+            };
+            config.scenario.spot = Some(sih_sim_imds::SpotPlan {
+                action: sih_sim_imds::NoticeAction::Terminate,
+                after: std::time::Duration::ZERO,
+                lead: std::time::Duration::from_secs(120),
+            });
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(sih_sim_imds::serve(listener, config, async {
+                let _ = stopped.await;
+            }));
+            let steps = WatchSteps::new(addr, tokens);
+            let http = reqwest::Client::new();
+            let plain = http.get(&steps.item).send().await.unwrap().status();
+            let mut get = http.get(&steps.item);
+            if let Some(url) = &steps.token {
+                assert_eq!(plain, 401);
+                let token = http
+                    .put(url)
+                    .header(TOKEN_TTL_HEADER, "60")
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                get = get.header(TOKEN_HEADER, token);
+                assert!(steps.curl().contains(url) && steps.curl().contains(TOKEN_HEADER));
+            }
+            let read = get.send().await.unwrap();
+            assert_eq!(read.status(), 200, "{tokens:?}");
+            let body: serde_json::Value = read.json().await.unwrap();
+            assert!(body["action"].is_string(), "{body}");
+            let _ = stop.send(());
+            let _ = server.await;
+        }
+    }
 }

@@ -38,6 +38,16 @@ spot-interrupt-handler/mode: {{ .Values.mode }}
 {{- end -}}
 {{- end -}}
 
+{{/* The Secret holding the webhook's URL and headers: the user's, or ours made from
+webhook.url and webhook.headers. */}}
+{{- define "sih.webhookSecret" -}}
+{{- if .Values.webhook.secretName -}}
+{{- .Values.webhook.secretName -}}
+{{- else if or .Values.webhook.url .Values.webhook.headers -}}
+{{- printf "%s-webhook" (include "sih.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "sih.checkMode" -}}
 {{- if not (has .Values.mode (list "imds" "queue")) -}}
 {{- fail (printf "mode must be imds or queue, not %q" .Values.mode) -}}
@@ -58,6 +68,9 @@ metadata:
   annotations:
     {{- if .Values.webhook.template }}
     checksum/webhook-template: {{ .Values.webhook.template | sha256sum | trunc 16 }}
+    {{- end }}
+    {{- if and (not .Values.webhook.secretName) (or .Values.webhook.url .Values.webhook.headers) }}
+    checksum/webhook-secret: {{ printf "%s\n%s" .Values.webhook.url .Values.webhook.headers | sha256sum | trunc 16 }}
     {{- end }}
     {{- with .Values.podAnnotations }}
     {{- toYaml . | nindent 4 }}
@@ -149,16 +162,16 @@ spec:
         - --{{ $flag }}={{ $value }}
         {{- end }}
         {{- end }}
+        {{- else }}
+        {{- range $flag, $value := .Values.imds.flags }}
+        {{- if not (kindIs "invalid" $value) }}
+        - --{{ $flag }}={{ $value }}
+        {{- end }}
+        {{- end }}
         {{- end }}
         - --admin-listen=0.0.0.0:{{ .Values.adminPort }}
         {{- with .Values.clusterName }}
         - --cluster-name={{ . }}
-        {{- end }}
-        {{- with .Values.webhook.url }}
-        - --webhook-url={{ . }}
-        {{- end }}
-        {{- with .Values.webhook.headers }}
-        - --webhook-headers={{ . }}
         {{- end }}
         {{- with .Values.webhook.proxy }}
         - --webhook-proxy={{ . }}
@@ -172,16 +185,25 @@ spec:
         {{- end }}
         {{- end }}
       env:
+        {{- if eq .Values.mode "imds" }}
         - name: NODE_NAME
           valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+        {{- end }}
         - name: POD_NAME
           valueFrom: {fieldRef: {fieldPath: metadata.name}}
         - name: NAMESPACE
           valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
-        {{- if .Values.webhook.secretName }}
+        {{- with include "sih.webhookSecret" . }}
+        {{- if or $.Values.webhook.secretName $.Values.webhook.url }}
         - name: WEBHOOK_URL
           valueFrom:
-            secretKeyRef: {name: {{ .Values.webhook.secretName }}, key: {{ .Values.webhook.secretKey }}}
+            secretKeyRef: {name: {{ . }}, key: {{ $.Values.webhook.secretKey }}}
+        {{- end }}
+        {{- if or $.Values.webhook.secretName $.Values.webhook.headers }}
+        - name: WEBHOOK_HEADERS
+          valueFrom:
+            secretKeyRef: {name: {{ . }}, key: {{ $.Values.webhook.headersSecretKey }}, optional: true}
+        {{- end }}
         {{- end }}
       ports:
         - {name: admin, containerPort: {{ .Values.adminPort }}}
