@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use sih_report::{Metrics, SharedTemplate};
+use sih_report::{Metrics, SharedFacts};
 
 use crate::responder::Responder;
 use health::Health;
@@ -34,7 +34,7 @@ pub struct Agent<S> {
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
     /// Webhook fields from the instance's identity, filled in once it is known.
-    pub template: SharedTemplate,
+    pub facts: SharedFacts,
 }
 
 /// Reads the instance identity, retrying until it works or `stop` completes (`None`).
@@ -78,10 +78,10 @@ impl<S: NoticeSource> Agent<S> {
             self.stop().await;
             return Ok(());
         };
-        self.template
+        self.facts
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .extend(identity.template.clone());
+            .remember(&identity.instance_id, identity.facts.clone());
         tracing::info!(node = %self.cfg.node, instance_id = %identity.instance_id,
             took_ms = started.elapsed().as_millis() as u64,
             poll_interval_ms = self.cfg.poll_interval.as_millis() as u64,

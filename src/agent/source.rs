@@ -10,14 +10,14 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use sih_core::Observation;
 use sih_imds::{ImdsClient, InstanceIdentity};
-use sih_report::webhook::TemplateData;
+use sih_report::webhook::InstanceFacts;
 
 /// Who this instance is.
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub instance_id: String,
-    /// Fields every webhook message about this instance carries (`InstanceType`, ...).
-    pub template: TemplateData,
+    /// What every webhook message about this instance says of it (`InstanceType`, ...).
+    pub facts: InstanceFacts,
 }
 
 /// One poll.
@@ -45,24 +45,20 @@ pub trait NoticeSource {
 /// The EC2 instance metadata service.
 pub struct Imds(pub Arc<ImdsClient>);
 
-/// Fields every webhook message of this agent shares: its instance.
-pub fn template_of(id: &InstanceIdentity) -> TemplateData {
-    let mut data = TemplateData::new();
-    data.insert("InstanceType", id.instance_type.clone());
-    data.insert("AvailabilityZone", id.availability_zone.clone());
-    data.insert("Region", id.region.clone());
-    let optional = [
-        ("AccountId", id.document.account_id.clone()),
-        ("InstanceLifeCycle", id.life_cycle.clone()),
-        ("LocalHostname", id.local_hostname.clone()),
-        ("LocalIP", id.local_ipv4.clone()),
-    ];
-    for (k, v) in optional {
-        if let Some(v) = v {
-            data.insert(k, v);
-        }
+/// What webhook messages say of this instance.
+pub fn facts_of(id: &InstanceIdentity) -> InstanceFacts {
+    InstanceFacts {
+        instance_type: id.instance_type.clone(),
+        availability_zone: id.availability_zone.clone(),
+        region: id.region.clone(),
+        account_id: id.document.account_id.clone().unwrap_or_default(),
+        instance_life_cycle: id.life_cycle.clone().unwrap_or_default(),
+        local_hostname: id.local_hostname.clone().unwrap_or_default(),
+        local_ip: id.local_ipv4.clone().unwrap_or_default(),
+        public_hostname: id.public_hostname.clone().unwrap_or_default(),
+        public_ip: id.public_ipv4.clone().unwrap_or_default(),
+        auto_scaling_group_name: id.auto_scaling_group.clone().unwrap_or_default(),
     }
-    data
 }
 
 impl NoticeSource for Imds {
@@ -70,7 +66,7 @@ impl NoticeSource for Imds {
         let id = self.0.identity().await.map_err(|e| e.to_string())?;
         Ok(Identity {
             instance_id: id.instance_id.clone(),
-            template: template_of(&id),
+            facts: facts_of(&id),
         })
     }
 

@@ -131,7 +131,8 @@ pub async fn run(args: DrainCommandArgs) -> anyhow::Result<()> {
         metrics: Arc::new(sih_report::Metrics::new()),
         events,
         webhook: None,
-        template_base: crate::commands::telling::shared_template(),
+        webhook_dry_run: false,
+        facts: crate::commands::telling::shared_facts(),
         webhook_patience: left,
         tap: Some(tap),
     };

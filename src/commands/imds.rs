@@ -45,6 +45,7 @@ pub async fn run_until(
     stop: impl Future<Output = ()>,
     tap: Option<UnboundedSender<Update>>,
 ) -> anyhow::Result<()> {
+    let telling_config = telling::Telling::check(&args.report)?;
     let imds = Arc::new(ImdsClient::new(ImdsConfig {
         endpoint: args.imds_endpoint.clone(),
         attempts: args.imds_attempts,
@@ -57,8 +58,9 @@ pub async fn run_until(
         crate::agent::health::Health::new(args.poll_interval),
     )
     .await?;
-    let template = telling::shared_template();
+    let facts = telling::shared_facts();
     let (tx, reporting) = telling::spawn_reporters(
+        telling_config,
         &args.report,
         &args.act,
         &client,
@@ -67,11 +69,11 @@ pub async fn run_until(
             name: "imds",
             node: &args.node_name,
             reporter: args.me.pod_name.clone(),
-            template_base: template.clone(),
+            facts: facts.clone(),
             tap,
             api_timeout: args.kube.api_timeout,
         },
-    )?;
+    );
     let mut config = telling::responder_config(
         Source::Imds,
         args.actions
@@ -93,7 +95,7 @@ pub async fn run_until(
         responder,
         health,
         metrics,
-        template,
+        facts,
     };
     let result = agent.run(stop).await;
     telling::finish(reporting).await;

@@ -8,6 +8,7 @@ use crate::controller::{Controller, ControllerConfig};
 use crate::responder::Responder;
 
 pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
+    let telling_config = telling::Telling::check(&args.report)?;
     // The region first: without one no AWS call can work, and saying why beats connecting to
     // the cluster and building a node index for nothing.
     let region = args
@@ -48,14 +49,18 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let facts = telling::shared_facts();
     let resolver = Resolver {
         index,
         directory,
         use_provider_id: args.use_provider_id,
         managed_tag,
+        facts: Some(facts.clone()),
+        region: aws.region().map(ToString::to_string).unwrap_or_default(),
     };
 
     let (tx, reporting) = telling::spawn_reporters(
+        telling_config,
         &args.report,
         &args.act,
         &client,
@@ -70,12 +75,12 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
                     .clone()
                     .unwrap_or_else(|| "queue-controller".into()),
             ),
-            // Per-message fields only: no instance is the controller's own.
-            template_base: telling::shared_template(),
+            // Each instance's facts, as EC2 describes it to the resolver.
+            facts: facts.clone(),
             tap: None,
             api_timeout: args.kube.api_timeout,
         },
-    )?;
+    );
     let mut responder_config = telling::responder_config(
         sih_core::Source::Queue,
         args.actions.policy(args.state_change_action),

@@ -7,10 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use sih_report::webhook::{self, TemplateData};
-use sih_report::{
-    EventReporter, Metrics, Reporters, SharedTemplate, Update, Webhook, WebhookConfig,
-};
+use sih_report::webhook;
+use sih_report::{EventReporter, Metrics, Reporters, SharedFacts, Update, Webhook, WebhookConfig};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
@@ -44,17 +42,17 @@ pub struct Source<'a> {
     pub node: &'a str,
     /// The reporting instance named in Events (our pod).
     pub reporter: Option<String>,
-    /// Fields every webhook message shares (`ClusterName` is added here from the flags).
-    pub template_base: SharedTemplate,
+    /// What webhook messages say beyond the notice (`ClusterName` is set here from the flags).
+    pub facts: SharedFacts,
     /// Also receives every update (the demo's timeline).
     pub tap: Option<UnboundedSender<Update>>,
     /// The bound on each Kubernetes Event write.
     pub api_timeout: Duration,
 }
 
-/// Webhook fields every message shares, filled in as they become known.
-pub fn shared_template() -> SharedTemplate {
-    Arc::new(std::sync::RwLock::new(TemplateData::new()))
+/// What webhook messages say beyond the notice, filled in as it becomes known.
+pub fn shared_facts() -> SharedFacts {
+    Arc::default()
 }
 
 /// What the responder needs from the flags both modes (and `drain`) share.
@@ -84,17 +82,37 @@ pub fn responder_config(
     }
 }
 
-/// Starts the reporters; in dry-run no Event or webhook is written. Returns the stream's
-/// sender and the task to `finish`.
+/// The reporters' configuration, checked before anything else happens (no listener, no
+/// cluster, no metadata read): a mistake fails the start with its reason, never an
+/// interruption later.
+pub struct Telling {
+    webhook: Option<Webhook>,
+    annotations: BTreeMap<String, String>,
+}
+
+impl Telling {
+    pub fn check(report: &ReportFlags) -> anyhow::Result<Self> {
+        Ok(Self {
+            webhook: webhook_from(report)?,
+            annotations: parse_annotations(&report.events_extra_annotations)?,
+        })
+    }
+}
+
+/// Starts the reporters; in dry-run no Event or webhook is written (webhook messages are
+/// logged). Returns the stream's sender and the task to `finish`.
 pub fn spawn_reporters(
+    telling: Telling,
     report: &ReportFlags,
     act: &NoticeFlags,
     client: &kube::Client,
     metrics: &Arc<Metrics>,
     source: Source<'_>,
-) -> anyhow::Result<(UnboundedSender<Update>, JoinHandle<()>)> {
-    let webhook = webhook_from(report)?;
-    let annotations = parse_annotations(&report.events_extra_annotations)?;
+) -> (UnboundedSender<Update>, JoinHandle<()>) {
+    let Telling {
+        webhook,
+        annotations,
+    } = telling;
     if act.dry_run && webhook.is_some() {
         tracing::info!("dry run: webhook messages are logged, not sent");
     }
@@ -103,22 +121,23 @@ pub fn spawn_reporters(
             .with_annotations(annotations)
             .with_timeout(source.api_timeout)
     });
-    let template_base = source.template_base;
-    template_base
+    source
+        .facts
         .write()
         .unwrap_or_else(|e| e.into_inner())
-        .insert("ClusterName", report.cluster_name.clone());
+        .cluster_name = report.cluster_name.clone();
     let reporters = Reporters {
         source: source.name,
         metrics: metrics.clone(),
         events,
-        webhook: webhook.filter(|_| !act.dry_run).map(Arc::new),
-        template_base,
+        webhook: webhook.map(Arc::new),
+        webhook_dry_run: act.dry_run,
+        facts: source.facts,
         webhook_patience: act.drain_budget,
         tap: source.tap,
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    Ok((tx, tokio::spawn(reporters.run(rx))))
+    (tx, tokio::spawn(reporters.run(rx)))
 }
 
 /// Lets the last messages (a drain's end, a webhook still retrying) go out, for a moment: a
@@ -146,13 +165,32 @@ pub fn parse_annotations(s: &str) -> anyhow::Result<BTreeMap<String, String>> {
         .collect()
 }
 
-/// The webhook, if one is configured; its template is checked now.
+/// The webhook, if one is configured; its URL, template and headers are checked now, and a
+/// webhook setting given without a URL is a mistake said now (it would silently do nothing).
 pub fn webhook_from(flags: &ReportFlags) -> anyhow::Result<Option<Webhook>> {
     let Some(url) = flags
         .webhook_url
         .clone()
         .or_else(|| flags.slack_url.clone())
+        .filter(|u| !u.trim().is_empty())
     else {
+        let without_url = [
+            ("--webhook-template", flags.webhook_template.is_some()),
+            (
+                "--webhook-template-file",
+                flags.webhook_template_file.is_some(),
+            ),
+            (
+                "--webhook-headers",
+                !flags.webhook_headers.trim().is_empty(),
+            ),
+            ("--webhook-proxy", flags.webhook_proxy.is_some()),
+        ];
+        if let Some((flag, _)) = without_url.iter().find(|(_, given)| *given) {
+            anyhow::bail!(
+                "{flag} is set but no --webhook-url (WEBHOOK_URL): nothing would be sent"
+            );
+        }
         return Ok(None);
     };
     let template = match (&flags.webhook_template, &flags.webhook_template_file) {

@@ -3,7 +3,9 @@
 //! EC2 is asked only when the answer needs it (not with `--use-provider-id` alone).
 
 use sih_node::NodeIndex;
-use sih_queue::{Directory, Ec2Error};
+use sih_queue::{Directory, Ec2Error, Instance};
+use sih_report::SharedFacts;
+use sih_report::webhook::InstanceFacts;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolved {
@@ -20,6 +22,29 @@ pub struct Resolver {
     pub directory: Option<Directory>,
     pub use_provider_id: bool,
     pub managed_tag: Option<String>,
+    /// Where what EC2 says of an instance goes, for the messages about it.
+    pub facts: Option<SharedFacts>,
+    /// The region the instances are in (the queue's).
+    pub region: String,
+}
+
+/// What webhook messages say of an instance EC2 described.
+fn facts_of(i: &Instance, region: &str) -> InstanceFacts {
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    InstanceFacts {
+        instance_type: text(&i.instance_type),
+        availability_zone: text(&i.availability_zone),
+        region: region.to_owned(),
+        local_hostname: text(&i.private_dns_name),
+        local_ip: text(&i.private_ip),
+        public_hostname: text(&i.public_dns_name),
+        public_ip: text(&i.public_ip),
+        auto_scaling_group_name: i
+            .tag("aws:autoscaling:groupName")
+            .unwrap_or_default()
+            .to_owned(),
+        ..InstanceFacts::default()
+    }
 }
 
 impl Resolver {
@@ -33,6 +58,12 @@ impl Resolver {
             Some(d) => d.lookup(instance_id).await?,
             None => None,
         };
+        if let (Some(facts), Some(i)) = (&self.facts, &instance) {
+            facts
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remember(instance_id, facts_of(i, &self.region));
+        }
         if let Some(tag) = &self.managed_tag
             && !instance.as_ref().is_some_and(|i| i.has_tag(tag))
         {
@@ -118,6 +149,8 @@ mod tests {
                 .then(|| Directory::spawn(fake.clone(), Duration::from_secs(60))),
             use_provider_id,
             managed_tag: tag.map(str::to_owned),
+            facts: Some(sih_report::SharedFacts::default()),
+            region: "us-east-1".into(),
         }
     }
 
@@ -130,6 +163,12 @@ mod tests {
         assert_eq!(r.resolve("i-b").await, node("worker-2"));
         assert_eq!(r.resolve("i-c").await, Ok(Resolved::NotInCluster));
         assert_eq!(r.resolve("i-unknown").await, Ok(Resolved::NotInCluster));
+        // What EC2 said of each instance it knows is kept for the messages about it.
+        let known = r.facts.as_ref().unwrap().read().unwrap();
+        let a = known.instance("i-a").unwrap();
+        assert_eq!(a.local_hostname, "ip-10-0-0-1.ec2.internal");
+        assert_eq!(a.region, "us-east-1");
+        assert!(known.instance("i-unknown").is_none());
     }
 
     #[tokio::test]

@@ -674,8 +674,12 @@ impl Actor {
         if !self.nodes.contains_key(node) {
             return;
         }
+        let mut node_facts = None;
         let changed = match result {
-            WriteResult::Written { changed } => changed,
+            WriteResult::Written { changed, facts } => {
+                node_facts = facts;
+                changed
+            }
             WriteResult::WouldWrite { what } => {
                 let about = self.state(node).tracker.active().first().cloned();
                 if let Some(n) = about {
@@ -747,6 +751,7 @@ impl Actor {
                 cordoned: plan.cordon,
                 changed,
                 latency,
+                node: node_facts.clone().unwrap_or_default(),
             });
         }
         for (n, why) in withdrawn {

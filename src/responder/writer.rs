@@ -31,6 +31,8 @@ pub struct Desired {
 pub enum WriteResult {
     Written {
         changed: bool,
+        /// What the node said of itself (none in a dry run).
+        facts: Option<sih_node::NodeFacts>,
     },
     /// A dry run: what would have been written.
     WouldWrite {
@@ -136,7 +138,10 @@ async fn write(api: &Api<Node>, node: &str, cfg: &WriterConfig, ours: &[Carried]
                 );
                 match sih_node::fence::plan_patch(&n, &all, &cfg.rules, cfg.source) {
                     Some(p) => WriteResult::WouldWrite { what: describe(&p) },
-                    None => WriteResult::Written { changed: false },
+                    None => WriteResult::Written {
+                        changed: false,
+                        facts: None,
+                    },
                 }
             }
             Ok(Ok(None)) => WriteResult::NodeGone,
@@ -149,6 +154,7 @@ async fn write(api: &Api<Node>, node: &str, cfg: &WriterConfig, ours: &[Carried]
     match sih_node::fence(api, node, cfg.source, ours, &cfg.rules, cfg.timeout).await {
         Ok(out) => WriteResult::Written {
             changed: out.changed,
+            facts: Some(out.facts),
         },
         Err(NodeError::NodeNotFound(_)) => WriteResult::NodeGone,
         Err(error) => WriteResult::Failed { error },

@@ -1042,7 +1042,7 @@ async fn a_restart_mid_drain_resumes_the_heartbeats_and_completes_the_hook_once(
 #[tokio::test]
 async fn spot_and_state_changes_of_one_instance_are_one_drain_across_replicas() {
     let (hook, hook_url) = crate::support::Hook::start().await;
-    let template = r#"{"kind":"{{ .Kind }}","phase":"{{ .Phase }}"}"#;
+    let template = r#"{"kind":"{{ .Kind }}","phase":"{{ .Phase }}","type":"{{ .InstanceType }}","ip":"{{ .LocalIP }}","az":"{{ .AvailabilityZone }}","host":"{{ .LocalHostname }}","provider":"{{ .ProviderID }}"}"#;
     let args = ["--webhook-url", &hook_url, "--webhook-template", template];
     let q = QueueScene::start(&args).await;
     let (second, _) = controller(&q.s, &q.moto, &q.url, &args).await;
@@ -1088,6 +1088,30 @@ async fn spot_and_state_changes_of_one_instance_are_one_drain_across_replicas() 
         ["instance-state-change", "spot-interruption"],
         "one webhook per notice: {detected:?}"
     );
+    // What EC2 says of the instance is in every message; the node's own once it is fenced.
+    let described = q.moto.instances(std::slice::from_ref(&instance)).await;
+    let ec2 = &described[0];
+    for v in hook
+        .bodies()
+        .iter()
+        .filter_map(|b| serde_json::from_str::<Value>(b).ok())
+    {
+        assert_eq!(
+            v["type"],
+            ec2.instance_type.clone().unwrap().as_str(),
+            "{v}"
+        );
+        assert_eq!(v["ip"], ec2.private_ip.clone().unwrap().as_str(), "{v}");
+        assert_eq!(
+            v["az"],
+            ec2.availability_zone.clone().unwrap().as_str(),
+            "{v}"
+        );
+        assert_eq!(v["host"], q.s.node.as_str(), "{v}");
+        if v["phase"] == "drained" {
+            assert!(v["provider"].as_str().unwrap().ends_with(&instance), "{v}");
+        }
+    }
     let reasons = q.s.event_reasons().await;
     for (reason, n) in [
         ("SpotInterruption", 1),
@@ -1335,4 +1359,80 @@ async fn a_fatal_error_is_one_line_in_the_logs_format_without_a_backtrace() {
             );
         }
     }
+}
+
+/// Webhook mistakes are refused at start, in both modes, before anything else happens (no
+/// metadata read, no cluster connection): a URL without a scheme, a template with an unknown
+/// field, a template or headers given without a URL. They used to fail only during an
+/// interruption, or once the metadata service answered.
+#[tokio::test]
+async fn webhook_mistakes_are_refused_before_anything_else_in_both_modes() {
+    let metadata = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let imds_url = format!("http://{}", metadata.local_addr().unwrap());
+    let contacted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = contacted.clone();
+    tokio::spawn(async move {
+        while let Ok((_conn, _)) = metadata.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let mistakes: [(&[&str], &str); 4] = [
+        (
+            &["--webhook-url", "hooks.slack.com/services/T/B/x"],
+            "has no scheme",
+        ),
+        (
+            &[
+                "--webhook-url",
+                "https://hooks.example/x",
+                "--webhook-template",
+                "{{ .Nope }}",
+            ],
+            "is not a field",
+        ),
+        (
+            &["--webhook-template", "{{ .Kind }}"],
+            "--webhook-template is set but no --webhook-url",
+        ),
+        (
+            &["--webhook-headers", "X-A: 1"],
+            "--webhook-headers is set but no --webhook-url",
+        ),
+    ];
+    for (extra, says) in mistakes {
+        for mode in ["imds", "queue"] {
+            let mut args = vec![mode];
+            if mode == "imds" {
+                args.extend(["--node-name", "n1", "--imds-endpoint", &imds_url]);
+            } else {
+                args.extend(["--queue-url", "https://sqs.us-east-1.amazonaws.com/1/q"]);
+            }
+            args.extend(extra);
+            let out = tokio::time::timeout(
+                Duration::from_secs(10),
+                tokio::process::Command::new(BIN)
+                    .args(&args)
+                    .env("SIH_KUBECONFIG", "/nonexistent")
+                    .env("NO_COLOR", "1")
+                    .env_remove("WEBHOOK_URL")
+                    .output(),
+            )
+            .await
+            .expect("refused at once")
+            .expect("the binary runs");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{args:?}");
+            assert!(err.contains(says), "{args:?}: {err}");
+            assert!(!err.contains("/nonexistent"), "before the cluster: {err}");
+            assert!(
+                !err.contains("services/T/B"),
+                "the URL's secret part: {err}"
+            );
+        }
+    }
+    assert_eq!(
+        contacted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the metadata service was not asked"
+    );
 }

@@ -198,6 +198,17 @@ async fn dry_run_writes_nothing_anywhere() {
     assert_eq!(s.web_on_node().await, pods);
     assert!(s.events().await.is_empty(), "no Events were written");
     assert!(hook.bodies().is_empty(), "no webhook was sent");
+    // What would have been sent is logged instead.
+    let logged = agent
+        .proc
+        .until_logged("dry run: webhook message not sent", Duration::from_secs(5))
+        .await;
+    assert!(
+        logged["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("spot-interruption") && b.contains(&s.node)),
+        "{logged}"
+    );
     assert_eq!(
         agent
             .metric(
@@ -402,6 +413,95 @@ async fn webhook_goes_through_an_http_proxy_with_a_custom_template() {
     assert_eq!(*proxy.seen.lock().unwrap(), vec![url.clone()]);
     // `notify` only tells: the node is untouched.
     assert!(taints(&s.node().await).is_empty());
+}
+
+/// Every field a template may use is filled where the source knows it: the instance's facts
+/// from the metadata service (public address, Auto Scaling group from its tags, ...), the
+/// node's own (providerID, labels) from the fence write, and the pods the drain moved.
+#[tokio::test]
+async fn webhook_messages_fill_every_field_their_sources_know() {
+    let s = Scene::start(&[]).await;
+    let (hook, url) = Hook::start().await;
+    let template = format!(
+        "{{{}}}",
+        sih_report::webhook::fields()
+            .iter()
+            .map(|f| format!("\"{f}\":\"{{{{ .{f} }}}}\""))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let _agent = s
+        .agent(&[
+            "--webhook-url",
+            &url,
+            "--webhook-template",
+            &template,
+            "--cluster-name",
+            "c1",
+        ])
+        .await;
+    let web = s.web_on_node().await;
+    assert!(web > 0);
+    s.spot(60).await;
+    let bodies = hook.until_count(2, Duration::from_secs(20)).await;
+    let detected: Value = serde_json::from_str(&bodies[0]).unwrap();
+    let drained: Value = serde_json::from_str(&bodies[1]).unwrap();
+    assert_eq!(detected["Phase"], "detected");
+    assert_eq!(drained["Phase"], "drained");
+    for m in [&detected, &drained] {
+        for (field, want) in [
+            ("Kind", "spot-interruption"),
+            ("Monitor", "imds"),
+            ("InstanceID", "i-0123456789abcdef0"),
+            ("InstanceType", "m5.large"),
+            ("AvailabilityZone", "us-east-1a"),
+            ("Region", "us-east-1"),
+            ("AccountId", "123456789012"),
+            ("InstanceLifeCycle", "spot"),
+            ("LocalIP", "10.0.0.12"),
+            ("PublicIP", "203.0.113.12"),
+            ("PublicHostname", "ec2-203-0-113-12.compute-1.amazonaws.com"),
+            ("AutoScalingGroupName", "spot-nodes"),
+            ("ClusterName", "c1"),
+        ] {
+            assert_eq!(m[field], want, "{field} in {m}");
+        }
+        for field in [
+            "EventID",
+            "StartTime",
+            "EndTime",
+            "Deadline",
+            "Description",
+            "LocalHostname",
+        ] {
+            assert!(
+                m[field].as_str().is_some_and(|v| !v.is_empty()),
+                "{field} in {m}"
+            );
+        }
+    }
+    // The node's facts are learned from its fence write, the pods from the drain.
+    let node = s.node().await;
+    let provider_id = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.provider_id.clone())
+        .unwrap();
+    assert_eq!(drained["ProviderID"], provider_id.as_str());
+    assert!(
+        drained["NodeLabels"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("kubernetes.io/hostname={}", s.node)),
+        "{drained}"
+    );
+    let pods: Vec<&str> = drained["Pods"].as_str().unwrap().split(',').collect();
+    assert_eq!(pods.len(), web, "{drained}");
+    assert!(
+        pods.iter().all(|p| p.starts_with("default/web-")),
+        "{pods:?}"
+    );
+    assert_eq!(drained["State"], "drained");
 }
 
 #[tokio::test]

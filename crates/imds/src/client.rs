@@ -41,6 +41,11 @@ pub mod paths {
     pub const INSTANCE_LIFE_CYCLE: &str = "/latest/meta-data/instance-life-cycle";
     pub const LOCAL_HOSTNAME: &str = "/latest/meta-data/local-hostname";
     pub const LOCAL_IPV4: &str = "/latest/meta-data/local-ipv4";
+    /// Absent (404) on an instance without a public address.
+    pub const PUBLIC_IPV4: &str = "/latest/meta-data/public-ipv4";
+    pub const PUBLIC_HOSTNAME: &str = "/latest/meta-data/public-hostname";
+    /// Present only when the instance's tags are allowed into the metadata.
+    pub const ASG_NAME_TAG: &str = "/latest/meta-data/tags/instance/aws:autoscaling:groupName";
     pub const IDENTITY_DOCUMENT: &str = "/latest/dynamic/instance-identity/document";
 }
 
@@ -205,6 +210,13 @@ impl ImdsClient {
             self.get(paths::LOCAL_IPV4),
             self.item(paths::IDENTITY_DOCUMENT, items::parse_identity_document),
         );
+        // Only for messages: an error reading one of these costs the message a field, not
+        // the agent its start.
+        let (public_ipv4, public_hostname, asg) = tokio::join!(
+            self.get(paths::PUBLIC_IPV4),
+            self.get(paths::PUBLIC_HOSTNAME),
+            self.get(paths::ASG_NAME_TAG),
+        );
         let document = doc?.ok_or_else(|| ImdsError::Missing {
             path: paths::IDENTITY_DOCUMENT.into(),
         })?;
@@ -225,6 +237,9 @@ impl ImdsClient {
             life_cycle: life_cycle?,
             local_hostname: hostname?,
             local_ipv4: ipv4?,
+            public_ipv4: public_ipv4.ok().flatten(),
+            public_hostname: public_hostname.ok().flatten(),
+            auto_scaling_group: asg.ok().flatten(),
             document,
         })
     }

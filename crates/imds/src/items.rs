@@ -264,6 +264,10 @@ pub struct InstanceIdentity {
     pub life_cycle: Option<String>,
     pub local_hostname: Option<String>,
     pub local_ipv4: Option<String>,
+    pub public_ipv4: Option<String>,
+    pub public_hostname: Option<String>,
+    /// From the instance's tags in the metadata (when the instance allows it).
+    pub auto_scaling_group: Option<String>,
     pub document: IdentityDocument,
 }
 

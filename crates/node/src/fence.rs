@@ -195,11 +195,29 @@ pub fn plan_patch(
 }
 
 /// How a write went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FenceOutcome {
     /// False when the node was already as wanted.
     pub changed: bool,
     pub attempts: u32,
+    /// What the node said of itself when it was read for the write.
+    pub facts: NodeFacts,
+}
+
+/// What a node says of itself that people are told (webhook messages).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeFacts {
+    pub provider_id: Option<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl NodeFacts {
+    pub fn of(node: &Node) -> Self {
+        Self {
+            provider_id: node.spec.as_ref().and_then(|s| s.provider_id.clone()),
+            labels: node.metadata.labels.clone().unwrap_or_default(),
+        }
+    }
 }
 
 /// Writes `source`'s notices onto the node (replacing what `source` recorded before) and
@@ -303,15 +321,17 @@ async fn write_optimistically(
             return Ok(FenceOutcome {
                 changed: false,
                 attempts: attempt,
+                facts: NodeFacts::of(&node),
             });
         };
         let (params, merge) = (PatchParams::default(), Patch::Merge(&patch));
         let write = api.patch(name, &params, &merge);
         match crate::bounded(timeout, "patch node", write).await? {
-            Ok(_) => {
+            Ok(written) => {
                 return Ok(FenceOutcome {
                     changed: true,
                     attempts: attempt,
+                    facts: NodeFacts::of(&written),
                 });
             }
             Err(e) if classify(&e) == ApiClass::Conflict => {

@@ -13,7 +13,7 @@ pub use claim::{Claim, Claims};
 pub use drain::{DrainConfig, DrainReport, PodRef, Progress, drain};
 pub use error::{ApiClass, NodeError, classify};
 pub use fence::{
-    FenceOutcome, LB_EXCLUSION_LABEL, LB_EXCLUSION_VALUE, NOTICE_ANNOTATION, NodeRecord,
+    FenceOutcome, LB_EXCLUSION_LABEL, LB_EXCLUSION_VALUE, NOTICE_ANNOTATION, NodeFacts, NodeRecord,
     OUT_OF_SERVICE_TAINT, fence, mark_out_of_service, record_of, unfence,
 };
 pub use index::{NodeIndex, watch_nodes};

@@ -18,12 +18,23 @@ pub struct Instance {
     /// The usual node name (`ip-10-0-0-12.ec2.internal`); empty once terminated.
     pub private_dns_name: Option<String>,
     pub availability_zone: Option<String>,
+    pub instance_type: Option<String>,
+    pub private_ip: Option<String>,
+    pub public_ip: Option<String>,
+    pub public_dns_name: Option<String>,
     pub tags: Vec<(String, String)>,
 }
 
 impl Instance {
     pub fn has_tag(&self, key: &str) -> bool {
         self.tags.iter().any(|(k, _)| k == key)
+    }
+
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -283,6 +294,10 @@ fn parse_instance(item: &mut ScopedDecoder) -> Result<Instance, Ec2Error> {
         match f.start_el().local() {
             "instanceId" => i.id = text(&mut f)?,
             "privateDnsName" => i.private_dns_name = Some(text(&mut f)?).filter(|s| !s.is_empty()),
+            "instanceType" => i.instance_type = Some(text(&mut f)?).filter(|s| !s.is_empty()),
+            "privateIpAddress" => i.private_ip = Some(text(&mut f)?).filter(|s| !s.is_empty()),
+            "ipAddress" => i.public_ip = Some(text(&mut f)?).filter(|s| !s.is_empty()),
+            "dnsName" => i.public_dns_name = Some(text(&mut f)?).filter(|s| !s.is_empty()),
             "placement" => {
                 while let Some(mut p) = f.next_tag() {
                     if p.start_el().matches("availabilityZone") {

@@ -11,5 +11,5 @@ pub mod webhook;
 
 pub use kube_events::EventReporter;
 pub use metrics::Metrics;
-pub use updates::{Reporters, SharedTemplate, Update};
+pub use updates::{Known, Reporters, SharedFacts, Update};
 pub use webhook::{Webhook, WebhookConfig};

@@ -19,11 +19,49 @@ use tokio::time::Instant;
 
 use crate::event_queue::{EVENT_QUEUE, EventQueue};
 
-use crate::webhook::{TemplateData, Webhook};
+use crate::webhook::{InstanceFacts, NodeFields, TemplateData, Webhook};
 use crate::{EventReporter, Metrics};
 
-/// Webhook fields shared by every message, settable after start.
-pub type SharedTemplate = Arc<std::sync::RwLock<TemplateData>>;
+/// What webhook messages say beyond the notice, learned as it becomes known: the cluster's
+/// name, and each instance's facts (the agent's own from the metadata service; in queue mode
+/// each instance EC2 described).
+#[derive(Debug, Default)]
+pub struct Known {
+    pub cluster_name: String,
+    instances: HashMap<String, InstanceFacts>,
+}
+
+/// Instances remembered at most (queue mode describes every instance it is told of).
+const KNOWN_INSTANCES: usize = 4096;
+
+impl Known {
+    pub fn remember(&mut self, instance_id: &str, facts: InstanceFacts) {
+        if self.instances.len() >= KNOWN_INSTANCES && !self.instances.contains_key(instance_id) {
+            self.instances.clear();
+        }
+        self.instances.insert(instance_id.to_owned(), facts);
+    }
+
+    pub fn instance(&self, instance_id: &str) -> Option<&InstanceFacts> {
+        self.instances.get(instance_id)
+    }
+}
+
+/// Settable after start, read for every message.
+pub type SharedFacts = Arc<std::sync::RwLock<Known>>;
+
+/// NTH's rendering of a node's labels: `key=value`, comma-separated, sorted.
+fn node_fields(facts: &sih_node::NodeFacts) -> NodeFields {
+    NodeFields {
+        provider_id: facts.provider_id.clone().unwrap_or_default(),
+        node_labels: facts
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
 
 #[derive(Debug, Clone)]
 pub enum Update {
@@ -39,6 +77,8 @@ pub enum Update {
         cordoned: bool,
         changed: bool,
         latency: Duration,
+        /// What the node said of itself when it was written.
+        node: sih_node::NodeFacts,
     },
     DrainStarted {
         notice: Notice,
@@ -128,9 +168,11 @@ pub struct Reporters {
     pub metrics: Arc<Metrics>,
     pub events: Option<EventReporter>,
     pub webhook: Option<Arc<Webhook>>,
-    /// Fields shared by every webhook message: cluster name, instance metadata (filled in
-    /// when the instance's identity is known, which may be after the reporters start).
-    pub template_base: SharedTemplate,
+    /// `--dry-run`: webhook messages are logged, not sent.
+    pub webhook_dry_run: bool,
+    /// What messages say beyond the notice: cluster name, instance facts (filled in when
+    /// known, which may be after the reporters start).
+    pub facts: SharedFacts,
     /// How long a webhook may keep retrying when the notice has no deadline.
     pub webhook_patience: Duration,
     /// Also receives every update (a live timeline, tests).
@@ -151,9 +193,11 @@ impl Reporters {
             .map(|e| EventQueue::spawn(e, EVENT_QUEUE, self.metrics.clone()));
         // The last delivery of each notice: the next one for it waits for it.
         let mut chains: HashMap<String, JoinHandle<()>> = HashMap::new();
+        let mut learned = Learned::default();
         while let Some(update) = rx.recv().await {
             self.log(&update);
             self.count(&update);
+            learned.learn(&update);
             if let Some(tap) = &self.tap {
                 let _ = tap.send(update.clone());
             }
@@ -162,7 +206,21 @@ impl Reporters {
             {
                 queue.push(update.clone());
             }
-            if let (Some(hook), Some((data, give_up))) = (&self.webhook, self.message(&update)) {
+            let message = self
+                .webhook
+                .as_ref()
+                .and_then(|_| self.message(&update, &learned));
+            if let Some(hook) = &self.webhook
+                && let Some((data, _)) = &message
+                && self.webhook_dry_run
+            {
+                match webhook_body(hook, data) {
+                    Ok(body) => {
+                        tracing::info!(url = %hook.redacted_url(), body = %body, "dry run: webhook message not sent")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "dry run: webhook message not rendered"),
+                }
+            } else if let (Some(hook), Some((data, give_up))) = (&self.webhook, message) {
                 let id = update.notice().id.clone();
                 let before = chains.remove(&id);
                 let (hook, metrics) = (hook.clone(), self.metrics.clone());
@@ -174,7 +232,7 @@ impl Reporters {
                     match &d.result {
                         Ok(status) => {
                             metrics.webhook("ok");
-                            tracing::info!(url = %hook.redacted_url(), status, attempts = d.attempts, event_id = data.get("EventID").map(String::as_str).unwrap_or_default(), "webhook delivered");
+                            tracing::info!(url = %hook.redacted_url(), status, attempts = d.attempts, event_id = %data.event_id, "webhook delivered");
                         }
                         Err(e) => {
                             metrics.webhook("error");
@@ -185,6 +243,7 @@ impl Reporters {
                 chains.insert(id, delivery);
                 chains.retain(|_, d| !d.is_finished());
             }
+            learned.forget(&update);
         }
         if let Some((queue, writer)) = events {
             queue.close();
@@ -209,6 +268,7 @@ impl Reporters {
                 cordoned,
                 changed,
                 latency,
+                ..
             } => tracing::info!(
                 notice_id = %notice.id, node = %notice.node, effect = %effect, cordoned, changed,
                 latency_ms = latency.as_millis() as u64, "node fenced"
@@ -308,7 +368,7 @@ impl Reporters {
 
     /// The webhook message for an update, if it is one people are told about: on detection and
     /// at the drain's end.
-    fn message(&self, u: &Update) -> Option<(TemplateData, Instant)> {
+    fn message(&self, u: &Update, learned: &Learned) -> Option<(TemplateData, Instant)> {
         let (notice, phase, description) = match u {
             Update::Detected { notice, action } => (
                 notice,
@@ -340,38 +400,50 @@ impl Reporters {
             ),
             _ => return None,
         };
-        let mut data = self
-            .template_base
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        data.insert("EventID", notice.id.clone());
-        data.insert("Kind", notice.kind.as_str().to_owned());
-        data.insert("Monitor", self.source.to_owned());
-        data.insert("Phase", phase.to_owned());
-        data.insert("Description", description);
-        data.insert("NodeName", notice.node.clone());
-        if let Some(i) = &notice.instance_id {
-            data.insert("InstanceID", i.clone());
+        let known = self.facts.read().unwrap_or_else(|e| e.into_inner());
+        let mut data = TemplateData {
+            event_id: notice.id.clone(),
+            kind: notice.kind.as_str().to_owned(),
+            monitor: self.source.to_owned(),
+            phase: phase.to_owned(),
+            description,
+            node_name: notice.node.clone(),
+            instance_id: notice.instance_id.clone().unwrap_or_default(),
+            start_time: notice.detected.to_string(),
+            cluster_name: known.cluster_name.clone(),
+            ..TemplateData::default()
+        };
+        if let Some(facts) = notice
+            .instance_id
+            .as_deref()
+            .and_then(|i| known.instance(i))
+        {
+            data.instance = facts.clone();
         }
-        data.insert("StartTime", notice.detected.to_string());
+        drop(known);
+        if let Some(node) = learned.nodes.get(&notice.node) {
+            data.node = node.clone();
+        }
         if let Some(d) = notice.deadline {
-            data.insert("Deadline", d.to_string());
-            data.insert("EndTime", d.to_string());
+            data.deadline = d.to_string();
+            data.end_time = d.to_string();
         }
-        if let Update::DrainFinished { report, .. } = u {
-            data.insert(
-                "State",
+        data.state = match u {
+            Update::DrainFinished { report, .. } => {
+                data.pods = learned
+                    .pods
+                    .get(&notice.id)
+                    .map(|p| p.join(","))
+                    .unwrap_or_default();
                 if report.succeeded() {
                     "drained"
                 } else {
                     "drain-failed"
                 }
-                .to_owned(),
-            );
-        } else {
-            data.insert("State", "active".to_owned());
+            }
+            _ => "active",
         }
+        .to_owned();
         // Retry until the instance is gone (a message after that still helps people, but a
         // bounded wait keeps shutdown prompt).
         let until = notice
@@ -384,6 +456,57 @@ impl Reporters {
             .max(Duration::from_secs(5));
         Some((data, Instant::now() + until))
     }
+}
+
+/// What the stream itself taught the reporters: each node's facts (from its fence write) and
+/// the pods each drain moved, for the messages that follow.
+#[derive(Default)]
+struct Learned {
+    nodes: HashMap<String, NodeFields>,
+    pods: HashMap<String, Vec<String>>,
+}
+
+/// Nodes remembered at most (queue mode fences many).
+const LEARNED_NODES: usize = 4096;
+
+impl Learned {
+    fn learn(&mut self, u: &Update) {
+        match u {
+            Update::Fenced { notice, node, .. } => {
+                if self.nodes.len() >= LEARNED_NODES && !self.nodes.contains_key(&notice.node) {
+                    self.nodes.clear();
+                }
+                self.nodes.insert(notice.node.clone(), node_fields(node));
+            }
+            Update::Drain {
+                notice,
+                progress:
+                    Progress::Evicted { pod, .. }
+                    | Progress::DeletedAtDeadline { pod, .. }
+                    | Progress::Failed { pod, .. },
+            } => self
+                .pods
+                .entry(notice.id.clone())
+                .or_default()
+                .push(pod.to_string()),
+            _ => {}
+        }
+    }
+
+    /// After the update's message is made: a drain's pods are told once.
+    fn forget(&mut self, u: &Update) {
+        if let Update::DrainFinished { notice, .. } | Update::DrainStopped { notice, .. } = u {
+            self.pods.remove(&notice.id);
+        }
+    }
+}
+
+/// The body a message would have (dry run).
+fn webhook_body(
+    hook: &Webhook,
+    data: &TemplateData,
+) -> Result<String, crate::webhook::TemplateError> {
+    hook.render(data)
 }
 
 fn log_progress(notice: &Notice, p: &Progress) {

@@ -16,40 +16,86 @@ use tokio::time::Instant;
 /// Slack-shaped, like NTH's default, with the cluster's name.
 pub const DEFAULT_TEMPLATE: &str = r#"{"text":"[spot-interrupt-handler] cluster {{ .ClusterName }}: {{ .Description }} (EventID: {{ .EventID }} - Kind: {{ .Kind }} - Instance: {{ .InstanceID }} - Node: {{ .NodeName }} - Start Time: {{ .StartTime }})"}"#;
 
-/// Every name a template may use: NTH's event and instance fields, then ours.
-pub const FIELDS: &[&str] = &[
-    "EventID",
-    "Kind",
-    "Monitor",
-    "Description",
-    "State",
-    "AutoScalingGroupName",
-    "NodeName",
-    "InstanceID",
-    "ProviderID",
-    "InstanceType",
-    "StartTime",
-    "EndTime",
-    "Pods",
-    "NodeLabels",
-    "AccountId",
-    "InstanceLifeCycle",
-    "PublicHostname",
-    "PublicIP",
-    "LocalHostname",
-    "LocalIP",
-    "AvailabilityZone",
-    "Region",
-    "ClusterName",
-    "Phase",
-    "Deadline",
-];
+/// What one message says: the names a template may use are exactly these fields (NTH's event
+/// and instance fields, then ours), so a name the start-up check accepts is one that is filled
+/// whenever its source knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TemplateData {
+    #[serde(rename = "EventID")]
+    pub event_id: String,
+    /// `spot-interruption`, ...
+    pub kind: String,
+    /// Who saw it: `imds`, `queue` or `manual`.
+    pub monitor: String,
+    pub description: String,
+    /// `active`, then `drained` or `drain-failed`.
+    pub state: String,
+    /// `detected` or `drained`.
+    pub phase: String,
+    pub node_name: String,
+    #[serde(rename = "InstanceID")]
+    pub instance_id: String,
+    pub start_time: String,
+    pub end_time: String,
+    pub deadline: String,
+    /// The pods the drain moved, `namespace/name`, comma-separated.
+    pub pods: String,
+    pub cluster_name: String,
+    #[serde(flatten)]
+    pub node: NodeFields,
+    #[serde(flatten)]
+    pub instance: InstanceFacts,
+}
+
+/// What the node says of itself, learned when it is fenced.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeFields {
+    #[serde(rename = "ProviderID")]
+    pub provider_id: String,
+    /// `key=value`, comma-separated, sorted by key.
+    pub node_labels: String,
+}
+
+/// What the instance's source knows of it (the metadata service; EC2 in queue mode).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InstanceFacts {
+    pub instance_type: String,
+    pub availability_zone: String,
+    pub region: String,
+    pub account_id: String,
+    pub instance_life_cycle: String,
+    pub local_hostname: String,
+    #[serde(rename = "LocalIP")]
+    pub local_ip: String,
+    pub public_hostname: String,
+    #[serde(rename = "PublicIP")]
+    pub public_ip: String,
+    pub auto_scaling_group_name: String,
+}
+
+impl TemplateData {
+    fn values(&self) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+}
+
+/// Every name a template may use: the fields of [`TemplateData`].
+pub fn fields() -> &'static [String] {
+    static FIELDS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    FIELDS.get_or_init(|| TemplateData::default().values().keys().cloned().collect())
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TemplateError {
     #[error("webhook template: unclosed `{{{{` at byte {0}")]
     Unclosed(usize),
-    #[error("webhook template: `{{{{ {0} }}}}` is not a field; use one of {fields}", fields = FIELDS.join(", "))]
+    #[error("webhook template: `{{{{ {0} }}}}` is not a field; use one of {fields}", fields = fields().join(", "))]
     UnknownField(String),
 }
 
@@ -62,6 +108,15 @@ pub enum WebhookError {
     Header(String),
     #[error("webhook: cannot build the HTTP client: {0}")]
     Client(String),
+    /// The URL itself is wrong (said without its path: it may hold a secret).
+    #[error("webhook URL {0}")]
+    Url(String),
+    /// Redirects are followed only on the URL's own scheme, host and port: the message's
+    /// headers may hold a token that must not go to another host.
+    #[error(
+        "webhook endpoint redirected to another host ({0}); not followed, so the headers go nowhere else"
+    )]
+    Redirected(String),
     /// Worth retrying: connection errors, timeouts, 429 and 5xx.
     #[error("webhook endpoint unreachable: {0}")]
     Unreachable(String),
@@ -78,9 +133,6 @@ impl WebhookError {
         }
     }
 }
-
-/// Values for one message, by field name. Missing fields render empty, as in NTH.
-pub type TemplateData = BTreeMap<&'static str, String>;
 
 enum Piece<'t> {
     Text(&'t str),
@@ -111,7 +163,7 @@ fn pieces(template: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
         let inner = raw.trim_matches('-').trim();
         let name = inner
             .strip_prefix('.')
-            .filter(|n| FIELDS.contains(n))
+            .filter(|n| fields().iter().any(|f| f == n))
             .ok_or_else(|| TemplateError::UnknownField(inner.to_owned()))?;
         out.push(Piece::Field(name));
         trim_next = trim_after;
@@ -135,12 +187,17 @@ pub fn check(template: &str) -> Result<(), TemplateError> {
 /// Renders `template`. When `json` is set (the body is JSON), values are escaped for a JSON
 /// string so a description with quotes cannot break the message.
 pub fn render(template: &str, data: &TemplateData, json: bool) -> Result<String, TemplateError> {
+    let pieces = pieces(template)?;
+    let values = data.values();
     let mut out = String::with_capacity(template.len() + 128);
-    for piece in pieces(template)? {
+    for piece in pieces {
         match piece {
             Piece::Text(t) => out.push_str(t),
             Piece::Field(name) => {
-                let value = data.get(name).map(String::as_str).unwrap_or_default();
+                let value = values
+                    .get(name)
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default();
                 if json {
                     let quoted = serde_json::Value::String(value.to_owned()).to_string();
                     out.push_str(&quoted[1..quoted.len() - 1]);
@@ -242,6 +299,7 @@ pub struct Delivery {
 
 impl Webhook {
     pub fn new(config: WebhookConfig) -> Result<Self, WebhookError> {
+        let url = check_url(&config.url)?;
         check(&config.template)?;
         let mut headers = reqwest::header::HeaderMap::new();
         for (k, v) in &config.headers {
@@ -261,7 +319,18 @@ impl Webhook {
                 reqwest::header::HeaderValue::from_static("application/json"),
             );
         }
+        let origin = url.origin();
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= 5 {
+                attempt.error("more than 5 redirects")
+            } else if attempt.url().origin() == origin {
+                attempt.follow()
+            } else {
+                attempt.stop()
+            }
+        });
         let mut builder = reqwest::Client::builder()
+            .redirect(redirects)
             .default_headers(headers)
             .timeout(config.timeout)
             .connect_timeout(config.timeout);
@@ -285,10 +354,15 @@ impl Webhook {
         redact(&self.config.url)
     }
 
+    /// The body of one message.
+    pub fn render(&self, data: &TemplateData) -> Result<String, TemplateError> {
+        render(&self.config.template, data, self.json)
+    }
+
     /// Posts one message, retrying with backoff until it is delivered, `attempts` are spent or
     /// `give_up_at` comes.
     pub async fn send(&self, data: &TemplateData, give_up_at: Instant) -> Delivery {
-        let body = match render(&self.config.template, data, self.json) {
+        let body = match self.render(data) {
             Ok(b) => b,
             Err(e) => {
                 return Delivery {
@@ -309,6 +383,13 @@ impl Webhook {
                 .await
             {
                 Ok(r) if r.status().is_success() => Ok(r.status().as_u16()),
+                Ok(r) if r.status().is_redirection() => Err(WebhookError::Redirected(
+                    r.headers()
+                        .get(reqwest::header::LOCATION)
+                        .and_then(|l| l.to_str().ok())
+                        .map(redact)
+                        .unwrap_or_else(|| format!("HTTP {}", r.status().as_u16())),
+                )),
                 Ok(r) => Err(WebhookError::Status(r.status().as_u16())),
                 // reqwest's error text can carry the URL; keep the secret part out of logs.
                 Err(e) => Err(WebhookError::Unreachable(e.without_url().to_string())),
@@ -331,6 +412,29 @@ impl Webhook {
     }
 }
 
+/// A webhook URL is an absolute `http(s)` URL with a host: checked at start, so a URL without
+/// its scheme fails then and not during the one interruption that matters.
+pub fn check_url(url: &str) -> Result<reqwest::Url, WebhookError> {
+    if !url.contains("://") {
+        return Err(WebhookError::Url(
+            "has no scheme: it must start with https:// (or http://)".to_owned(),
+        ));
+    }
+    let parsed = reqwest::Url::parse(url.trim())
+        .map_err(|e| WebhookError::Url(format!("{}: {e}", redact(url))))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(WebhookError::Url(format!(
+            "{}: the scheme must be https or http, not {}",
+            redact(url),
+            parsed.scheme()
+        )));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(WebhookError::Url(format!("{}: no host", redact(url))));
+    }
+    Ok(parsed)
+}
+
 /// `https://hooks.slack.com/services/T/B/secret` → `https://hooks.slack.com/…`.
 pub fn redact(url: &str) -> String {
     match url.split_once("://") {
@@ -348,12 +452,89 @@ mod tests {
     use super::*;
 
     fn data() -> TemplateData {
-        BTreeMap::from([
-            ("EventID", "i-1-spot-1".to_owned()),
-            ("Kind", "spot-interruption".to_owned()),
-            ("Description", "say \"hi\"\n".to_owned()),
-            ("ClusterName", "prod".to_owned()),
-        ])
+        TemplateData {
+            event_id: "i-1-spot-1".to_owned(),
+            kind: "spot-interruption".to_owned(),
+            description: "say \"hi\"\n".to_owned(),
+            cluster_name: "prod".to_owned(),
+            ..TemplateData::default()
+        }
+    }
+
+    /// The names a template may use are the fields filled, NTH's among them, and each renders
+    /// what was filled in.
+    #[test]
+    fn every_field_name_is_a_filled_field() {
+        let names = fields();
+        for nth in [
+            "EventID",
+            "Kind",
+            "Description",
+            "State",
+            "AutoScalingGroupName",
+            "NodeName",
+            "InstanceID",
+            "ProviderID",
+            "InstanceType",
+            "StartTime",
+            "EndTime",
+            "Pods",
+            "NodeLabels",
+            "AccountId",
+            "InstanceLifeCycle",
+            "PublicHostname",
+            "PublicIP",
+            "LocalHostname",
+            "LocalIP",
+            "AvailabilityZone",
+            "Region",
+            "ClusterName",
+        ] {
+            assert!(names.iter().any(|n| n == nth), "{nth} missing");
+        }
+        // Fill each field with its own name: every name renders its own value.
+        let mut map = serde_json::Map::new();
+        for n in names {
+            map.insert(n.clone(), serde_json::Value::String(format!("<{n}>")));
+        }
+        let filled = TemplateData {
+            event_id: "<EventID>".into(),
+            kind: "<Kind>".into(),
+            monitor: "<Monitor>".into(),
+            description: "<Description>".into(),
+            state: "<State>".into(),
+            phase: "<Phase>".into(),
+            node_name: "<NodeName>".into(),
+            instance_id: "<InstanceID>".into(),
+            start_time: "<StartTime>".into(),
+            end_time: "<EndTime>".into(),
+            deadline: "<Deadline>".into(),
+            pods: "<Pods>".into(),
+            cluster_name: "<ClusterName>".into(),
+            node: NodeFields {
+                provider_id: "<ProviderID>".into(),
+                node_labels: "<NodeLabels>".into(),
+            },
+            instance: InstanceFacts {
+                instance_type: "<InstanceType>".into(),
+                availability_zone: "<AvailabilityZone>".into(),
+                region: "<Region>".into(),
+                account_id: "<AccountId>".into(),
+                instance_life_cycle: "<InstanceLifeCycle>".into(),
+                local_hostname: "<LocalHostname>".into(),
+                local_ip: "<LocalIP>".into(),
+                public_hostname: "<PublicHostname>".into(),
+                public_ip: "<PublicIP>".into(),
+                auto_scaling_group_name: "<AutoScalingGroupName>".into(),
+            },
+        };
+        assert_eq!(filled.values(), map);
+        for n in names {
+            assert_eq!(
+                render(&format!("{{{{ .{n} }}}}"), &filled, false).unwrap(),
+                format!("<{n}>")
+            );
+        }
     }
 
     #[test]
@@ -418,6 +599,28 @@ mod tests {
             assert!(!shown.contains("s3cr3t"), "{shown}");
         }
         assert!(parse_headers("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn urls_are_checked_at_start() {
+        for (bad, says) in [
+            ("hooks.slack.com/services/T/B/secret", "has no scheme"),
+            ("ftp://example.com/x", "scheme must be https or http"),
+            ("https://", "empty host"),
+            ("", "has no scheme"),
+        ] {
+            let e = Webhook::new(WebhookConfig {
+                url: bad.to_owned(),
+                ..WebhookConfig::default()
+            })
+            .err()
+            .unwrap_or_else(|| panic!("{bad} accepted"))
+            .to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(!e.contains("secret"), "{e}");
+        }
+        assert!(check_url("https://hooks.slack.com/services/T/B/x").is_ok());
+        assert!(check_url("http://127.0.0.1:8080/hook").is_ok());
     }
 
     #[test]

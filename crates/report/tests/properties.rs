@@ -4,10 +4,10 @@
 //! hold. `PROPTEST_CASES` sets the cases per property (256 by default).
 
 use proptest::prelude::*;
-use sih_report::webhook::{FIELDS, TemplateData, check, parse_headers, render};
+use sih_report::webhook::{TemplateData, check, fields, parse_headers, render};
 
 fn template() -> impl Strategy<Value = String> {
-    let field = prop::sample::select(FIELDS.to_vec()).prop_map(|f| format!("{{{{ .{f} }}}}"));
+    let field = prop::sample::select(fields().to_vec()).prop_map(|f| format!("{{{{ .{f} }}}}"));
     let piece = prop_oneof![
         ".{0,12}",
         field,
@@ -20,8 +20,19 @@ fn template() -> impl Strategy<Value = String> {
 }
 
 fn data() -> impl Strategy<Value = TemplateData> {
-    prop::collection::vec((prop::sample::select(FIELDS.to_vec()), ".{0,30}"), 0..10)
-        .prop_map(|pairs| pairs.into_iter().collect())
+    (".{0,30}", ".{0,30}", ".{0,30}", ".{0,30}", ".{0,30}").prop_map(
+        |(event_id, kind, description, node_name, labels)| {
+            let mut d = TemplateData {
+                event_id,
+                kind,
+                description,
+                node_name,
+                ..TemplateData::default()
+            };
+            d.node.node_labels = labels;
+            d
+        },
+    )
 }
 
 proptest! {

@@ -79,6 +79,11 @@ pub struct Identity {
     pub availability_zone: String,
     pub local_hostname: String,
     pub local_ipv4: String,
+    /// `None`: an instance without a public address (the items answer 404).
+    pub public_ipv4: Option<String>,
+    /// The Auto Scaling group, served as the instance's tag in the metadata (`None`: tags
+    /// are not allowed into the metadata, EC2's default).
+    pub auto_scaling_group: Option<String>,
     pub life_cycle: String,
     pub mac: String,
     pub ami_id: String,
@@ -96,6 +101,9 @@ impl Default for Identity {
             local_hostname: hostname_for(&local_ipv4, &region_of(&availability_zone)),
             availability_zone,
             local_ipv4,
+            // TEST-NET-3: documentation addresses, never routed.
+            public_ipv4: Some("203.0.113.12".into()),
+            auto_scaling_group: Some("spot-nodes".into()),
             life_cycle: "spot".into(),
             mac: "0e:49:61:0f:c3:11".into(),
             ami_id: "ami-0abcdef1234567890".into(),
@@ -106,6 +114,15 @@ impl Default for Identity {
 }
 
 impl Identity {
+    /// EC2's public DNS name for the public address: `ec2-203-0-113-12.compute-1.amazonaws.com`.
+    pub fn public_hostname(&self) -> Option<String> {
+        let ip = self.public_ipv4.as_ref()?.replace('.', "-");
+        Some(match self.region().as_str() {
+            "us-east-1" => format!("ec2-{ip}.compute-1.amazonaws.com"),
+            region => format!("ec2-{ip}.{region}.compute.amazonaws.com"),
+        })
+    }
+
     pub fn region(&self) -> String {
         region_of(&self.availability_zone)
     }

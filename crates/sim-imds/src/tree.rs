@@ -28,6 +28,16 @@ pub fn identity_leaves(id: &Identity) -> Leaves {
     put("meta-data/instance-type", id.instance_type.clone());
     put("meta-data/local-hostname", id.local_hostname.clone());
     put("meta-data/local-ipv4", id.local_ipv4.clone());
+    if let (Some(ip), Some(name)) = (&id.public_ipv4, id.public_hostname()) {
+        put("meta-data/public-ipv4", ip.clone());
+        put("meta-data/public-hostname", name);
+    }
+    if let Some(group) = &id.auto_scaling_group {
+        put(
+            "meta-data/tags/instance/aws:autoscaling:groupName",
+            group.clone(),
+        );
+    }
     put("meta-data/mac", mac.clone());
     put(
         "meta-data/placement/availability-zone",
