@@ -9,24 +9,41 @@ use clap::{CommandFactory, Parser};
 use spot_interrupt_handler::cli::{Cli, Command};
 use spot_interrupt_handler::{commands, logging, nth};
 
-/// Errors are one line that says what failed and why, the causes joined (`{:#}`), never a
-/// backtrace (RUST_BACKTRACE is for panics, and an error is not one): plain text until the
-/// logs are set up, then in the log's own format (JSON under `--log-format json`).
+/// Errors are one line that says what failed and why, the causes joined, never a backtrace
+/// (RUST_BACKTRACE is for panics, and an error is not one): plain text until the logs are set
+/// up, then in the log's own format (JSON under `--log-format json`).
 fn main() -> std::process::ExitCode {
     let cli = match parse() {
         Ok(cli) => cli,
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            eprintln!("Error: {}", one_line(&e));
             return std::process::ExitCode::FAILURE;
         }
     };
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %format_args!("{e:#}"), "stopped");
+            tracing::error!(error = %one_line(&e), "stopped");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes joined with `: `, each said once: many errors (kube's, hyper's)
+/// already include their cause in their own text, which `{:#}` would repeat.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

@@ -1335,7 +1335,8 @@ async fn a_fatal_error_is_one_line_in_the_logs_format_without_a_backtrace() {
             ])
             .env("SIH_KUBECONFIG", "/nonexistent")
             .env("RUST_BACKTRACE", "1")
-            .env("NO_COLOR", "1")
+            // Colour is for terminals: none into this pipe, without being asked.
+            .env_remove("NO_COLOR")
             .output()
             .await
             .expect("the binary runs");
@@ -1343,6 +1344,10 @@ async fn a_fatal_error_is_one_line_in_the_logs_format_without_a_backtrace() {
         let err = String::from_utf8_lossy(&out.stderr);
         let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
         assert_eq!(lines.len(), 1, "{format}: {err}");
+        assert!(
+            !err.contains('\x1b'),
+            "{format}: colour codes in a pipe: {err:?}"
+        );
         assert!(
             err.contains("/nonexistent"),
             "{format}: the cause is kept: {err}"
@@ -1435,4 +1440,38 @@ async fn webhook_mistakes_are_refused_before_anything_else_in_both_modes() {
         0,
         "the metadata service was not asked"
     );
+}
+
+/// `drain` of a node the API server cannot be reached for: one line that says what failed and
+/// why, each cause once (it printed kube's own error line too, and "client error (Connect)"
+/// twice); a mistyped node is named as not found.
+#[tokio::test]
+async fn a_drain_that_cannot_reach_the_api_says_why_in_one_line() {
+    let kubeconfig =
+        std::env::temp_dir().join(format!("sih-unreachable-{}.yaml", std::process::id()));
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'http://127.0.0.1:1'}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\nusers:\n- name: u\n  user: {}\n",
+    )
+    .unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(BIN)
+            .args(["drain", "nosuch", "--api-timeout", "2s"])
+            .env("SIH_KUBECONFIG", &kubeconfig)
+            .output(),
+    )
+    .await
+    .expect("it gives up")
+    .expect("the binary runs");
+    let _ = std::fs::remove_file(&kubeconfig);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        err.contains("nosuch") && err.contains("Connection refused"),
+        "{err}"
+    );
+    assert_eq!(err.matches("client error (Connect)").count(), 1, "{err}");
 }
