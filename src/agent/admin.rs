@@ -1,8 +1,14 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (liveness), `/readyz`
 //! (readiness); optionally the liveness probe on a second address, as NTH's chart expects.
+//!
+//! It listens on the host network of every spot node, so it holds up under clients that
+//! connect and say nothing: at most [`MAX_CONNECTIONS`] at once (more are closed at once, so
+//! descriptors never run out), request headers must arrive within [`HEADER_TIMEOUT`], and a
+//! connection lives at most [`CONNECTION_LIFETIME`] (a scraper simply reconnects).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -67,6 +73,65 @@ async fn readyz(State(s): State<Shared>) -> (StatusCode, String) {
     }
 }
 
+/// Connections served at once, per listener: probes and a scraper need a handful; far below
+/// any open-files limit.
+pub const MAX_CONNECTIONS: usize = 256;
+/// The longest a client may take to send a request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest one connection is kept, idle or not.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// Serves `app` on `listener` within the limits above, until the process ends.
+async fn serve(listener: tokio::net::TcpListener, app: Router, what: &'static str) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut refused: u64 = 0;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors or a connection reset before accept: wait a moment
+                // rather than spin.
+                tracing::warn!(listener = what, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(
+                    listener = what,
+                    refused,
+                    limit = MAX_CONNECTIONS,
+                    "too many connections; closing new ones"
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Raises the soft limit on open files to the hard one, so many connections (or a burst of
+/// API calls) cannot run the process out of descriptors at a low default of 1024.
+pub fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
+}
+
 /// Binds the listeners now (so a taken port fails the start) and serves them in the
 /// background. Returns the bound admin address.
 pub async fn start(
@@ -88,11 +153,7 @@ pub async fn start(
         .await
         .with_context(|| format!("cannot listen on --admin-listen {addr}"))?;
     let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "admin server stopped");
-        }
-    });
+    tokio::spawn(serve(listener, app, "admin"));
     if let Some((addr, path)) = probes {
         let path = if path.starts_with('/') {
             path
@@ -103,11 +164,7 @@ pub async fn start(
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on --probes-listen {addr}"))?;
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "probes server stopped");
-            }
-        });
+        tokio::spawn(serve(listener, app, "probes"));
     }
     Ok(bound)
 }

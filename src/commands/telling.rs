@@ -24,6 +24,7 @@ pub async fn start_admin(
     report: &ReportFlags,
     health: Health,
 ) -> anyhow::Result<(Arc<Metrics>, Arc<Health>)> {
+    admin::raise_open_files_limit();
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(health);
     let probes = report

@@ -166,3 +166,54 @@ async fn killed_mid_drain_the_next_agent_resumes() {
     })
     .await;
 }
+
+/// The admin listener is on every spot node's host network: 1100 clients that connect and say
+/// nothing used to take every descriptor of a 1024 limit, and `/healthz` stopped answering.
+/// Now connections are capped (the rest closed at once), silent ones are closed after the
+/// header timeout, and the agent's descriptors stay bounded: `/healthz` answers again within
+/// that timeout.
+#[tokio::test]
+async fn idle_connections_cannot_take_the_admin_listener_down() {
+    // This test's own 1100 sockets need more than a default soft limit of 1024.
+    rlimit::increase_nofile_limit(8192).unwrap();
+    let s = Scene::start(&[]).await;
+    let agent = s.agent(&[]).await;
+    let pid = agent.proc.child.id().unwrap();
+    let addr = agent.admin.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::new();
+    for _ in 0..1100 {
+        if let Ok(c) = tokio::net::TcpStream::connect(&addr).await {
+            idle.push(c);
+        }
+    }
+    assert!(idle.len() >= 1000, "{} connected", idle.len());
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    assert!(fds < 400, "the agent holds {fds} descriptors");
+    // Answers again within the header timeout (5 s), however many stay connected.
+    until("/healthz answers", Duration::from_secs(8), || async {
+        reqwest::Client::new()
+            .get(format!("{}/healthz", agent.admin))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    // The silent ones were closed by the agent.
+    let mut closed = 0;
+    for c in idle.iter_mut().take(50) {
+        let mut buf = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::io::AsyncReadExt::read(c, &mut buf),
+        )
+        .await
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 50, "idle connections are closed");
+    assert!(agent.child_alive());
+}
