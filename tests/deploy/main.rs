@@ -598,6 +598,18 @@ fn every_manifest_runs_its_binary_from_the_image_that_holds_it() {
             // The pod runs as the user the image is built for (a UID the image owns nothing as).
             let uid = &container["securityContext"]["runAsUser"];
             assert_eq!(uid, &image_uid(), "{m}: {args:?} runs as {uid}");
+            // The simulator's control API stays on the pod's loopback (kubectl port-forward).
+            if args.first() == Some(&"simulate") {
+                let at = args
+                    .iter()
+                    .position(|a| *a == "--control-listen")
+                    .and_then(|i| args.get(i + 1))
+                    .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+                assert!(
+                    at.is_some_and(|a| a.ip().is_loopback()),
+                    "{m}: the control API must listen on loopback: {args:?}"
+                );
+            }
             // Environment-only configuration (the agent's DaemonSet) has no subcommand to check.
             if args.is_empty() {
                 checked += 1;

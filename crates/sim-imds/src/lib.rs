@@ -238,22 +238,57 @@ impl App {
     }
 }
 
-/// Serves on `listener` until `shutdown` completes.
+/// Serves on `listener` until `shutdown` completes, the control API (`/_sim/`) with it.
 pub async fn serve(
     listener: TcpListener,
     config: SimConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_split(listener, None, config, shutdown).await
+}
+
+/// Serves the metadata on `listener` and, when `control` is given, the control API on that
+/// listener alone (the metadata listener then refuses `/_sim/` as any unknown path): in a cluster the
+/// metadata is reached through a Service while the control API stays on the pod's loopback,
+/// reachable only by who may `kubectl port-forward`.
+pub async fn serve_split(
+    listener: TcpListener,
+    control: Option<TcpListener>,
+    config: SimConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let app = Arc::new(App::new(&config));
     announce_scheduled(&app, &config.scenario);
-    let router = control::routes().fallback(ec2::handle).with_state(app);
     // Small answers go out at once, without Nagle's delay.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let nodelay = |l: TcpListener| {
+        axum::serve::ListenerExt::tap_io(l, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        })
+    };
+    let Some(control) = control else {
+        let router = control::routes().fallback(ec2::handle).with_state(app);
+        return axum::serve(nodelay(listener), router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let metadata = axum::Router::new()
+        .fallback(ec2::handle)
+        .with_state(app.clone());
+    let controls = control::routes().with_state(app);
+    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let serving = tokio::try_join!(
+        axum::serve(nodelay(listener), metadata).with_graceful_shutdown(until(stopped.clone())),
+        axum::serve(nodelay(control), controls).with_graceful_shutdown(until(stopped)),
+        async move {
+            shutdown.await;
+            let _ = stop.send(true);
+            Ok(())
+        },
+    );
+    serving.map(|_| ())
 }
 
 /// Logs the moment each flag-scheduled item becomes visible, so a person watching the

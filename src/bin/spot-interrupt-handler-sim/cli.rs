@@ -137,6 +137,11 @@ pub struct SimulateImdsArgs {
     /// Address to serve on (port 0 picks a free port; the address is printed on start).
     #[arg(long, env = "SIH_SIM_IMDS_LISTEN", default_value = "127.0.0.1:1338")]
     pub listen: SocketAddr,
+    /// Serve the control API (`/_sim/`) on this address alone instead of with the metadata:
+    /// in a cluster, keep it on the pod's loopback (reached with `kubectl port-forward`) while
+    /// the metadata is served to the agents.
+    #[arg(long, env = "SIH_SIM_IMDS_CONTROL_LISTEN")]
+    pub control_listen: Option<SocketAddr>,
     /// Whether GETs need an IMDSv2 token.
     #[arg(long, env = "SIH_SIM_IMDSV2", value_enum, default_value_t = ImdsV2::Optional)]
     pub imdsv2: ImdsV2,

@@ -103,6 +103,18 @@ pub async fn run(args: SimulateImdsArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let control = match args.control_listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on --control-listen {at}"))?,
+        ),
+        None => None,
+    };
+    let control_at = match &control {
+        Some(l) => l.local_addr()?,
+        None => addr,
+    };
     // The first stdout line is the address: scripts and tests read it (port 0 is allowed).
     // A reader that has gone away (closed pipe) must not stop the simulator.
     let mut out = std::io::stdout().lock();
@@ -117,9 +129,10 @@ pub async fn run(args: SimulateImdsArgs) -> anyhow::Result<()> {
         sih_sim_imds::TokenMode::Required => "required",
     };
     tracing::info!(imdsv2, instance_id = %config.identity.instance_id,
-        "instance metadata simulator ready; control API under /_sim/");
-    sih_sim_imds::serve(
+        "instance metadata simulator ready; control API at http://{control_at}/_sim/");
+    sih_sim_imds::serve_split(
         listener,
+        control,
         config,
         spot_interrupt_handler::signals::shutdown(),
     )
@@ -179,5 +192,51 @@ mod tests {
             let _ = stop.send(());
             let _ = server.await;
         }
+    }
+
+    /// With a control listener of its own, the metadata listener refuses `/_sim/`
+    /// (no agent's neighbour can stage an interruption through the Service), and the control
+    /// listener does, acting on the metadata the agents read.
+    #[tokio::test]
+    async fn the_control_api_can_live_on_its_own_listener() {
+        let metadata = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let control = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (m, c) = (
+            metadata.local_addr().unwrap(),
+            control.local_addr().unwrap(),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(sih_sim_imds::serve_split(
+            metadata,
+            Some(control),
+            sih_sim_imds::SimConfig::default(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let http = reqwest::Client::new();
+        let stage = |at: std::net::SocketAddr| {
+            http.post(format!("http://{at}/_sim/spot-interruption"))
+                .json(&serde_json::json!({"action": "terminate", "lead_seconds": 120}))
+                .send()
+        };
+        // Answered as any metadata path is to a POST: not allowed.
+        let refused = stage(m).await.unwrap().status();
+        assert!(refused == 405 || refused == 404, "{refused}");
+        let item = format!("http://{m}/latest/meta-data/spot/instance-action");
+        assert_eq!(http.get(&item).send().await.unwrap().status(), 404);
+        assert_eq!(stage(c).await.unwrap().status(), 200);
+        assert_eq!(http.get(&item).send().await.unwrap().status(), 200);
+        assert_eq!(
+            http.get(format!("http://{c}/latest/meta-data/instance-id"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            404,
+            "the control listener serves no metadata"
+        );
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
     }
 }
