@@ -24,6 +24,8 @@ pub struct Health {
     source_grace: Duration,
     /// Running drains by node: when each started and when it must have ended.
     drains: Mutex<HashMap<String, (Instant, Instant)>>,
+    /// Where each failed node write is counted (the log says a lasting failure once).
+    metrics: Option<std::sync::Arc<sih_report::Metrics>>,
 }
 
 /// A drain still running this long after it should have ended is stuck (a restart may help:
@@ -51,6 +53,20 @@ impl Health {
             source_failing: Mutex::new(None),
             source_grace: Duration::from_secs(5),
             drains: Mutex::new(HashMap::new()),
+            metrics: None,
+        }
+    }
+
+    /// Failed node writes are counted in these metrics.
+    pub fn counting(mut self, metrics: std::sync::Arc<sih_report::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// One failed write of a node: `not_found` or `api_error`.
+    pub fn node_write_failed(&self, result: &'static str) {
+        if let Some(m) = &self.metrics {
+            m.node_write_failure(result);
         }
     }
 

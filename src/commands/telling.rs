@@ -26,7 +26,7 @@ pub async fn start_admin(
 ) -> anyhow::Result<(Arc<Metrics>, Arc<Health>)> {
     admin::raise_open_files_limit();
     let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(health);
+    let health = Arc::new(health.counting(metrics.clone()));
     let probes = report
         .probes_listen
         .map(|a| (a, report.probes_path.clone()));

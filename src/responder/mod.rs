@@ -688,11 +688,11 @@ impl Actor {
                 true
             }
             WriteResult::Failed { error } => {
-                self.write_failed(node, error.to_string(), error.is_retryable());
+                self.write_failed(node, error.to_string(), error.is_retryable(), "api_error");
                 return;
             }
             WriteResult::NodeGone => {
-                self.write_failed(node, format!("node {node:?} not found"), false);
+                self.write_failed(node, format!("node {node:?} not found"), false, "not_found");
                 let s = self.state(node);
                 s.gone = true;
                 if !s.loaded {
@@ -768,7 +768,9 @@ impl Actor {
         self.settle_waiters(node);
     }
 
-    fn write_failed(&mut self, node: &str, error: String, retrying: bool) {
+    /// Each failure is counted; a lasting one is said once (until a write works again).
+    fn write_failed(&mut self, node: &str, error: String, retrying: bool, reason: &'static str) {
+        self.health.node_write_failed(reason);
         if retrying {
             self.health.api_failed();
         }

@@ -217,3 +217,54 @@ async fn idle_connections_cannot_take_the_admin_listener_down() {
     assert_eq!(closed, 50, "idle connections are closed");
     assert!(agent.child_alive());
 }
+
+/// A lasting condition is said once, not on every poll, and counted each time: the node
+/// deleted under a notice (and the API answering 500 for every node write) give one warning
+/// each over many polls, while `..._node_write_failures_total` counts every failed write.
+#[tokio::test]
+async fn a_lasting_failure_is_said_once_and_counted_each_time() {
+    use k8s_openapi::api::core::v1::Node;
+    let s = Scene::start(&[]).await;
+    let agent = s.agent(&[]).await;
+    // Every node write fails, for as long as the test wants.
+    s.cluster_control(
+        "faults",
+        json!({"verb": "patch", "resource": "nodes", "status": 500}),
+    )
+    .await;
+    s.spot(60).await;
+    until("failed writes counted", Duration::from_secs(10), || async {
+        agent
+            .metric("spot_interrupt_handler_node_write_failures_total{result=\"api_error\"}")
+            .await
+            >= 3.0
+    })
+    .await;
+    let said = |what: &str| {
+        agent
+            .proc
+            .json_lines()
+            .iter()
+            .filter(|l| l["level"] == "WARN" && l.to_string().contains(what))
+            .count()
+    };
+    assert_eq!(said("500"), 1, "{}", agent.proc.log());
+    // Then the node goes away: said once more, counted each time.
+    s.cluster_control("faults", json!({})).await;
+    let nodes: kube::Api<Node> = kube::Api::all(s.client.clone());
+    nodes.delete(&s.node, &Default::default()).await.unwrap();
+    until(
+        "node-not-found writes counted",
+        Duration::from_secs(10),
+        || async {
+            agent
+                .metric("spot_interrupt_handler_node_write_failures_total{result=\"not_found\"}")
+                .await
+                >= 1.0
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(said("not found") <= 1, "{}", agent.proc.log());
+    assert!(agent.child_alive());
+}

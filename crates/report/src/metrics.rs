@@ -65,6 +65,9 @@ pub struct Metrics {
     pub events_dropped: Counter,
     /// Kubernetes Events that could not be written (API errors, timeouts).
     pub events_failed: Counter,
+    /// Every failed write of a node's fence, by reason (`not_found`, `api_error`): the log says
+    /// a lasting condition once, this counts each time it happened.
+    pub node_write_failures: Family<ResultLabels, Counter>,
 }
 
 /// Fence latency is milliseconds to a few seconds; drains and slack are seconds to minutes.
@@ -107,6 +110,7 @@ impl Metrics {
             oldest_drain_seconds: Gauge::default(),
             events_dropped: Counter::default(),
             events_failed: Counter::default(),
+            node_write_failures: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -131,6 +135,11 @@ impl Metrics {
             m.imds_errors.clone(),
         );
         registry.register("polls", "Metadata polls completed", m.polls.clone());
+        registry.register(
+            "node_write_failures",
+            "Failed writes of a node's fence (each attempt), by result",
+            m.node_write_failures.clone(),
+        );
         registry.register(
             "fence_latency_seconds",
             "Notice visible to node fenced",
@@ -204,6 +213,12 @@ impl Metrics {
 
     pub fn eviction(&self, result: &'static str) {
         self.evictions.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    pub fn node_write_failure(&self, result: &'static str) {
+        self.node_write_failures
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     pub fn webhook(&self, result: &'static str) {
