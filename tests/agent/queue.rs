@@ -10,8 +10,12 @@ use serde_json::{Value, json};
 use crate::moto::Moto;
 use crate::support::{BIN, Proc, Scene, cordoned, taints, until};
 
+/// The controller's own access key: its requests are told apart from the test's set-up calls
+/// (`Moto::iam_actions`; moto reads a key of 20 capitals and digits).
+const CONTROLLER_KEY: &str = "AKIASIHCONTROLLER000";
+
 const AWS_ENV: [(&str, &str); 3] = [
-    ("AWS_ACCESS_KEY_ID", "test"),
+    ("AWS_ACCESS_KEY_ID", CONTROLLER_KEY),
     ("AWS_SECRET_ACCESS_KEY", "test"),
     ("AWS_REGION", "us-east-1"),
 ];
@@ -489,6 +493,73 @@ async fn terminate_hook_heartbeats_while_draining_then_continues() {
         )
         .await,
         beats as f64
+    );
+}
+
+/// The IAM actions in docs/install.md's queue-mode policy.
+fn documented_policy() -> std::collections::BTreeSet<String> {
+    let install =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/install.md")).unwrap();
+    let after = install
+        .split("Queue mode (SQS) needs")
+        .nth(1)
+        .expect("the policy's section");
+    let json = after
+        .split("```json")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the policy's JSON");
+    let policy: Value = serde_json::from_str(json).expect("the policy is JSON");
+    policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["Action"].as_array().unwrap().iter())
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The policy docs/install.md asks for is exactly what the controller calls, both ways: every
+/// request it sent to moto in a terminate-hook drain that spans heartbeats and visibility
+/// extensions (the widest path: SQS, EC2, Auto Scaling) needs an action the policy grants, and
+/// every action granted was used (batch calls need their single action's permission).
+#[tokio::test]
+async fn the_documented_iam_policy_is_exactly_what_the_controller_calls() {
+    let q = QueueScene::start(&[
+        "--heartbeat-interval",
+        "1s",
+        "--visibility-timeout",
+        "2s",
+        "--pod-termination-grace-period",
+        "3",
+    ])
+    .await;
+    group_with_hooks(&q.moto).await;
+    let instance = instance_of(&q.s, &q.s.node).await;
+    q.send(&with_instance(
+        "asg-terminate-lifecycle-eventbridge.json",
+        &instance,
+    ))
+    .await;
+    q.s.drained().await;
+    q.until_empty().await;
+    let called: std::collections::BTreeSet<String> = q
+        .moto
+        .iam_actions(CONTROLLER_KEY)
+        .into_iter()
+        .map(|a| a.trim_end_matches("Batch").to_owned())
+        .collect();
+    let policy = documented_policy();
+    assert!(
+        called.contains("autoscaling:CompleteLifecycleAction")
+            && called.contains("sqs:ChangeMessageVisibility"),
+        "the run took the widest path: {called:?}"
+    );
+    let unused: Vec<&String> = policy.difference(&called).collect();
+    let missing: Vec<&String> = called.difference(&policy).collect();
+    assert!(
+        unused.is_empty() && missing.is_empty(),
+        "granted but never called: {unused:?}; called but not granted: {missing:?}"
     );
 }
 

@@ -13,11 +13,14 @@ pub struct Moto {
     pub url: String,
     /// One JSON line per CompleteLifecycleAction / RecordLifecycleActionHeartbeat / deletion.
     pub calls: std::path::PathBuf,
+    /// One JSON line per request served: the IAM action it needs and its access key.
+    pub requests: std::path::PathBuf,
 }
 
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.calls);
+        let _ = std::fs::remove_file(&self.requests);
     }
 }
 
@@ -45,6 +48,7 @@ impl Moto {
             "sih-moto-calls-{}-{port}.jsonl",
             std::process::id()
         ));
+        let requests = calls.with_extension("requests.jsonl");
         let launcher = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/support/moto_launcher.py"
@@ -52,6 +56,7 @@ impl Moto {
         let mut cmd = tokio::process::Command::new(python);
         cmd.args([launcher, "-H", "127.0.0.1", "-p", &port.to_string()])
             .env("SIH_MOTO_CALLS", &calls)
+            .env("SIH_MOTO_REQUESTS", &requests)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true);
@@ -81,7 +86,20 @@ impl Moto {
             _server: child,
             url,
             calls,
+            requests,
         })
+    }
+
+    /// The IAM actions (`sqs:ReceiveMessage`, ...) of the requests sent with this access key.
+    #[allow(dead_code)] // the soak does not ask
+    pub fn iam_actions(&self, access_key: &str) -> std::collections::BTreeSet<String> {
+        std::fs::read_to_string(&self.requests)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["key"] == access_key)
+            .filter_map(|v| v["iam"].as_str().map(str::to_owned))
+            .collect()
     }
 
     pub async fn config(&self) -> aws_config::SdkConfig {

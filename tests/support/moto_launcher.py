@@ -5,6 +5,10 @@ in the file named by SIH_MOTO_CALLS, so tests can assert on what the controller 
 message deletion is recorded there too (its queue, message id, body and time), so an invariant
 checker can tell when each message went.
 
+Every AWS request moto serves is also recorded, as the IAM action it needs and the access key
+that sent it, in the file named by SIH_MOTO_REQUESTS: tests compare what the controller calls
+with the IAM policy the documentation asks for.
+
 Run: SIH_MOTO_CALLS=/tmp/calls.jsonl python3 tests/support/moto_launcher.py -H 127.0.0.1 -p 5000
 """
 import json
@@ -14,11 +18,24 @@ import time
 
 from moto.autoscaling.exceptions import ValidationError
 from moto.autoscaling.responses import AutoScalingResponse
-from moto.core.responses import EmptyResult
+from moto.core.responses import BaseResponse, EmptyResult
 from moto.server import main
 from moto.sqs.models import Queue
 
 CALLS = os.environ.get("SIH_MOTO_CALLS", os.devnull)
+REQUESTS = os.environ.get("SIH_MOTO_REQUESTS", os.devnull)
+
+_call_action = BaseResponse.call_action
+
+
+def _call_and_record(self):
+    entry = {"iam": f"{self.service_name}:{self._get_action()}", "key": self.get_access_key()}
+    with open(REQUESTS, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")
+    return _call_action(self)
+
+
+BaseResponse.call_action = _call_and_record
 
 
 def _record(self, action):
