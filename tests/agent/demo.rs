@@ -38,6 +38,30 @@ async fn demo_tells_the_whole_story_and_exits_zero() {
     ] {
         assert!(events.contains(&e), "{e} missing from {events:?}");
     }
+    // Every line has typed fields besides its text.
+    let first = |e: &str| lines.iter().find(|l| l["event"] == e).unwrap();
+    let node = first("notice")["node"].as_str().unwrap().to_owned();
+    assert!(node.starts_with("ip-"), "{}", first("notice"));
+    assert_eq!(first("notice")["seconds"], 120);
+    assert_eq!(first("notice")["daemonset_pods_staying"], 1);
+    assert_eq!(first("detected")["kind"], "spot-interruption");
+    assert_eq!(first("detected")["action"], "drain");
+    assert_eq!(first("fenced")["effect"], "NoSchedule");
+    assert_eq!(first("evicted")["node"], node.as_str());
+    assert!(
+        first("evicted")["pod"]
+            .as_str()
+            .unwrap()
+            .starts_with("default/web-")
+    );
+    assert!(first("evicted")["grace_s"].as_u64().is_some());
+    assert!(first("drain-done")["seconds_left"].as_f64().unwrap() > 60.0);
+    assert_ne!(first("rescheduled")["node"], node.as_str());
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["text"].is_string() || l["summary"].is_object())
+    );
     // Times are relative to the notice and in order.
     let times: Vec<f64> = lines.iter().filter_map(|l| l["t"].as_f64()).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");

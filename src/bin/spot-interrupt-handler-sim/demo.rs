@@ -37,13 +37,18 @@ impl Timeline {
         Instant::now().duration_since(self.t0).as_secs_f64()
     }
 
-    fn say(&self, event: &str, text: String) {
+    /// One line: in JSON, `t`, `event`, the typed `fields` (kind, node, pod, seconds...) and
+    /// the `text` people read.
+    fn say(&self, event: &str, fields: serde_json::Value, text: String) {
         let t = self.at();
         if self.json {
-            println!(
-                "{}",
-                json!({"t": (t * 1000.0).round() / 1000.0, "event": event, "text": text})
-            );
+            let mut line = json!({"t": (t * 1000.0).round() / 1000.0, "event": event});
+            if let (Some(line), serde_json::Value::Object(fields)) = (line.as_object_mut(), fields)
+            {
+                line.extend(fields);
+            }
+            line["text"] = json!(text);
+            println!("{line}");
         } else {
             println!("{t:>+8.3}s  {text}");
         }
@@ -118,22 +123,32 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let before = pods.list(&ListParams::default()).await?.items;
+    let on_node =
+        |p: &&Pod| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(spot.as_str());
     let on_spot: Vec<String> = before
         .iter()
-        .filter(|p| {
-            p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(spot.as_str())
-                && !is_daemon_pod(p)
-        })
+        .filter(on_node)
+        .filter(|p| !is_daemon_pod(p))
         .filter_map(|p| p.metadata.name.clone())
         .collect();
+    let daemons_on_spot = before
+        .iter()
+        .filter(on_node)
+        .filter(|p| is_daemon_pod(p))
+        .count();
     let known: HashSet<String> = before
         .iter()
         .filter_map(|p| p.metadata.name.clone())
         .collect();
 
     if !args.json {
+        let daemons = match daemons_on_spot {
+            0 => String::new(),
+            1 => " and 1 DaemonSet pod, which stays (it runs on every node and goes with the instance)".to_owned(),
+            n => format!(" and {n} DaemonSet pods, which stay (they run on every node and go with the instance)"),
+        };
         println!(
-            "spot-interrupt-handler demo: a simulated cluster of {} nodes; spot node {spot} runs {} pods of ours to evacuate.",
+            "spot-interrupt-handler demo: a simulated cluster of {} nodes; spot node {spot} runs {} workload pods to evacuate{daemons}.",
             nodes.list(&ListParams::default()).await?.items.len(),
             on_spot.len()
         );
@@ -187,6 +202,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     tl.say(
         "notice",
+        json!({"node": spot, "seconds": args.notice.as_secs(), "pods_to_evacuate": on_spot.len(), "daemonset_pods_staying": daemons_on_spot}),
         format!(
             "notice visible: spot/instance-action says terminate in {}s",
             args.notice.as_secs()
@@ -209,7 +225,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                         && pod_ready(p) && seen_new.insert(name.clone())
                     {
                         s.rescheduled += 1;
-                        tl.say("rescheduled", format!("replica {name} running on {node}"));
+                        tl.say(
+                            "rescheduled",
+                            json!({"pod": name, "node": node}),
+                            format!("replica {name} running on {node}"),
+                        );
                     }
                 }
                 if s.drain_done.is_some() && s.replicas_back.is_none() {
@@ -224,7 +244,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                     });
                     if back && away && s.rescheduled >= on_spot.len() {
                         s.replicas_back = Some(tl.at());
-                        tl.say("replicas-back", "every Deployment is back to its desired replicas, none on the spot node".into());
+                        let daemons = if daemons_on_spot > 0 {
+                            format!("; the {daemons_on_spot} DaemonSet pod(s) stay on it until the instance goes")
+                        } else {
+                            String::new()
+                        };
+                        tl.say(
+                            "replicas-back",
+                            json!({"node": spot, "daemonset_pods_staying": daemons_on_spot}),
+                            format!("every Deployment is back to its desired replicas, none on the spot node{daemons}"),
+                        );
                         break;
                     }
                 }
@@ -266,16 +295,15 @@ fn narrate(tl: &Timeline, s: &mut Summary, u: Update) {
             s.detected.get_or_insert(tl.at());
             tl.say(
                 "detected",
-                format!(
-                    "detected {} (id {}), action {action:?}",
-                    notice.kind, notice.id
-                ),
+                json!({"kind": notice.kind, "notice_id": notice.id, "node": notice.node, "action": action}),
+                format!("detected {} (id {}), action {action}", notice.kind, notice.id),
             );
         }
         Update::Fenced { notice, effect, .. } => {
             s.fenced.get_or_insert(tl.at());
             tl.say(
                 "fenced",
+                json!({"kind": notice.kind, "node": notice.node, "taint": notice.kind.taint_key(), "effect": effect}),
                 format!(
                     "fenced {}: taint {}:{effect}, cordoned, out of external load balancers",
                     notice.node,
@@ -283,42 +311,61 @@ fn narrate(tl: &Timeline, s: &mut Summary, u: Update) {
                 ),
             );
         }
-        Update::DrainStarted { time_left, .. } => tl.say(
+        Update::DrainStarted { notice, time_left } => tl.say(
             "drain-started",
+            json!({"node": notice.node, "seconds_left": (time_left.as_secs_f64() * 1000.0).round() / 1000.0}),
             format!(
                 "drain started, {:.1}s before the deadline",
                 time_left.as_secs_f64()
             ),
         ),
-        Update::Drain { progress, .. } => match progress {
-            Progress::Evicted { pod, grace } => {
-                s.evicted += 1;
-                tl.say("evicted", format!("evicted {pod} (grace {grace}s)"));
+        Update::Drain { notice, progress } => {
+            let node = notice.node;
+            match progress {
+                Progress::Evicted { pod, grace } => {
+                    s.evicted += 1;
+                    tl.say(
+                        "evicted",
+                        json!({"pod": pod.to_string(), "node": node, "grace_s": grace}),
+                        format!("evicted {pod} (grace {grace}s)"),
+                    );
+                }
+                Progress::BlockedByBudget { pod, .. } => {
+                    s.pdb_waits += 1;
+                    tl.say(
+                        "pdb-wait",
+                        json!({"pod": pod.to_string(), "node": node}),
+                        format!("{pod} waits: its PodDisruptionBudget allows no disruption yet"),
+                    );
+                }
+                Progress::DeletedAtDeadline { pod, grace } => {
+                    s.deleted_at_deadline += 1;
+                    tl.say(
+                        "deleted",
+                        json!({"pod": pod.to_string(), "node": node, "grace_s": grace}),
+                        format!("deleted {pod} at the deadline (grace {grace}s)"),
+                    );
+                }
+                Progress::Gone { pod } => tl.say(
+                    "gone",
+                    json!({"pod": pod.to_string(), "node": node}),
+                    format!("{pod} has stopped"),
+                ),
+                Progress::Failed { pod, reason } => tl.say(
+                    "failed",
+                    json!({"pod": pod.to_string(), "node": node, "reason": reason}),
+                    format!("{pod} FAILED: {reason}"),
+                ),
+                _ => {}
             }
-            Progress::BlockedByBudget { pod, .. } => {
-                s.pdb_waits += 1;
-                tl.say(
-                    "pdb-wait",
-                    format!("{pod} waits: its PodDisruptionBudget allows no disruption yet"),
-                );
-            }
-            Progress::DeletedAtDeadline { pod, grace } => {
-                s.deleted_at_deadline += 1;
-                tl.say(
-                    "deleted",
-                    format!("deleted {pod} at the deadline (grace {grace}s)"),
-                );
-            }
-            Progress::Gone { pod } => tl.say("gone", format!("{pod} has stopped")),
-            Progress::Failed { pod, reason } => tl.say("failed", format!("{pod} FAILED: {reason}")),
-            _ => {}
-        },
-        Update::DrainFinished { report, .. } => {
+        }
+        Update::DrainFinished { notice, report } => {
             s.drain_done = Some(tl.at());
             s.drain_ok = report.succeeded();
             s.slack_s = Some(report.slack_ms as f64 / 1000.0);
             tl.say(
                 "drain-done",
+                json!({"node": notice.node, "succeeded": report.succeeded(), "evicted": report.evicted, "seconds_left": report.slack_ms as f64 / 1000.0}),
                 format!(
                     "drain {}: {:.1}s left before the instance goes",
                     if report.succeeded() { "done" } else { "FAILED" },
@@ -326,9 +373,16 @@ fn narrate(tl: &Timeline, s: &mut Summary, u: Update) {
                 ),
             );
         }
-        Update::Failed { action, error, .. } => {
-            tl.say("error", format!("{action} failed: {error}"))
-        }
+        Update::Failed {
+            notice,
+            action,
+            error,
+            ..
+        } => tl.say(
+            "error",
+            json!({"node": notice.node, "action": action, "error": error}),
+            format!("{action} failed: {error}"),
+        ),
         _ => {}
     }
 }
