@@ -268,14 +268,14 @@ async fn complete(
     result: HookResult,
 ) -> bool {
     if shared.cfg.dry_run {
-        tracing::info!(group = %a.group, hook = %a.hook, instance, result = result.as_str(),
+        tracing::info!(group = %a.group, hook = %a.hook, instance = %instance, result = %result.as_str(),
             "dry run: would complete the lifecycle action");
         return true;
     }
     match shared.hooks.complete(a, instance, result).await {
         Ok(()) => {
             shared.metrics.action("complete_lifecycle_action", true);
-            tracing::info!(group = %a.group, hook = %a.hook, instance, result = result.as_str(),
+            tracing::info!(group = %a.group, hook = %a.hook, instance = %instance, result = %result.as_str(),
                 "lifecycle action completed");
             true
         }

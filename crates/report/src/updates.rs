@@ -257,7 +257,7 @@ impl Reporters {
     fn log(&self, u: &Update) {
         match u {
             Update::Detected { notice, action } => tracing::info!(
-                notice_id = %notice.id, kind = kind_str(notice), node = %notice.node,
+                notice_id = %notice.id, kind = %notice.kind, node = %notice.node,
                 deadline = %notice.deadline.map(|d| d.to_string()).unwrap_or_else(|| "none".into()),
                 action = %action,
                 "notice detected"
@@ -314,7 +314,7 @@ impl Reporters {
                 error,
                 retrying,
             } => {
-                tracing::warn!(notice_id = %notice.id, node = %notice.node, action, error = %error, retrying, "action failed")
+                tracing::warn!(notice_id = %notice.id, node = %notice.node, action = %action, error = %error, retrying, "action failed")
             }
             Update::WouldDo { notice, what } => {
                 tracing::info!(notice_id = %notice.id, node = %notice.node, "dry run: would {what}")
@@ -518,7 +518,7 @@ fn log_progress(notice: &Notice, p: &Progress) {
             skipped,
         } => tracing::info!(notice_id = %id, evict, terminating, skipped, "drain planned"),
         Progress::Skipped { pod, reason } => {
-            tracing::debug!(notice_id = %id, pod = %pod, reason = reason.as_str(), "pod stays")
+            tracing::debug!(notice_id = %id, pod = %pod, reason = %reason.as_str(), "pod stays")
         }
         Progress::Warning { pod, reason } => {
             tracing::warn!(notice_id = %id, pod = %pod, reason = %reason, "evicting anyway")

@@ -128,7 +128,7 @@ pub async fn run(args: SimulateImdsArgs) -> anyhow::Result<()> {
         sih_sim_imds::TokenMode::Optional => "optional",
         sih_sim_imds::TokenMode::Required => "required",
     };
-    tracing::info!(imdsv2, instance_id = %config.identity.instance_id,
+    tracing::info!(imdsv2 = %imdsv2, instance_id = %config.identity.instance_id,
         "instance metadata simulator ready; control API at http://{control_at}/_sim/");
     sih_sim_imds::serve_split(
         listener,
