@@ -71,7 +71,7 @@ async fn items_are_text_plain_and_absent_items_are_an_xhtml_404() {
         "/latest/meta-data/spot/instance-action",
         "/latest/meta-data/events/recommendations/rebalance",
         "/latest/meta-data/autoscaling/target-lifecycle-state",
-        "/latest/meta-data/public-ipv4",
+        "/latest/meta-data/tags/instance/Name",
         "/latest/meta-data/no/such/thing",
         "/nonsense/meta-data/instance-id",
     ] {
@@ -83,6 +83,15 @@ async fn items_are_text_plain_and_absent_items_are_an_xhtml_404() {
     }
 
     for (path, want) in [
+        ("/latest/meta-data/public-ipv4", "203.0.113.12"),
+        (
+            "/latest/meta-data/public-hostname",
+            "ec2-203-0-113-12.compute-1.amazonaws.com",
+        ),
+        (
+            "/latest/meta-data/tags/instance/aws:autoscaling:groupName",
+            "spot-nodes",
+        ),
         ("/latest/meta-data/events/maintenance/scheduled", "[]"),
         ("/latest/meta-data/events/maintenance/history", "[]"),
         (
