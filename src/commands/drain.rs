@@ -67,6 +67,9 @@ fn describe(p: &Progress) -> String {
         ),
         Progress::Skipped { pod, reason } => format!("stays    {pod} ({})", reason.as_str()),
         Progress::Warning { pod, reason } => format!("warning  {pod}: {reason}"),
+        Progress::InvalidChoice { pod, value } => format!(
+            "warning  {pod}: spot-interrupt-handler/eviction {value:?} is not a choice; the default applies"
+        ),
         Progress::Evicted { pod, grace } => format!("evicted  {pod} (grace {grace}s)"),
         Progress::BlockedByBudget {
             pod,

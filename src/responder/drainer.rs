@@ -173,9 +173,7 @@ async fn preview(job: &DrainJob) {
                 })
                 .unwrap_or_default();
             let evict: Vec<String> = plan
-                .first
-                .iter()
-                .chain(&plan.last)
+                .to_evict()
                 .map(|p| {
                     format!(
                         "{}/{} (grace {}s)",

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 
 use crate::support::{Hook, Proxy, Scene, annotation, cordoned, label, taints, until};
@@ -502,6 +504,72 @@ async fn webhook_messages_fill_every_field_their_sources_know() {
         "{pods:?}"
     );
     assert_eq!(drained["State"], "drained");
+}
+
+/// A pod whose `spot-interrupt-handler/eviction` annotation is not a choice is told so by a
+/// Warning Event on it, and leaves as by default; a pod that opted out stays.
+#[tokio::test]
+async fn an_invalid_eviction_choice_is_an_event_on_the_pod_and_an_opted_out_pod_stays() {
+    let s = Scene::start(&[]).await;
+    let pinned = |name: &str, choice: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}, annotations: {{spot-interrupt-handler/eviction: \"{choice}\"}}}}\n    spec:\n      nodeSelector: {{kubernetes.io/hostname: {}}}\n      terminationGracePeriodSeconds: 1\n      containers: [{{name: c, image: nginx}}]",
+            s.node
+        )
+    };
+    s.apply(&format!(
+        "{}\n---\n{}",
+        pinned("typo", "soon"),
+        pinned("keeper", "never")
+    ))
+    .await;
+    until("both pinned pods run", Duration::from_secs(10), || async {
+        let pods: Api<Pod> = Api::namespaced(s.client.clone(), "default");
+        let list = pods.list(&ListParams::default()).await.unwrap().items;
+        ["typo-", "keeper-"].iter().all(|p| {
+            list.iter().any(|x| {
+                x.metadata
+                    .name
+                    .as_deref()
+                    .unwrap_or_default()
+                    .starts_with(p)
+                    && x.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+            })
+        })
+    })
+    .await;
+    let _agent = s.agent(&[]).await;
+    s.spot(60).await;
+    s.drained().await;
+    until("the Event on the pod", Duration::from_secs(10), || async {
+        s.events().await.iter().any(|e| {
+            e.reason.as_deref() == Some("InvalidEvictionChoice")
+                && e.involved_object
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("typo-"))
+                && e.message.as_deref().is_some_and(|n| n.contains("\"soon\""))
+        })
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), "default");
+    let on_node: Vec<String> = pods
+        .list(&ListParams::default().fields(&format!("spec.nodeName={}", s.node)))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert!(
+        on_node.iter().any(|n| n.starts_with("keeper-")),
+        "{on_node:?}"
+    );
+    assert!(
+        !on_node.iter().any(|n| n.starts_with("typo-")),
+        "{on_node:?}"
+    );
 }
 
 #[tokio::test]

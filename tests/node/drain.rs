@@ -320,3 +320,175 @@ async fn a_second_drain_after_a_crash_continues_without_evicting_replacements() 
             .any(|e| matches!(e, Progress::Gone { pod } if pod.name == first))
     );
 }
+
+/// One pinned Deployment per choice, with its annotation (and priority) on its template.
+fn chooser(name: &str, annotation: Option<&str>, priority: i32, grace: i64) -> String {
+    let annotations = annotation
+        .map(|a| format!("annotations: {{spot-interrupt-handler/eviction: \"{a}\"}}, "))
+        .unwrap_or_default();
+    format!(
+        r#"
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: default}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{{annotations}labels: {{app: {name}}}}}
+    spec:
+      priority: {priority}
+      terminationGracePeriodSeconds: {grace}
+      containers: [{{name: c, image: nginx}}]
+"#
+    )
+}
+
+/// Workloads choose how they leave (`spot-interrupt-handler/eviction`): `first` before every
+/// tier, then the others by priority (lowest first), then `last`; `at-deadline` is told as late
+/// as its grace allows; `never` stays; an invalid value is said (an Event) and the default
+/// applies. Every pod still leaves before the deadline.
+#[tokio::test]
+async fn workloads_choose_how_they_leave_and_tiers_go_by_priority() {
+    let yaml = [
+        chooser("cache", Some("first"), 1000, 1),
+        chooser("low", None, -10, 1),
+        chooser("web", None, 0, 1),
+        chooser("typo", Some("soon"), 0, 1),
+        chooser("db", Some("last"), 0, 1),
+        chooser("batch", Some("at-deadline"), 0, 2),
+        chooser("self-managed", Some("never"), 0, 1),
+    ]
+    .concat();
+    let (_c, client) = cluster(1, 110, &yaml).await;
+    for app in ["cache", "low", "web", "typo", "db", "batch", "self-managed"] {
+        until_running(&client, &format!("app={app}"), 1).await;
+    }
+    let node = node_name(0);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs(10);
+    let cfg = DrainConfig {
+        policy: DrainPolicy {
+            margin: Duration::from_secs(1),
+            ..DrainPolicy::default()
+        },
+        ..DrainConfig::default()
+    };
+    let (c, n) = (client.clone(), node.clone());
+    let drained = tokio::spawn(async move {
+        let target = sih_node::drain::Target {
+            deadline,
+            hard: Some(deadline),
+        };
+        sih_node::drain::drain_until(c, &n, target, cfg, tx).await
+    });
+    // Each progress with the moment it came.
+    let mut seen = Vec::new();
+    while let Some(p) = rx.recv().await {
+        seen.push((started.elapsed(), p));
+    }
+    let report = drained.await.unwrap().unwrap();
+    assert!(report.succeeded(), "{report:?}");
+    let evicted: Vec<(String, Duration)> = seen
+        .iter()
+        .filter_map(|(at, p)| match p {
+            Progress::Evicted { pod, .. } => {
+                Some((pod.name.split('-').next().unwrap().to_owned(), *at))
+            }
+            _ => None,
+        })
+        .collect();
+    let order: Vec<&str> = evicted.iter().map(|(n, _)| n.as_str()).collect();
+    let at = |app: &str| {
+        evicted
+            .iter()
+            .find(|(n, _)| n == app)
+            .map(|(_, t)| *t)
+            .unwrap_or_else(|| panic!("{app} not evicted: {order:?}"))
+    };
+    assert!(at("cache") <= at("low"), "{order:?}");
+    assert!(
+        at("low") <= at("web") && at("low") <= at("typo"),
+        "{order:?}"
+    );
+    assert!(at("web") <= at("db") && at("typo") <= at("db"), "{order:?}");
+    // Told as late as its 2 s grace allows: deadline (10 s) − margin (1 s) − grace (2 s).
+    assert!(
+        at("batch") >= Duration::from_millis(6_500) && at("batch") <= Duration::from_secs(8),
+        "batch at {:?}",
+        at("batch")
+    );
+    assert!(!order.contains(&"self"), "{order:?}");
+    assert!(
+        seen.iter()
+            .any(|(_, p)| matches!(p, Progress::Skipped { pod, reason }
+            if pod.name.starts_with("self-managed") && *reason == sih_core::SkipReason::OptedOut)),
+        "the opted-out pod stays"
+    );
+    assert!(
+        seen.iter()
+            .any(|(_, p)| matches!(p, Progress::InvalidChoice { pod, value }
+            if pod.name.starts_with("typo") && value == "soon")),
+        "the invalid choice is said"
+    );
+    assert_eq!(running(&client, "app=self-managed").await.len(), 1);
+    assert!(report.slack_ms >= 0, "{report:?}");
+}
+
+/// A tier its budget holds back does not hold up the tiers after it past their share of the
+/// time: with 12 s left (1 s margin, 1 s grace), the second of two tiers starts by 5 s, while
+/// the blocked pod is deleted at its last moment.
+#[tokio::test]
+async fn a_blocked_tier_gives_the_next_tier_its_share_of_the_time() {
+    let yaml = [
+        chooser("stuck", Some("first"), 0, 1),
+        "\n---\napiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: stuck, namespace: default}\nspec:\n  maxUnavailable: 0\n  selector: {matchLabels: {app: stuck}}\n".to_owned(),
+        chooser("web", None, 0, 1),
+    ]
+    .concat();
+    let (_c, client) = cluster(1, 110, &yaml).await;
+    until_running(&client, "app=stuck", 1).await;
+    until_running(&client, "app=web", 1).await;
+    let cfg = DrainConfig {
+        policy: DrainPolicy {
+            margin: Duration::from_secs(1),
+            ..DrainPolicy::default()
+        },
+        ..DrainConfig::default()
+    };
+    let started = tokio::time::Instant::now();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (c, n) = (client.clone(), node_name(0));
+    let drained = tokio::spawn(async move {
+        let deadline = started + Duration::from_secs(12);
+        let target = sih_node::drain::Target {
+            deadline,
+            hard: Some(deadline),
+        };
+        sih_node::drain::drain_until(c, &n, target, cfg, tx).await
+    });
+    let mut web_at = None;
+    let mut stuck_deleted_at = None;
+    while let Some(p) = rx.recv().await {
+        match p {
+            Progress::Evicted { pod, .. } if pod.name.starts_with("web") => {
+                web_at = Some(started.elapsed())
+            }
+            Progress::DeletedAtDeadline { pod, .. } if pod.name.starts_with("stuck") => {
+                stuck_deleted_at = Some(started.elapsed())
+            }
+            _ => {}
+        }
+    }
+    let report = drained.await.unwrap().unwrap();
+    assert!(report.succeeded(), "{report:?}");
+    let web_at = web_at.expect("web evicted");
+    assert!(
+        web_at >= Duration::from_millis(4_500) && web_at < Duration::from_millis(6_500),
+        "web at {web_at:?}"
+    );
+    let stuck = stuck_deleted_at.expect("stuck deleted at the deadline");
+    assert!(stuck >= Duration::from_secs(9), "stuck at {stuck:?}");
+}

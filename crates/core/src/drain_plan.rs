@@ -23,10 +23,52 @@ pub struct PodFacts {
     pub terminating: bool,
     /// `system-node-critical` or `system-cluster-critical`: leaves last.
     pub critical: bool,
+    /// The pod's priority (`spec.priority`, from its PriorityClass): lower leaves earlier.
+    pub priority: i32,
+    /// What the pod asked for (the `spot-interrupt-handler/eviction` annotation).
+    pub choice: EvictionChoice,
+    /// The annotation's value when it is not one of the choices (the default is used, and
+    /// the pod is told with an Event).
+    pub invalid_choice: Option<String>,
     /// The pod's own `terminationGracePeriodSeconds`.
     pub grace_seconds: i64,
     /// Uses an emptyDir volume, whose data is lost with the pod.
     pub empty_dir: bool,
+}
+
+/// The pod annotation through which a workload says how it wants to leave.
+pub const EVICTION_ANNOTATION: &str = "spot-interrupt-handler/eviction";
+
+/// How a pod wants to leave a node that is going away (`spot-interrupt-handler/eviction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EvictionChoice {
+    /// In its priority's tier.
+    #[default]
+    Default,
+    /// Before every tier (a cache that should make room first).
+    First,
+    /// After the other workloads, before the critical pods.
+    Last,
+    /// Told as late as its grace allows: evicted at the deadline − margin − its grace (a batch
+    /// job that checkpoints when told and wants every second of work before that).
+    AtDeadline,
+    /// Never evicted: it stays until the instance goes (it handles its own shutdown).
+    Never,
+}
+
+impl EvictionChoice {
+    pub const VALUES: [&str; 4] = ["first", "last", "at-deadline", "never"];
+
+    /// The annotation's value: `Err` with the value when it is not a choice.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value.trim() {
+            "first" => Ok(Self::First),
+            "last" => Ok(Self::Last),
+            "at-deadline" => Ok(Self::AtDeadline),
+            "never" => Ok(Self::Never),
+            other => Err(other.to_owned()),
+        }
+    }
 }
 
 impl PodFacts {
@@ -45,6 +87,7 @@ pub enum SkipReason {
     DaemonSet,
     Terminal,
     OwnPod,
+    OptedOut,
 }
 
 impl SkipReason {
@@ -54,6 +97,7 @@ impl SkipReason {
             Self::DaemonSet => "DaemonSet pod",
             Self::Terminal => "finished",
             Self::OwnPod => "our own pod",
+            Self::OptedOut => "opted out (spot-interrupt-handler/eviction: never)",
         }
     }
 }
@@ -61,19 +105,35 @@ impl SkipReason {
 /// The pods of a node, sorted into what the drain does with each.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodPlan {
-    /// Evicted first, in parallel.
-    pub first: Vec<PodFacts>,
-    /// Critical pods, evicted once the first tier has been evicted.
-    pub last: Vec<PodFacts>,
+    /// Evicted tier after tier, each in parallel: pods asking to go `first`; then the other
+    /// workloads by priority, lowest first; then those asking to go `last`; then critical pods.
+    /// A tier starts once the one before has been evicted, or at the latest at its share of
+    /// the time ([`tier_starts`]).
+    pub tiers: Vec<Vec<PodFacts>>,
+    /// Evicted as late as their grace allows (`at-deadline`).
+    pub at_deadline: Vec<PodFacts>,
     /// Already terminating: only waited for.
     pub terminating: Vec<PodFacts>,
     pub skipped: Vec<(PodFacts, SkipReason)>,
+}
+
+impl PodPlan {
+    /// Every pod that will be asked to leave.
+    pub fn to_evict(&self) -> impl Iterator<Item = &PodFacts> {
+        self.tiers.iter().flatten().chain(&self.at_deadline)
+    }
 }
 
 /// Sorts a node's pods. `own` is `(namespace, name)` of the handler's own pod, which must keep
 /// running to finish the drain.
 pub fn plan_drain(pods: Vec<PodFacts>, own: Option<(&str, &str)>) -> PodPlan {
     let mut plan = PodPlan::default();
+    let (mut first, mut by_priority, mut last, mut critical) = (
+        Vec::new(),
+        std::collections::BTreeMap::<i32, Vec<PodFacts>>::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     for p in pods {
         let skip = if p.mirror {
             Some(SkipReason::Mirror)
@@ -83,17 +143,48 @@ pub fn plan_drain(pods: Vec<PodFacts>, own: Option<(&str, &str)>) -> PodPlan {
             Some(SkipReason::Terminal)
         } else if own.is_some_and(|(ns, name)| ns == p.namespace && name == p.name) {
             Some(SkipReason::OwnPod)
+        } else if p.choice == EvictionChoice::Never && !p.terminating {
+            Some(SkipReason::OptedOut)
         } else {
             None
         };
         match skip {
             Some(reason) => plan.skipped.push((p, reason)),
             None if p.terminating => plan.terminating.push(p),
-            None if p.critical => plan.last.push(p),
-            None => plan.first.push(p),
+            None if p.critical => critical.push(p),
+            None => match p.choice {
+                EvictionChoice::First => first.push(p),
+                EvictionChoice::Last => last.push(p),
+                EvictionChoice::AtDeadline => plan.at_deadline.push(p),
+                _ => by_priority.entry(p.priority).or_default().push(p),
+            },
         }
     }
+    plan.tiers = std::iter::once(first)
+        .chain(by_priority.into_values())
+        .chain([last, critical])
+        .filter(|t| !t.is_empty())
+        .collect();
     plan
+}
+
+/// When each of `tiers` tiers must start at the latest, as offsets from the drain's start:
+/// the time before the deadline (less the margin and the longest grace among the tiers, so
+/// that the last tier's pods still stop in time) shared equally; the first starts at once.
+pub fn tier_starts(
+    tiers: usize,
+    time_left: Duration,
+    policy: &DrainPolicy,
+    longest_grace: i64,
+) -> Vec<Duration> {
+    let usable = time_left
+        .saturating_sub(policy.margin())
+        .saturating_sub(Duration::from_secs(
+            policy.wanted_grace(longest_grace) as u64
+        ));
+    (0..tiers)
+        .map(|k| usable.mul_f64(k as f64 / tiers.max(1) as f64))
+        .collect()
 }
 
 /// How the drain spends the time before the deadline.
@@ -119,7 +210,7 @@ impl Default for DrainPolicy {
 }
 
 impl DrainPolicy {
-    fn margin(&self) -> Duration {
+    pub fn margin(&self) -> Duration {
         self.margin.max(Duration::from_secs(1))
     }
 
@@ -162,6 +253,9 @@ mod tests {
             terminal: false,
             terminating: false,
             critical: false,
+            priority: 0,
+            choice: EvictionChoice::Default,
+            invalid_choice: None,
             grace_seconds: 30,
             empty_dir: false,
         }
@@ -211,8 +305,9 @@ mod tests {
             Some(("kube-system", "handler")),
         );
         let names = |v: &[PodFacts]| v.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
-        assert_eq!(names(&plan.first), ["web", "bare"]);
-        assert_eq!(names(&plan.last), ["dns"]);
+        assert_eq!(plan.tiers.len(), 2);
+        assert_eq!(names(&plan.tiers[0]), ["web", "bare"]);
+        assert_eq!(names(&plan.tiers[1]), ["dns"]);
         assert_eq!(names(&plan.terminating), ["going"]);
         let skipped: Vec<_> = plan
             .skipped
@@ -231,6 +326,71 @@ mod tests {
         assert!(
             bare.unmanaged(),
             "unmanaged pods are evicted, with a warning"
+        );
+    }
+
+    /// Tiers: `first`, then priorities lowest first, then `last`, then critical pods;
+    /// `at-deadline` pods apart, `never` pods stay; an invalid choice is the default.
+    #[test]
+    fn tiers_follow_choices_then_priorities_then_criticality() {
+        let with = |name: &str, priority: i32, choice: EvictionChoice| PodFacts {
+            priority,
+            choice,
+            ..pod(name)
+        };
+        let plan = plan_drain(
+            vec![
+                with("batch", 0, EvictionChoice::AtDeadline),
+                with("api", 1000, EvictionChoice::Default),
+                with("cache", 1000, EvictionChoice::First),
+                with("worker", -10, EvictionChoice::Default),
+                with("web", 0, EvictionChoice::Default),
+                with("db", 0, EvictionChoice::Last),
+                with("self-managed", 0, EvictionChoice::Never),
+                PodFacts {
+                    critical: true,
+                    priority: 2_000_000_000,
+                    ..pod("dns")
+                },
+            ],
+            None,
+        );
+        let tiers: Vec<Vec<&str>> = plan
+            .tiers
+            .iter()
+            .map(|t| t.iter().map(|p| p.name.as_str()).collect())
+            .collect();
+        assert_eq!(
+            tiers,
+            [
+                vec!["cache"],
+                vec!["worker"],
+                vec!["web"],
+                vec!["api"],
+                vec!["db"],
+                vec!["dns"]
+            ]
+        );
+        assert_eq!(plan.at_deadline[0].name, "batch");
+        assert_eq!(plan.skipped[0].1, SkipReason::OptedOut);
+        assert_eq!(plan.to_evict().count(), 7);
+        for ok in EvictionChoice::VALUES {
+            assert!(EvictionChoice::parse(ok).is_ok());
+        }
+        assert_eq!(EvictionChoice::parse("soon"), Err("soon".into()));
+    }
+
+    #[test]
+    fn each_tier_starts_by_its_share_of_the_time() {
+        let p = DrainPolicy::default();
+        // 120 s left, 5 s margin, 15 s the longest grace: 100 s shared by 4 tiers.
+        let starts = tier_starts(4, Duration::from_secs(120), &p, 15);
+        assert_eq!(starts, [0, 25, 50, 75].map(Duration::from_secs).to_vec());
+        // No time to share: every tier starts at once.
+        assert!(
+            tier_starts(3, Duration::from_secs(10), &p, 30)
+                .iter()
+                .all(|d| d.is_zero())
         );
     }
 

@@ -10,7 +10,10 @@ pub mod plan;
 pub mod planner;
 pub mod tracker;
 
-pub use drain_plan::{DrainPolicy, PodFacts, PodPlan, SkipReason, plan_drain};
+pub use drain_plan::{
+    DrainPolicy, EVICTION_ANNOTATION, EvictionChoice, PodFacts, PodPlan, SkipReason, plan_drain,
+    tier_starts,
+};
 pub use notice::{Notice, NoticeKind, Source};
 pub use plan::{Carried, DrainTarget, Plan, PlanRules, PlannedTaint, evacuation_plan};
 pub use planner::{Action, ActionPolicy};

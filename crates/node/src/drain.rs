@@ -23,7 +23,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use serde_json::json;
-use sih_core::{DrainPolicy, PodFacts, SkipReason, plan_drain};
+use sih_core::{
+    DrainPolicy, EVICTION_ANNOTATION, EvictionChoice, PodFacts, SkipReason, plan_drain, tier_starts,
+};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -174,6 +176,12 @@ pub enum Progress {
         pod: PodRef,
         reason: String,
     },
+    /// The pod's `spot-interrupt-handler/eviction` annotation is not a choice: the default
+    /// applies.
+    InvalidChoice {
+        pod: PodRef,
+        value: String,
+    },
     Evicted {
         pod: PodRef,
         grace: i64,
@@ -251,6 +259,11 @@ pub fn facts_of(p: &Pod) -> PodFacts {
     let class = spec
         .and_then(|s| s.priority_class_name.as_deref())
         .unwrap_or_default();
+    let asked = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(EVICTION_ANNOTATION))
+        .map(|v| EvictionChoice::parse(v));
     PodFacts {
         namespace: meta.namespace.clone().unwrap_or_default(),
         name: meta.name.clone().unwrap_or_default(),
@@ -263,6 +276,15 @@ pub fn facts_of(p: &Pod) -> PodFacts {
         terminal: matches!(phase, Some("Succeeded" | "Failed")),
         terminating: meta.deletion_timestamp.is_some(),
         critical: matches!(class, "system-node-critical" | "system-cluster-critical"),
+        priority: spec.and_then(|s| s.priority).unwrap_or(0),
+        choice: match &asked {
+            Some(Ok(c)) => *c,
+            _ => EvictionChoice::Default,
+        },
+        invalid_choice: match asked {
+            Some(Err(v)) => Some(v),
+            _ => None,
+        },
         grace_seconds: spec
             .and_then(|s| s.termination_grace_period_seconds)
             .unwrap_or(30),
@@ -387,7 +409,7 @@ pub async fn drain(
     );
     report.already_leaving = plan.terminating.len();
     ctx.say(Progress::Planned {
-        evict: plan.first.len() + plan.last.len(),
+        evict: plan.to_evict().count(),
         terminating: plan.terminating.len(),
         skipped: plan.skipped.len(),
     });
@@ -397,7 +419,15 @@ pub async fn drain(
             reason: *reason,
         });
     }
-    for p in plan.first.iter().chain(&plan.last) {
+    for p in listed.iter().map(facts_of) {
+        if let Some(value) = p.invalid_choice.clone() {
+            ctx.say(Progress::InvalidChoice {
+                pod: pod_ref(&p),
+                value,
+            });
+        }
+    }
+    for p in plan.to_evict() {
         if p.unmanaged() {
             ctx.say(Progress::Warning {
                 pod: pod_ref(p),
@@ -432,38 +462,73 @@ pub async fn drain(
         })
         .collect();
     let mut stopped = false;
-    for tier in [plan.first, plan.last] {
-        if stopped {
-            break;
-        }
-        let limit = Arc::new(Semaphore::new(ctx.cfg.max_concurrent.max(1)));
-        let mut tasks = JoinSet::new();
-        for pod in tier {
-            let (ctx, limit, refusals) = (ctx.clone(), limit.clone(), refusals.clone());
-            tasks.spawn(async move {
-                let _slot = limit.acquire_owned().await;
-                let outcome = leave(&ctx, &pod, &refusals).await;
-                (pod, outcome, Instant::now())
-            });
-        }
-        while let Some(joined) = tasks.join_next().await {
-            let Ok((pod, outcome, at)) = joined else {
-                continue;
-            };
-            let by = |g: i64| Some(at + Duration::from_secs(g.max(0) as u64));
-            match outcome {
-                Left::Evicted(g) => {
-                    report.evicted += 1;
-                    leaving.push((pod, by(g)));
-                }
-                Left::Deleted(g) => {
-                    report.deleted_at_deadline += 1;
-                    leaving.push((pod, by(g)));
-                }
-                Left::AlreadyGone => ctx.say(Progress::Gone { pod: pod_ref(&pod) }),
-                Left::Failed => report.remaining.push(pod_ref(&pod)),
-                Left::Stopped => stopped = true,
+    // Each tier starts once the one before is evicted, or at the latest at its share of the
+    // time: a budget holding one tier back never eats the next tiers' time.
+    let time_left = (*ctx.target.borrow())
+        .map(|t| t.grace_until(started).saturating_duration_since(started))
+        .unwrap_or_default();
+    let longest = plan.to_evict().map(|p| p.grace_seconds).max().unwrap_or(0);
+    let starts = tier_starts(plan.tiers.len(), time_left, &ctx.cfg.policy, longest);
+    let limit = Arc::new(Semaphore::new(ctx.cfg.max_concurrent.max(1)));
+    // Each task: the pod, how it left, when, and whether it belongs to a tier.
+    let mut tasks = JoinSet::new();
+    // `at-deadline` pods wait for their moment on their own, from the start.
+    for pod in plan.at_deadline {
+        let (ctx, limit, refusals) = (ctx.clone(), limit.clone(), refusals.clone());
+        tasks.spawn(async move {
+            let outcome = leave_at_deadline(&ctx, &pod, &limit, &refusals).await;
+            (pod, outcome, Instant::now(), false)
+        });
+    }
+    let mut tiers = plan.tiers.into_iter().zip(starts).peekable();
+    // Pods of the started tiers not yet asked to leave.
+    let mut unasked = 0usize;
+    loop {
+        // The next tier starts when the ones before are all asked, or when its time comes.
+        let due = tiers.peek().map(|(_, at)| started + *at);
+        if let Some(due) = due
+            && !stopped
+            && (unasked == 0 || Instant::now() >= due)
+        {
+            let (tier, _) = tiers.next().expect("peeked");
+            for pod in tier {
+                unasked += 1;
+                let (ctx, limit, refusals) = (ctx.clone(), limit.clone(), refusals.clone());
+                tasks.spawn(async move {
+                    let _slot = limit.acquire_owned().await;
+                    let outcome = leave(&ctx, &pod, &refusals).await;
+                    (pod, outcome, Instant::now(), true)
+                });
             }
+            continue;
+        }
+        let joined = match due.filter(|_| !stopped) {
+            Some(due) => tokio::select! {
+                j = tasks.join_next() => j,
+                _ = tokio::time::sleep_until(due) => continue,
+            },
+            None => tasks.join_next().await,
+        };
+        let Some(joined) = joined else { break };
+        let Ok((pod, outcome, at, tiered)) = joined else {
+            continue;
+        };
+        if tiered {
+            unasked = unasked.saturating_sub(1);
+        }
+        let by = |g: i64| Some(at + Duration::from_secs(g.max(0) as u64));
+        match outcome {
+            Left::Evicted(g) => {
+                report.evicted += 1;
+                leaving.push((pod, by(g)));
+            }
+            Left::Deleted(g) => {
+                report.deleted_at_deadline += 1;
+                leaving.push((pod, by(g)));
+            }
+            Left::AlreadyGone => ctx.say(Progress::Gone { pod: pod_ref(&pod) }),
+            Left::Failed => report.remaining.push(pod_ref(&pod)),
+            Left::Stopped => stopped = true,
         }
     }
 
@@ -687,6 +752,35 @@ async fn leave(ctx: &Ctx, pod: &PodFacts, refusals: &std::sync::atomic::AtomicU3
         }
         wait = (wait * 2).min(PDB_RETRY_CAP);
     }
+}
+
+/// An `at-deadline` pod: left alone until the last moment its grace still fits before the
+/// deadline (less the margin), then asked to leave as any other (deleted at once if its budget
+/// refuses, since that moment is also its deletion's). The moment moves with the target.
+async fn leave_at_deadline(
+    ctx: &Ctx,
+    pod: &PodFacts,
+    limit: &Semaphore,
+    refusals: &std::sync::atomic::AtomicU32,
+) -> Left {
+    let mut rx = ctx.target.clone();
+    loop {
+        let Some(t) = *rx.borrow_and_update() else {
+            return Left::Stopped;
+        };
+        let moment = t
+            .ends()
+            .checked_sub(ctx.cfg.policy.delete_lead(pod.grace_seconds))
+            .unwrap_or_else(Instant::now);
+        if Instant::now() >= moment {
+            break;
+        }
+        if !pause(&mut rx, moment).await {
+            return Left::Stopped;
+        }
+    }
+    let _slot = limit.acquire().await;
+    leave(ctx, pod, refusals).await
 }
 
 /// The monotonic moment of a wall-clock time.

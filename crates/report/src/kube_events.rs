@@ -210,6 +210,19 @@ impl EventReporter {
                 )
                 .await
             }
+            Progress::InvalidChoice { pod, value } => {
+                self.publish(
+                    &pod_ref(pod),
+                    EventType::Warning,
+                    "InvalidEvictionChoice",
+                    "Evict",
+                    format!(
+                        "spot-interrupt-handler/eviction: {value:?} is not one of {}; the default applies (evicted in its priority's tier)",
+                        sih_core::EvictionChoice::VALUES.join(", ")
+                    ),
+                )
+                .await
+            }
             Progress::DeletedAtDeadline { pod, grace } => {
                 self.publish(&pod_ref(pod), EventType::Warning, "PodDeletedAtDeadline", "Delete",
                     format!("still not out at its last moment (budget refusing, or evictions failing); deleted with {grace}s of grace, the time left before the instance goes")).await

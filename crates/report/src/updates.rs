@@ -155,6 +155,7 @@ impl Update {
                 progress,
                 Progress::Evicted { .. }
                     | Progress::Warning { .. }
+                    | Progress::InvalidChoice { .. }
                     | Progress::DeletedAtDeadline { .. }
             ),
             _ => false,
@@ -522,6 +523,10 @@ fn log_progress(notice: &Notice, p: &Progress) {
         }
         Progress::Warning { pod, reason } => {
             tracing::warn!(notice_id = %id, pod = %pod, reason = %reason, "evicting anyway")
+        }
+        Progress::InvalidChoice { pod, value } => {
+            tracing::warn!(notice_id = %id, pod = %pod, value = %value,
+                "the pod's spot-interrupt-handler/eviction annotation is not first, last, at-deadline or never; the default applies")
         }
         Progress::Evicted { pod, grace } => {
             tracing::info!(notice_id = %id, pod = %pod, grace, "pod evicted")
