@@ -184,6 +184,11 @@ pub struct NoticeFlags {
     /// so volumes detach at once once the instance is gone.
     #[arg(long, env = "ENABLE_OUT_OF_SERVICE_TAINT", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
     pub out_of_service_taint: bool,
+    /// Undo a rebalance recommendation's fence this long after it was seen when no
+    /// interruption followed (the recommendation may stay visible for hours); 0s keeps the
+    /// fence as long as the recommendation. Range: 0s to 168h.
+    #[arg(long, env = "REBALANCE_TTL", value_parser = duration_in("0s", "168h"), default_value = "0s")]
+    pub rebalance_ttl: Duration,
     /// Write nothing anywhere (Kubernetes, AWS, webhooks); log what would be done.
     #[arg(long, env = "DRY_RUN", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
     pub dry_run: bool,

@@ -117,6 +117,7 @@ pub async fn run(args: DrainCommandArgs) -> anyhow::Result<()> {
         &crate::cli::NoticeFlags {
             drain_budget: left,
             out_of_service_taint: false,
+            rebalance_ttl: Duration::ZERO,
             dry_run: args.dry_run,
         },
         args.me.own_pod(),

@@ -80,6 +80,7 @@ pub fn responder_config(
         forget_idle: None,
         resume: true,
         max_drains: None,
+        rebalance_ttl: Some(act.rebalance_ttl).filter(|d| !d.is_zero()),
     }
 }
 

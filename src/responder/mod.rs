@@ -71,6 +71,9 @@ pub struct ResponderConfig {
     pub resume: bool,
     /// At most this many nodes drained at once (`--workers`); the others wait, fenced.
     pub max_drains: Option<usize>,
+    /// A rebalance recommendation's fence is undone this long after it was seen when no
+    /// interruption followed (`--rebalance-ttl`; `None`: kept while the recommendation is).
+    pub rebalance_ttl: Option<Duration>,
 }
 
 pub enum Command {
@@ -123,6 +126,10 @@ pub enum Command {
         ended: Ended,
     },
     Patience {
+        node: String,
+    },
+    /// A rebalance recommendation of this node may have outlived its time to live.
+    RebalanceDue {
         node: String,
     },
     Sweep,
@@ -398,6 +405,9 @@ impl Actor {
                 } => self.written(&node, generation, result),
                 Command::DrainEnded { node, id, ended } => self.drain_ended(&node, id, ended),
                 Command::Patience { node } => self.announce_pending(&node),
+                // A node let go of meanwhile (queue mode) is read again from its record,
+                // where the recommendation waits with the time it was seen.
+                Command::RebalanceDue { node } => self.apply_changes(&node, Vec::new()),
                 Command::Sweep => self.sweep(),
                 Command::Shutdown { done } => {
                     self.shutdown();
@@ -477,7 +487,51 @@ impl Actor {
         }
     }
 
-    fn apply_changes(&mut self, node: &str, changes: Vec<Change>) {
+    /// A notice gone: its fence is undone on the next write (`Unfenced` says why).
+    fn withdraw(&mut self, node: &str, n: Notice, why: String) {
+        let s = self.state(node);
+        s.drained.remove(&n.id);
+        s.drained_at.remove(&n.id);
+        s.announced.remove(&n.id);
+        s.included.remove(&n.id);
+        let was_fenced = s.fenced.remove(&n.id);
+        if was_fenced || self.action(&n) < Action::Taint {
+            self.state(node).withdrawn.push((n, why));
+        }
+    }
+
+    /// Looks again once `n` may have outlived `ttl` (a queue may say nothing more about it).
+    fn rebalance_due(&self, node: &str, n: &Notice, ttl: Duration) {
+        let left = jiff::SignedDuration::try_from(ttl)
+            .ok()
+            .and_then(|ttl| n.detected.checked_add(ttl).ok())
+            .map(|end| end.duration_since(Timestamp::now()))
+            .and_then(|d| Duration::try_from(d).ok())
+            .unwrap_or_default();
+        let tx = self.tx.clone();
+        let node = node.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(left + Duration::from_millis(10)).await;
+            let _ = tx.send(Command::RebalanceDue { node });
+        });
+    }
+
+    fn apply_changes(&mut self, node: &str, mut changes: Vec<Change>) {
+        if let Some(ttl) = self.cfg.rebalance_ttl {
+            // Added now and already past its time (resumed after a restart) counts too.
+            for c in &changes {
+                if let Change::Added(n) = c
+                    && n.kind == NoticeKind::RebalanceRecommendation
+                {
+                    self.rebalance_due(node, n, ttl);
+                }
+            }
+            let expired = self
+                .state(node)
+                .tracker
+                .expire_rebalances(ttl, Timestamp::now());
+            changes.extend(expired);
+        }
         if changes.is_empty() {
             self.settle_waiters(node);
             return;
@@ -494,15 +548,14 @@ impl Actor {
                 }
                 Change::Withdrawn(n) => {
                     let why = withdrawal_reason(&n);
-                    let s = self.state(node);
-                    s.drained.remove(&n.id);
-                    s.drained_at.remove(&n.id);
-                    s.announced.remove(&n.id);
-                    s.included.remove(&n.id);
-                    let was_fenced = s.fenced.remove(&n.id);
-                    if was_fenced || self.action(&n) < Action::Taint {
-                        self.state(node).withdrawn.push((n, why));
-                    }
+                    self.withdraw(node, n, why);
+                }
+                Change::Expired(n) => {
+                    let why = format!(
+                        "no interruption followed the rebalance recommendation within --rebalance-ttl {}s",
+                        self.cfg.rebalance_ttl.unwrap_or_default().as_secs()
+                    );
+                    self.withdraw(node, n, why);
                 }
                 Change::DeadlineMoved { id, from, .. } => {
                     if let Some(n) = self.state(node).tracker.get(&id).cloned() {
@@ -538,7 +591,9 @@ impl Actor {
         let source = self.cfg.source;
         let booted_at = self.cfg.booted_at;
         let resume = self.cfg.resume;
+        let ttl = self.cfg.rebalance_ttl;
         let mut rebooted = Vec::new();
+        let mut due = Vec::new();
         {
             let s = self.state(node);
             for c in record.map(|r| r.notices).unwrap_or_default() {
@@ -558,6 +613,11 @@ impl Actor {
                 if s.tracker.get(&id).is_none() {
                     tracing::info!(node, notice_id = %id, kind = %c.notice.kind,
                         "resuming the notice recorded on the node");
+                    if let Some(ttl) = ttl
+                        && c.notice.kind == NoticeKind::RebalanceRecommendation
+                    {
+                        due.push((c.notice.clone(), ttl));
+                    }
                     s.tracker.resume(c.notice);
                 }
                 s.announced.insert(id.clone());
@@ -571,6 +631,9 @@ impl Actor {
         for n in rebooted {
             let why = format!("the instance rebooted after the {} notice {}", n.kind, n.id);
             self.state(node).withdrawn.push((n, why));
+        }
+        for (n, ttl) in due {
+            self.rebalance_due(node, &n, ttl);
         }
         self.announce_pending(node);
         self.replan(node);

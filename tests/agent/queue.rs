@@ -675,6 +675,30 @@ async fn rebalance_taints_only_and_the_message_goes() {
     );
 }
 
+/// In queue mode nothing more is said about a rebalance after its message: its time to live
+/// runs out on a timer, and the fence is undone.
+#[tokio::test]
+async fn a_rebalance_fence_expires_in_queue_mode_too() {
+    let q = QueueScene::start(&["--rebalance-action", "cordon", "--rebalance-ttl", "2s"]).await;
+    let instance = instance_of(&q.s, &q.s.node).await;
+    q.send(&ec2_event("rebalance-recommendation.json", &instance))
+        .await;
+    until("fenced", Duration::from_secs(20), || async {
+        cordoned(&q.s.node().await)
+    })
+    .await;
+    q.until_empty().await;
+    until(
+        "unfenced after the time to live",
+        Duration::from_secs(10),
+        || async {
+            let node = q.s.node().await;
+            !cordoned(&node) && taints(&node).is_empty()
+        },
+    )
+    .await;
+}
+
 /// kill -9 of the replica holding a drain: the other one (another pod name) takes the node
 /// over from its record within 10 s of the death, whatever the visibility timeout (the
 /// default 20 s here: the message itself stays hidden that long), finishes the drain without a

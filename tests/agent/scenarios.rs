@@ -583,6 +583,63 @@ async fn rebalance_drain_when_asked() {
     assert!(taints(&node).iter().any(|(k, _, _)| k == REBALANCE_TAINT));
 }
 
+/// A rebalance fence is undone after `--rebalance-ttl` when no interruption followed, with an
+/// Event that says so, and not put back while the recommendation stays visible (IMDS keeps it
+/// for hours); when a spot interruption follows, the fence stays.
+#[tokio::test]
+async fn a_rebalance_fence_is_undone_after_its_time_to_live_unless_an_interruption_followed() {
+    let s = Scene::start(&[]).await;
+    let agent = s
+        .agent(&["--rebalance-action", "cordon", "--rebalance-ttl", "2s"])
+        .await;
+    s.control("rebalance-recommendation", json!({})).await;
+    until("fenced", Duration::from_secs(10), || async {
+        cordoned(&s.node().await)
+    })
+    .await;
+    until(
+        "unfenced after the time to live",
+        Duration::from_secs(10),
+        || async {
+            let node = s.node().await;
+            !cordoned(&node) && !taints(&node).iter().any(|(k, _, _)| k == REBALANCE_TAINT)
+        },
+    )
+    .await;
+    let events = s.events().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Unfenced")
+                && e.message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("--rebalance-ttl"))),
+        "{:?}",
+        events.iter().map(|e| &e.message).collect::<Vec<_>>()
+    );
+    // Still visible in IMDS: it stays undone.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!cordoned(&s.node().await));
+    drop(agent);
+
+    // A spot interruption follows a rebalance: the fence stays past the time to live.
+    let s = Scene::start(&[]).await;
+    let _agent = s
+        .agent(&["--rebalance-action", "cordon", "--rebalance-ttl", "2s"])
+        .await;
+    s.control("rebalance-recommendation", json!({})).await;
+    until("fenced", Duration::from_secs(10), || async {
+        cordoned(&s.node().await)
+    })
+    .await;
+    s.spot(60).await;
+    s.drained().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let node = s.node().await;
+    assert!(cordoned(&node));
+    assert!(taints(&node).iter().any(|(k, _, _)| k == REBALANCE_TAINT));
+}
+
 /// The production path: HTTPS, the agent's own service-account token, and only the
 /// permissions `deploy/manifests` grants. A missing permission would show as a 403 here.
 #[tokio::test]

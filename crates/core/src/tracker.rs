@@ -22,6 +22,9 @@ pub enum Change {
     /// No longer there (a rebalance recommendation that disappeared, a scheduled event now
     /// canceled or completed).
     Withdrawn(Notice),
+    /// A rebalance recommendation no interruption followed within its time to live: undone,
+    /// and not taken up again while it stays visible.
+    Expired(Notice),
     /// Seen again with an earlier deadline than any seen before: the earliest stands.
     DeadlineMoved {
         id: String,
@@ -140,6 +143,37 @@ impl Tracker {
     }
 }
 
+impl Tracker {
+    /// The rebalance recommendations carried for `ttl` since they were seen with no
+    /// interruption (or any other notice) following on this node: ended for this process, so
+    /// a recommendation that stays visible for hours (as IMDS keeps it) is not taken up again.
+    pub fn expire_rebalances(&mut self, ttl: Duration, now: Timestamp) -> Vec<Change> {
+        if self
+            .active
+            .iter()
+            .any(|n| n.kind != NoticeKind::RebalanceRecommendation)
+        {
+            return Vec::new();
+        }
+        let expired: Vec<String> = self
+            .active
+            .iter()
+            .filter(|n| {
+                jiff::SignedDuration::try_from(ttl)
+                    .ok()
+                    .and_then(|ttl| n.detected.checked_add(ttl).ok())
+                    .is_some_and(|end| end <= now)
+            })
+            .map(|n| n.id.clone())
+            .collect();
+        expired
+            .iter()
+            .filter_map(|id| self.finish(id))
+            .map(Change::Expired)
+            .collect()
+    }
+}
+
 /// Whether the instance has booted since `fenced_at`, given its uptime now: after a scheduled
 /// reboot the notice that fenced the node is over.
 pub fn rebooted_since(fenced_at: Timestamp, uptime: Duration, now: Timestamp) -> bool {
@@ -159,6 +193,44 @@ pub fn parse_uptime(s: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rebalance_expires_after_its_time_to_live_unless_an_interruption_followed() {
+        let t0: Timestamp = "2026-12-03T10:00:00Z".parse().unwrap();
+        let at = |s: i64| t0 + jiff::SignedDuration::from_secs(s);
+        let ttl = Duration::from_secs(600);
+        let mut t = Tracker::new();
+        let rebalance = Notice::rebalance("i-1", "n1", t0, crate::Source::Imds);
+        assert_eq!(
+            t.add(rebalance.clone()),
+            Some(Change::Added(rebalance.clone()))
+        );
+        assert!(t.expire_rebalances(ttl, at(599)).is_empty());
+        assert_eq!(
+            t.expire_rebalances(ttl, at(600)),
+            vec![Change::Expired(rebalance.clone())]
+        );
+        assert!(t.active().is_empty());
+        // Still visible in IMDS: not taken up again.
+        let seen = Observation {
+            notices: vec![Notice::rebalance("i-1", "n1", at(601), crate::Source::Imds)],
+            readable: vec![NoticeKind::RebalanceRecommendation],
+            unreadable_ids: vec![],
+        };
+        assert!(t.observe(seen).is_empty());
+        // An interruption followed: the rebalance stays with it.
+        let mut t = Tracker::new();
+        t.add(rebalance.clone());
+        t.add(Notice::spot_interruption(
+            "i-1",
+            "n1",
+            at(300),
+            at(420),
+            crate::Source::Imds,
+        ));
+        assert!(t.expire_rebalances(ttl, at(3600)).is_empty());
+        assert_eq!(t.active().len(), 2);
+    }
     use crate::Source;
 
     fn ts(s: &str) -> Timestamp {
