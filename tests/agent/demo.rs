@@ -56,6 +56,13 @@ async fn demo_tells_the_whole_story_and_exits_zero() {
     );
     assert!(first("evicted")["grace_s"].as_u64().is_some());
     assert!(first("drain-done")["seconds_left"].as_f64().unwrap() > 60.0);
+    assert!(
+        first("drain-done")["slowest_pod"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("default/web-")),
+        "{}",
+        first("drain-done")
+    );
     assert_ne!(first("rescheduled")["node"], node.as_str());
     assert!(
         lines

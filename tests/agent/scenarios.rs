@@ -96,6 +96,39 @@ async fn spot_interruption_fences_drains_and_tells() {
             .await,
         1.0
     );
+    // The numbers that show it worked: where the interruption landed, notice to node empty,
+    // each pod's eviction to gone (the slowest named in the log).
+    assert_eq!(
+        agent
+            .metric("spot_interrupt_handler_interruptions_total{kind=\"spot-interruption\",instance_type=\"m5.large\",zone=\"us-east-1a\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        agent
+            .metric(
+                "spot_interrupt_handler_notice_to_empty_seconds_count{kind=\"spot-interruption\"}"
+            )
+            .await,
+        1.0
+    );
+    assert_eq!(
+        agent
+            .metric("spot_interrupt_handler_pod_exit_seconds_count")
+            .await,
+        before as f64
+    );
+    let done = agent
+        .proc
+        .until_logged("drain succeeded", Duration::from_secs(5))
+        .await;
+    assert!(
+        done["slowest_pod"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("default/web-"))
+            && done["slowest_s"].as_f64().is_some_and(|t| t > 0.0),
+        "{done}"
+    );
     assert_eq!(agent.get("/healthz").await.0, 200);
 
     // Webhooks: one at detection, one at the drain's end, Slack-shaped, with the cluster name.

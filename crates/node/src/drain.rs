@@ -223,6 +223,10 @@ pub struct DrainReport {
     pub took: Duration,
     /// Time left before the deadline when the drain ended (negative: past it).
     pub slack_ms: i64,
+    /// Each pod this drain asked to leave and saw gone: how long from the ask to gone.
+    pub exits: Vec<Duration>,
+    /// The pod that took longest to go, and how long: where a slow drain's time went.
+    pub slowest: Option<(PodRef, Duration)>,
 }
 
 impl DrainReport {
@@ -237,8 +241,15 @@ impl DrainReport {
             0 => String::new(),
             n => format!(" (and {n} evicted before this drain began)"),
         };
+        let slowest = match &self.slowest {
+            Some((pod, took)) => format!(
+                "; slowest {pod}, gone {:.1}s after it was asked",
+                took.as_secs_f64()
+            ),
+            None => String::new(),
+        };
         format!(
-            "{} evicted{earlier}, {} deleted at the deadline, {} remaining, {:.1}s left before the deadline",
+            "{} evicted{earlier}, {} deleted at the deadline, {} remaining, {:.1}s left before the deadline{slowest}",
             self.evicted,
             self.deleted_at_deadline,
             self.remaining.len(),
@@ -452,13 +463,14 @@ pub async fn drain(
             .and_then(|l| l.metadata.deletion_timestamp.as_ref())
             .map(|t| instant_of(t.0))
     };
-    let mut leaving: Vec<(PodFacts, Option<Instant>)> = plan
+    // Each with when its grace runs out and (for pods this drain asked) when it was asked.
+    let mut leaving: Vec<(PodFacts, Option<Instant>, Option<Instant>)> = plan
         .terminating
         .iter()
         .cloned()
         .map(|p| {
             let by = stopping_by(&p);
-            (p, by)
+            (p, by, None)
         })
         .collect();
     let mut stopped = false;
@@ -520,11 +532,11 @@ pub async fn drain(
         match outcome {
             Left::Evicted(g) => {
                 report.evicted += 1;
-                leaving.push((pod, by(g)));
+                leaving.push((pod, by(g), Some(at)));
             }
             Left::Deleted(g) => {
                 report.deleted_at_deadline += 1;
-                leaving.push((pod, by(g)));
+                leaving.push((pod, by(g), Some(at)));
             }
             Left::AlreadyGone => ctx.say(Progress::Gone { pod: pod_ref(&pod) }),
             Left::Failed => report.remaining.push(pod_ref(&pod)),
@@ -534,17 +546,27 @@ pub async fn drain(
 
     // Done when each pod is gone (404) or replaced (a new UID under the same name).
     let mut waits = JoinSet::new();
-    for (pod, stops_by) in leaving {
+    for (pod, stops_by, asked) in leaving {
         let ctx = ctx.clone();
         waits.spawn(async move {
             let gone = wait_gone(&ctx, &pod, stops_by).await;
-            (pod, gone)
+            (pod, gone, asked.map(|a| a.elapsed()))
         });
     }
     while let Some(joined) = waits.join_next().await {
-        let Ok((pod, gone)) = joined else { continue };
+        let Ok((pod, gone, took)) = joined else {
+            continue;
+        };
         match gone {
-            Some(true) => ctx.say(Progress::Gone { pod: pod_ref(&pod) }),
+            Some(true) => {
+                if let Some(took) = took {
+                    report.exits.push(took);
+                    if report.slowest.as_ref().is_none_or(|(_, t)| took > *t) {
+                        report.slowest = Some((pod_ref(&pod), took));
+                    }
+                }
+                ctx.say(Progress::Gone { pod: pod_ref(&pod) })
+            }
             Some(false) => report.remaining.push(pod_ref(&pod)),
             None => stopped = true,
         }

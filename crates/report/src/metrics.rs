@@ -17,6 +17,20 @@ pub struct NoticeLabels {
     pub source: &'static str,
 }
 
+/// Where interruptions land: the instance's type and zone ("unknown" when the source did not
+/// say). Both are bounded sets, which is what keeps the series few.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PlaceLabels {
+    pub kind: &'static str,
+    pub instance_type: String,
+    pub zone: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
     pub action: &'static str,
@@ -68,6 +82,12 @@ pub struct Metrics {
     /// Every failed write of a node's fence, by reason (`not_found`, `api_error`): the log says
     /// a lasting condition once, this counts each time it happened.
     pub node_write_failures: Family<ResultLabels, Counter>,
+    /// Notices by kind, instance type and zone.
+    pub interruptions: Family<PlaceLabels, Counter>,
+    /// From a notice to its node empty (a successful drain), by kind.
+    pub notice_to_empty: Family<KindLabels, Histogram>,
+    /// From a pod's eviction to its being gone.
+    pub pod_exit: Histogram,
 }
 
 /// Fence latency is milliseconds to a few seconds; drains and slack are seconds to minutes.
@@ -111,6 +131,9 @@ impl Metrics {
             events_dropped: Counter::default(),
             events_failed: Counter::default(),
             node_write_failures: Family::default(),
+            interruptions: Family::default(),
+            notice_to_empty: Family::new_with_constructor(|| Histogram::new(DRAIN_BUCKETS)),
+            pod_exit: Histogram::new(DRAIN_BUCKETS),
             registry: Registry::default(),
         };
         registry.register(
@@ -135,6 +158,21 @@ impl Metrics {
             m.imds_errors.clone(),
         );
         registry.register("polls", "Metadata polls completed", m.polls.clone());
+        registry.register(
+            "interruptions",
+            "Notices by kind, instance type and availability zone",
+            m.interruptions.clone(),
+        );
+        registry.register(
+            "notice_to_empty_seconds",
+            "From a notice to its node empty (successful drains), by kind",
+            m.notice_to_empty.clone(),
+        );
+        registry.register(
+            "pod_exit_seconds",
+            "From a pod's eviction to its being gone",
+            m.pod_exit.clone(),
+        );
         registry.register(
             "node_write_failures",
             "Failed writes of a node's fence (each attempt), by result",

@@ -289,6 +289,8 @@ impl Reporters {
                         deleted_at_deadline = report.deleted_at_deadline,
                         budget_refusals = report.budget_refusals,
                         took_s = report.took.as_secs_f64(), slack_s = report.slack_ms as f64 / 1000.0,
+                        slowest_pod = %report.slowest.as_ref().map(|(p, _)| p.to_string()).unwrap_or_default(),
+                        slowest_s = report.slowest.as_ref().map_or(0.0, |(_, t)| t.as_secs_f64()),
                         "drain succeeded"
                     );
                 } else {
@@ -335,7 +337,26 @@ impl Reporters {
     fn count(&self, u: &Update) {
         let m = &self.metrics;
         match u {
-            Update::Detected { notice, .. } => m.notice(kind_str(notice), self.source),
+            Update::Detected { notice, .. } => {
+                m.notice(kind_str(notice), self.source);
+                let known = self.facts.read().unwrap_or_else(|e| e.into_inner());
+                let facts = notice
+                    .instance_id
+                    .as_deref()
+                    .and_then(|i| known.instance(i));
+                let or_unknown = |v: Option<&String>| {
+                    v.filter(|v| !v.is_empty())
+                        .cloned()
+                        .unwrap_or_else(|| "unknown".into())
+                };
+                m.interruptions
+                    .get_or_create(&crate::metrics::PlaceLabels {
+                        kind: kind_str(notice),
+                        instance_type: or_unknown(facts.map(|f| &f.instance_type)),
+                        zone: or_unknown(facts.map(|f| &f.availability_zone)),
+                    })
+                    .inc();
+            }
             Update::Fenced { latency, .. } => {
                 m.action("fence", true);
                 m.fenced_after(*latency);
@@ -350,9 +371,20 @@ impl Reporters {
                 Progress::Failed { .. } => m.eviction("failed"),
                 _ => {}
             },
-            Update::DrainFinished { report, .. } => {
+            Update::DrainFinished { notice, report } => {
                 m.drains_in_progress.dec();
                 m.action("drain", report.succeeded());
+                if report.succeeded() {
+                    let since = jiff::Timestamp::now().duration_since(notice.detected);
+                    m.notice_to_empty
+                        .get_or_create(&crate::metrics::KindLabels {
+                            kind: kind_str(notice),
+                        })
+                        .observe(since.as_secs_f64().max(0.0));
+                }
+                for exit in &report.exits {
+                    m.pod_exit.observe(exit.as_secs_f64());
+                }
                 m.drain_duration.observe(report.took.as_secs_f64());
                 m.deadline_slack.observe(report.slack_ms as f64 / 1000.0);
             }

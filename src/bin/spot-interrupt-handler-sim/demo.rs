@@ -66,6 +66,7 @@ struct Summary {
     drain_done: Option<f64>,
     drain_ok: bool,
     slack_s: Option<f64>,
+    slowest: Option<(String, f64)>,
     rescheduled: usize,
     replicas_back: Option<f64>,
 }
@@ -363,9 +364,14 @@ fn narrate(tl: &Timeline, s: &mut Summary, u: Update) {
             s.drain_done = Some(tl.at());
             s.drain_ok = report.succeeded();
             s.slack_s = Some(report.slack_ms as f64 / 1000.0);
+            s.slowest = report
+                .slowest
+                .as_ref()
+                .map(|(p, t)| (p.to_string(), t.as_secs_f64()));
             tl.say(
                 "drain-done",
-                json!({"node": notice.node, "succeeded": report.succeeded(), "evicted": report.evicted, "seconds_left": report.slack_ms as f64 / 1000.0}),
+                json!({"node": notice.node, "succeeded": report.succeeded(), "evicted": report.evicted, "seconds_left": report.slack_ms as f64 / 1000.0,
+                    "slowest_pod": s.slowest.as_ref().map(|(p, _)| p), "slowest_s": s.slowest.as_ref().map(|(_, t)| (t * 1000.0).round() / 1000.0)}),
                 format!(
                     "drain {}: {:.1}s left before the instance goes",
                     if report.succeeded() { "done" } else { "FAILED" },
@@ -397,6 +403,8 @@ fn print_summary(args: &DemoArgs, s: &Summary) {
                 "pdb_waits": s.pdb_waits, "deleted_at_deadline": s.deleted_at_deadline,
                 "drain_done_s": s.drain_done, "drain_succeeded": s.drain_ok,
                 "deadline_slack_s": s.slack_s, "rescheduled": s.rescheduled,
+                "slowest_pod": s.slowest.as_ref().map(|(p, _)| p),
+                "slowest_pod_s": s.slowest.as_ref().map(|(_, t)| *t),
                 "replicas_back_s": s.replicas_back,
             }})
         );
@@ -410,6 +418,9 @@ fn print_summary(args: &DemoArgs, s: &Summary) {
     println!("  deleted at the deadline     {}", s.deleted_at_deadline);
     println!("  drain done                  {}", secs(s.drain_done));
     println!("  slack before the deadline   {}", secs(s.slack_s));
+    if let Some((pod, t)) = &s.slowest {
+        println!("  slowest pod to go           {pod}, {t:.3}s after its eviction");
+    }
     println!("  replicas rescheduled        {}", s.rescheduled);
     println!("  replicas back to desired    {}", secs(s.replicas_back));
 }
