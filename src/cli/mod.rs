@@ -96,6 +96,12 @@ pub struct DrainFlags {
     /// Time kept free before the deadline. Range: 1s to 10m.
     #[arg(long, env = "DEADLINE_MARGIN", value_parser = duration_in("1s", "10m"), default_value = "5s")]
     pub deadline_margin: Duration,
+    /// Pods that are endpoints of a Service (its EndpointSlices) wait this long after the fence
+    /// labelled the node out of external load balancers before they are evicted, so the load
+    /// balancers stop sending them requests first; never past the last moment their grace
+    /// still fits before the deadline. Other pods go at once. 0s: no wait. Range: 0s to 10m.
+    #[arg(long, env = "LB_DRAIN_DELAY", value_parser = duration_in("0s", "10m"), default_value = "0s")]
+    pub lb_drain_delay: Duration,
     /// What to do with a pod its PodDisruptionBudget still protects near a hard deadline.
     #[arg(long, env = "ON_PDB_DEADLINE", value_enum, default_value_t = OnPdbDeadline::Delete)]
     pub on_pdb_deadline: OnPdbDeadline,

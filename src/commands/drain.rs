@@ -49,6 +49,7 @@ pub fn drain_config(
         max_concurrent: flags.max_concurrent_evictions as usize,
         own_pod,
         api_timeout,
+        lb_drain_delay: flags.lb_drain_delay,
     }
 }
 

@@ -256,3 +256,62 @@ spec:
         assert!(spot.iter().any(|s| s == node), "{node} is not a spot node");
     }
 }
+
+/// A Service's selected pods are kept in an EndpointSlice with their node and conditions, as
+/// the real controller writes them; `kubectl` lists it by the Service's label.
+#[tokio::test]
+async fn a_service_gets_an_endpointslice_of_its_pods() {
+    let sim = cluster(2, 1, Some(&web(2, "maxUnavailable: 1"))).await;
+    settled(&sim, 2).await;
+    let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 8080}]\n";
+    let path = std::env::temp_dir().join(format!("sih-svc-{}.yaml", std::process::id()));
+    std::fs::write(&path, svc).unwrap();
+    kubectl_ok(&sim, &["apply", "-f", path.to_str().unwrap()]).await;
+    let _ = std::fs::remove_file(&path);
+    eventually("two ready endpoints", Duration::from_secs(10), || async {
+        let list = json(
+            &sim,
+            &[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=web",
+            ],
+        )
+        .await;
+        let eps = list["items"][0]["endpoints"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        eps.len() == 2
+            && eps.iter().all(|e| {
+                e["conditions"]["ready"] == true
+                    && e["nodeName"].as_str().is_some_and(|n| n.starts_with("ip-"))
+                    && e["targetRef"]["kind"] == "Pod"
+            })
+    })
+    .await;
+    // A pod going away is terminating, then gone from the slice.
+    let pods = json(&sim, &["get", "pods", "-l", "app=web"]).await;
+    let victim = pods["items"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    kubectl_ok(&sim, &["delete", "pod", &victim, "--wait=false"]).await;
+    eventually(
+        "the deleted pod leaves the slice",
+        Duration::from_secs(10),
+        || async {
+            let list = json(&sim, &["get", "endpointslices"]).await;
+            !list["items"][0]["endpoints"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .any(|e| {
+                    e["targetRef"]["name"] == victim.as_str() && e["conditions"]["ready"] == true
+                })
+        },
+    )
+    .await;
+}

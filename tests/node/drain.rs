@@ -492,3 +492,84 @@ async fn a_blocked_tier_gives_the_next_tier_its_share_of_the_time() {
     let stuck = stuck_deleted_at.expect("stuck deleted at the deadline");
     assert!(stuck >= Duration::from_secs(9), "stuck at {stuck:?}");
 }
+
+/// Endpoints of a Service wait `lb_drain_delay` before their eviction (the load balancers
+/// stop sending them traffic first); other pods go at once; and the deadline always wins:
+/// with a delay longer than the notice, the endpoints still go at their last moment.
+#[tokio::test]
+async fn service_endpoints_wait_for_the_load_balancers_but_never_past_the_deadline() {
+    let svc = "\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n";
+    let yaml = [
+        chooser("web", None, 0, 1),
+        svc.to_owned(),
+        chooser("worker", None, 0, 1),
+    ]
+    .concat();
+    for (delay, within, web_from, web_to) in [
+        // 3 s delay, 20 s notice: the endpoint goes after 3 s.
+        (3, 20, 2_800, 4_500),
+        // 30 s delay, 8 s notice (1 s margin, 1 s grace): at its last moment, 6 s.
+        (30, 8, 5_500, 7_000),
+    ] {
+        let (_c, client) = cluster(1, 110, &yaml).await;
+        until_running(&client, "app=web", 1).await;
+        until_running(&client, "app=worker", 1).await;
+        // The slice lists the endpoint once its pod runs.
+        let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
+            Api::namespaced(client.clone(), "default");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while slices
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .all(|s| s.endpoints.is_empty())
+        {
+            assert!(tokio::time::Instant::now() < deadline, "no endpoints");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let cfg = DrainConfig {
+            policy: DrainPolicy {
+                margin: Duration::from_secs(1),
+                ..DrainPolicy::default()
+            },
+            lb_drain_delay: Duration::from_secs(delay),
+            ..DrainConfig::default()
+        };
+        let started = tokio::time::Instant::now();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (c, n) = (client.clone(), node_name(0));
+        let drained = tokio::spawn(async move {
+            let deadline = started + Duration::from_secs(within);
+            let target = sih_node::drain::Target {
+                deadline,
+                hard: Some(deadline),
+            };
+            sih_node::drain::drain_until(c, &n, target, cfg, tx).await
+        });
+        let (mut web_at, mut worker_at) = (None, None);
+        while let Some(p) = rx.recv().await {
+            if let Progress::Evicted { pod, .. } = p {
+                let at = Some(started.elapsed());
+                if pod.name.starts_with("web") {
+                    web_at = at;
+                } else if pod.name.starts_with("worker") {
+                    worker_at = at;
+                }
+            }
+        }
+        let report = drained.await.unwrap().unwrap();
+        assert!(report.succeeded(), "{report:?}");
+        let (web_at, worker_at) = (web_at.unwrap(), worker_at.unwrap());
+        assert!(
+            worker_at < Duration::from_secs(1),
+            "worker at {worker_at:?}"
+        );
+        assert!(
+            web_at >= Duration::from_millis(web_from) && web_at <= Duration::from_millis(web_to),
+            "delay {delay}s, notice {within}s: web at {web_at:?}"
+        );
+        assert!(report.slack_ms >= 0, "{report:?}");
+    }
+}

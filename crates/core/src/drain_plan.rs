@@ -34,6 +34,8 @@ pub struct PodFacts {
     pub grace_seconds: i64,
     /// Uses an emptyDir volume, whose data is lost with the pod.
     pub empty_dir: bool,
+    /// An endpoint of a Service on this node: waits for the load balancers before it goes.
+    pub serves_traffic: bool,
 }
 
 /// The pod annotation through which a workload says how it wants to leave.
@@ -258,6 +260,7 @@ mod tests {
             invalid_choice: None,
             grace_seconds: 30,
             empty_dir: false,
+            serves_traffic: false,
         }
     }
 

@@ -17,6 +17,7 @@
 //! - it reports progress as typed events, not log lines, for others to turn into logs, Events,
 //!   metrics and webhook summaries.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +56,11 @@ pub struct DrainConfig {
     pub own_pod: Option<(String, String)>,
     /// The longest any one API call may take (`--api-timeout`).
     pub api_timeout: Duration,
+    /// `--lb-drain-delay`: pods that are endpoints of a Service on this node are evicted this
+    /// long after the drain starts (the fence has labelled the node out of external load
+    /// balancers; they need the time to stop sending it traffic), or at their last moment
+    /// before the deadline if that comes first. Zero: no wait.
+    pub lb_drain_delay: Duration,
 }
 
 impl Default for DrainConfig {
@@ -64,6 +70,7 @@ impl Default for DrainConfig {
             max_concurrent: 50,
             own_pod: None,
             api_timeout: crate::API_TIMEOUT,
+            lb_drain_delay: Duration::ZERO,
         }
     }
 }
@@ -302,6 +309,8 @@ pub fn facts_of(p: &Pod) -> PodFacts {
         empty_dir: spec
             .and_then(|s| s.volumes.as_ref())
             .is_some_and(|v| v.iter().any(|v| v.empty_dir.is_some())),
+        // Known only from the EndpointSlices, read by the drain.
+        serves_traffic: false,
     }
 }
 
@@ -414,8 +423,20 @@ pub async fn drain(
         return Ok(DrainEnd::Stopped(finish(report, &ctx, started)));
     };
     let own = ctx.cfg.own_pod.clone();
+    let serving = if ctx.cfg.lb_drain_delay.is_zero() {
+        Serving::Known(HashSet::new())
+    } else {
+        endpoints_on(&ctx, node).await
+    };
     let plan = plan_drain(
-        listed.iter().map(facts_of).collect(),
+        listed
+            .iter()
+            .map(facts_of)
+            .map(|mut p| {
+                p.serves_traffic = serving.includes(&p.uid);
+                p
+            })
+            .collect(),
         own.as_ref().map(|(n, p)| (n.as_str(), p.as_str())),
     );
     report.already_leaving = plan.terminating.len();
@@ -507,6 +528,13 @@ pub async fn drain(
                 unasked += 1;
                 let (ctx, limit, refusals) = (ctx.clone(), limit.clone(), refusals.clone());
                 tasks.spawn(async move {
+                    // An endpoint of a Service waits for the load balancers first, never
+                    // past its last moment.
+                    if pod.serves_traffic
+                        && !hold(&ctx, &pod, Some(started + ctx.cfg.lb_drain_delay)).await
+                    {
+                        return (pod, Left::Stopped, Instant::now(), true);
+                    }
                     let _slot = limit.acquire_owned().await;
                     let outcome = leave(&ctx, &pod, &refusals).await;
                     (pod, outcome, Instant::now(), true)
@@ -785,24 +813,86 @@ async fn leave_at_deadline(
     limit: &Semaphore,
     refusals: &std::sync::atomic::AtomicU32,
 ) -> Left {
-    let mut rx = ctx.target.clone();
-    loop {
-        let Some(t) = *rx.borrow_and_update() else {
-            return Left::Stopped;
-        };
-        let moment = t
-            .ends()
-            .checked_sub(ctx.cfg.policy.delete_lead(pod.grace_seconds))
-            .unwrap_or_else(Instant::now);
-        if Instant::now() >= moment {
-            break;
-        }
-        if !pause(&mut rx, moment).await {
-            return Left::Stopped;
-        }
+    if !hold(ctx, pod, None).await {
+        return Left::Stopped;
     }
     let _slot = limit.acquire().await;
     leave(ctx, pod, refusals).await
+}
+
+/// Waits until `until` or the pod's last moment (its grace and the margin still fit before
+/// the deadline), whichever comes first; the last moment moves with the target. False when
+/// the target went away meanwhile.
+async fn hold(ctx: &Ctx, pod: &PodFacts, until: Option<Instant>) -> bool {
+    let mut rx = ctx.target.clone();
+    loop {
+        let Some(t) = *rx.borrow_and_update() else {
+            return false;
+        };
+        let last = t
+            .ends()
+            .checked_sub(ctx.cfg.policy.delete_lead(pod.grace_seconds))
+            .unwrap_or_else(Instant::now);
+        let moment = until.map_or(last, |u| u.min(last));
+        if Instant::now() >= moment {
+            return true;
+        }
+        if !pause(&mut rx, moment).await {
+            return false;
+        }
+    }
+}
+
+/// Which pods of a node receive traffic through a Service.
+enum Serving {
+    Known(HashSet<String>),
+    /// The EndpointSlices could not be read: every pod is taken to be an endpoint (a wait the
+    /// deadline bounds costs less than requests cut off).
+    Unknown,
+}
+
+impl Serving {
+    fn includes(&self, uid: &str) -> bool {
+        match self {
+            Self::Known(uids) => uids.contains(uid),
+            Self::Unknown => true,
+        }
+    }
+}
+
+/// The pods on `node` that some EndpointSlice lists (ready or still serving).
+async fn endpoints_on(ctx: &Ctx, node: &str) -> Serving {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let slices: Api<EndpointSlice> = Api::all(ctx.client.clone());
+    let listed = crate::bounded(
+        ctx.cfg.api_timeout,
+        "list endpointslices",
+        slices.list(&ListParams::default()),
+    )
+    .await;
+    match listed {
+        Ok(Ok(list)) => Serving::Known(
+            list.items
+                .iter()
+                .flat_map(|s| &s.endpoints)
+                .filter(|e| e.node_name.as_deref() == Some(node))
+                .filter(|e| {
+                    e.conditions
+                        .as_ref()
+                        .is_none_or(|c| c.ready != Some(false) || c.serving == Some(true))
+                })
+                .filter_map(|e| e.target_ref.as_ref().and_then(|r| r.uid.clone()))
+                .collect(),
+        ),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot read the EndpointSlices; every pod waits --lb-drain-delay");
+            Serving::Unknown
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the EndpointSlices; every pod waits --lb-drain-delay");
+            Serving::Unknown
+        }
+    }
 }
 
 /// The monotonic moment of a wall-clock time.

@@ -85,9 +85,10 @@ pub const SERVICE_ACCOUNTS: usize = 10;
 pub const SELF_SUBJECT_ACCESS_REVIEWS: usize = 15;
 pub const SERVICES: usize = 16;
 pub const CONFIG_MAPS: usize = 17;
+pub const ENDPOINT_SLICES: usize = 18;
 
 #[rustfmt::skip]
-pub static RESOURCES: [Resource; 18] = [
+pub static RESOURCES: [Resource; 19] = [
     //    group                  version plural                  singular               kind                   namespaced short       subresources                          has status
     res!("",                    "v1", "namespaces",           "namespace",           "Namespace",           false, &["ns"],     &["status"],                           true),
     res!("",                    "v1", "nodes",                "node",                "Node",                false, &["no"],     &["status"],                           true),
@@ -106,15 +107,17 @@ pub static RESOURCES: [Resource; 18] = [
     res!("rbac.authorization.k8s.io", "v1", "rolebindings",   "rolebinding",         "RoleBinding",         true,  &[],         &[],                                   false),
     // Answered, never stored: "may I?" for the caller (`kubectl auth can-i`).
     res!("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "selfsubjectaccessreview", "SelfSubjectAccessReview", false, &[], &[],               false),
-    // Stored, not acted on (no endpoints, no proxying): enough for manifests to apply.
+    // A Service's selector is kept in an EndpointSlice (no proxying, no cluster IPs).
     res!("",                    "v1", "services",             "service",             "Service",             true,  &["svc"],    &["status"],                           true),
     res!("",                    "v1", "configmaps",           "configmap",           "ConfigMap",           true,  &["cm"],     &[],                                   false),
+    res!("discovery.k8s.io",    "v1", "endpointslices",       "endpointslice",       "EndpointSlice",       true,  &[],         &[],                                   false),
 ];
 
 /// The API groups besides core, in discovery order.
-pub const GROUPS: [&str; 6] = [
+pub const GROUPS: [&str; 7] = [
     "apps",
     "policy",
+    "discovery.k8s.io",
     "events.k8s.io",
     "coordination.k8s.io",
     "rbac.authorization.k8s.io",

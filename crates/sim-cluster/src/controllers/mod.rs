@@ -1,5 +1,5 @@
 //! The simulated control plane: node lifecycle, scheduler, kubelet, ReplicaSet, Deployment and
-//! DaemonSet controllers, garbage collection and PodDisruptionBudget status.
+//! DaemonSet controllers, EndpointSlices, garbage collection and PodDisruptionBudget status.
 //!
 //! One loop runs the controllers after changes (batched briefly) and at the next moment a timer
 //! is due (a pod finishing its start, a grace period ending), never on a fixed tick. It follows
@@ -10,6 +10,7 @@
 
 pub mod daemonset;
 pub mod deployment;
+pub mod endpoints;
 pub mod gc;
 pub mod kubelet;
 pub mod nodes;
@@ -26,7 +27,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use crate::resources::{DAEMONSETS, DEPLOYMENTS, NODES, PDBS, PODS, REPLICASETS};
+use crate::resources::{DAEMONSETS, DEPLOYMENTS, NODES, PDBS, PODS, REPLICASETS, SERVICES};
 pub use crate::store::controller_uid;
 use crate::store::{ChangeType, Key, Store, Subscription};
 
@@ -66,10 +67,11 @@ enum Pass {
     DaemonSets,
     Scheduler,
     Kubelet,
+    Endpoints,
     Budgets,
 }
 
-const PASSES: [Pass; 8] = [
+const PASSES: [Pass; 9] = [
     Pass::Nodes,
     Pass::Gc,
     Pass::Deployments,
@@ -77,6 +79,7 @@ const PASSES: [Pass; 8] = [
     Pass::DaemonSets,
     Pass::Scheduler,
     Pass::Kubelet,
+    Pass::Endpoints,
     Pass::Budgets,
 ];
 
@@ -93,6 +96,7 @@ impl Pass {
             Pass::Scheduler => any(&[PODS, NODES]),
             // Timers (pod starts, grace periods) are due whether or not anything changed.
             Pass::Kubelet => true,
+            Pass::Endpoints => any(&[SERVICES, PODS]),
             Pass::Budgets => any(&[PODS, PDBS, REPLICASETS, DAEMONSETS]),
         }
     }
@@ -268,6 +272,7 @@ fn reconcile_all(store: &Store, config: &LoopConfig, state: &mut Loop) -> Option
                 }
                 Ok(())
             }
+            Pass::Endpoints => endpoints::reconcile(tx),
             Pass::Budgets => Ok(()),
         });
         if let Err(e) = result {
