@@ -68,6 +68,7 @@ fn describe(p: &Progress) -> String {
         ),
         Progress::Skipped { pod, reason } => format!("stays    {pod} ({})", reason.as_str()),
         Progress::Warning { pod, reason } => format!("warning  {pod}: {reason}"),
+        Progress::Surge { workload, what, .. } => format!("surge    {workload}: {what}"),
         Progress::InvalidChoice { pod, value } => format!(
             "warning  {pod}: spot-interrupt-handler/eviction {value:?} is not a choice; the default applies"
         ),

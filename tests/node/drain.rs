@@ -573,3 +573,142 @@ async fn service_endpoints_wait_for_the_load_balancers_but_never_past_the_deadli
         assert!(report.slack_ms >= 0, "{report:?}");
     }
 }
+
+/// Surge before evict: a Deployment annotated `spot-interrupt-handler/surge: "true"` gets its
+/// new replicas Ready elsewhere before its pods leave, so its Ready replicas never drop below
+/// the desired count, and the count is restored afterwards; without the annotation they do
+/// drop (the budget allows one down). An HPA on the Deployment means no surge, said why.
+#[tokio::test]
+async fn a_surged_deployment_never_drops_below_its_desired_ready_replicas() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{Patch, PatchParams};
+    for (surge, hpa) in [(true, false), (false, false), (true, true)] {
+        let (_c, client) = cluster(2, 110, "").await;
+        let nodes: Api<Node> = Api::all(client.clone());
+        let cordon = |name: String, on: bool| {
+            let nodes = nodes.clone();
+            async move {
+                nodes
+                    .patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"spec": {"unschedulable": on}})),
+                    )
+                    .await
+                    .unwrap();
+            }
+        };
+        // Both replicas on node 0; then node 0 is fenced and node 1 takes new pods.
+        cordon(node_name(1), true).await;
+        let annotations = if surge {
+            json!({"spot-interrupt-handler/surge": "true"})
+        } else {
+            json!({})
+        };
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+        deployments
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": "web", "namespace": "default", "annotations": annotations},
+                    "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                        "template": {"metadata": {"labels": {"app": "web"}},
+                            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "c", "image": "nginx"}]}}}
+                }))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        let pdb = "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: web, namespace: default}\nspec:\n  maxUnavailable: 1\n  selector: {matchLabels: {app: web}}\n";
+        let budgets: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+            Api::namespaced(client.clone(), "default");
+        budgets
+            .create(
+                &PostParams::default(),
+                &serde_saphyr::from_str(pdb).unwrap(),
+            )
+            .await
+            .unwrap();
+        if hpa {
+            let hpas: Api<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler> =
+                Api::namespaced(client.clone(), "default");
+            hpas.create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": "web", "namespace": "default"},
+                    "spec": {"maxReplicas": 5, "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}}
+                }))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        }
+        until_running(&client, "app=web", 2).await;
+        until_budget_allows(&client, "web").await;
+        cordon(node_name(1), false).await;
+        cordon(node_name(0), true).await;
+        // Watch Ready replicas the whole time.
+        let lowest = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(i32::MAX));
+        let (watch_low, watch_d) = (lowest.clone(), deployments.clone());
+        let watcher = tokio::spawn(async move {
+            loop {
+                if let Ok(d) = watch_d.get("web").await {
+                    let ready = d.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+                    watch_low.fetch_min(ready, std::sync::atomic::Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        let cfg = DrainConfig {
+            policy: DrainPolicy {
+                margin: Duration::from_secs(1),
+                ..DrainPolicy::default()
+            },
+            ..DrainConfig::default()
+        };
+        let (report, events) = drain(&client, &node_name(0), Duration::from_secs(20), cfg).await;
+        until_running(&client, "app=web", 2).await;
+        watcher.abort();
+        assert!(report.succeeded(), "{report:?}");
+        let said: Vec<String> = events
+            .iter()
+            .filter_map(|e| match e {
+                Progress::Surge { what, .. } => Some(what.clone()),
+                _ => None,
+            })
+            .collect();
+        let low = lowest.load(std::sync::atomic::Ordering::SeqCst);
+        let replicas = deployments
+            .get("web")
+            .await
+            .unwrap()
+            .spec
+            .and_then(|s| s.replicas);
+        assert_eq!(replicas, Some(2), "restored: {said:?}");
+        match (surge, hpa) {
+            (true, false) => {
+                assert!(
+                    said.iter().any(|w| w.contains("raised from 2 to 4")),
+                    "{said:?}"
+                );
+                assert!(said.iter().any(|w| w.contains("restored to 2")), "{said:?}");
+                assert_eq!(low, 2, "Ready replicas never below desired");
+            }
+            (false, _) => {
+                assert!(said.is_empty(), "{said:?}");
+                assert!(
+                    low < 2,
+                    "without a surge the budget lets one go down: {low}"
+                );
+            }
+            (true, true) => {
+                assert!(
+                    said.iter()
+                        .any(|w| w.contains("not surged") && w.contains("HorizontalPodAutoscaler")),
+                    "{said:?}"
+                );
+            }
+        }
+    }
+}

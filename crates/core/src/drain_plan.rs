@@ -15,6 +15,8 @@ pub struct PodFacts {
     pub uid: String,
     /// Kind of the controlling owner; `None` for a pod nobody recreates.
     pub owner_kind: Option<String>,
+    /// Name of the controlling owner (a ReplicaSet's, for a Deployment's pods).
+    pub owner_name: Option<String>,
     /// A static pod's mirror (`kubernetes.io/config.mirror`): the kubelet owns it.
     pub mirror: bool,
     /// Succeeded or Failed.
@@ -251,6 +253,7 @@ mod tests {
             name: name.into(),
             uid: format!("uid-{name}"),
             owner_kind: Some("ReplicaSet".into()),
+            owner_name: Some("web-1".into()),
             mirror: false,
             terminal: false,
             terminating: false,

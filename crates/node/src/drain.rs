@@ -183,6 +183,13 @@ pub enum Progress {
         pod: PodRef,
         reason: String,
     },
+    /// A surge before eviction (`spot-interrupt-handler/surge` on a Deployment): raised,
+    /// ready, restored, or not done and why (`warning`).
+    Surge {
+        workload: String,
+        what: String,
+        warning: bool,
+    },
     /// The pod's `spot-interrupt-handler/eviction` annotation is not a choice: the default
     /// applies.
     InvalidChoice {
@@ -287,6 +294,7 @@ pub fn facts_of(p: &Pod) -> PodFacts {
         name: meta.name.clone().unwrap_or_default(),
         uid: meta.uid.clone().unwrap_or_default(),
         owner_kind: owner.map(|o| o.kind.clone()),
+        owner_name: owner.map(|o| o.name.clone()),
         mirror: meta
             .annotations
             .as_ref()
@@ -439,6 +447,48 @@ pub async fn drain(
             .collect(),
         own.as_ref().map(|(n, p)| (n.as_str(), p.as_str())),
     );
+    // Deployments that asked for a surge are raised now; their pods wait for the new replicas.
+    let evictable: Vec<&PodFacts> = plan.to_evict().collect();
+    let prepared = match tokio::time::timeout(
+        ctx.cfg.api_timeout,
+        crate::surge::prepare(&ctx.client, &evictable, ctx.cfg.api_timeout),
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(_) => {
+            tracing::warn!("reading the pods' Deployments for a surge took too long; no surge");
+            Vec::new()
+        }
+    };
+    let mut surged: Vec<crate::surge::Surged> = Vec::new();
+    let mut surge_of: std::collections::HashMap<String, usize> = Default::default();
+    for (outcome, uids) in prepared {
+        match outcome {
+            crate::surge::Outcome::Surged(s) => {
+                ctx.say(Progress::Surge {
+                    workload: s.name(),
+                    what: format!(
+                        "replicas raised from {} to {} before its {} pod(s) here are evicted",
+                        s.restore_to,
+                        s.ready_at,
+                        uids.len()
+                    ),
+                    warning: false,
+                });
+                for uid in uids {
+                    surge_of.insert(uid, surged.len());
+                }
+                surged.push(s);
+            }
+            crate::surge::Outcome::Skipped { workload, why } => ctx.say(Progress::Surge {
+                workload,
+                what: format!("not surged: {why}"),
+                warning: true,
+            }),
+        }
+    }
+    let surged = Arc::new(surged);
     report.already_leaving = plan.terminating.len();
     ctx.say(Progress::Planned {
         evict: plan.to_evict().count(),
@@ -527,7 +577,15 @@ pub async fn drain(
             for pod in tier {
                 unasked += 1;
                 let (ctx, limit, refusals) = (ctx.clone(), limit.clone(), refusals.clone());
+                let surge = surge_of.get(&pod.uid).map(|i| (surged.clone(), *i));
                 tasks.spawn(async move {
+                    // A surged Deployment's pod waits for its new replicas to be Ready, never
+                    // past its last moment.
+                    if let Some((surged, i)) = surge
+                        && !hold_for_surge(&ctx, &pod, &surged[i]).await
+                    {
+                        return (pod, Left::Stopped, Instant::now(), true);
+                    }
                     // An endpoint of a Service waits for the load balancers first, never
                     // past its last moment.
                     if pod.serves_traffic
@@ -597,6 +655,24 @@ pub async fn drain(
             }
             Some(false) => report.remaining.push(pod_ref(&pod)),
             None => stopped = true,
+        }
+    }
+    // The surge is over once the pods are gone (or the drain stopped): counts restored.
+    for s in surged.iter() {
+        match crate::surge::restore(&ctx.client, s, ctx.cfg.api_timeout).await {
+            Ok(()) => ctx.say(Progress::Surge {
+                workload: s.name(),
+                what: format!("replicas restored to {}", s.restore_to),
+                warning: false,
+            }),
+            Err(e) => ctx.say(Progress::Surge {
+                workload: s.name(),
+                what: format!(
+                    "replicas not restored to {} ({e}); the next drain, or a person, restores them",
+                    s.restore_to
+                ),
+                warning: true,
+            }),
         }
     }
     report.budget_refusals = refusals.load(std::sync::atomic::Ordering::Relaxed);
@@ -838,6 +914,40 @@ async fn hold(ctx: &Ctx, pod: &PodFacts, until: Option<Instant>) -> bool {
             return true;
         }
         if !pause(&mut rx, moment).await {
+            return false;
+        }
+    }
+}
+
+/// Waits until the surged Deployment has its new replicas Ready, or the pod's last moment
+/// comes (then it goes anyway, and says so). False when the target went away meanwhile.
+async fn hold_for_surge(ctx: &Ctx, pod: &PodFacts, s: &crate::surge::Surged) -> bool {
+    let mut rx = ctx.target.clone();
+    loop {
+        let Some(t) = *rx.borrow_and_update() else {
+            return false;
+        };
+        let last = t
+            .ends()
+            .checked_sub(ctx.cfg.policy.delete_lead(pod.grace_seconds))
+            .unwrap_or_else(Instant::now);
+        let now = Instant::now();
+        if now >= last {
+            ctx.say(Progress::Surge {
+                workload: s.name(),
+                what: format!(
+                    "its new replicas were not Ready by {}'s last moment; evicting it anyway",
+                    pod_ref(pod)
+                ),
+                warning: true,
+            });
+            return true;
+        }
+        let limit = ctx.cfg.api_timeout.min(last - now).max(MIN_CALL);
+        if crate::surge::ready(&ctx.client, s, limit).await {
+            return true;
+        }
+        if !pause(&mut rx, (Instant::now() + GONE_POLL).min(last)).await {
             return false;
         }
     }

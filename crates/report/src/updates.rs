@@ -556,6 +556,17 @@ fn log_progress(notice: &Notice, p: &Progress) {
         Progress::Warning { pod, reason } => {
             tracing::warn!(notice_id = %id, pod = %pod, reason = %reason, "evicting anyway")
         }
+        Progress::Surge {
+            workload,
+            what,
+            warning,
+        } => {
+            if *warning {
+                tracing::warn!(notice_id = %id, workload = %workload, "surge: {what}")
+            } else {
+                tracing::info!(notice_id = %id, workload = %workload, "surge: {what}")
+            }
+        }
         Progress::InvalidChoice { pod, value } => {
             tracing::warn!(notice_id = %id, pod = %pod, value = %value,
                 "the pod's spot-interrupt-handler/eviction annotation is not first, last, at-deadline or never; the default applies")

@@ -86,9 +86,10 @@ pub const SELF_SUBJECT_ACCESS_REVIEWS: usize = 15;
 pub const SERVICES: usize = 16;
 pub const CONFIG_MAPS: usize = 17;
 pub const ENDPOINT_SLICES: usize = 18;
+pub const HPAS: usize = 19;
 
 #[rustfmt::skip]
-pub static RESOURCES: [Resource; 19] = [
+pub static RESOURCES: [Resource; 20] = [
     //    group                  version plural                  singular               kind                   namespaced short       subresources                          has status
     res!("",                    "v1", "namespaces",           "namespace",           "Namespace",           false, &["ns"],     &["status"],                           true),
     res!("",                    "v1", "nodes",                "node",                "Node",                false, &["no"],     &["status"],                           true),
@@ -111,11 +112,14 @@ pub static RESOURCES: [Resource; 19] = [
     res!("",                    "v1", "services",             "service",             "Service",             true,  &["svc"],    &["status"],                           true),
     res!("",                    "v1", "configmaps",           "configmap",           "ConfigMap",           true,  &["cm"],     &[],                                   false),
     res!("discovery.k8s.io",    "v1", "endpointslices",       "endpointslice",       "EndpointSlice",       true,  &[],         &[],                                   false),
+    // Stored, not acted on: a drain reads them to leave the Deployments they scale alone.
+    res!("autoscaling",         "v1", "horizontalpodautoscalers", "horizontalpodautoscaler", "HorizontalPodAutoscaler", true, &["hpa"], &["status"],              true),
 ];
 
 /// The API groups besides core, in discovery order.
-pub const GROUPS: [&str; 7] = [
+pub const GROUPS: [&str; 8] = [
     "apps",
+    "autoscaling",
     "policy",
     "discovery.k8s.io",
     "events.k8s.io",
