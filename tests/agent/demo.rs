@@ -78,3 +78,36 @@ async fn demo_tells_the_whole_story_and_exits_zero() {
     assert!(summary["fence_s"].as_f64().unwrap() < 2.0);
     assert!(summary["deadline_slack_s"].as_f64().unwrap() > 60.0);
 }
+
+/// `demo --scenario surge`: the web Deployment asks for a surge, and its Ready replicas never
+/// drop below the desired count, where the default story loses one for a while.
+#[tokio::test]
+async fn the_surge_scenario_keeps_every_ready_replica() {
+    let summary = |scenario: &'static str| async move {
+        let out = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            tokio::process::Command::new(crate::support::SIM_BIN)
+                .args(["demo", "--json", "--scenario", scenario])
+                .env_remove("NODE_NAME")
+                .output(),
+        )
+        .await
+        .expect("the demo finishes within a minute")
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{stdout}");
+        let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        (last["summary"].clone(), stdout)
+    };
+    let ((surge, surge_out), (plain, _)) = tokio::join!(summary("surge"), summary("drain"));
+    assert_eq!(surge["drain_succeeded"], true);
+    assert_eq!(
+        surge["lowest_ready_replicas"], surge["desired_replicas"],
+        "{surge}"
+    );
+    assert!(surge_out.contains("\"event\":\"surge\""), "{surge_out}");
+    assert!(
+        plain["lowest_ready_replicas"].as_i64() < plain["desired_replicas"].as_i64(),
+        "{plain}"
+    );
+}

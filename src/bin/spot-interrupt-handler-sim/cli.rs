@@ -110,6 +110,16 @@ pub struct DemoArgs {
     /// Seconds between the notice and the instance's end.
     #[arg(long, env = "SIH_DEMO_NOTICE", value_parser = parse_duration, default_value = "120s")]
     pub notice: Duration,
+    /// The story to tell: `drain` (the default evacuation) or `surge` (the web Deployment is
+    /// annotated `spot-interrupt-handler/surge`: its Ready replicas never drop below desired).
+    #[arg(long, env = "SIH_DEMO_SCENARIO", value_enum, default_value_t = DemoScenario::Drain)]
+    pub scenario: DemoScenario,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoScenario {
+    Drain,
+    Surge,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

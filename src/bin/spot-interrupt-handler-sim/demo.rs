@@ -69,6 +69,8 @@ struct Summary {
     slowest: Option<(String, f64)>,
     rescheduled: usize,
     replicas_back: Option<f64>,
+    /// The fewest Ready replicas any Deployment had during the story, and its desired count.
+    lowest_ready: Option<(String, i32, i32)>,
 }
 
 fn pod_ready(p: &Pod) -> bool {
@@ -122,6 +124,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             bail!("the simulated workload did not become ready");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if args.scenario == crate::cli::DemoScenario::Surge {
+        for d in deployments.list(&ListParams::default()).await?.items {
+            let (Some(ns), Some(name)) = (d.metadata.namespace, d.metadata.name) else {
+                continue;
+            };
+            let patch =
+                json!({"metadata": {"annotations": {sih_node::surge::SURGE_ANNOTATION: "true"}}});
+            Api::<Deployment>::namespaced(client.clone(), &ns)
+                .patch(
+                    &name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await?;
+        }
     }
     let before = pods.list(&ListParams::default()).await?.items;
     let on_node =
@@ -218,6 +236,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         tokio::select! {
             Some(u) = updates.recv() => narrate(&tl, &mut s, u),
             _ = check.tick() => {
+                for d in deployments.list(&ListParams::default()).await?.items {
+                    // Desired is the count before any surge (recorded while it lasts).
+                    let desired = d.metadata.annotations.as_ref()
+                        .and_then(|a| a.get(sih_node::surge::RESTORE_ANNOTATION))
+                        .and_then(|v| v.parse().ok())
+                        .or_else(|| d.spec.as_ref().and_then(|s| s.replicas))
+                        .unwrap_or(1);
+                    let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+                    if s.lowest_ready.as_ref().is_none_or(|(_, low, _)| ready < *low) {
+                        s.lowest_ready = Some((d.metadata.name.clone().unwrap_or_default(), ready, desired));
+                    }
+                }
                 let list = pods.list(&ListParams::default()).await?.items;
                 for p in &list {
                     let Some(name) = p.metadata.name.clone() else { continue };
@@ -323,6 +353,11 @@ fn narrate(tl: &Timeline, s: &mut Summary, u: Update) {
         Update::Drain { notice, progress } => {
             let node = notice.node;
             match progress {
+                Progress::Surge { workload, what, .. } => tl.say(
+                    "surge",
+                    json!({"workload": workload, "node": node}),
+                    format!("surge {workload}: {what}"),
+                ),
                 Progress::Evicted { pod, grace } => {
                     s.evicted += 1;
                     tl.say(
@@ -371,7 +406,9 @@ fn narrate(tl: &Timeline, s: &mut Summary, u: Update) {
             tl.say(
                 "drain-done",
                 json!({"node": notice.node, "succeeded": report.succeeded(), "evicted": report.evicted, "seconds_left": report.slack_ms as f64 / 1000.0,
-                    "slowest_pod": s.slowest.as_ref().map(|(p, _)| p), "slowest_s": s.slowest.as_ref().map(|(_, t)| (t * 1000.0).round() / 1000.0)}),
+                    "slowest_pod": s.slowest.as_ref().map(|(p, _)| p),
+                "lowest_ready_replicas": s.lowest_ready.as_ref().map(|(_, r, _)| r),
+                "desired_replicas": s.lowest_ready.as_ref().map(|(_, _, d)| d), "slowest_s": s.slowest.as_ref().map(|(_, t)| (t * 1000.0).round() / 1000.0)}),
                 format!(
                     "drain {}: {:.1}s left before the instance goes",
                     if report.succeeded() { "done" } else { "FAILED" },
@@ -404,6 +441,8 @@ fn print_summary(args: &DemoArgs, s: &Summary) {
                 "drain_done_s": s.drain_done, "drain_succeeded": s.drain_ok,
                 "deadline_slack_s": s.slack_s, "rescheduled": s.rescheduled,
                 "slowest_pod": s.slowest.as_ref().map(|(p, _)| p),
+                "lowest_ready_replicas": s.lowest_ready.as_ref().map(|(_, r, _)| r),
+                "desired_replicas": s.lowest_ready.as_ref().map(|(_, _, d)| d),
                 "slowest_pod_s": s.slowest.as_ref().map(|(_, t)| *t),
                 "replicas_back_s": s.replicas_back,
             }})
@@ -418,6 +457,9 @@ fn print_summary(args: &DemoArgs, s: &Summary) {
     println!("  deleted at the deadline     {}", s.deleted_at_deadline);
     println!("  drain done                  {}", secs(s.drain_done));
     println!("  slack before the deadline   {}", secs(s.slack_s));
+    if let Some((name, ready, desired)) = &s.lowest_ready {
+        println!("  fewest Ready replicas       {ready} of {desired} ({name})");
+    }
     if let Some((pod, t)) = &s.slowest {
         println!("  slowest pod to go           {pod}, {t:.3}s after its eviction");
     }
