@@ -487,6 +487,23 @@ impl Actor {
         }
     }
 
+    /// Tells when the workloads a drain evicted from are whole again (bounded: ten minutes).
+    fn watch_recovery(&self, notice: Notice, owners: Vec<(String, String)>) {
+        // A weak sender: a watch still running never keeps the reporters from finishing.
+        let (client, updates) = (self.client.clone(), self.updates.downgrade());
+        let timeout = self.cfg.drain.api_timeout;
+        tokio::spawn(async move {
+            let within = Duration::from_secs(600);
+            if sih_node::drain::recovered(&client, &owners, timeout, within).await {
+                let after = Timestamp::now().duration_since(notice.detected);
+                let after = Duration::try_from(after).unwrap_or_default();
+                if let Some(updates) = updates.upgrade() {
+                    let _ = updates.send(Update::Recovered { notice, after });
+                }
+            }
+        });
+    }
+
     /// A notice gone: its fence is undone on the next write (`Unfenced` says why).
     fn withdraw(&mut self, node: &str, n: Notice, why: String) {
         let s = self.state(node);
@@ -886,6 +903,9 @@ impl Actor {
                         "the drain ended with {} pod(s) still on the node",
                         report.remaining.len()
                     ));
+                }
+                if ok && !report.owners.is_empty() {
+                    self.watch_recovery(lead.clone(), report.owners.clone());
                 }
                 self.send(Update::DrainFinished {
                     notice: lead.clone(),

@@ -451,6 +451,21 @@ fn with_instance(sample_name: &str, instance: &str) -> String {
     v.to_string()
 }
 
+/// A terminate lifecycle hook for the scene's node, drained and its message gone; returns the
+/// instance.
+async fn terminate_hook_drained(q: &QueueScene) -> String {
+    group_with_hooks(&q.moto).await;
+    let instance = instance_of(&q.s, &q.s.node).await;
+    q.send(&with_instance(
+        "asg-terminate-lifecycle-eventbridge.json",
+        &instance,
+    ))
+    .await;
+    q.s.drained().await;
+    q.until_empty().await;
+    instance
+}
+
 #[tokio::test]
 async fn terminate_hook_heartbeats_while_draining_then_continues() {
     // Slow pods (2 s to stop) and a 1 s heartbeat: the drain spans heartbeats.
@@ -461,15 +476,7 @@ async fn terminate_hook_heartbeats_while_draining_then_continues() {
         "3",
     ])
     .await;
-    group_with_hooks(&q.moto).await;
-    let instance = instance_of(&q.s, &q.s.node).await;
-    q.send(&with_instance(
-        "asg-terminate-lifecycle-eventbridge.json",
-        &instance,
-    ))
-    .await;
-    q.s.drained().await;
-    q.until_empty().await;
+    let instance = terminate_hook_drained(&q).await;
     let calls = q.moto.lifecycle_calls();
     let complete: Vec<&Value> = calls
         .iter()
@@ -534,15 +541,7 @@ async fn the_documented_iam_policy_is_exactly_what_the_controller_calls() {
         "3",
     ])
     .await;
-    group_with_hooks(&q.moto).await;
-    let instance = instance_of(&q.s, &q.s.node).await;
-    q.send(&with_instance(
-        "asg-terminate-lifecycle-eventbridge.json",
-        &instance,
-    ))
-    .await;
-    q.s.drained().await;
-    q.until_empty().await;
+    terminate_hook_drained(&q).await;
     let called: std::collections::BTreeSet<String> = q
         .moto
         .iam_actions(CONTROLLER_KEY)

@@ -118,6 +118,20 @@ async fn spot_interruption_fences_drains_and_tells() {
             .await,
         before as f64
     );
+    // Time to recover: the evicted replicas Ready again elsewhere.
+    agent
+        .proc
+        .until_logged(
+            "every evicted workload has its replicas Ready again",
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(
+        agent
+            .metric("spot_interrupt_handler_notice_to_recovered_seconds_count{kind=\"spot-interruption\"}")
+            .await,
+        1.0
+    );
     let done = agent
         .proc
         .until_logged("drain succeeded", Duration::from_secs(5))
@@ -616,11 +630,8 @@ async fn rebalance_drain_when_asked() {
     assert!(taints(&node).iter().any(|(k, _, _)| k == REBALANCE_TAINT));
 }
 
-/// A rebalance fence is undone after `--rebalance-ttl` when no interruption followed, with an
-/// Event that says so, and not put back while the recommendation stays visible (IMDS keeps it
-/// for hours); when a spot interruption follows, the fence stays.
-#[tokio::test]
-async fn a_rebalance_fence_is_undone_after_its_time_to_live_unless_an_interruption_followed() {
+/// An agent with a 2 s rebalance time to live, its node fenced by a rebalance recommendation.
+async fn rebalance_fenced_with_a_time_to_live() -> (Scene, crate::support::Agent) {
     let s = Scene::start(&[]).await;
     let agent = s
         .agent(&["--rebalance-action", "cordon", "--rebalance-ttl", "2s"])
@@ -630,6 +641,15 @@ async fn a_rebalance_fence_is_undone_after_its_time_to_live_unless_an_interrupti
         cordoned(&s.node().await)
     })
     .await;
+    (s, agent)
+}
+
+/// A rebalance fence is undone after `--rebalance-ttl` when no interruption followed, with an
+/// Event that says so, and not put back while the recommendation stays visible (IMDS keeps it
+/// for hours); when a spot interruption follows, the fence stays.
+#[tokio::test]
+async fn a_rebalance_fence_is_undone_after_its_time_to_live_unless_an_interruption_followed() {
+    let (s, agent) = rebalance_fenced_with_a_time_to_live().await;
     until(
         "unfenced after the time to live",
         Duration::from_secs(10),
@@ -656,15 +676,7 @@ async fn a_rebalance_fence_is_undone_after_its_time_to_live_unless_an_interrupti
     drop(agent);
 
     // A spot interruption follows a rebalance: the fence stays past the time to live.
-    let s = Scene::start(&[]).await;
-    let _agent = s
-        .agent(&["--rebalance-action", "cordon", "--rebalance-ttl", "2s"])
-        .await;
-    s.control("rebalance-recommendation", json!({})).await;
-    until("fenced", Duration::from_secs(10), || async {
-        cordoned(&s.node().await)
-    })
-    .await;
+    let (s, _agent) = rebalance_fenced_with_a_time_to_live().await;
     s.spot(60).await;
     s.drained().await;
     tokio::time::sleep(Duration::from_secs(3)).await;

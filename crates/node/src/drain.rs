@@ -241,6 +241,9 @@ pub struct DrainReport {
     pub exits: Vec<Duration>,
     /// The pod that took longest to go, and how long: where a slow drain's time went.
     pub slowest: Option<(PodRef, Duration)>,
+    /// The ReplicaSets (`namespace`, `name`) whose pods this drain asked to leave: recovered
+    /// when each has its replicas Ready again ([`recovered`]).
+    pub owners: Vec<(String, String)>,
 }
 
 impl DrainReport {
@@ -615,6 +618,15 @@ pub async fn drain(
             unasked = unasked.saturating_sub(1);
         }
         let by = |g: i64| Some(at + Duration::from_secs(g.max(0) as u64));
+        if matches!(outcome, Left::Evicted(_) | Left::Deleted(_))
+            && pod.owner_kind.as_deref() == Some("ReplicaSet")
+            && let Some(rs) = &pod.owner_name
+        {
+            let owner = (pod.namespace.clone(), rs.clone());
+            if !report.owners.contains(&owner) {
+                report.owners.push(owner);
+            }
+        }
         match outcome {
             Left::Evicted(g) => {
                 report.evicted += 1;
@@ -896,6 +908,14 @@ async fn leave_at_deadline(
     leave(ctx, pod, refusals).await
 }
 
+/// The last moment `pod` can be asked to leave with its whole grace (and the margin) before
+/// the target's end.
+fn last_moment(ctx: &Ctx, t: &Target, pod: &PodFacts) -> Instant {
+    t.ends()
+        .checked_sub(ctx.cfg.policy.delete_lead(pod.grace_seconds))
+        .unwrap_or_else(Instant::now)
+}
+
 /// Waits until `until` or the pod's last moment (its grace and the margin still fit before
 /// the deadline), whichever comes first; the last moment moves with the target. False when
 /// the target went away meanwhile.
@@ -905,10 +925,7 @@ async fn hold(ctx: &Ctx, pod: &PodFacts, until: Option<Instant>) -> bool {
         let Some(t) = *rx.borrow_and_update() else {
             return false;
         };
-        let last = t
-            .ends()
-            .checked_sub(ctx.cfg.policy.delete_lead(pod.grace_seconds))
-            .unwrap_or_else(Instant::now);
+        let last = last_moment(ctx, &t, pod);
         let moment = until.map_or(last, |u| u.min(last));
         if Instant::now() >= moment {
             return true;
@@ -927,10 +944,7 @@ async fn hold_for_surge(ctx: &Ctx, pod: &PodFacts, s: &crate::surge::Surged) -> 
         let Some(t) = *rx.borrow_and_update() else {
             return false;
         };
-        let last = t
-            .ends()
-            .checked_sub(ctx.cfg.policy.delete_lead(pod.grace_seconds))
-            .unwrap_or_else(Instant::now);
+        let last = last_moment(ctx, &t, pod);
         let now = Instant::now();
         if now >= last {
             ctx.say(Progress::Surge {
@@ -980,8 +994,8 @@ async fn endpoints_on(ctx: &Ctx, node: &str) -> Serving {
         slices.list(&ListParams::default()),
     )
     .await;
-    match listed {
-        Ok(Ok(list)) => Serving::Known(
+    match listed.and_then(|r| r.map_err(NodeError::Api)) {
+        Ok(list) => Serving::Known(
             list.items
                 .iter()
                 .flat_map(|s| &s.endpoints)
@@ -994,15 +1008,48 @@ async fn endpoints_on(ctx: &Ctx, node: &str) -> Serving {
                 .filter_map(|e| e.target_ref.as_ref().and_then(|r| r.uid.clone()))
                 .collect(),
         ),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "cannot read the EndpointSlices; every pod waits --lb-drain-delay");
-            Serving::Unknown
-        }
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the EndpointSlices; every pod waits --lb-drain-delay");
             Serving::Unknown
         }
     }
+}
+
+/// Waits until every ReplicaSet in `owners` has as many Ready replicas as it wants (the
+/// evicted pods' replacements run elsewhere), polling, for at most `within`. `true` once they
+/// have; `false` if they had not by then (or could not be read).
+pub async fn recovered(
+    client: &kube::Client,
+    owners: &[(String, String)],
+    timeout: Duration,
+    within: Duration,
+) -> bool {
+    use k8s_openapi::api::apps::v1::ReplicaSet;
+    let end = Instant::now() + within;
+    let mut waiting: Vec<&(String, String)> = owners.iter().collect();
+    while Instant::now() < end {
+        let mut still = Vec::new();
+        for owner in waiting {
+            let api: Api<ReplicaSet> = Api::namespaced(client.clone(), &owner.0);
+            let ready = crate::bounded(timeout, "get replicaset", api.get(&owner.1))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .is_some_and(|rs| {
+                    let want = rs.spec.and_then(|s| s.replicas).unwrap_or(1);
+                    rs.status.and_then(|s| s.ready_replicas).unwrap_or(0) >= want
+                });
+            if !ready {
+                still.push(owner);
+            }
+        }
+        if still.is_empty() {
+            return true;
+        }
+        waiting = still;
+        tokio::time::sleep(GONE_POLL).await;
+    }
+    false
 }
 
 /// The monotonic moment of a wall-clock time.

@@ -88,6 +88,8 @@ pub struct Metrics {
     pub notice_to_empty: Family<KindLabels, Histogram>,
     /// From a pod's eviction to its being gone.
     pub pod_exit: Histogram,
+    /// From a notice to every evicted workload Ready again elsewhere, by kind.
+    pub notice_to_recovered: Family<KindLabels, Histogram>,
 }
 
 /// Fence latency is milliseconds to a few seconds; drains and slack are seconds to minutes.
@@ -134,6 +136,7 @@ impl Metrics {
             interruptions: Family::default(),
             notice_to_empty: Family::new_with_constructor(|| Histogram::new(DRAIN_BUCKETS)),
             pod_exit: Histogram::new(DRAIN_BUCKETS),
+            notice_to_recovered: Family::new_with_constructor(|| Histogram::new(DRAIN_BUCKETS)),
             registry: Registry::default(),
         };
         registry.register(
@@ -167,6 +170,11 @@ impl Metrics {
             "notice_to_empty_seconds",
             "From a notice to its node empty (successful drains), by kind",
             m.notice_to_empty.clone(),
+        );
+        registry.register(
+            "notice_to_recovered_seconds",
+            "From a notice to every evicted workload Ready again (time to recover), by kind",
+            m.notice_to_recovered.clone(),
         );
         registry.register(
             "pod_exit_seconds",

@@ -120,6 +120,12 @@ pub enum Update {
     OutOfService {
         notice: Notice,
     },
+    /// Every workload the drain evicted from has its replicas Ready again, this long after
+    /// the notice ("time to recover").
+    Recovered {
+        notice: Notice,
+        after: Duration,
+    },
     /// The source restated the notice with an earlier deadline: the earliest stands.
     DeadlineMoved {
         notice: Notice,
@@ -140,6 +146,7 @@ impl Update {
             | Update::Failed { notice, .. }
             | Update::WouldDo { notice, .. }
             | Update::OutOfService { notice }
+            | Update::Recovered { notice, .. }
             | Update::DeadlineMoved { notice, .. } => notice,
         }
     }
@@ -325,6 +332,10 @@ impl Reporters {
             Update::OutOfService { notice } => tracing::info!(
                 notice_id = %notice.id, node = %notice.node, "out-of-service taint added"
             ),
+            Update::Recovered { notice, after } => tracing::info!(
+                notice_id = %notice.id, node = %notice.node, after_s = after.as_secs_f64(),
+                "every evicted workload has its replicas Ready again"
+            ),
             Update::DeadlineMoved { notice, from } => tracing::info!(
                 notice_id = %notice.id, node = %notice.node,
                 from = %from.map(|d| d.to_string()).unwrap_or_else(|| "none".into()),
@@ -395,6 +406,12 @@ impl Reporters {
             Update::Failed { action, .. } => m.action(action, false),
             Update::WouldDo { .. } => m.action("dry_run", true),
             Update::OutOfService { .. } => m.action("out_of_service_taint", true),
+            Update::Recovered { notice, after } => m
+                .notice_to_recovered
+                .get_or_create(&crate::metrics::KindLabels {
+                    kind: kind_str(notice),
+                })
+                .observe(after.as_secs_f64()),
             Update::DeadlineMoved { .. } => {}
         }
     }
