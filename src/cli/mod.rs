@@ -102,6 +102,10 @@ pub struct DrainFlags {
     /// still fits before the deadline. Other pods go at once. 0s: no wait. Range: 0s to 10m.
     #[arg(long, env = "LB_DRAIN_DELAY", value_parser = duration_in("0s", "10m"), default_value = "0s")]
     pub lb_drain_delay: Duration,
+    /// Deployments carrying all these labels (`k=v,k2=v2`) are surged before their pods leave,
+    /// as if annotated `spot-interrupt-handler/surge: "true"`. Empty: only annotated ones.
+    #[arg(long, env = "SURGE_SELECTOR", default_value = "", value_parser = parse_label_pairs)]
+    pub surge_selector: std::collections::BTreeMap<String, String>,
     /// What to do with a pod its PodDisruptionBudget still protects near a hard deadline.
     #[arg(long, env = "ON_PDB_DEADLINE", value_enum, default_value_t = OnPdbDeadline::Delete)]
     pub on_pdb_deadline: OnPdbDeadline,
@@ -390,6 +394,19 @@ pub fn duration_in(
         }
         Ok(d)
     }
+}
+
+/// `k=v,k2=v2` (empty: none).
+pub fn parse_label_pairs(s: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| format!("{p:?} is not key=value"))
+        })
+        .collect()
 }
 
 /// A grace period in whole seconds, written as a number (NTH's form, negative for "the pod's

@@ -50,6 +50,7 @@ pub fn drain_config(
         own_pod,
         api_timeout,
         lb_drain_delay: flags.lb_drain_delay,
+        surge_selector: flags.surge_selector.clone(),
     }
 }
 

@@ -583,7 +583,13 @@ async fn a_surged_deployment_never_drops_below_its_desired_ready_replicas() {
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::Node;
     use kube::api::{Patch, PatchParams};
-    for (surge, hpa) in [(true, false), (false, false), (true, true)] {
+    // (surge asked, an HPA scales it, asked through --surge-selector instead of annotated)
+    for (surge, hpa, by_selector) in [
+        (true, false, false),
+        (false, false, false),
+        (true, true, false),
+        (true, false, true),
+    ] {
         let (_c, client) = cluster(2, 110, "").await;
         let nodes: Api<Node> = Api::all(client.clone());
         let cordon = |name: String, on: bool| {
@@ -601,7 +607,7 @@ async fn a_surged_deployment_never_drops_below_its_desired_ready_replicas() {
         };
         // Both replicas on node 0; then node 0 is fenced and node 1 takes new pods.
         cordon(node_name(1), true).await;
-        let annotations = if surge {
+        let annotations = if surge && !by_selector {
             json!({"spot-interrupt-handler/surge": "true"})
         } else {
             json!({})
@@ -611,7 +617,7 @@ async fn a_surged_deployment_never_drops_below_its_desired_ready_replicas() {
             .create(
                 &PostParams::default(),
                 &serde_json::from_value(json!({
-                    "metadata": {"name": "web", "namespace": "default", "annotations": annotations},
+                    "metadata": {"name": "web", "namespace": "default", "annotations": annotations, "labels": {"tier": "web"}},
                     "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
                         "template": {"metadata": {"labels": {"app": "web"}},
                             "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "c", "image": "nginx"}]}}}
@@ -665,6 +671,11 @@ async fn a_surged_deployment_never_drops_below_its_desired_ready_replicas() {
                 margin: Duration::from_secs(1),
                 ..DrainPolicy::default()
             },
+            surge_selector: if by_selector {
+                [("tier".to_owned(), "web".to_owned())].into()
+            } else {
+                Default::default()
+            },
             ..DrainConfig::default()
         };
         let (report, events) = drain(&client, &node_name(0), Duration::from_secs(20), cfg).await;
@@ -688,6 +699,7 @@ async fn a_surged_deployment_never_drops_below_its_desired_ready_replicas() {
         assert_eq!(replicas, Some(2), "restored: {said:?}");
         match (surge, hpa) {
             (true, false) => {
+                // Annotated, or selected by --surge-selector: the same.
                 assert!(
                     said.iter().any(|w| w.contains("raised from 2 to 4")),
                     "{said:?}"

@@ -141,7 +141,11 @@ pub fn plan_drain(pods: Vec<PodFacts>, own: Option<(&str, &str)>) -> PodPlan {
     for p in pods {
         let skip = if p.mirror {
             Some(SkipReason::Mirror)
-        } else if p.is_daemonset_pod() {
+        } else if p.is_daemonset_pod()
+            && matches!(p.choice, EvictionChoice::Default | EvictionChoice::Never)
+        {
+            // Its controller puts it back on the node at once; only a pod that asks (to be
+            // told at the deadline, say) is evicted.
             Some(SkipReason::DaemonSet)
         } else if p.terminal {
             Some(SkipReason::Terminal)
@@ -384,6 +388,21 @@ mod tests {
             assert!(EvictionChoice::parse(ok).is_ok());
         }
         assert_eq!(EvictionChoice::parse("soon"), Err("soon".into()));
+        // A DaemonSet pod stays unless it asks.
+        let daemon = |name: &str, choice| PodFacts {
+            owner_kind: Some("DaemonSet".into()),
+            choice,
+            ..pod(name)
+        };
+        let plan = plan_drain(
+            vec![
+                daemon("logs", EvictionChoice::Default),
+                daemon("flush", EvictionChoice::AtDeadline),
+            ],
+            None,
+        );
+        assert_eq!(plan.skipped[0].1, SkipReason::DaemonSet);
+        assert_eq!(plan.at_deadline[0].name, "flush");
     }
 
     #[test]

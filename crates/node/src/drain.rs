@@ -61,6 +61,8 @@ pub struct DrainConfig {
     /// balancers; they need the time to stop sending it traffic), or at their last moment
     /// before the deadline if that comes first. Zero: no wait.
     pub lb_drain_delay: Duration,
+    /// `--surge-selector`: Deployments with all these labels are surged as if annotated.
+    pub surge_selector: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for DrainConfig {
@@ -71,6 +73,7 @@ impl Default for DrainConfig {
             own_pod: None,
             api_timeout: crate::API_TIMEOUT,
             lb_drain_delay: Duration::ZERO,
+            surge_selector: Default::default(),
         }
     }
 }
@@ -454,7 +457,12 @@ pub async fn drain(
     let evictable: Vec<&PodFacts> = plan.to_evict().collect();
     let prepared = match tokio::time::timeout(
         ctx.cfg.api_timeout,
-        crate::surge::prepare(&ctx.client, &evictable, ctx.cfg.api_timeout),
+        crate::surge::prepare(
+            &ctx.client,
+            &evictable,
+            &ctx.cfg.surge_selector,
+            ctx.cfg.api_timeout,
+        ),
     )
     .await
     {

@@ -104,9 +104,12 @@ async fn deployments_of(
 
 /// Raises every Deployment among `pods`' owners that asked for a surge. Returns what was done
 /// for each that asked, and which pod uids belong to each surged one.
+/// Deployments whose labels hold every `key=value` of `selector` (`--surge-selector`) are
+/// surged as if annotated.
 pub async fn prepare(
     client: &kube::Client,
     pods: &[&PodFacts],
+    selector: &BTreeMap<String, String>,
     timeout: Duration,
 ) -> Vec<(Outcome, Vec<String>)> {
     let mut out = Vec::new();
@@ -116,7 +119,10 @@ pub async fn prepare(
             continue;
         };
         let annotations = d.metadata.annotations.clone().unwrap_or_default();
-        if annotations.get(SURGE_ANNOTATION).map(String::as_str) != Some("true") {
+        let labels = d.metadata.labels.clone().unwrap_or_default();
+        let selected =
+            !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v));
+        if annotations.get(SURGE_ANNOTATION).map(String::as_str) != Some("true") && !selected {
             continue;
         }
         let workload = format!("{ns}/{name}");
