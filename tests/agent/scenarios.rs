@@ -114,6 +114,14 @@ async fn spot_interruption_fences_drains_and_tells() {
     );
     assert_eq!(
         agent
+            .metric(
+                "spot_interrupt_handler_notice_to_fenced_seconds_count{kind=\"spot-interruption\"}"
+            )
+            .await,
+        1.0
+    );
+    assert_eq!(
+        agent
             .metric("spot_interrupt_handler_pod_exit_seconds_count")
             .await,
         before as f64

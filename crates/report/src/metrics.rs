@@ -84,6 +84,8 @@ pub struct Metrics {
     pub node_write_failures: Family<ResultLabels, Counter>,
     /// Notices by kind, instance type and zone.
     pub interruptions: Family<PlaceLabels, Counter>,
+    /// From a notice to its node fenced, by kind.
+    pub notice_to_fenced: Family<KindLabels, Histogram>,
     /// From a notice to its node empty (a successful drain), by kind.
     pub notice_to_empty: Family<KindLabels, Histogram>,
     /// From a pod's eviction to its being gone.
@@ -134,6 +136,7 @@ impl Metrics {
             events_failed: Counter::default(),
             node_write_failures: Family::default(),
             interruptions: Family::default(),
+            notice_to_fenced: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
             notice_to_empty: Family::new_with_constructor(|| Histogram::new(DRAIN_BUCKETS)),
             pod_exit: Histogram::new(DRAIN_BUCKETS),
             notice_to_recovered: Family::new_with_constructor(|| Histogram::new(DRAIN_BUCKETS)),
@@ -165,6 +168,11 @@ impl Metrics {
             "interruptions",
             "Notices by kind, instance type and availability zone",
             m.interruptions.clone(),
+        );
+        registry.register(
+            "notice_to_fenced_seconds",
+            "From a notice to its node fenced, by kind",
+            m.notice_to_fenced.clone(),
         );
         registry.register(
             "notice_to_empty_seconds",

@@ -368,9 +368,16 @@ impl Reporters {
                     })
                     .inc();
             }
-            Update::Fenced { latency, .. } => {
+            Update::Fenced {
+                notice, latency, ..
+            } => {
                 m.action("fence", true);
                 m.fenced_after(*latency);
+                m.notice_to_fenced
+                    .get_or_create(&crate::metrics::KindLabels {
+                        kind: kind_str(notice),
+                    })
+                    .observe(latency.as_secs_f64());
             }
             Update::DrainStarted { .. } => {
                 m.drains_in_progress.inc();
