@@ -156,15 +156,7 @@ pub async fn finish(reporting: JoinHandle<()>) {
 
 /// `k=v,k2=v2`.
 pub fn parse_annotations(s: &str) -> anyhow::Result<BTreeMap<String, String>> {
-    s.split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(|p| {
-            p.split_once('=')
-                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-                .filter(|(k, _)| !k.is_empty())
-                .ok_or_else(|| anyhow!("--events-extra-annotations: {p:?} is not k=v"))
-        })
-        .collect()
+    crate::cli::parse_label_pairs(s).map_err(|e| anyhow!("--events-extra-annotations: {e}"))
 }
 
 /// The webhook, if one is configured; its URL, template and headers are checked now, and a
