@@ -345,6 +345,13 @@ pub struct QueueArgs {
     /// Released claims are deleted this long after their release. Range: 0s to 168h.
     #[arg(long, env = "SIH_CLAIM_RETENTION", value_parser = duration_in("0s", "168h"), default_value = "10m")]
     pub claim_retention: Duration,
+    /// Pods that are endpoints of a Service leave once no ELBv2 target group still sends the
+    /// node new requests (its instance or addresses are deregistered: `DescribeTargetHealth`),
+    /// never past the last moment their grace still fits before the deadline; other pods go
+    /// at once. `--lb-drain-delay` is the fallback while the load balancers cannot be asked.
+    /// Needs `elasticloadbalancing:DescribeTargetGroups` and `DescribeTargetHealth`.
+    #[arg(long, env = "LB_TARGET_HEALTH", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
+    pub lb_target_health: bool,
     /// On an instance state change to stopping, stopped, shutting-down or terminated.
     #[arg(long, env = "STATE_CHANGE_ACTION", default_value = "drain")]
     pub state_change_action: sih_core::Action,

@@ -51,6 +51,8 @@ pub fn drain_config(
         api_timeout,
         lb_drain_delay: flags.lb_drain_delay,
         surge_selector: flags.surge_selector.clone(),
+        // Queue mode sets it (`--lb-target-health`), with the AWS clients it has.
+        target_health: None,
     }
 }
 
@@ -70,6 +72,7 @@ fn describe(p: &Progress) -> String {
         Progress::Skipped { pod, reason } => format!("stays    {pod} ({})", reason.as_str()),
         Progress::Warning { pod, reason } => format!("warning  {pod}: {reason}"),
         Progress::Surge { workload, what, .. } => format!("surge    {workload}: {what}"),
+        Progress::LoadBalancers { what, .. } => format!("lb       {what}"),
         Progress::InvalidChoice { pod, value } => format!(
             "warning  {pod}: spot-interrupt-handler/eviction {value:?} is not a choice; the default applies"
         ),

@@ -89,6 +89,12 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
         args.me.own_pod(),
         args.kube.api_timeout,
     );
+    if args.lb_target_health {
+        let elbv2 = sih_queue::Elbv2::new(&aws)?;
+        responder_config.drain.target_health = Some(sih_node::lb::LbHealth(std::sync::Arc::new(
+            TargetHealthOf(elbv2),
+        )));
+    }
     // Nodes come and go: what matters about one is on its record once nothing is pending.
     responder_config.forget_idle = Some(std::time::Duration::from_secs(60));
     responder_config.max_drains = Some(args.workers as usize);
@@ -129,6 +135,36 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
     .await;
     telling::finish(reporting).await;
     ran.map_err(|e| anyhow::anyhow!("cannot read the queue {}: {e}", args.queue_url))
+}
+
+/// ELBv2's word on a node's targets, for the drain's wait before Service endpoints leave.
+struct TargetHealthOf(sih_queue::Elbv2);
+
+impl sih_node::lb::TargetHealth for TargetHealthOf {
+    fn groups<'a>(
+        &'a self,
+        node: &'a sih_node::lb::NodeTargets,
+    ) -> sih_node::lb::BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            self.0
+                .groups_holding(|id| node.holds(id))
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn serving<'a>(
+        &'a self,
+        node: &'a sih_node::lb::NodeTargets,
+        groups: &'a [String],
+    ) -> sih_node::lb::BoxFuture<'a, Result<usize, String>> {
+        Box::pin(async move {
+            self.0
+                .serving_in(groups, |id| node.holds(id))
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// Failed AWS calls go to the error metric.

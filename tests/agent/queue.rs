@@ -140,16 +140,26 @@ impl QueueScene {
     /// moto first: three instances in its EC2 (the spot one tagged `tag`), then a cluster
     /// whose nodes are those instances, then the queue and a controller.
     async fn launch(rbac: Option<(&str, &str)>, extra: &[&str], tag: Option<&str>) -> Self {
+        Self::launch_with(rbac, extra, tag, &[]).await
+    }
+
+    /// `launch`, with `env` for the controller.
+    async fn launch_with(
+        rbac: Option<(&str, &str)>,
+        extra: &[&str],
+        tag: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let moto = Moto::start().await;
         let mut ids = moto.run_instances(1, tag).await;
         ids.extend(moto.run_instances(2, None).await);
         let instances = moto.instances(&ids).await;
         assert_eq!(instances.len(), 3);
         let s = Scene::start_full(&[], rbac, Some(&nodes_yaml(&instances, 1))).await;
-        Self::start_in(s, moto, extra).await
+        Self::start_in(s, moto, extra, env).await
     }
 
-    async fn start_in(s: Scene, moto: Moto, extra: &[&str]) -> Self {
+    async fn start_in(s: Scene, moto: Moto, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let sqs = moto.sqs().await;
         let url = sqs
             .create_queue()
@@ -159,7 +169,7 @@ impl QueueScene {
             .unwrap()
             .queue_url
             .unwrap();
-        let (controller, admin) = controller(&s, &moto, &url, extra).await;
+        let (controller, admin) = controller_with_env(&s, &moto, &url, extra, env).await;
         Self {
             s,
             moto,
@@ -503,8 +513,9 @@ async fn terminate_hook_heartbeats_while_draining_then_continues() {
     );
 }
 
-/// The IAM actions in docs/install.md's queue-mode policy.
-fn documented_policy() -> std::collections::BTreeSet<String> {
+/// The IAM actions in docs/install.md's queue-mode policy: its first JSON block (`block` 1),
+/// or the optional statements after it.
+fn documented_policy(block: usize) -> std::collections::BTreeSet<String> {
     let install =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/install.md")).unwrap();
     let after = install
@@ -513,7 +524,7 @@ fn documented_policy() -> std::collections::BTreeSet<String> {
         .expect("the policy's section");
     let json = after
         .split("```json")
-        .nth(1)
+        .nth(block)
         .and_then(|b| b.split("```").next())
         .expect("the policy's JSON");
     let policy: Value = serde_json::from_str(json).expect("the policy is JSON");
@@ -548,7 +559,7 @@ async fn the_documented_iam_policy_is_exactly_what_the_controller_calls() {
         .into_iter()
         .map(|a| a.trim_end_matches("Batch").to_owned())
         .collect();
-    let policy = documented_policy();
+    let policy = documented_policy(1);
     assert!(
         called.contains("autoscaling:CompleteLifecycleAction")
             && called.contains("sqs:ChangeMessageVisibility"),
@@ -1568,4 +1579,191 @@ async fn a_drain_that_cannot_reach_the_api_says_why_in_one_line() {
         "{err}"
     );
     assert_eq!(err.matches("client error (Connect)").count(), 1, "{err}");
+}
+
+/// With `--lb-target-health`, Service endpoints on the node: a Service `web` over the scene's
+/// web pods, a target group holding the spot node's instance (registered, so `healthy`), and a
+/// pod of no Service pinned to the spot node. Returns the target group's ARN.
+async fn load_balanced(q: &QueueScene) -> String {
+    q.s.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n\
+         ---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: worker, namespace: default}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: worker}}\n  template:\n    metadata: {labels: {app: worker}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      nodeSelector: {lifecycle: Ec2Spot}\n      containers: [{name: w, image: busybox}]\n",
+    )
+    .await;
+    let group = q.moto.target_group("web").await;
+    let instance = instance_of(&q.s, &q.s.node).await;
+    q.moto.set_target(&group, &instance, true).await;
+    until(
+        "the worker runs on the spot node",
+        Duration::from_secs(20),
+        || async { q.s.pods_on_node("app=worker").await == 1 },
+    )
+    .await;
+    // The endpoints controller lists the web pods once they run.
+    until(
+        "the Service has endpoints",
+        Duration::from_secs(20),
+        || async {
+            kube::Api::<k8s_openapi::api::discovery::v1::EndpointSlice>::default_namespaced(
+                q.s.client.clone(),
+            )
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|s| !s.endpoints.is_empty())
+        },
+    )
+    .await;
+    group
+}
+
+/// A spot warning sent `ago` after EventBridge's time: its deadline is two minutes after that.
+fn spot_warning_sent(instance: &str, ago: Duration) -> String {
+    let mut v: Value = serde_json::from_str(&spot_warning(instance)).unwrap();
+    let at = jiff::Timestamp::now() - jiff::SignedDuration::try_from(ago).unwrap();
+    v["time"] = json!(at.to_string());
+    v.to_string()
+}
+
+/// `--lb-target-health` in queue mode, on moto's ELBv2: Service endpoints stay until the node's
+/// instance is deregistered from its target group, other pods leave at once, and the
+/// controller calls exactly the ELBv2 actions docs/install.md grants for it.
+#[tokio::test]
+async fn endpoints_leave_once_the_load_balancer_no_longer_sends_the_node_requests() {
+    let q = QueueScene::start(&["--lb-target-health"]).await;
+    let group = load_balanced(&q).await;
+    let web_here = q.s.web_on_node().await;
+    assert!(web_here > 0, "the spot node has web pods");
+    let instance = instance_of(&q.s, &q.s.node).await;
+    q.send(&spot_warning(&instance)).await;
+    until("the worker is evicted", Duration::from_secs(10), || async {
+        q.s.pods_on_node("app=worker").await == 0
+    })
+    .await;
+    // The target stays healthy: the endpoints stay, for as long as the test lets them.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(q.s.web_on_node().await, web_here, "{}", q.controller.log());
+    let deregistered = std::time::Instant::now();
+    q.moto.set_target(&group, &instance, false).await;
+    q.s.drained().await;
+    let took = deregistered.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "endpoints left {took:?} after the deregistration"
+    );
+    let lb: Vec<Value> = q
+        .controller
+        .json_lines()
+        .into_iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("load balancers:"))
+        })
+        .collect();
+    assert!(
+        lb.iter().any(|l| l["message"]
+            .as_str()
+            .unwrap()
+            .contains("no load balancer sends the node new requests")),
+        "{lb:?}"
+    );
+    q.until_empty().await;
+    let events = q.s.events().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("LoadBalancers")
+                && e.type_.as_deref() == Some("Normal")),
+        "{events:?}"
+    );
+    let elb: std::collections::BTreeSet<String> = q
+        .moto
+        .iam_actions(CONTROLLER_KEY)
+        .into_iter()
+        .filter(|a| a.starts_with("elasticloadbalancing:"))
+        .collect();
+    assert_eq!(
+        elb,
+        documented_policy(2),
+        "the optional statement's actions"
+    );
+}
+
+/// The deadline always wins: a target never deregistered holds the endpoints only until the
+/// last moment their grace still fits, and the node is empty before the instance's end.
+#[tokio::test]
+async fn a_target_that_stays_healthy_never_holds_endpoints_past_the_deadline() {
+    let q = QueueScene::start(&["--lb-target-health"]).await;
+    load_balanced(&q).await;
+    let web_here = q.s.web_on_node().await;
+    let instance = instance_of(&q.s, &q.s.node).await;
+    // 16 s left: the endpoints' last moment is 2 s before it (1 s grace, 1 s margin).
+    let deadline = std::time::Instant::now() + Duration::from_secs(16);
+    q.send(&spot_warning_sent(&instance, Duration::from_secs(104)))
+        .await;
+    until("the worker is evicted", Duration::from_secs(10), || async {
+        q.s.pods_on_node("app=worker").await == 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(q.s.web_on_node().await, web_here, "{}", q.controller.log());
+    until(
+        "the endpoints are gone",
+        Duration::from_secs(14),
+        || async { q.s.web_on_node().await == 0 },
+    )
+    .await;
+    assert!(
+        std::time::Instant::now() < deadline,
+        "the node was empty only after the deadline"
+    );
+    let done = q
+        .controller
+        .until_logged("drain succeeded", Duration::from_secs(5))
+        .await;
+    assert!(done["slack_s"].as_f64().unwrap() >= 0.0, "{done}");
+}
+
+/// ELBv2 cannot be reached: endpoints wait `--lb-drain-delay` instead, and a Warning Event
+/// says why.
+#[tokio::test]
+async fn load_balancers_that_cannot_be_asked_fall_back_to_the_drain_delay() {
+    let closed = format!("http://127.0.0.1:{}", crate::support::free_port());
+    let q = QueueScene::launch_with(
+        None,
+        &["--lb-target-health", "--lb-drain-delay", "3s"],
+        None,
+        &[("AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2", &closed)],
+    )
+    .await;
+    load_balanced(&q).await;
+    let web_here = q.s.web_on_node().await;
+    let instance = instance_of(&q.s, &q.s.node).await;
+    let sent = std::time::Instant::now();
+    q.send(&spot_warning(&instance)).await;
+    until("the worker is evicted", Duration::from_secs(10), || async {
+        q.s.pods_on_node("app=worker").await == 0
+    })
+    .await;
+    assert_eq!(q.s.web_on_node().await, web_here, "{}", q.controller.log());
+    q.s.drained().await;
+    let took = sent.elapsed();
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(15),
+        "drained {took:?} after the notice"
+    );
+    let events = q.s.events().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("LoadBalancers")
+                && e.type_.as_deref() == Some("Warning")
+                && e.message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("--lb-drain-delay"))),
+        "{events:?}"
+    );
 }

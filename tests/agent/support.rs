@@ -459,7 +459,7 @@ impl Scene {
             .unwrap()
     }
 
-    /// Creates objects written as YAML documents (Deployments, PDBs) with the admin's client.
+    /// Creates objects written as YAML documents (Deployments, PDBs, Services) with the admin's client.
     pub async fn apply(&self, yaml: &str) {
         use k8s_openapi::api::apps::v1::Deployment;
         use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -476,6 +476,12 @@ impl Scene {
                 }
                 Some("PodDisruptionBudget") => {
                     Api::<PodDisruptionBudget>::namespaced(self.client.clone(), ns)
+                        .create(&pp, &serde_json::from_value(v).unwrap())
+                        .await
+                        .unwrap();
+                }
+                Some("Service") => {
+                    Api::<k8s_openapi::api::core::v1::Service>::namespaced(self.client.clone(), ns)
                         .create(&pp, &serde_json::from_value(v).unwrap())
                         .await
                         .unwrap();
@@ -528,6 +534,18 @@ impl Scene {
             self.web_running().await.len() == n
         })
         .await;
+    }
+
+    /// Pods matching `selector` on the spot node, terminating or not.
+    pub async fn pods_on_node(&self, selector: &str) -> usize {
+        Api::<Pod>::default_namespaced(self.client.clone())
+            .list(&ListParams::default().labels(selector))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&self.node))
+            .count()
     }
 
     pub async fn web_on_node(&self) -> usize {

@@ -125,7 +125,6 @@ impl Moto {
     /// Moto routes a Query call by the credential scope in `Authorization` and does not
     /// check the signature, so this setup call needs none.
     pub async fn run_instances(&self, count: usize, tag: Option<&str>) -> Vec<String> {
-        let http = reqwest::Client::new();
         let mut ids = Vec::with_capacity(count);
         // 100 per call keeps each answer small.
         while ids.len() < count {
@@ -141,21 +140,7 @@ impl Moto {
                     t.replace('/', "%2F")
                 ));
             }
-            let text = http
-                .post(format!("{}/", self.url))
-                .header(
-                    "authorization",
-                    "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/ec2/aws4_request, \
-                     SignedHeaders=host, Signature=0",
-                )
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let text = self.query("ec2", body).await;
             let before = ids.len();
             ids.extend(
                 text.split("<instanceId>")
@@ -166,6 +151,70 @@ impl Moto {
             assert_eq!(ids.len() - before, n, "{text}");
         }
         ids
+    }
+
+    /// One Query-protocol call (EC2, ELBv2) for the test's set-up; the answer's XML. Moto
+    /// routes it by the credential scope in `Authorization` and does not check the signature.
+    pub async fn query(&self, service: &str, body: String) -> String {
+        reqwest::Client::new()
+            .post(format!("{}/", self.url))
+            .header(
+                "authorization",
+                format!(
+                    "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{service}/aws4_request, \
+                     SignedHeaders=host, Signature=0"
+                ),
+            )
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// A new instance-type ELBv2 target group in the default VPC; its ARN.
+    #[allow(dead_code)] // only the load-balancer tests
+    pub async fn target_group(&self, name: &str) -> String {
+        let vpcs = self
+            .query("ec2", "Action=DescribeVpcs&Version=2016-11-15".into())
+            .await;
+        let vpc = between(&vpcs, "<vpcId>", "<").expect("moto has a default VPC");
+        let created = self
+            .query(
+                "elasticloadbalancing",
+                format!(
+                    "Action=CreateTargetGroup&Version=2015-12-01&Name={name}&Protocol=HTTP\
+                     &Port=80&VpcId={vpc}&TargetType=instance"
+                ),
+            )
+            .await;
+        between(&created, "<TargetGroupArn>", "<")
+            .unwrap_or_else(|| panic!("{created}"))
+            .to_owned()
+    }
+
+    /// Registers (`true`) or deregisters an instance in a target group, on port 30080.
+    #[allow(dead_code)] // only the load-balancer tests
+    pub async fn set_target(&self, group: &str, instance: &str, registered: bool) {
+        let action = if registered {
+            "RegisterTargets"
+        } else {
+            "DeregisterTargets"
+        };
+        let group = group.replace(':', "%3A").replace('/', "%2F");
+        let answer = self
+            .query(
+                "elasticloadbalancing",
+                format!(
+                    "Action={action}&Version=2015-12-01&TargetGroupArn={group}\
+                     &Targets.member.1.Id={instance}&Targets.member.1.Port=30080"
+                ),
+            )
+            .await;
+        assert!(answer.contains(&format!("{action}Response")), "{answer}");
     }
 
     /// The instances as our own DescribeInstances client reads them from moto.
@@ -200,4 +249,9 @@ impl Moto {
             .filter(|c| c["action"] == "DeleteMessage")
             .collect()
     }
+}
+
+/// The text between `start` and the next `end` in `s`.
+fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    s.split(start).nth(1)?.split(end).next()
 }

@@ -28,8 +28,13 @@ REQUESTS = os.environ.get("SIH_MOTO_REQUESTS", os.devnull)
 _call_action = BaseResponse.call_action
 
 
+# moto's names for services whose IAM prefix differs.
+IAM_PREFIX = {"elbv2": "elasticloadbalancing"}
+
+
 def _call_and_record(self):
-    entry = {"iam": f"{self.service_name}:{self._get_action()}", "key": self.get_access_key()}
+    prefix = IAM_PREFIX.get(self.service_name, self.service_name)
+    entry = {"iam": f"{prefix}:{self._get_action()}", "key": self.get_access_key()}
     with open(REQUESTS, "a", encoding="utf-8") as f:
         f.write(json.dumps(entry) + "\n")
     return _call_action(self)

@@ -63,6 +63,10 @@ pub struct DrainConfig {
     pub lb_drain_delay: Duration,
     /// `--surge-selector`: Deployments with all these labels are surged as if annotated.
     pub surge_selector: std::collections::BTreeMap<String, String>,
+    /// `--lb-target-health`: endpoints wait until the load balancers no longer send the node
+    /// new requests (never past their last moment); `lb_drain_delay` is the fallback when
+    /// they cannot be asked.
+    pub target_health: Option<crate::lb::LbHealth>,
 }
 
 impl Default for DrainConfig {
@@ -74,6 +78,7 @@ impl Default for DrainConfig {
             api_timeout: crate::API_TIMEOUT,
             lb_drain_delay: Duration::ZERO,
             surge_selector: Default::default(),
+            target_health: None,
         }
     }
 }
@@ -219,6 +224,12 @@ pub enum Progress {
     },
     Gone {
         pod: PodRef,
+    },
+    /// The wait on the load balancers' target health (`--lb-target-health`): what it sees,
+    /// and when it cannot ask (`warning`).
+    LoadBalancers {
+        what: String,
+        warning: bool,
     },
     Failed {
         pod: PodRef,
@@ -437,7 +448,7 @@ pub async fn drain(
         return Ok(DrainEnd::Stopped(finish(report, &ctx, started)));
     };
     let own = ctx.cfg.own_pod.clone();
-    let serving = if ctx.cfg.lb_drain_delay.is_zero() {
+    let serving = if ctx.cfg.lb_drain_delay.is_zero() && ctx.cfg.target_health.is_none() {
         Serving::Known(HashSet::new())
     } else {
         endpoints_on(&ctx, node).await
@@ -453,6 +464,23 @@ pub async fn drain(
             .collect(),
         own.as_ref().map(|(n, p)| (n.as_str(), p.as_str())),
     );
+    // Endpoints wait on the load balancers' word, asked by a task of its own that ends with
+    // the drain.
+    let (gate_tx, gate) = watch::channel(crate::lb::Gate::Waiting);
+    let lb_watch = match &ctx.cfg.target_health {
+        Some(health) if plan.to_evict().any(|p| p.serves_traffic) => {
+            Some(AbortOnDrop(tokio::spawn(crate::lb::watch_targets(
+                health.0.clone(),
+                ctx.client.clone(),
+                node.to_owned(),
+                ctx.cfg.api_timeout,
+                gate_tx,
+                ctx.progress.clone(),
+            ))))
+        }
+        _ => None,
+    };
+    let gate = lb_watch.as_ref().map(|_| gate);
     // Deployments that asked for a surge are raised now; their pods wait for the new replicas.
     let evictable: Vec<&PodFacts> = plan.to_evict().collect();
     let prepared = match tokio::time::timeout(
@@ -589,6 +617,7 @@ pub async fn drain(
                 unasked += 1;
                 let (ctx, limit, refusals) = (ctx.clone(), limit.clone(), refusals.clone());
                 let surge = surge_of.get(&pod.uid).map(|i| (surged.clone(), *i));
+                let gate = gate.clone();
                 tasks.spawn(async move {
                     // A surged Deployment's pod waits for its new replicas to be Ready, never
                     // past its last moment.
@@ -600,7 +629,7 @@ pub async fn drain(
                     // An endpoint of a Service waits for the load balancers first, never
                     // past its last moment.
                     if pod.serves_traffic
-                        && !hold(&ctx, &pod, Some(started + ctx.cfg.lb_drain_delay)).await
+                        && !hold_for_load_balancers(&ctx, &pod, started, gate).await
                     {
                         return (pod, Left::Stopped, Instant::now(), true);
                     }
@@ -677,6 +706,7 @@ pub async fn drain(
             None => stopped = true,
         }
     }
+    drop(lb_watch);
     // The surge is over once the pods are gone (or the drain stopped): counts restored.
     for s in surged.iter() {
         match crate::surge::restore(&ctx.client, s, ctx.cfg.api_timeout).await {
@@ -941,6 +971,52 @@ async fn hold(ctx: &Ctx, pod: &PodFacts, until: Option<Instant>) -> bool {
         if !pause(&mut rx, moment).await {
             return false;
         }
+    }
+}
+
+/// Waits until the load balancers no longer send the node new requests (`gate`), or
+/// `--lb-drain-delay` after the drain began when they are not asked or cannot be, or the pod's
+/// last moment, whichever comes first. False when the target went away meanwhile.
+async fn hold_for_load_balancers(
+    ctx: &Ctx,
+    pod: &PodFacts,
+    started: Instant,
+    gate: Option<watch::Receiver<crate::lb::Gate>>,
+) -> bool {
+    use crate::lb::Gate;
+    let delay = started + ctx.cfg.lb_drain_delay;
+    let Some(mut gate) = gate else {
+        return hold(ctx, pod, Some(delay)).await;
+    };
+    let mut rx = ctx.target.clone();
+    let mut asking = true;
+    loop {
+        let Some(t) = *rx.borrow_and_update() else {
+            return false;
+        };
+        let last = last_moment(ctx, &t, pod);
+        let moment = match *gate.borrow_and_update() {
+            Gate::Open => return true,
+            Gate::Fallback => delay.min(last),
+            Gate::Waiting => last,
+        };
+        if Instant::now() >= moment {
+            return true;
+        }
+        tokio::select! {
+            going = pause(&mut rx, moment) => if !going { return false },
+            // The watcher is gone only at the drain's end, or after its last word.
+            changed = gate.changed(), if asking => asking = changed.is_ok(),
+        }
+    }
+}
+
+/// Aborts the task when dropped: a watcher lives no longer than its drain.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -8,6 +8,7 @@ pub mod drain;
 pub mod error;
 pub mod fence;
 pub mod index;
+pub mod lb;
 pub mod surge;
 
 pub use claim::{Claim, Claims};

@@ -1,15 +1,10 @@
-//! One EC2 call, `DescribeInstances`, made directly: the request is form-encoded, signed with
-//! `aws-sigv4` (the SDK's own signer) and sent with the HTTP client the binary already has;
-//! the XML answer is read with `aws-smithy-xml` (already in the tree for Auto Scaling).
+//! One EC2 call, `DescribeInstances`, made directly over the Query protocol ([`crate::query`]):
 //! `aws-sdk-ec2` would cost about six minutes of release build and 8.5 GB of compiler memory
 //! for this one call (docs/benchmarks.md, "Instance lookup").
 
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
-
-use aws_credential_types::Credentials;
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_smithy_xml::decode::{Document, ScopedDecoder, try_data};
+
+use crate::query::{QueryClient, QueryError, Service, enc, text, xml_error};
 
 /// What the controller needs to know about an instance.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -59,72 +54,27 @@ impl Ec2Error {
 pub const MAX_IDS_PER_CALL: usize = 200;
 
 pub struct Ec2 {
-    http: reqwest::Client,
-    endpoint: String,
-    region: String,
-    credentials: SharedCredentialsProvider,
-    /// Credentials are reused until shortly before they expire: with IRSA each fetch is an
-    /// STS call, and a burst of interruptions must not become a burst of STS calls.
-    cached: Mutex<Option<Credentials>>,
+    query: QueryClient,
+}
+
+impl From<QueryError> for Ec2Error {
+    fn from(e: QueryError) -> Self {
+        Self::new(e.message, e.retryable)
+    }
 }
 
 impl Ec2 {
     /// From the SDK configuration the SQS and Auto Scaling clients use: the same region,
     /// credentials and (in tests) endpoint; `AWS_ENDPOINT_URL_EC2` overrides the endpoint.
     pub fn new(config: &aws_config::SdkConfig) -> Result<Self, Ec2Error> {
-        let region = config
-            .region()
-            .map(|r| r.to_string())
-            .ok_or_else(|| Ec2Error::new("no AWS region configured", false))?;
-        let credentials = config
-            .credentials_provider()
-            .ok_or_else(|| Ec2Error::new("no AWS credentials provider configured", false))?;
-        // The SDK's service-specific endpoint variable first, as every AWS client honours it.
-        let own = std::env::var("AWS_ENDPOINT_URL_EC2")
-            .ok()
-            .filter(|e| !e.is_empty());
-        let endpoint = match own.as_deref().or(config.endpoint_url()) {
-            Some(e) => e.trim_end_matches('/').to_owned(),
-            None if region.starts_with("cn-") => format!("https://ec2.{region}.amazonaws.com.cn"),
-            None => format!("https://ec2.{region}.amazonaws.com"),
+        let service = Service {
+            signing_name: "ec2",
+            host_prefix: "ec2",
+            endpoint_env: "AWS_ENDPOINT_URL_EC2",
         };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(3))
-            .build()
-            .map_err(|e| Ec2Error::new(format!("HTTP client: {e}"), false))?;
         Ok(Self {
-            http,
-            endpoint,
-            region,
-            credentials,
-            cached: Mutex::new(None),
+            query: QueryClient::new(config, service)?,
         })
-    }
-
-    async fn credentials(&self) -> Result<Credentials, Ec2Error> {
-        let fresh = |c: &Credentials| {
-            c.expiry().is_none_or(|e| {
-                e.duration_since(SystemTime::now())
-                    .is_ok_and(|left| left > Duration::from_secs(300))
-            })
-        };
-        if let Some(c) = self
-            .cached
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .filter(|c| fresh(c))
-        {
-            return Ok(c.clone());
-        }
-        let c = self
-            .credentials
-            .provide_credentials()
-            .await
-            .map_err(|e| Ec2Error::new(format!("no AWS credentials: {e}"), true))?;
-        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
-        Ok(c)
     }
 
     /// The instances among `ids` that EC2 knows (unknown ids are simply absent: the
@@ -134,7 +84,11 @@ impl Ec2 {
         for chunk in ids.chunks(MAX_IDS_PER_CALL) {
             let mut next: Option<String> = None;
             loop {
-                let page = self.call(&request_body(chunk, next.as_deref())).await?;
+                let xml = self
+                    .query
+                    .call(&request_body(chunk, next.as_deref()))
+                    .await?;
+                let page = parse_page(&xml)?;
                 out.extend(page.instances);
                 match page.next_token {
                     Some(t) if !t.is_empty() => next = Some(t),
@@ -144,92 +98,10 @@ impl Ec2 {
         }
         Ok(out)
     }
-
-    async fn call(&self, body: &str) -> Result<Page, Ec2Error> {
-        let creds = self.credentials().await?;
-        let url = format!("{}/", self.endpoint);
-        let content_type = "application/x-www-form-urlencoded; charset=utf-8";
-        let headers = sign(&creds, &self.region, &url, content_type, body)?;
-        let mut req = self
-            .http
-            .post(&url)
-            .header("content-type", content_type)
-            .body(body.to_owned());
-        for (k, v) in headers {
-            req = req.header(k, v);
-        }
-        let resp = req.send().await.map_err(|e| {
-            Ec2Error::new(format!("request failed: {e}"), true) // connection trouble or timeout
-        })?;
-        let status = resp.status();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| Ec2Error::new(format!("reading the answer: {e}"), true))?;
-        if !status.is_success() {
-            let (code, message) = parse_error(&text);
-            let retryable = status.is_server_error()
-                || status.as_u16() == 429
-                || matches!(code.as_str(), "RequestLimitExceeded" | "Throttling");
-            return Err(Ec2Error::new(
-                format!("HTTP {}: {code}: {message}", status.as_u16()),
-                retryable,
-            ));
-        }
-        parse_page(&text)
-    }
 }
 
-/// The SigV4 headers for one POST (`authorization`, `x-amz-date`, and the session token).
-fn sign(
-    creds: &Credentials,
-    region: &str,
-    url: &str,
-    content_type: &str,
-    body: &str,
-) -> Result<Vec<(String, String)>, Ec2Error> {
-    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-    use aws_sigv4::sign::v4;
-    let identity = creds.clone().into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name("ec2")
-        .time(SystemTime::now())
-        .settings(SigningSettings::default())
-        .build()
-        .map_err(|e| Ec2Error::new(format!("signing: {e}"), false))?
-        .into();
-    let headers = [("content-type", content_type)];
-    let signable = SignableRequest::new(
-        "POST",
-        url,
-        headers.into_iter(),
-        SignableBody::Bytes(body.as_bytes()),
-    )
-    .map_err(|e| Ec2Error::new(format!("signing: {e}"), false))?;
-    let (instructions, _) = sign(signable, &params)
-        .map_err(|e| Ec2Error::new(format!("signing: {e}"), false))?
-        .into_parts();
-    Ok(instructions
-        .headers()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect())
-}
-
-/// The form body of one call. Instance ids and tokens are percent-encoded as the Query
-/// protocol wants (RFC 3986 unreserved characters stay as they are).
+/// The form body of one call.
 pub fn request_body(ids: &[String], next_token: Option<&str>) -> String {
-    fn enc(s: &str) -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    }
     let mut body =
         String::from("Action=DescribeInstances&Version=2016-11-15&Filter.1.Name=instance-id");
     for (i, id) in ids.iter().enumerate() {
@@ -247,11 +119,6 @@ pub struct Page {
     pub next_token: Option<String>,
 }
 
-fn xml_error(e: impl std::fmt::Display) -> Ec2Error {
-    // A garbled answer from EC2 (or a proxy in between) may be a one-off.
-    Ec2Error::new(format!("unreadable answer: {e}"), true)
-}
-
 /// A `DescribeInstancesResponse`: reservations hold instances.
 pub fn parse_page(xml: &str) -> Result<Page, Ec2Error> {
     let mut doc = Document::new(xml);
@@ -260,7 +127,8 @@ pub fn parse_page(xml: &str) -> Result<Page, Ec2Error> {
         return Err(xml_error(format!(
             "expected DescribeInstancesResponse, got {}",
             root.start_el().local()
-        )));
+        ))
+        .into());
     }
     let mut page = Page::default();
     while let Some(mut tag) = root.next_tag() {
@@ -287,9 +155,6 @@ pub fn parse_page(xml: &str) -> Result<Page, Ec2Error> {
 
 fn parse_instance(item: &mut ScopedDecoder) -> Result<Instance, Ec2Error> {
     let mut i = Instance::default();
-    let text = |d: &mut ScopedDecoder| -> Result<String, Ec2Error> {
-        Ok(try_data(d).map_err(xml_error)?.trim().to_owned())
-    };
     while let Some(mut f) = item.next_tag() {
         match f.start_el().local() {
             "instanceId" => i.id = text(&mut f)?,
@@ -322,40 +187,9 @@ fn parse_instance(item: &mut ScopedDecoder) -> Result<Instance, Ec2Error> {
         }
     }
     if i.id.is_empty() {
-        return Err(xml_error("an instance without instanceId"));
+        return Err(xml_error("an instance without instanceId").into());
     }
     Ok(i)
-}
-
-/// `(code, message)` of an EC2 error answer (`<Response><Errors><Error>…`); the raw text,
-/// shortened, when it is not one.
-pub fn parse_error(xml: &str) -> (String, String) {
-    let mut doc = Document::new(xml);
-    let found = (|| {
-        let mut root = doc.root_element().ok()?;
-        while let Some(mut errors) = root.next_tag() {
-            if !errors.start_el().matches("Errors") {
-                continue;
-            }
-            // The first error says what went wrong.
-            if let Some(mut error) = errors.next_tag() {
-                let (mut code, mut message) = (String::new(), String::new());
-                while let Some(mut f) = error.next_tag() {
-                    match f.start_el().local() {
-                        "Code" => code = try_data(&mut f).ok()?.into_owned(),
-                        "Message" => message = try_data(&mut f).ok()?.into_owned(),
-                        _ => {}
-                    }
-                }
-                return Some((code, message));
-            }
-        }
-        None
-    })();
-    found.unwrap_or_else(|| {
-        let short: String = xml.chars().take(200).collect();
-        ("Unknown".into(), short)
-    })
 }
 
 #[cfg(test)]
@@ -437,19 +271,6 @@ mod tests {
     }
 
     #[test]
-    fn reads_error_answers() {
-        let xml = "<Response><Errors><Error><Code>UnauthorizedOperation</Code><Message>You are not authorized to perform this operation.</Message></Error></Errors><RequestID>r</RequestID></Response>";
-        assert_eq!(
-            parse_error(xml),
-            (
-                "UnauthorizedOperation".into(),
-                "You are not authorized to perform this operation.".into()
-            )
-        );
-        assert_eq!(parse_error("<html>bad gateway</html>").0, "Unknown");
-    }
-
-    #[test]
     fn request_body_filters_by_id_and_encodes_the_token() {
         let ids = vec!["i-1".to_owned(), "i-2".to_owned()];
         assert_eq!(
@@ -457,27 +278,5 @@ mod tests {
             "Action=DescribeInstances&Version=2016-11-15&Filter.1.Name=instance-id\
              &Filter.1.Value.1=i-1&Filter.1.Value.2=i-2&NextToken=a%2Bb%2Fc%3D"
         );
-    }
-
-    #[test]
-    fn signs_with_the_session_token() {
-        let creds = Credentials::new("AKIDEXAMPLE", "secret", Some("token".into()), None, "t");
-        let h = sign(
-            &creds,
-            "us-east-1",
-            "https://ec2.us-east-1.amazonaws.com/",
-            "application/x-www-form-urlencoded; charset=utf-8",
-            "Action=DescribeInstances",
-        )
-        .unwrap();
-        let get = |k: &str| h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        let auth = get("authorization").unwrap();
-        assert!(
-            auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"),
-            "{auth}"
-        );
-        assert!(auth.contains("/us-east-1/ec2/aws4_request"), "{auth}");
-        assert_eq!(get("x-amz-security-token"), Some("token"));
-        assert!(get("x-amz-date").is_some());
     }
 }

@@ -227,6 +227,15 @@ impl EventReporter {
                 self.publish(&pod_ref(pod), EventType::Warning, "PodDeletedAtDeadline", "Delete",
                     format!("still not out at its last moment (budget refusing, or evictions failing); deleted with {grace}s of grace, the time left before the instance goes")).await
             }
+            Progress::LoadBalancers { what, warning } => {
+                let type_ = if *warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                };
+                self.publish(&self.node, type_, "LoadBalancers", "Drain", what.clone())
+                    .await
+            }
             _ => true,
         }
     }

@@ -164,6 +164,7 @@ impl Update {
                     | Progress::Warning { .. }
                     | Progress::InvalidChoice { .. }
                     | Progress::DeletedAtDeadline { .. }
+                    | Progress::LoadBalancers { .. }
             ),
             _ => false,
         }
@@ -589,6 +590,13 @@ fn log_progress(notice: &Notice, p: &Progress) {
                 tracing::warn!(notice_id = %id, workload = %workload, "surge: {what}")
             } else {
                 tracing::info!(notice_id = %id, workload = %workload, "surge: {what}")
+            }
+        }
+        Progress::LoadBalancers { what, warning } => {
+            if *warning {
+                tracing::warn!(notice_id = %id, "load balancers: {what}")
+            } else {
+                tracing::info!(notice_id = %id, "load balancers: {what}")
             }
         }
         Progress::InvalidChoice { pod, value } => {

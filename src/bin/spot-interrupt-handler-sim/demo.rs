@@ -358,6 +358,11 @@ fn narrate(tl: &Timeline, s: &mut Summary, u: Update) {
                     json!({"workload": workload, "node": node}),
                     format!("surge {workload}: {what}"),
                 ),
+                Progress::LoadBalancers { what, .. } => tl.say(
+                    "load-balancers",
+                    json!({"node": node}),
+                    format!("load balancers: {what}"),
+                ),
                 Progress::Evicted { pod, grace } => {
                     s.evicted += 1;
                     tl.say(

@@ -1,0 +1,251 @@
+//! The wait before a node's Service endpoints are evicted, when a load balancer's own word is
+//! asked (`--lb-target-health`): once the fence labels the node out of external load
+//! balancers, its targets are deregistered (by the AWS Load Balancer Controller, or by the
+//! Auto Scaling group); pods that serve traffic leave once no target group still sends the
+//! node new requests, never past their last moment. The cloud is behind [`TargetHealth`], so
+//! this module stays free of AWS.
+//!
+//! Only the node's own targets are watched (its instance id, its addresses): IP-mode targets of
+//! pod IPs leave their groups only once the pod has left its endpoints, which is after its
+//! eviction, so waiting on them would hold every pod to its last moment. For those, the AWS
+//! Load Balancer Controller's pod readiness gate and a `preStop` delay are the tools.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use futures_util::future::BoxFuture;
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::drain::Progress;
+
+/// How often the targets are asked about while pods wait on them: deregistration takes
+/// seconds, and each ask is two calls at most.
+pub const POLL: Duration = Duration::from_secs(2);
+
+/// What load balancers may know a node by.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeTargets {
+    /// From the node's `providerID` (`aws:///us-west-2a/i-0123…`).
+    pub instance_id: Option<String>,
+    /// The node's `InternalIP` and `ExternalIP` addresses.
+    pub ips: Vec<String>,
+}
+
+impl NodeTargets {
+    pub fn of(node: &Node) -> Self {
+        let instance_id = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.provider_id.as_deref())
+            .and_then(|p| p.rsplit('/').next())
+            .filter(|id| id.starts_with("i-"))
+            .map(str::to_owned);
+        let ips = node
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|a| matches!(a.type_.as_str(), "InternalIP" | "ExternalIP"))
+            .map(|a| a.address.clone())
+            .collect();
+        Self { instance_id, ips }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.instance_id.is_none() && self.ips.is_empty()
+    }
+
+    /// Whether a target id (an instance id or an IP address) is one of the node's.
+    pub fn holds(&self, id: &str) -> bool {
+        self.instance_id.as_deref() == Some(id) || self.ips.iter().any(|ip| ip == id)
+    }
+}
+
+/// A load balancer service that knows which of a node's targets still get new requests.
+/// Errors are one line for people; every call is bounded by the caller.
+pub trait TargetHealth: Send + Sync {
+    /// The target groups that hold any of the node's targets, in any state.
+    fn groups<'a>(&'a self, node: &'a NodeTargets) -> BoxFuture<'a, Result<Vec<String>, String>>;
+    /// How many of the node's targets in `groups` are still sent new requests.
+    fn serving<'a>(
+        &'a self,
+        node: &'a NodeTargets,
+        groups: &'a [String],
+    ) -> BoxFuture<'a, Result<usize, String>>;
+}
+
+/// A [`TargetHealth`] to keep in a configuration.
+#[derive(Clone)]
+pub struct LbHealth(pub Arc<dyn TargetHealth>);
+
+impl std::fmt::Debug for LbHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LbHealth")
+    }
+}
+
+/// Where the wait stands, for the pods that hold on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Some target still gets requests (or nobody has answered yet).
+    Waiting,
+    /// No load balancer sends the node new requests: endpoints may go.
+    Open,
+    /// The load balancers cannot be asked: endpoints wait `--lb-drain-delay` from the drain's
+    /// start instead.
+    Fallback,
+}
+
+/// Watches the node's targets until none is served, and says what it sees; the gate opens
+/// then. Runs until then, or until dropped (the drain aborts it when it ends).
+pub async fn watch_targets(
+    health: Arc<dyn TargetHealth>,
+    client: kube::Client,
+    node: String,
+    api_timeout: Duration,
+    gate: watch::Sender<Gate>,
+    progress: mpsc::UnboundedSender<Progress>,
+) {
+    let say = |what: String, warning: bool| {
+        let _ = progress.send(Progress::LoadBalancers { what, warning });
+    };
+    let started = Instant::now();
+    let nodes: Api<Node> = Api::all(client);
+    let targets = match crate::bounded(api_timeout, "get node", nodes.get(&node)).await {
+        Ok(Ok(n)) => NodeTargets::of(&n),
+        Ok(Err(e)) => return fall_back(&gate, say, format!("reading the node: {e}")),
+        Err(e) => return fall_back(&gate, say, e.to_string()),
+    };
+    if targets.is_empty() {
+        return fall_back(&gate, say, "the node has no instance id or address".into());
+    }
+    let groups = loop {
+        match bounded(api_timeout, health.groups(&targets)).await {
+            Ok(g) => break g,
+            Err(e) => {
+                // Nothing known yet: the fallback delay applies while the question is asked
+                // again (said once); the gate still opens once an answer says the node is out.
+                if *gate.borrow() != Gate::Fallback {
+                    say(
+                        format!(
+                            "cannot find the node's target groups ({e}); endpoints wait --lb-drain-delay while it is asked again"
+                        ),
+                        true,
+                    );
+                }
+                let _ = gate.send(Gate::Fallback);
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    };
+    if groups.is_empty() {
+        say("the node is in no target group".into(), false);
+        let _ = gate.send(Gate::Open);
+        return;
+    }
+    let mut warned = false;
+    loop {
+        match bounded(api_timeout, health.serving(&targets, &groups)).await {
+            Ok(0) => {
+                say(
+                    format!(
+                        "no load balancer sends the node new requests ({} target group(s), {:.1}s after the drain began)",
+                        groups.len(),
+                        started.elapsed().as_secs_f64()
+                    ),
+                    false,
+                );
+                let _ = gate.send(Gate::Open);
+                return;
+            }
+            Ok(n) => {
+                if !warned && *gate.borrow() == Gate::Waiting {
+                    say(
+                        format!(
+                            "waiting for {n} target(s) in {} target group(s) to be deregistered before evicting Service endpoints",
+                            groups.len()
+                        ),
+                        false,
+                    );
+                    warned = true;
+                }
+                // An answer again: the wait is the load balancers' once more.
+                let _ =
+                    gate.send_if_modified(|g| std::mem::replace(g, Gate::Waiting) != Gate::Waiting);
+            }
+            Err(e) => {
+                if *gate.borrow() != Gate::Fallback {
+                    say(
+                        format!(
+                            "cannot read the targets' health ({e}); endpoints wait --lb-drain-delay meanwhile"
+                        ),
+                        true,
+                    );
+                }
+                let _ = gate.send(Gate::Fallback);
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn fall_back(gate: &watch::Sender<Gate>, say: impl Fn(String, bool), why: String) {
+    say(
+        format!("cannot ask the load balancers ({why}); endpoints wait --lb-drain-delay"),
+        true,
+    );
+    let _ = gate.send(Gate::Fallback);
+}
+
+async fn bounded<T>(limit: Duration, call: BoxFuture<'_, Result<T, String>>) -> Result<T, String> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {limit:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{NodeAddress, NodeSpec, NodeStatus};
+
+    #[test]
+    fn a_node_is_known_by_its_instance_id_and_addresses() {
+        let node = Node {
+            spec: Some(NodeSpec {
+                provider_id: Some("aws:///us-west-2a/i-0123456789abcdef0".into()),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                addresses: Some(vec![
+                    NodeAddress {
+                        type_: "InternalIP".into(),
+                        address: "10.0.1.17".into(),
+                    },
+                    NodeAddress {
+                        type_: "Hostname".into(),
+                        address: "ip-10-0-1-17".into(),
+                    },
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let t = NodeTargets::of(&node);
+        assert_eq!(t.instance_id.as_deref(), Some("i-0123456789abcdef0"));
+        assert_eq!(t.ips, vec!["10.0.1.17".to_string()]);
+        assert!(t.holds("i-0123456789abcdef0") && t.holds("10.0.1.17"));
+        assert!(!t.holds("ip-10-0-1-17") && !t.holds("i-other"));
+        let bare = NodeTargets::of(&Node {
+            spec: Some(NodeSpec {
+                provider_id: Some("kind://docker/kind/kind-worker".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert!(bare.is_empty(), "{bare:?}");
+    }
+}
