@@ -111,3 +111,64 @@ async fn the_surge_scenario_keeps_every_ready_replica() {
         "{plain}"
     );
 }
+
+/// `demo --scenario autoscaler`: the cluster is full, so the evicted replicas wait until the
+/// simulated cluster-autoscaler adds a node (5 s after they found no room), and the story
+/// goes on to the instance's end at its deadline and its node's removal.
+#[tokio::test]
+async fn the_autoscaler_story_brings_a_node_and_ends_with_the_instance() {
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(90),
+        tokio::process::Command::new(crate::support::SIM_BIN)
+            .args(["demo", "--json", "--scenario", "autoscaler"])
+            .env_remove("NODE_NAME")
+            .output(),
+    )
+    .await
+    .expect("the demo finishes")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let first = |e: &str| {
+        lines
+            .iter()
+            .find(|l| l["event"] == e)
+            .unwrap_or_else(|| panic!("{e} missing from {stdout}"))
+    };
+    let t = |e: &str| first(e)["t"].as_f64().unwrap();
+    let spot = first("notice")["node"].as_str().unwrap().to_owned();
+    let added = first("node-added")["node"].as_str().unwrap().to_owned();
+    assert!(t("waiting") < t("node-added"));
+    assert!(
+        t("node-added") - t("waiting") >= 4.9,
+        "the node comes after the group's 5 s boot: {stdout}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["event"] == "rescheduled" && l["node"] == added.as_str()),
+        "the evicted replicas run on the new node: {stdout}"
+    );
+    // The scenario's notice: 30 s.
+    assert_eq!(first("notice")["seconds"], 30);
+    assert!(t("drain-done") < 30.0, "drained before the deadline");
+    assert!(
+        t("instance-ended") >= 30.0,
+        "the instance ends at its deadline, not before"
+    );
+    assert_eq!(first("instance-ended")["node"], spot.as_str());
+    assert!(t("node-deleted") > t("instance-ended"));
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!(summary["drain_succeeded"], true, "{summary}");
+    assert_eq!(summary["nodes_added"], 1, "{summary}");
+    assert!(summary["most_waiting"].as_u64().unwrap() >= 1, "{summary}");
+    assert_eq!(summary["deleted_at_deadline"], 0, "{summary}");
+}

@@ -15,7 +15,12 @@ use crate::support::{
 };
 
 /// POSTs to the control API and returns the status and JSON answer.
-async fn control(sim: &crate::support::Sim, method: &str, path: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn control(
+    sim: &crate::support::Sim,
+    method: &str,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
     let http = reqwest::Client::new();
     let url = format!("{}{path}", sim.cluster.url());
     let req = match method {

@@ -6,4 +6,5 @@ mod cli;
 mod faults;
 mod kube_rs;
 mod kubectl;
+mod lifecycle;
 mod support;

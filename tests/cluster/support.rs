@@ -54,6 +54,11 @@ async fn start(
         pod_start_delay: Duration::from_millis(100),
         ..ClusterConfig::default()
     };
+    start_config(config).await
+}
+
+/// A cluster as `config` says (the test's pod start delay unless it sets one).
+pub async fn start_config(config: ClusterConfig) -> Sim {
     let cluster = sih_sim_cluster::start(config, "127.0.0.1:0".parse().unwrap())
         .await
         .expect("cluster starts");

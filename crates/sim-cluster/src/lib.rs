@@ -53,6 +53,8 @@ pub struct ClusterConfig {
     pub service_accounts: Vec<(String, String)>,
     /// Faults active from the start (`--fault`).
     pub faults: Vec<faults::FaultSpec>,
+    /// A simulated cluster-autoscaler for one node group (`--autoscaler`).
+    pub autoscaler: Option<controllers::autoscaler::AutoscalerConfig>,
 }
 
 impl Default for ClusterConfig {
@@ -66,6 +68,7 @@ impl Default for ClusterConfig {
             tls: false,
             service_accounts: Vec::new(),
             faults: Vec::new(),
+            autoscaler: None,
         }
     }
 }
@@ -238,6 +241,7 @@ pub async fn serve(
     let loops = LoopConfig {
         max_pods: config.max_pods,
         pod_start_delay: config.pod_start_delay,
+        autoscaler: config.autoscaler.clone(),
     };
     let mut loop_stop = stop_rx.clone();
     let control = tokio::spawn(controllers::run(store, loops, async move {
@@ -311,6 +315,20 @@ impl RunningCluster {
         self.prepared
             .store
             .write(|tx| controllers::nodes::terminate(tx, node, at))
+            .map_err(|e| e.message)
+    }
+
+    /// The instance behind `node` ends at `at` (a spot notice's deadline): NotReady then,
+    /// deleted `delete_after` later.
+    pub fn terminate_node_at(
+        &self,
+        node: &str,
+        at: jiff::Timestamp,
+        delete_after: Duration,
+    ) -> Result<(), String> {
+        self.prepared
+            .store
+            .write(|tx| controllers::nodes::schedule_termination(tx, node, at, delete_after))
             .map_err(|e| e.message)
     }
 

@@ -82,6 +82,19 @@ pub struct SimulateClusterArgs {
     /// `resource=nodes,verb=watch,drop`). Repeatable; `;`-separated in the variable.
     #[arg(long, env = "SIH_SIM_FAULTS", value_delimiter = ';', value_parser = parse_fault)]
     pub fault: Vec<sih_sim_cluster::faults::FaultSpec>,
+    /// A simulated cluster-autoscaler for one node group: `group=NAME,min=N,max=N,spot=BOOL,
+    /// scale-up-delay=DUR,scale-down-after=DUR` (every key optional: `workers`, 0, 10, false,
+    /// 10s, 60s). Pods no node can take make it add nodes of the group (labelled
+    /// `sim.spot-interrupt-handler/node-group`) after the delay; a group node running only
+    /// DaemonSet pods that long is removed, never below `min`.
+    #[arg(long, env = "SIH_SIM_AUTOSCALER", value_parser = parse_autoscaler)]
+    pub autoscaler: Option<sih_sim_cluster::controllers::autoscaler::AutoscalerConfig>,
+}
+
+fn parse_autoscaler(
+    s: &str,
+) -> Result<sih_sim_cluster::controllers::autoscaler::AutoscalerConfig, String> {
+    sih_sim_cluster::controllers::autoscaler::AutoscalerConfig::parse_flag(s)
 }
 
 fn parse_fault(s: &str) -> Result<sih_sim_cluster::faults::FaultSpec, String> {
@@ -107,19 +120,32 @@ pub struct DemoArgs {
     /// Leave the simulated cluster running afterwards and print a kubeconfig path for kubectl.
     #[arg(long, env = "SIH_DEMO_KEEP_RUNNING", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
     pub keep_running: bool,
-    /// Seconds between the notice and the instance's end.
-    #[arg(long, env = "SIH_DEMO_NOTICE", value_parser = parse_duration, default_value = "120s")]
-    pub notice: Duration,
-    /// The story to tell: `drain` (the default evacuation) or `surge` (the web Deployment is
-    /// annotated `spot-interrupt-handler/surge`: its Ready replicas never drop below desired).
+    /// Time between the notice and the instance's end (it ends then: the node goes NotReady
+    /// and is deleted 5 s later). Default: 120s, 30s for `autoscaler`. Range: 10s to 10m.
+    #[arg(long, env = "SIH_DEMO_NOTICE", value_parser = spot_interrupt_handler::cli::duration_in("10s", "10m"))]
+    pub notice: Option<Duration>,
+    /// The story to tell: `drain` (the default evacuation), `surge` (the web Deployment is
+    /// annotated `spot-interrupt-handler/surge`: its Ready replicas never drop below desired)
+    /// or `autoscaler` (the cluster is full: the evicted replicas wait until a simulated
+    /// cluster-autoscaler adds a node, and the story goes on to the instance's end).
     #[arg(long, env = "SIH_DEMO_SCENARIO", value_enum, default_value_t = DemoScenario::Drain)]
     pub scenario: DemoScenario,
+}
+
+impl DemoArgs {
+    pub fn notice(&self) -> Duration {
+        self.notice.unwrap_or(match self.scenario {
+            DemoScenario::Autoscaler => Duration::from_secs(30),
+            _ => Duration::from_secs(120),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DemoScenario {
     Drain,
     Surge,
+    Autoscaler,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

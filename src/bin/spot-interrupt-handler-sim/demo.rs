@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use spot_interrupt_handler::cli::{Cli, Command};
 
-use crate::cli::DemoArgs;
+use crate::cli::{DemoArgs, DemoScenario};
 
 const LOOPBACK: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
@@ -71,6 +71,13 @@ struct Summary {
     replicas_back: Option<f64>,
     /// The fewest Ready replicas any Deployment had during the story, and its desired count.
     lowest_ready: Option<(String, i32, i32)>,
+    /// The most replicas waiting for a place at once.
+    most_waiting: usize,
+    /// Nodes that joined during the story (the autoscaler's).
+    nodes_added: usize,
+    /// When the instance ended (its node NotReady), and when its Node object went.
+    instance_ended: Option<f64>,
+    node_deleted: Option<f64>,
 }
 
 fn pod_ready(p: &Pod) -> bool {
@@ -87,8 +94,39 @@ fn is_daemon_pod(p: &Pod) -> bool {
         .is_some_and(|o| o.iter().any(|r| r.kind == "DaemonSet"))
 }
 
+/// The cluster the story needs: for `autoscaler`, two nodes with room for a DaemonSet pod and
+/// four web pods each, full with eight replicas, and an on-demand node group that adds a node
+/// 5 s after pods find no room.
+fn cluster_config(scenario: DemoScenario) -> sih_sim_cluster::ClusterConfig {
+    let mut config = sih_sim_cluster::ClusterConfig::default();
+    if scenario == DemoScenario::Autoscaler {
+        let mut workload = sih_sim_cluster::workload::default_workload(2);
+        for o in &mut workload {
+            if o["kind"] == "Deployment" {
+                o["spec"]["replicas"] = json!(8);
+            }
+        }
+        config.nodes = 2;
+        config.max_pods = 5;
+        config.workload = Some(workload);
+        config.autoscaler = Some(sih_sim_cluster::controllers::autoscaler::AutoscalerConfig {
+            group: "on-demand".into(),
+            min: 0,
+            max: 3,
+            spot: false,
+            scale_up_delay: Duration::from_secs(5),
+            scale_down_after: Duration::from_secs(600),
+        });
+    }
+    config
+}
+
+/// How long after the instance's end its Node object is deleted (the cloud node controller).
+const NODE_DELETED_AFTER: Duration = Duration::from_secs(5);
+
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let cluster = sih_sim_cluster::start(sih_sim_cluster::ClusterConfig::default(), LOOPBACK)
+    let notice = args.notice();
+    let cluster = sih_sim_cluster::start(cluster_config(args.scenario), LOOPBACK)
         .await
         .map_err(|e| anyhow!("cluster simulator: {e}"))?;
     let kubeconfig = std::env::temp_dir().join(format!(
@@ -125,7 +163,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    if args.scenario == crate::cli::DemoScenario::Surge {
+    if args.scenario == DemoScenario::Surge {
         for d in deployments.list(&ListParams::default()).await?.items {
             let (Some(ns), Some(name)) = (d.metadata.namespace, d.metadata.name) else {
                 continue;
@@ -171,9 +209,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             nodes.list(&ListParams::default()).await?.items.len(),
             on_spot.len()
         );
+        let full = if args.scenario == DemoScenario::Autoscaler {
+            " The cluster is full: the evicted replicas need a node the autoscaler has yet to add."
+        } else {
+            ""
+        };
         println!(
-            "The metadata service will announce that the instance is reclaimed in {}s.\n",
-            args.notice.as_secs()
+            "The metadata service will announce that the instance is reclaimed in {}s.{full}\n",
+            notice.as_secs()
         );
     }
 
@@ -210,28 +253,39 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let http = reqwest::Client::new();
     http.post(format!("{}/_sim/spot-interruption", imds.url()))
-        .json(&json!({"action": "terminate", "lead_seconds": args.notice.as_secs()}))
+        .json(&json!({"action": "terminate", "lead_seconds": notice.as_secs()}))
         .send()
         .await
         .and_then(|r| r.error_for_status())
         .context("cannot trigger the spot interruption")?;
+    // EC2 takes the instance at the deadline, whatever anyone did about it.
+    cluster
+        .terminate_node_at(&spot, jiff::Timestamp::now() + notice, NODE_DELETED_AFTER)
+        .map_err(|e| anyhow!("cannot schedule the instance's end: {e}"))?;
     let tl = Timeline {
         json: args.json,
         t0: Instant::now(),
     };
     tl.say(
         "notice",
-        json!({"node": spot, "seconds": args.notice.as_secs(), "pods_to_evacuate": on_spot.len(), "daemonset_pods_staying": daemons_on_spot}),
+        json!({"node": spot, "seconds": notice.as_secs(), "pods_to_evacuate": on_spot.len(), "daemonset_pods_staying": daemons_on_spot}),
         format!(
             "notice visible: spot/instance-action says terminate in {}s",
-            args.notice.as_secs()
+            notice.as_secs()
         ),
     );
 
     let mut s = Summary::default();
     let mut seen_new: HashSet<String> = HashSet::new();
     let mut check = tokio::time::interval(Duration::from_millis(100));
-    let give_up = tl.t0 + LIMIT;
+    let give_up = tl.t0 + LIMIT.max(notice + NODE_DELETED_AFTER + Duration::from_secs(20));
+    let mut known_nodes: HashSet<String> = nodes
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
     loop {
         tokio::select! {
             Some(u) = updates.recv() => narrate(&tl, &mut s, u),
@@ -249,6 +303,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                     }
                 }
                 let list = pods.list(&ListParams::default()).await?.items;
+                watch_nodes(&tl, &mut s, &nodes, &spot, &mut known_nodes).await?;
+                let waiting = list
+                    .iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_none())
+                    .count();
+                if waiting > s.most_waiting {
+                    s.most_waiting = waiting;
+                    tl.say(
+                        "waiting",
+                        json!({"pods": waiting}),
+                        format!("{waiting} replica(s) wait: no node has room for them"),
+                    );
+                }
                 for p in &list {
                     let Some(name) = p.metadata.name.clone() else { continue };
                     let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
@@ -285,8 +353,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                             json!({"node": spot, "daemonset_pods_staying": daemons_on_spot}),
                             format!("every Deployment is back to its desired replicas, none on the spot node{daemons}"),
                         );
-                        break;
                     }
+                }
+                // The autoscaler's story goes on to the instance's end and its node's removal.
+                let story_over = args.scenario != DemoScenario::Autoscaler || s.node_deleted.is_some();
+                if s.replicas_back.is_some() && story_over {
+                    break;
                 }
                 if Instant::now() > give_up {
                     break;
@@ -315,6 +387,59 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         bail!(
             "the demo did not finish: the drain or the rescheduling did not complete within {}s",
             LIMIT.as_secs()
+        );
+    }
+    Ok(())
+}
+
+/// Nodes joining (the autoscaler's), the spot instance's end and its node's removal.
+async fn watch_nodes(
+    tl: &Timeline,
+    s: &mut Summary,
+    nodes: &Api<Node>,
+    spot: &str,
+    known: &mut HashSet<String>,
+) -> anyhow::Result<()> {
+    let list = nodes.list(&ListParams::default()).await?.items;
+    let ready = |n: &Node| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.status.clone())
+    };
+    for n in &list {
+        let Some(name) = n.metadata.name.clone() else {
+            continue;
+        };
+        if !known.contains(&name) && ready(n).as_deref() == Some("True") {
+            known.insert(name.clone());
+            s.nodes_added += 1;
+            tl.say(
+                "node-added",
+                json!({"node": name}),
+                format!("node {name} joined (the autoscaler's scale-up) and is Ready"),
+            );
+        }
+        if name == spot && s.instance_ended.is_none() && ready(n).as_deref() == Some("Unknown") {
+            s.instance_ended = Some(tl.at());
+            tl.say(
+                "instance-ended",
+                json!({"node": name}),
+                format!("the instance is gone: {name} is NotReady"),
+            );
+        }
+    }
+    if s.node_deleted.is_none()
+        && !list
+            .iter()
+            .any(|n| n.metadata.name.as_deref() == Some(spot))
+    {
+        s.node_deleted = Some(tl.at());
+        tl.say(
+            "node-deleted",
+            json!({"node": spot}),
+            format!("node {spot} deleted, with what was left on it"),
         );
     }
     Ok(())
@@ -450,6 +575,8 @@ fn print_summary(args: &DemoArgs, s: &Summary) {
                 "desired_replicas": s.lowest_ready.as_ref().map(|(_, _, d)| d),
                 "slowest_pod_s": s.slowest.as_ref().map(|(_, t)| *t),
                 "replicas_back_s": s.replicas_back,
+                "most_waiting": s.most_waiting, "nodes_added": s.nodes_added,
+                "instance_ended_s": s.instance_ended, "node_deleted_s": s.node_deleted,
             }})
         );
         return;
@@ -470,4 +597,12 @@ fn print_summary(args: &DemoArgs, s: &Summary) {
     }
     println!("  replicas rescheduled        {}", s.rescheduled);
     println!("  replicas back to desired    {}", secs(s.replicas_back));
+    if s.most_waiting > 0 || s.nodes_added > 0 {
+        println!("  most replicas waiting       {}", s.most_waiting);
+        println!("  nodes added (autoscaler)    {}", s.nodes_added);
+    }
+    if s.instance_ended.is_some() {
+        println!("  instance ended              {}", secs(s.instance_ended));
+        println!("  its node deleted            {}", secs(s.node_deleted));
+    }
 }

@@ -28,6 +28,7 @@ pub async fn run(args: SimulateClusterArgs) -> anyhow::Result<()> {
         tls: args.tls,
         service_accounts: args.service_account.clone(),
         faults: args.fault.clone(),
+        autoscaler: args.autoscaler.clone(),
     };
     if args.in_cluster_dir.is_some() && args.service_account.is_empty() {
         anyhow::bail!("--in-cluster-dir needs at least one --service-account NAMESPACE/NAME");

@@ -11,6 +11,7 @@
 //! | `GET /_sim/pod-events` | every pod's deletion (with its grace) and removal |
 //! | `GET /_sim/node-changes` | each node as every change left it (taints, cordon, labels, annotations) |
 //! | `POST /_sim/nodes/NAME/terminate` `{"delete_after_seconds": 5}` | the instance is gone |
+//! | `POST /_sim/nodes/NAME/terminate` `{"at": "2026-12-04T10:00:00Z"}` | it goes then (a notice's deadline) |
 
 use axum::body::Bytes;
 use axum::http::{Method, StatusCode};
@@ -113,6 +114,9 @@ fn add_faults(st: &ApiState, body: &Bytes) -> Result<Response, ApiError> {
 struct TerminateReq {
     #[serde(default = "default_delete_after")]
     delete_after_seconds: f64,
+    /// When the instance ends; now if absent or past.
+    #[serde(default)]
+    at: Option<jiff::Timestamp>,
 }
 
 fn default_delete_after() -> f64 {
@@ -127,8 +131,18 @@ fn terminate(st: &ApiState, name: &str, body: &Bytes) -> Result<Response, ApiErr
             "delete_after_seconds must be between 0 and 86400",
         ));
     }
-    let delete_at =
-        jiff::Timestamp::now() + std::time::Duration::from_secs_f64(req.delete_after_seconds);
+    let delete_after = std::time::Duration::from_secs_f64(req.delete_after_seconds);
+    if let Some(at) = req.at.filter(|at| *at > jiff::Timestamp::now()) {
+        st.store.write(|tx| {
+            crate::controllers::nodes::schedule_termination(tx, name, at, delete_after)
+        })?;
+        tracing::info!(node = name, at = %at, "instance ends at its time");
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({"node": name, "terminateAt": at.to_string()}),
+        ));
+    }
+    let delete_at = jiff::Timestamp::now() + delete_after;
     st.store
         .write(|tx| crate::controllers::nodes::terminate(tx, name, delete_at))?;
     tracing::info!(

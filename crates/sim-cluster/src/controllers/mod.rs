@@ -1,5 +1,6 @@
 //! The simulated control plane: node lifecycle, scheduler, kubelet, ReplicaSet, Deployment and
-//! DaemonSet controllers, EndpointSlices, garbage collection and PodDisruptionBudget status.
+//! DaemonSet controllers, EndpointSlices, garbage collection, PodDisruptionBudget status and
+//! an optional cluster-autoscaler.
 //!
 //! One loop runs the controllers after changes (batched briefly) and at the next moment a timer
 //! is due (a pod finishing its start, a grace period ending), never on a fixed tick. It follows
@@ -8,6 +9,7 @@
 //! with 30 000 pods. Each controller is one write transaction that reads the current objects and
 //! writes only what differs, so the loop settles when the world is as the specs ask.
 
+pub mod autoscaler;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -37,6 +39,8 @@ pub struct LoopConfig {
     pub max_pods: usize,
     /// How long a bound pod takes to become Running and Ready.
     pub pod_start_delay: Duration,
+    /// A simulated cluster-autoscaler for one node group (`--autoscaler`).
+    pub autoscaler: Option<autoscaler::AutoscalerConfig>,
 }
 
 impl Default for LoopConfig {
@@ -44,6 +48,7 @@ impl Default for LoopConfig {
         Self {
             max_pods: 110,
             pod_start_delay: Duration::from_millis(300),
+            autoscaler: None,
         }
     }
 }
@@ -66,18 +71,20 @@ enum Pass {
     ReplicaSets,
     DaemonSets,
     Scheduler,
+    Autoscaler,
     Kubelet,
     Endpoints,
     Budgets,
 }
 
-const PASSES: [Pass; 9] = [
+const PASSES: [Pass; 10] = [
     Pass::Nodes,
     Pass::Gc,
     Pass::Deployments,
     Pass::ReplicaSets,
     Pass::DaemonSets,
     Pass::Scheduler,
+    Pass::Autoscaler,
     Pass::Kubelet,
     Pass::Endpoints,
     Pass::Budgets,
@@ -94,6 +101,7 @@ impl Pass {
             Pass::ReplicaSets => any(&[REPLICASETS, PODS]),
             Pass::DaemonSets => any(&[DAEMONSETS, NODES, PODS]),
             Pass::Scheduler => any(&[PODS, NODES]),
+            Pass::Autoscaler => any(&[PODS, NODES]),
             // Timers (pod starts, grace periods) are due whether or not anything changed.
             Pass::Kubelet => true,
             Pass::Endpoints => any(&[SERVICES, PODS]),
@@ -152,8 +160,11 @@ struct Loop {
     work: PodWork,
     kubelet: kubelet::Kubelet,
     budgets_ran: Option<Instant>,
-    /// When a terminated node is next due for deletion (a timer, as a pod's grace is).
-    node_deletion_due: Option<Instant>,
+    /// When a node is next due to end or to be deleted (a timer, as a pod's grace is).
+    node_timer_due: Option<Instant>,
+    autoscaler: autoscaler::Autoscaler,
+    /// When the autoscaler next has something to do (a node booted, an idle node's time).
+    autoscaler_due: Option<Instant>,
 }
 
 impl Loop {
@@ -171,7 +182,9 @@ impl Loop {
             work,
             kubelet: kubelet::Kubelet::default(),
             budgets_ran: None,
-            node_deletion_due: None,
+            node_timer_due: None,
+            autoscaler: autoscaler::Autoscaler::default(),
+            autoscaler_due: None,
         }
     }
 
@@ -228,8 +241,15 @@ fn reconcile_all(store: &Store, config: &LoopConfig, state: &mut Loop) -> Option
     let mut next = None;
     for (i, pass) in PASSES.into_iter().enumerate() {
         state.catch_up(store);
-        let timer_due =
-            pass == Pass::Nodes && state.node_deletion_due.is_some_and(|t| t <= Instant::now());
+        let timer = match pass {
+            Pass::Nodes => state.node_timer_due,
+            Pass::Autoscaler if config.autoscaler.is_some() => state.autoscaler_due,
+            _ => None,
+        };
+        let timer_due = timer.is_some_and(|t| t <= Instant::now());
+        if pass == Pass::Autoscaler && config.autoscaler.is_none() {
+            continue;
+        }
         if !pass.needed(&state.dirty[i]) && !timer_due {
             continue;
         }
@@ -255,11 +275,26 @@ fn reconcile_all(store: &Store, config: &LoopConfig, state: &mut Loop) -> Option
         }
         let result = store.write(|tx| match pass {
             Pass::Nodes => {
-                state.node_deletion_due = nodes::delete_terminated(tx);
-                if let Some(due) = state.node_deletion_due {
+                state.node_timer_due = nodes::run_timers(tx)?;
+                if let Some(due) = state.node_timer_due {
                     next = Some(next.map_or(due, |n: Instant| n.min(due)));
                 }
                 nodes::reconcile(tx, config)
+            }
+            Pass::Autoscaler => {
+                let Some(cfg) = &config.autoscaler else {
+                    return Ok(());
+                };
+                state.autoscaler_due = state.autoscaler.reconcile(
+                    tx,
+                    cfg,
+                    config.max_pods,
+                    &state.work.unscheduled,
+                )?;
+                if let Some(due) = state.autoscaler_due {
+                    next = Some(next.map_or(due, |n: Instant| n.min(due)));
+                }
+                Ok(())
             }
             Pass::Gc => gc::reconcile(tx),
             Pass::Deployments => deployment::reconcile(tx),

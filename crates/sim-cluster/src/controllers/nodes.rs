@@ -3,7 +3,8 @@
 //! stops reporting: its node turns NotReady (Ready `Unknown`, as the node lifecycle controller
 //! marks it), its kubelet stops (pods neither start nor finish stopping), and the node object
 //! is deleted after a delay, as the cloud node controller does; pod garbage collection then
-//! removes its pods, which are lost rather than stopped.
+//! removes its pods, which are lost rather than stopped. The end can be scheduled (`"at"`: a
+//! spot notice's deadline), and comes then whatever anyone did about it.
 
 use serde_json::json;
 use tokio::time::Instant;
@@ -17,6 +18,27 @@ use crate::store::{Tx, now_rfc3339, parse_time};
 pub const DELETE_AT: &str = "sim.spot-interrupt-handler/delete-at";
 /// Set on a node whose instance is gone: its kubelet no longer acts.
 pub const TERMINATED_AT: &str = "sim.spot-interrupt-handler/terminated-at";
+/// When a node's instance is to end (RFC 3339), and how long its object lasts after that.
+pub const TERMINATE_AT: &str = "sim.spot-interrupt-handler/terminate-at";
+pub const DELETE_AFTER: &str = "sim.spot-interrupt-handler/delete-after-seconds";
+
+/// The instance behind `name` ends at `at`, its node deleted `delete_after` later.
+pub fn schedule_termination(
+    tx: &mut Tx<'_>,
+    name: &str,
+    at: jiff::Timestamp,
+    delete_after: std::time::Duration,
+) -> Result<(), ApiError> {
+    let node = tx
+        .get(NODES, "", name)
+        .ok_or_else(|| ApiError::not_found("nodes", name))?;
+    let mut new = (*node).clone();
+    new["metadata"]["annotations"][TERMINATE_AT] =
+        json!(at.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string());
+    new["metadata"]["annotations"][DELETE_AFTER] = json!(delete_after.as_secs_f64().to_string());
+    tx.replace(NODES, "", name, new)?;
+    Ok(())
+}
 
 pub fn is_terminated(node: &serde_json::Value) -> bool {
     node["metadata"]["annotations"][TERMINATED_AT].is_string()
@@ -44,30 +66,60 @@ pub fn terminate(tx: &mut Tx<'_>, name: &str, delete_at: jiff::Timestamp) -> Res
     Ok(())
 }
 
-/// Deletes terminated nodes whose time has come; returns when the next one is due.
-pub fn delete_terminated(tx: &mut Tx<'_>) -> Option<Instant> {
+/// Ends the instances whose scheduled time has come and deletes terminated nodes whose time
+/// has come; returns when the next one is due.
+pub fn run_timers(tx: &mut Tx<'_>) -> Result<Option<Instant>, ApiError> {
     let wall = jiff::Timestamp::now();
     let mut next: Option<Instant> = None;
-    let due: Vec<(String, jiff::Timestamp)> = tx
+    let mut at = |t: jiff::Timestamp| {
+        let left = (t.as_millisecond() - wall.as_millisecond()).max(0) as u64;
+        let when = Instant::now() + std::time::Duration::from_millis(left);
+        next = Some(next.map_or(when, |n: Instant| n.min(when)));
+    };
+    let time = |n: &serde_json::Value, key: &str| {
+        n["metadata"]["annotations"][key]
+            .as_str()
+            .and_then(parse_time)
+    };
+    let timers: Vec<(
+        String,
+        Option<jiff::Timestamp>,
+        Option<jiff::Timestamp>,
+        f64,
+    )> = tx
         .view()
         .list(NODES, None)
         .filter_map(|n| {
-            let at = n["metadata"]["annotations"][DELETE_AT]
+            let end = time(n, TERMINATE_AT).filter(|_| !is_terminated(n));
+            let delete = time(n, DELETE_AT);
+            let after = n["metadata"]["annotations"][DELETE_AFTER]
                 .as_str()
-                .and_then(parse_time)?;
-            Some((name_of(n), at))
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(5.0);
+            (end.is_some() || delete.is_some()).then(|| (name_of(n), end, delete, after))
         })
         .collect();
-    for (name, at) in due {
-        if at <= wall {
-            tx.remove(NODES, "", &name);
-        } else {
-            let left = (at.as_millisecond() - wall.as_millisecond()).max(0) as u64;
-            let when = Instant::now() + std::time::Duration::from_millis(left);
-            next = Some(next.map_or(when, |n: Instant| n.min(when)));
+    for (name, end, delete, after) in timers {
+        if let Some(end) = end {
+            if end <= wall {
+                let delete_at = wall + std::time::Duration::from_secs_f64(after);
+                terminate(tx, &name, delete_at)?;
+                tracing::info!(node = %name, "instance ended at its scheduled time");
+                at(delete_at);
+            } else {
+                at(end);
+            }
+            continue;
+        }
+        if let Some(delete) = delete {
+            if delete <= wall {
+                tx.remove(NODES, "", &name);
+            } else {
+                at(delete);
+            }
         }
     }
-    next
+    Ok(next)
 }
 
 pub fn reconcile(tx: &mut Tx<'_>, config: &LoopConfig) -> Result<(), ApiError> {
