@@ -11,3 +11,4 @@ mod overlaps;
 mod queue;
 mod scenarios;
 mod support;
+mod view;

@@ -28,6 +28,9 @@ pub enum SimCommand {
     /// Run the whole story without AWS or a cluster: both simulators and the agent in one
     /// process, a spot interruption, a live timeline and a summary.
     Demo(DemoArgs),
+    /// A live, read-only web page of a cluster's spot nodes (the simulated one or a real one
+    /// through its kubeconfig): pods by node, fences, notices counting down, our Events.
+    View(ViewArgs),
     /// Simulators for tests and rehearsals: no AWS account or cluster needed.
     #[command(subcommand)]
     Simulate(Simulate),
@@ -113,6 +116,19 @@ fn parse_service_account(s: &str) -> Result<(String, String), String> {
 }
 
 #[derive(Debug, Args)]
+pub struct ViewArgs {
+    /// Address to serve the page on (port 0 picks a free port; the URL is printed). Loopback
+    /// unless told otherwise: the page shows the cluster to whoever reaches it.
+    #[arg(long, env = "SIH_VIEW_LISTEN", default_value = "127.0.0.1:8090")]
+    pub listen: SocketAddr,
+    /// The cluster to show (default: `KUBECONFIG`, `~/.kube/config`, or in-cluster). Needs
+    /// get, list and watch on nodes, pods and events only
+    /// (deploy/manifests/view-clusterrole.yaml).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Print the timeline and summary as JSON lines.
     #[arg(long, env = "SIH_DEMO_JSON", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
@@ -130,6 +146,11 @@ pub struct DemoArgs {
     /// cluster-autoscaler adds a node, and the story goes on to the instance's end).
     #[arg(long, env = "SIH_DEMO_SCENARIO", value_enum, default_value_t = DemoScenario::Drain)]
     pub scenario: DemoScenario,
+    /// Serve the live view of the demo's cluster on this address (`--view` alone:
+    /// 127.0.0.1:8090), start the story once the page is open (or after a minute), and keep
+    /// the cluster running afterwards until Ctrl-C.
+    #[arg(long, env = "SIH_DEMO_VIEW", num_args = 0..=1, require_equals = true, default_missing_value = "127.0.0.1:8090")]
+    pub view: Option<SocketAddr>,
 }
 
 impl DemoArgs {

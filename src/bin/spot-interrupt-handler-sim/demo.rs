@@ -220,6 +220,30 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
 
+    let view = match args.view {
+        Some(listen) => {
+            let view = sih_view::Running::start(client.clone(), listen)
+                .await
+                .with_context(|| format!("cannot serve the view on {listen}"))?;
+            if args.json {
+                println!("{}", json!({"event": "view", "url": view.url()}));
+            } else {
+                println!(
+                    "Open {} to watch; the story starts once the page is open (or in a minute).\n",
+                    view.url()
+                );
+            }
+            let _ = std::io::stdout().flush();
+            if !view.state.until_viewed(Duration::from_secs(60)).await {
+                tracing::warn!("nobody opened the view within a minute; the story starts anyway");
+            }
+            // Let the page draw the cluster before anything happens to it.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Some(view)
+        }
+        None => None,
+    };
+
     let cli = Cli::try_parse_from([
         "spot-interrupt-handler",
         "imds",
@@ -372,13 +396,28 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     print_summary(&args, &s);
     let ok = s.replicas_back.is_some() && s.drain_ok;
-    if args.keep_running {
-        println!(
-            "\nThe simulated cluster keeps running. Try:\n  kubectl --kubeconfig {} get nodes,pods -o wide\n  kubectl --kubeconfig {} get events\nCtrl-C stops it.",
-            kubeconfig.display(),
-            kubeconfig.display()
-        );
+    if args.keep_running || view.is_some() {
+        if args.json {
+            println!(
+                "{}",
+                json!({"event": "keep-running", "kubeconfig": kubeconfig.display().to_string(),
+                    "view": view.as_ref().map(|v| v.url())})
+            );
+        } else {
+            println!(
+                "\nThe simulated cluster keeps running. Try:\n  kubectl --kubeconfig {} get nodes,pods -o wide\n  kubectl --kubeconfig {} get events\nCtrl-C stops it.",
+                kubeconfig.display(),
+                kubeconfig.display()
+            );
+            if let Some(v) = &view {
+                println!("The view stays at {}.", v.url());
+            }
+        }
+        let _ = std::io::stdout().flush();
         spot_interrupt_handler::signals::shutdown().await;
+    }
+    if let Some(v) = view {
+        v.stop().await;
     }
     let _ = imds.stop().await;
     let _ = cluster.stop().await;

@@ -1,12 +1,13 @@
 //! spot-interrupt-handler-sim: the rehearsal tools. `simulate imds` and `simulate cluster`
 //! serve the simulators; `demo` plays a whole reclamation with both and the agent in one
-//! process. Kept out of the agent's binary so that every node carries only the product.
+//! process; `view` shows a cluster's spot nodes live in a browser. Kept out of the agent's binary so that every node carries only the product.
 #![forbid(unsafe_code)]
 
 mod cli;
 mod demo;
 mod simulate_cluster;
 mod simulate_imds;
+mod view;
 
 use clap::Parser;
 
@@ -25,6 +26,7 @@ fn main() -> anyhow::Result<()> {
         .block_on(async {
             match cli.command {
                 SimCommand::Demo(args) => demo::run(args).await,
+                SimCommand::View(args) => view::run(args).await,
                 SimCommand::Simulate(Simulate::Imds(args)) => simulate_imds::run(*args).await,
                 SimCommand::Simulate(Simulate::Cluster(args)) => simulate_cluster::run(*args).await,
             }
