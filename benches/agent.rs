@@ -36,11 +36,7 @@ fn main() {
         .filter(|a| ["start", "idle", "latency", "drain"].contains(&a.as_str()))
         .collect();
     PARTS.set(parts).expect("set once");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = support::runtime();
     rt.block_on(run(quick));
 }
 

@@ -22,11 +22,7 @@ const SA: (&str, &str) = ("kube-system", "spot-interrupt-handler");
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = support::runtime();
     rt.block_on(run(quick));
 }
 

@@ -6,6 +6,8 @@
 //!
 //! Run: `cargo bench --bench cluster` (add `-- --quick` for 100 nodes and 3000 pods).
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -15,11 +17,7 @@ use sih_sim_cluster::{ClusterConfig, workload};
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (nodes, pods) = if quick { (100, 3_000) } else { (1_000, 30_000) };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = support::runtime();
     rt.block_on(run(nodes, pods));
 }
 

@@ -5,6 +5,8 @@
 //!
 //! Run: `cargo bench --bench node`.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -16,11 +18,7 @@ use sih_node::{DrainConfig, FenceOutcome, NodeError, Progress};
 use sih_sim_cluster::{ClusterConfig, workload};
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = support::runtime();
     rt.block_on(run());
 }
 

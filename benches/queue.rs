@@ -43,11 +43,7 @@ fn main() {
         .position(|a| a == "--nodes")
         .and_then(|i| args.get(i + 1)?.parse().ok())
         .unwrap_or(1000usize);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = support::runtime();
     rt.block_on(run(nodes));
 }
 

@@ -27,3 +27,13 @@ pub fn status_kib(pid: u32, name: &str) -> u64 {
 pub fn product_bin(built: &str) -> String {
     std::env::var("SIH_AGENT_BIN").unwrap_or_else(|_| built.to_string())
 }
+
+/// The runtime every benchmark measures on: two worker threads, as on the 2-core machines the
+/// numbers are recorded on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}

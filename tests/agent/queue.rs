@@ -1701,6 +1701,7 @@ async fn a_target_that_stays_healthy_never_holds_endpoints_past_the_deadline() {
     let web_here = q.s.web_on_node().await;
     let instance = instance_of(&q.s, &q.s.node).await;
     // 16 s left: the endpoints' last moment is 2 s before it (1 s grace, 1 s margin).
+    let sent = tokio::time::Instant::now();
     let deadline = std::time::Instant::now() + Duration::from_secs(16);
     q.send(&spot_warning_sent(&instance, Duration::from_secs(104)))
         .await;
@@ -1708,7 +1709,8 @@ async fn a_target_that_stays_healthy_never_holds_endpoints_past_the_deadline() {
         q.s.pods_on_node("app=worker").await == 0
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Well before the endpoints' last moment (14 s after the notice), they are still here.
+    tokio::time::sleep_until(sent + Duration::from_secs(6)).await;
     assert_eq!(q.s.web_on_node().await, web_here, "{}", q.controller.log());
     until(
         "the endpoints are gone",

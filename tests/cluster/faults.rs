@@ -232,14 +232,7 @@ async fn a_hung_eviction_makes_kubectl_drain_time_out_as_on_a_real_cluster() {
     let sim = cluster(3, 1, Some(&web(3, "maxUnavailable: 1"))).await;
     let pods: Api<Pod> = Api::namespaced(client(&sim).await, "default");
     eventually("web runs", Duration::from_secs(10), || async {
-        pods.list(&ListParams::default().labels("app=web"))
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .count()
-            == 3
+        crate::support::web_running(&pods).await == 3
     })
     .await;
     fault(

@@ -12,7 +12,7 @@ use sih_sim_cluster::ClusterConfig;
 use sih_sim_cluster::controllers::autoscaler::{AutoscalerConfig, GROUP_LABEL};
 
 use crate::faults::control;
-use crate::support::{client, cluster, eventually, node_name, start_config, web};
+use crate::support::{client, cluster, eventually, node_name, start_config, web, web_running};
 
 fn ready(n: &Node) -> Option<String> {
     n.status
@@ -89,16 +89,6 @@ async fn group_nodes(nodes: &Api<Node>) -> Vec<Node> {
         .items
 }
 
-async fn running(pods: &Api<Pod>) -> usize {
-    pods.list(&ListParams::default().labels("app=web"))
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-        .count()
-}
-
 /// Pods no node can take bring nodes of the group after its boot delay, as many as they need
 /// and no more than `max`; idle group nodes go after `scale-down-after`, down to `min`.
 #[tokio::test]
@@ -112,7 +102,7 @@ async fn the_autoscaler_brings_capacity_for_waiting_pods_and_removes_idle_nodes(
         pod_start_delay: Duration::from_millis(100),
         autoscaler: Some(
             AutoscalerConfig::parse_flag(
-                "group=od,min=1,max=3,scale-up-delay=1s,scale-down-after=1s",
+                "group=od,min=1,max=3,scale-up-delay=2s,scale-down-after=1s",
             )
             .unwrap(),
         ),
@@ -128,7 +118,7 @@ async fn the_autoscaler_brings_capacity_for_waiting_pods_and_removes_idle_nodes(
     })
     .await;
     eventually("web runs", Duration::from_secs(5), || async {
-        running(&pods).await == 2
+        web_running(&pods).await == 2
     })
     .await;
     // 14 replicas on two nodes of 4 places for them: 6 wait, two more nodes take them.
@@ -142,7 +132,7 @@ async fn the_autoscaler_brings_capacity_for_waiting_pods_and_removes_idle_nodes(
         .await
         .unwrap();
     eventually("pods wait", Duration::from_secs(5), || async {
-        running(&pods).await == 8
+        web_running(&pods).await == 8
     })
     .await;
     assert_eq!(
@@ -151,10 +141,10 @@ async fn the_autoscaler_brings_capacity_for_waiting_pods_and_removes_idle_nodes(
         "no node before its boot delay"
     );
     eventually("all 14 run", Duration::from_secs(10), || async {
-        running(&pods).await == 14
+        web_running(&pods).await == 14
     })
     .await;
-    assert!(scaled.elapsed() >= Duration::from_secs(1));
+    assert!(scaled.elapsed() >= Duration::from_secs(2));
     let group = group_nodes(&nodes).await;
     assert_eq!(group.len(), 3, "as many nodes as the pods need, up to max");
     assert!(group.iter().all(|n| ready(n).as_deref() == Some("True")));
@@ -168,7 +158,7 @@ async fn the_autoscaler_brings_capacity_for_waiting_pods_and_removes_idle_nodes(
         .await
         .unwrap();
     eventually("16 run", Duration::from_secs(5), || async {
-        running(&pods).await == 16
+        web_running(&pods).await == 16
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;

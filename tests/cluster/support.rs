@@ -173,6 +173,17 @@ where
     }
 }
 
+/// How many `app=web` pods run.
+pub async fn web_running(pods: &kube::Api<k8s_openapi::api::core::v1::Pod>) -> usize {
+    pods.list(&kube::api::ListParams::default().labels("app=web"))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .count()
+}
+
 /// A Deployment of `replicas` pods with a short grace period, and its PDB.
 pub fn web(replicas: usize, pdb_spec: &str) -> String {
     format!(
