@@ -164,8 +164,13 @@ async fn the_view_shows_a_drain_as_it_happens() {
             fence.insert(b.as_str().unwrap_or_default().to_owned());
         }
         let emptied = before.is_some() && spot_pods.is_empty();
+        // Our Events reach the page a moment after the story's end (written from a queue,
+        // then watched): the last one is awaited too.
+        let told = look["timeline"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|r| r == "DrainSucceeded"));
         last = look;
-        if story_done && emptied && saw_terminating {
+        if story_done && emptied && saw_terminating && told {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
