@@ -40,7 +40,7 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
     tracing::info!(nodes = index.len(), queue = %args.queue_url, "node index ready");
     let managed_tag = args.managed_tag.clone().filter(|t| !t.is_empty());
     let directory = if Resolver::needs_ec2(args.use_provider_id, managed_tag.as_deref()) {
-        let ec2 = sih_queue::Ec2::new(&aws)?;
+        let ec2 = sih_queue::Ec2::new(&aws)?.counting_errors(aws_errors.clone());
         // Names and zones never change for an instance's life; tags may, hence a bound.
         Some(sih_queue::Directory::spawn(
             ec2,
@@ -90,7 +90,7 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
         args.kube.api_timeout,
     );
     if args.lb_target_health {
-        let elbv2 = sih_queue::Elbv2::new(&aws)?;
+        let elbv2 = sih_queue::Elbv2::new(&aws)?.counting_errors(aws_errors.clone());
         responder_config.drain.target_health = Some(sih_node::lb::LbHealth(std::sync::Arc::new(
             TargetHealthOf(elbv2),
         )));

@@ -1768,4 +1768,7 @@ async fn load_balancers_that_cannot_be_asked_fall_back_to_the_drain_delay() {
                     .is_some_and(|m| m.contains("--lb-drain-delay"))),
         "{events:?}"
     );
+    // Counted as the SDK clients' failures are.
+    let series = "spot_interrupt_handler_aws_errors_total{service=\"elasticloadbalancing\",operation=\"DescribeTargetGroups\",class=\"network\"}";
+    assert!(q.metric(series).await >= 1.0, "{series} missing");
 }

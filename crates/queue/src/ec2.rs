@@ -77,6 +77,12 @@ impl Ec2 {
         })
     }
 
+    /// Counts each failed call in the error metric.
+    pub fn counting_errors(mut self, errors: crate::aws_error::Counted) -> Self {
+        self.query = self.query.counting_errors(errors);
+        self
+    }
+
     /// The instances among `ids` that EC2 knows (unknown ids are simply absent: the
     /// `instance-id` filter, unlike `InstanceId.N`, does not fail the whole call for one).
     pub async fn describe(&self, ids: &[String]) -> Result<Vec<Instance>, Ec2Error> {
@@ -86,7 +92,7 @@ impl Ec2 {
             loop {
                 let xml = self
                     .query
-                    .call(&request_body(chunk, next.as_deref()))
+                    .call("DescribeInstances", &request_body(chunk, next.as_deref()))
                     .await?;
                 let page = parse_page(&xml)?;
                 out.extend(page.instances);

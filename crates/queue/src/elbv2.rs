@@ -66,6 +66,12 @@ impl Elbv2 {
         })
     }
 
+    /// Counts each failed call in the error metric.
+    pub fn counting_errors(mut self, errors: crate::aws_error::Counted) -> Self {
+        self.query = self.query.counting_errors(errors);
+        self
+    }
+
     /// Every target group of the region that can hold an instance or an IP (not Lambda
     /// functions or other load balancers), by ARN.
     pub async fn target_groups(&self) -> Result<Vec<String>, Elbv2Error> {
@@ -75,7 +81,7 @@ impl Elbv2 {
         loop {
             let xml = self
                 .query
-                .call(&groups_body(marker.as_deref()))
+                .call("DescribeTargetGroups", &groups_body(marker.as_deref()))
                 .await
                 .map_err(&err)?;
             let page = parse_groups(&xml).map_err(&err)?;
@@ -94,7 +100,11 @@ impl Elbv2 {
     /// The state of every target registered in `group`.
     pub async fn target_health(&self, group: &str) -> Result<Vec<TargetState>, Elbv2Error> {
         let err = Elbv2Error::of("DescribeTargetHealth");
-        let xml = self.query.call(&health_body(group)).await.map_err(&err)?;
+        let xml = self
+            .query
+            .call("DescribeTargetHealth", &health_body(group))
+            .await
+            .map_err(&err)?;
         parse_health(group, &xml).map_err(err)
     }
 }

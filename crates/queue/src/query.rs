@@ -11,20 +11,25 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_smithy_xml::decode::{Document, ScopedDecoder, try_data};
 
-/// A failed call, and whether trying again may help.
+use crate::aws_error::{Counted, ErrorClass};
+
+/// A failed call, its class (as the SDK clients' errors are classed) and whether trying again
+/// may help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct QueryError {
     pub message: String,
+    pub class: ErrorClass,
     /// Throttling, 5xx, timeouts and connection errors; not a denied permission or bad input.
     pub retryable: bool,
 }
 
 impl QueryError {
-    pub fn new(message: impl Into<String>, retryable: bool) -> Self {
+    pub fn new(message: impl Into<String>, class: ErrorClass) -> Self {
         Self {
             message: message.into(),
-            retryable,
+            class,
+            retryable: class.retryable(),
         }
     }
 }
@@ -48,6 +53,8 @@ pub struct QueryClient {
     /// Credentials are reused until shortly before they expire: with IRSA each fetch is an
     /// STS call, and a burst of interruptions must not become a burst of STS calls.
     cached: Mutex<Option<Credentials>>,
+    /// Where failed calls are counted (the error metric), as the SDK clients' are.
+    errors: Counted,
 }
 
 impl QueryClient {
@@ -58,10 +65,10 @@ impl QueryClient {
         let region = config
             .region()
             .map(|r| r.to_string())
-            .ok_or_else(|| QueryError::new("no AWS region configured", false))?;
-        let credentials = config
-            .credentials_provider()
-            .ok_or_else(|| QueryError::new("no AWS credentials provider configured", false))?;
+            .ok_or_else(|| QueryError::new("no AWS region configured", ErrorClass::Client))?;
+        let credentials = config.credentials_provider().ok_or_else(|| {
+            QueryError::new("no AWS credentials provider configured", ErrorClass::Client)
+        })?;
         let own = std::env::var(service.endpoint_env)
             .ok()
             .filter(|e| !e.is_empty());
@@ -77,7 +84,7 @@ impl QueryClient {
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(3))
             .build()
-            .map_err(|e| QueryError::new(format!("HTTP client: {e}"), false))?;
+            .map_err(|e| QueryError::new(format!("HTTP client: {e}"), ErrorClass::Client))?;
         Ok(Self {
             http,
             endpoint,
@@ -85,7 +92,14 @@ impl QueryClient {
             signing_name: service.signing_name,
             credentials,
             cached: Mutex::new(None),
+            errors: Counted::default(),
         })
+    }
+
+    /// Counts each failed call in `errors`, by service and operation.
+    pub fn counting_errors(mut self, errors: Counted) -> Self {
+        self.errors = errors;
+        self
     }
 
     async fn credentials(&self) -> Result<Credentials, QueryError> {
@@ -104,17 +118,23 @@ impl QueryClient {
         {
             return Ok(c.clone());
         }
-        let c = self
-            .credentials
-            .provide_credentials()
-            .await
-            .map_err(|e| QueryError::new(format!("no AWS credentials: {e}"), true))?;
+        let c = self.credentials.provide_credentials().await.map_err(|e| {
+            QueryError::new(format!("no AWS credentials: {e}"), ErrorClass::Network)
+        })?;
         *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
         Ok(c)
     }
 
-    /// One call: the answer's XML on success.
-    pub async fn call(&self, body: &str) -> Result<String, QueryError> {
+    /// One call of `operation`: the answer's XML on success. A failure is counted.
+    pub async fn call(&self, operation: &'static str, body: &str) -> Result<String, QueryError> {
+        let answer = self.send(body).await;
+        if let Err(e) = &answer {
+            self.errors.count(self.signing_name, operation, e.class);
+        }
+        answer
+    }
+
+    async fn send(&self, body: &str) -> Result<String, QueryError> {
         let creds = self.credentials().await?;
         let url = format!("{}/", self.endpoint);
         let content_type = "application/x-www-form-urlencoded; charset=utf-8";
@@ -135,21 +155,31 @@ impl QueryClient {
             req = req.header(k, v);
         }
         let resp = req.send().await.map_err(|e| {
-            QueryError::new(format!("request failed: {e}"), true) // connection trouble or timeout
+            let class = if e.is_timeout() {
+                ErrorClass::Timeout
+            } else {
+                ErrorClass::Network
+            };
+            QueryError::new(format!("request failed: {e}"), class)
         })?;
         let status = resp.status();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| QueryError::new(format!("reading the answer: {e}"), true))?;
+        let text = resp.text().await.map_err(|e| {
+            QueryError::new(format!("reading the answer: {e}"), ErrorClass::Network)
+        })?;
         if !status.is_success() {
             let (code, message) = parse_error(&text);
-            let retryable = status.is_server_error()
-                || status.as_u16() == 429
-                || matches!(code.as_str(), "RequestLimitExceeded" | "Throttling");
+            let class = if status.as_u16() == 429
+                || matches!(code.as_str(), "RequestLimitExceeded" | "Throttling")
+            {
+                ErrorClass::Throttled
+            } else if status.is_server_error() {
+                ErrorClass::Server
+            } else {
+                ErrorClass::Client
+            };
             return Err(QueryError::new(
                 format!("HTTP {}: {code}: {message}", status.as_u16()),
-                retryable,
+                class,
             ));
         }
         Ok(text)
@@ -167,7 +197,8 @@ fn sign(
 ) -> Result<Vec<(String, String)>, QueryError> {
     use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
     use aws_sigv4::sign::v4;
-    let signing = |e: &dyn std::fmt::Display| QueryError::new(format!("signing: {e}"), false);
+    let signing =
+        |e: &dyn std::fmt::Display| QueryError::new(format!("signing: {e}"), ErrorClass::Client);
     let identity = creds.clone().into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
@@ -209,7 +240,8 @@ pub fn enc(s: &str) -> String {
 
 /// A garbled answer (from the service or a proxy in between) may be a one-off.
 pub fn xml_error(e: impl std::fmt::Display) -> QueryError {
-    QueryError::new(format!("unreadable answer: {e}"), true)
+    // An answer that is not what the service sends: a fault on its side, worth another try.
+    QueryError::new(format!("unreadable answer: {e}"), ErrorClass::Server)
 }
 
 /// An element's text, trimmed.
@@ -256,6 +288,96 @@ pub fn parse_error(xml: &str) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records what it is told.
+    #[derive(Default)]
+    struct Sink(Mutex<Vec<(&'static str, &'static str, ErrorClass)>>);
+
+    impl crate::ErrorSink for Sink {
+        fn aws_error(&self, service: &'static str, operation: &'static str, class: ErrorClass) {
+            self.0.lock().unwrap().push((service, operation, class));
+        }
+    }
+
+    /// A server on loopback that answers every request with `status` and `body`.
+    async fn answering(status: &str, body: &str) -> String {
+        let answer = format!(
+            "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 65536];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn.write_all(answer.as_bytes()).await;
+            }
+        });
+        url
+    }
+
+    fn client(endpoint: &str, sink: &std::sync::Arc<Sink>) -> QueryClient {
+        let config = aws_config::SdkConfig::builder()
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "AKIDEXAMPLE",
+                "secret",
+                None,
+                None,
+                "test",
+            )))
+            .build();
+        let service = Service {
+            signing_name: "elasticloadbalancing",
+            host_prefix: "elasticloadbalancing",
+            endpoint_env: "SIH_TEST_UNSET_ENDPOINT",
+        };
+        QueryClient::new(&config, service)
+            .unwrap()
+            .counting_errors(Counted::new(sink.clone()))
+    }
+
+    #[tokio::test]
+    async fn failed_calls_are_classed_as_the_sdk_clients_are_and_counted() {
+        let sink = std::sync::Arc::new(Sink::default());
+        let throttled = answering(
+            "400 Bad Request",
+            "<ErrorResponse><Error><Code>Throttling</Code><Message>Rate exceeded</Message></Error></ErrorResponse>",
+        )
+        .await;
+        let down = answering("503 Service Unavailable", "").await;
+        let denied = answering("403 Forbidden", "").await;
+        let closed = format!(
+            "http://{}",
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+        );
+        for (url, class) in [
+            (throttled, ErrorClass::Throttled),
+            (down, ErrorClass::Server),
+            (denied, ErrorClass::Client),
+            (closed, ErrorClass::Network),
+        ] {
+            let e = client(&url, &sink)
+                .call("DescribeTargetHealth", "Action=DescribeTargetHealth")
+                .await
+                .unwrap_err();
+            assert_eq!(e.class, class, "{url}: {e}");
+            assert_eq!(e.retryable, class.retryable());
+        }
+        let counted = sink.0.lock().unwrap().clone();
+        assert_eq!(counted.len(), 4, "{counted:?}");
+        assert!(
+            counted
+                .iter()
+                .all(|(s, o, _)| *s == "elasticloadbalancing" && *o == "DescribeTargetHealth")
+        );
+    }
 
     #[test]
     fn reads_error_answers_of_both_shapes() {
