@@ -217,7 +217,7 @@ async fn run(nodes: usize, pods: usize) {
     );
     println!("pods in the cluster now: {pods_now}");
     let _ = browser.close().await;
-    view.stop().await;
+    view.stop().await.expect("the view stops");
     let _ = std::fs::remove_file(&kubeconfig);
     let _ = std::fs::remove_dir_all(&profile);
 }

@@ -117,27 +117,23 @@ pub async fn watch_targets(
     let nodes: Api<Node> = Api::all(client);
     let targets = match crate::bounded(api_timeout, "get node", nodes.get(&node)).await {
         Ok(Ok(n)) => NodeTargets::of(&n),
-        Ok(Err(e)) => return fall_back(&gate, say, format!("reading the node: {e}")),
-        Err(e) => return fall_back(&gate, say, e.to_string()),
+        Ok(Err(e)) => return fall_back(&gate, &say, format!("cannot read the node: {e}")),
+        Err(e) => return fall_back(&gate, &say, e.to_string()),
     };
     if targets.is_empty() {
-        return fall_back(&gate, say, "the node has no instance id or address".into());
+        return fall_back(&gate, &say, "the node has no instance id or address".into());
     }
     let groups = loop {
-        match bounded(api_timeout, health.groups(&targets)).await {
+        match ask(api_timeout, health.groups(&targets)).await {
             Ok(g) => break g,
             Err(e) => {
                 // Nothing known yet: the fallback delay applies while the question is asked
-                // again (said once); the gate still opens once an answer says the node is out.
-                if *gate.borrow() != Gate::Fallback {
-                    say(
-                        format!(
-                            "cannot find the node's target groups ({e}); endpoints wait --lb-drain-delay while it is asked again"
-                        ),
-                        true,
-                    );
-                }
-                let _ = gate.send(Gate::Fallback);
+                // again; the gate still opens once an answer says the node is out.
+                fall_back(
+                    &gate,
+                    &say,
+                    format!("cannot find the node's target groups ({e}); asking again"),
+                );
                 tokio::time::sleep(POLL).await;
             }
         }
@@ -149,7 +145,7 @@ pub async fn watch_targets(
     }
     let mut warned = false;
     loop {
-        match bounded(api_timeout, health.serving(&targets, &groups)).await {
+        match ask(api_timeout, health.serving(&targets, &groups)).await {
             Ok(0) => {
                 say(
                     format!(
@@ -177,34 +173,29 @@ pub async fn watch_targets(
                 let _ =
                     gate.send_if_modified(|g| std::mem::replace(g, Gate::Waiting) != Gate::Waiting);
             }
-            Err(e) => {
-                if *gate.borrow() != Gate::Fallback {
-                    say(
-                        format!(
-                            "cannot read the targets' health ({e}); endpoints wait --lb-drain-delay meanwhile"
-                        ),
-                        true,
-                    );
-                }
-                let _ = gate.send(Gate::Fallback);
-            }
+            Err(e) => fall_back(
+                &gate,
+                &say,
+                format!("cannot read the targets' health ({e})"),
+            ),
         }
         tokio::time::sleep(POLL).await;
     }
 }
 
-fn fall_back(gate: &watch::Sender<Gate>, say: impl Fn(String, bool), why: String) {
-    say(
-        format!("cannot ask the load balancers ({why}); endpoints wait --lb-drain-delay"),
-        true,
-    );
-    let _ = gate.send(Gate::Fallback);
+/// The load balancers cannot be asked: endpoints wait `--lb-drain-delay` meanwhile. Said
+/// once, when the gate turns to the fallback.
+fn fall_back(gate: &watch::Sender<Gate>, say: &impl Fn(String, bool), why: String) {
+    if gate.send_replace(Gate::Fallback) != Gate::Fallback {
+        say(format!("{why}; endpoints wait --lb-drain-delay"), true);
+    }
 }
 
-async fn bounded<T>(limit: Duration, call: BoxFuture<'_, Result<T, String>>) -> Result<T, String> {
-    tokio::time::timeout(limit, call)
+/// One question to the load balancers, bounded like every outside call.
+async fn ask<T>(limit: Duration, call: BoxFuture<'_, Result<T, String>>) -> Result<T, String> {
+    crate::bounded(limit, "ask the load balancers", call)
         .await
-        .unwrap_or_else(|_| Err(format!("no answer within {limit:?}")))
+        .map_err(|e| e.to_string())?
 }
 
 #[cfg(test)]

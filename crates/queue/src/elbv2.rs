@@ -107,25 +107,17 @@ impl Elbv2 {
             .map_err(&err)?;
         parse_health(group, &xml).map_err(err)
     }
-}
 
-impl Elbv2 {
-    /// The target groups holding a target `ours` recognises, in any state. Groups are asked
-    /// a few at a time: a region may have hundreds.
-    pub async fn groups_holding(
-        &self,
-        ours: impl Fn(&str) -> bool,
-    ) -> Result<Vec<String>, Elbv2Error> {
-        let groups = self.target_groups().await?;
+    /// Every target of `groups`, asked a few groups at a time (a region may have hundreds);
+    /// a group deleted since it was listed holds nothing.
+    async fn targets_in(&self, groups: &[String]) -> Result<Vec<TargetState>, Elbv2Error> {
         let mut out = Vec::new();
         for chunk in groups.chunks(AT_ONCE) {
             let answers =
                 futures_util::future::join_all(chunk.iter().map(|g| self.target_health(g))).await;
-            for (group, answer) in chunk.iter().zip(answers) {
+            for answer in answers {
                 match answer {
-                    Ok(targets) if targets.iter().any(|t| ours(&t.id)) => out.push(group.clone()),
-                    Ok(_) => {}
-                    // Deleted since it was listed: it holds nothing.
+                    Ok(targets) => out.extend(targets),
                     Err(e) if e.message.contains("TargetGroupNotFound") => {}
                     Err(e) => return Err(e),
                 }
@@ -134,30 +126,35 @@ impl Elbv2 {
         Ok(out)
     }
 
+    /// The target groups holding a target `ours` recognises, in any state.
+    pub async fn groups_holding(
+        &self,
+        ours: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>, Elbv2Error> {
+        let groups = self.target_groups().await?;
+        let mut holding: Vec<String> = self
+            .targets_in(&groups)
+            .await?
+            .into_iter()
+            .filter(|t| ours(&t.id))
+            .map(|t| t.group)
+            .collect();
+        // Targets come group by group: one entry per group.
+        holding.dedup();
+        Ok(holding)
+    }
+
     /// How many targets `ours` recognises in `groups` are still sent new requests.
     pub async fn serving_in(
         &self,
         groups: &[String],
         ours: impl Fn(&str) -> bool,
     ) -> Result<usize, Elbv2Error> {
-        let mut serving = 0;
-        for chunk in groups.chunks(AT_ONCE) {
-            let answers =
-                futures_util::future::join_all(chunk.iter().map(|g| self.target_health(g))).await;
-            for answer in answers {
-                match answer {
-                    Ok(targets) => {
-                        serving += targets
-                            .iter()
-                            .filter(|t| ours(&t.id) && t.serving())
-                            .count()
-                    }
-                    Err(e) if e.message.contains("TargetGroupNotFound") => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Ok(serving)
+        let targets = self.targets_in(groups).await?;
+        Ok(targets
+            .iter()
+            .filter(|t| ours(&t.id) && t.serving())
+            .count())
     }
 }
 

@@ -170,24 +170,14 @@ fn updates(
 pub async fn serve(
     client: kube::Client,
     listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let state = State::new();
-    let tasks = follow(client, state.clone());
-    let (stop_tx, stop) = watch::channel(false);
-    let served = axum::serve(listener, router(state, stop))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        })
-        .await;
-    for t in tasks {
-        t.abort();
-    }
-    served
+    let view = Running::on(client, listener)?;
+    shutdown.await;
+    view.stop().await
 }
 
-/// A view running in this process (the demo's).
+/// A view being served (the demo's, the command's), until stopped.
 pub struct Running {
     pub addr: SocketAddr,
     pub state: State,
@@ -198,7 +188,11 @@ pub struct Running {
 
 impl Running {
     pub async fn start(client: kube::Client, listen: SocketAddr) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(listen).await?;
+        Self::on(client, tokio::net::TcpListener::bind(listen).await?)
+    }
+
+    /// Follows the cluster and serves the page on `listener`.
+    pub fn on(client: kube::Client, listener: tokio::net::TcpListener) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let state = State::new();
         let tasks = follow(client, state.clone());
@@ -224,11 +218,13 @@ impl Running {
         format!("http://{}/", self.addr)
     }
 
-    pub async fn stop(self) {
+    /// Ends the pages' streams, then the server and the watches.
+    pub async fn stop(self) -> std::io::Result<()> {
         let _ = self.stop.send(true);
+        let served = self.server.await.map_err(std::io::Error::other)?;
         for t in &self.tasks {
             t.abort();
         }
-        let _ = self.server.await;
+        served
     }
 }

@@ -114,20 +114,16 @@ impl State {
         {
             return;
         }
-        if let Some(pod) = evicted_pod(&v).map(str::to_owned)
-            && s.evicted.insert(pod.clone())
+        if let Some(pod) = evicted_pod(&v)
+            && s.evicted.insert(pod.to_owned())
+            && let Some((ns, name)) = pod.split_once('/')
         {
-            let uids: Vec<String> = s
-                .pods
-                .values()
-                .filter(|p| format!("{}/{}", p.namespace, p.name) == pod)
-                .map(|p| p.uid.clone())
-                .collect();
-            for uid in uids {
-                if let Some(p) = s.pods.get_mut(&uid) {
+            let inner = &mut *s;
+            for p in inner.pods.values_mut() {
+                if p.namespace == ns && p.name == name {
                     p.evicted = true;
+                    inner.changed_pods.insert(p.uid.clone());
                 }
-                s.changed_pods.insert(uid);
             }
         }
         s.events.push_back(v.clone());

@@ -416,8 +416,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let _ = std::io::stdout().flush();
         spot_interrupt_handler::signals::shutdown().await;
     }
-    if let Some(v) = view {
-        v.stop().await;
+    if let Some(v) = view
+        && let Err(e) = v.stop().await
+    {
+        tracing::warn!(error = %e, "the view stopped with an error");
     }
     let _ = imds.stop().await;
     let _ = cluster.stop().await;

@@ -241,15 +241,15 @@ fn reconcile_all(store: &Store, config: &LoopConfig, state: &mut Loop) -> Option
     let mut next = None;
     for (i, pass) in PASSES.into_iter().enumerate() {
         state.catch_up(store);
-        let timer = match pass {
-            Pass::Nodes => state.node_timer_due,
-            Pass::Autoscaler if config.autoscaler.is_some() => state.autoscaler_due,
-            _ => None,
-        };
-        let timer_due = timer.is_some_and(|t| t <= Instant::now());
         if pass == Pass::Autoscaler && config.autoscaler.is_none() {
             continue;
         }
+        let timer = match pass {
+            Pass::Nodes => state.node_timer_due,
+            Pass::Autoscaler => state.autoscaler_due,
+            _ => None,
+        };
+        let timer_due = timer.is_some_and(|t| t <= Instant::now());
         if !pass.needed(&state.dirty[i]) && !timer_due {
             continue;
         }
