@@ -1,5 +1,6 @@
-//! The per-node agent: one poll loop over a notice source (the instance metadata service),
-//! handing each poll's observation to the responder, which takes it to the node. The loop
+//! The per-node agent: one poll loop over a notice source (a cloud's metadata service),
+//! handing each poll's observation to the responder, which takes it to the node, and making
+//! the acknowledgements the source asks for (Azure's), each once its notice's action is done. The loop
 //! never waits for Kubernetes: detection, logs and webhooks go on while the API server is down
 //! or hanging, and the responder retries its writes on its own.
 //!
@@ -10,16 +11,17 @@ pub mod admin;
 pub mod health;
 pub mod source;
 
+use std::collections::HashSet;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
 use sih_report::{Metrics, SharedFacts};
 
-use crate::responder::Responder;
+use crate::responder::{Outcome, Responder};
 use health::Health;
-use source::{Identity, NoticeSource};
+use source::{Ack, Identity, NoticeSource};
 
 pub struct AgentConfig {
     pub node: String,
@@ -88,12 +90,18 @@ impl<S: NoticeSource> Agent<S> {
             dry_run = self.cfg.dry_run, "watching for interruption notices");
         let mut tick = tokio::time::interval(self.cfg.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let long_polls = self.source.long_polls();
         let mut last_problems = String::new();
+        let acking: Arc<Mutex<HashSet<String>>> = Arc::default();
         loop {
-            tokio::select! {
-                biased;
-                _ = &mut stop => break,
-                _ = tick.tick() => {}
+            // A long-polling source waits for changes itself; after a poll with problems it
+            // waits the poll interval like any other, so a failing service is not hammered.
+            if !long_polls || !last_problems.is_empty() {
+                tokio::select! {
+                    biased;
+                    _ = &mut stop => break,
+                    _ = tick.tick() => {}
+                }
             }
             let poll = tokio::select! {
                 biased;
@@ -124,10 +132,65 @@ impl<S: NoticeSource> Agent<S> {
                 tracing::debug!("quiet poll");
             }
             self.responder.observe(&self.cfg.node, poll.observation);
+            for ack in poll.acks {
+                self.acknowledge(ack, &acking);
+            }
             self.health.set_ready();
         }
         self.stop().await;
         Ok(())
+    }
+
+    /// Makes one acknowledgement apart from the loop, once its notice's action is done when it
+    /// must wait for that; one per event at a time (the next poll asks again if it failed).
+    fn acknowledge(&self, ack: Ack, acking: &Arc<Mutex<HashSet<String>>>) {
+        if self.cfg.dry_run {
+            return;
+        }
+        let lock = |a: &Mutex<HashSet<String>>| {
+            a.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(ack.event_id.clone())
+        };
+        if !lock(acking) {
+            return;
+        }
+        let done = ack
+            .after_done
+            .then(|| self.responder.done(&self.cfg.node, &ack.notice_id));
+        let send = self.source.acknowledge(vec![ack.event_id.clone()]);
+        let acking = acking.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let go = match done {
+                None => Ok(()),
+                Some(rx) => match rx.await {
+                    Ok(Outcome::Done) => Ok(()),
+                    Ok(Outcome::Failed(why)) => Err(why),
+                    Err(_) => Err("the responder stopped".to_owned()),
+                },
+            };
+            match go {
+                Ok(()) => match send.await {
+                    Ok(()) => {
+                        metrics.acknowledged("ok");
+                        tracing::info!(event = %ack.event_id, notice = %ack.notice_id,
+                            "acknowledged: the cloud may go ahead now")
+                    }
+                    Err(e) => {
+                        metrics.acknowledged("error");
+                        tracing::warn!(event = %ack.event_id, error = %e,
+                            "acknowledgement failed; the next poll tries again")
+                    }
+                },
+                Err(why) => tracing::warn!(event = %ack.event_id, %why,
+                    "not acknowledged: its action did not finish; the cloud goes ahead at its time"),
+            }
+            acking
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&ack.event_id);
+        });
     }
 
     async fn stop(&self) {

@@ -163,6 +163,10 @@ pub struct ActionFlags {
     /// On an ASG target lifecycle state of Terminated (or a terminate lifecycle hook).
     #[arg(long, env = "ASG_TERMINATION_ACTION", default_value = "drain")]
     pub asg_termination_action: sih_core::Action,
+    /// On a live migration or a short pause of the running instance (GCE
+    /// MIGRATE_ON_HOST_MAINTENANCE, Azure Freeze).
+    #[arg(long, env = "LIVE_MIGRATION_ACTION", default_value = "notify")]
+    pub live_migration_action: sih_core::Action,
     /// Never go beyond a cordon, whatever the kind (NTH's CORDON_ONLY).
     #[arg(long, env = "CORDON_ONLY", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
     pub cordon_only: bool,
@@ -178,6 +182,7 @@ impl ActionFlags {
             scheduled_maintenance: self.scheduled_maintenance_action,
             asg_termination: self.asg_termination_action,
             state_change,
+            live_migration: self.live_migration_action,
             cap: self.cordon_only.then_some(sih_core::Action::Cordon),
         }
     }
@@ -257,13 +262,14 @@ pub struct ImdsArgs {
     /// The node this agent runs on (downward API `spec.nodeName`).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: String,
-    /// The instance metadata service.
-    #[arg(
-        long,
-        env = "INSTANCE_METADATA_URL",
-        default_value = "http://169.254.169.254"
-    )]
-    pub imds_endpoint: String,
+    /// Which cloud's metadata service tells of interruptions: aws (EC2's instance metadata),
+    /// gce (Compute Engine's metadata server) or azure (Scheduled Events).
+    #[arg(long, env = "CLOUD", value_enum, default_value = "aws")]
+    pub cloud: Cloud,
+    /// The metadata service. Default: http://169.254.169.254 (aws, azure); for gce
+    /// http://$GCE_METADATA_HOST, else http://metadata.google.internal.
+    #[arg(long, env = "INSTANCE_METADATA_URL")]
+    pub imds_endpoint: Option<String>,
     /// How often every interruption item is read. Range: 50ms to 10m.
     #[arg(long, env = "POLL_INTERVAL", value_parser = duration_in("50ms", "10m"), default_value = "1s")]
     pub poll_interval: Duration,
@@ -277,6 +283,8 @@ pub struct ImdsArgs {
     #[arg(long, env = "UPTIME_FILE", default_value = "/proc/uptime")]
     pub uptime_file: PathBuf,
     #[command(flatten)]
+    pub clouds: CloudFlags,
+    #[command(flatten)]
     pub act: NoticeFlags,
     #[command(flatten)]
     pub actions: ActionFlags,
@@ -288,6 +296,52 @@ pub struct ImdsArgs {
     pub me: SelfArgs,
     #[command(flatten)]
     pub kube: KubeArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Cloud {
+    Aws,
+    Gce,
+    Azure,
+}
+
+impl ImdsArgs {
+    /// The metadata service to read, by cloud unless given.
+    pub fn endpoint(&self) -> String {
+        match (&self.imds_endpoint, self.cloud) {
+            (Some(e), _) => e.clone(),
+            (None, Cloud::Gce) => sih_clouds::gce::default_endpoint(),
+            (None, Cloud::Aws | Cloud::Azure) => "http://169.254.169.254".into(),
+        }
+    }
+}
+
+/// What only Google Compute Engine and Azure need.
+#[derive(Debug, Args)]
+pub struct CloudFlags {
+    /// gce: from `preempted` turning TRUE to the instance's stop (GCE gives 30s, hard).
+    /// Range: 1s to 10m.
+    #[arg(long, env = "GCE_PREEMPTION_NOTICE", value_parser = duration_in("1s", "10m"), default_value = "30s")]
+    pub gce_preemption_notice: Duration,
+    /// gce: from `maintenance-event` turning to TERMINATE_ON_HOST_MAINTENANCE to the
+    /// maintenance (GCE gives 60s). Range: 1s to 1h.
+    #[arg(long, env = "GCE_MAINTENANCE_NOTICE", value_parser = duration_in("1s", "1h"), default_value = "60s")]
+    pub gce_maintenance_notice: Duration,
+    /// gce: how long one watch (`wait_for_change`) waits for a change before it is made
+    /// again. Range: 1s to 5m.
+    #[arg(long, env = "GCE_WATCH_TIMEOUT", value_parser = duration_in("1s", "5m"), default_value = "20s")]
+    pub gce_watch_timeout: Duration,
+    /// azure: acknowledge at once the events whose kind is only notified about (Freeze by
+    /// default), so Azure goes ahead without waiting their full notice.
+    #[arg(long, env = "AZURE_ACK_NOTIFIED", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
+    pub azure_ack_notified: bool,
+    /// azure: acknowledge events that name other VMs too (they start for all of them).
+    #[arg(long, env = "AZURE_ACK_SHARED", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
+    pub azure_ack_shared: bool,
+    /// azure: how long the first Scheduled Events call may take (it starts the service;
+    /// Azure says up to two minutes). Polls go on meanwhile. Range: 1s to 10m.
+    #[arg(long, env = "AZURE_FIRST_CALL_TIMEOUT", value_parser = duration_in("1s", "10m"), default_value = "2m")]
+    pub azure_first_call_timeout: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -117,6 +117,7 @@ pub async fn run(args: DrainCommandArgs) -> anyhow::Result<()> {
             scheduled_maintenance: sih_core::Action::Drain,
             asg_termination: sih_core::Action::Drain,
             state_change: sih_core::Action::Drain,
+            live_migration: sih_core::Action::Drain,
             cap: None,
         },
         &args.drain,

@@ -1,5 +1,5 @@
-//! `imds`: the agent for one node. Wires the metadata source, the responder, the admin
-//! listener and the reporters around the poll loop in `agent`.
+//! `imds`: the agent for one node. Wires the cloud's metadata source (EC2, GCE or Azure), the
+//! responder, the admin listener and the reporters around the poll loop in `agent`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,9 +10,9 @@ use sih_imds::{ImdsClient, ImdsConfig};
 use sih_report::Update;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::agent::source::Imds;
+use crate::agent::source::{Azure, Gce, Imds, NoticeSource};
 use crate::agent::{Agent, AgentConfig};
-use crate::cli::ImdsArgs;
+use crate::cli::{Cloud, ImdsArgs};
 use crate::commands::telling;
 use crate::responder::Responder;
 
@@ -46,12 +46,73 @@ pub async fn run_until(
     tap: Option<UnboundedSender<Update>>,
 ) -> anyhow::Result<()> {
     let telling_config = telling::Telling::check(&args.report)?;
-    let imds = Arc::new(ImdsClient::new(ImdsConfig {
-        endpoint: args.imds_endpoint.clone(),
-        attempts: args.imds_attempts,
-        request_timeout: args.imds_timeout,
-        ..ImdsConfig::default()
-    })?);
+    let policy = args
+        .actions
+        .policy(sih_core::ActionPolicy::default().state_change);
+    let endpoint = args.endpoint();
+    // Each source is built (and its endpoint checked) before anything else starts.
+    match args.cloud {
+        Cloud::Aws => {
+            let imds = ImdsClient::new(ImdsConfig {
+                endpoint,
+                attempts: args.imds_attempts,
+                request_timeout: args.imds_timeout,
+                ..ImdsConfig::default()
+            })?;
+            run_source(
+                args,
+                telling_config,
+                policy,
+                Imds(Arc::new(imds)),
+                stop,
+                tap,
+            )
+            .await
+        }
+        Cloud::Gce => {
+            let client = sih_clouds::gce::GceClient::new(sih_clouds::gce::GceConfig {
+                endpoint,
+                request_timeout: args.imds_timeout,
+                watch_timeout: args.clouds.gce_watch_timeout,
+            })?;
+            let timing = sih_clouds::gce::notices::Timing {
+                preemption_notice: args.clouds.gce_preemption_notice,
+                maintenance_notice: args.clouds.gce_maintenance_notice,
+            };
+            run_source(
+                args,
+                telling_config,
+                policy,
+                Gce::new(client, timing),
+                stop,
+                tap,
+            )
+            .await
+        }
+        Cloud::Azure => {
+            let client = sih_clouds::azure::AzureClient::new(sih_clouds::azure::AzureConfig {
+                endpoint,
+                request_timeout: args.imds_timeout,
+                first_call_timeout: args.clouds.azure_first_call_timeout,
+            })?;
+            let rules = sih_clouds::azure::notices::AckRules {
+                notified: args.clouds.azure_ack_notified,
+                shared: args.clouds.azure_ack_shared,
+            };
+            let source = Azure::new(client, policy, rules);
+            run_source(args, telling_config, policy, source, stop, tap).await
+        }
+    }
+}
+
+async fn run_source<S: NoticeSource>(
+    args: ImdsArgs,
+    telling_config: telling::Telling,
+    policy: sih_core::ActionPolicy,
+    source: S,
+    stop: impl Future<Output = ()>,
+    tap: Option<UnboundedSender<Update>>,
+) -> anyhow::Result<()> {
     let client = sih_node::client(args.kube.kubeconfig.as_deref()).await?;
     let (metrics, health) = telling::start_admin(
         &args.report,
@@ -66,6 +127,7 @@ pub async fn run_until(
         &client,
         &metrics,
         telling::Source {
+            // The agent's mode, whatever the cloud (`Cloud` says which).
             name: "imds",
             node: &args.node_name,
             reporter: args.me.pod_name.clone(),
@@ -76,8 +138,7 @@ pub async fn run_until(
     );
     let mut config = telling::responder_config(
         Source::Imds,
-        args.actions
-            .policy(sih_core::ActionPolicy::default().state_change),
+        policy,
         &args.drain,
         &args.act,
         args.me.own_pod(),
@@ -91,7 +152,7 @@ pub async fn run_until(
             poll_interval: args.poll_interval,
             dry_run: args.act.dry_run,
         },
-        source: Imds(imds),
+        source,
         responder,
         health,
         metrics,

@@ -32,6 +32,7 @@ pub struct Resolver {
 fn facts_of(i: &Instance, region: &str) -> InstanceFacts {
     let text = |v: &Option<String>| v.clone().unwrap_or_default();
     InstanceFacts {
+        cloud: "aws".into(),
         instance_type: text(&i.instance_type),
         availability_zone: text(&i.availability_zone),
         region: region.to_owned(),

@@ -86,6 +86,12 @@ pub enum Command {
         notice: Notice,
         done: oneshot::Sender<Outcome>,
     },
+    /// Answer once this notice (already observed) has its action done.
+    Await {
+        node: String,
+        id: String,
+        done: oneshot::Sender<Outcome>,
+    },
     /// Start with this node now: read its record and resume what it carries.
     Watch {
         node: String,
@@ -192,6 +198,18 @@ impl Responder {
         let _ = self.tx.send(Command::Add {
             node: node.to_owned(),
             notice,
+            done,
+        });
+        rx
+    }
+
+    /// Resolves once the notice `id`, observed on `node` before this call, has its action
+    /// done (a notice no longer carried counts as done: its source withdrew it).
+    pub fn done(&self, node: &str, id: &str) -> oneshot::Receiver<Outcome> {
+        let (done, rx) = oneshot::channel();
+        let _ = self.tx.send(Command::Await {
+            node: node.to_owned(),
+            id: id.to_owned(),
             done,
         });
         rx
@@ -380,6 +398,10 @@ impl Actor {
                     } else {
                         self.apply_changes(&node, changes);
                     }
+                }
+                Command::Await { node, id, done } => {
+                    self.state(&node).waiters.push(Waiter { id, done });
+                    self.settle_waiters(&node);
                 }
                 Command::Watch { node } => {
                     self.state(&node);

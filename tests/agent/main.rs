@@ -2,6 +2,7 @@
 //! moto, `imds` and `queue` as separate processes, as a user would start them; NTH's
 //! conformance scenarios, faults, the NTH drop-in and the demo.
 
+mod clouds;
 mod demo;
 mod faults;
 #[path = "../support/moto.rs"]

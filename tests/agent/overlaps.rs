@@ -13,7 +13,7 @@ use crate::support::{Hook, Scene, cordoned, label, taints, until};
 const LB: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 
 /// One pod on the spot node that its budget never lets go: only a deletion moves it.
-fn guarded(node: &str, grace: u32) -> String {
+pub(crate) fn guarded(node: &str, grace: u32) -> String {
     format!(
         r#"apiVersion: apps/v1
 kind: Deployment
@@ -48,7 +48,7 @@ fn webhooks_of(hook: &Hook, phase_word: &str) -> Vec<Value> {
 const TEMPLATE: &str = r#"{"kind":"{{ .Kind }}","id":"{{ .EventID }}","phase":"{{ .Phase }}","text":"{{ .Description }}"}"#;
 
 /// When the pod named `prefix-...` was marked for deletion, and with how much grace.
-async fn deletion_of(s: &Scene, prefix: &str) -> Option<(jiff::Timestamp, i64)> {
+pub(crate) async fn deletion_of(s: &Scene, prefix: &str) -> Option<(jiff::Timestamp, i64)> {
     s.cluster_journal("pod-events")
         .await
         .into_iter()
@@ -71,7 +71,7 @@ async fn node_patches(s: &Scene) -> usize {
         .count()
 }
 
-async fn until_guarded_runs(s: &Scene) {
+pub(crate) async fn until_guarded_runs(s: &Scene) {
     until("the guarded pod runs", Duration::from_secs(20), || async {
         s.cluster_journal("node-changes").await;
         let pods =

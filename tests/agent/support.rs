@@ -204,6 +204,8 @@ pub struct Scene {
     pub uptime_file: PathBuf,
     pub client: kube::Client,
     pub node: String,
+    /// The agent's `--cloud` (the metadata simulator is `simulate <cloud>`, `imds` for aws).
+    pub cloud: &'static str,
     http: reqwest::Client,
 }
 
@@ -247,6 +249,16 @@ impl Scene {
 
     /// `nodes`: YAML Node documents to run instead of the simulator's three (one spot).
     pub async fn start_full(
+        imds_args: &[&str],
+        rbac: Option<(&str, &str)>,
+        nodes: Option<&str>,
+    ) -> Self {
+        Self::start_cloud("aws", imds_args, rbac, nodes).await
+    }
+
+    /// With `cloud`'s metadata simulator (`aws`, `gce`, `azure`) and `sim_args` for it.
+    pub async fn start_cloud(
+        cloud: &'static str,
         imds_args: &[&str],
         rbac: Option<(&str, &str)>,
         nodes: Option<&str>,
@@ -318,7 +330,8 @@ impl Scene {
             }
             None => admin_kubeconfig.clone(),
         };
-        let mut args = vec!["simulate", "imds", "--listen", "127.0.0.1:0"];
+        let sim = if cloud == "aws" { "imds" } else { cloud };
+        let mut args = vec!["simulate", sim, "--listen", "127.0.0.1:0"];
         args.extend_from_slice(imds_args);
         let (imds, imds_url) = simulator(&args).await;
         let uptime_file = dir.join(format!("sih-agent-e2e-{tag}.uptime"));
@@ -350,6 +363,7 @@ impl Scene {
             uptime_file,
             client,
             node,
+            cloud,
             http: reqwest::Client::new(),
         };
         scene.until_web_running(6).await;
@@ -379,6 +393,8 @@ impl Scene {
             "--log-level",
             "info,spot_interrupt_handler=debug,sih_report=debug",
             "imds",
+            "--cloud",
+            self.cloud,
             "--node-name",
             &self.node,
             "--imds-endpoint",
@@ -394,6 +410,11 @@ impl Scene {
             "--deadline-margin",
             "1s",
         ];
+        // A test's own poll interval replaces the default one.
+        if extra.contains(&"--poll-interval") {
+            let at = args.iter().position(|a| *a == "--poll-interval").unwrap();
+            args.drain(at..at + 2);
+        }
         args.extend_from_slice(extra);
         let (proc, _stdout) = Proc::spawn(&args, env);
         let admin = proc
@@ -445,6 +466,18 @@ impl Scene {
     /// POSTs to the cluster simulator's control API (faults, node termination).
     pub async fn cluster_control(&self, path: &str, body: Value) -> Value {
         self.post_control(&self.cluster_url, path, body).await
+    }
+
+    /// GETs the metadata simulator's control API (`/_sim/requests`, Azure's `/_sim/events`).
+    pub async fn metadata_journal(&self, what: &str) -> Value {
+        self.http
+            .get(format!("{}/_sim/{what}", self.imds_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// What the cluster simulator recorded: `requests`, `pod-events` or `node-changes`.

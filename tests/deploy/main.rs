@@ -369,6 +369,8 @@ fn chart_values_cover_every_flag_of_both_modes() {
         "aws-region",
         "aws-endpoint",
         "workers",
+        // cloud
+        "cloud",
     ];
     let shared = values["flags"].as_object().unwrap();
     let imds_only = values["imds"]["flags"].as_object().unwrap();
@@ -645,6 +647,7 @@ fn sample_value(arg: &clap::Arg) -> String {
         "pod-termination-grace-period" => "30s",
         "probes-listen" => "0.0.0.0:8080",
         "managed-tag" => "team/spot",
+        "imds-endpoint" => "http://169.254.169.254",
         "node-name" | "pod-name" => "node-1",
         "pod-namespace" => "kube-system",
         "webhook-url" => "https://hooks.slack.com/services/T/B/secret",
@@ -766,4 +769,80 @@ fn secret_name(docs: &[Value]) -> &str {
     of_kind(docs, "Secret")[0]["metadata"]["name"]
         .as_str()
         .unwrap()
+}
+
+/// `cloud`: the agents read that cloud's metadata service and, on GCE and AKS, run only on
+/// its spot nodes (any of its labels) with its taints tolerated; a nodeSelector of one's own
+/// replaces that placement; queue mode stays EC2's.
+#[test]
+fn the_cloud_value_places_the_agents_on_that_clouds_spot_nodes() {
+    let spec = |docs: &[Value]| of_kind(docs, "DaemonSet")[0]["spec"]["template"]["spec"].clone();
+    let terms = |s: &Value| -> Vec<(String, String)> {
+        s["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"]
+            .as_array()
+            .map(|t| {
+                t.iter()
+                    .map(|term| {
+                        let e = &term["matchExpressions"][0];
+                        (
+                            e["key"].as_str().unwrap().to_owned(),
+                            e["values"][0].as_str().unwrap().to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let gce = rendered(&["cloud=gce"]);
+    assert!(args_of(of_kind(&gce, "DaemonSet")[0]).contains(&"--cloud=gce".to_owned()));
+    let s = spec(&gce);
+    assert_eq!(
+        terms(&s),
+        [
+            ("cloud.google.com/gke-spot".to_owned(), "true".to_owned()),
+            (
+                "cloud.google.com/gke-preemptible".to_owned(),
+                "true".to_owned()
+            )
+        ]
+    );
+    let tolerated: Vec<&str> = s["tolerations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["key"].as_str())
+        .collect();
+    assert!(
+        tolerated.contains(&"cloud.google.com/gke-spot"),
+        "{tolerated:?}"
+    );
+
+    let azure = rendered(&["cloud=azure"]);
+    assert!(args_of(of_kind(&azure, "DaemonSet")[0]).contains(&"--cloud=azure".to_owned()));
+    assert_eq!(
+        terms(&spec(&azure)),
+        [(
+            "kubernetes.azure.com/scalesetpriority".to_owned(),
+            "spot".to_owned()
+        )]
+    );
+    // One's own placement wins.
+    let own = spec(&rendered(&["cloud=azure", "nodeSelector.pool=spot"]));
+    assert!(terms(&own).is_empty());
+    assert_eq!(own["nodeSelector"]["pool"], "spot");
+    // EC2 keeps today's placement: every node.
+    let aws = spec(&rendered(&[]));
+    assert!(terms(&aws).is_empty());
+    assert!(!helm_template(&["cloud=gcp"]).ok);
+    let queue = helm_template(&[
+        "mode=queue",
+        "cloud=gce",
+        "queue.url=https://sqs.us-east-1.amazonaws.com/1/q",
+    ]);
+    assert!(
+        !queue.ok && queue.stderr.contains("cloud must be aws"),
+        "{}",
+        queue.stderr
+    );
 }

@@ -12,16 +12,20 @@ pub enum NoticeKind {
     AsgTermination,
     AsgLaunch,
     InstanceStateChange,
+    /// The instance is paused or moved while it keeps running (GCE `MIGRATE_ON_HOST_MAINTENANCE`,
+    /// Azure `Freeze`): worth telling, rarely worth evacuating.
+    LiveMigration,
 }
 
 impl NoticeKind {
-    pub const ALL: [NoticeKind; 6] = [
+    pub const ALL: [NoticeKind; 7] = [
         Self::SpotInterruption,
         Self::RebalanceRecommendation,
         Self::ScheduledMaintenance,
         Self::AsgTermination,
         Self::AsgLaunch,
         Self::InstanceStateChange,
+        Self::LiveMigration,
     ];
 
     /// The name in flags, taint keys and logs: `spot-interruption`.
@@ -33,6 +37,7 @@ impl NoticeKind {
             Self::AsgTermination => "asg-termination",
             Self::AsgLaunch => "asg-launch",
             Self::InstanceStateChange => "instance-state-change",
+            Self::LiveMigration => "live-migration",
         }
     }
 
@@ -45,6 +50,7 @@ impl NoticeKind {
             Self::AsgTermination => "AsgTermination",
             Self::AsgLaunch => "AsgLaunch",
             Self::InstanceStateChange => "InstanceStateChange",
+            Self::LiveMigration => "LiveMigration",
         }
     }
 
@@ -257,6 +263,28 @@ impl Notice {
             detected,
             Some(at),
             source,
+        )
+    }
+
+    /// One per event of another cloud's maintenance (`event`: Azure's `EventId`, or GCE's
+    /// maintenance value with the instance): `kind` is scheduled maintenance, a live migration
+    /// or, for an Azure scale set's `Terminate`, an ASG-like termination.
+    pub fn cloud_event(
+        kind: NoticeKind,
+        event: &str,
+        instance: &str,
+        node: &str,
+        detected: Timestamp,
+        deadline: Option<Timestamp>,
+    ) -> Self {
+        Self::new(
+            kind,
+            event.to_owned(),
+            instance,
+            node,
+            detected,
+            deadline,
+            Source::Imds,
         )
     }
 

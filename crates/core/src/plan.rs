@@ -197,6 +197,9 @@ mod tests {
             }
             NoticeKind::AsgTermination => Notice::asg_termination("i-1", "n1", d, Source::Imds),
             NoticeKind::AsgLaunch => Notice::asg_launch("i-1", "n1", d, Source::Queue),
+            NoticeKind::LiveMigration => {
+                Notice::cloud_event(NoticeKind::LiveMigration, "freeze-1", "i-1", "n1", d, t)
+            }
             NoticeKind::InstanceStateChange => {
                 Notice::instance_state_change("i-1", "n1", d, t.unwrap(), Source::Queue)
             }

@@ -63,6 +63,8 @@ pub struct ActionPolicy {
     pub scheduled_maintenance: Action,
     pub asg_termination: Action,
     pub state_change: Action,
+    /// A pause or move of a running instance (GCE live migration, Azure `Freeze`).
+    pub live_migration: Action,
     /// NTH's `CORDON_ONLY`: nothing beyond a cordon, whatever the kind.
     pub cap: Option<Action>,
 }
@@ -75,6 +77,7 @@ impl Default for ActionPolicy {
             scheduled_maintenance: Action::Drain,
             asg_termination: Action::Drain,
             state_change: Action::Drain,
+            live_migration: Action::Notify,
             cap: None,
         }
     }
@@ -90,6 +93,7 @@ impl ActionPolicy {
             NoticeKind::ScheduledMaintenance => self.scheduled_maintenance,
             NoticeKind::AsgTermination => self.asg_termination,
             NoticeKind::InstanceStateChange => self.state_change,
+            NoticeKind::LiveMigration => self.live_migration,
             NoticeKind::AsgLaunch => Action::None,
         };
         self.cap.map_or(wanted, |cap| wanted.min(cap))
@@ -115,6 +119,7 @@ mod tests {
         assert_eq!(p.action_for(NoticeKind::AsgTermination), Action::Drain);
         assert_eq!(p.action_for(NoticeKind::InstanceStateChange), Action::Drain);
         assert_eq!(p.action_for(NoticeKind::AsgLaunch), Action::None);
+        assert_eq!(p.action_for(NoticeKind::LiveMigration), Action::Notify);
     }
 
     #[test]

@@ -55,7 +55,9 @@ pub struct Tracker {
 pub fn withdrawable(kind: NoticeKind) -> bool {
     matches!(
         kind,
-        NoticeKind::RebalanceRecommendation | NoticeKind::ScheduledMaintenance
+        NoticeKind::RebalanceRecommendation
+            | NoticeKind::ScheduledMaintenance
+            | NoticeKind::LiveMigration
     )
 }
 

@@ -63,6 +63,8 @@ pub struct Metrics {
     pub actions: Family<ActionLabels, Counter>,
     pub evictions: Family<ResultLabels, Counter>,
     pub webhooks: Family<ResultLabels, Counter>,
+    /// Acknowledgements to the cloud (Azure's `StartRequests`), by result.
+    pub acknowledgements: Family<ResultLabels, Counter>,
     pub imds_errors: Family<ItemLabels, Counter>,
     pub aws_errors: Family<AwsErrorLabels, Counter>,
     pub polls: Counter,
@@ -121,6 +123,7 @@ impl Metrics {
             actions: Family::default(),
             evictions: Family::default(),
             webhooks: Family::default(),
+            acknowledgements: Family::default(),
             imds_errors: Family::default(),
             aws_errors: Family::default(),
             polls: Counter::default(),
@@ -157,6 +160,11 @@ impl Metrics {
             "webhooks",
             "Webhook deliveries, by result",
             m.webhooks.clone(),
+        );
+        registry.register(
+            "acknowledgements",
+            "Scheduled events acknowledged to the cloud so it may go ahead early, by result",
+            m.acknowledgements.clone(),
         );
         registry.register(
             "imds_errors",
@@ -281,6 +289,12 @@ impl Metrics {
 
     pub fn queue_message(&self, result: &'static str) {
         self.queue_messages
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub fn acknowledged(&self, result: &'static str) {
+        self.acknowledgements
             .get_or_create(&ResultLabels { result })
             .inc();
     }

@@ -62,6 +62,15 @@ pub struct NodeFields {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct InstanceFacts {
+    /// `aws`, `gce` or `azure`.
+    pub cloud: String,
+    /// The instance's name where the cloud names instances (GCE, Azure: the node's name).
+    pub instance_name: String,
+    /// GCE's project id, Azure's subscription id.
+    #[serde(rename = "ProjectID")]
+    pub project_id: String,
+    /// Azure's resource group.
+    pub resource_group: String,
     pub instance_type: String,
     pub availability_zone: String,
     pub region: String,
@@ -516,6 +525,10 @@ mod tests {
                 node_labels: "<NodeLabels>".into(),
             },
             instance: InstanceFacts {
+                cloud: "<Cloud>".into(),
+                instance_name: "<InstanceName>".into(),
+                project_id: "<ProjectID>".into(),
+                resource_group: "<ResourceGroup>".into(),
                 instance_type: "<InstanceType>".into(),
                 availability_zone: "<AvailabilityZone>".into(),
                 region: "<Region>".into(),

@@ -42,6 +42,91 @@ pub enum Simulate {
     Imds(Box<SimulateImdsArgs>),
     /// A small Kubernetes API server with simulated scheduler, kubelet and controllers.
     Cluster(Box<SimulateClusterArgs>),
+    /// Google Compute Engine's metadata server: preemption and host maintenance, watched
+    /// with long polls.
+    Gce(Box<SimulateGceArgs>),
+    /// Azure's instance metadata with Scheduled Events and their acknowledgements.
+    Azure(Box<SimulateAzureArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateGceArgs {
+    /// Address to serve on (port 0 picks a free port; the address is printed on start).
+    #[arg(long, env = "SIH_SIM_GCE_LISTEN", default_value = "127.0.0.1:1340")]
+    pub listen: SocketAddr,
+    /// `instance/name` (the node's name on GKE).
+    #[arg(
+        long,
+        env = "SIH_SIM_GCE_INSTANCE_NAME",
+        default_value = "gke-spot-pool-5f0c1a2b-x7kq"
+    )]
+    pub instance_name: String,
+    /// `instance/id`.
+    #[arg(
+        long,
+        env = "SIH_SIM_GCE_INSTANCE_ID",
+        default_value = "4520031799277581759"
+    )]
+    pub instance_id: String,
+    #[arg(long, env = "SIH_SIM_GCE_PROJECT", default_value = "rehearsal-project")]
+    pub project: String,
+    #[arg(long, env = "SIH_SIM_GCE_ZONE", default_value = "us-central1-a")]
+    pub zone: String,
+    #[arg(
+        long,
+        env = "SIH_SIM_GCE_MACHINE_TYPE",
+        default_value = "e2-standard-4"
+    )]
+    pub machine_type: String,
+    /// `instance/scheduling/preemptible` (Spot and preemptible VMs).
+    #[arg(long, env = "SIH_SIM_GCE_PREEMPTIBLE", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true", value_parser = BoolishValueParser::new())]
+    pub preemptible: bool,
+    /// `instance/preempted` turns TRUE this long after start.
+    #[arg(long, env = "SIH_SIM_GCE_PREEMPT_AFTER", value_parser = parse_duration)]
+    pub preempt_after: Option<Duration>,
+    /// `instance/maintenance-event` turns to this value (MIGRATE_ON_HOST_MAINTENANCE,
+    /// TERMINATE_ON_HOST_MAINTENANCE) after `--maintenance-after`.
+    #[arg(long, env = "SIH_SIM_GCE_MAINTENANCE_EVENT")]
+    pub maintenance_event: Option<String>,
+    #[arg(long, env = "SIH_SIM_GCE_MAINTENANCE_AFTER", value_parser = parse_duration, default_value = "0s")]
+    pub maintenance_after: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateAzureArgs {
+    /// Address to serve on (port 0 picks a free port; the address is printed on start).
+    #[arg(long, env = "SIH_SIM_AZURE_LISTEN", default_value = "127.0.0.1:1341")]
+    pub listen: SocketAddr,
+    /// `compute/name`: what events list in `Resources` (the node's name on AKS).
+    #[arg(
+        long,
+        env = "SIH_SIM_AZURE_VM_NAME",
+        default_value = "aks-spotpool-12345678-vmss000000"
+    )]
+    pub vm_name: String,
+    #[arg(
+        long,
+        env = "SIH_SIM_AZURE_VM_ID",
+        default_value = "02aab8a4-74ef-476e-8182-f6d2ba4166a6"
+    )]
+    pub vm_id: String,
+    /// `compute/priority`: Spot or Regular.
+    #[arg(long, env = "SIH_SIM_AZURE_PRIORITY", default_value = "Spot")]
+    pub priority: String,
+    /// List a `Preempt` event (30s notice) this long after start.
+    #[arg(long, env = "SIH_SIM_AZURE_PREEMPT_AFTER", value_parser = parse_duration)]
+    pub preempt_after: Option<Duration>,
+    /// List an event of this type (Freeze, Reboot, Redeploy, Preempt, Terminate) after
+    /// `--event-after`, due `--event-notice` later; repeatable.
+    #[arg(long, env = "SIH_SIM_AZURE_EVENT", value_delimiter = ',')]
+    pub event: Vec<String>,
+    #[arg(long, env = "SIH_SIM_AZURE_EVENT_AFTER", value_parser = parse_duration, default_value = "0s")]
+    pub event_after: Duration,
+    #[arg(long, env = "SIH_SIM_AZURE_EVENT_NOTICE", value_parser = parse_duration, default_value = "5m")]
+    pub event_notice: Duration,
+    /// How long the first Scheduled Events call takes (Azure: up to two minutes).
+    #[arg(long, env = "SIH_SIM_AZURE_FIRST_CALL_DELAY", value_parser = parse_duration, default_value = "500ms")]
+    pub first_call_delay: Duration,
 }
 
 #[derive(Debug, Args)]

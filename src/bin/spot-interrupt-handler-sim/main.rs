@@ -1,10 +1,11 @@
-//! spot-interrupt-handler-sim: the rehearsal tools. `simulate imds` and `simulate cluster`
-//! serve the simulators; `demo` plays a whole reclamation with both and the agent in one
+//! spot-interrupt-handler-sim: the rehearsal tools. `simulate imds|gce|azure` and
+//! `simulate cluster` serve the simulators; `demo` plays a whole reclamation with both and the agent in one
 //! process; `view` shows a cluster's spot nodes live in a browser. Kept out of the agent's binary so that every node carries only the product.
 #![forbid(unsafe_code)]
 
 mod cli;
 mod demo;
+mod simulate_clouds;
 mod simulate_cluster;
 mod simulate_imds;
 mod view;
@@ -29,6 +30,8 @@ fn main() -> anyhow::Result<()> {
                 SimCommand::View(args) => view::run(args).await,
                 SimCommand::Simulate(Simulate::Imds(args)) => simulate_imds::run(*args).await,
                 SimCommand::Simulate(Simulate::Cluster(args)) => simulate_cluster::run(*args).await,
+                SimCommand::Simulate(Simulate::Gce(args)) => simulate_clouds::gce(*args).await,
+                SimCommand::Simulate(Simulate::Azure(args)) => simulate_clouds::azure(*args).await,
             }
         })
 }

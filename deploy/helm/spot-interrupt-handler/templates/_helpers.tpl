@@ -52,6 +52,12 @@ webhook.url and webhook.headers. */}}
 {{- if not (has .Values.mode (list "imds" "queue")) -}}
 {{- fail (printf "mode must be imds or queue, not %q" .Values.mode) -}}
 {{- end -}}
+{{- if not (has .Values.cloud (list "aws" "gce" "azure")) -}}
+{{- fail (printf "cloud must be aws, gce or azure, not %q" .Values.cloud) -}}
+{{- end -}}
+{{- if and (eq .Values.mode "queue") (ne .Values.cloud "aws") -}}
+{{- fail "mode queue reads EC2's queues: cloud must be aws" -}}
+{{- end -}}
 {{- if and (eq .Values.mode "queue") (not .Values.queue.url) -}}
 {{- fail "mode queue needs queue.url" -}}
 {{- end -}}
@@ -90,17 +96,34 @@ spec:
   dnsPolicy: ClusterFirstWithHostNet
   {{- end }}
   {{- end }}
+  {{- $cloud := get .Values.clouds .Values.cloud | default dict }}
   {{- with .Values.nodeSelector }}
   nodeSelector:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- with .Values.tolerations }}
+  {{- $tolerations := .Values.tolerations | default list }}
+  {{- if eq .Values.mode "imds" }}
+  {{- $tolerations = concat $tolerations ($cloud.tolerations | default list) }}
+  {{- end }}
+  {{- with $tolerations }}
   tolerations:
     {{- toYaml . | nindent 4 }}
   {{- end }}
   {{- if .Values.affinity }}
   affinity:
     {{- toYaml .Values.affinity | nindent 4 }}
+  {{- else if and (eq .Values.mode "imds") (not .Values.nodeSelector) $cloud.spotNodeLabels }}
+  {{- /* imds: the cloud's spot nodes, any of its labels */}}
+  affinity:
+    nodeAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        nodeSelectorTerms:
+          {{- range $cloud.spotNodeLabels }}
+          - matchExpressions:
+              {{- range $key, $value := . }}
+              - {key: {{ $key }}, operator: In, values: [{{ $value | quote }}]}
+              {{- end }}
+          {{- end }}
   {{- else if eq .Values.mode "queue" }}
   {{- /* queue: off spot capacity, replicas apart (queue.placement) */}}
   {{- if or .Values.queue.placement.offCapacity .Values.queue.placement.apart }}
@@ -163,6 +186,7 @@ spec:
         {{- end }}
         {{- end }}
         {{- else }}
+        - --cloud={{ .Values.cloud }}
         {{- range $flag, $value := .Values.imds.flags }}
         {{- if not (kindIs "invalid" $value) }}
         - --{{ $flag }}={{ $value }}

@@ -1,46 +1,12 @@
-//! The seam between the agent and where its notices come from. A source says who this
-//! instance is and, on each poll, what it sees: notices, which kinds it could read (only those
-//! can be withdrawn) and what went wrong. The agent and the responder never see a source's
-//! own types, so a new source (another cloud's metadata service) plugs in here alone.
-//!
-//! The instance metadata service is the first source.
+//! EC2's instance metadata service.
 
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use sih_core::Observation;
 use sih_imds::{ImdsClient, InstanceIdentity};
 use sih_report::webhook::InstanceFacts;
 
-/// Who this instance is.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub instance_id: String,
-    /// What every webhook message about this instance says of it (`InstanceType`, ...).
-    pub facts: InstanceFacts,
-}
-
-/// One poll.
-#[derive(Debug, Default)]
-pub struct Poll {
-    pub observation: Observation,
-    /// Items that could not be read, or read with a doubt: `(item, what)`, bounded item names.
-    pub problems: Vec<(&'static str, String)>,
-}
-
-pub trait NoticeSource {
-    /// Who this instance is (the caller retries until it works).
-    fn identity(&self) -> impl std::future::Future<Output = Result<Identity, String>> + Send;
-
-    /// One look at the source for `node`, detected at `now`. Bounded: a source that hangs
-    /// answers with errors, never not at all.
-    fn poll(
-        &self,
-        identity: &Identity,
-        node: &str,
-        now: Timestamp,
-    ) -> impl std::future::Future<Output = Poll> + Send;
-}
+use super::{Identity, NoticeSource, Poll};
 
 /// The EC2 instance metadata service.
 pub struct Imds(pub Arc<ImdsClient>);
@@ -48,6 +14,7 @@ pub struct Imds(pub Arc<ImdsClient>);
 /// What webhook messages say of this instance.
 pub fn facts_of(id: &InstanceIdentity) -> InstanceFacts {
     InstanceFacts {
+        cloud: "aws".into(),
         instance_type: id.instance_type.clone(),
         availability_zone: id.availability_zone.clone(),
         region: id.region.clone(),
@@ -58,6 +25,7 @@ pub fn facts_of(id: &InstanceIdentity) -> InstanceFacts {
         public_hostname: id.public_hostname.clone().unwrap_or_default(),
         public_ip: id.public_ipv4.clone().unwrap_or_default(),
         auto_scaling_group_name: id.auto_scaling_group.clone().unwrap_or_default(),
+        ..InstanceFacts::default()
     }
 }
 
@@ -103,6 +71,7 @@ impl NoticeSource for Imds {
                 now,
             ),
             problems,
+            acks: Vec::new(),
         }
     }
 }

@@ -1,0 +1,256 @@
+//! What a scheduled-events document means for this VM: its notices, and which events to
+//! acknowledge when. Pure: the caller keeps when each event was first seen.
+
+use std::collections::HashMap;
+
+use jiff::Timestamp;
+use sih_core::{Action, ActionPolicy, Notice, NoticeKind, Observation, Source};
+
+use super::items::{Document, Event, EventStatus, EventType};
+
+/// Our kind for each Azure event type.
+pub fn kind_of(t: EventType) -> NoticeKind {
+    match t {
+        EventType::Preempt => NoticeKind::SpotInterruption,
+        EventType::Reboot | EventType::Redeploy => NoticeKind::ScheduledMaintenance,
+        EventType::Freeze => NoticeKind::LiveMigration,
+        // A scale set deleting the VM: what an ASG termination is on EC2.
+        EventType::Terminate => NoticeKind::AsgTermination,
+    }
+}
+
+/// The notice's id: one spot interruption per VM (as on EC2), otherwise Azure's `EventId`.
+pub fn notice_id(e: &Event, vm_id: &str) -> String {
+    match e.kind {
+        EventType::Preempt => format!("{vm_id}-spot-interruption"),
+        _ => e.id.clone(),
+    }
+}
+
+/// Who this VM is, as the document names it.
+#[derive(Debug, Clone, Copy)]
+pub struct Vm<'a> {
+    /// `compute/name`: what `Resources` lists.
+    pub name: &'a str,
+    /// `compute/vmId`: our instance id.
+    pub id: &'a str,
+}
+
+/// What `doc` shows for `vm` on `node`. `first_seen` holds when each event was first seen:
+/// an event without a `NotBefore` (started) takes that as its deadline, so the deadline holds
+/// still from one look to the next.
+pub fn observation(
+    doc: &Document,
+    vm: Vm<'_>,
+    node: &str,
+    first_seen: &HashMap<String, Timestamp>,
+    now: Timestamp,
+) -> Observation {
+    let mut notices = Vec::new();
+    for e in doc.events.iter().filter(|e| e.names(vm.name)) {
+        let seen = first_seen.get(&e.id).copied().unwrap_or(now);
+        let deadline = e.not_before.unwrap_or(seen);
+        let kind = kind_of(e.kind);
+        notices.push(match e.kind {
+            EventType::Preempt => {
+                Notice::spot_interruption(vm.id, node, seen, deadline, Source::Imds)
+            }
+            _ => Notice::cloud_event(kind, &e.id, vm.id, node, seen, Some(deadline)),
+        });
+    }
+    let mut readable = vec![
+        NoticeKind::ScheduledMaintenance,
+        NoticeKind::LiveMigration,
+        NoticeKind::SpotInterruption,
+        NoticeKind::AsgTermination,
+    ];
+    // A broken entry without a readable id could be any event: none is withdrawn.
+    if doc.malformed.iter().any(|(id, _)| id.is_none()) {
+        readable.clear();
+    }
+    Observation {
+        notices,
+        readable,
+        unreadable_ids: doc
+            .malformed
+            .iter()
+            .filter_map(|(id, _)| id.clone())
+            .collect(),
+    }
+}
+
+/// When an event is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckWhen {
+    /// Now: the policy only tells about its kind, and acknowledging those is configured.
+    Now,
+    /// Once the notice's action (its drain) is done.
+    WhenDone,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AckRules {
+    /// Acknowledge at once the events whose kind the policy only notifies about.
+    pub notified: bool,
+    /// Acknowledge events that name other VMs too (they start for all of them).
+    pub shared: bool,
+}
+
+/// One acknowledgement to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub event_id: String,
+    pub notice_id: String,
+    pub when: AckWhen,
+}
+
+/// The events of `doc` to acknowledge: scheduled ones naming this VM (and no other unless
+/// `rules.shared`), whose kind the policy acts on (or only notifies about, when
+/// `rules.notified`).
+pub fn acks(doc: &Document, vm: Vm<'_>, policy: &ActionPolicy, rules: AckRules) -> Vec<Ack> {
+    doc.events
+        .iter()
+        .filter(|e| e.status == EventStatus::Scheduled && e.names(vm.name))
+        .filter(|e| rules.shared || !e.names_others(vm.name))
+        .filter_map(|e| {
+            let when = match policy.action_for(kind_of(e.kind)) {
+                Action::None => return None,
+                Action::Notify if rules.notified => AckWhen::Now,
+                Action::Notify => return None,
+                _ => AckWhen::WhenDone,
+            };
+            Some(Ack {
+                event_id: e.id.clone(),
+                notice_id: notice_id(e, vm.id),
+                when,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn ev(id: &str, kind: EventType, resources: &[&str], status: EventStatus) -> Event {
+        Event {
+            id: id.into(),
+            kind,
+            resource_type: "VirtualMachine".into(),
+            resources: resources.iter().map(|s| s.to_string()).collect(),
+            status,
+            not_before: (status == EventStatus::Scheduled).then(|| ts("2026-12-04T10:00:30Z")),
+            description: String::new(),
+            source: "Platform".into(),
+            duration_seconds: None,
+        }
+    }
+
+    const VM: Vm<'static> = Vm {
+        name: "aks-spot-0",
+        id: "0b1c-vm",
+    };
+
+    #[test]
+    fn events_map_to_kinds_and_only_ours_count() {
+        use EventStatus::*;
+        let doc = Document {
+            incarnation: 2,
+            events: vec![
+                ev("e-preempt", EventType::Preempt, &["aks-spot-0"], Scheduled),
+                ev(
+                    "e-reboot",
+                    EventType::Reboot,
+                    &["AKS-SPOT-0", "aks-spot-1"],
+                    Scheduled,
+                ),
+                ev("e-freeze", EventType::Freeze, &["aks-spot-0"], Scheduled),
+                ev("e-other", EventType::Redeploy, &["aks-spot-1"], Scheduled),
+                ev("e-term", EventType::Terminate, &["aks-spot-0"], Started),
+            ],
+            malformed: vec![(Some("e-bad".into()), "x".into())],
+        };
+        let now = ts("2026-12-04T10:00:00Z");
+        let mut first = HashMap::new();
+        first.insert("e-term".to_owned(), ts("2026-12-04T09:59:50Z"));
+        let o = observation(&doc, VM, "n1", &first, now);
+        let got: Vec<_> = o
+            .notices
+            .iter()
+            .map(|n| (n.kind, n.id.as_str(), n.deadline))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    NoticeKind::SpotInterruption,
+                    "0b1c-vm-spot-interruption",
+                    Some(ts("2026-12-04T10:00:30Z"))
+                ),
+                (
+                    NoticeKind::ScheduledMaintenance,
+                    "e-reboot",
+                    Some(ts("2026-12-04T10:00:30Z"))
+                ),
+                (
+                    NoticeKind::LiveMigration,
+                    "e-freeze",
+                    Some(ts("2026-12-04T10:00:30Z"))
+                ),
+                // Started, no NotBefore: due since it was first seen.
+                (
+                    NoticeKind::AsgTermination,
+                    "e-term",
+                    Some(ts("2026-12-04T09:59:50Z"))
+                ),
+            ]
+        );
+        assert_eq!(o.unreadable_ids, ["e-bad"]);
+        assert_eq!(o.readable.len(), 4);
+
+        let policy = ActionPolicy::default();
+        let a = acks(&doc, VM, &policy, AckRules::default());
+        assert_eq!(
+            a,
+            [Ack {
+                event_id: "e-preempt".into(),
+                notice_id: "0b1c-vm-spot-interruption".into(),
+                when: AckWhen::WhenDone
+            }],
+            "the shared reboot, the notify-only freeze and the started termination wait for Azure"
+        );
+        let all = acks(
+            &doc,
+            VM,
+            &policy,
+            AckRules {
+                notified: true,
+                shared: true,
+            },
+        );
+        let ids: Vec<_> = all.iter().map(|a| (a.event_id.as_str(), a.when)).collect();
+        assert_eq!(
+            ids,
+            [
+                ("e-preempt", AckWhen::WhenDone),
+                ("e-reboot", AckWhen::WhenDone),
+                ("e-freeze", AckWhen::Now)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_event_without_a_readable_id_withdraws_nothing() {
+        let doc = Document {
+            incarnation: 1,
+            events: Vec::new(),
+            malformed: vec![(None, "missing field `EventId`".into())],
+        };
+        let o = observation(&doc, VM, "n1", &HashMap::new(), ts("2026-12-04T10:00:00Z"));
+        assert!(o.readable.is_empty());
+    }
+}

@@ -1,0 +1,171 @@
+//! Azure's Scheduled Events. Each poll reads the document; events naming this VM become
+//! notices, and the events to acknowledge are handed to the agent with when to do it.
+//!
+//! The first Scheduled Events call enables the service and may take two minutes: it is made
+//! apart (`warm_up`) as the agent starts, while polls go on with their own short timeout.
+//! Before an acknowledgement the document is read again: an event cancelled or started
+//! meanwhile is not acknowledged.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use jiff::Timestamp;
+use sih_clouds::azure::notices::{AckRules, AckWhen, Vm, acks, observation};
+use sih_clouds::azure::{AzureClient, AzureIdentity, EventStatus};
+use sih_core::ActionPolicy;
+use sih_report::webhook::InstanceFacts;
+
+use super::{Ack, Identity, NoticeSource, Poll};
+
+pub struct Azure {
+    client: Arc<AzureClient>,
+    policy: ActionPolicy,
+    rules: AckRules,
+    warmed: AtomicBool,
+    /// The VM's name (what events list in `Resources`), once known.
+    name: Mutex<String>,
+    /// When each listed event was first seen.
+    first_seen: Mutex<HashMap<String, Timestamp>>,
+}
+
+impl Azure {
+    pub fn new(client: AzureClient, policy: ActionPolicy, rules: AckRules) -> Self {
+        Self {
+            client: Arc::new(client),
+            policy,
+            rules,
+            warmed: AtomicBool::new(false),
+            name: Mutex::new(String::new()),
+            first_seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn warm_up(&self) {
+        if self.warmed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            match client.warm_up().await {
+                Ok(()) => tracing::info!(
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "Azure Scheduled Events answers"
+                ),
+                Err(e) => tracing::warn!(error = %e,
+                    "Azure Scheduled Events did not answer its first call; polls go on"),
+            }
+        });
+    }
+}
+
+/// What webhook messages say of this VM.
+pub fn facts_of(id: &AzureIdentity) -> InstanceFacts {
+    InstanceFacts {
+        cloud: "azure".into(),
+        instance_name: id.name.clone(),
+        project_id: id.subscription_id.clone(),
+        resource_group: id.resource_group_name.clone(),
+        instance_type: id.vm_size.clone(),
+        availability_zone: id.zone.clone(),
+        region: id.location.clone(),
+        instance_life_cycle: if id.priority.eq_ignore_ascii_case("spot") {
+            "spot"
+        } else {
+            "on-demand"
+        }
+        .into(),
+        auto_scaling_group_name: id.vm_scale_set_name.clone(),
+        ..InstanceFacts::default()
+    }
+}
+
+impl NoticeSource for Azure {
+    async fn identity(&self) -> Result<Identity, String> {
+        // The service starts on its first call: that call goes out now, whatever comes next.
+        self.warm_up();
+        let id = self.client.identity().await.map_err(|e| e.to_string())?;
+        tracing::info!(vm = %id.name, vm_id = %id.vm_id, priority = %id.priority,
+            scale_set = %id.vm_scale_set_name, "Azure VM");
+        *self.name.lock().unwrap_or_else(|p| p.into_inner()) = id.name.clone();
+        Ok(Identity {
+            instance_id: id.vm_id.clone(),
+            facts: facts_of(&id),
+        })
+    }
+
+    async fn poll(&self, identity: &Identity, node: &str, now: Timestamp) -> Poll {
+        let doc = match self.client.events().await {
+            Ok(doc) => doc,
+            Err(e) => {
+                return Poll {
+                    problems: vec![("scheduled-events", e.to_string())],
+                    ..Poll::default()
+                };
+            }
+        };
+        let name = self.name.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let vm = Vm {
+            name: &name,
+            id: &identity.instance_id,
+        };
+        let first_seen = {
+            let mut seen = self.first_seen.lock().unwrap_or_else(|p| p.into_inner());
+            seen.retain(|id, _| doc.events.iter().any(|e| e.id == *id));
+            for e in &doc.events {
+                seen.entry(e.id.clone()).or_insert(now);
+            }
+            seen.clone()
+        };
+        let problems = doc
+            .malformed
+            .iter()
+            .map(|(id, why)| {
+                (
+                    "scheduled-events",
+                    format!(
+                        "event {}: {why} (the other events stand)",
+                        id.as_deref().unwrap_or("without an EventId")
+                    ),
+                )
+            })
+            .collect();
+        let acks = acks(&doc, vm, &self.policy, self.rules)
+            .into_iter()
+            .map(|a| Ack {
+                event_id: a.event_id,
+                notice_id: a.notice_id,
+                after_done: a.when == AckWhen::WhenDone,
+            })
+            .collect();
+        Poll {
+            observation: observation(&doc, vm, node, &first_seen, now),
+            problems,
+            acks,
+        }
+    }
+
+    fn acknowledge(
+        &self,
+        event_ids: Vec<String>,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+        let client = self.client.clone();
+        async move {
+            // Only what is still waiting: a cancelled or started event is left alone.
+            let doc = client.events().await.map_err(|e| e.to_string())?;
+            let due: Vec<String> = event_ids
+                .into_iter()
+                .filter(|id| {
+                    doc.events
+                        .iter()
+                        .any(|e| e.id == *id && e.status == EventStatus::Scheduled)
+                })
+                .collect();
+            if due.is_empty() {
+                return Ok(());
+            }
+            client.acknowledge(&due).await.map_err(|e| e.to_string())
+        }
+    }
+}
