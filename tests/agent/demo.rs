@@ -150,3 +150,38 @@ async fn the_autoscaler_story_brings_a_node_and_ends_with_the_instance() {
     assert!(summary["most_waiting"].as_u64().unwrap() >= 1, "{summary}");
     assert_eq!(summary["deleted_at_deadline"], 0, "{summary}");
 }
+
+/// `demo --cloud gce|azure`: the same story told by the other clouds' metadata services, with
+/// their 30 seconds; on Azure the `Preempt` is acknowledged once the node is drained.
+#[tokio::test]
+async fn the_story_on_gce_and_azure() {
+    let (gce, azure) = tokio::join!(
+        demo(&["--cloud", "gce"], 60),
+        demo(&["--cloud", "azure"], 60)
+    );
+    for (cloud, lines) in [("gce", &gce.0), ("azure", &azure.0)] {
+        let first = |e: &str| {
+            lines
+                .iter()
+                .find(|l| l["event"] == e)
+                .unwrap_or_else(|| panic!("{cloud}: no {e}: {lines:?}"))
+        };
+        assert_eq!(first("notice")["cloud"], cloud);
+        assert_eq!(first("notice")["seconds"], 30);
+        assert_eq!(first("detected")["kind"], "spot-interruption");
+        let summary = &lines.last().unwrap()["summary"];
+        assert_eq!(summary["drain_succeeded"], true, "{cloud}: {summary}");
+        assert!(
+            summary["deadline_slack_s"].as_f64().unwrap() > 0.0,
+            "{cloud}: {summary}"
+        );
+        if cloud == "azure" {
+            let acked = summary["acknowledged_s"].as_f64().unwrap();
+            let drained = summary["drain_done_s"].as_f64().unwrap();
+            assert!(acked >= drained && acked < 30.0, "{summary}");
+            assert!(first("acknowledged")["seconds_early"].as_f64().unwrap() > 0.0);
+        } else {
+            assert!(summary["acknowledged_s"].is_null());
+        }
+    }
+}

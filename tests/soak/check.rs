@@ -154,7 +154,7 @@ pub fn check(sc: &Scenario, rec: &Record) -> Vec<Violation> {
     // other replicas off until it expires (`--claim-ttl`, 6 s) and a survivor's next look
     // (1 s), and its messages come back only after their visibility timeout (4 s).
     let claim_held = match sc.mode {
-        Mode::Imds => 0.0,
+        Mode::Imds | Mode::Gce | Mode::Azure => 0.0,
         Mode::Queue => 6.0 + 1.0 + 4.0,
     };
     for (i, life) in rec.lives.iter().enumerate() {
@@ -208,7 +208,7 @@ fn never_acted_on(v: &View<'_>, out: &mut Vec<Violation>) {
         // Queue mode: a message handled by a replica that dies comes back after its
         // visibility timeout and any claim's expiry; give it that long.
         let needed = match v.sc.mode {
-            Mode::Imds => 4.0,
+            Mode::Imds | Mode::Gce | Mode::Azure => 4.0,
             Mode::Queue => 20.0,
         };
         if v.usable(seen, until) < needed {

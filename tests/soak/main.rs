@@ -3,14 +3,15 @@
 //! random faults from both simulators, kills and restarts of the agent or the controller, and
 //! an invariant checker over what the simulators recorded (`check.rs` lists the promises).
 //!
-//! `cargo test --test soak` runs the CI form (200 scenarios, both modes). The long form:
+//! `cargo test --test soak` runs the CI form (240 scenarios: EC2's metadata service and the
+//! queue 80 each, GCE and Azure 40 each). The long form:
 //!
 //! ```sh
 //! cargo test --release --test soak -- --scenarios 10000 --jobs 16 --report soak.json
 //! ```
 //!
 //! Options: `--scenarios N`, `--seed FIRST` (seeds FIRST..FIRST+N), `--only SEED` (replay one),
-//! `--mode imds|queue|both`, `--jobs J` (scenarios at once), `--report FILE` (JSON summary),
+//! `--mode imds|queue|gce|azure|both|all`, `--jobs J` (scenarios at once), `--report FILE` (JSON summary),
 //! `--expect-violations` (exit 0 even when the checker finds some: to record a baseline).
 //! Environment: `SIH_SOAK_SCENARIOS`, `SIH_SOAK_JOBS`. A failing scenario prints its seed and
 //! a one-line description; `--only SEED` replays it exactly (timing aside).
@@ -44,10 +45,10 @@ fn args() -> Result<Args, String> {
             .unwrap_or(d)
     };
     let mut a = Args {
-        scenarios: env_num("SIH_SOAK_SCENARIOS", 200),
+        scenarios: env_num("SIH_SOAK_SCENARIOS", 240),
         first: 1,
         only: None,
-        modes: vec![Mode::Imds, Mode::Queue],
+        modes: ALL_MODES.to_vec(),
         jobs: env_num("SIH_SOAK_JOBS", 32) as usize,
         report: None,
         expect_violations: false,
@@ -69,8 +70,15 @@ fn args() -> Result<Args, String> {
                 a.modes = match value()?.as_str() {
                     "imds" => vec![Mode::Imds],
                     "queue" => vec![Mode::Queue],
+                    "gce" => vec![Mode::Gce],
+                    "azure" => vec![Mode::Azure],
                     "both" => vec![Mode::Imds, Mode::Queue],
-                    other => return Err(format!("--mode {other:?}: imds, queue or both")),
+                    "all" => ALL_MODES.to_vec(),
+                    other => {
+                        return Err(format!(
+                            "--mode {other:?}: imds, queue, gce, azure, both (imds and queue) or all"
+                        ));
+                    }
                 }
             }
             "--expect-violations" => a.expect_violations = true,
@@ -83,7 +91,18 @@ fn args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// Which mode a seed plays: modes alternate, so any range covers both.
+/// The CI form's mix: EC2's metadata service and the queue a third each, GCE and Azure a
+/// sixth each.
+const ALL_MODES: [Mode; 6] = [
+    Mode::Imds,
+    Mode::Queue,
+    Mode::Gce,
+    Mode::Imds,
+    Mode::Queue,
+    Mode::Azure,
+];
+
+/// Which mode a seed plays: modes alternate, so any range covers them all.
 fn mode_of(seed: u64, modes: &[Mode]) -> Mode {
     modes[(seed % modes.len() as u64) as usize]
 }
@@ -224,10 +243,12 @@ fn summarize(
         .collect();
     let per_mode = |m: Mode| outcomes.iter().filter(|o| o.scenario.mode == m).count();
     println!(
-        "\nsoak: {} scenarios ({} imds, {} queue) in {:.0}s; {notices} notices, {kills} kills and restarts",
+        "\nsoak: {} scenarios ({} imds, {} queue, {} gce, {} azure) in {:.0}s; {notices} notices, {kills} kills and restarts",
         outcomes.len(),
         per_mode(Mode::Imds),
         per_mode(Mode::Queue),
+        per_mode(Mode::Gce),
+        per_mode(Mode::Azure),
         took.as_secs_f64()
     );
     println!(

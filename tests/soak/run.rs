@@ -14,9 +14,12 @@ use sih_sim_imds::SimConfig;
 use tokio::process::{Child, Command};
 
 use crate::moto::Moto;
-use crate::scenario::{DRAIN_BUDGET, MARGIN, Mode, Notice, POLL, Scenario};
+use crate::scenario::{DRAIN_BUDGET, GCE_MAINTENANCE, MARGIN, Mode, Notice, POLL, Scenario};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_spot-interrupt-handler");
+
+/// The VM `simulate azure` pretends to be (what its events list).
+const AZURE_VM: &str = "aks-spotpool-12345678-vmss000000";
 
 /// A webhook sink shared by every scenario: messages are told apart by the cluster name.
 pub struct Webhooks {
@@ -209,8 +212,32 @@ impl Ctx<'_> {
         ];
         let mut cmd = Command::new(BIN);
         match self.sc.mode {
-            Mode::Imds => {
+            Mode::Imds | Mode::Gce | Mode::Azure => {
                 args.push("imds".into());
+                let cloud = match self.sc.mode {
+                    Mode::Gce => "gce",
+                    Mode::Azure => "azure",
+                    _ => "aws",
+                };
+                args.extend(["--cloud".into(), cloud.into()]);
+                if self.sc.mode == Mode::Gce {
+                    // GCE's 30 s, as long as the scenario's notice.
+                    let lead = self
+                        .sc
+                        .notices
+                        .iter()
+                        .find_map(|n| match n {
+                            Notice::Spot { lead, .. } => Some(lead.round()),
+                            _ => None,
+                        })
+                        .unwrap_or(30.0);
+                    args.extend([
+                        "--gce-preemption-notice".into(),
+                        format!("{lead}s"),
+                        "--gce-maintenance-notice".into(),
+                        format!("{GCE_MAINTENANCE}s"),
+                    ]);
+                }
                 args.extend(common.iter().map(|s| (*s).to_owned()));
                 args.extend(
                     [
@@ -323,7 +350,7 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
 
     // Nodes: the simulator's three (one spot), or in queue mode moto's instances.
     let (node, instance, nodes_yaml) = match sc.mode {
-        Mode::Imds => (
+        Mode::Imds | Mode::Gce | Mode::Azure => (
             workload::node(0, true)["metadata"]["name"]
                 .as_str()
                 .unwrap()
@@ -376,14 +403,44 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
     let uptime = dir.join("uptime");
     std::fs::write(&uptime, "86400.00 1000.00\n").map_err(|e| e.to_string())?;
 
-    let imds = match sc.mode {
-        Mode::Imds => Some(
-            sih_sim_imds::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
-                .await
-                .map_err(|e| format!("imds: {e}"))?,
+    let loopback = "127.0.0.1:0".parse().unwrap();
+    let (imds, cloud) = match sc.mode {
+        Mode::Imds => (
+            Some(
+                sih_sim_imds::start(SimConfig::default(), loopback)
+                    .await
+                    .map_err(|e| format!("imds: {e}"))?,
+            ),
+            None,
         ),
-        Mode::Queue => None,
+        Mode::Gce => (
+            None,
+            Some(
+                sih_sim_clouds::gce::start(Default::default(), loopback)
+                    .await
+                    .map_err(|e| format!("gce: {e}"))?,
+            ),
+        ),
+        Mode::Azure => (
+            None,
+            Some(
+                sih_sim_clouds::azure::start(
+                    sih_sim_clouds::azure::Config {
+                        first_call_delay: Duration::from_millis(200),
+                        ..Default::default()
+                    },
+                    loopback,
+                )
+                .await
+                .map_err(|e| format!("azure: {e}"))?,
+            ),
+        ),
+        Mode::Queue => (None, None),
     };
+    let metadata_url = imds
+        .as_ref()
+        .map(|i| i.url())
+        .or_else(|| cloud.as_ref().map(|c| c.url()));
     let queue_url = match sc.mode {
         Mode::Queue => {
             let moto = shared.moto(sc.seed).await;
@@ -424,7 +481,7 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
                 .map_err(|e| format!("lifecycle hook: {e}"))?;
             Some(url)
         }
-        Mode::Imds => None,
+        Mode::Imds | Mode::Gce | Mode::Azure => None,
     };
 
     // Settle: every workload pod running before the story starts.
@@ -452,7 +509,7 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
         cluster_name: cluster_name.clone(),
         kubeconfig,
         uptime,
-        imds_url: imds.as_ref().map(|i| i.url()),
+        imds_url: metadata_url.clone(),
         queue_url,
         node: node.clone(),
         instance,
@@ -621,9 +678,10 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
     rec.nodes = cluster.journal().node_changes();
     rec.fault_totals = cluster.faults().totals();
     rec.webhooks = shared.webhooks.of(&cluster_name);
-    if let Some(imds) = &imds {
-        rec.imds_fault_hits = imds_fault_hits(&ctx, imds).await;
+    if metadata_url.is_some() {
+        rec.imds_fault_hits = imds_fault_hits(&ctx).await;
     }
+    drop((imds, cloud));
     if sc.mode == Mode::Queue {
         let moto = shared.started_moto(sc.seed);
         let queue_name = ctx
@@ -653,7 +711,7 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
 }
 
 /// Requests the metadata simulator answered with a fault (its log says 5xx it was told to).
-async fn imds_fault_hits(ctx: &Ctx<'_>, _imds: &sih_sim_imds::RunningSim) -> u64 {
+async fn imds_fault_hits(ctx: &Ctx<'_>) -> u64 {
     let url = format!("{}/_sim/requests", ctx.imds_url.as_deref().unwrap());
     let Ok(r) = ctx.http.get(url).send().await else {
         return 0;
@@ -729,6 +787,44 @@ async fn notice(
             }
             Notice::StateChange { .. } => Err("state changes are queue messages".into()),
         },
+        Mode::Gce => match *n {
+            Notice::Spot { lead, .. } => {
+                ctx.imds_post("preempt", json!({})).await?;
+                Ok((Some(t0 + Duration::from_secs_f64(lead.round())), None))
+            }
+            Notice::Scheduled { code, .. } => {
+                ctx.imds_post("maintenance", json!({"value": code})).await?;
+                Ok((Some(t0 + Duration::from_secs_f64(GCE_MAINTENANCE)), None))
+            }
+            _ => Err(format!("no {} on GCE", n.kind())),
+        },
+        Mode::Azure => {
+            // NotBefore is written in whole seconds.
+            let whole =
+                |t: Timestamp| -> Timestamp { Timestamp::from_second(t.as_second()).unwrap_or(t) };
+            let (body, seconds) = match *n {
+                Notice::Spot { lead, .. } => (json!({"type": "Preempt"}), lead.round()),
+                Notice::Scheduled {
+                    at,
+                    not_before,
+                    code,
+                    ..
+                } => (
+                    // It names another VM too: never acknowledged, so it can be cancelled; and
+                    // once started it lasts past the scenario (the VM is not rebooted here).
+                    json!({"type": code, "resources": [AZURE_VM, "aks-spotpool-12345678-vmss000009"],
+                           "duration_seconds": 600}),
+                    (not_before - at).round(),
+                ),
+                Notice::AsgTermination { .. } => (json!({"type": "Terminate"}), DRAIN_BUDGET),
+                _ => return Err(format!("no {} on Azure", n.kind())),
+            };
+            let mut body = body;
+            body["not_before_seconds"] = json!(seconds as i64);
+            let v = ctx.imds_post("events", body).await?;
+            *event_id = v["EventId"].as_str().map(str::to_owned);
+            Ok((Some(whole(t0 + Duration::from_secs_f64(seconds))), None))
+        }
         Mode::Queue => {
             let instance = ctx.instance.clone().unwrap_or_default();
             let (body, deadline) = match *n {
@@ -798,6 +894,16 @@ async fn withdraw(ctx: &Ctx<'_>, n: &Notice, event_id: Option<&str>) -> Result<(
                        "body": "<?xml version=\"1.0\"?><Error>Not Found</Error>"}),
             )
             .await?;
+        }
+        Notice::Scheduled { .. } if ctx.sc.mode == Mode::Gce => {
+            ctx.imds_post("maintenance", json!({"value": "NONE"}))
+                .await?;
+        }
+        Notice::Scheduled { .. } if ctx.sc.mode == Mode::Azure => {
+            if let Some(id) = event_id {
+                ctx.imds_post(&format!("events/{id}/cancel"), json!({}))
+                    .await?;
+            }
         }
         Notice::Scheduled { .. } => {
             if let Some(id) = event_id {

@@ -9,7 +9,21 @@ use serde_json::{Value, json};
 pub enum Mode {
     Imds,
     Queue,
+    /// The agent on Google Compute Engine's metadata server (`--cloud gce`).
+    Gce,
+    /// The agent on Azure's Scheduled Events (`--cloud azure`).
+    Azure,
 }
+
+impl Mode {
+    /// A per-node agent polling a metadata service (every mode but the queue's).
+    pub fn agent(self) -> bool {
+        self != Self::Queue
+    }
+}
+
+/// GCE: `--gce-maintenance-notice` (a host maintenance's time after it is announced).
+pub const GCE_MAINTENANCE: f64 = 20.0;
 
 /// How much time the agent gets for a notice without a deadline (`--drain-budget`).
 pub const DRAIN_BUDGET: f64 = 25.0;
@@ -203,7 +217,7 @@ impl Scenario {
                 restate: mode == Mode::Imds && r.f64() < 0.25,
             });
         }
-        if r.f64() < 0.4 {
+        if matches!(mode, Mode::Imds | Mode::Queue) && r.f64() < 0.4 {
             let at = between(r, 0.5, 8.0);
             notices.push(Notice::Rebalance {
                 at,
@@ -229,7 +243,35 @@ impl Scenario {
                 });
             }
         }
-        if r.f64() < 0.15 {
+        if mode == Mode::Gce && r.f64() < 0.4 {
+            // One host maintenance at a time: `maintenance-event` holds one value.
+            let at = between(r, 0.0, 10.0);
+            notices.push(Notice::Scheduled {
+                at,
+                not_before: at + GCE_MAINTENANCE,
+                cancel_at: r.bool().then(|| at + between(r, 2.0, 12.0)),
+                code: "TERMINATE_ON_HOST_MAINTENANCE",
+            });
+        }
+        if mode == Mode::Azure {
+            for _ in 0..r.usize(0..=2) {
+                let at = between(r, 0.0, 10.0);
+                let not_before = at + between(r, 4.0, 35.0);
+                // Azure cancels only events that have not started.
+                let cancel_at = r
+                    .bool()
+                    .then(|| at + between(r, 2.0, 12.0))
+                    .filter(|c| *c < not_before - 1.0);
+                notices.push(Notice::Scheduled {
+                    at,
+                    not_before,
+                    cancel_at,
+                    code: pick(r, &["Reboot", "Redeploy"]),
+                });
+            }
+        }
+        // GCE has no termination notice of a group's own; Azure's is a `Terminate` event.
+        if mode != Mode::Gce && r.f64() < 0.15 {
             notices.push(Notice::AsgTermination {
                 at: between(r, 1.0, 12.0),
             });
@@ -276,6 +318,13 @@ impl Scenario {
             .filter_map(Notice::deadline)
             .collect();
         let near_hard = |t0: f64, t1: f64| hard.iter().any(|d| t1 > d - 9.0 && t0 < *d + 1.0);
+        // GCE tells neither when a preemption or a maintenance began nor when it ends: the
+        // agent counts its time from the moment it sees the value change. An outage of the
+        // agent or the metadata server as it changes moves that moment, so none is played then.
+        let starts: Vec<f64> = notices.iter().map(Notice::at).collect();
+        let near_gce_start = |t0: f64, t1: f64| {
+            mode == Mode::Gce && starts.iter().any(|a| t1 > a - 1.0 && t0 < a + 4.0)
+        };
 
         let mut cluster_faults = Vec::new();
         for _ in 0..r.usize(0..=3) {
@@ -296,20 +345,26 @@ impl Scenario {
             });
         }
         let mut imds_faults = Vec::new();
-        if mode == Mode::Imds && r.f64() < 0.4 {
+        if mode.agent() && r.f64() < 0.4 {
             let from = between(r, 0.0, horizon - 4.0);
             let to = from + between(r, 1.0, 5.0);
-            let (spec, blocks) = match r.usize(0..3) {
-                0 => (json!({"status": 503, "rate": 1.0}), true),
-                1 => (json!({"status": 500, "rate": 0.5}), false),
-                _ => (json!({"latency_ms": 1500}), true),
+            let aws = mode == Mode::Imds;
+            let (spec, blocks) = match (r.usize(0..3), aws) {
+                (0, true) => (json!({"status": 503, "rate": 1.0}), true),
+                (1, true) => (json!({"status": 500, "rate": 0.5}), false),
+                (_, true) => (json!({"latency_ms": 1500}), true),
+                (0, false) => (json!({"status": 503}), true),
+                (1, false) => (json!({"status": 500, "remaining": 2}), false),
+                (_, false) => (json!({"latency_ms": 1500}), true),
             };
-            imds_faults.push(ImdsFault {
-                from,
-                to,
-                spec,
-                blocks,
-            });
+            if !near_gce_start(from, to) {
+                imds_faults.push(ImdsFault {
+                    from,
+                    to,
+                    spec,
+                    blocks,
+                });
+            }
         }
         let replicas = if mode == Mode::Queue && r.bool() {
             2
@@ -320,7 +375,9 @@ impl Scenario {
         for _ in 0..r.usize(0..=2) {
             let at = between(r, 1.0, horizon - 4.0);
             let down = between(r, 0.2, 3.0);
-            if near_hard(at, at + down + 3.0) && r.f64() < 0.8 {
+            if near_hard(at, at + down + 3.0) && r.f64() < 0.8
+                || near_gce_start(at, at + down + 3.0)
+            {
                 continue;
             }
             kills.push(Kill {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
-use sih_clouds::azure::notices::{AckRules, AckWhen, Vm, acks, observation};
+use sih_clouds::azure::notices::{AckRules, AckWhen, Seen, Vm, acks, observation, remember};
 use sih_clouds::azure::{AzureClient, AzureIdentity, EventStatus};
 use sih_core::ActionPolicy;
 use sih_report::webhook::InstanceFacts;
@@ -25,8 +25,8 @@ pub struct Azure {
     warmed: AtomicBool,
     /// The VM's name (what events list in `Resources`), once known.
     name: Mutex<String>,
-    /// When each listed event was first seen.
-    first_seen: Mutex<HashMap<String, Timestamp>>,
+    /// What earlier polls saw of each listed event.
+    known: Mutex<HashMap<String, Seen>>,
 }
 
 impl Azure {
@@ -37,7 +37,7 @@ impl Azure {
             rules,
             warmed: AtomicBool::new(false),
             name: Mutex::new(String::new()),
-            first_seen: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashMap::new()),
         }
     }
 
@@ -110,13 +110,10 @@ impl NoticeSource for Azure {
             name: &name,
             id: &identity.instance_id,
         };
-        let first_seen = {
-            let mut seen = self.first_seen.lock().unwrap_or_else(|p| p.into_inner());
-            seen.retain(|id, _| doc.events.iter().any(|e| e.id == *id));
-            for e in &doc.events {
-                seen.entry(e.id.clone()).or_insert(now);
-            }
-            seen.clone()
+        let known = {
+            let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            remember(&mut known, &doc, now);
+            known.clone()
         };
         let problems = doc
             .malformed
@@ -140,7 +137,7 @@ impl NoticeSource for Azure {
             })
             .collect();
         Poll {
-            observation: observation(&doc, vm, node, &first_seen, now),
+            observation: observation(&doc, vm, node, &known, now),
             problems,
             acks,
         }

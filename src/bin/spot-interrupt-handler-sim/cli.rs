@@ -236,14 +236,38 @@ pub struct DemoArgs {
     /// the cluster running afterwards until Ctrl-C.
     #[arg(long, env = "SIH_DEMO_VIEW", num_args = 0..=1, require_equals = true, default_missing_value = "127.0.0.1:8090")]
     pub view: Option<SocketAddr>,
+    /// Whose metadata service tells of the reclamation: aws (a spot interruption notice),
+    /// gce (`preempted` turns TRUE: 30 s) or azure (a `Preempt` scheduled event: 30 s,
+    /// acknowledged once the node is drained, so Azure may go ahead early).
+    #[arg(long, env = "SIH_DEMO_CLOUD", value_enum, default_value_t = DemoCloud::Aws)]
+    pub cloud: DemoCloud,
 }
 
 impl DemoArgs {
     pub fn notice(&self) -> Duration {
-        self.notice.unwrap_or(match self.scenario {
-            DemoScenario::Autoscaler => Duration::from_secs(30),
+        self.notice.unwrap_or(match (self.scenario, self.cloud) {
+            (DemoScenario::Autoscaler, _) | (_, DemoCloud::Gce | DemoCloud::Azure) => {
+                Duration::from_secs(30)
+            }
             _ => Duration::from_secs(120),
         })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoCloud {
+    Aws,
+    Gce,
+    Azure,
+}
+
+impl DemoCloud {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Aws => "aws",
+            Self::Gce => "gce",
+            Self::Azure => "azure",
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! `demo`: the whole story in one process, with nothing installed. Starts the cluster and
-//! metadata simulators and the agent, makes the metadata service announce a spot
-//! interruption, prints a live timeline relative to the moment the notice became visible, then
+//! metadata simulators (EC2's, GCE's or Azure's: `--cloud`) and the agent, makes the metadata
+//! service announce a spot interruption (a preemption, a `Preempt` event), prints a live timeline relative to the moment the notice became visible, then
 //! a summary. Exits 0 once the drain is done and every evicted replica runs elsewhere.
 
 use std::collections::HashSet;
@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use spot_interrupt_handler::cli::{Cli, Command};
 
-use crate::cli::{DemoArgs, DemoScenario};
+use crate::cli::{DemoArgs, DemoCloud, DemoScenario};
 
 const LOOPBACK: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
@@ -78,6 +78,95 @@ struct Summary {
     /// When the instance ended (its node NotReady), and when its Node object went.
     instance_ended: Option<f64>,
     node_deleted: Option<f64>,
+    /// When the cloud was told it may go ahead (Azure's acknowledgement).
+    acknowledged: Option<f64>,
+}
+
+/// The metadata simulator of the demo's cloud.
+enum Metadata {
+    Aws(sih_sim_imds::RunningSim),
+    Other(sih_sim_clouds::Running),
+}
+
+impl Metadata {
+    async fn start(cloud: DemoCloud) -> anyhow::Result<Self> {
+        Ok(match cloud {
+            DemoCloud::Aws => Self::Aws(
+                sih_sim_imds::start(sih_sim_imds::SimConfig::default(), LOOPBACK)
+                    .await
+                    .context("metadata simulator")?,
+            ),
+            DemoCloud::Gce => Self::Other(
+                sih_sim_clouds::gce::start(Default::default(), LOOPBACK)
+                    .await
+                    .context("GCE metadata simulator")?,
+            ),
+            DemoCloud::Azure => Self::Other(
+                sih_sim_clouds::azure::start(Default::default(), LOOPBACK)
+                    .await
+                    .context("Azure metadata simulator")?,
+            ),
+        })
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Self::Aws(s) => s.url(),
+            Self::Other(s) => s.url(),
+        }
+    }
+
+    async fn stop(self) {
+        let _ = match self {
+            Self::Aws(s) => s.stop().await,
+            Self::Other(s) => s.stop().await,
+        };
+    }
+}
+
+/// Makes the cloud announce the reclamation `notice` from now; says how it reads.
+async fn announce(
+    http: &reqwest::Client,
+    cloud: DemoCloud,
+    url: &str,
+    notice: Duration,
+) -> anyhow::Result<String> {
+    let secs = notice.as_secs();
+    let (path, body, text) = match cloud {
+        DemoCloud::Aws => (
+            "spot-interruption",
+            json!({"action": "terminate", "lead_seconds": secs}),
+            format!("spot/instance-action says terminate in {secs}s"),
+        ),
+        DemoCloud::Gce => (
+            "preempt",
+            json!({}),
+            format!("instance/preempted is TRUE: the VM stops in {secs}s"),
+        ),
+        DemoCloud::Azure => (
+            "events",
+            json!({"type": "Preempt", "not_before_seconds": secs}),
+            format!("a Preempt scheduled event, NotBefore in {secs}s"),
+        ),
+    };
+    http.post(format!("{url}/_sim/{path}"))
+        .json(&body)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .context("cannot make the metadata service announce the reclamation")?;
+    Ok(text)
+}
+
+/// When Azure's simulator was told to go ahead with the events (their acknowledgement).
+async fn acknowledged(http: &reqwest::Client, url: &str) -> bool {
+    let Ok(r) = http.get(format!("{url}/_sim/events")).send().await else {
+        return false;
+    };
+    let events: serde_json::Value = r.json().await.unwrap_or_default();
+    events["events"]
+        .as_array()
+        .is_some_and(|e| e.iter().any(|e| !e["acknowledged_at"].is_null()))
 }
 
 fn pod_ready(p: &Pod) -> bool {
@@ -135,9 +224,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     ));
     std::fs::write(&kubeconfig, cluster.kubeconfig())
         .with_context(|| format!("cannot write {}", kubeconfig.display()))?;
-    let imds = sih_sim_imds::start(sih_sim_imds::SimConfig::default(), LOOPBACK)
-        .await
-        .context("metadata simulator")?;
+    let imds = Metadata::start(args.cloud).await?;
 
     let client = sih_node::client(Some(&kubeconfig)).await?;
     let nodes: Api<Node> = Api::all(client.clone());
@@ -244,9 +331,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         None => None,
     };
 
-    let cli = Cli::try_parse_from([
+    let notice_flag = format!("{}s", notice.as_secs());
+    let mut agent_cli = vec![
         "spot-interrupt-handler",
         "imds",
+        "--cloud",
+        args.cloud.as_str(),
+    ];
+    if args.cloud == DemoCloud::Gce {
+        // GCE gives 30 s; the demo's --notice stands for it.
+        agent_cli.extend(["--gce-preemption-notice", &notice_flag]);
+    }
+    let cli = Cli::try_parse_from(agent_cli.into_iter().chain([
         "--node-name",
         &spot,
         "--imds-endpoint",
@@ -259,7 +355,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "250ms",
         "--cluster-name",
         "demo",
-    ])?;
+    ]))?;
     let Some(Command::Imds(agent_args)) = cli.command else {
         bail!("internal: the demo's agent arguments did not parse as `imds`");
     };
@@ -276,13 +372,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(800)).await;
 
     let http = reqwest::Client::new();
-    http.post(format!("{}/_sim/spot-interruption", imds.url()))
-        .json(&json!({"action": "terminate", "lead_seconds": notice.as_secs()}))
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .context("cannot trigger the spot interruption")?;
-    // EC2 takes the instance at the deadline, whatever anyone did about it.
+    let announced = announce(&http, args.cloud, &imds.url(), notice).await?;
+    // The cloud takes the instance at the deadline, whatever anyone did about it.
     cluster
         .terminate_node_at(&spot, jiff::Timestamp::now() + notice, NODE_DELETED_AFTER)
         .map_err(|e| anyhow!("cannot schedule the instance's end: {e}"))?;
@@ -292,11 +383,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     tl.say(
         "notice",
-        json!({"node": spot, "seconds": notice.as_secs(), "pods_to_evacuate": on_spot.len(), "daemonset_pods_staying": daemons_on_spot}),
-        format!(
-            "notice visible: spot/instance-action says terminate in {}s",
-            notice.as_secs()
-        ),
+        json!({"node": spot, "cloud": args.cloud.as_str(), "seconds": notice.as_secs(), "pods_to_evacuate": on_spot.len(), "daemonset_pods_staying": daemons_on_spot}),
+        format!("notice visible: {announced}"),
     );
 
     let mut s = Summary::default();
@@ -328,6 +416,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 }
                 let list = pods.list(&ListParams::default()).await?.items;
                 watch_nodes(&tl, &mut s, &nodes, &spot, &mut known_nodes).await?;
+                if args.cloud == DemoCloud::Azure && s.acknowledged.is_none()
+                    && acknowledged(&http, &imds.url()).await
+                {
+                    s.acknowledged = Some(tl.at());
+                    let early = notice.as_secs_f64() - tl.at();
+                    tl.say(
+                        "acknowledged",
+                        json!({"node": spot, "seconds_early": early}),
+                        format!("Preempt acknowledged: Azure may evict the VM now, {early:.1}s before its NotBefore"),
+                    );
+                }
                 let waiting = list
                     .iter()
                     .filter(|p| p.metadata.deletion_timestamp.is_none())
@@ -380,7 +479,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                     }
                 }
                 // The autoscaler's story goes on to the instance's end and its node's removal.
-                let story_over = args.scenario != DemoScenario::Autoscaler || s.node_deleted.is_some();
+                let story_over = (args.scenario != DemoScenario::Autoscaler || s.node_deleted.is_some())
+                    && (args.cloud != DemoCloud::Azure || s.acknowledged.is_some());
                 if s.replicas_back.is_some() && story_over {
                     break;
                 }
@@ -421,7 +521,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     {
         tracing::warn!(error = %e, "the view stopped with an error");
     }
-    let _ = imds.stop().await;
+    imds.stop().await;
     let _ = cluster.stop().await;
     let _ = std::fs::remove_file(&kubeconfig);
     if !ok {
@@ -618,6 +718,7 @@ fn print_summary(args: &DemoArgs, s: &Summary) {
                 "replicas_back_s": s.replicas_back,
                 "most_waiting": s.most_waiting, "nodes_added": s.nodes_added,
                 "instance_ended_s": s.instance_ended, "node_deleted_s": s.node_deleted,
+                "acknowledged_s": s.acknowledged,
             }})
         );
         return;
@@ -638,6 +739,9 @@ fn print_summary(args: &DemoArgs, s: &Summary) {
     }
     println!("  replicas rescheduled        {}", s.rescheduled);
     println!("  replicas back to desired    {}", secs(s.replicas_back));
+    if s.acknowledged.is_some() {
+        println!("  acknowledged to the cloud   {}", secs(s.acknowledged));
+    }
     if s.most_waiting > 0 || s.nodes_added > 0 {
         println!("  most replicas waiting       {}", s.most_waiting);
         println!("  nodes added (autoscaler)    {}", s.nodes_added);

@@ -36,20 +36,47 @@ pub struct Vm<'a> {
     pub id: &'a str,
 }
 
-/// What `doc` shows for `vm` on `node`. `first_seen` holds when each event was first seen:
-/// an event without a `NotBefore` (started) takes that as its deadline, so the deadline holds
-/// still from one look to the next.
+/// What the caller remembers of an event between looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// When it was first listed.
+    pub first: Timestamp,
+    /// Its last `NotBefore` (Azure empties it once the event starts).
+    pub not_before: Option<Timestamp>,
+}
+
+/// Remembers what `doc` lists, forgetting the events it no longer lists.
+pub fn remember(known: &mut HashMap<String, Seen>, doc: &Document, now: Timestamp) {
+    known.retain(|id, _| doc.events.iter().any(|e| e.id == *id));
+    for e in &doc.events {
+        let seen = known.entry(e.id.clone()).or_insert(Seen {
+            first: now,
+            not_before: None,
+        });
+        if e.not_before.is_some() {
+            seen.not_before = e.not_before;
+        }
+    }
+}
+
+/// What `doc` shows for `vm` on `node`. `known` holds what earlier looks saw of each event: a
+/// started event (its `NotBefore` emptied) keeps the deadline it had, and one seen only once
+/// started takes the moment it was first seen, so a deadline holds still from look to look.
 pub fn observation(
     doc: &Document,
     vm: Vm<'_>,
     node: &str,
-    first_seen: &HashMap<String, Timestamp>,
+    known: &HashMap<String, Seen>,
     now: Timestamp,
 ) -> Observation {
     let mut notices = Vec::new();
     for e in doc.events.iter().filter(|e| e.names(vm.name)) {
-        let seen = first_seen.get(&e.id).copied().unwrap_or(now);
-        let deadline = e.not_before.unwrap_or(seen);
+        let remembered = known.get(&e.id);
+        let seen = remembered.map_or(now, |k| k.first);
+        let deadline = e
+            .not_before
+            .or(remembered.and_then(|k| k.not_before))
+            .unwrap_or(seen);
         let kind = kind_of(e.kind);
         notices.push(match e.kind {
             EventType::Preempt => {
@@ -176,7 +203,13 @@ mod tests {
         };
         let now = ts("2026-12-04T10:00:00Z");
         let mut first = HashMap::new();
-        first.insert("e-term".to_owned(), ts("2026-12-04T09:59:50Z"));
+        first.insert(
+            "e-term".to_owned(),
+            Seen {
+                first: ts("2026-12-04T09:59:50Z"),
+                not_before: None,
+            },
+        );
         let o = observation(&doc, VM, "n1", &first, now);
         let got: Vec<_> = o
             .notices
@@ -241,6 +274,33 @@ mod tests {
                 ("e-freeze", AckWhen::Now)
             ]
         );
+    }
+
+    #[test]
+    fn a_started_event_keeps_the_deadline_it_had() {
+        let mut doc = Document {
+            incarnation: 1,
+            events: vec![ev(
+                "e1",
+                EventType::Preempt,
+                &["aks-spot-0"],
+                EventStatus::Scheduled,
+            )],
+            malformed: Vec::new(),
+        };
+        let mut known = HashMap::new();
+        remember(&mut known, &doc, ts("2026-12-04T10:00:00Z"));
+        // Acknowledged: Azure starts it and empties its NotBefore.
+        doc.events[0].status = EventStatus::Started;
+        doc.events[0].not_before = None;
+        remember(&mut known, &doc, ts("2026-12-04T10:00:10Z"));
+        let o = observation(&doc, VM, "n1", &known, ts("2026-12-04T10:00:10Z"));
+        assert_eq!(o.notices[0].deadline, Some(ts("2026-12-04T10:00:30Z")));
+        assert_eq!(o.notices[0].detected, ts("2026-12-04T10:00:00Z"));
+        // Gone from the list: forgotten.
+        doc.events.clear();
+        remember(&mut known, &doc, ts("2026-12-04T10:00:20Z"));
+        assert!(known.is_empty());
     }
 
     #[test]
