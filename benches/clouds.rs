@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
-use sih_sim_cluster::ClusterConfig;
 use sih_sim_clouds::{azure, gce};
+use sih_sim_cluster::ClusterConfig;
 
 const BIN: &str = env!("CARGO_BIN_EXE_spot-interrupt-handler");
 
@@ -214,14 +214,22 @@ async fn run(quick: bool) {
     for _ in 0..if quick { 10 } else { 60 } {
         // Distinct notices: the id carries the second the value changed.
         tokio::time::sleep(Duration::from_millis(1000 + fastrand::u64(..300))).await;
-        w.post(&g.url(), "maintenance", json!({"value": "TERMINATE_ON_HOST_MAINTENANCE"}))
-            .await;
+        w.post(
+            &g.url(),
+            "maintenance",
+            json!({"value": "TERMINATE_ON_HOST_MAINTENANCE"}),
+        )
+        .await;
         let hit = |v: &str| v.contains("terminate-on-host-maintenance");
         samples.push(w.until_fenced(hit).await);
-        w.post(&g.url(), "maintenance", json!({"value": "NONE"})).await;
+        w.post(&g.url(), "maintenance", json!({"value": "NONE"}))
+            .await;
         w.until_unfenced(hit).await;
     }
-    println!("gce maintenance-event changed → fenced (long poll): {}", pct(samples));
+    println!(
+        "gce maintenance-event changed → fenced (long poll): {}",
+        pct(samples)
+    );
     let _ = agent.kill().await;
     drop(g);
 
@@ -256,7 +264,10 @@ async fn run(quick: bool) {
             .expect("undrain runs");
         assert!(undone.success());
     }
-    println!("gce preempted → fenced (long poll, fresh instance each): {}", pct(samples));
+    println!(
+        "gce preempted → fenced (long poll, fresh instance each): {}",
+        pct(samples)
+    );
 
     // Azure: scheduled events at two poll intervals, each cancelled before the next.
     let a = azure::start(
@@ -268,7 +279,10 @@ async fn run(quick: bool) {
     )
     .await
     .unwrap();
-    for (interval, n) in [("1s", if quick { 10 } else { 40 }), ("100ms", if quick { 20 } else { 100 })] {
+    for (interval, n) in [
+        ("1s", if quick { 10 } else { 40 }),
+        ("100ms", if quick { 20 } else { 100 }),
+    ] {
         let mut agent = w.agent("azure", &a.url(), interval);
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let mut samples = Vec::new();
@@ -288,10 +302,14 @@ async fn run(quick: bool) {
                 .unwrap()
                 .to_owned();
             samples.push(w.until_fenced(|v| v == id).await);
-            w.post(&a.url(), &format!("events/{id}/cancel"), json!({})).await;
+            w.post(&a.url(), &format!("events/{id}/cancel"), json!({}))
+                .await;
             w.until_unfenced(|v| v == id).await;
         }
-        println!("azure event listed → fenced at --poll-interval {interval}: {}", pct(samples));
+        println!(
+            "azure event listed → fenced at --poll-interval {interval}: {}",
+            pct(samples)
+        );
         let _ = agent.kill().await;
     }
 

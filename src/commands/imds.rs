@@ -116,7 +116,13 @@ async fn run_source<S: NoticeSource>(
     let client = sih_node::client(args.kube.kubeconfig.as_deref()).await?;
     let (metrics, health) = telling::start_admin(
         &args.report,
-        crate::agent::health::Health::new(args.poll_interval),
+        // A long poll answers at least once per watch: the loop is stalled only past that.
+        crate::agent::health::Health::new(match args.cloud {
+            Cloud::Gce => args
+                .poll_interval
+                .max(args.clouds.gce_watch_timeout + args.imds_timeout),
+            Cloud::Aws | Cloud::Azure => args.poll_interval,
+        }),
     )
     .await?;
     let facts = telling::shared_facts();

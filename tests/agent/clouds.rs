@@ -304,3 +304,65 @@ async fn azure_a_cancelled_reboot_is_undone_other_vms_events_are_ignored_and_a_f
         acks(&s).await
     );
 }
+
+/// Killed mid-drain (SIGKILL) and started again: the new agent resumes the drain from the
+/// node's record, and the `Preempt` is acknowledged once, after the pod its budget holds is
+/// gone (deleted at the last moment before the deadline).
+#[tokio::test]
+async fn azure_an_agent_killed_mid_drain_acknowledges_once_after_the_drain_it_resumed() {
+    let s = Scene::start_cloud("azure", &[], None, None).await;
+    s.apply(&guarded(&s.node, 2)).await;
+    until_guarded_runs(&s).await;
+    let mut agent = s.agent(&[]).await;
+    s.control(
+        "events",
+        json!({"type": "Preempt", "not_before_seconds": 14}),
+    )
+    .await;
+    until("fenced", Duration::from_secs(10), || async {
+        cordoned(&s.node().await)
+    })
+    .await;
+    let _ = agent.proc.child.start_kill();
+    let _ = agent.proc.child.wait().await;
+    assert!(
+        acks(&s).await.is_empty(),
+        "not acknowledged before the drain is done"
+    );
+    let _again = s.agent(&[]).await;
+    until(
+        "the Preempt is acknowledged",
+        Duration::from_secs(25),
+        || async { !acks(&s).await.is_empty() },
+    )
+    .await;
+    let (at, grace) = deletion_of(&s, "guarded-")
+        .await
+        .expect("the guarded pod was deleted");
+    assert!(grace >= 1, "{grace}");
+    let gone = s
+        .cluster_journal("pod-events")
+        .await
+        .into_iter()
+        .filter(|e| e["step"] == "removed")
+        .filter(|e| {
+            e["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("guarded-"))
+        })
+        .filter_map(|e| {
+            e["at"]
+                .as_str()
+                .and_then(|a| a.parse::<jiff::Timestamp>().ok())
+        })
+        .max()
+        .unwrap();
+    let acked = acks(&s).await;
+    assert!(
+        acked[0].0 >= gone && gone >= at,
+        "acknowledged {} / removed {gone} / deleted {at}",
+        acked[0].0
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(acks(&s).await.len(), 1, "once");
+}
