@@ -9,7 +9,7 @@
 
 mod support;
 
-use support::{product_bin, quantile, status_kib};
+use support::{cpu_time, product_bin, quantile, status_kib};
 
 use std::time::{Duration, Instant};
 
@@ -60,17 +60,6 @@ fn memory_kib(pid: u32) -> (u64, u64) {
 /// libraries' file-backed pages, which are shared and reclaimable page cache.
 fn anon_kib(pid: u32) -> u64 {
     status_kib(pid, "RssAnon:")
-}
-
-/// User + system CPU time of a process.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // After the command name: state is field 3, utime 14, stime 15 (1-based in proc(5)).
-    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    Duration::from_secs_f64(ticks as f64 / 100.0)
 }
 
 struct World {
@@ -255,20 +244,7 @@ spec:
     )
     .await
     .expect("imds");
-    let kubeconfig = std::env::temp_dir().join(format!("sih-bench-agent-{}", std::process::id()));
-    std::fs::write(&kubeconfig, cluster.kubeconfig()).unwrap();
-    let mut kc = kube::Config::new(cluster.url().parse().unwrap());
-    kc.default_retry = false;
-    let client = kube::Client::try_from(kc).unwrap();
-    let node = Api::<Node>::all(client.clone())
-        .list(&ListParams::default().labels("lifecycle=Ec2Spot"))
-        .await
-        .unwrap()
-        .items[0]
-        .metadata
-        .name
-        .clone()
-        .unwrap();
+    let (kubeconfig, client, node) = support::cluster_access(&cluster, "agent").await;
     let w = World {
         imds_url: imds.url(),
         client: client.clone(),

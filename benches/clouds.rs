@@ -11,12 +11,12 @@
 
 mod support;
 
-use support::{product_bin, quantile, status_kib};
+use support::{cpu_time, product_bin, quantile, status_kib};
 
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use serde_json::{Value, json};
 use sih_sim_clouds::{azure, gce};
 use sih_sim_cluster::ClusterConfig;
@@ -37,16 +37,6 @@ fn pct(mut v: Vec<Duration>) -> String {
         ms(quantile(&mut v, 0.99)),
         ms(quantile(&mut v, 1.0))
     )
-}
-
-/// User + system CPU time of a process.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    Duration::from_secs_f64(ticks as f64 / 100.0)
 }
 
 struct World {
@@ -184,20 +174,7 @@ async fn run(quick: bool) {
     )
     .await
     .expect("cluster");
-    let kubeconfig = std::env::temp_dir().join(format!("sih-bench-clouds-{}", std::process::id()));
-    std::fs::write(&kubeconfig, cluster.kubeconfig()).unwrap();
-    let mut kc = kube::Config::new(cluster.url().parse().unwrap());
-    kc.default_retry = false;
-    let client = kube::Client::try_from(kc).unwrap();
-    let node = Api::<Node>::all(client.clone())
-        .list(&ListParams::default().labels("lifecycle=Ec2Spot"))
-        .await
-        .unwrap()
-        .items[0]
-        .metadata
-        .name
-        .clone()
-        .unwrap();
+    let (kubeconfig, client, node) = support::cluster_access(&cluster, "clouds").await;
     let w = World {
         client,
         kubeconfig: kubeconfig.clone(),

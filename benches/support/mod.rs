@@ -37,3 +37,39 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("runtime")
 }
+
+/// User + system CPU time of a process, from `/proc/PID/stat` (10 ms ticks).
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After the command name: state is field 3, utime 14, stime 15 (1-based in proc(5)).
+    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Duration::from_secs_f64(ticks as f64 / 100.0)
+}
+
+/// A simulated cluster's kubeconfig written to a temporary file, a client without retries,
+/// and its spot node's name.
+pub async fn cluster_access(
+    cluster: &sih_sim_cluster::RunningCluster,
+    tag: &str,
+) -> (std::path::PathBuf, kube::Client, String) {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{Api, ListParams};
+    let kubeconfig = std::env::temp_dir().join(format!("sih-bench-{tag}-{}", std::process::id()));
+    std::fs::write(&kubeconfig, cluster.kubeconfig()).expect("kubeconfig written");
+    let mut kc = kube::Config::new(cluster.url().parse().expect("cluster URL"));
+    kc.default_retry = false;
+    let client = kube::Client::try_from(kc).expect("client");
+    let node = Api::<Node>::all(client.clone())
+        .list(&ListParams::default().labels("lifecycle=Ec2Spot"))
+        .await
+        .expect("nodes")
+        .items[0]
+        .metadata
+        .name
+        .clone()
+        .expect("a named spot node");
+    (kubeconfig, client, node)
+}

@@ -157,6 +157,18 @@ async fn gce_live_migration_is_told_and_a_host_maintenance_termination_fences_un
     .await;
 }
 
+/// When the last pod named `prefix...` left the spot node (its object removed).
+async fn last_removed(s: &Scene, prefix: &str) -> jiff::Timestamp {
+    s.cluster_journal("pod-events")
+        .await
+        .into_iter()
+        .filter(|e| e["step"] == "removed" && e["node"] == s.node.as_str())
+        .filter(|e| e["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+        .filter_map(|e| e["at"].as_str().and_then(|a| a.parse().ok()))
+        .max()
+        .expect("a pod left the node")
+}
+
 /// The acknowledgements the simulator received: `(when, body)`.
 async fn acks(s: &Scene) -> Vec<(jiff::Timestamp, String)> {
     s.metadata_journal("requests")
@@ -199,19 +211,7 @@ async fn azure_preempt_is_drained_then_acknowledged() {
     let body: Value = serde_json::from_str(&acked[0].1).unwrap();
     assert_eq!(body, json!({"StartRequests": [{"EventId": id}]}));
     // After the last pod left the node.
-    let last_gone = s
-        .cluster_journal("pod-events")
-        .await
-        .into_iter()
-        .filter(|e| e["step"] == "removed" && e["node"] == s.node.as_str())
-        .filter(|e| e["name"].as_str().is_some_and(|n| n.starts_with("web-")))
-        .filter_map(|e| {
-            e["at"]
-                .as_str()
-                .and_then(|a| a.parse::<jiff::Timestamp>().ok())
-        })
-        .max()
-        .unwrap();
+    let last_gone = last_removed(&s, "web-").await;
     assert!(
         acked[0].0 >= last_gone,
         "acknowledged {} before the last pod left {last_gone}",
@@ -340,23 +340,7 @@ async fn azure_an_agent_killed_mid_drain_acknowledges_once_after_the_drain_it_re
         .await
         .expect("the guarded pod was deleted");
     assert!(grace >= 1, "{grace}");
-    let gone = s
-        .cluster_journal("pod-events")
-        .await
-        .into_iter()
-        .filter(|e| e["step"] == "removed")
-        .filter(|e| {
-            e["name"]
-                .as_str()
-                .is_some_and(|n| n.starts_with("guarded-"))
-        })
-        .filter_map(|e| {
-            e["at"]
-                .as_str()
-                .and_then(|a| a.parse::<jiff::Timestamp>().ok())
-        })
-        .max()
-        .unwrap();
+    let gone = last_removed(&s, "guarded-").await;
     let acked = acks(&s).await;
     assert!(
         acked[0].0 >= gone && gone >= at,

@@ -470,8 +470,12 @@ impl Scene {
 
     /// GETs the metadata simulator's control API (`/_sim/requests`, Azure's `/_sim/events`).
     pub async fn metadata_journal(&self, what: &str) -> Value {
+        self.get_control(&self.imds_url, what).await
+    }
+
+    async fn get_control(&self, base: &str, what: &str) -> Value {
         self.http
-            .get(format!("{}/_sim/{what}", self.imds_url))
+            .get(format!("{base}/_sim/{what}"))
             .send()
             .await
             .unwrap()
@@ -482,14 +486,10 @@ impl Scene {
 
     /// What the cluster simulator recorded: `requests`, `pod-events` or `node-changes`.
     pub async fn cluster_journal(&self, what: &str) -> Vec<Value> {
-        self.http
-            .get(format!("{}/_sim/{what}", self.cluster_url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        match self.get_control(&self.cluster_url, what).await {
+            Value::Array(items) => items,
+            other => panic!("/_sim/{what} is not a list: {other}"),
+        }
     }
 
     /// Creates objects written as YAML documents (Deployments, PDBs, Services) with the admin's client.

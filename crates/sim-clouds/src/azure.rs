@@ -23,14 +23,14 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use crate::common::{Fault, Faults, Log, Running, json_body, serve_router};
+use crate::common::{Journal, Journaled, Running, journal_routes, json_body, serve_router};
 
 pub const EVENT_TYPES: [&str; 5] = ["Freeze", "Reboot", "Redeploy", "Preempt", "Terminate"];
 
@@ -133,8 +133,6 @@ struct World {
     /// When the service answers (set by the first call).
     enabled_at: Option<Instant>,
     first_call_delay: Duration,
-    faults: Option<Faults>,
-    log: Log,
 }
 
 impl World {
@@ -201,6 +199,13 @@ fn event_id() -> String {
 pub(crate) struct App {
     world: Mutex<World>,
     identity: Identity,
+    journal: Journal,
+}
+
+impl Journaled for App {
+    fn journal(&self) -> &Journal {
+        &self.journal
+    }
 }
 
 impl App {
@@ -275,13 +280,14 @@ async fn metadata(
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
-    let faults = Faults::next(&mut app.world().faults);
     let body = String::from_utf8_lossy(&body).into_owned();
-    let response = answer(&app, &method, &uri, &headers, &body, faults).await;
+    let response = match app.journal.play().await {
+        Some(status) => error(status, "simulated fault"),
+        None => answer(&app, &method, &uri, &headers, &body).await,
+    };
     let kept = (method == Method::POST).then_some(body.as_str());
-    app.world()
-        .log
-        .push(method.as_str(), &logged, response.status().as_u16(), kept);
+    app.journal
+        .record(method.as_str(), &logged, response.status().as_u16(), kept);
     response
 }
 
@@ -291,18 +297,7 @@ async fn answer(
     uri: &Uri,
     headers: &HeaderMap,
     body: &str,
-    faults: Vec<Fault>,
 ) -> Response {
-    for f in faults {
-        match f {
-            Fault::Delay(d) => tokio::time::sleep(d).await,
-            Fault::Hang => std::future::pending::<()>().await,
-            Fault::Status(s) => {
-                let status = StatusCode::from_u16(s).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-                return error(status, "simulated fault");
-            }
-        }
-    }
     if headers.contains_key("x-forwarded-for") {
         return error(
             StatusCode::BAD_REQUEST,
@@ -471,28 +466,12 @@ async fn events(State(app): State<Arc<App>>) -> Response {
     axum::Json(json!({ "incarnation": w.incarnation, "events": w.events })).into_response()
 }
 
-async fn faults(State(app): State<Arc<App>>, b: Bytes) -> Reply {
-    let f: Faults = json_body(&b)?;
-    let none = f.status.is_none() && f.latency_ms == 0 && !f.hang;
-    app.world().faults = (!none).then_some(f);
-    Ok(axum::Json(json!({ "faults": !none })).into_response())
-}
-
 async fn reset(State(app): State<Arc<App>>) -> Reply {
     let mut w = app.world();
     w.events.clear();
     w.incarnation += 1;
-    w.faults = None;
+    app.journal.clear_faults();
     Ok(axum::Json(json!({})).into_response())
-}
-
-async fn requests(State(app): State<Arc<App>>) -> Response {
-    axum::Json(app.world().log.all()).into_response()
-}
-
-async fn clear_requests(State(app): State<Arc<App>>) -> Response {
-    app.world().log.clear();
-    StatusCode::NO_CONTENT.into_response()
 }
 
 fn router(app: Arc<App>) -> Router {
@@ -500,9 +479,8 @@ fn router(app: Arc<App>) -> Router {
         .route("/_sim/events", post(add).get(events))
         .route("/_sim/events/{id}/cancel", post(cancel))
         .route("/_sim/events/{id}/start", post(start_now))
-        .route("/_sim/faults", post(faults))
         .route("/_sim/reset", post(reset))
-        .route("/_sim/requests", get(requests).delete(clear_requests))
+        .merge(journal_routes())
         .fallback(metadata)
         .with_state(app)
 }
@@ -519,10 +497,9 @@ pub async fn serve(
             incarnation: 1,
             enabled_at: None,
             first_call_delay: config.first_call_delay,
-            faults: None,
-            log: Log::new(10_000),
         }),
         identity: config.identity.clone(),
+        journal: Journal::new(),
     });
     for planned in config.events {
         let app = app.clone();
@@ -578,8 +555,6 @@ mod tests {
             incarnation: 1,
             enabled_at: None,
             first_call_delay: Duration::ZERO,
-            faults: None,
-            log: Log::new(10),
         };
         w.advance("2026-12-04T09:59:59Z".parse().unwrap(), clock);
         assert_eq!((w.incarnation, w.events[0].status), (1, Status::Scheduled));

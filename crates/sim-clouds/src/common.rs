@@ -3,8 +3,14 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -22,7 +28,7 @@ pub struct Logged {
     pub body: Option<String>,
 }
 
-pub struct Log {
+pub(crate) struct Log {
     entries: VecDeque<Logged>,
     capacity: usize,
 }
@@ -71,38 +77,105 @@ pub struct Faults {
     pub remaining: Option<u32>,
 }
 
-/// What to do to one request.
-pub enum Fault {
-    Delay(Duration),
-    Status(u16),
-    Hang,
-}
-
 impl Faults {
-    /// The faults for the next request, counting it.
-    pub fn next(slot: &mut Option<Faults>) -> Vec<Fault> {
-        let Some(f) = slot.as_mut() else {
-            return Vec::new();
-        };
+    fn is_none(&self) -> bool {
+        self.status.is_none() && self.latency_ms == 0 && !self.hang
+    }
+
+    /// Counts one request against `slot`: what it meets (a delay, a hang, a status).
+    fn next(slot: &mut Option<Faults>) -> Option<Faults> {
+        let f = slot.as_mut()?;
         if let Some(n) = f.remaining.as_mut() {
             if *n == 0 {
                 *slot = None;
-                return Vec::new();
+                return None;
             }
             *n -= 1;
         }
-        let mut out = Vec::new();
+        Some(f.clone())
+    }
+}
+
+/// The faults to play and the log of what was served: the same for both simulators, with
+/// the control routes that set and read them (`/_sim/faults`, `/_sim/requests`).
+pub(crate) struct Journal {
+    faults: Mutex<Option<Faults>>,
+    log: Mutex<Log>,
+}
+
+impl Journal {
+    pub fn new() -> Self {
+        Self {
+            faults: Mutex::new(None),
+            log: Mutex::new(Log::new(10_000)),
+        }
+    }
+
+    /// Plays the faults set for the next metadata request: waits, never returns (a hang), or
+    /// gives the status to answer with instead.
+    pub async fn play(&self) -> Option<StatusCode> {
+        let f = Faults::next(&mut self.faults.lock().unwrap_or_else(|p| p.into_inner()))?;
         if f.latency_ms > 0 {
-            out.push(Fault::Delay(Duration::from_millis(f.latency_ms)));
+            tokio::time::sleep(Duration::from_millis(f.latency_ms)).await;
         }
         if f.hang {
-            out.push(Fault::Hang);
+            std::future::pending::<()>().await;
         }
-        if let Some(s) = f.status {
-            out.push(Fault::Status(s));
-        }
-        out
+        f.status
+            .map(|s| StatusCode::from_u16(s).unwrap_or(StatusCode::SERVICE_UNAVAILABLE))
     }
+
+    pub fn record(&self, method: &str, path: &str, status: u16, body: Option<&str>) {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(method, path, status, body);
+    }
+
+    pub fn clear_faults(&self) {
+        *self.faults.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+/// A simulator whose state holds a [`Journal`].
+pub(crate) trait Journaled: Send + Sync + 'static {
+    fn journal(&self) -> &Journal;
+}
+
+/// `POST /_sim/faults` (an empty one clears them), `GET|DELETE /_sim/requests`.
+pub(crate) fn journal_routes<A: Journaled>() -> axum::Router<Arc<A>> {
+    async fn faults<A: Journaled>(
+        State(app): State<Arc<A>>,
+        b: Bytes,
+    ) -> Result<Response, (StatusCode, String)> {
+        let f: Faults = json_body(&b)?;
+        let on = !f.is_none();
+        *app.journal()
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = on.then_some(f);
+        Ok(axum::Json(serde_json::json!({ "faults": on })).into_response())
+    }
+    async fn requests<A: Journaled>(State(app): State<Arc<A>>) -> Response {
+        let log = app
+            .journal()
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .all();
+        axum::Json(log).into_response()
+    }
+    async fn clear<A: Journaled>(State(app): State<Arc<A>>) -> Response {
+        app.journal()
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        StatusCode::NO_CONTENT.into_response()
+    }
+    axum::Router::new()
+        .route("/_sim/faults", post(faults::<A>))
+        .route("/_sim/requests", get(requests::<A>).delete(clear::<A>))
 }
 
 /// A simulator running in this process, for tests and the demo. Stops when dropped.

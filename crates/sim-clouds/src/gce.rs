@@ -26,7 +26,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::common::{Fault, Faults, Log, Running, json_body, serve_router};
+use crate::common::{Journal, Journaled, Running, journal_routes, json_body, serve_router};
 
 const ROOT: &str = "/computeMetadata/v1/";
 /// GCE's longest watch when the client names none.
@@ -83,8 +83,6 @@ struct Item {
 struct World {
     items: BTreeMap<String, Item>,
     changes: u64,
-    faults: Option<Faults>,
-    log: Log,
 }
 
 impl World {
@@ -92,8 +90,6 @@ impl World {
         let mut w = Self {
             items: BTreeMap::new(),
             changes: 0,
-            faults: None,
-            log: Log::new(10_000),
         };
         let project_zone = format!("projects/{}/zones/{}", id.numeric_project_id, id.zone);
         let leaves = [
@@ -237,6 +233,13 @@ pub(crate) struct App {
     world: Mutex<World>,
     changed: watch::Sender<u64>,
     identity: Identity,
+    journal: Journal,
+}
+
+impl Journaled for App {
+    fn journal(&self) -> &Journal {
+        &self.journal
+    }
 }
 
 impl App {
@@ -298,31 +301,16 @@ async fn metadata(
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| path.clone());
-    let faults = Faults::next(&mut app.world().faults);
-    let response = answer(&app, &method, &uri, &headers, faults).await;
-    app.world()
-        .log
-        .push(method.as_str(), &logged, response.status().as_u16(), None);
+    let response = match app.journal.play().await {
+        Some(status) => flavored(status, "text/html", format!("simulated {status}\n")),
+        None => answer(&app, &method, &uri, &headers).await,
+    };
+    app.journal
+        .record(method.as_str(), &logged, response.status().as_u16(), None);
     response
 }
 
-async fn answer(
-    app: &App,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    faults: Vec<Fault>,
-) -> Response {
-    for f in faults {
-        match f {
-            Fault::Delay(d) => tokio::time::sleep(d).await,
-            Fault::Hang => std::future::pending::<()>().await,
-            Fault::Status(s) => {
-                let status = StatusCode::from_u16(s).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-                return flavored(status, "text/html", format!("simulated {s}\n"));
-            }
-        }
-    }
+async fn answer(app: &App, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response {
     if headers.contains_key("x-forwarded-for") {
         return flavored(StatusCode::FORBIDDEN, "text/html", "Forbidden\n".into());
     }
@@ -489,27 +477,11 @@ async fn values(State(app): State<Arc<App>>, b: Bytes) -> Reply {
     ok(serde_json::json!({ "path": path, "value": v.value }))
 }
 
-async fn faults(State(app): State<Arc<App>>, b: Bytes) -> Reply {
-    let f: Faults = json_body(&b)?;
-    let none = f.status.is_none() && f.latency_ms == 0 && !f.hang;
-    app.world().faults = (!none).then_some(f);
-    ok(serde_json::json!({ "faults": !none }))
-}
-
 async fn reset(State(app): State<Arc<App>>) -> Reply {
     app.set("instance/preempted", "FALSE");
     app.set("instance/maintenance-event", "NONE");
-    app.world().faults = None;
+    app.journal.clear_faults();
     ok(serde_json::json!({}))
-}
-
-async fn requests(State(app): State<Arc<App>>) -> Response {
-    axum::Json(app.world().log.all()).into_response()
-}
-
-async fn clear_requests(State(app): State<Arc<App>>) -> Response {
-    app.world().log.clear();
-    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn value_of(State(app): State<Arc<App>>, Path(path): Path<String>) -> Reply {
@@ -525,9 +497,8 @@ fn router(app: Arc<App>) -> Router {
         .route("/_sim/maintenance", post(maintenance))
         .route("/_sim/values", post(values))
         .route("/_sim/values/{*path}", get(value_of))
-        .route("/_sim/faults", post(faults))
         .route("/_sim/reset", post(reset))
-        .route("/_sim/requests", get(requests).delete(clear_requests))
+        .merge(journal_routes())
         .fallback(metadata)
         .with_state(app)
 }
@@ -543,6 +514,7 @@ pub async fn serve(
         world: Mutex::new(World::new(&config.identity)),
         changed,
         identity: config.identity.clone(),
+        journal: Journal::new(),
     });
     if let Some(after) = config.scenario.preempt_after {
         spawn_preempt(app.clone(), after);
