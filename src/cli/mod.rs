@@ -259,9 +259,12 @@ pub struct ReportFlags {
 
 #[derive(Debug, Args)]
 pub struct ImdsArgs {
-    /// The node this agent runs on (downward API `spec.nodeName`).
+    /// The node this agent runs on (downward API `spec.nodeName`). Without it, the node is
+    /// found from the instance: the node named as the cloud names the instance (EC2's private
+    /// DNS name, GCE's instance name, Azure's computer name), else the one whose
+    /// `spec.providerID` is the instance's (that needs list on nodes).
     #[arg(long, env = "NODE_NAME")]
-    pub node_name: String,
+    pub node_name: Option<String>,
     /// Which cloud's metadata service tells of interruptions: aws (EC2's instance metadata),
     /// gce (Compute Engine's metadata server) or azure (Scheduled Events).
     #[arg(long, env = "CLOUD", value_enum, default_value = "aws")]

@@ -38,6 +38,48 @@ fn booted_at(args: &ImdsArgs) -> Option<Timestamp> {
     }
 }
 
+/// The node that is this instance, when the agent is not told: found from the instance's
+/// identity (tried for up to 30 s: the metadata service may not answer at once).
+async fn own_node<S: NoticeSource>(
+    source: &S,
+    client: &kube::Client,
+    api_timeout: std::time::Duration,
+) -> anyhow::Result<String> {
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let identity = loop {
+        match source.identity().await {
+            Ok(id) => break id,
+            Err(e) if tokio::time::Instant::now() >= until => {
+                anyhow::bail!(
+                    "--node-name is not set and the instance's identity cannot be read to find the node: {e}"
+                )
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+        }
+    };
+    let found = sih_node::find_node(
+        client,
+        &identity.node_names,
+        identity.provider_id.as_deref(),
+        api_timeout,
+    )
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!("--node-name is not set and the node could not be looked up: {e}")
+    })?;
+    match found {
+        Some(node) => {
+            tracing::info!(%node, "found the node that is this instance");
+            Ok(node)
+        }
+        None => anyhow::bail!(
+            "--node-name is not set and no node is named {} or has providerID {}; set NODE_NAME (the DaemonSet sets it from spec.nodeName)",
+            identity.node_names.join(" or "),
+            identity.provider_id.as_deref().unwrap_or("(none)")
+        ),
+    }
+}
+
 /// Runs the agent until `stop` completes. `tap` also receives every update (the demo's
 /// timeline).
 pub async fn run_until(
@@ -125,6 +167,10 @@ async fn run_source<S: NoticeSource>(
         }),
     )
     .await?;
+    let node = match args.node_name.clone().filter(|n| !n.is_empty()) {
+        Some(n) => n,
+        None => own_node(&source, &client, args.kube.api_timeout).await?,
+    };
     let facts = telling::shared_facts();
     let (tx, reporting) = telling::spawn_reporters(
         telling_config,
@@ -135,7 +181,7 @@ async fn run_source<S: NoticeSource>(
         telling::Source {
             // The agent's mode, whatever the cloud (`Cloud` says which).
             name: "imds",
-            node: &args.node_name,
+            node: &node,
             reporter: args.me.pod_name.clone(),
             facts: facts.clone(),
             tap,
@@ -154,7 +200,7 @@ async fn run_source<S: NoticeSource>(
     let (responder, _actor) = Responder::spawn(config, client, tx, health.clone());
     let agent = Agent {
         cfg: AgentConfig {
-            node: args.node_name.clone(),
+            node: node.clone(),
             poll_interval: args.poll_interval,
             dry_run: args.act.dry_run,
         },

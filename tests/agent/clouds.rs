@@ -350,3 +350,26 @@ async fn azure_an_agent_killed_mid_drain_acknowledges_once_after_the_drain_it_re
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(acks(&s).await.len(), 1, "once");
 }
+
+/// Not told its node (`NODE_NAME` unset), the agent finds the node named as GCE names the
+/// instance, and acts on it.
+#[tokio::test]
+async fn gce_an_agent_not_told_its_node_finds_it_by_the_instance_name() {
+    let s = Scene::start_cloud("gce", &[], None, None).await;
+    s.control("values", json!({"path": "instance/name", "value": s.node}))
+        .await;
+    let agent = s.agent_with(&[], &[(crate::support::FIND_NODE, "1")]).await;
+    let found = agent
+        .proc
+        .until_logged(
+            "found the node that is this instance",
+            Duration::from_secs(5),
+        )
+        .await;
+    assert_eq!(found["node"], s.node.as_str());
+    s.control("preempt", json!({})).await;
+    until("fenced", Duration::from_secs(5), || async {
+        cordoned(&s.node().await)
+    })
+    .await;
+}

@@ -26,6 +26,8 @@ pub const SIM_BIN: &str = env!("CARGO_BIN_EXE_spot-interrupt-handler-sim");
 
 /// Set in an agent's environment by `agent_unready`: do not wait for it to watch.
 const NO_WAIT: &str = "SIH_TEST_NO_WAIT";
+/// Set in an agent's environment: start it without `--node-name` (it finds its node).
+pub const FIND_NODE: &str = "SIH_TEST_FIND_NODE";
 
 /// A Deployment with quick-to-stop pods and a budget of one at a time, and a DaemonSet.
 pub const WORKLOAD: &str = r#"
@@ -410,6 +412,10 @@ impl Scene {
             "--deadline-margin",
             "1s",
         ];
+        if env.iter().any(|(k, _)| *k == FIND_NODE) {
+            let at = args.iter().position(|a| *a == "--node-name").unwrap();
+            args.drain(at..at + 2);
+        }
         // A test's own poll interval replaces the default one.
         if extra.contains(&"--poll-interval") {
             let at = args.iter().position(|a| *a == "--poll-interval").unwrap();

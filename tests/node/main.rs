@@ -4,5 +4,6 @@
 mod cli;
 mod drain;
 mod fence;
+mod find;
 mod rbac;
 mod support;

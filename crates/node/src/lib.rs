@@ -7,6 +7,7 @@ pub mod claim;
 pub mod drain;
 pub mod error;
 pub mod fence;
+pub mod find;
 pub mod index;
 pub mod lb;
 pub mod surge;
@@ -18,6 +19,7 @@ pub use fence::{
     FenceOutcome, LB_EXCLUSION_LABEL, LB_EXCLUSION_VALUE, NOTICE_ANNOTATION, NodeFacts, NodeRecord,
     OUT_OF_SERVICE_TAINT, fence, mark_out_of_service, record_of, unfence,
 };
+pub use find::find_node;
 pub use index::{NodeIndex, watch_nodes};
 
 /// The default bound on one Kubernetes call (`--api-timeout`): a real API server answers in

@@ -362,6 +362,7 @@ fn compute(id: &Identity) -> serde_json::Value {
         "resourceGroupName": id.resource_group,
         "vmScaleSetName": id.scale_set,
         "priority": id.priority,
+        "osProfile": { "computerName": id.name, "adminUsername": "azureuser" },
         "osType": "Linux",
         "azEnvironment": "AzurePublicCloud",
     })

@@ -35,6 +35,12 @@ impl NoticeSource for Imds {
         Ok(Identity {
             instance_id: id.instance_id.clone(),
             facts: facts_of(&id),
+            // EKS names a node by its private DNS name.
+            node_names: id.local_hostname.iter().cloned().collect(),
+            provider_id: Some(format!(
+                "aws:///{}/{}",
+                id.availability_zone, id.instance_id
+            )),
         })
     }
 

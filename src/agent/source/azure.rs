@@ -92,6 +92,9 @@ impl NoticeSource for Azure {
         Ok(Identity {
             instance_id: id.vm_id.clone(),
             facts: facts_of(&id),
+            // AKS names a node as the VM's computer name.
+            node_names: vec![id.os_profile.computer_name.clone(), id.name.clone()],
+            provider_id: Some(id.provider_id()),
         })
     }
 

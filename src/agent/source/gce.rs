@@ -115,6 +115,9 @@ impl NoticeSource for Gce {
         Ok(Identity {
             instance_id: id.id.clone(),
             facts: facts_of(&id),
+            // GKE names a node as its instance.
+            node_names: vec![id.name.clone()],
+            provider_id: Some(id.provider_id()),
         })
     }
 

@@ -25,6 +25,10 @@ pub struct Identity {
     pub instance_id: String,
     /// What every webhook message about this instance says of it (`InstanceType`, ...).
     pub facts: InstanceFacts,
+    /// How the node that is this instance is found when the agent is not told: the names it
+    /// would have, then its `spec.providerID`.
+    pub node_names: Vec<String>,
+    pub provider_id: Option<String>,
 }
 
 /// One poll.

@@ -42,6 +42,32 @@ pub struct AzureIdentity {
     pub vm_scale_set_name: String,
     /// `Spot` or `Regular`.
     pub priority: String,
+    pub os_profile: OsProfile,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct OsProfile {
+    /// The VM's host name: the node's name on AKS (`aks-pool-123-vmss000000`, where `name`
+    /// is `aks-pool-123-vmss_0`).
+    pub computer_name: String,
+}
+
+impl AzureIdentity {
+    /// The node's `spec.providerID` on AKS: a scale set's instance (`name` ends `_N`) or a VM.
+    pub fn provider_id(&self) -> String {
+        let base = format!(
+            "azure:///subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute",
+            self.subscription_id, self.resource_group_name
+        );
+        match self.name.rsplit_once('_') {
+            Some((_, n)) if !self.vm_scale_set_name.is_empty() => format!(
+                "{base}/virtualMachineScaleSets/{}/virtualMachines/{n}",
+                self.vm_scale_set_name
+            ),
+            _ => format!("{base}/virtualMachines/{}", self.name),
+        }
+    }
 }
 
 pub struct AzureClient {
@@ -108,5 +134,31 @@ impl AzureClient {
             )
             .await
             .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_and_provider_id_as_aks_writes_them() {
+        let id: AzureIdentity = serde_json::from_str(
+            r#"{"name":"aks-spot-123-vmss_4","vmId":"v","vmScaleSetName":"aks-spot-123-vmss",
+                "subscriptionId":"s","resourceGroupName":"mc_rg","priority":"Spot",
+                "osProfile":{"computerName":"aks-spot-123-vmss000004"},"unknown":1}"#,
+        )
+        .unwrap();
+        assert_eq!(id.os_profile.computer_name, "aks-spot-123-vmss000004");
+        assert_eq!(
+            id.provider_id(),
+            "azure:///subscriptions/s/resourceGroups/mc_rg/providers/Microsoft.Compute/virtualMachineScaleSets/aks-spot-123-vmss/virtualMachines/4"
+        );
+        let vm = AzureIdentity {
+            vm_scale_set_name: String::new(),
+            name: "vm1".into(),
+            ..id
+        };
+        assert!(vm.provider_id().ends_with("/virtualMachines/vm1"));
     }
 }
