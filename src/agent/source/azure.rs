@@ -113,10 +113,11 @@ impl NoticeSource for Azure {
             name: &name,
             id: &identity.instance_id,
         };
-        let known = {
+        // Read under the lock once per poll, without copying what earlier polls saw.
+        let seen = {
             let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
             remember(&mut known, &doc, now);
-            known.clone()
+            observation(&doc, vm, node, &known, now)
         };
         let problems = doc
             .malformed
@@ -140,7 +141,7 @@ impl NoticeSource for Azure {
             })
             .collect();
         Poll {
-            observation: observation(&doc, vm, node, &known, now),
+            observation: seen,
             problems,
             acks,
         }
