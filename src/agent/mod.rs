@@ -23,6 +23,14 @@ use crate::responder::{Outcome, Responder};
 use health::Health;
 use source::{Ack, Identity, NoticeSource};
 
+/// The acknowledgements of this process: under way, and accepted by the cloud (never sent
+/// again).
+#[derive(Default)]
+struct Acks {
+    in_flight: HashSet<String>,
+    sent: HashSet<String>,
+}
+
 pub struct AgentConfig {
     pub node: String,
     pub poll_interval: Duration,
@@ -92,7 +100,7 @@ impl<S: NoticeSource> Agent<S> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let long_polls = self.source.long_polls();
         let mut last_problems = String::new();
-        let acking: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let acking: Arc<Mutex<Acks>> = Arc::default();
         loop {
             // A long-polling source waits for changes itself; after a poll with problems it
             // waits the poll interval like any other, so a failing service is not hammered.
@@ -142,24 +150,24 @@ impl<S: NoticeSource> Agent<S> {
     }
 
     /// Makes one acknowledgement apart from the loop, once its notice's action is done when it
-    /// must wait for that; one per event at a time (the next poll asks again if it failed).
-    fn acknowledge(&self, ack: Ack, acking: &Arc<Mutex<HashSet<String>>>) {
+    /// must wait for that; one per event at a time (the next poll asks again if it failed), and
+    /// never again once the cloud accepted it (an event may stay `Scheduled` a while after).
+    fn acknowledge(&self, ack: Ack, acks: &Arc<Mutex<Acks>>) {
         if self.cfg.dry_run {
             return;
         }
-        let lock = |a: &Mutex<HashSet<String>>| {
-            a.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(ack.event_id.clone())
+        let lock = |a: &Mutex<Acks>| {
+            let mut a = a.lock().unwrap_or_else(|p| p.into_inner());
+            !a.sent.contains(&ack.event_id) && a.in_flight.insert(ack.event_id.clone())
         };
-        if !lock(acking) {
+        if !lock(acks) {
             return;
         }
         let done = ack
             .after_done
             .then(|| self.responder.done(&self.cfg.node, &ack.notice_id));
         let send = self.source.acknowledge(vec![ack.event_id.clone()]);
-        let acking = acking.clone();
+        let acks = acks.clone();
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
             let go = match done {
@@ -167,16 +175,23 @@ impl<S: NoticeSource> Agent<S> {
                 Some(rx) => match rx.await {
                     Ok(Outcome::Done) => Ok(()),
                     Ok(Outcome::Failed(why)) => Err(why),
+                    Ok(Outcome::Withdrawn) => {
+                        Err("its notice was withdrawn before its action finished".to_owned())
+                    }
                     Err(_) => Err("the responder stopped".to_owned()),
                 },
             };
+            let mut sent = false;
             match go {
                 Ok(()) => match send.await {
-                    Ok(()) => {
+                    Ok(true) => {
+                        sent = true;
                         metrics.acknowledged("ok");
                         tracing::info!(event = %ack.event_id, notice = %ack.notice_id,
                             "acknowledged: the cloud may go ahead now")
                     }
+                    Ok(false) => tracing::info!(event = %ack.event_id, notice = %ack.notice_id,
+                        "not acknowledged: the event was cancelled or started meanwhile"),
                     Err(e) => {
                         metrics.acknowledged("error");
                         tracing::warn!(event = %ack.event_id, error = %e,
@@ -186,10 +201,11 @@ impl<S: NoticeSource> Agent<S> {
                 Err(why) => tracing::warn!(event = %ack.event_id, %why,
                     "not acknowledged: its action did not finish; the cloud goes ahead at its time"),
             }
-            acking
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&ack.event_id);
+            let mut a = acks.lock().unwrap_or_else(|p| p.into_inner());
+            a.in_flight.remove(&ack.event_id);
+            if sent {
+                a.sent.insert(ack.event_id.clone());
+            }
         });
     }
 

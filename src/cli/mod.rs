@@ -246,8 +246,8 @@ pub struct ReportFlags {
     /// Extra headers: a JSON object (NTH's form) or `Name: value` pairs separated by commas.
     #[arg(long, env = "WEBHOOK_HEADERS", default_value = "")]
     pub webhook_headers: String,
-    /// HTTP(S) proxy for webhook requests.
-    #[arg(long, env = "WEBHOOK_PROXY")]
+    /// HTTP(S) proxy for webhook requests (`http://`, `https://`; `socks5://` is not built in).
+    #[arg(long, env = "WEBHOOK_PROXY", value_parser = proxy_url)]
     pub webhook_proxy: Option<String>,
     /// Per attempt. Range: 100ms to 5m.
     #[arg(long, env = "WEBHOOK_TIMEOUT", value_parser = duration_in("100ms", "5m"), default_value = "5s")]
@@ -486,6 +486,24 @@ pub fn parse_grace_period(s: &str) -> Result<i64, String> {
     i64::try_from(d.as_secs()).map_err(|_| format!("{s:?} is too long"))
 }
 
+/// A proxy URL the webhook client can use, refused at start otherwise (`ftp://` used to be
+/// accepted and every message then failed). The error never repeats the URL: it may hold a
+/// password.
+fn proxy_url(s: &str) -> Result<String, String> {
+    let scheme = s
+        .split_once("://")
+        .map(|(scheme, _)| scheme.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("http" | "https") if s.len() > scheme.as_deref().unwrap_or_default().len() + 3 => {
+            Ok(s.to_owned())
+        }
+        Some(other) => Err(format!(
+            "the scheme {other:?} is not a proxy we speak: give http:// or https://"
+        )),
+        None => Err("not a URL: give http://HOST:PORT or https://HOST:PORT".to_owned()),
+    }
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d: jiff::SignedDuration = s
         .trim()
@@ -517,6 +535,21 @@ mod properties {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn a_webhook_proxy_we_cannot_speak_is_refused_at_start_without_echoing_it() {
+        assert!(proxy_url("http://proxy:3128").is_ok());
+        assert!(proxy_url("HTTPS://user:pw@proxy:3128").is_ok());
+        for bad in [
+            "ftp://user:secret@proxy",
+            "proxy:3128",
+            "http://",
+            "socks5://p:1",
+        ] {
+            let e = proxy_url(bad).unwrap_err();
+            assert!(!e.contains("secret") && !e.contains("proxy:"), "{e}");
+        }
+    }
 
     #[test]
     fn durations_are_written_like_people_write_them() {

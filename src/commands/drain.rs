@@ -26,7 +26,12 @@ fn parse_deadline(s: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
         Err(_) => {
             let d = crate::cli::parse_duration(s)
                 .map_err(|e| anyhow!("--deadline: {e}; or give an RFC 3339 time"))?;
-            now + d
+            jiff::SignedDuration::try_from(d)
+                .ok()
+                .and_then(|d| now.checked_add(d).ok())
+                .ok_or_else(|| {
+                    anyhow!("--deadline {s} is further away than any time we can write")
+                })?
         }
     };
     if at <= now {
@@ -210,6 +215,7 @@ pub async fn run(args: DrainCommandArgs) -> anyhow::Result<()> {
     match result {
         Ok(Outcome::Done) => Ok(()),
         Ok(Outcome::Failed(why)) => bail!("drain of {}: {why}", args.node),
+        Ok(Outcome::Withdrawn) => bail!("drain of {}: the notice was withdrawn", args.node),
         Err(_) => bail!("drain of {}: the responder stopped", args.node),
     }
 }
@@ -274,6 +280,14 @@ mod properties {
         fn no_deadline_makes_the_parser_panic(s in ".{0,40}") {
             let _ = super::parse_deadline(&s, jiff::Timestamp::now());
         }
+    }
+
+    #[test]
+    fn a_deadline_past_the_end_of_time_is_refused_not_a_panic() {
+        let e = super::parse_deadline("1000000000h", jiff::Timestamp::now())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("further away"), "{e}");
     }
 
     #[test]

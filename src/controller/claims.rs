@@ -281,7 +281,9 @@ async fn take_handed_over(shared: &Arc<Shared>) {
 async fn resume(shared: Arc<Shared>, node: String) {
     tracing::info!(node = %node, "took the node over from a replica that is gone; resuming from its record");
     match shared.responder.resume(&node).await {
-        Ok(Done::Done) => tracing::info!(node = %node, "the node taken over is done"),
+        Ok(Done::Done | Done::Withdrawn) => {
+            tracing::info!(node = %node, "the node taken over is done")
+        }
         Ok(Done::Failed(why)) => {
             tracing::warn!(node = %node, why = %why, "the node taken over is not done; its messages come back")
         }

@@ -409,7 +409,8 @@ async fn carry_out(
         tokio::select! {
             outcome = &mut done => {
                 return match outcome {
-                    Ok(Done::Done) => true,
+                    // Withdrawn (a rebalance past its time to live): nothing is left to do.
+                    Ok(Done::Done | Done::Withdrawn) => true,
                     Ok(Done::Failed(why)) => {
                         tracing::warn!(notice_id = %id, node, why = %why, "the notice's action did not finish; the message comes back");
                         false

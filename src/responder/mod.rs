@@ -51,6 +51,9 @@ pub enum Outcome {
     Done,
     /// Its action could not be done (worth trying again later).
     Failed(String),
+    /// It went away (withdrawn, expired) before its action finished: nothing is left to do,
+    /// and nothing may be said to be done (an Azure acknowledgement is never sent for it).
+    Withdrawn,
 }
 
 pub struct ResponderConfig {
@@ -287,6 +290,8 @@ struct NodeState {
     drained_at: HashMap<String, u64>,
     /// Withdrawn notices whose undo is not written yet: `Unfenced` once it is.
     withdrawn: Vec<(Notice, String)>,
+    /// Ids withdrawn and not carried again since: their waiters hear `Withdrawn`, not `Done`.
+    withdrawn_ids: HashSet<String>,
     loaded: bool,
     /// Seen before the record was read: announced once it is (or after some patience).
     pending: Vec<Notice>,
@@ -473,6 +478,7 @@ impl Actor {
                     included: HashMap::new(),
                     drained_at: HashMap::new(),
                     withdrawn: Vec::new(),
+                    withdrawn_ids: HashSet::new(),
                     loaded: false,
                     pending: Vec::new(),
                     generation: 0,
@@ -529,6 +535,7 @@ impl Actor {
     /// A notice gone: its fence is undone on the next write (`Unfenced` says why).
     fn withdraw(&mut self, node: &str, n: Notice, why: String) {
         let s = self.state(node);
+        s.withdrawn_ids.insert(n.id.clone());
         s.drained.remove(&n.id);
         s.drained_at.remove(&n.id);
         s.announced.remove(&n.id);
@@ -579,6 +586,7 @@ impl Actor {
         for c in changes {
             match c {
                 Change::Added(n) => {
+                    self.state(node).withdrawn_ids.remove(&n.id);
                     if self.state(node).loaded {
                         self.announce(node, n);
                     } else {
@@ -1000,6 +1008,10 @@ impl Actor {
                 .get(&w.id)
                 .map(|n| policy.action_for(n.kind))
                 .unwrap_or(Action::None);
+            if s.tracker.get(&w.id).is_none() && s.withdrawn_ids.contains(&w.id) {
+                let _ = w.done.send(Outcome::Withdrawn);
+                continue;
+            }
             let announced = s.announced.contains(&w.id) || s.tracker.get(&w.id).is_none();
             let done = announced
                 && match action {

@@ -3,6 +3,7 @@
 //! conformance scenarios, faults, the NTH drop-in and the demo.
 
 mod clouds;
+mod confinement;
 mod demo;
 mod faults;
 #[path = "../support/moto.rs"]
@@ -10,6 +11,8 @@ mod moto;
 mod nth;
 mod overlaps;
 mod queue;
+#[path = "../support/real_cluster.rs"]
+mod real_cluster;
 mod scenarios;
 mod support;
 mod view;

@@ -15,7 +15,22 @@ const SCHEDULED_TAINT: &str = "spot-interrupt-handler/scheduled-maintenance";
 const LB: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 const NOTICE: &str = "spot-interrupt-handler/notice";
 
-#[tokio::test]
+// The same bodies against the simulator and against the real control plane.
+crate::on_both_backends!(
+    spot_interruption_fences_drains_and_tells,
+    cordon_only_never_evicts,
+    dry_run_writes_nothing_anywhere,
+    scheduled_maintenance_drains_and_its_cancellation_unfences,
+    a_reboot_after_the_fence_unfences_on_restart,
+    rebalance_taints_then_the_spot_notice_drains,
+    a_withdrawn_rebalance_recommendation_is_undone,
+    asg_target_state_terminated_drains,
+    an_invalid_eviction_choice_is_an_event_on_the_pod_and_an_opted_out_pod_stays,
+    rebalance_drain_when_asked,
+    a_rebalance_fence_is_undone_after_its_time_to_live_unless_an_interruption_followed,
+    spot_interruption_over_tls_with_the_manifests_rbac,
+);
+
 async fn spot_interruption_fences_drains_and_tells() {
     let s = Scene::start(&[]).await;
     let (hook, url) = Hook::start().await;
@@ -59,6 +74,20 @@ async fn spot_interruption_fences_drains_and_tells() {
         assert!(
             reasons.contains(&r.to_owned()),
             "{r} missing from {reasons:?}"
+        );
+    }
+    // Where an operator looks first: `kubectl describe node` selects Events by the node's uid
+    // (or, by the kubelet's convention, its name), so each of ours must name it.
+    let described = s.describe("node", &s.node);
+    for r in [
+        "SpotInterruption",
+        "Fenced",
+        "DrainStarted",
+        "DrainSucceeded",
+    ] {
+        assert!(
+            described.contains(r),
+            "kubectl describe node lacks {r}:\n{described}"
         );
     }
     // After a successful drain the out-of-service taint lets volumes detach at once.
@@ -202,7 +231,6 @@ async fn imdsv2_required_still_sees_the_notice() {
     drop(agent);
 }
 
-#[tokio::test]
 async fn cordon_only_never_evicts() {
     let s = Scene::start(&[]).await;
     let before = s.web_on_node().await;
@@ -227,7 +255,6 @@ async fn cordon_only_never_evicts() {
     );
 }
 
-#[tokio::test]
 async fn dry_run_writes_nothing_anywhere() {
     let s = Scene::start(&[]).await;
     let (hook, url) = Hook::start().await;
@@ -290,7 +317,6 @@ async fn scheduled_event(s: &Scene) -> String {
         .to_owned()
 }
 
-#[tokio::test]
 async fn scheduled_maintenance_drains_and_its_cancellation_unfences() {
     let s = Scene::start(&[]).await;
     let agent = s.agent(&[]).await;
@@ -342,7 +368,6 @@ async fn scheduled_maintenance_drains_and_its_cancellation_unfences() {
     drop(agent);
 }
 
-#[tokio::test]
 async fn a_reboot_after_the_fence_unfences_on_restart() {
     let s = Scene::start(&[]).await;
     let mut agent = s.agent(&[]).await;
@@ -374,7 +399,6 @@ async fn a_reboot_after_the_fence_unfences_on_restart() {
     assert!(!id.is_empty());
 }
 
-#[tokio::test]
 async fn rebalance_taints_then_the_spot_notice_drains() {
     let s = Scene::start(&[]).await;
     let before = s.web_on_node().await;
@@ -399,7 +423,6 @@ async fn rebalance_taints_then_the_spot_notice_drains() {
     assert!(keys.contains(&SPOT_TAINT.to_owned()) && keys.contains(&REBALANCE_TAINT.to_owned()));
 }
 
-#[tokio::test]
 async fn a_withdrawn_rebalance_recommendation_is_undone() {
     let s = Scene::start(&[]).await;
     let _agent = s.agent(&[]).await;
@@ -416,7 +439,6 @@ async fn a_withdrawn_rebalance_recommendation_is_undone() {
     .await;
 }
 
-#[tokio::test]
 async fn asg_target_state_terminated_drains() {
     let s = Scene::start(&[]).await;
     let agent = s.agent(&[]).await;
@@ -563,19 +585,19 @@ async fn webhook_messages_fill_every_field_their_sources_know() {
 
 /// A pod whose `spot-interrupt-handler/eviction` annotation is not a choice is told so by a
 /// Warning Event on it, and leaves as by default; a pod that opted out stays.
-#[tokio::test]
 async fn an_invalid_eviction_choice_is_an_event_on_the_pod_and_an_opted_out_pod_stays() {
     let s = Scene::start(&[]).await;
-    let pinned = |name: &str, choice: &str| {
+    let pinned = |name: &str, choice: &str, grace: u32| {
         format!(
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}, annotations: {{spot-interrupt-handler/eviction: \"{choice}\"}}}}\n    spec:\n      nodeSelector: {{kubernetes.io/hostname: {}}}\n      terminationGracePeriodSeconds: 1\n      containers: [{{name: c, image: nginx}}]",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}, annotations: {{spot-interrupt-handler/eviction: \"{choice}\"}}}}\n    spec:\n      nodeSelector: {{kubernetes.io/hostname: {}}}\n      terminationGracePeriodSeconds: {grace}\n      containers: [{{name: c, image: nginx}}]",
             s.node
         )
     };
+    // The typo pod takes 20 s to stop, so it is still there to be described after its Event.
     s.apply(&format!(
         "{}\n---\n{}",
-        pinned("typo", "soon"),
-        pinned("keeper", "never")
+        pinned("typo", "soon", 20),
+        pinned("keeper", "never", 1)
     ))
     .await;
     until("both pinned pods run", Duration::from_secs(10), || async {
@@ -607,6 +629,19 @@ async fn an_invalid_eviction_choice_is_an_event_on_the_pod_and_an_opted_out_pod_
         })
     })
     .await;
+    // `kubectl describe pod` selects Events by the pod's uid: ours must carry it.
+    let typo = s
+        .events()
+        .await
+        .into_iter()
+        .find(|e| e.reason.as_deref() == Some("InvalidEvictionChoice"))
+        .and_then(|e| e.involved_object.name)
+        .unwrap();
+    let described = s.describe("pod", &typo);
+    assert!(
+        described.contains("InvalidEvictionChoice") && described.contains("PodEvicted"),
+        "kubectl describe pod lacks our Events:\n{described}"
+    );
     let pods: Api<Pod> = Api::namespaced(s.client.clone(), "default");
     let on_node: Vec<String> = pods
         .list(&ListParams::default().fields(&format!("spec.nodeName={}", s.node)))
@@ -627,7 +662,6 @@ async fn an_invalid_eviction_choice_is_an_event_on_the_pod_and_an_opted_out_pod_
     );
 }
 
-#[tokio::test]
 async fn rebalance_drain_when_asked() {
     let s = Scene::start(&[]).await;
     let _agent = s.agent(&["--rebalance-action", "drain"]).await;
@@ -655,7 +689,6 @@ async fn rebalance_fenced_with_a_time_to_live() -> (Scene, crate::support::Agent
 /// A rebalance fence is undone after `--rebalance-ttl` when no interruption followed, with an
 /// Event that says so, and not put back while the recommendation stays visible (IMDS keeps it
 /// for hours); when a spot interruption follows, the fence stays.
-#[tokio::test]
 async fn a_rebalance_fence_is_undone_after_its_time_to_live_unless_an_interruption_followed() {
     let (s, agent) = rebalance_fenced_with_a_time_to_live().await;
     until(
@@ -695,7 +728,6 @@ async fn a_rebalance_fence_is_undone_after_its_time_to_live_unless_an_interrupti
 
 /// The production path: HTTPS, the agent's own service-account token, and only the
 /// permissions `deploy/manifests` grants. A missing permission would show as a 403 here.
-#[tokio::test]
 async fn spot_interruption_over_tls_with_the_manifests_rbac() {
     let s = Scene::start_with(&[], true).await;
     let (hook, url) = Hook::start().await;

@@ -191,10 +191,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The two simulators and what the agent needs to reach them.
+/// The cluster a scene runs: the simulator's process, or a real control plane.
+enum ClusterHandle {
+    /// Held for its drop (which kills the process).
+    Simulator(#[allow(dead_code)] Proc),
+    Real(crate::real_cluster::ControlPlane),
+}
+
+/// The two simulators (or the metadata simulator and a real control plane) and what the agent
+/// needs to reach them.
 pub struct Scene {
-    /// Held to keep the simulators running (killed on drop).
-    _cluster: Proc,
+    /// Held to keep the cluster running (stopped on drop).
+    cluster: ClusterHandle,
     _imds: Proc,
     pub cluster_url: String,
     pub imds_url: String,
@@ -215,6 +223,7 @@ impl Drop for Scene {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.admin_kubeconfig);
         let _ = std::fs::remove_file(&self.uptime_file);
+        let _ = std::fs::remove_dir_all(self.admin_kubeconfig.with_extension("kubectl-cache"));
         if let Some(dir) = &self.in_cluster_dir {
             let _ = std::fs::remove_dir_all(dir);
             let _ = std::fs::remove_dir_all(dir.with_extension("kubectl-cache"));
@@ -265,6 +274,9 @@ impl Scene {
         rbac: Option<(&str, &str)>,
         nodes: Option<&str>,
     ) -> Self {
+        if crate::real_cluster::backend() == crate::real_cluster::Backend::Real {
+            return Self::start_real(cloud, imds_args, rbac, nodes).await;
+        }
         let tls = rbac.is_some();
         let dir = std::env::temp_dir();
         let tag = format!("{}-{}", std::process::id(), free_port());
@@ -355,7 +367,7 @@ impl Scene {
             .clone()
             .unwrap();
         let scene = Self {
-            _cluster: cluster,
+            cluster: ClusterHandle::Simulator(cluster),
             _imds: imds,
             cluster_url,
             imds_url,
@@ -371,6 +383,85 @@ impl Scene {
         scene.until_web_running(6).await;
         let _ = std::fs::remove_file(&workload);
         scene
+    }
+
+    /// The same scene on a real control plane: three nodes (the first spot) as the simulator
+    /// makes them, or `nodes`, run by kwok; the workload applied with kubectl; with `rbac`, the
+    /// manifest applied and the agent given a bound token of its ServiceAccount, bound to a pod
+    /// on the spot node as a DaemonSet pod's is.
+    async fn start_real(
+        cloud: &'static str,
+        imds_args: &[&str],
+        rbac: Option<(&str, &str)>,
+        nodes: Option<&str>,
+    ) -> Self {
+        let cp = crate::real_cluster::ControlPlane::start().await;
+        let node_objects: Vec<Value> = match nodes {
+            Some(yaml) => sih_sim_cluster::workload::parse(yaml).expect("the nodes parse"),
+            None => (0..3)
+                .map(|i| sih_sim_cluster::workload::node(i, i < 1))
+                .collect(),
+        };
+        cp.add_nodes(&node_objects).await;
+        cp.apply(WORKLOAD);
+        let dir = std::env::temp_dir();
+        let tag = format!("{}-{}", std::process::id(), free_port());
+        let in_cluster_dir = rbac.map(|_| dir.join(format!("sih-agent-e2e-{tag}.sa")));
+        let client = cp.client.clone();
+        let node = Api::<Node>::all(client.clone())
+            .list(&ListParams::default().labels("lifecycle=Ec2Spot"))
+            .await
+            .unwrap()
+            .items[0]
+            .metadata
+            .name
+            .clone()
+            .unwrap();
+        let kubeconfig = match (rbac, &in_cluster_dir) {
+            (Some((manifest, sa)), Some(d)) => {
+                cp.kubectl_must(&[
+                    "apply",
+                    "-f",
+                    &format!("{}/deploy/manifests/{manifest}", env!("CARGO_MANIFEST_DIR")),
+                ]);
+                let (ns, name) = sa.split_once('/').expect("NAMESPACE/NAME");
+                cp.service_account_kubeconfig(ns, name, &node, d).await
+            }
+            _ => cp.kubeconfig.clone(),
+        };
+        // The test's own copy of the admin's kubeconfig, removed with the scene.
+        let admin_kubeconfig = dir.join(format!("sih-agent-e2e-{tag}.kubeconfig"));
+        std::fs::copy(&cp.kubeconfig, &admin_kubeconfig).unwrap();
+        let sim = if cloud == "aws" { "imds" } else { cloud };
+        let mut args = vec!["simulate", sim, "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(imds_args);
+        let (imds, imds_url) = simulator(&args).await;
+        let uptime_file = dir.join(format!("sih-agent-e2e-{tag}.uptime"));
+        std::fs::write(&uptime_file, "86400.00 1000.00\n").unwrap();
+        let scene = Self {
+            cluster_url: cp.server.clone(),
+            cluster: ClusterHandle::Real(cp),
+            _imds: imds,
+            imds_url,
+            kubeconfig,
+            admin_kubeconfig,
+            in_cluster_dir,
+            uptime_file,
+            client,
+            node,
+            cloud,
+            http: reqwest::Client::new(),
+        };
+        scene.until_web_running(6).await;
+        scene
+    }
+
+    /// The real control plane this scene runs on, if it does.
+    pub fn real(&self) -> Option<&crate::real_cluster::ControlPlane> {
+        match &self.cluster {
+            ClusterHandle::Real(cp) => Some(cp),
+            ClusterHandle::Simulator(_) => None,
+        }
     }
 
     /// The agent as a DaemonSet pod would run it, with `extra` flags; JSON logs.
@@ -471,6 +562,7 @@ impl Scene {
 
     /// POSTs to the cluster simulator's control API (faults, node termination).
     pub async fn cluster_control(&self, path: &str, body: Value) -> Value {
+        assert!(self.real().is_none(), "/_sim/{path}: the simulator's alone");
         self.post_control(&self.cluster_url, path, body).await
     }
 
@@ -492,6 +584,7 @@ impl Scene {
 
     /// What the cluster simulator recorded: `requests`, `pod-events` or `node-changes`.
     pub async fn cluster_journal(&self, what: &str) -> Vec<Value> {
+        assert!(self.real().is_none(), "/_sim/{what}: the simulator's alone");
         match self.get_control(&self.cluster_url, what).await {
             Value::Array(items) => items,
             other => panic!("/_sim/{what} is not a list: {other}"),
@@ -610,6 +703,28 @@ impl Scene {
             .await
             .unwrap()
             .items
+    }
+
+    /// `kubectl describe KIND NAME` (in `default` for namespaced kinds) as the admin.
+    pub fn describe(&self, kind: &str, name: &str) -> String {
+        let out = std::process::Command::new(
+            std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()),
+        )
+        .args(["describe", kind, name, "-n", "default"])
+        .env("KUBECONFIG", &self.admin_kubeconfig)
+        .env("HOME", std::env::temp_dir())
+        .env(
+            "KUBECACHEDIR",
+            self.admin_kubeconfig.with_extension("kubectl-cache"),
+        )
+        .output()
+        .expect("kubectl is installed (./scripts/test installs it)");
+        assert!(
+            out.status.success(),
+            "kubectl describe {kind} {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub async fn drained(&self) {

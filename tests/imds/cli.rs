@@ -69,7 +69,7 @@ async fn scenario_flags_and_required_tokens_as_a_process() {
         .unwrap()
         .expect("notice at once");
     assert_eq!(notice.action, SpotAction::Stop);
-    let lead = notice.time.as_second() - jiff::Timestamp::now().as_second();
+    let lead = notice.time.unwrap().as_second() - jiff::Timestamp::now().as_second();
     assert!(
         (118..=120).contains(&lead),
         "default lead 120 s, got {lead}"

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod drain_plan;
+pub mod label_value;
 pub mod notice;
 pub mod plan;
 pub mod planner;

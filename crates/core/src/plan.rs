@@ -141,7 +141,8 @@ pub fn evacuation_plan(carried: &[Carried], rules: &PlanRules) -> Plan {
         taints.push(PlannedTaint {
             kind,
             key: kind.taint_key(),
-            value: c.notice.id.clone(),
+            // The id is the outside world's; the API server takes only a label value.
+            value: crate::label_value::label_value(&c.notice.id),
             effect: rules
                 .taint_effect
                 .clone()

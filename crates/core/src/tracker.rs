@@ -189,12 +189,24 @@ pub fn rebooted_since(fenced_at: Timestamp, uptime: Duration, now: Timestamp) ->
 /// Parses the first field of `/proc/uptime` (`12345.67 89012.34`).
 pub fn parse_uptime(s: &str) -> Option<Duration> {
     let secs: f64 = s.split_whitespace().next()?.parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    // `try_`: a value past what a Duration holds (`1e300`) is unreadable, not a panic.
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_uptime_file_of_any_content_reads_or_is_refused_without_a_panic() {
+        assert_eq!(
+            parse_uptime("86400.00 1000.00\n"),
+            Some(Duration::from_secs(86400))
+        );
+        for bad in ["1e300 0", "-1 0", "NaN", "inf 0", "", "x"] {
+            assert_eq!(parse_uptime(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn a_rebalance_expires_after_its_time_to_live_unless_an_interruption_followed() {

@@ -70,8 +70,12 @@ impl FromStr for SpotAction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpotInstanceAction {
     pub action: SpotAction,
-    /// When EC2 acts (UTC).
-    pub time: Timestamp,
+    /// When EC2 acts (UTC); `None` when the item names no readable time. The interruption is
+    /// certain all the same: it is acted on with the shortest notice EC2 gives
+    /// ([`SPOT_NOTICE`]) from detection, never ignored.
+    pub time: Option<Timestamp>,
+    /// The time as served, when it could not be read.
+    pub unreadable_time: Option<String>,
     /// An action EC2 does not document, read as `terminate` (EC2 takes the instance either
     /// way; doing nothing would be the worst reading).
     pub unknown_action: Option<String>,
@@ -300,25 +304,41 @@ pub fn format_scheduled_time(t: Timestamp) -> String {
     t.strftime("%-d %b %Y %H:%M:%S GMT").to_string()
 }
 
-/// `spot/instance-action`: `{"action": "terminate", "time": "2017-09-18T08:22:00Z"}`.
+/// The shortest warning EC2 gives before a spot interruption: what a notice whose time cannot
+/// be read is given, counted from its detection.
+pub const SPOT_NOTICE: jiff::SignedDuration = jiff::SignedDuration::from_secs(120);
+
+/// `spot/instance-action`: `{"action": "terminate", "time": "2017-09-18T08:22:00Z"}`. A body
+/// that is not that JSON object is malformed; an object with an action is an interruption,
+/// whatever its time holds (fail closed: an unreadable time is `None`, never "no notice").
 pub fn parse_instance_action(body: &str) -> Result<SpotInstanceAction, MalformedItem> {
     #[derive(Deserialize)]
     struct Raw {
         action: String,
-        time: String,
+        #[serde(default)]
+        time: Option<serde_json::Value>,
     }
     let raw: Raw = serde_json::from_str(body)
         .map_err(|e| MalformedItem::new("spot instance-action", format!("invalid JSON: {e}")))?;
-    let time = parse_rfc3339(&raw.time)?;
+    let (time, unreadable_time) = match &raw.time {
+        Some(serde_json::Value::String(t)) => match parse_rfc3339(t) {
+            Ok(t) => (Some(t), None),
+            Err(_) => (None, Some(t.clone())),
+        },
+        Some(other) => (None, Some(other.to_string())),
+        None => (None, Some("(no time)".to_owned())),
+    };
     Ok(match raw.action.parse() {
         Ok(action) => SpotInstanceAction {
             action,
             time,
+            unreadable_time,
             unknown_action: None,
         },
         Err(_) => SpotInstanceAction {
             action: SpotAction::Terminate,
             time,
+            unreadable_time,
             unknown_action: Some(raw.action),
         },
     })
@@ -429,24 +449,34 @@ mod tests {
             let body = format!(r#"{{"action": "{action}", "time": "2017-09-18T08:22:00Z"}}"#);
             let got = parse_instance_action(&body).unwrap();
             assert_eq!(got.action, action);
-            assert_eq!(got.time, ts("2017-09-18T08:22:00Z"));
+            assert_eq!(got.time, Some(ts("2017-09-18T08:22:00Z")));
         }
     }
 
     #[test]
-    fn instance_action_reads_an_unknown_action_as_terminate_and_rejects_bad_time_and_json() {
+    fn instance_action_fails_closed_on_an_unknown_action_or_an_unreadable_time() {
         // EC2 takes the instance whatever the word: fail closed, keep the time, say what it was.
         let unknown =
             parse_instance_action(r#"{"action":"explode","time":"2017-09-18T08:22:00Z"}"#).unwrap();
         assert_eq!(unknown.action, SpotAction::Terminate);
-        assert_eq!(unknown.time, ts("2017-09-18T08:22:00Z"));
+        assert_eq!(unknown.time, Some(ts("2017-09-18T08:22:00Z")));
         assert_eq!(unknown.unknown_action.as_deref(), Some("explode"));
-        let bad_time = parse_instance_action(r#"{"action":"stop","time":"tomorrow"}"#);
-        assert_eq!(bad_time.unwrap_err().what, "time");
+        // The interruption is certain, its time is not: kept, with what was served.
+        for (body, served) in [
+            (r#"{"action":"stop","time":"tomorrow"}"#, "tomorrow"),
+            (
+                r#"{"action":"terminate","time":"2026-12-06 03:20:00"}"#,
+                "2026-12-06 03:20:00",
+            ),
+            (r#"{"action":"terminate","time":12}"#, "12"),
+            (r#"{"action":"stop"}"#, "(no time)"),
+        ] {
+            let a = parse_instance_action(body).unwrap();
+            assert_eq!(a.time, None, "{body}");
+            assert_eq!(a.unreadable_time.as_deref(), Some(served));
+        }
         let bad_json = parse_instance_action(r#"{"action":"stop""#);
         assert!(bad_json.unwrap_err().reason.contains("invalid JSON"));
-        let missing = parse_instance_action(r#"{"action":"stop"}"#);
-        assert!(missing.unwrap_err().reason.contains("time"));
     }
 
     #[test]

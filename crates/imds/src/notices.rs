@@ -22,7 +22,12 @@ pub fn observation(
     // Stop and hibernate take the instance away like terminate does. The legacy item is only
     // a fallback: both appear together on EC2.
     let spot_time = match &snapshot.spot_instance_action {
-        Ok(Some(a)) => Some(a.time),
+        // An interruption whose time cannot be read is acted on at once, with the shortest
+        // notice EC2 gives, from detection (the tracker keeps the first detection's deadline).
+        Ok(Some(a)) => Some(
+            a.time
+                .unwrap_or_else(|| now.checked_add(crate::items::SPOT_NOTICE).unwrap_or(now)),
+        ),
         _ => snapshot
             .spot_termination_time
             .as_ref()
@@ -113,9 +118,26 @@ mod tests {
     fn spot_at(time: &str) -> SpotInstanceAction {
         SpotInstanceAction {
             action: SpotAction::Hibernate,
-            time: ts(time),
+            time: Some(ts(time)),
+            unreadable_time: None,
             unknown_action: None,
         }
+    }
+
+    #[test]
+    fn an_interruption_whose_time_is_unreadable_gets_two_minutes_from_detection() {
+        let mut s = quiet();
+        s.spot_instance_action = Ok(Some(SpotInstanceAction {
+            action: SpotAction::Terminate,
+            time: None,
+            unreadable_time: Some("2026-12-06 03:20:00".into()),
+            unknown_action: None,
+        }));
+        let now = ts("2026-11-23T10:00:00Z");
+        let o = observation(&s, "i-1", "n1", now);
+        assert_eq!(o.notices.len(), 1);
+        assert_eq!(o.notices[0].kind, NoticeKind::SpotInterruption);
+        assert_eq!(o.notices[0].deadline, Some(ts("2026-11-23T10:02:00Z")));
     }
 
     #[test]

@@ -42,7 +42,7 @@ proptest! {
         let time = jiff::Timestamp::from_second(secs).unwrap();
         let body = format!(r#"{{"action":"{action}","time":"{time}"}}"#);
         let read = parse_instance_action(&body).unwrap();
-        prop_assert_eq!(read.time, time);
+        prop_assert_eq!(read.time, Some(time));
         match action.parse::<SpotAction>() {
             Ok(a) => prop_assert_eq!((read.action, read.unknown_action), (a, None)),
             Err(_) => prop_assert_eq!((read.action, read.unknown_action), (SpotAction::Terminate, Some(action))),

@@ -166,6 +166,8 @@ impl DrainEnd {
 pub struct PodRef {
     pub namespace: String,
     pub name: String,
+    /// The pod's uid: an Event about the pod names it, or `kubectl describe pod` never shows it.
+    pub uid: String,
 }
 
 impl std::fmt::Display for PodRef {
@@ -343,6 +345,7 @@ fn pod_ref(p: &PodFacts) -> PodRef {
     PodRef {
         namespace: p.namespace.clone(),
         name: p.name.clone(),
+        uid: p.uid.clone(),
     }
 }
 

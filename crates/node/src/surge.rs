@@ -22,6 +22,50 @@ use crate::NodeError;
 pub const SURGE_ANNOTATION: &str = "spot-interrupt-handler/surge";
 /// On a Deployment: its replica count before our surge, restored after the drain.
 pub const RESTORE_ANNOTATION: &str = "spot-interrupt-handler/surge-restore";
+/// On a Deployment: the count our surge raised it to. A record is trusted only while the
+/// Deployment still has exactly this many replicas (nobody changed it since).
+pub const RAISED_ANNOTATION: &str = "spot-interrupt-handler/surge-raised";
+
+/// The counts of one surge: `(restore_to, raised_to)`, from what the Deployment holds now
+/// (`annotations`, `current` replicas) and its pods on the node (`on_node`). A record of an
+/// earlier surge (a drain resumed after a restart) is kept, never stacked on; a record we
+/// could not have written, or one the Deployment no longer matches, is refused with the
+/// reason (told as an Event), never acted on.
+pub fn surge_counts(
+    annotations: &BTreeMap<String, String>,
+    current: i32,
+    on_node: usize,
+) -> Result<(i32, i32), String> {
+    let on_node = i32::try_from(on_node).map_err(|_| "too many pods on the node".to_owned())?;
+    let restore = annotations.get(RESTORE_ANNOTATION);
+    let raised = annotations.get(RAISED_ANNOTATION);
+    let count = |key: &str, v: &str| -> Result<i32, String> {
+        v.parse::<i32>()
+            .ok()
+            .filter(|n| *n >= 0 && n.to_string() == v)
+            .ok_or_else(|| format!("{key}: {v:?} is not a replica count we could have written"))
+    };
+    match (restore, raised) {
+        (None, None) => {
+            let to = current
+                .checked_add(on_node)
+                .ok_or_else(|| format!("{current} replicas plus {on_node} do not fit"))?;
+            Ok((current, to))
+        }
+        (Some(r), Some(up)) => {
+            let (r, up) = (count(RESTORE_ANNOTATION, r)?, count(RAISED_ANNOTATION, up)?);
+            if up != current || r > up {
+                return Err(format!(
+                    "the recorded surge ({r} raised to {up}) does not match its {current} replicas: someone changed it since; left as it is"
+                ));
+            }
+            Ok((r, up))
+        }
+        _ => Err(format!(
+            "a surge record without its pair ({RESTORE_ANNOTATION} and {RAISED_ANNOTATION}) is not ours to act on; left as it is"
+        )),
+    }
+}
 
 /// One Deployment raised for a drain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,10 +166,21 @@ pub async fn prepare(
         let labels = d.metadata.labels.clone().unwrap_or_default();
         let selected =
             !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v));
-        if annotations.get(SURGE_ANNOTATION).map(String::as_str) != Some("true") && !selected {
+        let asked = annotations.get(SURGE_ANNOTATION).map(String::as_str);
+        let workload = format!("{ns}/{name}");
+        if asked != Some("true") && !selected {
+            if let Some(v) = asked.filter(|v| !v.eq_ignore_ascii_case("false")) {
+                // A value we do not act on is said, not silently ignored.
+                out.push((
+                    Outcome::Skipped {
+                        workload,
+                        why: format!("{SURGE_ANNOTATION}: {v:?} is not \"true\""),
+                    },
+                    Vec::new(),
+                ));
+            }
             continue;
         }
-        let workload = format!("{ns}/{name}");
         let skip = |why: String| {
             (
                 Outcome::Skipped {
@@ -159,14 +214,20 @@ pub async fn prepare(
             }
         }
         let current = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        // A surge already in place (a drain resumed after a restart) is not stacked.
-        let restore_to = annotations
-            .get(RESTORE_ANNOTATION)
-            .and_then(|v| v.parse::<i32>().ok())
-            .unwrap_or(current);
-        let ready_at = restore_to + uids.len() as i32;
+        // A surge already in place (a drain resumed after a restart) is not stacked; a record
+        // that does not add up is not acted on.
+        let (restore_to, ready_at) = match surge_counts(&annotations, current, uids.len()) {
+            Ok(counts) => counts,
+            Err(why) => {
+                out.push(skip(why));
+                continue;
+            }
+        };
         let patch = json!({
-            "metadata": {"annotations": {RESTORE_ANNOTATION: restore_to.to_string()}},
+            "metadata": {"annotations": {
+                RESTORE_ANNOTATION: restore_to.to_string(),
+                RAISED_ANNOTATION: ready_at.to_string(),
+            }},
             "spec": {"replicas": ready_at},
         });
         let params = PatchParams::default();
@@ -213,7 +274,7 @@ pub async fn restore(
 ) -> Result<(), NodeError> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), &s.namespace);
     let patch = json!({
-        "metadata": {"annotations": {RESTORE_ANNOTATION: null}},
+        "metadata": {"annotations": {RESTORE_ANNOTATION: null, RAISED_ANNOTATION: null}},
         "spec": {"replicas": s.restore_to},
     });
     let mut last = None;
@@ -234,4 +295,49 @@ pub async fn restore(
         }
     }
     Err(last.expect("three attempts"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_first_surge_raises_by_the_pods_on_the_node() {
+        assert_eq!(surge_counts(&record(&[]), 3, 2), Ok((3, 5)));
+        assert!(surge_counts(&record(&[]), i32::MAX, 1).is_err(), "overflow");
+    }
+
+    #[test]
+    fn a_resumed_surge_keeps_its_record_and_never_stacks() {
+        let r = record(&[(RESTORE_ANNOTATION, "3"), (RAISED_ANNOTATION, "5")]);
+        assert_eq!(surge_counts(&r, 5, 1), Ok((3, 5)));
+    }
+
+    #[test]
+    fn a_record_we_could_not_have_written_is_refused() {
+        for (restore, raised, current) in [
+            ("1000", "1002", 3),
+            ("1", "3", 5),
+            ("-5", "1", 1),
+            ("2147483647", "2147483647", 3),
+            ("3", "abc", 3),
+            ("03", "5", 5),
+            ("6", "5", 5),
+        ] {
+            let r = record(&[(RESTORE_ANNOTATION, restore), (RAISED_ANNOTATION, raised)]);
+            assert!(
+                surge_counts(&r, current, 1).is_err(),
+                "{restore} {raised} {current}"
+            );
+        }
+        // Half a record (an older release's, or someone's): not ours to act on.
+        assert!(surge_counts(&record(&[(RESTORE_ANNOTATION, "1")]), 3, 1).is_err());
+    }
 }

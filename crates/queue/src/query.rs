@@ -163,9 +163,7 @@ impl QueryClient {
             QueryError::new(format!("request failed: {e}"), class)
         })?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| {
-            QueryError::new(format!("reading the answer: {e}"), ErrorClass::Network)
-        })?;
+        let text = read_capped(resp, ANSWER_LIMIT).await?;
         if !status.is_success() {
             let (code, message) = parse_error(&text);
             let class = if status.as_u16() == 429
@@ -184,6 +182,37 @@ impl QueryClient {
         }
         Ok(text)
     }
+}
+
+/// The largest EC2 or ELBv2 answer we read. A page of the largest answer we ask for (1000
+/// instances, or 400 target groups, with every field) is well under 2 MiB; an endless or
+/// hostile body stops here instead of growing the controller to its memory limit.
+pub const ANSWER_LIMIT: usize = 8 * 1024 * 1024;
+
+/// The body of `resp`, refused once it passes `limit` bytes (declared or read).
+async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<String, QueryError> {
+    let too_large = || {
+        QueryError::new(
+            format!("the answer is larger than {limit} bytes: not read"),
+            ErrorClass::Client,
+        )
+    };
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| QueryError::new(format!("reading the answer: {e}"), ErrorClass::Network))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body)
+        .map_err(|_| QueryError::new("the answer is not UTF-8", ErrorClass::Client))
 }
 
 /// The SigV4 headers for one POST (`authorization`, `x-amz-date`, and the session token).
@@ -377,6 +406,43 @@ mod tests {
                 .iter()
                 .all(|(s, o, _)| *s == "elasticloadbalancing" && *o == "DescribeTargetHealth")
         );
+    }
+
+    /// An answer that never ends (chunked, no length) is cut at the limit, not read whole.
+    #[tokio::test]
+    async fn an_endless_answer_is_refused_at_the_limit() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = sent.clone();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 65536];
+            let _ = conn.read(&mut buf).await;
+            let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+            conn.write_all(head.as_bytes()).await.unwrap();
+            let chunk = format!(
+                "10000\r\n{}\r\n",
+                "<a>".repeat(65536 / 3 + 1)[..65536].to_owned()
+            );
+            // Bounded: 4x the limit at most, then it stops by itself.
+            for _ in 0..(4 * ANSWER_LIMIT / 65536) {
+                if conn.write_all(chunk.as_bytes()).await.is_err() {
+                    return;
+                }
+                count.fetch_add(65536, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        let sink = std::sync::Arc::new(Sink::default());
+        let e = client(&url, &sink)
+            .call("DescribeTargetGroups", "Action=DescribeTargetGroups")
+            .await
+            .unwrap_err();
+        assert!(e.message.contains("larger than"), "{e}");
+        assert!(!e.retryable);
+        let sent = sent.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(sent < 2 * ANSWER_LIMIT, "read {sent} bytes");
     }
 
     #[test]

@@ -18,6 +18,24 @@ use sih_core::Notice;
 use sih_node::{DrainReport, PodRef, Progress};
 
 const CONTROLLER: &str = "spot-interrupt-handler";
+/// The longest `note` the API server accepts (bytes).
+const NOTE_MAX: usize = 1024;
+/// The longest `reportingInstance` it accepts (bytes).
+const INSTANCE_MAX: usize = 128;
+
+/// `s` cut to at most `max` bytes at a character boundary, marked with `…` when cut.
+fn truncated(mut s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max - '…'.len_utf8();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push('…');
+    s
+}
 
 pub struct EventReporter {
     client: kube::Client,
@@ -40,6 +58,21 @@ fn pod_ref(p: &PodRef) -> ObjectReference {
         kind: Some("Pod".into()),
         namespace: Some(p.namespace.clone()),
         name: Some(p.name.clone()),
+        // `kubectl describe pod` selects Events by the pod's uid: without it they are invisible.
+        uid: (!p.uid.is_empty()).then(|| p.uid.clone()),
+        ..ObjectReference::default()
+    }
+}
+
+/// A Node as Events name it. `kubectl describe node` selects Events by the node's uid or, by
+/// the kubelet's convention, by a uid equal to the node's name; the name is what every mode
+/// knows without reading the Node, so that is what we write.
+fn node_ref(node: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some(node.to_owned()),
+        uid: Some(node.to_owned()),
         ..ObjectReference::default()
     }
 }
@@ -50,12 +83,7 @@ impl EventReporter {
         Self {
             client,
             instance: instance.unwrap_or_else(|| node.to_owned()),
-            node: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Node".into()),
-                name: Some(node.to_owned()),
-                ..ObjectReference::default()
-            },
+            node: node_ref(node),
             annotations: BTreeMap::new(),
             timeout: sih_node::API_TIMEOUT,
         }
@@ -69,15 +97,13 @@ impl EventReporter {
 
     /// The same reporter for another node (queue mode reports on many).
     pub fn on_node(&self, node: &str) -> Self {
-        let mut other = Self {
+        Self {
             client: self.client.clone(),
             instance: self.instance.clone(),
-            node: self.node.clone(),
+            node: node_ref(node),
             annotations: self.annotations.clone(),
             timeout: self.timeout,
-        };
-        other.node.name = Some(node.to_owned());
-        other
+        }
     }
 
     /// Annotations put on every Event (`k=v` pairs from the command line).
@@ -112,7 +138,8 @@ impl EventReporter {
             },
             action: Some(action.into()),
             reason: Some(reason.into()),
-            note: Some(note),
+            // The API server refuses a note over 1 KiB and an instance over 128 bytes.
+            note: Some(truncated(note, NOTE_MAX)),
             type_: Some(
                 match type_ {
                     EventType::Normal => "Normal",
@@ -123,7 +150,7 @@ impl EventReporter {
             event_time: Some(MicroTime(now)),
             regarding: Some(on.clone()),
             reporting_controller: Some(CONTROLLER.into()),
-            reporting_instance: Some(self.instance.clone()),
+            reporting_instance: Some(truncated(self.instance.clone(), INSTANCE_MAX)),
             ..Event::default()
         };
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
@@ -236,6 +263,22 @@ impl EventReporter {
                 self.publish(&self.node, type_, "LoadBalancers", "Drain", what.clone())
                     .await
             }
+            // A surge not made (a record that does not add up, a value we do not act on, an
+            // HPA): said on the node, whose drain it concerns.
+            Progress::Surge {
+                workload,
+                what,
+                warning: true,
+            } => {
+                self.publish(
+                    &self.node,
+                    EventType::Warning,
+                    "SurgeSkipped",
+                    "Drain",
+                    format!("{workload}: {what}"),
+                )
+                .await
+            }
             _ => true,
         }
     }
@@ -260,5 +303,16 @@ impl EventReporter {
             format!("our taints, label and notice removed: {why}"),
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn notes_and_instances_fit_what_the_api_server_accepts() {
+        let long = "é".repeat(700);
+        let cut = super::truncated(long, super::NOTE_MAX);
+        assert!(cut.len() <= super::NOTE_MAX && cut.ends_with('…'));
+        assert_eq!(super::truncated("short".into(), 10), "short");
     }
 }

@@ -22,6 +22,7 @@ pub mod resources;
 pub mod selector;
 pub mod store;
 mod tls_server;
+pub mod validation;
 pub mod workload;
 
 use std::future::Future;

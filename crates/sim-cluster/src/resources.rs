@@ -89,7 +89,7 @@ pub const ENDPOINT_SLICES: usize = 18;
 pub const HPAS: usize = 19;
 
 #[rustfmt::skip]
-pub static RESOURCES: [Resource; 20] = [
+pub static RESOURCES: [Resource; 22] = [
     //    group                  version plural                  singular               kind                   namespaced short       subresources                          has status
     res!("",                    "v1", "namespaces",           "namespace",           "Namespace",           false, &["ns"],     &["status"],                           true),
     res!("",                    "v1", "nodes",                "node",                "Node",                false, &["no"],     &["status"],                           true),
@@ -114,10 +114,14 @@ pub static RESOURCES: [Resource; 20] = [
     res!("discovery.k8s.io",    "v1", "endpointslices",       "endpointslice",       "EndpointSlice",       true,  &[],         &[],                                   false),
     // Stored, not acted on: a drain reads them to leave the Deployments they scale alone.
     res!("autoscaling",         "v1", "horizontalpodautoscalers", "horizontalpodautoscaler", "HorizontalPodAutoscaler", true, &["hpa"], &["status"],              true),
+    // Stored, never enforced (the manifests ship one; the real control plane's tests prove it
+    // confines each agent to its node: docs/reliability.md).
+    res!("admissionregistration.k8s.io", "v1", "validatingadmissionpolicies", "validatingadmissionpolicy", "ValidatingAdmissionPolicy", false, &[], &["status"], true),
+    res!("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings", "validatingadmissionpolicybinding", "ValidatingAdmissionPolicyBinding", false, &[], &[], false),
 ];
 
 /// The API groups besides core, in discovery order.
-pub const GROUPS: [&str; 8] = [
+pub const GROUPS: [&str; 9] = [
     "apps",
     "autoscaling",
     "policy",
@@ -126,6 +130,7 @@ pub const GROUPS: [&str; 8] = [
     "coordination.k8s.io",
     "rbac.authorization.k8s.io",
     "authorization.k8s.io",
+    "admissionregistration.k8s.io",
 ];
 
 /// Finds the resource served at `group/version/plural`.

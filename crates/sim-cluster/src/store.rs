@@ -282,6 +282,7 @@ impl Tx<'_> {
         }
         obj["apiVersion"] = json!(res.api_version());
         obj["kind"] = json!(res.kind);
+        crate::validation::validate(storage, &obj)?;
         Ok(self.commit(storage, (ns.to_owned(), name), obj, None))
     }
 
@@ -333,6 +334,7 @@ impl Tx<'_> {
         if new == *old {
             return Ok(old);
         }
+        crate::validation::validate(storage, &new)?;
         Ok(self.commit(storage, key, new, Some(old)))
     }
 

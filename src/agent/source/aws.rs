@@ -58,6 +58,16 @@ impl NoticeSource for Imds {
                 format!("unknown action {unknown:?}, taken as terminate: EC2 takes the instance"),
             ));
         }
+        if let Ok(Some(a)) = &snapshot.spot_instance_action
+            && let Some(served) = &a.unreadable_time
+        {
+            problems.push((
+                "spot-instance-action",
+                format!(
+                    "time {served:?} is not an RFC 3339 time: acting now, with EC2's two-minute notice counted from detection"
+                ),
+            ));
+        }
         if let Ok(events) = &snapshot.scheduled_events {
             for (id, e) in &events.malformed {
                 problems.push((

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
-use sih_clouds::azure::notices::{AckRules, AckWhen, Seen, Vm, acks, observation, remember};
+use sih_clouds::azure::notices::{
+    AckRules, AckWhen, Reading, Seen, Vm, acks, observation, remember,
+};
 use sih_clouds::azure::{AzureClient, AzureIdentity, EventStatus};
 use sih_core::ActionPolicy;
 use sih_report::webhook::InstanceFacts;
@@ -27,6 +29,9 @@ pub struct Azure {
     name: Mutex<String>,
     /// What earlier polls saw of each listed event.
     known: Mutex<HashMap<String, Seen>>,
+    /// The last incarnation read and the events missing from the latest looks: no single
+    /// stale answer withdraws a notice.
+    reading: Mutex<Reading>,
 }
 
 impl Azure {
@@ -38,6 +43,7 @@ impl Azure {
             warmed: AtomicBool::new(false),
             name: Mutex::new(String::new()),
             known: Mutex::new(HashMap::new()),
+            reading: Mutex::new(Reading::default()),
         }
     }
 
@@ -113,13 +119,29 @@ impl NoticeSource for Azure {
             name: &name,
             id: &identity.instance_id,
         };
+        // An older document than one already read is a stale answer: nothing in it counts.
+        if let Err(why) = self
+            .reading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .fresh(&doc)
+        {
+            return Poll {
+                problems: vec![("scheduled-events", why)],
+                ..Poll::default()
+            };
+        }
         // Read under the lock once per poll, without copying what earlier polls saw.
-        let seen = {
+        let mut seen = {
             let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
             remember(&mut known, &doc, now);
             observation(&doc, vm, node, &known, now)
         };
-        let problems = doc
+        self.reading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .hold_vanished(&mut seen);
+        let mut problems: Vec<(&'static str, String)> = doc
             .malformed
             .iter()
             .map(|(id, why)| {
@@ -132,6 +154,11 @@ impl NoticeSource for Azure {
                 )
             })
             .collect();
+        for e in doc.events.iter().filter(|e| e.names(vm.name)) {
+            if let Some(doubts) = e.doubts() {
+                problems.push(("scheduled-events", format!("event {}: {doubts}", e.id)));
+            }
+        }
         let acks = acks(&doc, vm, &self.policy, self.rules)
             .into_iter()
             .map(|a| Ack {
@@ -150,7 +177,7 @@ impl NoticeSource for Azure {
     fn acknowledge(
         &self,
         event_ids: Vec<String>,
-    ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+    ) -> impl std::future::Future<Output = Result<bool, String>> + Send + 'static {
         let client = self.client.clone();
         async move {
             // Only what is still waiting: a cancelled or started event is left alone.
@@ -164,9 +191,13 @@ impl NoticeSource for Azure {
                 })
                 .collect();
             if due.is_empty() {
-                return Ok(());
+                return Ok(false);
             }
-            client.acknowledge(&due).await.map_err(|e| e.to_string())
+            client
+                .acknowledge(&due)
+                .await
+                .map(|()| true)
+                .map_err(|e| e.to_string())
         }
     }
 }

@@ -69,13 +69,14 @@ pub trait NoticeSource {
         false
     }
 
-    /// Tells the cloud it may go ahead with these events now. Bounded; `'static` so that it
-    /// runs apart from the poll loop.
+    /// Tells the cloud it may go ahead with these events now: `Ok(true)` when it was told,
+    /// `Ok(false)` when none of them was still waiting (cancelled or started meanwhile), so
+    /// nothing was sent. Bounded; `'static` so that it runs apart from the poll loop.
     fn acknowledge(
         &self,
         event_ids: Vec<String>,
-    ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+    ) -> impl std::future::Future<Output = Result<bool, String>> + Send + 'static {
         let _ = event_ids;
-        std::future::ready(Ok(()))
+        std::future::ready(Ok(false))
     }
 }

@@ -15,6 +15,9 @@ pub enum EventType {
     Preempt,
     /// The VM is deleted (a scale set's terminate notification).
     Terminate,
+    /// A type Azure has not documented yet (kept in `Event::type_name`): still an event
+    /// naming this VM, kept as an unknown maintenance rather than dropped.
+    Other,
 }
 
 impl EventType {
@@ -29,6 +32,17 @@ impl EventType {
         })
     }
 
+    /// The shortest notice Azure documents for the type: what an event whose `NotBefore`
+    /// cannot be read is given, from its detection. An unknown type gets the shortest of all.
+    pub fn shortest_notice(self) -> jiff::SignedDuration {
+        jiff::SignedDuration::from_secs(match self {
+            Self::Preempt | Self::Other => 30,
+            Self::Terminate => 5 * 60,
+            Self::Redeploy => 10 * 60,
+            Self::Freeze | Self::Reboot => 15 * 60,
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Freeze => "Freeze",
@@ -36,6 +50,7 @@ impl EventType {
             Self::Redeploy => "Redeploy",
             Self::Preempt => "Preempt",
             Self::Terminate => "Terminate",
+            Self::Other => "Other",
         }
     }
 }
@@ -45,18 +60,25 @@ pub enum EventStatus {
     Scheduled,
     /// Under way (acknowledged, or its `NotBefore` passed).
     Started,
+    /// A status Azure has not documented: the event stands, it is never acknowledged.
+    Other,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub id: String,
     pub kind: EventType,
+    /// `EventType` as served (what `Other` stands for).
+    pub type_name: String,
     pub resource_type: String,
     /// The VM names it concerns.
     pub resources: Vec<String>,
     pub status: EventStatus,
-    /// Not before this time (`None`: empty, as once the event has started).
+    /// Not before this time (`None`: empty, as once the event has started, or unreadable).
     pub not_before: Option<Timestamp>,
+    /// `NotBefore` as served, when it could not be read: the event stands, with the shortest
+    /// notice of its type.
+    pub unreadable_not_before: Option<String>,
     pub description: String,
     pub source: String,
     /// How long the event's effect lasts (`-1` or absent: unknown).
@@ -133,26 +155,55 @@ fn event(v: serde_json::Value) -> Result<Event, (Option<String>, String)> {
         .and_then(|i| i.as_str())
         .map(|s| s.chars().take(64).collect::<String>());
     let raw: RawEvent = serde_json::from_value(v).map_err(|e| (id.clone(), e.to_string()))?;
-    let bad = |why: String| (Some(raw.event_id.clone()), why);
-    let kind = EventType::parse(&raw.event_type)
-        .ok_or_else(|| bad(format!("unknown EventType {:?}", raw.event_type)))?;
+    // A type or status we do not know, or a time we cannot read, still names this VM: the
+    // event is kept (fail closed) and what could not be read is said with it.
+    let kind = EventType::parse(&raw.event_type).unwrap_or(EventType::Other);
     let status = match raw.event_status.as_str() {
         "Scheduled" => EventStatus::Scheduled,
         "Started" => EventStatus::Started,
-        other => return Err(bad(format!("unknown EventStatus {other:?}"))),
+        _ => EventStatus::Other,
     };
-    let not_before = parse_not_before(&raw.not_before).map_err(bad)?;
+    let (not_before, unreadable_not_before) = match parse_not_before(&raw.not_before) {
+        Ok(t) => (t, None),
+        Err(_) => (None, Some(raw.not_before.chars().take(64).collect())),
+    };
     Ok(Event {
         id: raw.event_id,
         kind,
+        type_name: raw.event_type,
         resource_type: raw.resource_type,
         resources: raw.resources,
         status,
         not_before,
+        unreadable_not_before,
         description: raw.description,
         source: raw.event_source,
         duration_seconds: raw.duration_in_seconds.filter(|d| *d >= 0),
     })
+}
+
+impl Event {
+    /// What could not be read of it, said once with the event (`None`: all of it was read).
+    pub fn doubts(&self) -> Option<String> {
+        let mut out = Vec::new();
+        if self.kind == EventType::Other {
+            out.push(format!(
+                "unknown EventType {:?}, kept as an unknown maintenance",
+                self.type_name
+            ));
+        }
+        if self.status == EventStatus::Other {
+            out.push("unknown EventStatus: kept, never acknowledged".to_owned());
+        }
+        if let Some(t) = &self.unreadable_not_before {
+            out.push(format!(
+                "NotBefore {t:?} is not an RFC 1123 time: acting now, with the {}s notice Azure gives a {}",
+                self.kind.shortest_notice().as_secs(),
+                self.type_name
+            ));
+        }
+        (!out.is_empty()).then(|| out.join("; "))
+    }
 }
 
 /// The document; an error only when it is not a scheduled-events document at all.
@@ -208,19 +259,26 @@ mod tests {
     fn the_documented_example_parses_and_a_broken_event_hides_nothing() {
         let d = parse_document(DOC).unwrap();
         assert_eq!(d.incarnation, 3);
-        assert_eq!(d.events.len(), 1);
+        assert_eq!(d.events.len(), 2);
         let e = &d.events[0];
         assert_eq!(e.kind, EventType::Freeze);
         assert_eq!(e.status, EventStatus::Scheduled);
         assert_eq!(e.not_before, Some("2022-04-11T22:26:58Z".parse().unwrap()));
         assert_eq!(e.duration_seconds, Some(5));
+        assert_eq!(e.doubts(), None);
         assert!(e.names("westno_0"));
         assert!(e.names_others("WestNO_0"));
         assert!(!e.names("WestNO_2"));
-        assert_eq!(d.malformed.len(), 2);
-        assert_eq!(d.malformed[0].0.as_deref(), Some("bad-1"));
-        assert!(d.malformed[0].1.contains("Explode"));
-        assert_eq!(d.malformed[1].0, None);
+        // An unknown type is kept, as an unknown maintenance, and said.
+        let unknown = &d.events[1];
+        assert_eq!(
+            (unknown.kind, unknown.type_name.as_str()),
+            (EventType::Other, "Explode")
+        );
+        assert!(unknown.doubts().unwrap().contains("Explode"));
+        // Without an EventId it is not an event at all.
+        assert_eq!(d.malformed.len(), 1);
+        assert_eq!(d.malformed[0].0, None);
         assert!(parse_document("{}").is_err());
         assert!(parse_document("<html>").is_err());
         assert_eq!(
@@ -230,6 +288,34 @@ mod tests {
                 .len(),
             0
         );
+    }
+
+    #[test]
+    fn a_preempt_whose_time_cannot_be_read_stands_with_the_shortest_notice() {
+        for nb in [
+            "tomorrow",
+            "2026-12-06T03:20:00Z",
+            "Fri, 31 Dec 9999 23:59:60 GMT",
+        ] {
+            let doc = format!(
+                r#"{{"DocumentIncarnation":1,"Events":[{{"EventId":"p","EventStatus":"Scheduled","EventType":"Preempt","Resources":["vm"],"NotBefore":"{nb}"}}]}}"#
+            );
+            let d = parse_document(&doc).unwrap();
+            let e = &d.events[0];
+            if e.not_before.is_none() {
+                assert_eq!(e.unreadable_not_before.as_deref(), Some(nb));
+                assert!(
+                    e.doubts().unwrap().contains("30s notice"),
+                    "{:?}",
+                    e.doubts()
+                );
+            }
+        }
+        let odd = parse_document(
+            r#"{"DocumentIncarnation":1,"Events":[{"EventId":"s","EventStatus":"Pending","EventType":"Reboot","Resources":["vm"],"NotBefore":""}]}"#,
+        )
+        .unwrap();
+        assert_eq!(odd.events[0].status, EventStatus::Other);
     }
 
     #[test]

@@ -16,7 +16,21 @@ pub fn kind_of(t: EventType) -> NoticeKind {
         EventType::Freeze => NoticeKind::LiveMigration,
         // A scale set deleting the VM: what an ASG termination is on EC2.
         EventType::Terminate => NoticeKind::AsgTermination,
+        // A type not documented yet still names this VM: an unknown maintenance, as EC2's
+        // unknown scheduled-event codes are.
+        EventType::Other => NoticeKind::ScheduledMaintenance,
     }
+}
+
+/// The furthest ahead a `NotBefore` of each type is believed: Azure lists a Preempt about 30 s
+/// ahead, a scale set's Terminate up to 15 minutes, maintenance minutes to hours ahead. A
+/// time past this (a year 9999) is no time at all: the event gets its type's shortest notice.
+fn furthest_believed(t: EventType) -> jiff::SignedDuration {
+    jiff::SignedDuration::from_secs(match t {
+        EventType::Preempt => 15 * 60,
+        EventType::Terminate => 60 * 60,
+        _ => 24 * 60 * 60,
+    })
 }
 
 /// The notice's id: one spot interruption per VM (as on EC2), otherwise Azure's `EventId`.
@@ -73,10 +87,19 @@ pub fn observation(
     for e in doc.events.iter().filter(|e| e.names(vm.name)) {
         let remembered = known.get(&e.id);
         let seen = remembered.map_or(now, |k| k.first);
-        let deadline = e
-            .not_before
-            .or(remembered.and_then(|k| k.not_before))
-            .unwrap_or(seen);
+        let believed = |t: &Timestamp| {
+            seen.checked_add(furthest_believed(e.kind))
+                .is_ok_and(|end| *t <= end)
+        };
+        let shortest = seen.checked_add(e.kind.shortest_notice()).unwrap_or(seen);
+        let deadline = match e.not_before.or(remembered.and_then(|k| k.not_before)) {
+            Some(t) if believed(&t) => t,
+            // Unbelievable, or unreadable: the event is certain, its time is not.
+            Some(_) => shortest,
+            None if e.unreadable_not_before.is_some() => shortest,
+            // Started (Azure empties `NotBefore`): now.
+            None => seen,
+        };
         let kind = kind_of(e.kind);
         notices.push(match e.kind {
             EventType::Preempt => {
@@ -103,6 +126,74 @@ pub fn observation(
             .iter()
             .filter_map(|(id, _)| id.clone())
             .collect(),
+    }
+}
+
+/// Looks in a row an event must be missing before its notice is withdrawn: one document
+/// without it may be a stale answer (a load balancer's other replica, a restarted agent on
+/// the host), and withdrawing unfences and stops the drain.
+pub const VANISH_LOOKS: u32 = 2;
+
+/// Documents whose incarnation goes backwards this many times in a row (the same lower
+/// number) are taken as the new truth (the host's agent restarted); fewer are stale answers.
+pub const LOWER_INCARNATION_LOOKS: u32 = 3;
+
+/// What the source remembers between documents so that no single answer is trusted alone.
+#[derive(Debug, Default)]
+pub struct Reading {
+    incarnation: Option<u64>,
+    lower: Option<(u64, u32)>,
+    /// Notice ids of the last look, and how many looks in a row each has been missing.
+    last_ids: std::collections::HashSet<String>,
+    missing: HashMap<String, u32>,
+}
+
+impl Reading {
+    /// `Err` (with the reason) for a document older than one already read: ignored whole.
+    pub fn fresh(&mut self, doc: &Document) -> Result<(), String> {
+        if let Some(had) = self.incarnation
+            && doc.incarnation < had
+        {
+            let looks = match self.lower {
+                Some((n, looks)) if n == doc.incarnation => looks + 1,
+                _ => 1,
+            };
+            self.lower = Some((doc.incarnation, looks));
+            if looks < LOWER_INCARNATION_LOOKS {
+                return Err(format!(
+                    "DocumentIncarnation {} after {had}: a stale answer, ignored",
+                    doc.incarnation
+                ));
+            }
+        }
+        self.lower = None;
+        self.incarnation = Some(doc.incarnation);
+        Ok(())
+    }
+
+    /// Holds the notices of the last look that this one lacks (as unreadable, so not
+    /// withdrawn) until they have been missing [`VANISH_LOOKS`] looks in a row.
+    pub fn hold_vanished(&mut self, seen: &mut Observation) {
+        let present: std::collections::HashSet<String> =
+            seen.notices.iter().map(|n| n.id.clone()).collect();
+        let mut next = present.clone();
+        for id in std::mem::take(&mut self.last_ids) {
+            if present.contains(&id) {
+                continue;
+            }
+            let looks = self.missing.entry(id.clone()).or_insert(0);
+            *looks += 1;
+            if *looks < VANISH_LOOKS {
+                seen.unreadable_ids.push(id.clone());
+                next.insert(id);
+            } else {
+                self.missing.remove(&id);
+            }
+        }
+        for id in &present {
+            self.missing.remove(id);
+        }
+        self.last_ids = next;
     }
 }
 
@@ -167,6 +258,8 @@ mod tests {
         Event {
             id: id.into(),
             kind,
+            type_name: kind.as_str().into(),
+            unreadable_not_before: None,
             resource_type: "VirtualMachine".into(),
             resources: resources.iter().map(|s| s.to_string()).collect(),
             status,
@@ -312,5 +405,99 @@ mod tests {
         };
         let o = observation(&doc, VM, "n1", &HashMap::new(), ts("2026-12-04T10:00:00Z"));
         assert!(o.readable.is_empty());
+    }
+
+    #[test]
+    fn a_preempt_with_an_unreadable_or_unbelievable_time_gets_thirty_seconds() {
+        let now = ts("2026-12-04T10:00:00Z");
+        let mut e = ev(
+            "p",
+            EventType::Preempt,
+            &["aks-spot-0"],
+            EventStatus::Scheduled,
+        );
+        e.not_before = None;
+        e.unreadable_not_before = Some("tomorrow".into());
+        let mut far = ev(
+            "p2",
+            EventType::Reboot,
+            &["aks-spot-0"],
+            EventStatus::Scheduled,
+        );
+        far.not_before = Some(ts("9999-12-30T00:00:00Z"));
+        let mut other = ev("x", EventType::Other, &["aks-spot-0"], EventStatus::Other);
+        other.not_before = None;
+        other.type_name = "Explode".into();
+        let doc = Document {
+            incarnation: 1,
+            events: vec![e, far, other],
+            malformed: Vec::new(),
+        };
+        let o = observation(&doc, VM, "n1", &HashMap::new(), now);
+        let got: Vec<_> = o.notices.iter().map(|n| (n.kind, n.deadline)).collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    NoticeKind::SpotInterruption,
+                    Some(ts("2026-12-04T10:00:30Z"))
+                ),
+                (
+                    NoticeKind::ScheduledMaintenance,
+                    Some(ts("2026-12-04T10:15:00Z"))
+                ),
+                (NoticeKind::ScheduledMaintenance, Some(now)),
+            ]
+        );
+        // An unknown status is never acknowledged.
+        let a = acks(
+            &doc,
+            VM,
+            &ActionPolicy::default(),
+            AckRules {
+                notified: true,
+                shared: true,
+            },
+        );
+        assert!(a.iter().all(|a| a.event_id != "x"), "{a:?}");
+    }
+
+    #[test]
+    fn a_stale_document_is_ignored_and_a_vanished_event_is_held_one_look() {
+        let doc = |incarnation: u64, events: Vec<Event>| Document {
+            incarnation,
+            events,
+            malformed: Vec::new(),
+        };
+        let reboot = || {
+            ev(
+                "e-reboot",
+                EventType::Reboot,
+                &["aks-spot-0"],
+                EventStatus::Scheduled,
+            )
+        };
+        let now = ts("2026-12-04T10:00:00Z");
+        let mut r = Reading::default();
+        assert!(r.fresh(&doc(5, vec![reboot()])).is_ok());
+        let mut o = observation(&doc(5, vec![reboot()]), VM, "n1", &HashMap::new(), now);
+        r.hold_vanished(&mut o);
+        assert!(o.unreadable_ids.is_empty());
+        // 5 -> 4: stale, ignored whole.
+        let e = r.fresh(&doc(4, Vec::new())).unwrap_err();
+        assert!(e.contains("4 after 5"), "{e}");
+        // 6 without it: held once (not withdrawn), then gone on the next look.
+        assert!(r.fresh(&doc(6, Vec::new())).is_ok());
+        let mut o = observation(&doc(6, Vec::new()), VM, "n1", &HashMap::new(), now);
+        r.hold_vanished(&mut o);
+        assert_eq!(o.unreadable_ids, ["e-reboot"]);
+        let mut o = observation(&doc(6, Vec::new()), VM, "n1", &HashMap::new(), now);
+        r.hold_vanished(&mut o);
+        assert!(o.unreadable_ids.is_empty(), "withdrawn on the second look");
+        // A lower incarnation that persists is the new truth (the host's agent restarted).
+        for look in 1..LOWER_INCARNATION_LOOKS {
+            assert!(r.fresh(&doc(1, Vec::new())).is_err(), "look {look}");
+        }
+        assert!(r.fresh(&doc(1, Vec::new())).is_ok());
     }
 }

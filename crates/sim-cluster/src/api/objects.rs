@@ -213,7 +213,11 @@ fn list(st: &ApiState, r: &Request, table: bool) -> Result<Response, ApiError> {
 fn create(st: &ApiState, r: &Request, ns: &str) -> Result<Response, ApiError> {
     let t = &r.target;
     let storage = storage_of(t.resource);
-    let mut obj = events::from_api(t.resource, decode(r, None)?);
+    let body = decode(r, None)?;
+    if t.resource == crate::resources::EVENTS_V1 {
+        crate::validation::validate_event_v1(&body)?;
+    }
+    let mut obj = events::from_api(t.resource, body);
     if let Some(body_ns) = obj["metadata"]["namespace"].as_str()
         && RESOURCES[t.resource].namespaced
         && body_ns != ns
