@@ -65,8 +65,13 @@ async fn an_agent_changes_only_its_own_node_and_the_pods_bound_to_it() {
     ));
     let dir = cp.dir.join("agent-on-a");
     let agent = client_for(
-        &cp.service_account_kubeconfig("kube-system", "spot-interrupt-handler", &node_a, &dir)
-            .await,
+        &cp.service_account_kubeconfig(
+            "kube-system",
+            "spot-interrupt-handler",
+            Some(&node_a),
+            &dir,
+        )
+        .await,
     )
     .await;
 

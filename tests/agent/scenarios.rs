@@ -736,6 +736,7 @@ async fn spot_interruption_over_tls_with_the_manifests_rbac() {
         .await;
     s.spot(60).await;
     s.drained().await;
+    let log = agent.proc.log();
     until("DrainSucceeded event", Duration::from_secs(10), || async {
         s.event_reasons()
             .await
@@ -746,7 +747,7 @@ async fn spot_interruption_over_tls_with_the_manifests_rbac() {
     for r in ["SpotInterruption", "Fenced", "DrainStarted", "PodEvicted"] {
         assert!(
             reasons.contains(&r.to_owned()),
-            "{r} missing from {reasons:?}"
+            "{r} missing from {reasons:?}; log:\n{log}"
         );
     }
     hook.until_count(2, Duration::from_secs(10)).await;

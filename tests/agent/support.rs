@@ -425,7 +425,8 @@ impl Scene {
                     &format!("{}/deploy/manifests/{manifest}", env!("CARGO_MANIFEST_DIR")),
                 ]);
                 let (ns, name) = sa.split_once('/').expect("NAMESPACE/NAME");
-                cp.service_account_kubeconfig(ns, name, &node, d).await
+                cp.service_account_kubeconfig(ns, name, Some(&node), d)
+                    .await
             }
             _ => cp.kubeconfig.clone(),
         };
@@ -697,12 +698,16 @@ impl Scene {
             .collect()
     }
 
+    /// Our Events (a real cluster's controllers and scheduler write Events of their own).
     pub async fn events(&self) -> Vec<Event> {
         Api::<Event>::all(self.client.clone())
             .list(&ListParams::default())
             .await
             .unwrap()
             .items
+            .into_iter()
+            .filter(|e| e.reporting_component.as_deref() == Some("spot-interrupt-handler"))
+            .collect()
     }
 
     /// `kubectl describe KIND NAME` (in `default` for namespaced kinds) as the admin.

@@ -6,4 +6,6 @@ mod drain;
 mod fence;
 mod find;
 mod rbac;
+#[path = "../support/real_cluster.rs"]
+mod real_cluster;
 mod support;

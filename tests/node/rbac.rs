@@ -1,6 +1,6 @@
 //! The roles in `deploy/manifests` grant exactly what the code uses: with them, fence, drain
 //! (evictions, waiting for pods to go, deletion at the deadline) and Events work against
-//! `simulate cluster --tls`, and in queue mode also the watched node index and the Lease per
+//! `simulate cluster --tls` and on the real control plane (its RBAC authorizer), and in queue mode also the watched node index and the Lease per
 //! notice; without any one of their rules, the call that needs that rule gets a 403. And every
 //! rule in the manifests has such a case (nothing more is granted).
 
@@ -106,13 +106,28 @@ fn without(role: &Value, cut: &(String, String, String)) -> Value {
     role
 }
 
-/// A `--tls` cluster with the manifest's account bound to `roles`; `(cluster, admin, agent)`.
+/// What keeps a cluster of one exercise running: the simulator, or a real control plane.
+enum Held {
+    Simulator(#[allow(dead_code)] RunningCluster),
+    Real(#[allow(dead_code)] crate::real_cluster::ControlPlane),
+}
+
+/// A cluster (`simulate cluster --tls`, or the real control plane with its RBAC authorizer)
+/// with the manifest's account bound to `roles`; `(cluster, admin, agent)`.
 async fn cluster_with(
     m: &Manifest,
     roles: &Roles,
     yaml: &str,
-) -> (RunningCluster, kube::Client, kube::Client) {
-    let role = &roles.cluster;
+) -> (Held, kube::Client, kube::Client) {
+    let (held, admin, agent) = match crate::real_cluster::backend() {
+        crate::real_cluster::Backend::Simulator => simulated_cluster(m, yaml).await,
+        crate::real_cluster::Backend::Real => real_cluster(m, yaml).await,
+    };
+    bind(m, roles, &admin).await;
+    (held, admin, agent)
+}
+
+async fn simulated_cluster(m: &Manifest, yaml: &str) -> (Held, kube::Client, kube::Client) {
     let config = ClusterConfig {
         nodes: 2,
         spot_nodes: 2,
@@ -133,6 +148,32 @@ async fn cluster_with(
     };
     let admin = client(cluster.admin_token().unwrap());
     let agent = client(cluster.token_of(m.sa.0, m.sa.1).unwrap());
+    (Held::Simulator(cluster), admin, agent)
+}
+
+/// The same on a real control plane: two spot nodes run by kwok, the account's bound token
+/// (bound to a pod on the first node, as a DaemonSet pod's is).
+async fn real_cluster(m: &Manifest, yaml: &str) -> (Held, kube::Client, kube::Client) {
+    let cp = crate::real_cluster::ControlPlane::start().await;
+    cp.add_nodes(&[workload::node(0, true), workload::node(1, true)])
+        .await;
+    cp.apply(&format!(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {}, namespace: {}}}\n",
+        m.sa.1, m.sa.0
+    ));
+    cp.apply(yaml);
+    let dir = cp.dir.join("rbac-agent");
+    let kubeconfig = cp
+        .service_account_kubeconfig(m.sa.0, m.sa.1, None, &dir)
+        .await;
+    let agent = crate::real_cluster::client_for(&kubeconfig).await;
+    let admin = cp.client.clone();
+    (Held::Real(cp), admin, agent)
+}
+
+/// Binds the manifest's account to `roles` (the ClusterRole and, in queue mode, the Role).
+async fn bind(m: &Manifest, roles: &Roles, admin: &kube::Client) {
+    let role = &roles.cluster;
     let cluster_roles: Api<ClusterRole> = Api::all(admin.clone());
     cluster_roles
         .create(
@@ -167,7 +208,6 @@ async fn cluster_with(
             .await
             .unwrap();
     }
-    (cluster, admin, agent)
 }
 
 fn notice() -> Carried {
@@ -517,13 +557,17 @@ async fn every_rule_needed_and_enough(m: &Manifest, expected: usize) {
     }
 }
 
-#[tokio::test]
+// Under the simulator's RBAC and under the real API server's RBAC authorizer.
+crate::on_both_backends!(
+    every_rule_of_the_agents_cluster_role_is_needed_and_enough,
+    every_rule_of_the_queue_controllers_roles_is_needed_and_enough,
+);
+
 async fn every_rule_of_the_agents_cluster_role_is_needed_and_enough() {
     every_rule_needed_and_enough(&AGENT, 12).await;
 }
 
 /// Queue mode adds nodes list/watch (the index) and Leases in its namespace (the claims).
-#[tokio::test]
 async fn every_rule_of_the_queue_controllers_roles_is_needed_and_enough() {
     every_rule_needed_and_enough(&QUEUE, 20).await;
 }

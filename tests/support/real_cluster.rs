@@ -3,9 +3,10 @@
 //! kube-scheduler and kwok playing the kubelets, on loopback, from `scripts/control-plane`
 //! (built once from the Go module proxy and cached outside the clone).
 //!
-//! One control plane at a time in a test process (they share fixed ports below the ephemeral
-//! range), and each test gets a new one (etcd wiped): the same isolation the simulator gives
-//! each test, at about five seconds a start.
+//! Each test gets a new control plane (etcd wiped): the same isolation the simulator gives
+//! each test, at about five seconds a start. Running ones take numbered slots, each its own
+//! fixed ports below the ephemeral range (which another process can take mid-run) and its own
+//! directory, so tests run side by side and one test may hold two.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -14,10 +15,33 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
-use tokio::sync::{Mutex, MutexGuard};
+/// Slots in use: slot `n` has the ports `26400 + 10 n ..` and the directory `control-plane-n`.
+static SLOTS: std::sync::Mutex<[bool; SLOT_COUNT]> = std::sync::Mutex::new([false; SLOT_COUNT]);
+const SLOT_COUNT: usize = 8;
 
-/// The tests of one process take the control plane in turn.
-static TURN: Mutex<()> = Mutex::const_new(());
+/// A slot, given back when dropped.
+struct Slot(usize);
+
+impl Slot {
+    async fn take() -> Self {
+        loop {
+            {
+                let mut slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(n) = slots.iter().position(|used| !used) {
+                    slots[n] = true;
+                    return Self(n);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        SLOTS.lock().unwrap_or_else(|p| p.into_inner())[self.0] = false;
+    }
+}
 
 /// Which cluster a test body runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +95,8 @@ pub struct ControlPlane {
     pub kubeconfig: PathBuf,
     pub server: String,
     pub client: kube::Client,
-    _turn: MutexGuard<'static, ()>,
+    // Declared last: given back only after `drop` stopped the processes.
+    _slot: Slot,
 }
 
 impl Drop for ControlPlane {
@@ -87,15 +112,15 @@ fn kubectl_bin() -> String {
 }
 
 impl ControlPlane {
-    /// Waits for this process's turn, then starts a new cluster.
+    /// Starts a new cluster in a free slot.
     pub async fn start() -> Self {
-        let turn = TURN.lock().await;
-        let dir = std::env::var_os("SIH_CONTROL_PLANE_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("control-plane"));
+        let slot = Slot::take().await;
+        let dir =
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("control-plane-{}", slot.0));
         std::fs::create_dir_all(&dir).unwrap();
         let out = tokio::process::Command::new(format!("{REPO}/scripts/control-plane"))
             .args(["up", dir.to_str().unwrap()])
+            .env("SIH_CP_PORT_BASE", (26400 + 10 * slot.0).to_string())
             // The keys are made once for every cluster of this target directory.
             .env(
                 "SIH_CP_PKI",
@@ -126,7 +151,7 @@ impl ControlPlane {
             kubeconfig,
             server,
             client,
-            _turn: turn,
+            _slot: slot,
         };
         // The controllers make each namespace's `default` ServiceAccount, which every pod
         // needs before the ServiceAccount admission plugin lets it in.
@@ -230,33 +255,62 @@ impl ControlPlane {
         }
     }
 
-    /// A kubeconfig holding a bound token of `namespace/service_account`, bound to a pod of
-    /// that account on `node` (so the token carries the node's name, as a DaemonSet pod's
-    /// projected token does), written into `dir` as `kubeconfig`.
+    /// A kubeconfig holding a token of `namespace/service_account`, written into `dir` as
+    /// `kubeconfig`. With `on_node`, the token is bound to the account's pod on that node (the
+    /// DaemonSet's, which the drain leaves alone), so it names the node as a DaemonSet pod's
+    /// projected token does; without, it is bound to no object.
     pub async fn service_account_kubeconfig(
         &self,
         namespace: &str,
         service_account: &str,
-        node: &str,
+        on_node: Option<&str>,
         dir: &Path,
     ) -> PathBuf {
-        let pod = format!("{service_account}-{}", fastrand::u32(..));
-        self.apply(&format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}, namespace: {namespace}}}\nspec:\n  nodeName: {node}\n  serviceAccountName: {service_account}\n  tolerations: [{{operator: Exists}}]\n  containers: [{{name: agent, image: spot-interrupt-handler}}]\n"
-        ));
-        let token = self.kubectl_must(&[
-            "create",
-            "token",
-            service_account,
-            "-n",
-            namespace,
-            "--bound-object-kind",
-            "Pod",
-            "--bound-object-name",
-            &pod,
-            "--duration",
-            "2h",
-        ]);
+        let mut args = vec![
+            "create".to_owned(),
+            "token".to_owned(),
+            service_account.to_owned(),
+            "-n".to_owned(),
+            namespace.to_owned(),
+            "--duration".to_owned(),
+            "2h".to_owned(),
+        ];
+        if let Some(node) = on_node {
+            let pods: Api<k8s_openapi::api::core::v1::Pod> =
+                Api::namespaced(self.client.clone(), namespace);
+            let end = tokio::time::Instant::now() + Duration::from_secs(30);
+            let pod = loop {
+                let list = pods
+                    .list(
+                        &kube::api::ListParams::default().fields(&format!("spec.nodeName={node}")),
+                    )
+                    .await
+                    .unwrap();
+                let found = list.items.into_iter().find(|p| {
+                    p.spec
+                        .as_ref()
+                        .and_then(|s| s.service_account_name.as_deref())
+                        == Some(service_account)
+                        && p.metadata.deletion_timestamp.is_none()
+                });
+                if let Some(p) = found {
+                    break p.metadata.name.unwrap();
+                }
+                assert!(
+                    tokio::time::Instant::now() < end,
+                    "no pod of {namespace}/{service_account} on {node} (is its DaemonSet applied?)"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            args.extend([
+                "--bound-object-kind".into(),
+                "Pod".into(),
+                "--bound-object-name".into(),
+                pod,
+            ]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let token = self.kubectl_must(&args);
         std::fs::create_dir_all(dir).unwrap();
         let ca = self.kubectl_must(&[
             "config",
