@@ -295,6 +295,9 @@ struct NodeState {
     loaded: bool,
     /// Seen before the record was read: announced once it is (or after some patience).
     pending: Vec<Notice>,
+    /// The patience is over and the record still unread: a new notice is announced at once
+    /// (detection and announcement never wait for Kubernetes).
+    impatient: bool,
     generation: u64,
     written: u64,
     written_tx: watch::Sender<u64>,
@@ -481,6 +484,7 @@ impl Actor {
                     withdrawn_ids: HashSet::new(),
                     loaded: false,
                     pending: Vec::new(),
+                    impatient: false,
                     generation: 0,
                     written: 0,
                     written_tx: watch::channel(0).0,
@@ -587,7 +591,7 @@ impl Actor {
             match c {
                 Change::Added(n) => {
                     self.state(node).withdrawn_ids.remove(&n.id);
-                    if self.state(node).loaded {
+                    if self.state(node).loaded || self.state(node).impatient {
                         self.announce(node, n);
                     } else {
                         self.state(node).pending.push(n);
@@ -622,6 +626,7 @@ impl Actor {
             s.pending.clear();
             return;
         }
+        s.impatient = true;
         let pending = std::mem::take(&mut s.pending);
         if !pending.is_empty() && !s.loaded {
             tracing::warn!(

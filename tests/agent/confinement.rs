@@ -68,7 +68,7 @@ async fn an_agent_changes_only_its_own_node_and_the_pods_bound_to_it() {
         &cp.service_account_kubeconfig(
             "kube-system",
             "spot-interrupt-handler",
-            Some(&node_a),
+            crate::real_cluster::Bound::PodOn(&node_a),
             &dir,
         )
         .await,

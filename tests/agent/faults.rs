@@ -8,6 +8,12 @@ use serde_json::json;
 
 use crate::support::{Hook, Link, Scene, cordoned, until};
 
+// The same bodies against the simulator and against the real control plane.
+crate::on_both_backends!(
+    api_server_unreachable_for_ten_seconds_mid_drain,
+    killed_mid_drain_the_next_agent_resumes,
+);
+
 #[tokio::test]
 async fn metadata_down_slow_or_garbage_never_loses_the_notice() {
     let s = Scene::start(&[]).await;
@@ -57,18 +63,23 @@ async fn metadata_down_slow_or_garbage_never_loses_the_notice() {
     assert!(agent.proc.sigterm().await.success());
 }
 
-#[tokio::test]
 async fn api_server_unreachable_for_ten_seconds_mid_drain() {
     let s = Scene::start(&[]).await;
     // The agent reaches the API server through a link the test can cut.
-    let upstream = s.cluster_url.trim_start_matches("http://").parse().unwrap();
+    let upstream = s
+        .cluster_url
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap();
     let (link, addr) = Link::start(upstream).await;
     let kubeconfig = s.kubeconfig.with_extension("via-link");
     std::fs::write(
         &kubeconfig,
-        std::fs::read_to_string(&s.kubeconfig)
-            .unwrap()
-            .replace(&s.cluster_url, &format!("http://{addr}")),
+        std::fs::read_to_string(&s.kubeconfig).unwrap().replace(
+            s.cluster_url.trim_end_matches('/'),
+            &format!("{}://{addr}", s.cluster_url.split("://").next().unwrap()),
+        ),
     )
     .unwrap();
     // A budget that blocks the second eviction until the first replacement is Ready keeps the
@@ -130,7 +141,6 @@ async fn webhook_endpoint_down_then_up_is_retried() {
     assert!(agent.child_alive());
 }
 
-#[tokio::test]
 async fn killed_mid_drain_the_next_agent_resumes() {
     let s = Scene::start(&[]).await;
     let mut agent = s.agent(&[]).await;

@@ -28,7 +28,18 @@ fn sample(name: &str) -> String {
     .unwrap()
 }
 
+// The same bodies against the simulator and against the real control plane: Leases between
+// replicas, a takeover after kill -9, lifecycle hooks, the queue manifest's RBAC.
+crate::on_both_backends!(
+    spot_warning_fences_drains_and_deletes_the_message_only_afterwards,
+    terminate_hook_heartbeats_while_draining_then_continues,
+    two_replicas_on_one_queue_drain_and_announce_each_notice_once,
+    a_replica_killed_mid_drain_is_taken_over_within_seconds,
+    spot_warning_over_tls_with_the_queue_manifests_rbac,
+);
+
 /// The nodes other than the spot node `s.node`.
+
 async fn other_nodes(s: &Scene) -> Vec<String> {
     kube::Api::<k8s_openapi::api::core::v1::Node>::all(s.client.clone())
         .list(&Default::default())
@@ -286,7 +297,6 @@ fn ec2_event(sample_name: &str, instance: &str) -> String {
     v.to_string()
 }
 
-#[tokio::test]
 async fn spot_warning_fences_drains_and_deletes_the_message_only_afterwards() {
     let q = QueueScene::start(&[]).await;
     let instance = instance_of(&q.s, &q.s.node).await;
@@ -476,7 +486,6 @@ async fn terminate_hook_drained(q: &QueueScene) -> String {
     instance
 }
 
-#[tokio::test]
 async fn terminate_hook_heartbeats_while_draining_then_continues() {
     // Slow pods (2 s to stop) and a 1 s heartbeat: the drain spans heartbeats.
     let q = QueueScene::start(&[
@@ -619,7 +628,6 @@ async fn launch_hook_continues_once_ready_and_unknown_instances_are_not_held_up(
     assert!(!cordoned(&q.s.node().await), "a launch hook never fences");
 }
 
-#[tokio::test]
 async fn two_replicas_on_one_queue_drain_and_announce_each_notice_once() {
     let (hook, hook_url) = crate::support::Hook::start().await;
     let q = QueueScene::start(&["--webhook-url", &hook_url]).await;
@@ -714,7 +722,6 @@ async fn a_rebalance_fence_expires_in_queue_mode_too() {
 /// default 20 s here: the message itself stays hidden that long), finishes the drain without a
 /// second announcement, says in its drain-finished webhook what the dead replica evicted that
 /// was still leaving, and the node's claim is deleted once its retention passes.
-#[tokio::test]
 async fn a_replica_killed_mid_drain_is_taken_over_within_seconds() {
     let (hook, hook_url) = crate::support::Hook::start().await;
     let args = [
@@ -877,7 +884,6 @@ async fn a_closed_health_event_is_ignored() {
 /// The production path: HTTPS, the controller holding the queue manifest's ServiceAccount
 /// token, and only the permissions that manifest grants (nodes list/watch for the index,
 /// leases in kube-system for the claims). A missing permission fails here.
-#[tokio::test]
 async fn spot_warning_over_tls_with_the_queue_manifests_rbac() {
     // The manifest's own Deployment runs pods too (30 s grace): cap grace so the drain is quick.
     let q = QueueScene::launch(

@@ -425,8 +425,18 @@ impl Scene {
                     &format!("{}/deploy/manifests/{manifest}", env!("CARGO_MANIFEST_DIR")),
                 ]);
                 let (ns, name) = sa.split_once('/').expect("NAMESPACE/NAME");
-                cp.service_account_kubeconfig(ns, name, Some(&node), d)
-                    .await
+                // A DaemonSet's agent holds its node's pod's token; a Deployment's, its own.
+                let text = std::fs::read_to_string(format!(
+                    "{}/deploy/manifests/{manifest}",
+                    env!("CARGO_MANIFEST_DIR")
+                ))
+                .unwrap();
+                let bound = if text.contains("kind: DaemonSet") {
+                    crate::real_cluster::Bound::PodOn(&node)
+                } else {
+                    crate::real_cluster::Bound::AnyPod
+                };
+                cp.service_account_kubeconfig(ns, name, bound, d).await
             }
             _ => cp.kubeconfig.clone(),
         };

@@ -88,6 +88,7 @@ start kube-controller-manager "$BIN/kube-controller-manager" \
   --bind-address 127.0.0.1 --secure-port "$KCM" \
   --service-account-private-key-file "$P/sa.key" --root-ca-file "$P/ca.crt" \
   --use-service-account-credentials=true \
+  --node-monitor-period 1s \
   --controllers '*,-service-lb-controller,-node-route-controller,-cloud-node-lifecycle-controller' \
   --profiling=false
 start kube-scheduler "$BIN/kube-scheduler" \

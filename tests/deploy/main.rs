@@ -321,6 +321,60 @@ fn the_chart_grants_exactly_the_manifests_rules() {
     }
 }
 
+/// imds mode: the chart confines each agent to its node with the manifest's admission policy
+/// (proven on the real API server by tests/agent/confinement.rs), bound to the release's own
+/// ServiceAccount; not in queue mode, not before Kubernetes 1.30, not when turned off.
+#[test]
+fn the_chart_confines_each_agent_as_the_manifest_does() {
+    let docs = rendered(&[]);
+    let text = std::fs::read_to_string(manifest("spot-interrupt-handler.yaml")).unwrap();
+    let objects = workload::parse(&text).unwrap();
+    let policy = |all: Vec<&Value>| -> Value {
+        assert_eq!(all.len(), 1, "one policy");
+        let mut spec = all[0]["spec"].clone();
+        // The account's name differs (the release's); the rest is the same policy.
+        spec["matchConditions"] = Value::Null;
+        spec
+    };
+    let plain: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ValidatingAdmissionPolicy")
+        .collect();
+    assert_eq!(
+        policy(of_kind(&docs, "ValidatingAdmissionPolicy")),
+        policy(plain)
+    );
+    let chart = of_kind(&docs, "ValidatingAdmissionPolicy")[0];
+    let sa = &of_kind(&docs, "ServiceAccount")[0]["metadata"];
+    let who = format!(
+        "system:serviceaccount:{}:{}",
+        sa["namespace"].as_str().unwrap_or("default"),
+        sa["name"].as_str().unwrap()
+    );
+    assert!(
+        chart["spec"]["matchConditions"][0]["expression"]
+            .as_str()
+            .unwrap()
+            .contains(&who),
+        "{chart}"
+    );
+    let bound = of_kind(&docs, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(bound[0]["spec"]["policyName"], chart["metadata"]["name"]);
+    assert_eq!(bound[0]["spec"]["validationActions"][0], "Deny");
+    for sets in [
+        &["confinement.enabled=false"][..],
+        &[
+            "mode=queue",
+            "queue.url=https://sqs.us-east-1.amazonaws.com/1/q",
+        ][..],
+    ] {
+        assert!(
+            of_kind(&rendered(sets), "ValidatingAdmissionPolicy").is_empty(),
+            "{sets:?}"
+        );
+    }
+}
+
 /// The flags of one command in docs/configuration.md (with the ones every command has).
 fn flags_of(command: &str) -> Vec<String> {
     let reference = std::fs::read_to_string(format!("{ROOT}/docs/configuration.md")).unwrap();

@@ -15,31 +15,31 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
-/// Slots in use: slot `n` has the ports `26400 + 10 n ..` and the directory `control-plane-n`.
-static SLOTS: std::sync::Mutex<[bool; SLOT_COUNT]> = std::sync::Mutex::new([false; SLOT_COUNT]);
 const SLOT_COUNT: usize = 8;
 
-/// A slot, given back when dropped.
-struct Slot(usize);
+/// A slot: slot `n` has the ports `26400 + 10 n ..` and the directory `control-plane-n`. Held
+/// by a lock on `control-plane-n.lock` (released when dropped, or when the process ends,
+/// however it ends), so test processes running side by side never share one.
+struct Slot(usize, #[allow(dead_code)] std::fs::File);
 
 impl Slot {
     async fn take() -> Self {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        std::fs::create_dir_all(&dir).unwrap();
         loop {
-            {
-                let mut slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(n) = slots.iter().position(|used| !used) {
-                    slots[n] = true;
-                    return Self(n);
+            for n in 0..SLOT_COUNT {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(dir.join(format!("control-plane-{n}.lock")))
+                    .unwrap();
+                if file.try_lock().is_ok() {
+                    return Self(n, file);
                 }
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        SLOTS.lock().unwrap_or_else(|p| p.into_inner())[self.0] = false;
     }
 }
 
@@ -256,14 +256,14 @@ impl ControlPlane {
     }
 
     /// A kubeconfig holding a token of `namespace/service_account`, written into `dir` as
-    /// `kubeconfig`. With `on_node`, the token is bound to the account's pod on that node (the
-    /// DaemonSet's, which the drain leaves alone), so it names the node as a DaemonSet pod's
-    /// projected token does; without, it is bound to no object.
+    /// `kubeconfig`, bound as `bound` says: to the account's pod on a node (the DaemonSet's,
+    /// which a drain leaves alone), so that it names the node as a DaemonSet pod's projected
+    /// token does; to any pod of the account (a Deployment's); or to nothing.
     pub async fn service_account_kubeconfig(
         &self,
         namespace: &str,
         service_account: &str,
-        on_node: Option<&str>,
+        bound: Bound<'_>,
         dir: &Path,
     ) -> PathBuf {
         let mut args = vec![
@@ -275,15 +275,17 @@ impl ControlPlane {
             "--duration".to_owned(),
             "2h".to_owned(),
         ];
-        if let Some(node) = on_node {
+        if bound != Bound::Nothing {
             let pods: Api<k8s_openapi::api::core::v1::Pod> =
                 Api::namespaced(self.client.clone(), namespace);
             let end = tokio::time::Instant::now() + Duration::from_secs(30);
+            let on = match bound {
+                Bound::PodOn(node) => format!("spec.nodeName={node}"),
+                _ => String::new(),
+            };
             let pod = loop {
                 let list = pods
-                    .list(
-                        &kube::api::ListParams::default().fields(&format!("spec.nodeName={node}")),
-                    )
+                    .list(&kube::api::ListParams::default().fields(&on))
                     .await
                     .unwrap();
                 let found = list.items.into_iter().find(|p| {
@@ -298,7 +300,7 @@ impl ControlPlane {
                 }
                 assert!(
                     tokio::time::Instant::now() < end,
-                    "no pod of {namespace}/{service_account} on {node} (is its DaemonSet applied?)"
+                    "no pod of {namespace}/{service_account} ({bound:?}): is its workload applied?"
                 );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             };
@@ -331,6 +333,17 @@ impl ControlPlane {
         .unwrap();
         file
     }
+}
+
+/// What a test token is bound to.
+#[allow(dead_code)] // each test binary uses some of them
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound<'a> {
+    /// The account's pod on this node: the token names the node.
+    PodOn(&'a str),
+    /// Any pod of the account.
+    AnyPod,
+    Nothing,
 }
 
 /// A kube client for a kubeconfig file, without retries (a test sees every answer).

@@ -16,15 +16,30 @@ use super::{Malformed, Parsed, QueueNotice, rfc3339, text};
 
 const KIND: &str = "AWS Health event";
 
+/// `Fri, 15 May 2026 10:00:00 GMT` (or RFC 3339). A weekday that disagrees with its date is
+/// read by the date, as RFC 2822 readers do (AWS's own documented example says "Sat, 05 Jun
+/// 2016", a Sunday): the time is what the event means, the weekday a courtesy.
 fn health_time(s: &str, field: &'static str) -> Result<Timestamp, Malformed> {
-    jiff::fmt::rfc2822::parse(s)
-        .map(|z| z.timestamp())
-        .or_else(|_| s.parse::<Timestamp>())
-        .map_err(|_| Malformed::Invalid {
-            kind: KIND,
-            field,
-            value: s.to_owned(),
-        })
+    let s = s.trim();
+    if let Ok(z) = jiff::fmt::rfc2822::parse(s) {
+        return Ok(z.timestamp());
+    }
+    if let Ok(t) = s.parse::<Timestamp>() {
+        return Ok(t);
+    }
+    if let Some((weekday, rest)) = s.split_once(',')
+        && weekday.len() == 3
+        && let Ok(z) = jiff::fmt::rfc2822::parse(rest.trim())
+    {
+        tracing::info!(field, value = s, read_as = %z.timestamp(),
+            "AWS Health time: its weekday disagrees with its date; read by the date");
+        return Ok(z.timestamp());
+    }
+    Err(Malformed::Invalid {
+        kind: KIND,
+        field,
+        value: s.to_owned(),
+    })
 }
 
 pub fn parse(event: &Value) -> Result<Parsed, Malformed> {
@@ -37,25 +52,17 @@ pub fn parse(event: &Value) -> Result<Parsed, Malformed> {
     }
     let time = rfc3339(text(event, "time", KIND)?, KIND, "time")?;
     let start = health_time(text(event, "detail.startTime", KIND)?, "detail.startTime")?;
-    let status = match event.pointer("/detail/statusCode") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.as_str()),
-        Some(other) => {
-            return Err(Malformed::Invalid {
-                kind: KIND,
-                field: "detail.statusCode",
-                value: other.to_string(),
-            });
-        }
-    };
+    // Fields needed only to tell that the event is over: one that cannot be read does not
+    // drop an event naming our instances (it is taken as open).
+    let status = event.pointer("/detail/statusCode").and_then(Value::as_str);
     if status == Some("closed") {
         return Ok(Parsed::Ignore("Health event is closed".into()));
     }
-    if let Some(end) = event.pointer("/detail/endTime").and_then(Value::as_str) {
-        let end = health_time(end, "detail.endTime")?;
-        if end <= time {
-            return Ok(Parsed::Ignore(format!("Health event ended at {end}")));
-        }
+    if let Some(end) = event.pointer("/detail/endTime").and_then(Value::as_str)
+        && let Ok(end) = health_time(end, "detail.endTime")
+        && end <= time
+    {
+        return Ok(Parsed::Ignore(format!("Health event ended at {end}")));
     }
     let communication = event
         .pointer("/detail/communicationId")

@@ -347,14 +347,46 @@ mod tests {
             panic!("{:?}", parse(&started))
         };
         assert!(n.iter().all(|x| x.deadline.is_none()), "{n:?}");
+        // A field needed only to tell the event is over, unreadable: the event stands.
         let odd_status = base.replace("\"statusCode\":\"upcoming\"", "\"statusCode\":7");
-        assert!(matches!(
-            parse(&odd_status),
-            Err(Malformed::Invalid {
-                field: "detail.statusCode",
-                ..
-            })
-        ));
+        assert!(
+            matches!(parse(&odd_status), Ok(Parsed::Act(_))),
+            "{:?}",
+            parse(&odd_status)
+        );
+        let odd_end = base.replace(
+            "\"endTime\":\"Fri, 15 May 2026 12:00:00 GMT\"",
+            "\"endTime\":\"later\"",
+        );
+        assert!(
+            matches!(parse(&odd_end), Ok(Parsed::Act(_))),
+            "{:?}",
+            parse(&odd_end)
+        );
+    }
+
+    /// AWS's own documented example (the one NTH's end-to-end suite sends) says "Sat, 05 Jun
+    /// 2016", a Sunday: read by its date, never dropped as malformed.
+    #[test]
+    fn a_health_time_whose_weekday_disagrees_is_read_by_its_date() {
+        let base = sample("aws-health-scheduled-change.json");
+        let sunday = base.replace(
+            "\"startTime\":\"Fri, 15 May 2026 10:00:00 GMT\"",
+            "\"startTime\":\"Sat, 17 May 2026 10:00:00 GMT\"",
+        );
+        let Ok(Parsed::Act(n)) = parse(&sunday) else {
+            panic!("{:?}", parse(&sunday))
+        };
+        assert!(
+            n.iter()
+                .all(|x| x.deadline == Some(ts("2026-05-17T10:00:00Z"))),
+            "{n:?}"
+        );
+        let nonsense = base.replace(
+            "\"startTime\":\"Fri, 15 May 2026 10:00:00 GMT\"",
+            "\"startTime\":\"Sat, 99 May 2026 10:00:00 GMT\"",
+        );
+        assert!(parse(&nonsense).is_err());
     }
 
     #[test]

@@ -122,7 +122,48 @@ pub fn run_timers(tx: &mut Tx<'_>) -> Result<Option<Instant>, ApiError> {
     Ok(next)
 }
 
+/// The taint the node lifecycle controller keeps on a cordoned node (`TaintNodesByCondition`):
+/// a real API server shows it 10-30 ms after a cordon, and takes it away after an uncordon.
+pub const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
+
+/// Adds or removes [`UNSCHEDULABLE_TAINT`] to follow each node's `spec.unschedulable`.
+fn taint_by_condition(tx: &mut Tx<'_>) -> Result<(), ApiError> {
+    let has = |n: &serde_json::Value| {
+        n["spec"]["taints"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["key"] == UNSCHEDULABLE_TAINT))
+    };
+    let stale: Vec<_> = tx
+        .view()
+        .list(NODES, None)
+        .filter(|n| (n["spec"]["unschedulable"] == true) != has(n))
+        .cloned()
+        .collect();
+    for node in stale {
+        let mut new = (*node).clone();
+        let mut taints = new["spec"]["taints"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if node["spec"]["unschedulable"] == true {
+            taints.push(json!({"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule", "timeAdded": now_rfc3339()}));
+        } else {
+            taints.retain(|t| t["key"] != UNSCHEDULABLE_TAINT);
+        }
+        if taints.is_empty() {
+            if let Some(spec) = new["spec"].as_object_mut() {
+                spec.remove("taints");
+            }
+        } else {
+            new["spec"]["taints"] = json!(taints);
+        }
+        tx.replace(NODES, "", &name_of(&node), new)?;
+    }
+    Ok(())
+}
+
 pub fn reconcile(tx: &mut Tx<'_>, config: &LoopConfig) -> Result<(), ApiError> {
+    taint_by_condition(tx)?;
     let fresh: Vec<_> = tx
         .view()
         .list(NODES, None)
