@@ -76,16 +76,33 @@ async fn readyz(State(s): State<Shared>) -> (StatusCode, String) {
 /// Connections served at once, per listener: probes and a scraper need a handful; far below
 /// any open-files limit.
 pub const MAX_CONNECTIONS: usize = 256;
-/// The longest a client may take to send a request's headers.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a client may take to send a request's headers: a probe or a scraper on the
+/// node's network sends them at once.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest one connection is kept, idle or not.
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// Connections that have not sent a request yet, oldest first: when every slot is taken, a
+/// new connection takes the slot of the oldest of them. So a client holding connections open
+/// without asking anything (and reopening each one closed) never keeps a probe out: the
+/// probe's request arrives at once, after which its connection is never the one given up.
+#[derive(Default)]
+struct Waiting {
+    next: u64,
+    by_age: std::collections::BTreeMap<u64, tokio::sync::oneshot::Sender<()>>,
+}
+
+/// A poisoned lock still holds a sound map (every change is one insert or remove).
+fn lock(w: &std::sync::Mutex<Waiting>) -> std::sync::MutexGuard<'_, Waiting> {
+    w.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Serves `app` on `listener` within the limits above, until the process ends.
 async fn serve(listener: tokio::net::TcpListener, app: Router, what: &'static str) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let mut refused: u64 = 0;
+    let waiting: Arc<std::sync::Mutex<Waiting>> = Arc::default();
+    let mut evicted: u64 = 0;
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -97,27 +114,58 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, what: &'static st
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            refused += 1;
-            if refused.is_power_of_two() {
-                tracing::warn!(
-                    listener = what,
-                    refused,
-                    limit = MAX_CONNECTIONS,
-                    "too many connections; closing new ones"
-                );
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                // Full: the oldest connection that has asked nothing gives up its slot.
+                let oldest = lock(&waiting).by_age.pop_first();
+                let Some((_, close)) = oldest else {
+                    drop(stream);
+                    continue;
+                };
+                let _ = close.send(());
+                evicted += 1;
+                if evicted.is_power_of_two() {
+                    tracing::warn!(
+                        listener = what,
+                        evicted,
+                        limit = MAX_CONNECTIONS,
+                        "too many connections; closing those that asked nothing"
+                    );
+                }
+                match slots.clone().acquire_owned().await {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                }
             }
-            drop(stream);
-            continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let (close_tx, close_rx) = tokio::sync::oneshot::channel();
+        let id = {
+            let mut w = lock(&waiting);
+            w.next += 1;
+            let id = w.next;
+            w.by_age.insert(id, close_tx);
+            id
+        };
+        let inner = hyper_util::service::TowerToHyperService::new(app.clone());
+        let asked = waiting.clone();
+        let service = hyper::service::service_fn(move |req| {
+            // It asked something: never the connection given up for a new one.
+            lock(&asked).by_age.remove(&id);
+            hyper::service::Service::call(&inner, req)
+        });
+        let done = waiting.clone();
         tokio::spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+            tokio::select! {
+                _ = tokio::time::timeout(CONNECTION_LIFETIME, conn) => {}
+                _ = close_rx => {}
+            }
+            lock(&done).by_age.remove(&id);
             drop(slot);
         });
     }

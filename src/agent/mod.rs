@@ -23,6 +23,9 @@ use crate::responder::{Outcome, Responder};
 use health::Health;
 use source::{Ack, Identity, NoticeSource};
 
+/// The least time between the starts of two long polls.
+const LONG_POLL_GAP: Duration = Duration::from_secs(1);
+
 /// The acknowledgements of this process: under way, and accepted by the cloud (never sent
 /// again).
 #[derive(Default)]
@@ -101,6 +104,7 @@ impl<S: NoticeSource> Agent<S> {
         let long_polls = self.source.long_polls();
         let mut last_problems = String::new();
         let acking: Arc<Mutex<Acks>> = Arc::default();
+        let mut last_start: Option<tokio::time::Instant> = None;
         loop {
             // A long-polling source waits for changes itself; after a poll with problems it
             // waits the poll interval like any other, so a failing service is not hammered.
@@ -110,7 +114,18 @@ impl<S: NoticeSource> Agent<S> {
                     _ = &mut stop => break,
                     _ = tick.tick() => {}
                 }
+            } else if let Some(at) = last_start {
+                // And whatever the service does (a server that answers a long poll at once, or
+                // sends no ETag to wait on), polls start at most once a second (or once per
+                // poll interval, if shorter): a change is still seen within that second.
+                let gap = self.cfg.poll_interval.min(LONG_POLL_GAP);
+                tokio::select! {
+                    biased;
+                    _ = &mut stop => break,
+                    _ = tokio::time::sleep_until(at + gap) => {}
+                }
             }
+            last_start = Some(tokio::time::Instant::now());
             let poll = tokio::select! {
                 biased;
                 _ = &mut stop => break,

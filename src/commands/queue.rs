@@ -119,15 +119,44 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
         .pod_name
         .clone()
         .unwrap_or_else(|| format!("queue-controller-{}", std::process::id()));
-    let claims = (!args.act.dry_run).then(|| {
-        sih_node::Claims::new(
+    // Our namespace: told (the downward API), else the one our ServiceAccount's token is
+    // mounted for. The shipped Role grants Leases there and nowhere else.
+    let namespace = match args.me.pod_namespace.clone() {
+        Some(ns) => ns,
+        None => match std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE) {
+            Ok(ns) if !ns.trim().is_empty() => ns.trim().to_owned(),
+            _ => {
+                tracing::warn!(
+                    "NAMESPACE is not set and no service-account mount says it: Leases go to \"default\""
+                );
+                "default".to_owned()
+            }
+        },
+    };
+    let claims = if args.act.dry_run {
+        None
+    } else {
+        let claims = sih_node::Claims::new(
             client.clone(),
-            args.me.pod_namespace.as_deref().unwrap_or("default"),
+            &namespace,
             &holder,
             args.claim_ttl.max(std::time::Duration::from_secs(3)),
             args.kube.api_timeout,
-        )
-    });
+        );
+        // A Lease that cannot be written would send every message back, forever: refuse to
+        // start with the reason (an API server that is only down is waited for, as usual).
+        if let Err(sih_node::NodeError::Api(e)) = claims.heartbeat().await
+            && matches!(
+                sih_node::classify(&e),
+                sih_node::ApiClass::Forbidden | sih_node::ApiClass::NotFound
+            )
+        {
+            anyhow::bail!(
+                "cannot write this replica's Lease in namespace {namespace:?} ({e}): set NAMESPACE to the pod's namespace (the downward API) and bind the Role of deploy/manifests/spot-interrupt-handler-queue.yaml there"
+            );
+        }
+        Some(claims)
+    };
     let ran = Controller::new(
         config, queue, hooks, claims, responder, resolver, metrics, health,
     )
@@ -136,6 +165,9 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
     telling::finish(reporting).await;
     ran.map_err(|e| anyhow::anyhow!("cannot read the queue {}: {e}", args.queue_url))
 }
+
+/// Where a pod finds the namespace its ServiceAccount's token was mounted for.
+const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
 /// ELBv2's word on a node's targets, for the drain's wait before Service endpoints leave.
 struct TargetHealthOf(sih_queue::Elbv2);

@@ -373,3 +373,48 @@ async fn gce_an_agent_not_told_its_node_finds_it_by_the_instance_name() {
     })
     .await;
 }
+
+/// Issue 32 (7): a metadata server that answers every long poll at once and sends no ETag used
+/// to be polled 24 538 times in 10 s. Polls are paced whatever the server does.
+#[tokio::test]
+async fn a_gce_server_that_never_waits_is_not_hammered() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let s = Scene::start_cloud("gce", &[], None, None).await;
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    let node = s.node.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let counted = counted.clone();
+        let node = node.clone();
+        async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let item = uri.path().trim_start_matches("/computeMetadata/v1/");
+            let body = match item {
+                "instance/id" => "4242".to_owned(),
+                "instance/name" | "instance/hostname" => node,
+                "instance/zone" => "projects/1/zones/us-central1-a".to_owned(),
+                "project/project-id" => "p".to_owned(),
+                "instance/machine-type" => "projects/1/machineTypes/e2-small".to_owned(),
+                "instance/scheduling/preemptible" => "TRUE".to_owned(),
+                "instance/network-interfaces/0/ip" => "10.0.0.9".to_owned(),
+                "instance/preempted" => "FALSE".to_owned(),
+                "instance/maintenance-event" => "NONE".to_owned(),
+                _ => String::new(),
+            };
+            ([("metadata-flavor", "Google")], body)
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let agent = s
+        .agent(&["--imds-endpoint", &url, "--poll-interval", "200ms"])
+        .await;
+    let before = count.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let polled = count.load(Ordering::SeqCst) - before;
+    // Two items a poll, polls at least 200 ms apart: 50 at most in 5 s.
+    assert!(polled <= 52, "{polled} requests in 5 s");
+    assert!(polled >= 4, "still polled: {polled}");
+    assert!(agent.child_alive());
+}

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use tokio::time::Instant;
 
 use crate::support::{Hook, Link, Scene, cordoned, until};
 
@@ -94,7 +95,9 @@ async fn api_server_unreachable_for_ten_seconds_mid_drain() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert!(agent.child_alive(), "{}", agent.proc.log());
     link.set_down(false);
+    let dump = log_on_panic(agent.proc.lines.clone());
     s.drained().await;
+    std::mem::forget(dump);
     let done = agent
         .proc
         .until_logged("drain succeeded", Duration::from_secs(20))
@@ -158,7 +161,10 @@ async fn killed_mid_drain_the_next_agent_resumes() {
             Duration::from_secs(10),
         )
         .await;
+    let log = agent.proc.lines.clone();
+    let dump = log_on_panic(log);
     s.drained().await;
+    std::mem::forget(dump);
     agent
         .proc
         .until_logged("drain succeeded", Duration::from_secs(20))
@@ -277,4 +283,78 @@ async fn a_lasting_failure_is_said_once_and_counted_each_time() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(said("not found") <= 1, "{}", agent.proc.log());
     assert!(agent.child_alive());
+}
+
+/// Issue 32 (8): one client holding 256 idle connections and reopening each one closed made
+/// `/healthz` fail 30 probes of 30, on the host network of every spot node. Sustained for 8 s,
+/// the probes still answer: a new connection takes the slot of the oldest that asked nothing.
+#[tokio::test]
+async fn health_probes_answer_under_a_sustained_connection_flood() {
+    rlimit::increase_nofile_limit(8192).unwrap();
+    let s = Scene::start(&[]).await;
+    let agent = s.agent(&[]).await;
+    let addr = agent.admin.trim_start_matches("http://").to_owned();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut flooders = Vec::new();
+    // 300 holders, each keeping one silent connection open and reopening it when closed
+    // (bounded: they stop with the test, at most 8 s).
+    for _ in 0..300 {
+        let (addr, stop) = (addr.clone(), stop.clone());
+        flooders.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let Ok(mut c) = tokio::net::TcpStream::connect(&addr).await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let mut buf = [0u8; 1];
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    tokio::io::AsyncReadExt::read(&mut c, &mut buf),
+                )
+                .await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let (mut ok, mut tried) = (0, 0);
+    let end = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < end {
+        tried += 1;
+        let answered = client
+            .get(format!("{}/healthz", agent.admin))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200);
+        if answered {
+            ok += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for f in flooders {
+        f.abort();
+    }
+    assert!(tried >= 20, "{tried} probes");
+    assert_eq!(ok, tried, "{ok} of {tried} probes answered under the flood");
+    assert!(agent.child_alive());
+}
+
+/// Prints the agent's log if the test fails after this point (dropped while panicking).
+struct LogOnPanic(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Drop for LogOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("agent log:\n{}", self.0.lock().unwrap().join("\n"));
+        }
+    }
+}
+
+fn log_on_panic(lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> LogOnPanic {
+    LogOnPanic(lines)
 }

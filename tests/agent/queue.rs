@@ -39,7 +39,6 @@ crate::on_both_backends!(
 );
 
 /// The nodes other than the spot node `s.node`.
-
 async fn other_nodes(s: &Scene) -> Vec<String> {
     kube::Api::<k8s_openapi::api::core::v1::Node>::all(s.client.clone())
         .list(&Default::default())
@@ -487,7 +486,8 @@ async fn terminate_hook_drained(q: &QueueScene) -> String {
 }
 
 async fn terminate_hook_heartbeats_while_draining_then_continues() {
-    // Slow pods (2 s to stop) and a 1 s heartbeat: the drain spans heartbeats.
+    // A pod that takes 3 s to stop and a 1 s heartbeat: the drain spans heartbeats (on a
+    // real control plane the web pods alone leave in under a second).
     let q = QueueScene::start(&[
         "--heartbeat-interval",
         "1s",
@@ -495,6 +495,7 @@ async fn terminate_hook_heartbeats_while_draining_then_continues() {
         "3",
     ])
     .await;
+    slow_pod_on(&q.s, &q.s.node, 3).await;
     let instance = terminate_hook_drained(&q).await;
     let calls = q.moto.lifecycle_calls();
     let complete: Vec<&Value> = calls
@@ -1777,4 +1778,60 @@ async fn load_balancers_that_cannot_be_asked_fall_back_to_the_drain_delay() {
     // Counted as the SDK clients' failures are.
     let series = "spot_interrupt_handler_aws_errors_total{service=\"elasticloadbalancing\",operation=\"DescribeTargetGroups\",class=\"network\"}";
     assert!(q.metric(series).await >= 1.0, "{series} missing");
+}
+
+/// Issue 32 (11): started without NAMESPACE, the controller's Leases went to `default`, where
+/// the shipped Role grants nothing: every message met a 403 and came back, forever. Now it
+/// takes the namespace of its service-account mount, and refuses to start, with the reason,
+/// when its Lease cannot be written.
+#[tokio::test]
+async fn a_controller_that_cannot_write_its_lease_refuses_to_start_with_the_reason() {
+    let moto = Moto::start().await;
+    let ids = moto.run_instances(3, None).await;
+    let instances = moto.instances(&ids).await;
+    let s = Scene::start_full(
+        &[],
+        Some((
+            "spot-interrupt-handler-queue.yaml",
+            "kube-system/spot-interrupt-handler-queue",
+        )),
+        Some(&nodes_yaml(&instances, 1)),
+    )
+    .await;
+    let url = moto
+        .sqs()
+        .await
+        .create_queue()
+        .queue_name("spot-events")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let (mut proc, _out) = Proc::spawn(
+        &[
+            "--log-format",
+            "json",
+            "queue",
+            "--queue-url",
+            &url,
+            "--aws-endpoint",
+            &moto.url,
+            "--kubeconfig",
+            s.kubeconfig.to_str().unwrap(),
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        &AWS_ENV,
+    );
+    let status = tokio::time::timeout(Duration::from_secs(30), proc.child.wait())
+        .await
+        .expect("it stops by itself")
+        .unwrap();
+    assert!(!status.success());
+    let log = proc.log();
+    assert!(
+        log.contains("cannot write this replica's Lease") && log.contains("set NAMESPACE"),
+        "{log}"
+    );
 }

@@ -91,6 +91,7 @@ impl Proc {
         };
         cmd.args(args)
             .env_remove("NODE_NAME")
+            .env_remove("NAMESPACE")
             .env_remove("KUBECONFIG")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -518,10 +519,12 @@ impl Scene {
             let at = args.iter().position(|a| *a == "--node-name").unwrap();
             args.drain(at..at + 2);
         }
-        // A test's own poll interval replaces the default one.
-        if extra.contains(&"--poll-interval") {
-            let at = args.iter().position(|a| *a == "--poll-interval").unwrap();
-            args.drain(at..at + 2);
+        // A test's own poll interval or metadata endpoint replaces the default one.
+        for own in ["--poll-interval", "--imds-endpoint"] {
+            if extra.contains(&own) {
+                let at = args.iter().position(|a| *a == own).unwrap();
+                args.drain(at..at + 2);
+            }
         }
         args.extend_from_slice(extra);
         let (proc, _stdout) = Proc::spawn(&args, env);
@@ -743,12 +746,45 @@ impl Scene {
     }
 
     pub async fn drained(&self) {
-        until(
-            "the spot node has no web pods and 6 run elsewhere",
-            Duration::from_secs(30),
-            || async { self.web_on_node().await == 0 && self.web_running().await.len() == 6 },
-        )
-        .await;
+        let end = Instant::now() + Duration::from_secs(30);
+        while !(self.web_on_node().await == 0 && self.web_running().await.len() == 6) {
+            if Instant::now() >= end {
+                // Say where each web pod is, so a failure shows what the drain left.
+                let pods: Vec<String> = self
+                    .web_pods()
+                    .await
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{} on {:?} phase {:?} deleting {:?}",
+                            p.metadata.name.as_deref().unwrap_or_default(),
+                            p.spec.as_ref().and_then(|s| s.node_name.clone()),
+                            p.status.as_ref().and_then(|s| s.phase.clone()),
+                            p.metadata
+                                .deletion_timestamp
+                                .as_ref()
+                                .map(|t| t.0.to_string()),
+                        )
+                    })
+                    .collect();
+                let node = self.node().await;
+                let budget =
+                    Api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>::default_namespaced(
+                        self.client.clone(),
+                    )
+                    .get_opt("web")
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|b| b.status);
+                panic!(
+                    "timed out waiting for: the spot node has no web pods and 6 run elsewhere; web pods: {pods:#?}; the node: cordoned {}, taints {:?}; the budget: {budget:?}",
+                    cordoned(&node),
+                    taints(&node)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 

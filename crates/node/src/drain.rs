@@ -874,6 +874,21 @@ async fn leave(ctx: &Ctx, pod: &PodFacts, refusals: &std::sync::atomic::AtomicU3
                     // Gone already, or replaced by a pod with another UID: nothing to do.
                     ApiClass::NotFound | ApiClass::Conflict => return Left::AlreadyGone,
                     ApiClass::TooManyRequests => {
+                        // An eviction the budget already granted (the pod is in its
+                        // `disruptedPods`) whose pod was never deleted: an interrupted eviction
+                        // (its answer lost on the way) leaves the budget spent on this pod for
+                        // two minutes, refusing every other. Finish what the API server granted.
+                        if granted_but_not_deleted(ctx, &mut rx, next_decision, pod).await {
+                            let params = delete_params(&pod.uid, grace);
+                            let call = api.delete(&pod.name, &params);
+                            if let Some(Ok(_)) =
+                                ctx.call(&mut rx, next_decision, "delete pod", call).await
+                            {
+                                tracing::info!(pod = %who, "its budget had granted its eviction, which never deleted it: deleted with its grace");
+                                ctx.say(Progress::Evicted { pod: who, grace });
+                                return Left::Evicted(grace);
+                            }
+                        }
                         blocked = true;
                         attempt += 1;
                         refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -930,6 +945,31 @@ async fn leave(ctx: &Ctx, pod: &PodFacts, refusals: &std::sync::atomic::AtomicU3
             return Left::Stopped;
         }
         wait = (wait * 2).min(PDB_RETRY_CAP);
+    }
+}
+
+/// Whether a budget of `pod`'s namespace lists it in `status.disruptedPods`: its eviction was
+/// granted (and counted against the budget), yet the pod is still here, not being deleted. A
+/// real API server records the grant before it deletes the pod; a request cut in between
+/// (seen on the real control plane: an API link cut mid-drain) leaves it so for the disruption
+/// controller's two minutes. Unreadable budgets (no permission, an API error) say no.
+async fn granted_but_not_deleted(
+    ctx: &Ctx,
+    rx: &mut watch::Receiver<Option<Target>>,
+    until: Instant,
+    pod: &PodFacts,
+) -> bool {
+    let api: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+        Api::namespaced(ctx.client.clone(), &pod.namespace);
+    let params = ListParams::default();
+    match ctx.call(rx, until, "list budgets", api.list(&params)).await {
+        Some(Ok(budgets)) => budgets.items.iter().any(|b| {
+            b.status
+                .as_ref()
+                .and_then(|s| s.disrupted_pods.as_ref())
+                .is_some_and(|d| d.contains_key(&pod.name))
+        }),
+        _ => false,
     }
 }
 

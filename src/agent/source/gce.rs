@@ -4,8 +4,10 @@
 //! Each poll first reads plainly any item whose ETag it does not hold (at start, and after a
 //! failed read: GCE only warns about maintenance clients that have read the item), then
 //! watches both at once and returns as soon as either changes, or when the watch times out.
-//! The watch that did not answer is dropped and started again by the next poll with the same
-//! ETag: a change in between is answered at once, so none is missed.
+//! An answer that is in is always taken (both often end together); a watch that did not
+//! answer is dropped and started again by the next poll with the same ETag: a change in
+//! between is answered at once, so none is missed. The agent starts polls at most once per
+//! poll interval, whatever the server answers.
 
 use std::sync::{Arc, Mutex};
 
@@ -150,12 +152,23 @@ impl NoticeSource for Gce {
                 self.take(MAINTENANCE_EVENT, m, now, &mut problems);
             }
         } else if let (Some(pe), Some(me)) = (pe, me) {
+            let p = self.client.watch(PREEMPTED, &pe);
+            let m = self.client.watch(MAINTENANCE_EVENT, &me);
+            tokio::pin!(p, m);
+            // The first answer is taken; so is the other's when it is in too (both watches
+            // often end together: dropping that answer hid a preemption for a whole watch).
             tokio::select! {
-                p = self.client.watch(PREEMPTED, &pe) => {
-                    self.take(PREEMPTED, p, Timestamp::now(), &mut problems);
+                got = &mut p => {
+                    self.take(PREEMPTED, got, Timestamp::now(), &mut problems);
+                    if let Ok(got) = tokio::time::timeout(std::time::Duration::ZERO, &mut m).await {
+                        self.take(MAINTENANCE_EVENT, got, Timestamp::now(), &mut problems);
+                    }
                 }
-                m = self.client.watch(MAINTENANCE_EVENT, &me) => {
-                    self.take(MAINTENANCE_EVENT, m, Timestamp::now(), &mut problems);
+                got = &mut m => {
+                    self.take(MAINTENANCE_EVENT, got, Timestamp::now(), &mut problems);
+                    if let Ok(got) = tokio::time::timeout(std::time::Duration::ZERO, &mut p).await {
+                        self.take(PREEMPTED, got, Timestamp::now(), &mut problems);
+                    }
                 }
             }
         }
