@@ -321,6 +321,21 @@ fn the_chart_grants_exactly_the_manifests_rules() {
     }
 }
 
+/// Issue 32 (12): a webhook secret given as a plain flag (`flags.webhook-url`, ...) would be a
+/// pod argument for anyone who can read the pod: refused at render, pointing to webhook.*.
+#[test]
+fn webhook_secrets_given_as_flags_are_refused_at_render() {
+    for (set, value) in [
+        ("flags.webhook-url", "webhook.url"),
+        ("flags.webhook-headers", "webhook.headers"),
+        ("imds.flags.webhook-proxy", "webhook.proxy"),
+    ] {
+        let out = helm_template(&[&format!("{set}=x")]);
+        assert!(!out.ok, "{set} rendered");
+        assert!(out.stderr.contains(value), "{set}: {}", out.stderr);
+    }
+}
+
 /// imds mode: the chart confines each agent to its node with the manifest's admission policy
 /// (proven on the real API server by tests/agent/confinement.rs), bound to the release's own
 /// ServiceAccount; not in queue mode, not before Kubernetes 1.30, not when turned off.
@@ -706,6 +721,7 @@ fn sample_value(arg: &clap::Arg) -> String {
         "pod-namespace" => "kube-system",
         "webhook-url" => "https://hooks.slack.com/services/T/B/secret",
         "webhook-headers" => r#"{"Authorization":"Bearer s3cr3t"}"#,
+        "webhook-proxy" => "http://user:pr0xypw@proxy:3128",
         other => panic!("no sample value for --{other}: add one"),
     }
     .to_owned()
@@ -752,7 +768,7 @@ fn the_chart_with_every_value_set_renders_arguments_the_binary_accepts() {
                 yaml += &format!("    {k}: {}\n", serde_json::json!(sample_value(arg)));
             }
         }
-        yaml += "webhook:\n  url: https://hooks.slack.com/services/T/B/secret\n  headers: '{\"Authorization\":\"Bearer s3cr3t\"}'\n  proxy: http://proxy:3128\n  template: '{\"text\":\"{{ .Kind }}\"}'\n";
+        yaml += "webhook:\n  url: https://hooks.slack.com/services/T/B/secret\n  headers: '{\"Authorization\":\"Bearer s3cr3t\"}'\n  proxy: http://user:pr0xypw@proxy:3128\n  template: '{\"text\":\"{{ .Kind }}\"}'\n";
         let docs = rendered_with(
             &[
                 &format!("mode={mode}"),
@@ -787,9 +803,11 @@ fn the_chart_with_every_value_set_renders_arguments_the_binary_accepts() {
         }
         let spec = serde_json::to_string(&workload["spec"]).unwrap();
         assert!(
-            !spec.contains("s3cr3t") && !spec.contains("services/T/B"),
+            !spec.contains("s3cr3t") && !spec.contains("services/T/B") && !spec.contains("pr0xypw"),
             "{mode}: a webhook secret in the pod spec: {spec}"
         );
+        let pod = serde_json::to_string(&workload["spec"]["template"]["metadata"]).unwrap();
+        assert!(!pod.contains("checksum/webhook-secret"), "{mode}: {pod}");
         let secret = of_kind(&docs, "Secret");
         assert_eq!(secret.len(), 1, "{mode}");
         assert!(serde_json::to_string(secret[0]).unwrap().contains("s3cr3t"));

@@ -43,7 +43,7 @@ webhook.url and webhook.headers. */}}
 {{- define "sih.webhookSecret" -}}
 {{- if .Values.webhook.secretName -}}
 {{- .Values.webhook.secretName -}}
-{{- else if or .Values.webhook.url .Values.webhook.headers -}}
+{{- else if or .Values.webhook.url .Values.webhook.headers .Values.webhook.proxy -}}
 {{- printf "%s-webhook" (include "sih.fullname" .) -}}
 {{- end -}}
 {{- end -}}
@@ -75,9 +75,8 @@ metadata:
     {{- if .Values.webhook.template }}
     checksum/webhook-template: {{ .Values.webhook.template | sha256sum | trunc 16 }}
     {{- end }}
-    {{- if and (not .Values.webhook.secretName) (or .Values.webhook.url .Values.webhook.headers) }}
-    checksum/webhook-secret: {{ printf "%s\n%s" .Values.webhook.url .Values.webhook.headers | sha256sum | trunc 16 }}
-    {{- end }}
+    {{- /* No checksum of the webhook Secret here: a hash of a secret is not for the pod spec.
+    After changing webhook.url, .headers or .proxy: kubectl rollout restart (NOTES says so). */}}
     {{- with .Values.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -197,11 +196,15 @@ spec:
         {{- with .Values.clusterName }}
         - --cluster-name={{ . }}
         {{- end }}
-        {{- with .Values.webhook.proxy }}
-        - --webhook-proxy={{ . }}
-        {{- end }}
         {{- if include "sih.templateConfigMap" . }}
         - --webhook-template-file=/etc/spot-interrupt-handler/webhook/{{ .Values.webhook.templateConfigMapKey }}
+        {{- end }}
+        {{- range $flags := list .Values.flags .Values.imds.flags .Values.queue.flags }}
+        {{- range $secret := list "webhook-url" "webhook-headers" "webhook-proxy" }}
+        {{- if hasKey $flags $secret }}
+        {{- fail (printf "flags.%s would put a secret in the pod spec: set webhook.%s instead (kept in a Secret)" $secret (trimPrefix "webhook-" $secret)) }}
+        {{- end }}
+        {{- end }}
         {{- end }}
         {{- range $flag, $value := .Values.flags }}
         {{- if not (kindIs "invalid" $value) }}
@@ -227,6 +230,11 @@ spec:
         - name: WEBHOOK_HEADERS
           valueFrom:
             secretKeyRef: {name: {{ . }}, key: {{ $.Values.webhook.headersSecretKey }}, optional: true}
+        {{- end }}
+        {{- if or $.Values.webhook.secretName $.Values.webhook.proxy }}
+        - name: WEBHOOK_PROXY
+          valueFrom:
+            secretKeyRef: {name: {{ . }}, key: {{ $.Values.webhook.proxySecretKey }}, optional: true}
         {{- end }}
         {{- end }}
       ports:
