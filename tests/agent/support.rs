@@ -434,8 +434,11 @@ impl Scene {
                 .unwrap();
                 let bound = if text.contains("kind: DaemonSet") {
                     crate::real_cluster::Bound::PodOn(&node)
-                } else {
+                } else if text.contains("kind: Deployment") {
                     crate::real_cluster::Bound::AnyPod
+                } else {
+                    // A role for people or tools outside the cluster (the view's).
+                    crate::real_cluster::Bound::Nothing
                 };
                 cp.service_account_kubeconfig(ns, name, bound, d).await
             }

@@ -221,9 +221,11 @@ async fn the_view_shows_a_drain_as_it_happens() {
     let _ = demo.kill().await;
 }
 
+// Its watches and its ClusterRole under the simulator and under the real API server.
+crate::on_both_backends!(the_view_needs_only_its_clusterrole);
+
 /// The view with nothing but its ClusterRole (HTTPS, tokens and RBAC on, the manifest applied
 /// with kubectl): it sees every node and pod, then what changes, and no watch is refused.
-#[tokio::test]
 async fn the_view_needs_only_its_clusterrole() {
     let s = crate::support::Scene::start_full(
         &[],

@@ -75,6 +75,14 @@ spec:
     )
 }
 
+// The same bodies against the simulator and against the real control plane: the load
+// balancers' wait with a real EndpointSlice controller, surge with a real Deployment
+// controller.
+crate::on_both_backends!(
+    service_endpoints_wait_for_the_load_balancers_but_never_past_the_deadline,
+    a_surged_deployment_never_drops_below_its_desired_ready_replicas,
+);
+
 fn count<F: Fn(&Progress) -> bool>(events: &[Progress], f: F) -> usize {
     events.iter().filter(|e| f(e)).count()
 }
@@ -496,7 +504,6 @@ async fn a_blocked_tier_gives_the_next_tier_its_share_of_the_time() {
 /// Endpoints of a Service wait `lb_drain_delay` before their eviction (the load balancers
 /// stop sending them traffic first); other pods go at once; and the deadline always wins:
 /// with a delay longer than the notice, the endpoints still go at their last moment.
-#[tokio::test]
 async fn service_endpoints_wait_for_the_load_balancers_but_never_past_the_deadline() {
     let svc = "\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n";
     let yaml = [
@@ -578,7 +585,6 @@ async fn service_endpoints_wait_for_the_load_balancers_but_never_past_the_deadli
 /// new replicas Ready elsewhere before its pods leave, so its Ready replicas never drop below
 /// the desired count, and the count is restored afterwards; without the annotation they do
 /// drop (the budget allows one down). An HPA on the Deployment means no surge, said why.
-#[tokio::test]
 async fn a_surged_deployment_never_drops_below_its_desired_ready_replicas() {
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::Node;

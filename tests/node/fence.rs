@@ -53,6 +53,25 @@ async fn fence_is_idempotent_and_unfence_restores_a_node_cordoned_before_us() {
         )
         .await
         .unwrap();
+    // The node lifecycle controller (the simulator's too) taints a cordoned node a moment
+    // later: let it, so that its write does not land between ours.
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !nodes
+        .get(&n)
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.taints)
+        .unwrap_or_default()
+        .iter()
+        .any(|t| t.key == "node.kubernetes.io/unschedulable")
+    {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "never tainted unschedulable"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let spot = [notice(NoticeKind::SpotInterruption, Source::Imds)];
     let first = fence(&nodes, &n, Source::Imds, &spot).await.unwrap();
@@ -78,7 +97,16 @@ async fn fence_is_idempotent_and_unfence_restores_a_node_cordoned_before_us() {
         Some(true),
         "still cordoned: it was before us"
     );
-    assert!(after.spec.unwrap().taints.unwrap_or_default().is_empty());
+    // None of ours; the controller's unschedulable taint stays with the cordon.
+    let left: Vec<String> = after
+        .spec
+        .unwrap()
+        .taints
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| t.key)
+        .collect();
+    assert_eq!(left, ["node.kubernetes.io/unschedulable"], "{left:?}");
     assert!(
         !after
             .metadata

@@ -7,7 +7,44 @@ use kube::api::{Api, ListParams};
 use sih_node::{DrainConfig, DrainReport, Progress};
 use sih_sim_cluster::{ClusterConfig, RunningCluster, workload};
 
-pub async fn cluster(nodes: usize, max_pods: usize, yaml: &str) -> (RunningCluster, kube::Client) {
+/// The cluster of one test: the simulator, or (under `on_both_backends!`) a real control
+/// plane with the same nodes.
+pub enum TestCluster {
+    Simulator(RunningCluster),
+    Real(crate::real_cluster::ControlPlane),
+}
+
+impl TestCluster {
+    /// An admin kubeconfig for processes the test starts.
+    pub fn kubeconfig(&self) -> String {
+        match self {
+            Self::Simulator(c) => c.kubeconfig(),
+            Self::Real(cp) => std::fs::read_to_string(&cp.kubeconfig).unwrap(),
+        }
+    }
+
+    /// Unique among the clusters running now (for file names).
+    pub fn tag(&self) -> String {
+        match self {
+            Self::Simulator(c) => c.addr().port().to_string(),
+            Self::Real(cp) => cp.server.rsplit(':').next().unwrap_or_default().to_owned(),
+        }
+    }
+}
+
+/// `nodes` spot nodes (named as `node_name` says) and the objects of `yaml`. On a real
+/// control plane kwok runs the nodes and `max_pods` is not enforced.
+pub async fn cluster(nodes: usize, max_pods: usize, yaml: &str) -> (TestCluster, kube::Client) {
+    if crate::real_cluster::backend() == crate::real_cluster::Backend::Real {
+        let cp = crate::real_cluster::ControlPlane::start().await;
+        let objects: Vec<_> = (0..nodes).map(|i| workload::node(i, true)).collect();
+        cp.add_nodes(&objects).await;
+        if !yaml.trim().is_empty() {
+            cp.apply(yaml);
+        }
+        let client = cp.client.clone();
+        return (TestCluster::Real(cp), client);
+    }
     let config = ClusterConfig {
         nodes,
         spot_nodes: nodes,
@@ -22,7 +59,7 @@ pub async fn cluster(nodes: usize, max_pods: usize, yaml: &str) -> (RunningClust
     let mut kc = kube::Config::new(cluster.url().parse().unwrap());
     kc.default_retry = false;
     let client = kube::Client::try_from(kc).unwrap();
-    (cluster, client)
+    (TestCluster::Simulator(cluster), client)
 }
 
 pub fn node_name(i: usize) -> String {
