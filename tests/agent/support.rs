@@ -184,6 +184,32 @@ async fn simulator(args: &[&str]) -> (Proc, String) {
     (p, url)
 }
 
+/// The metadata simulator of `cloud` (`simulate imds` for aws) with `args`, and an uptime
+/// file that says the instance booted a day ago (no reboot since any fence in these tests,
+/// unless a test says so); removed with the scene.
+async fn metadata_simulator(cloud: &str, args: &[&str], tag: &str) -> (Proc, String, PathBuf) {
+    let sim = if cloud == "aws" { "imds" } else { cloud };
+    let mut all = vec!["simulate", sim, "--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let (imds, url) = simulator(&all).await;
+    let uptime_file = std::env::temp_dir().join(format!("sih-agent-e2e-{tag}.uptime"));
+    std::fs::write(&uptime_file, "86400.00 1000.00\n").unwrap();
+    (imds, url, uptime_file)
+}
+
+/// The name of the scene's spot node (labelled as EKS labels spot capacity).
+async fn spot_node(client: &kube::Client) -> String {
+    Api::<Node>::all(client.clone())
+        .list(&ListParams::default().labels("lifecycle=Ec2Spot"))
+        .await
+        .unwrap()
+        .items[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -345,28 +371,9 @@ impl Scene {
             }
             None => admin_kubeconfig.clone(),
         };
-        let sim = if cloud == "aws" { "imds" } else { cloud };
-        let mut args = vec!["simulate", sim, "--listen", "127.0.0.1:0"];
-        args.extend_from_slice(imds_args);
-        let (imds, imds_url) = simulator(&args).await;
-        let uptime_file = dir.join(format!("sih-agent-e2e-{tag}.uptime"));
-        // Booted a day ago: no reboot since any fence in these tests, unless a test says so.
-        std::fs::write(&uptime_file, "86400.00 1000.00\n").unwrap();
-        let kc = kube::config::Kubeconfig::read_from(&admin_kubeconfig).unwrap();
-        let mut kc = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap();
-        kc.default_retry = false;
-        let client = kube::Client::try_from(kc).unwrap();
-        let node = Api::<Node>::all(client.clone())
-            .list(&ListParams::default().labels("lifecycle=Ec2Spot"))
-            .await
-            .unwrap()
-            .items[0]
-            .metadata
-            .name
-            .clone()
-            .unwrap();
+        let (imds, imds_url, uptime_file) = metadata_simulator(cloud, imds_args, &tag).await;
+        let client = crate::real_cluster::client_for(&admin_kubeconfig).await;
+        let node = spot_node(&client).await;
         let scene = Self {
             cluster: ClusterHandle::Simulator(cluster),
             _imds: imds,
@@ -409,15 +416,7 @@ impl Scene {
         let tag = format!("{}-{}", std::process::id(), free_port());
         let in_cluster_dir = rbac.map(|_| dir.join(format!("sih-agent-e2e-{tag}.sa")));
         let client = cp.client.clone();
-        let node = Api::<Node>::all(client.clone())
-            .list(&ListParams::default().labels("lifecycle=Ec2Spot"))
-            .await
-            .unwrap()
-            .items[0]
-            .metadata
-            .name
-            .clone()
-            .unwrap();
+        let node = spot_node(&client).await;
         let kubeconfig = match (rbac, &in_cluster_dir) {
             (Some((manifest, sa)), Some(d)) => {
                 cp.kubectl_must(&[
@@ -447,12 +446,7 @@ impl Scene {
         // The test's own copy of the admin's kubeconfig, removed with the scene.
         let admin_kubeconfig = dir.join(format!("sih-agent-e2e-{tag}.kubeconfig"));
         std::fs::copy(&cp.kubeconfig, &admin_kubeconfig).unwrap();
-        let sim = if cloud == "aws" { "imds" } else { cloud };
-        let mut args = vec!["simulate", sim, "--listen", "127.0.0.1:0"];
-        args.extend_from_slice(imds_args);
-        let (imds, imds_url) = simulator(&args).await;
-        let uptime_file = dir.join(format!("sih-agent-e2e-{tag}.uptime"));
-        std::fs::write(&uptime_file, "86400.00 1000.00\n").unwrap();
+        let (imds, imds_url, uptime_file) = metadata_simulator(cloud, imds_args, &tag).await;
         let scene = Self {
             cluster_url: cp.server.clone(),
             cluster: ClusterHandle::Real(cp),
