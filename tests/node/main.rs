@@ -3,6 +3,9 @@
 
 mod cli;
 mod drain;
+#[path = "../support/fault_proxy.rs"]
+mod fault_proxy;
+mod fault_proxy_real;
 mod fence;
 mod find;
 mod rbac;

@@ -3,22 +3,33 @@
 //! random faults from both simulators, kills and restarts of the agent or the controller, and
 //! an invariant checker over what the simulators recorded (`check.rs` lists the promises).
 //!
-//! `cargo test --test soak` runs the CI form (240 scenarios: EC2's metadata service and the
-//! queue 80 each, GCE and Azure 40 each). The long form:
+//! `cargo test --test soak` runs the CI form: 240 scenarios on `simulate cluster` (EC2's
+//! metadata service and the queue 80 each, GCE and Azure 40 each), then 40 on the real control
+//! plane (kube-apiserver, etcd, controllers and kwok, one per scenario; the IMDS agent and the
+//! queue 20 each, under the manifests' RBAC and confinement, with the scenarios' cluster faults
+//! played by a fault-injecting proxy: `real.rs`). The long form:
 //!
 //! ```sh
-//! cargo test --release --test soak -- --scenarios 10000 --jobs 16 --report soak.json
+//! cargo test --release --test soak -- --backend simulator --scenarios 10000 --jobs 16 --report soak.json
 //! ```
 //!
-//! Options: `--scenarios N`, `--seed FIRST` (seeds FIRST..FIRST+N), `--only SEED` (replay one),
-//! `--mode imds|queue|gce|azure|both|all`, `--jobs J` (scenarios at once), `--report FILE` (JSON summary),
-//! `--expect-violations` (exit 0 even when the checker finds some: to record a baseline).
-//! Environment: `SIH_SOAK_SCENARIOS`, `SIH_SOAK_JOBS`. A failing scenario prints its seed and
-//! a one-line description; `--only SEED` replays it exactly (timing aside).
+//! Options: `--backend simulator|real|both`, `--scenarios N` (on the simulator),
+//! `--real-scenarios N`, `--seed FIRST` (seeds FIRST..FIRST+N), `--only SEED` (replay one),
+//! `--mode imds|queue|gce|azure|both|all`, `--jobs J` and `--real-jobs J` (scenarios at once),
+//! `--report FILE` (JSON summary), `--expect-violations` (exit 0 even when the checker finds
+//! some: to record a baseline). Environment: `SIH_SOAK_SCENARIOS`, `SIH_SOAK_REAL_SCENARIOS`,
+//! `SIH_SOAK_JOBS`, `SIH_SOAK_REAL_JOBS`. A failing scenario prints its backend, seed and a
+//! one-line description; `--backend B --only SEED` replays it exactly (timing aside).
 
 mod check;
+#[path = "../support/fault_proxy.rs"]
+mod fault_proxy;
 #[path = "../support/moto.rs"]
 mod moto;
+mod real;
+#[allow(dead_code)] // the soak uses the control plane, not the test-body switch
+#[path = "../support/real_cluster.rs"]
+mod real_cluster;
 mod run;
 mod scenario;
 
@@ -29,12 +40,34 @@ use scenario::{Mode, Scenario};
 
 struct Args {
     scenarios: u64,
+    real_scenarios: u64,
+    real_jobs: usize,
+    simulator: bool,
+    real: bool,
+    /// `--mode` given: the real slice plays it too (else the agent and the queue).
+    mode_given: bool,
     first: u64,
     only: Option<u64>,
     modes: Vec<Mode>,
     jobs: usize,
     report: Option<std::path::PathBuf>,
     expect_violations: bool,
+}
+
+/// Which cluster a scenario played on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Backend {
+    Simulator,
+    Real,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Simulator => "simulator",
+            Self::Real => "real",
+        }
+    }
 }
 
 fn args() -> Result<Args, String> {
@@ -46,6 +79,11 @@ fn args() -> Result<Args, String> {
     };
     let mut a = Args {
         scenarios: env_num("SIH_SOAK_SCENARIOS", 240),
+        real_scenarios: env_num("SIH_SOAK_REAL_SCENARIOS", 40),
+        real_jobs: env_num("SIH_SOAK_REAL_JOBS", 5) as usize,
+        simulator: true,
+        real: true,
+        mode_given: false,
         first: 1,
         only: None,
         modes: ALL_MODES.to_vec(),
@@ -62,11 +100,24 @@ fn args() -> Result<Args, String> {
         };
         match flag.as_str() {
             "--scenarios" => a.scenarios = num(value()?)?,
+            "--real-scenarios" => a.real_scenarios = num(value()?)?,
+            "--real-jobs" => a.real_jobs = num(value()?)?.max(1) as usize,
+            "--backend" => {
+                (a.simulator, a.real) = match value()?.as_str() {
+                    "simulator" => (true, false),
+                    "real" => (false, true),
+                    "both" => (true, true),
+                    other => {
+                        return Err(format!("--backend {other:?}: simulator, real or both"));
+                    }
+                }
+            }
             "--seed" => a.first = num(value()?)?,
             "--only" => a.only = Some(num(value()?)?),
             "--jobs" => a.jobs = num(value()?)?.max(1) as usize,
             "--report" => a.report = Some(value()?.into()),
             "--mode" => {
+                a.mode_given = true;
                 a.modes = match value()?.as_str() {
                     "imds" => vec![Mode::Imds],
                     "queue" => vec![Mode::Queue],
@@ -108,6 +159,7 @@ fn mode_of(seed: u64, modes: &[Mode]) -> Mode {
 }
 
 struct Outcome {
+    backend: Backend,
     scenario: Scenario,
     violations: Vec<check::Violation>,
     harness_error: Option<String>,
@@ -134,34 +186,88 @@ fn main() {
 }
 
 async fn soak(a: Args) -> i32 {
-    let seeds: Vec<u64> = match a.only {
-        Some(s) => vec![s],
-        None => (a.first..a.first + a.scenarios).collect(),
-    };
     let dir = std::env::temp_dir().join(format!("sih-soak-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("work dir");
+    let started = std::time::Instant::now();
+    let seeds = |n: u64| -> Vec<u64> {
+        match a.only {
+            Some(s) => vec![s],
+            None => (a.first..a.first + n).collect(),
+        }
+    };
+    let mut outcomes = Vec::new();
+    let mut panicked = 0;
+    if a.simulator && a.scenarios > 0 {
+        let (o, p) = phase(
+            Backend::Simulator,
+            seeds(a.scenarios),
+            &a.modes,
+            a.jobs,
+            &dir,
+        )
+        .await;
+        outcomes.extend(o);
+        panicked += p;
+    }
+    if a.real && a.real_scenarios > 0 {
+        // The real slice: the per-node agent on EC2's metadata service and the queue (the
+        // other clouds differ from the agent only in what they read).
+        let modes = if a.mode_given {
+            a.modes.clone()
+        } else {
+            vec![Mode::Imds, Mode::Queue]
+        };
+        let (o, p) = phase(
+            Backend::Real,
+            seeds(a.real_scenarios),
+            &modes,
+            a.real_jobs,
+            &dir,
+        )
+        .await;
+        outcomes.extend(o);
+        panicked += p;
+    }
+    outcomes.sort_by_key(|o| (o.backend, o.scenario.seed));
+    summarize(&a, &outcomes, panicked, started.elapsed(), &dir)
+}
+
+/// Plays `seeds` on one backend, `jobs` at once; the outcomes and how many panicked.
+async fn phase(
+    backend: Backend,
+    seeds: Vec<u64>,
+    modes: &[Mode],
+    jobs: usize,
+    dir: &std::path::Path,
+) -> (Vec<Outcome>, usize) {
+    let dir = dir.join(backend.name());
     std::fs::create_dir_all(&dir).expect("work dir");
     let shared = Arc::new(run::Shared::new(
         run::Webhooks::start().await,
-        a.jobs.min(seeds.len()),
+        jobs.min(seeds.len()),
         dir.clone(),
+        backend == Backend::Real,
     ));
-    let started = std::time::Instant::now();
     println!(
-        "soak: {} scenario(s) from seed {}, {} at once",
+        "soak: {} scenario(s) on the {} from seed {}, {jobs} at once",
         seeds.len(),
+        match backend {
+            Backend::Simulator => "simulator",
+            Backend::Real => "real control plane",
+        },
         seeds[0],
-        a.jobs
     );
-    let limit = Arc::new(tokio::sync::Semaphore::new(a.jobs));
+    let limit = Arc::new(tokio::sync::Semaphore::new(jobs));
     let mut tasks = tokio::task::JoinSet::new();
     for seed in seeds {
-        let scenario = Scenario::generate(seed, mode_of(seed, &a.modes));
+        let scenario = Scenario::generate(seed, mode_of(seed, modes));
         let (shared, limit) = (shared.clone(), limit.clone());
         tasks.spawn(async move {
             let _slot = limit.acquire_owned().await;
             let rec = run::play(&scenario, &shared).await;
             let violations = check::check(&scenario, &rec);
             Outcome {
+                backend,
                 violations,
                 harness_error: rec.harness_error.clone(),
                 fault_totals: rec.fault_totals.clone(),
@@ -188,7 +294,12 @@ async fn soak(a: Args) -> i32 {
         } else {
             "VIOLATED"
         };
-        println!("{status:>8}  {}", o.scenario.describe());
+        let on = if backend == Backend::Real {
+            "real "
+        } else {
+            ""
+        };
+        println!("{status:>8}  {on}{}", o.scenario.describe());
         for v in o.violations.iter().take(6) {
             println!("          {}: {}", v.invariant, v.detail);
         }
@@ -203,8 +314,7 @@ async fn soak(a: Args) -> i32 {
         }
         outcomes.push(o);
     }
-    outcomes.sort_by_key(|o| o.scenario.seed);
-    summarize(&a, &outcomes, panicked, started.elapsed(), &dir)
+    (outcomes, panicked)
 }
 
 fn summarize(
@@ -214,7 +324,12 @@ fn summarize(
     took: std::time::Duration,
     dir: &std::path::Path,
 ) -> i32 {
-    let mut by_invariant: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    // A seed names a scenario on the simulator; `real:SEED` one on the real control plane.
+    let label = |o: &Outcome| match o.backend {
+        Backend::Simulator => o.scenario.seed.to_string(),
+        Backend::Real => format!("real:{}", o.scenario.seed),
+    };
+    let mut by_invariant: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut faults: BTreeMap<String, u64> = BTreeMap::new();
     let mut kills = 0;
     let mut notices = 0;
@@ -222,8 +337,8 @@ fn summarize(
     for o in outcomes {
         for v in &o.violations {
             let seeds = by_invariant.entry(v.invariant).or_default();
-            if seeds.last() != Some(&o.scenario.seed) {
-                seeds.push(o.scenario.seed);
+            if seeds.last() != Some(&label(o)) {
+                seeds.push(label(o));
             }
         }
         for (k, n) in &o.fault_totals {
@@ -233,18 +348,23 @@ fn summarize(
         kills += o.kills;
         notices += o.notices;
         if o.harness_error.is_some() {
-            harness.push(o.scenario.seed);
+            harness.push(label(o));
         }
     }
-    let failing: Vec<u64> = outcomes
+    let failing: Vec<String> = outcomes
         .iter()
         .filter(|o| !o.violations.is_empty())
-        .map(|o| o.scenario.seed)
+        .map(label)
         .collect();
     let per_mode = |m: Mode| outcomes.iter().filter(|o| o.scenario.mode == m).count();
+    let real = outcomes
+        .iter()
+        .filter(|o| o.backend == Backend::Real)
+        .count();
     println!(
-        "\nsoak: {} scenarios ({} imds, {} queue, {} gce, {} azure) in {:.0}s; {notices} notices, {kills} kills and restarts",
+        "\nsoak: {} scenarios ({} on the simulator, {real} on the real control plane; {} imds, {} queue, {} gce, {} azure) in {:.0}s; {notices} notices, {kills} kills and restarts",
         outcomes.len(),
+        outcomes.len() - real,
         per_mode(Mode::Imds),
         per_mode(Mode::Queue),
         per_mode(Mode::Gce),
@@ -271,13 +391,14 @@ fn summarize(
     }
     if !failing.is_empty() {
         println!(
-            "replay one with: cargo test --test soak -- --only SEED (records kept in {})",
+            "replay one with: cargo test --test soak -- --backend simulator --only SEED (real:SEED: --backend real; records kept in {})",
             dir.display()
         );
     }
     if let Some(path) = &a.report {
         let report = serde_json::json!({
             "scenarios": outcomes.len(),
+            "real_control_plane": real,
             "seeds": [outcomes.first().map(|o| o.scenario.seed), outcomes.last().map(|o| o.scenario.seed)],
             "seconds": took.as_secs_f64(),
             "notices": notices,

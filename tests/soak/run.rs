@@ -68,18 +68,21 @@ pub struct Shared {
     /// the harness's lateness into the product's (seed 40110): a few share the load.
     pub motos: Vec<tokio::sync::OnceCell<Moto>>,
     pub dir: PathBuf,
+    /// Whether the scenarios play on the real control plane (else on `simulate cluster`).
+    pub real: bool,
 }
 
 /// Scenarios that share one moto server at most.
 pub const SCENARIOS_PER_MOTO: usize = 12;
 
 impl Shared {
-    pub fn new(webhooks: Webhooks, jobs: usize, dir: PathBuf) -> Self {
+    pub fn new(webhooks: Webhooks, jobs: usize, dir: PathBuf, real: bool) -> Self {
         let motos = jobs.div_ceil(SCENARIOS_PER_MOTO).max(1);
         Self {
             webhooks,
             motos: (0..motos).map(|_| tokio::sync::OnceCell::new()).collect(),
             dir,
+            real,
         }
     }
 
@@ -170,6 +173,9 @@ struct Ctx<'a> {
     dir: PathBuf,
     cluster_name: String,
     kubeconfig: PathBuf,
+    /// Queue mode: where the controllers' Leases go (the manifest's namespace on the real
+    /// control plane, whose RBAC grants Leases there only).
+    lease_namespace: &'static str,
     uptime: PathBuf,
     imds_url: Option<String>,
     queue_url: Option<String>,
@@ -272,7 +278,7 @@ impl Ctx<'_> {
                     ("AWS_ACCESS_KEY_ID", "test"),
                     ("AWS_SECRET_ACCESS_KEY", "test"),
                     ("AWS_REGION", "us-east-1"),
-                    ("NAMESPACE", "default"),
+                    ("NAMESPACE", self.lease_namespace),
                 ])
                 .env("POD_NAME", format!("controller-{replica}-{generation}"));
             }
@@ -346,7 +352,11 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
     let dir = shared.dir.join(format!("seed-{}", sc.seed));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let cluster_name = format!("soak-{}", sc.seed);
+    let cluster_name = if shared.real {
+        format!("soak-real-{}", sc.seed)
+    } else {
+        format!("soak-{}", sc.seed)
+    };
 
     // Nodes: the simulator's three (one spot), or in queue mode moto's instances.
     let (node, instance, nodes_yaml) = match sc.mode {
@@ -388,18 +398,38 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
     if let Some(n) = &nodes_yaml {
         objects = format!("{n}\n---\n{objects}");
     }
-    let config = ClusterConfig {
-        nodes: if nodes_yaml.is_some() { 0 } else { 3 },
-        spot_nodes: if nodes_yaml.is_some() { 0 } else { 1 },
-        workload: Some(workload::parse(&objects).map_err(|e| format!("workload: {e}"))?),
-        pod_start_delay: Duration::from_millis(100),
-        ..ClusterConfig::default()
+    let cluster = if shared.real {
+        let nodes: Vec<Value> = match &nodes_yaml {
+            Some(y) => workload::parse(y).map_err(|e| format!("nodes: {e}"))?,
+            None => (0..3).map(|i| workload::node(i, i == 0)).collect(),
+        };
+        let workload = sc.workload_yaml(&node);
+        Cluster::Real(crate::real::RealCluster::start(&nodes, &workload).await?)
+    } else {
+        let config = ClusterConfig {
+            nodes: if nodes_yaml.is_some() { 0 } else { 3 },
+            spot_nodes: if nodes_yaml.is_some() { 0 } else { 1 },
+            workload: Some(workload::parse(&objects).map_err(|e| format!("workload: {e}"))?),
+            pod_start_delay: Duration::from_millis(100),
+            ..ClusterConfig::default()
+        };
+        Cluster::Sim(
+            sih_sim_cluster::start(config, "127.0.0.1:0".parse().unwrap())
+                .await
+                .map_err(|e| format!("cluster: {e}"))?,
+        )
     };
-    let cluster = sih_sim_cluster::start(config, "127.0.0.1:0".parse().unwrap())
-        .await
-        .map_err(|e| format!("cluster: {e}"))?;
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, cluster.kubeconfig()).map_err(|e| e.to_string())?;
+    let kubeconfig = match &cluster {
+        Cluster::Sim(c) => {
+            let file = dir.join("kubeconfig");
+            std::fs::write(&file, c.kubeconfig()).map_err(|e| e.to_string())?;
+            file
+        }
+        Cluster::Real(r) => {
+            r.product_kubeconfig(sc.mode == Mode::Queue, &node, &dir)
+                .await?
+        }
+    };
     let uptime = dir.join("uptime");
     std::fs::write(&uptime, "86400.00 1000.00\n").map_err(|e| e.to_string())?;
 
@@ -486,13 +516,11 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
 
     // Settle: every workload pod running before the story starts.
     let want: u32 = sc.deployments.iter().map(|d| d.replicas).sum::<u32>() + sc.bare.len() as u32;
-    let settle = tokio::time::Instant::now() + Duration::from_secs(20);
+    // The real control plane's pods go through its scheduler and kwok first.
+    let settle =
+        tokio::time::Instant::now() + Duration::from_secs(if shared.real { 60 } else { 20 });
     loop {
-        let running = cluster.store().read(|i| {
-            i.list(sih_sim_cluster::resources::PODS, Some("default"))
-                .filter(|p| p["status"]["phase"] == "Running")
-                .count()
-        });
+        let running = cluster.running().await;
         if running as u32 >= want {
             break;
         }
@@ -508,6 +536,11 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
         dir: dir.clone(),
         cluster_name: cluster_name.clone(),
         kubeconfig,
+        lease_namespace: if shared.real {
+            crate::real::NAMESPACE
+        } else {
+            "default"
+        },
         uptime,
         imds_url: metadata_url.clone(),
         queue_url,
@@ -635,7 +668,7 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
                 }
             }
             Step::Terminate => {
-                cluster.terminate_node(&node, Duration::from_secs(4))?;
+                cluster.terminate(&node).await?;
                 rec.terminated = Some(now);
             }
         }
@@ -914,4 +947,46 @@ async fn withdraw(ctx: &Ctx<'_>, n: &Notice, event_id: Option<&str>) -> Result<(
         _ => {}
     }
     Ok(())
+}
+
+/// The cluster a scenario plays on.
+enum Cluster {
+    Sim(sih_sim_cluster::RunningCluster),
+    Real(crate::real::RealCluster),
+}
+
+impl Cluster {
+    fn faults(&self) -> &sih_sim_cluster::faults::Faults {
+        match self {
+            Self::Sim(c) => c.faults(),
+            Self::Real(r) => r.faults(),
+        }
+    }
+
+    fn journal(&self) -> &sih_sim_cluster::journal::Journal {
+        match self {
+            Self::Sim(c) => c.journal(),
+            Self::Real(r) => r.journal(),
+        }
+    }
+
+    /// Workload pods running (in `default`).
+    async fn running(&self) -> usize {
+        match self {
+            Self::Sim(c) => c.store().read(|i| {
+                i.list(sih_sim_cluster::resources::PODS, Some("default"))
+                    .filter(|p| p["status"]["phase"] == "Running")
+                    .count()
+            }),
+            Self::Real(r) => r.running().await,
+        }
+    }
+
+    /// The instance behind `node` goes (the simulator: NotReady, deleted 4 s later).
+    async fn terminate(&self, node: &str) -> Result<(), String> {
+        match self {
+            Self::Sim(c) => c.terminate_node(node, Duration::from_secs(4)),
+            Self::Real(r) => r.terminate(node).await,
+        }
+    }
 }

@@ -266,6 +266,36 @@ impl ControlPlane {
         bound: Bound<'_>,
         dir: &Path,
     ) -> PathBuf {
+        let token = self
+            .service_account_token(namespace, service_account, bound)
+            .await;
+        std::fs::create_dir_all(dir).unwrap();
+        let ca = self.kubectl_must(&[
+            "config",
+            "view",
+            "--raw",
+            "-o",
+            "jsonpath={.clusters[0].cluster.certificate-authority-data}",
+        ]);
+        let file = dir.join("kubeconfig");
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: '{}', certificate-authority-data: {ca}}}\nusers:\n- name: u\n  user: {{token: {token}}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n",
+                self.server,
+            ),
+        )
+        .unwrap();
+        file
+    }
+
+    /// A token of `namespace/service_account` (two hours), bound as `bound` says.
+    pub async fn service_account_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        bound: Bound<'_>,
+    ) -> String {
         let mut args = vec![
             "create".to_owned(),
             "token".to_owned(),
@@ -312,26 +342,7 @@ impl ControlPlane {
             ]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let token = self.kubectl_must(&args);
-        std::fs::create_dir_all(dir).unwrap();
-        let ca = self.kubectl_must(&[
-            "config",
-            "view",
-            "--raw",
-            "-o",
-            "jsonpath={.clusters[0].cluster.certificate-authority-data}",
-        ]);
-        let file = dir.join("kubeconfig");
-        std::fs::write(
-            &file,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: '{}', certificate-authority-data: {ca}}}\nusers:\n- name: u\n  user: {{token: {}}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n",
-                self.server,
-                token.trim()
-            ),
-        )
-        .unwrap();
-        file
+        self.kubectl_must(&args).trim().to_owned()
     }
 }
 
