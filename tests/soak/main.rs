@@ -80,7 +80,7 @@ fn args() -> Result<Args, String> {
     let mut a = Args {
         scenarios: env_num("SIH_SOAK_SCENARIOS", 240),
         real_scenarios: env_num("SIH_SOAK_REAL_SCENARIOS", 40),
-        real_jobs: env_num("SIH_SOAK_REAL_JOBS", 5) as usize,
+        real_jobs: env_num("SIH_SOAK_REAL_JOBS", 8) as usize,
         simulator: true,
         real: true,
         mode_given: false,
