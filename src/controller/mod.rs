@@ -158,6 +158,9 @@ impl Controller {
                             if outcome != Outcome::Duplicate {
                                 shared.keeper.release(&m.receipt);
                             }
+                            if outcome == Outcome::Retry && !shared.cfg.dry_run {
+                                come_back_soon(&shared, &m).await;
+                            }
                             shared.metrics.queue_message(outcome.label());
                         });
                     }
@@ -195,6 +198,23 @@ impl Controller {
         tracing::info!("controller stopped");
         refused.map_or(Ok(()), Err)
     }
+}
+
+/// A message whose action could not be done now (the API failed a claim, a lookup, a write)
+/// comes back after a short pause that doubles with each receive (1 s, 2 s, 4 s... up to the
+/// visibility timeout), not after the whole visibility timeout: a notice that met a second's
+/// API trouble would otherwise wait 20 s of its two minutes.
+async fn come_back_soon(shared: &Shared, m: &Message) {
+    let pause = retry_pause(m.receives, shared.cfg.visibility);
+    if let Err(e) = shared.queue.extend_batch(&[m.receipt.clone()], pause).await {
+        tracing::debug!(error = %e, "could not shorten the message's absence; it comes back after its visibility timeout");
+    }
+}
+
+/// The pause before a message that must be retried comes back, after its `receives`-th receive.
+fn retry_pause(receives: u32, visibility: Duration) -> Duration {
+    let doubled = Duration::from_secs(1 << receives.saturating_sub(1).min(10));
+    doubled.min(visibility).max(Duration::from_secs(1))
 }
 
 async fn delete(shared: &Shared, receipt: &str) {
@@ -432,5 +452,23 @@ async fn carry_out(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retried_message_comes_back_soon_then_less_often() {
+        let vis = Duration::from_secs(20);
+        let pauses: Vec<u64> = (1..=7).map(|n| retry_pause(n, vis).as_secs()).collect();
+        assert_eq!(pauses, [1, 2, 4, 8, 16, 20, 20]);
+        assert_eq!(retry_pause(0, vis), Duration::from_secs(1));
+        assert_eq!(retry_pause(u32::MAX, vis), vis);
+        assert_eq!(
+            retry_pause(3, Duration::from_secs(1)),
+            Duration::from_secs(1)
+        );
     }
 }

@@ -8,7 +8,15 @@
 //! - `grace-cut`: a pod was deleted with less grace than the plan allowed (or with none);
 //! - `evicted-without-notice`: a pod was evicted while no draining notice was active;
 //! - `left-at-hard-deadline`: an evictable pod was still on the node when the instance went;
-//! - `two-drains`: two drains of one node ran at once;
+//! - `two-drains`: two evictions of one pod were in flight at once (one drain never does
+//!   that; two drains of one node do), from the cluster's own request journal;
+//! - `left-at-deadline`: a soft notice's deadline (scheduled maintenance, ASG termination)
+//!   passed with a pod still on the node that was neither gone nor asked to be gone by then;
+//! - `fence-late`: the fence (the kind's taint, and the cordon for a draining notice) landed
+//!   more than `FENCE_BOUND` of usable time after the notice could first be read;
+//! - `left-fenced`: every notice was withdrawn, yet the node stayed tainted or cordoned;
+//! - `acked-early` (Azure): an event acknowledged before its drain was done, or after it was
+//!   withdrawn;
 //! - `announced-twice`: one notice was announced more than once (a restart, or in queue mode
 //!   a takeover while the API was disrupted, before the notice was recorded on the node,
 //!   excuses a second announcement: nothing durable could say it was made);
@@ -16,7 +24,6 @@
 //! - `deleted-before-done`: a queue message was deleted before its action had finished.
 
 use jiff::Timestamp;
-use serde_json::Value;
 
 use crate::run::Record;
 use crate::scenario::{MARGIN, Mode, Notice, POLL, Scenario};
@@ -37,6 +44,8 @@ struct View<'a> {
     down: Vec<(f64, f64)>,
     /// Metadata outages (a blocking fault, until the next poll after it ends).
     imds_outages: Vec<(f64, f64)>,
+    /// Disruptions of the API (cluster faults that can hold up the evacuation) alone.
+    api_faults: Vec<(f64, f64)>,
     end: f64,
 }
 
@@ -63,11 +72,15 @@ impl View<'_> {
 
     /// Time in `[a, b]` not covered by a disruption.
     fn usable(&self, a: f64, b: f64) -> f64 {
+        Self::uncovered(&self.disrupted, a, b)
+    }
+
+    /// Time in `[a, b]` not covered by any of `windows`.
+    fn uncovered(windows: &[(f64, f64)], a: f64, b: f64) -> f64 {
         if b <= a {
             return 0.0;
         }
-        let mut cuts: Vec<(f64, f64)> = self
-            .disrupted
+        let mut cuts: Vec<(f64, f64)> = windows
             .iter()
             .map(|&(x, y)| (x.max(a), y.min(b)))
             .filter(|(x, y)| y > x)
@@ -109,6 +122,27 @@ impl View<'_> {
         self.usable(a, b) < (b - a) - 1e-9
     }
 
+    /// Whether the API itself was disrupted (a cluster fault) within `[a, b]`.
+    fn api_disrupted_within(&self, a: f64, b: f64) -> bool {
+        Self::uncovered(&self.api_faults, a, b) < (b - a) - 1e-9
+    }
+
+    /// Whether the API or the product was out within `[a, b]` (a metadata outage is not: a
+    /// notice already read keeps its deadline through one).
+    fn api_or_down_within(&self, a: f64, b: f64) -> bool {
+        let claim_held = match self.sc.mode {
+            Mode::Queue => 11.0,
+            _ => 0.0,
+        };
+        let windows: Vec<(f64, f64)> = self
+            .api_faults
+            .iter()
+            .copied()
+            .chain(self.down.iter().map(|&(d, b)| (d, b.max(d + claim_held))))
+            .collect();
+        Self::uncovered(&windows, a, b) < (b - a) - 1e-9
+    }
+
     fn taint_key(kind: &str) -> String {
         format!("spot-interrupt-handler/{kind}=")
     }
@@ -138,9 +172,31 @@ impl View<'_> {
 }
 
 pub fn check(sc: &Scenario, rec: &Record) -> Vec<Violation> {
-    let Some(t0) = rec.t0 else {
+    let Some(v) = view(sc, rec) else {
         return Vec::new();
     };
+    let mut out = Vec::new();
+    never_acted_on(&v, &mut out);
+    graces(&v, &mut out);
+    hard_deadline(&v, &mut out);
+    two_drains(&v, &mut out);
+    announced_twice(&v, &mut out);
+    unfenced_while_needed(&v, &mut out);
+    if sc.mode == Mode::Queue {
+        deleted_before_done(&v, &mut out);
+    }
+    soft_deadlines(&v, &mut out);
+    fence_late(&v, &mut out);
+    left_fenced(&v, &mut out);
+    if sc.mode == Mode::Azure {
+        acked_early(&v, &mut out);
+    }
+    out
+}
+
+/// The record seen from the scenario's start, with its disruptions worked out.
+fn view<'a>(sc: &'a Scenario, rec: &'a Record) -> Option<View<'a>> {
+    let t0 = rec.t0?;
     let mut v = View {
         sc,
         rec,
@@ -148,6 +204,7 @@ pub fn check(sc: &Scenario, rec: &Record) -> Vec<Violation> {
         disrupted: Vec::new(),
         down: Vec::new(),
         imds_outages: Vec::new(),
+        api_faults: Vec::new(),
         end: sc.horizon,
     };
     // The processes' down times. In queue mode a dead replica's claim on a node holds the
@@ -182,19 +239,10 @@ pub fn check(sc: &Scenario, rec: &Record) -> Vec<Violation> {
     for (from, to, disrupts, _) in &rec.cluster_faults {
         if *disrupts {
             v.disrupted.push((v.s(*from), v.s(*to) + 0.5));
+            v.api_faults.push((v.s(*from), v.s(*to) + 0.5));
         }
     }
-    let mut out = Vec::new();
-    never_acted_on(&v, &mut out);
-    graces(&v, &mut out);
-    hard_deadline(&v, &mut out);
-    two_drains(&v, &mut out);
-    announced_twice(&v, &mut out);
-    unfenced_while_needed(&v, &mut out);
-    if sc.mode == Mode::Queue {
-        deleted_before_done(&v, &mut out);
-    }
-    out
+    Some(v)
 }
 
 fn never_acted_on(v: &View<'_>, out: &mut Vec<Violation>) {
@@ -205,13 +253,9 @@ fn never_acted_on(v: &View<'_>, out: &mut Vec<Violation>) {
             .or(v.terminated())
             .unwrap_or(v.end)
             .min(v.end);
-        // Queue mode: a message handled by a replica that dies comes back after its
-        // visibility timeout and any claim's expiry; give it that long.
-        let needed = match v.sc.mode {
-            Mode::Imds | Mode::Gce | Mode::Azure => 4.0,
-            Mode::Queue => 20.0,
-        };
-        if v.usable(seen, until) < needed {
+        // A message handled by a replica that dies comes back after its visibility timeout
+        // and any claim's expiry: the dead replica's down time counts that long (`check`).
+        if v.usable(seen, until) < 4.0 {
             continue;
         }
         if !v.recorded(n.kind(), seen - 0.05, until + 1.0) {
@@ -282,11 +326,13 @@ fn hard_deadline(v: &View<'_>, out: &mut Vec<Violation>) {
             .find(|(_, n)| matches!(n, Notice::Spot { .. }))
             .map(|(i, _)| i);
     let Some(spot) = spot else { return };
-    if v.disrupted_within(deadline - 9.0, deadline + 1.0) {
+    // The API or the product out near the deadline excuses; a metadata outage does not (the
+    // deadline was read before it, or the notice is judged from when it could be).
+    if v.api_or_down_within(deadline - 9.0, deadline + 1.0) {
         return;
     }
     let seen = v.visible(spot).unwrap_or(0.0);
-    if deadline - seen < MARGIN + 2.0 {
+    if deadline - v.first_readable(seen) < MARGIN + 2.0 {
         return;
     }
     // A restated spot time (amazon-ec2-metadata-mock's way: now + lead on every read) first
@@ -332,65 +378,41 @@ fn hard_deadline(v: &View<'_>, out: &mut Vec<Violation>) {
     }
 }
 
-/// JSON log lines of one process: `(seconds, message, node)`.
-fn log_lines(v: &View<'_>, path: &std::path::Path) -> Vec<(f64, String, String)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|j| {
-            let t: Timestamp = j["timestamp"].as_str()?.parse().ok()?;
-            Some((
-                v.s(t),
-                j["message"].as_str().unwrap_or_default().to_owned(),
-                j["node"].as_str().unwrap_or_default().to_owned(),
-            ))
-        })
-        .collect()
-}
-
 fn two_drains(v: &View<'_>, out: &mut Vec<Violation>) {
-    // Every drain as an interval, per process; a process's open drain ends with it.
-    let mut intervals: Vec<(usize, f64, f64)> = Vec::new();
-    for (li, life) in v.rec.lives.iter().enumerate() {
-        let end = life.ended.map_or(v.end, |t| v.s(t));
-        let mut open: Option<f64> = None;
-        for (t, msg, node) in log_lines(v, &life.log) {
-            if !node.is_empty() && node != v.rec.node {
-                continue;
-            }
-            if msg == "drain started" {
-                if let Some(since) = open {
-                    out.push(Violation {
-                        invariant: "two-drains",
-                        detail: format!(
-                            "a second drain started at {t:.1}s while one started at {since:.1}s ran (one process)"
-                        ),
-                    });
-                }
-                open = Some(t);
-            } else if (msg.starts_with("drain succeeded")
-                || msg.starts_with("drain failed")
-                || msg.starts_with("drain stopped"))
-                && let Some(since) = open.take()
-            {
-                intervals.push((li, since, t));
-            }
+    use std::collections::BTreeMap;
+    // Per pod, the evictions the API server answered, as `(from, to)` on its clock.
+    let mut by_pod: BTreeMap<(&str, &str), Vec<(f64, f64)>> = BTreeMap::new();
+    for r in &v.rec.requests {
+        if r.method != "POST"
+            || r.resource.as_deref() != Some("pods")
+            || r.subresource.as_deref() != Some("eviction")
+            || r.fault.is_some()
+        {
+            continue;
         }
-        if let Some(since) = open {
-            intervals.push((li, since, end));
-        }
+        let (Some(ns), Some(name)) = (r.namespace.as_deref(), r.name.as_deref()) else {
+            continue;
+        };
+        let from = v.s(r.at);
+        by_pod
+            .entry((ns, name))
+            .or_default()
+            .push((from, from + r.duration_ms as f64 / 1000.0));
     }
-    for (a, x) in intervals.iter().enumerate() {
-        for y in &intervals[a + 1..] {
-            if x.0 != y.0 && x.1 < y.2 - 0.3 && y.1 < x.2 - 0.3 {
+    for ((ns, name), mut calls) in by_pod {
+        calls.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for w in calls.windows(2) {
+            // The server holds an eviction a few milliseconds; two drains' requests for one
+            // pod meet inside that only by chance, so anything overlapping is two at once.
+            if w[1].0 < w[0].1 - 0.001 {
                 out.push(Violation {
                     invariant: "two-drains",
                     detail: format!(
-                        "drains of one node ran at once in two processes: {:.1}-{:.1}s and {:.1}-{:.1}s",
-                        x.1, x.2, y.1, y.2
+                        "two evictions of {ns}/{name} in flight at once ({:.3}-{:.3}s and from {:.3}s)",
+                        w[0].0, w[0].1, w[1].0
                     ),
                 });
+                break;
             }
         }
     }
@@ -427,8 +449,10 @@ fn announced_twice(v: &View<'_>, out: &mut Vec<Violation>) {
                 if !(started > first && started <= again + 0.1) {
                     return false;
                 }
+                // The restart's own down time is no excuse: the record on the node is what a
+                // restarted process reads, unless the API could not give it.
                 !v.recorded(&kind, first - 1.0, started)
-                    || v.disrupted_within(started - 0.5, started + 3.0)
+                    || v.api_disrupted_within(started - 0.5, started + 3.0)
             });
             // Queue mode: a replica whose heartbeat could not land (the API hung) lets its
             // claim go; if its record of the notice never landed either, the replica that
@@ -551,6 +575,222 @@ fn deleted_before_done(v: &View<'_>, out: &mut Vec<Violation>) {
                     ),
                 });
             }
+        }
+    }
+}
+
+/// Whether pod `uid` was gone by `t`, or asked to be gone (its last deletion's grace ending)
+/// by `by`.
+fn out_by(v: &View<'_>, uid: &str, t: f64, by: f64) -> bool {
+    use sih_sim_cluster::journal::PodStep;
+    let mine = || v.rec.pods.iter().filter(|p| p.uid == uid);
+    if mine().any(|p| p.step == PodStep::Removed && v.s(p.at) <= t) {
+        return true;
+    }
+    mine()
+        .filter(|p| p.step == PodStep::Deleting && v.s(p.at) <= t)
+        .last()
+        .and_then(|p| Some(v.s(p.at) + p.grace_seconds? as f64))
+        .is_some_and(|ends| ends <= by)
+}
+
+/// A soft notice's deadline (a scheduled event's `NotBefore`, an ASG termination's drain
+/// budget): the instance does not vanish then, so nothing else would show a drain that did
+/// not finish (or never started).
+fn soft_deadlines(v: &View<'_>, out: &mut Vec<Violation>) {
+    for (i, n) in v.sc.notices.iter().enumerate() {
+        if !n.drains() || n.hard() {
+            continue;
+        }
+        let (Some(seen), Some(deadline)) = (v.visible(i), v.deadline(i)) else {
+            continue;
+        };
+        if v.withdrawn(i).is_some_and(|w| w < deadline + 1.0)
+            || deadline > v.end - 1.0
+            || deadline - v.first_readable(seen) < MARGIN + 2.0
+            || v.api_or_down_within(deadline - 9.0, deadline + 1.0)
+        {
+            continue;
+        }
+        // A soft deadline respects budgets (the contract deletes past a refusing budget only
+        // for a hard one): a budget that refuses every eviction keeps its pods, and so does an
+        // eviction API that hung or failed into the deadline's last API timeout.
+        let evictions_failing = v.rec.cluster_faults.iter().any(|(from, to, _, spec)| {
+            spec["resource"] == "pods/eviction"
+                && v.s(*from) < deadline
+                && v.s(*to) + 10.0 > deadline
+        });
+        if evictions_failing {
+            continue;
+        }
+        for (name, uid) in &v.rec.pods_at[i] {
+            if v.sc.grace_of(name).is_none() || v.sc.held_by_budget(name) {
+                continue;
+            }
+            // The product counts from its own first read (up to a poll later than the
+            // harness's `seen`): a second of slack for the grace's end.
+            if !out_by(v, uid, deadline + 0.5, deadline + 1.0) {
+                out.push(Violation {
+                    invariant: "left-at-deadline",
+                    detail: format!(
+                        "{name} was still on the node, not asked to leave in time, at the {} deadline ({deadline:.1}s)",
+                        n.kind()
+                    ),
+                });
+            }
+        }
+    }
+}
+
+/// The most usable time a fence may take after its notice can be read: a poll (0.5 s) and
+/// one write, with room for a loaded machine (measured: docs/reliability.md).
+pub const FENCE_BOUND: f64 = 2.0;
+
+/// When the node first carried `kind`'s fence (its taint; and the cordon, for a drain) at or
+/// after `from`, before `until`.
+fn fenced_at(v: &View<'_>, kind: &str, drains: bool, from: f64, until: f64) -> Option<f64> {
+    v.node_records()
+        .map(|r| (v.s(r.at), r))
+        .filter(|(t, _)| *t >= from && *t < until)
+        .find(|(_, r)| View::has_taint(r, kind) && (!drains || r.unschedulable))
+        .map(|(t, _)| t)
+}
+
+/// Each notice's time to fence (seconds of wall time from when it could first be read),
+/// for the summary.
+pub fn fence_times(sc: &Scenario, rec: &Record) -> Vec<f64> {
+    let Some(v) = view(sc, rec) else {
+        return Vec::new();
+    };
+    (0..sc.notices.len())
+        .filter_map(|i| {
+            let seen = v.visible(i)?;
+            let n = &sc.notices[i];
+            let until = v.withdrawn(i).or(v.terminated()).unwrap_or(v.end);
+            let at = fenced_at(&v, n.kind(), n.drains(), seen - 0.05, until + 1.0)?;
+            Some((at - v.first_readable(seen)).max(0.0))
+        })
+        .collect()
+}
+
+fn fence_late(v: &View<'_>, out: &mut Vec<Violation>) {
+    for (i, n) in v.sc.notices.iter().enumerate() {
+        let Some(seen) = v.visible(i) else { continue };
+        let until = v.withdrawn(i).or(v.terminated()).unwrap_or(v.end);
+        let Some(at) = fenced_at(v, n.kind(), n.drains(), seen - 0.05, until + 1.0) else {
+            continue;
+        };
+        let took = v.usable(v.first_readable(seen), at);
+        // Queue mode: a message whose claim or write failed comes back after a pause that
+        // doubles with each receive (1 s, 2 s, 4 s): after a disruption, up to 4 s more.
+        let bound = if v.sc.mode == Mode::Queue && v.disrupted_within(seen, at) {
+            FENCE_BOUND + 4.0
+        } else {
+            FENCE_BOUND
+        };
+        if took > bound {
+            out.push(Violation {
+                invariant: "fence-late",
+                detail: format!(
+                    "{} visible at {seen:.1}s fenced at {at:.1}s: {took:.1}s of usable time (bound {bound}s)",
+                    n.kind()
+                ),
+            });
+        }
+    }
+}
+
+/// Every notice withdrawn: the node is as it was (no taint of ours, not cordoned) by the end.
+fn left_fenced(v: &View<'_>, out: &mut Vec<Violation>) {
+    let seen: Vec<usize> = (0..v.sc.notices.len())
+        .filter(|&i| v.visible(i).is_some())
+        .collect();
+    if seen.is_empty() || seen.iter().any(|&i| v.withdrawn(i).is_none()) {
+        return;
+    }
+    let last = seen
+        .iter()
+        .filter_map(|&i| v.withdrawn(i))
+        .fold(0.0, f64::max);
+    // Time to see the last withdrawal (a poll; Azure holds a vanished event two reads) and
+    // write the undo, undisturbed.
+    if v.usable(last, v.end) < 4.0 {
+        return;
+    }
+    let Some(r) = v.node_records().filter(|r| v.s(r.at) <= v.end).last() else {
+        return;
+    };
+    let ours: Vec<&String> = r
+        .taints
+        .iter()
+        .filter(|t| t.starts_with("spot-interrupt-handler/"))
+        .collect();
+    if !ours.is_empty() || r.unschedulable {
+        out.push(Violation {
+            invariant: "left-fenced",
+            detail: format!(
+                "every notice withdrawn by {last:.1}s, yet at the end the node was {}{}",
+                if r.unschedulable { "cordoned " } else { "" },
+                if ours.is_empty() {
+                    String::new()
+                } else {
+                    format!("tainted {ours:?}")
+                }
+            ),
+        });
+    }
+}
+
+/// Azure: an event is acknowledged (which starts it: the VM reboots or goes) only once its
+/// drain is done (every pod gone, or asked to be gone by the deadline once it has come), and
+/// never after it was withdrawn.
+fn acked_early(v: &View<'_>, out: &mut Vec<Violation>) {
+    for (at, id) in &v.rec.acks {
+        let t = v.s(*at);
+        let Some(i) = v
+            .rec
+            .event_ids
+            .iter()
+            .position(|e| e.as_deref() == Some(id))
+        else {
+            continue;
+        };
+        let n = &v.sc.notices[i];
+        if v.withdrawn(i).is_some_and(|w| w < t - 0.5) {
+            out.push(Violation {
+                invariant: "acked-early",
+                detail: format!(
+                    "{} {id} acknowledged at {t:.1}s after its withdrawal",
+                    n.kind()
+                ),
+            });
+            continue;
+        }
+        if !n.drains() {
+            continue;
+        }
+        let deadline = v.deadline(i).unwrap_or(f64::INFINITY);
+        let left: Vec<&str> = v.rec.pods_at[i]
+            .iter()
+            .filter(|(name, _)| v.sc.grace_of(name).is_some())
+            .filter(|(_, uid)| {
+                if t >= deadline - MARGIN - 0.5 {
+                    !out_by(v, uid, t + 0.5, deadline + 1.0)
+                } else {
+                    !out_by(v, uid, t + 0.5, f64::NEG_INFINITY)
+                }
+            })
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if !left.is_empty() {
+            out.push(Violation {
+                invariant: "acked-early",
+                detail: format!(
+                    "{} {id} acknowledged at {t:.1}s while {} had still to leave",
+                    n.kind(),
+                    left.join(", ")
+                ),
+            });
         }
     }
 }

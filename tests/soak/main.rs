@@ -167,6 +167,8 @@ struct Outcome {
     imds_fault_hits: u64,
     kills: usize,
     notices: usize,
+    /// Each notice's time to fence, seconds.
+    fence_times: Vec<f64>,
 }
 
 fn main() {
@@ -266,7 +268,9 @@ async fn phase(
             let _slot = limit.acquire_owned().await;
             let rec = run::play(&scenario, &shared).await;
             let violations = check::check(&scenario, &rec);
+            let fence_times = check::fence_times(&scenario, &rec);
             Outcome {
+                fence_times,
                 backend,
                 violations,
                 harness_error: rec.harness_error.clone(),
@@ -379,6 +383,28 @@ fn summarize(
             .collect::<Vec<_>>()
             .join(", ")
     );
+    for backend in [Backend::Simulator, Backend::Real] {
+        let mut times: Vec<f64> = outcomes
+            .iter()
+            .filter(|o| o.backend == backend)
+            .flat_map(|o| o.fence_times.iter().copied())
+            .collect();
+        if times.is_empty() {
+            continue;
+        }
+        times.sort_by(f64::total_cmp);
+        let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+        println!(
+            "time to fence on the {} ({} notices): p50 {:.2}s, p90 {:.2}s, p99 {:.2}s, max {:.2}s (bound {}s of usable time)",
+            backend.name(),
+            times.len(),
+            at(0.5),
+            at(0.9),
+            at(0.99),
+            at(1.0),
+            check::FENCE_BOUND
+        );
+    }
     println!("violations: {}", failing.len());
     for (inv, seeds) in &by_invariant {
         println!("  {inv}: seeds {seeds:?}");

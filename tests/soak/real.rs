@@ -111,6 +111,25 @@ impl RealCluster {
         &self.journal
     }
 
+    /// The pods bound to `node`: `(name, uid)`.
+    pub async fn pods_on(&self, node: &str) -> Vec<(String, String)> {
+        let pods: Api<Pod> = Api::all(self.cp.client.clone());
+        pods.list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+            .await
+            .map(|l| {
+                l.items
+                    .into_iter()
+                    .map(|p| {
+                        (
+                            p.metadata.name.unwrap_or_default(),
+                            p.metadata.uid.unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Running pods in `default`.
     pub async fn running(&self) -> usize {
         let pods: Api<Pod> = Api::namespaced(self.cp.client.clone(), "default");

@@ -108,7 +108,6 @@ pub struct Life {
     /// Killed (`SIGKILL`) or stopped at the end.
     pub ended: Option<Timestamp>,
     pub killed: bool,
-    pub log: PathBuf,
 }
 
 /// What actually happened, on the wall clock.
@@ -124,6 +123,11 @@ pub struct Record {
     pub bodies: Vec<Option<String>>,
     /// IMDS scheduled events: the `EventId` the simulator gave each.
     pub event_ids: Vec<Option<String>>,
+    /// For each notice: the pods `(name, uid)` on the node when it became visible (what its
+    /// drain must move).
+    pub pods_at: Vec<Vec<(String, String)>>,
+    /// Azure: acknowledgements `(time, EventId)` the metadata service received.
+    pub acks: Vec<(Timestamp, String)>,
     /// Fault windows as they were applied: `(from, to, disrupts)`.
     pub cluster_faults: Vec<(Timestamp, Timestamp, bool, Value)>,
     pub imds_faults: Vec<(Timestamp, Timestamp, bool)>,
@@ -296,7 +300,6 @@ impl Ctx<'_> {
             started: Timestamp::now(),
             ended: None,
             killed: false,
-            log,
         });
         child
     }
@@ -565,6 +568,7 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
     rec.withdrawn = vec![None; sc.notices.len()];
     rec.bodies = vec![None; sc.notices.len()];
     rec.event_ids = vec![None; sc.notices.len()];
+    rec.pods_at = vec![Vec::new(); sc.notices.len()];
 
     let mut steps: Vec<(f64, Step)> = Vec::new();
     for (i, n) in sc.notices.iter().enumerate() {
@@ -620,6 +624,7 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
                 rec.deadlines[i] = deadline;
                 rec.bodies[i] = body;
                 rec.event_ids[i] = event_ids[i].clone();
+                rec.pods_at[i] = cluster.pods_on(&node).await;
             }
             Step::Withdraw(i) => {
                 withdraw(&ctx, &sc.notices[i], event_ids[i].as_deref()).await?;
@@ -713,6 +718,9 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
     rec.webhooks = shared.webhooks.of(&cluster_name);
     if metadata_url.is_some() {
         rec.imds_fault_hits = imds_fault_hits(&ctx).await;
+        if sc.mode == Mode::Azure {
+            rec.acks = azure_acks(&ctx).await;
+        }
     }
     drop((imds, cloud));
     if sc.mode == Mode::Queue {
@@ -741,6 +749,35 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
             .collect();
     }
     Ok(())
+}
+
+/// Azure: the acknowledgements (`POST` with `StartRequests`) the metadata service took.
+async fn azure_acks(ctx: &Ctx<'_>) -> Vec<(Timestamp, String)> {
+    let url = format!("{}/_sim/requests", ctx.imds_url.as_deref().unwrap());
+    let Ok(r) = ctx.http.get(url).send().await else {
+        return Vec::new();
+    };
+    let log: Vec<Value> = r.json().await.unwrap_or_default();
+    let mut out = Vec::new();
+    for e in log
+        .iter()
+        .filter(|e| e["method"] == "POST" && e["status"] == 200)
+    {
+        let (Some(at), Some(body)) = (
+            e["at"].as_str().and_then(|t| t.parse::<Timestamp>().ok()),
+            e["body"]
+                .as_str()
+                .and_then(|b| serde_json::from_str::<Value>(b).ok()),
+        ) else {
+            continue;
+        };
+        for r in body["StartRequests"].as_array().into_iter().flatten() {
+            if let Some(id) = r["EventId"].as_str() {
+                out.push((at, id.to_owned()));
+            }
+        }
+    }
+    out
 }
 
 /// Requests the metadata simulator answered with a fault (its log says 5xx it was told to).
@@ -967,6 +1004,27 @@ impl Cluster {
         match self {
             Self::Sim(c) => c.journal(),
             Self::Real(r) => r.journal(),
+        }
+    }
+
+    /// The pods bound to `node` now: `(name, uid)`.
+    async fn pods_on(&self, node: &str) -> Vec<(String, String)> {
+        match self {
+            Self::Sim(c) => c.store().read(|i| {
+                i.list(sih_sim_cluster::resources::PODS, None)
+                    .filter(|p| p["spec"]["nodeName"] == node)
+                    .map(|p| {
+                        (
+                            p["metadata"]["name"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned(),
+                            p["metadata"]["uid"].as_str().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect()
+            }),
+            Self::Real(r) => r.pods_on(node).await,
         }
     }
 

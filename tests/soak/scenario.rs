@@ -39,6 +39,9 @@ pub struct Deployment {
     pub grace: i64,
     /// PodDisruptionBudget `maxUnavailable: 1`.
     pub pdb: bool,
+    /// The budget is `maxUnavailable: 0`: every eviction is refused, so its pods stay until
+    /// the drain deletes them at their last moment.
+    pub stuck: bool,
     pub empty_dir: bool,
     pub critical: bool,
 }
@@ -195,6 +198,7 @@ impl Scenario {
                 replicas: r.u32(2..=6),
                 grace: pick(r, &graces),
                 pdb: r.bool(),
+                stuck: false,
                 empty_dir: r.f64() < 0.3,
                 critical: r.f64() < 0.15,
             })
@@ -396,6 +400,38 @@ impl Scenario {
             }
             ok
         });
+        // Drawn last, so that the draws above keep their meaning for a seed.
+        let mut deployments: Vec<Deployment> = deployments;
+        for d in &mut deployments {
+            d.stuck = d.pdb && r.f64() < 0.3;
+        }
+        // Evictions that hang far longer than the API timeout (10 s): a drain must give up on
+        // them and still have every pod out by the deadline (a deletion is the other path).
+        if r.f64() < 0.15 {
+            let from = between(r, 0.0, 8.0);
+            cluster_faults.push(ClusterFault {
+                from,
+                to: from + between(r, 12.0, 30.0),
+                spec: json!({"resource": "pods/eviction", "verb": "create", "hang": true}),
+                disrupts: false,
+            });
+        }
+        // A kill in the first second after a draining notice: the replacement must resume
+        // the drain the first one started.
+        if r.f64() < 0.3
+            && let Some(at) = notices.iter().filter(|n| n.drains()).map(Notice::at).next()
+        {
+            let replica = r.usize(0..replicas);
+            let at = at + between(r, 0.3, 1.2);
+            let down = between(r, 0.3, 1.5);
+            if kills
+                .iter()
+                .all(|k| k.replica != replica || k.at + k.down + 1.0 < at || at + down + 1.0 < k.at)
+            {
+                kills.push(Kill { at, down, replica });
+                kills.sort_by(|a, b| a.at.total_cmp(&b.at));
+            }
+        }
         Self {
             seed,
             mode,
@@ -443,8 +479,9 @@ spec:
             ));
             if d.pdb {
                 docs.push(format!(
-                    "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {{name: {n}, namespace: default}}\nspec:\n  maxUnavailable: 1\n  selector: {{matchLabels: {{app: {n}}}}}",
-                    n = d.name
+                    "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {{name: {n}, namespace: default}}\nspec:\n  maxUnavailable: {u}\n  selector: {{matchLabels: {{app: {n}}}}}",
+                    n = d.name,
+                    u = if d.stuck { 0 } else { 1 },
                 ));
             }
         }
@@ -471,6 +508,13 @@ spec:
             .iter()
             .find(|d| pod.starts_with(&format!("{}-", d.name)))
             .map(|d| d.grace)
+    }
+
+    /// Whether the pod's budget refuses every eviction (`maxUnavailable: 0`).
+    pub fn held_by_budget(&self, pod: &str) -> bool {
+        self.deployments
+            .iter()
+            .any(|d| d.stuck && pod.starts_with(&format!("{}-", d.name)))
     }
 
     /// One line that says what the scenario is.
@@ -519,7 +563,13 @@ spec:
                     d.name,
                     d.replicas,
                     d.grace,
-                    if d.pdb { " pdb" } else { "" }
+                    if d.stuck {
+                        " pdb0"
+                    } else if d.pdb {
+                        " pdb"
+                    } else {
+                        ""
+                    }
                 ))
                 .chain(self.bare.iter().map(|b| format!("{} g{}", b.name, b.grace)))
                 .collect::<Vec<_>>()

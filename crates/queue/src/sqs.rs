@@ -44,6 +44,8 @@ pub struct Message {
     pub receipt: String,
     /// When SQS received it (`SentTimestamp`), for the message-age metric.
     pub sent: Option<Timestamp>,
+    /// How many times it has been received, this time included (`ApproximateReceiveCount`).
+    pub receives: u32,
 }
 
 #[derive(Clone)]
@@ -119,6 +121,7 @@ impl Queue {
             .wait_time_seconds(wait.as_secs().min(20) as i32)
             .visibility_timeout(hidden.as_secs().clamp(1, 43_200) as i32)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
             .await
             .map_err(|e| self.failed(error("ReceiveMessage", e)))?;
@@ -132,11 +135,17 @@ impl Queue {
                     .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
                     .and_then(|ms| ms.parse::<i64>().ok())
                     .and_then(|ms| Timestamp::from_millisecond(ms).ok());
+                let receives = m
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .unwrap_or(1);
                 Some(Message {
                     id: m.message_id?,
                     body: m.body.unwrap_or_default(),
                     receipt: m.receipt_handle?,
                     sent,
+                    receives,
                 })
             })
             .collect())
