@@ -206,7 +206,11 @@ impl Controller {
 /// API trouble would otherwise wait 20 s of its two minutes.
 async fn come_back_soon(shared: &Shared, m: &Message) {
     let pause = retry_pause(m.receives, shared.cfg.visibility);
-    if let Err(e) = shared.queue.extend_batch(&[m.receipt.clone()], pause).await {
+    if let Err(e) = shared
+        .queue
+        .extend_batch(std::slice::from_ref(&m.receipt), pause)
+        .await
+    {
         tracing::debug!(error = %e, "could not shorten the message's absence; it comes back after its visibility timeout");
     }
 }

@@ -305,6 +305,9 @@ struct NodeState {
     writer: JoinHandle<()>,
     /// The last write failed (its failure was reported; the next success says so).
     failing: bool,
+    /// A dry run's last "would write": said once, not again for each recomputed plan that
+    /// would write the same (the drained flag's record, say).
+    would_write: Option<String>,
     gone: bool,
     drain: Option<RunningDrain>,
     waiters: Vec<Waiter>,
@@ -491,6 +494,7 @@ impl Actor {
                     desired,
                     writer,
                     failing: false,
+                    would_write: None,
                     gone: false,
                     drain: None,
                     waiters: Vec::new(),
@@ -796,8 +800,11 @@ impl Actor {
                 changed
             }
             WriteResult::WouldWrite { what } => {
-                let about = self.state(node).tracker.active().first().cloned();
-                if let Some(n) = about {
+                let s = self.state(node);
+                let about = s.tracker.active().first().cloned();
+                let new = s.would_write.as_deref() != Some(what.as_str());
+                s.would_write = Some(what.clone());
+                if let Some(n) = about.filter(|_| new) {
                     self.send(Update::WouldDo { notice: n, what });
                 }
                 true

@@ -279,6 +279,16 @@ async fn dry_run_writes_nothing_anywhere() {
         before.metadata.resource_version, after.metadata.resource_version,
         "the node was not written"
     );
+    // Said once, however often the plan is recomputed (issue 32: it was said twice).
+    let said = |what: &str| {
+        agent
+            .proc
+            .json_lines()
+            .iter()
+            .filter(|l| l["message"].as_str().is_some_and(|m| m.starts_with(what)))
+            .count()
+    };
+    assert_eq!(said("dry run: would taint"), 1, "{}", agent.proc.log());
     assert_eq!(s.web_on_node().await, pods);
     assert!(s.events().await.is_empty(), "no Events were written");
     assert!(hook.bodies().is_empty(), "no webhook was sent");

@@ -148,6 +148,17 @@ async fn each_fault_on_the_real_api_server() {
     }
     proxy.faults.remove(id);
 
+    // The proxy's journal, as the simulator's: the real server's answer, the fault met.
+    let journal = proxy.journal.requests();
+    assert!(
+        journal
+            .iter()
+            .any(|r| r.status == 403 && r.verb == "list" && r.resource.as_deref() == Some("nodes")),
+        "{journal:?}"
+    );
+    assert!(journal.iter().any(|r| r.fault.as_deref() == Some("hang")
+        && r.verb == "create"
+        && r.resource.as_deref() == Some("pods")));
     let totals = proxy.faults.totals();
     for effect in ["status", "latency", "hang", "reset", "drop", "expire"] {
         assert_eq!(totals.get(effect), Some(&1), "{effect}: {totals:?}");

@@ -588,8 +588,7 @@ fn out_by(v: &View<'_>, uid: &str, t: f64, by: f64) -> bool {
         return true;
     }
     mine()
-        .filter(|p| p.step == PodStep::Deleting && v.s(p.at) <= t)
-        .last()
+        .rfind(|p| p.step == PodStep::Deleting && v.s(p.at) <= t)
         .and_then(|p| Some(v.s(p.at) + p.grace_seconds? as f64))
         .is_some_and(|ends| ends <= by)
 }

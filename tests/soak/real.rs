@@ -111,6 +111,11 @@ impl RealCluster {
         &self.journal
     }
 
+    /// The requests that went through the proxy (the product's, all of them).
+    pub fn requests(&self) -> Vec<sih_sim_cluster::journal::RequestRecord> {
+        self.proxy.journal.requests()
+    }
+
     /// The pods bound to `node`: `(name, uid)`.
     pub async fn pods_on(&self, node: &str) -> Vec<(String, String)> {
         let pods: Api<Pod> = Api::all(self.cp.client.clone());

@@ -711,7 +711,10 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
     }
     // Let the last webhooks land.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    rec.requests = cluster.journal().requests();
+    rec.requests = match &cluster {
+        Cluster::Sim(c) => c.journal().requests(),
+        Cluster::Real(r) => r.requests(),
+    };
     rec.pods = cluster.journal().pod_events();
     rec.nodes = cluster.journal().node_changes();
     rec.fault_totals = cluster.faults().totals();

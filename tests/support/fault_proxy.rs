@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, Method, Request, Response, StatusCode, Uri, header};
 use axum::response::IntoResponse;
 use futures_util::StreamExt;
 use sih_sim_cluster::faults::{Effect, Faults, RequestInfo};
+use sih_sim_cluster::journal::{Journal, RequestRecord};
 
 /// A watch dropped by a fault still passes on what arrives in this long (the simulator's drop
 /// ends a stream "after what it had to send first").
@@ -24,6 +25,9 @@ pub struct FaultProxy {
     /// `http://127.0.0.1:PORT`
     pub url: String,
     pub faults: Arc<Faults>,
+    /// Every request that passed, as the simulator journals its own (the time to the answer's
+    /// start, for a stream).
+    pub journal: Arc<Journal>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -36,6 +40,7 @@ impl Drop for FaultProxy {
 struct State {
     upstream: kube::Client,
     faults: Arc<Faults>,
+    journal: Arc<Journal>,
 }
 
 impl FaultProxy {
@@ -51,9 +56,11 @@ impl FaultProxy {
         config.read_timeout = None;
         let upstream = kube::Client::try_from(config).expect("a client for the real server");
         let faults = Arc::new(Faults::default());
+        let journal = Arc::new(Journal::default());
         let state = Arc::new(State {
             upstream,
             faults: faults.clone(),
+            journal: journal.clone(),
         });
         let app = axum::Router::new().fallback(move |req: Request<Body>| {
             let state = state.clone();
@@ -66,7 +73,12 @@ impl FaultProxy {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { url, faults, task }
+        Self {
+            url,
+            faults,
+            journal,
+            task,
+        }
     }
 
     /// A kubeconfig for the proxy with `token` (as its clients use it).
@@ -118,12 +130,45 @@ fn is_watch(uri: &Uri) -> bool {
 }
 
 async fn forward(state: &State, req: Request<Body>) -> Response<Body> {
-    let (parts, body) = req.into_parts();
-    let watch = is_watch(&parts.uri);
-    let fault = {
-        let info = classify(&parts.method, parts.uri.path(), watch);
-        state.faults.pick(&info)
+    let arrived = jiff::Timestamp::now();
+    let started = tokio::time::Instant::now();
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let watch = is_watch(req.uri());
+    let (record, fault) = {
+        let info = classify(&method, &path, watch);
+        let fault = state.faults.pick(&info);
+        let record = RequestRecord {
+            seq: state.journal.next_seq(),
+            at: arrived,
+            duration_ms: 0,
+            method: method.to_string(),
+            path: path.clone(),
+            verb: info.verb.to_owned(),
+            resource: info.resource.map(|(p, _)| p.to_owned()),
+            subresource: info.resource.and_then(|(_, s)| s.map(str::to_owned)),
+            namespace: info.namespace.map(str::to_owned),
+            name: info.name.map(str::to_owned),
+            status: 0,
+            fault: fault.as_ref().map(|f| f.effect.label().to_owned()),
+            grace_seconds: None,
+        };
+        (record, fault)
     };
+    let resp = answer(state, req, watch, fault).await;
+    let mut record = record;
+    record.duration_ms = started.elapsed().as_millis() as u64;
+    record.status = resp.status().as_u16();
+    state.journal.request(record);
+    resp
+}
+
+async fn answer(
+    state: &State,
+    req: Request<Body>,
+    watch: bool,
+    fault: Option<sih_sim_cluster::faults::Chosen>,
+) -> Response<Body> {
+    let (parts, body) = req.into_parts();
     if let Some(f) = &fault {
         if !f.latency.is_zero() {
             tokio::time::sleep(f.latency).await;

@@ -191,17 +191,26 @@ fn fall_back(gate: &watch::Sender<Gate>, say: &impl Fn(String, bool), why: Strin
     }
 }
 
-/// One question to the load balancers, bounded like every outside call.
+/// One question to the load balancers, bounded like every outside call. Its timeout names
+/// the load balancers (ELBv2), not the Kubernetes API the shared helper's error names.
 async fn ask<T>(limit: Duration, call: BoxFuture<'_, Result<T, String>>) -> Result<T, String> {
-    crate::bounded(limit, "ask the load balancers", call)
+    tokio::time::timeout(limit, call)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|_| format!("the load balancers (ELBv2) did not answer within {limit:?}"))?
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{NodeAddress, NodeSpec, NodeStatus};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_load_balancer_that_never_answers_is_named_as_such() {
+        let never: BoxFuture<'_, Result<(), String>> = Box::pin(std::future::pending());
+        let e = ask(Duration::from_secs(2), never).await.unwrap_err();
+        assert!(e.contains("load balancers (ELBv2)"), "{e}");
+        assert!(!e.contains("Kubernetes"), "{e}");
+    }
 
     #[test]
     fn a_node_is_known_by_its_instance_id_and_addresses() {

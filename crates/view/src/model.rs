@@ -185,11 +185,30 @@ pub fn pod_view(p: &Pod, evicted: bool) -> PodView {
     }
 }
 
-/// Our Events only (the timeline is the evacuation's story, not the cluster's noise).
+/// The longest message kept: ours are at most 1 KiB (the Events API's note limit); anyone
+/// may create Events, and 100 of 512 KiB once grew the view to 131 MB (issue 32).
+pub const MESSAGE_MAX: usize = 1024;
+/// The longest reason or object name kept.
+const FIELD_MAX: usize = 256;
+
+/// `s` cut to at most `max` bytes on a character boundary, marked when cut.
+fn capped(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max.saturating_sub('…'.len_utf8());
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+/// Our Events only (the timeline is the evacuation's story, not the cluster's noise): those
+/// our reporting controller wrote (`reportingController`, `reportingComponent` in core/v1;
+/// the legacy `source.component` is not ours to trust), each field capped.
 pub fn event_view(e: &Event) -> Option<EventView> {
-    let ours = e.reporting_component.as_deref() == Some(REPORTER)
-        || e.source.as_ref().and_then(|s| s.component.as_deref()) == Some(REPORTER);
-    if !ours {
+    if e.reporting_component.as_deref() != Some(REPORTER) {
         return None;
     }
     let o = &e.involved_object;
@@ -211,12 +230,12 @@ pub fn event_view(e: &Event) -> Option<EventView> {
         .map(|t| t.as_millisecond())
         .unwrap_or_default();
     Some(EventView {
-        uid: e.metadata.uid.clone().unwrap_or_default(),
+        uid: capped(e.metadata.uid.clone().unwrap_or_default(), FIELD_MAX),
         at_ms: at,
-        reason: e.reason.clone().unwrap_or_default(),
-        severity: e.type_.clone().unwrap_or_default(),
-        object,
-        message: e.message.clone().unwrap_or_default(),
+        reason: capped(e.reason.clone().unwrap_or_default(), FIELD_MAX),
+        severity: capped(e.type_.clone().unwrap_or_default(), FIELD_MAX),
+        object: capped(object, FIELD_MAX),
+        message: capped(e.message.clone().unwrap_or_default(), MESSAGE_MAX),
     })
 }
 
@@ -332,5 +351,32 @@ mod tests {
             "involvedObject": {"kind": "Pod", "name": "x"}, "reason": "Scheduled", "source": {"component": "default-scheduler"}}))
         .unwrap();
         assert!(event_view(&theirs).is_none());
+        // The legacy field alone is anyone's to set.
+        let posing: Event = serde_json::from_value(json!({"metadata": {"name": "e3"},
+            "involvedObject": {"kind": "Node", "name": "n"}, "reason": "SpotInterruption",
+            "source": {"component": "spot-interrupt-handler"}}))
+        .unwrap();
+        assert!(event_view(&posing).is_none());
+    }
+
+    #[test]
+    fn a_huge_event_is_cut_to_what_we_ever_write() {
+        let big = "é".repeat(300_000);
+        let e: Event =
+            serde_json::from_value(json!({"metadata": {"name": &big[..1000], "uid": big},
+            "involvedObject": {"kind": "Node", "name": big}, "reason": big, "type": "Normal",
+            "message": big, "reportingComponent": "spot-interrupt-handler"}))
+            .unwrap();
+        let v = event_view(&e).unwrap();
+        assert!(
+            v.message.len() <= MESSAGE_MAX && v.message.ends_with('…'),
+            "{}",
+            v.message.len()
+        );
+        for f in [&v.uid, &v.reason, &v.object, &v.severity] {
+            assert!(f.len() <= FIELD_MAX, "{}", f.len());
+        }
+        let bytes = serde_json::to_string(&v).unwrap().len();
+        assert!(bytes < 3 * 1024, "{bytes} bytes for one Event");
     }
 }
