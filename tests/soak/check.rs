@@ -15,6 +15,10 @@
 //! - `fence-late`: the fence (the kind's taint, and the cordon for a draining notice) landed
 //!   more than `FENCE_BOUND` of usable time after the notice could first be read;
 //! - `left-fenced`: every notice was withdrawn, yet the node stayed tainted or cordoned;
+//! - `metadata-flood`: more than `METADATA_RPS` requests to the metadata service in one
+//!   second, whatever it answered (faults included);
+//! - `fence-refused`: the API server refused a write to the node as invalid (422): a fence
+//!   built from values the server does not take never lands;
 //! - `acked-early` (Azure): an event acknowledged before its drain was done, or after it was
 //!   withdrawn;
 //! - `announced-twice`: one notice was announced more than once (a restart, or in queue mode
@@ -187,6 +191,8 @@ pub fn check(sc: &Scenario, rec: &Record) -> Vec<Violation> {
     }
     soft_deadlines(&v, &mut out);
     fence_late(&v, &mut out);
+    metadata_flood(&v, &mut out);
+    fence_refused(&v, &mut out);
     left_fenced(&v, &mut out);
     if sc.mode == Mode::Azure {
         acked_early(&v, &mut out);
@@ -790,6 +796,73 @@ fn acked_early(v: &View<'_>, out: &mut Vec<Violation>) {
                     left.join(", ")
                 ),
             });
+        }
+    }
+}
+
+/// The most requests per second the agent may send its metadata service. By design: each
+/// poll (every 0.5 s here) reads about six items, each tried at most three times on a 5xx,
+/// plus a token: about 45 a second at worst; 51 was the busiest second measured (a 5xx
+/// fault, a restart). A loop that spins (GCE's once made 2 450 a second) is far above.
+pub const METADATA_RPS: usize = 80;
+
+fn metadata_flood(v: &View<'_>, out: &mut Vec<Violation>) {
+    let mut times: Vec<f64> = v.rec.metadata_requests.iter().map(|t| v.s(*t)).collect();
+    times.sort_by(f64::total_cmp);
+    let mut from = 0;
+    for to in 0..times.len() {
+        while times[to] - times[from] >= 1.0 {
+            from += 1;
+        }
+        if to - from + 1 > METADATA_RPS {
+            out.push(Violation {
+                invariant: "metadata-flood",
+                detail: format!(
+                    "{} requests to the metadata service within a second of {:.1}s",
+                    to - from + 1,
+                    times[from]
+                ),
+            });
+            return;
+        }
+    }
+}
+
+/// The busiest second's metadata requests, for the summary.
+pub fn metadata_peak(rec: &Record) -> usize {
+    let mut times: Vec<i64> = rec
+        .metadata_requests
+        .iter()
+        .map(|t| t.as_millisecond())
+        .collect();
+    times.sort_unstable();
+    let mut peak = 0;
+    let mut from = 0;
+    for to in 0..times.len() {
+        while times[to] - times[from] >= 1000 {
+            from += 1;
+        }
+        peak = peak.max(to - from + 1);
+    }
+    peak
+}
+
+fn fence_refused(v: &View<'_>, out: &mut Vec<Violation>) {
+    for r in &v.rec.requests {
+        if r.resource.as_deref() == Some("nodes")
+            && r.subresource.is_none()
+            && matches!(r.verb.as_str(), "patch" | "update")
+            && r.status == 422
+        {
+            out.push(Violation {
+                invariant: "fence-refused",
+                detail: format!(
+                    "the API server refused a write to node {} as invalid at {:.1}s",
+                    r.name.as_deref().unwrap_or("?"),
+                    v.s(r.at)
+                ),
+            });
+            return;
         }
     }
 }

@@ -169,6 +169,8 @@ struct Outcome {
     notices: usize,
     /// Each notice's time to fence, seconds.
     fence_times: Vec<f64>,
+    /// The busiest second's requests to the metadata service.
+    metadata_peak: usize,
 }
 
 fn main() {
@@ -269,7 +271,9 @@ async fn phase(
             let rec = run::play(&scenario, &shared).await;
             let violations = check::check(&scenario, &rec);
             let fence_times = check::fence_times(&scenario, &rec);
+            let metadata_peak = check::metadata_peak(&rec);
             Outcome {
+                metadata_peak,
                 fence_times,
                 backend,
                 violations,
@@ -403,6 +407,12 @@ fn summarize(
             at(0.99),
             at(1.0),
             check::FENCE_BOUND
+        );
+    }
+    if let Some(peak) = outcomes.iter().map(|o| o.metadata_peak).max() {
+        println!(
+            "metadata service: at most {peak} requests in one second (bound {})",
+            check::METADATA_RPS
         );
     }
     println!("violations: {}", failing.len());

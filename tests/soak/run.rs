@@ -128,6 +128,8 @@ pub struct Record {
     pub pods_at: Vec<Vec<(String, String)>>,
     /// Azure: acknowledgements `(time, EventId)` the metadata service received.
     pub acks: Vec<(Timestamp, String)>,
+    /// When the metadata service received each request (the agent modes).
+    pub metadata_requests: Vec<Timestamp>,
     /// Fault windows as they were applied: `(from, to, disrupts)`.
     pub cluster_faults: Vec<(Timestamp, Timestamp, bool, Value)>,
     pub imds_faults: Vec<(Timestamp, Timestamp, bool)>,
@@ -592,7 +594,16 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
     if let Some(d) = sc
         .notices
         .iter()
-        .filter(|n| matches!(n, Notice::Spot { .. }))
+        // An unreadable time is no instance's end: the harness cannot say when it would go.
+        .filter(|n| {
+            matches!(
+                n,
+                Notice::Spot {
+                    unreadable: false,
+                    ..
+                }
+            )
+        })
         .filter_map(Notice::deadline)
         .reduce(f64::min)
     {
@@ -721,6 +732,7 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
     rec.webhooks = shared.webhooks.of(&cluster_name);
     if metadata_url.is_some() {
         rec.imds_fault_hits = imds_fault_hits(&ctx).await;
+        rec.metadata_requests = metadata_requests(&ctx).await;
         if sc.mode == Mode::Azure {
             rec.acks = azure_acks(&ctx).await;
         }
@@ -783,6 +795,20 @@ async fn azure_acks(ctx: &Ctx<'_>) -> Vec<(Timestamp, String)> {
     out
 }
 
+/// When each request reached the metadata simulator (its log: `time` for EC2's, `at` for
+/// GCE's and Azure's).
+async fn metadata_requests(ctx: &Ctx<'_>) -> Vec<Timestamp> {
+    let url = format!("{}/_sim/requests", ctx.imds_url.as_deref().unwrap());
+    let Ok(r) = ctx.http.get(url).send().await else {
+        return Vec::new();
+    };
+    let log: Vec<Value> = r.json().await.unwrap_or_default();
+    log.iter()
+        .filter(|e| !e["path"].as_str().unwrap_or_default().starts_with("/_sim"))
+        .filter_map(|e| e["time"].as_str().or(e["at"].as_str())?.parse().ok())
+        .collect()
+}
+
 /// Requests the metadata simulator answered with a fault (its log says 5xx it was told to).
 async fn imds_fault_hits(ctx: &Ctx<'_>) -> u64 {
     let url = format!("{}/_sim/requests", ctx.imds_url.as_deref().unwrap());
@@ -805,6 +831,17 @@ async fn notice(
     let t0 = now;
     match ctx.sc.mode {
         Mode::Imds => match *n {
+            Notice::Spot {
+                unreadable: true, ..
+            } => {
+                ctx.imds_post(
+                    "items",
+                    json!({"path": "meta-data/spot/instance-action",
+                           "body": "{\"action\":\"terminate\",\"time\":\"2026-12-06 03:20:00\"}"}),
+                )
+                .await?;
+                Ok((None, None))
+            }
             Notice::Spot { lead, restate, .. } => {
                 let lead = lead.round() as u64;
                 let v = ctx

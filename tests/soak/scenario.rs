@@ -57,7 +57,14 @@ pub struct BarePod {
 pub enum Notice {
     /// IMDS: the notice appears at `at` with its time `lead` ahead (restated on every read when
     /// `restate`). Queue: a warning arrives at `at` whose deadline is `lead` ahead.
-    Spot { at: f64, lead: f64, restate: bool },
+    /// `unreadable` (IMDS): the notice's time cannot be read (`"2026-12-06 03:20:00"`); the
+    /// kind is certain, so it is acted on at once with EC2's two minutes from detection.
+    Spot {
+        at: f64,
+        lead: f64,
+        restate: bool,
+        unreadable: bool,
+    },
     Rebalance {
         at: f64,
         gone_at: Option<f64>,
@@ -219,6 +226,7 @@ impl Scenario {
                 at: between(r, 1.0, 8.0),
                 lead: between(r, 14.0, 30.0),
                 restate: mode == Mode::Imds && r.f64() < 0.25,
+                unreadable: false,
             });
         }
         if matches!(mode, Mode::Imds | Mode::Queue) && r.f64() < 0.4 {
@@ -305,6 +313,7 @@ impl Scenario {
                 at: between(r, 1.0, 6.0),
                 lead: between(r, 14.0, 30.0),
                 restate: false,
+                unreadable: false,
             });
         }
         notices.sort_by(|a, b| a.at().total_cmp(&b.at()));
@@ -401,6 +410,16 @@ impl Scenario {
             ok
         });
         // Drawn last, so that the draws above keep their meaning for a seed.
+        for n in &mut notices {
+            if let Notice::Spot {
+                restate: false,
+                unreadable,
+                ..
+            } = n
+            {
+                *unreadable = mode == Mode::Imds && r.f64() < 0.15;
+            }
+        }
         let mut deployments: Vec<Deployment> = deployments;
         for d in &mut deployments {
             d.stuck = d.pdb && r.f64() < 0.3;
@@ -523,9 +542,15 @@ spec:
             .notices
             .iter()
             .map(|n| match n {
-                Notice::Spot { at, lead, restate } => format!(
-                    "spot@{at}+{lead}{}",
-                    if *restate { "(restated)" } else { "" }
+                Notice::Spot {
+                    at,
+                    lead,
+                    restate,
+                    unreadable,
+                } => format!(
+                    "spot@{at}+{lead}{}{}",
+                    if *restate { "(restated)" } else { "" },
+                    if *unreadable { "(time unreadable)" } else { "" }
                 ),
                 Notice::Rebalance {
                     at,
