@@ -19,6 +19,8 @@
 //!   second, whatever it answered (faults included);
 //! - `fence-refused`: the API server refused a write to the node as invalid (422): a fence
 //!   built from values the server does not take never lands;
+//! - `healthz-starved`: a `/healthz` probe went unanswered for a second while the agent was up
+//!   (its admin port held by a flood of idle connections);
 //! - `acked-early` (Azure): an event acknowledged before its drain was done, or after it was
 //!   withdrawn;
 //! - `announced-twice`: one notice was announced more than once (a restart, or in queue mode
@@ -193,6 +195,7 @@ pub fn check(sc: &Scenario, rec: &Record) -> Vec<Violation> {
     fence_late(&v, &mut out);
     metadata_flood(&v, &mut out);
     fence_refused(&v, &mut out);
+    healthz_starved(&v, &mut out);
     left_fenced(&v, &mut out);
     if sc.mode == Mode::Azure {
         acked_early(&v, &mut out);
@@ -864,5 +867,33 @@ fn fence_refused(v: &View<'_>, out: &mut Vec<Violation>) {
             });
             return;
         }
+    }
+}
+
+fn healthz_starved(v: &View<'_>, out: &mut Vec<Violation>) {
+    // Up: from two seconds after a start (the listener binds, the flood refills) to its end.
+    let up = |t: f64| {
+        v.rec.lives.iter().any(|l| {
+            let from = v.s(l.started) + 2.0;
+            let to = l.ended.map_or(f64::INFINITY, |e| v.s(e));
+            t >= from && t + 1.0 <= to
+        })
+    };
+    let missed: Vec<f64> = v
+        .rec
+        .probes
+        .iter()
+        .filter(|(_, answered)| !answered)
+        .map(|(t, _)| v.s(*t))
+        .filter(|&t| up(t) && t <= v.end - 1.0)
+        .collect();
+    if let Some(first) = missed.first() {
+        out.push(Violation {
+            invariant: "healthz-starved",
+            detail: format!(
+                "{} /healthz probe(s) unanswered within a second under the flood, the first at {first:.1}s",
+                missed.len()
+            ),
+        });
     }
 }

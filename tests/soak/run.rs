@@ -130,6 +130,8 @@ pub struct Record {
     pub acks: Vec<(Timestamp, String)>,
     /// When the metadata service received each request (the agent modes).
     pub metadata_requests: Vec<Timestamp>,
+    /// A flooded agent's `/healthz` probes: `(sent, answered within a second)`.
+    pub probes: Vec<(Timestamp, bool)>,
     /// Fault windows as they were applied: `(from, to, disrupts)`.
     pub cluster_faults: Vec<(Timestamp, Timestamp, bool, Value)>,
     pub imds_faults: Vec<(Timestamp, Timestamp, bool)>,
@@ -189,6 +191,8 @@ struct Ctx<'a> {
     /// Queue: the instance behind `node`.
     instance: Option<String>,
     http: reqwest::Client,
+    /// The agent's admin listener, when the scenario floods it.
+    admin_port: Option<u16>,
 }
 
 const TEMPLATE: &str = r#"{"cluster":"{{ .ClusterName }}","kind":"{{ .Kind }}","id":"{{ .EventID }}","phase":"{{ .Phase }}","node":"{{ .NodeName }}","instance":"{{ .InstanceID }}","description":"{{ .Description }}"}"#;
@@ -200,6 +204,12 @@ impl Ctx<'_> {
         let margin = format!("{MARGIN}s");
         let budget = format!("{DRAIN_BUDGET}s");
         let kubeconfig = self.kubeconfig.to_str().unwrap().to_owned();
+        // The agent's listener on a port the harness knows (a restart takes it again), so
+        // that a flood and the probes can find it; the controllers' anywhere.
+        let admin = match self.admin_port {
+            Some(port) if self.sc.mode.agent() => format!("127.0.0.1:{port}"),
+            _ => "127.0.0.1:0".to_owned(),
+        };
         let mut args: Vec<String> = vec![
             "--log-format".into(),
             "json".into(),
@@ -210,7 +220,7 @@ impl Ctx<'_> {
             "--kubeconfig",
             &kubeconfig,
             "--admin-listen",
-            "127.0.0.1:0",
+            &admin,
             "--deadline-margin",
             &margin,
             "--drain-budget",
@@ -552,6 +562,12 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
         node: node.clone(),
         instance,
         http: reqwest::Client::new(),
+        admin_port: sc.flood.then(|| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .unwrap_or(0)
+        }),
     };
 
     let mut procs = Procs {
@@ -571,6 +587,14 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
     rec.bodies = vec![None; sc.notices.len()];
     rec.event_ids = vec![None; sc.notices.len()];
     rec.pods_at = vec![Vec::new(); sc.notices.len()];
+
+    let probes = Arc::new(Mutex::new(Vec::new()));
+    let flood = ctx.admin_port.map(|port| {
+        (
+            tokio::spawn(flood(port)),
+            tokio::spawn(probe(port, probes.clone())),
+        )
+    });
 
     let mut steps: Vec<(f64, Step)> = Vec::new();
     for (i, n) in sc.notices.iter().enumerate() {
@@ -693,6 +717,11 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
     if let Ok(w) = Duration::try_from(end.duration_since(Timestamp::now())) {
         tokio::time::sleep(w).await;
     }
+    if let Some((flooding, probing)) = flood {
+        flooding.abort();
+        probing.abort();
+        rec.probes = probes.lock().unwrap().clone();
+    }
     // Faults still on at the end are cleared, so the processes can stop.
     for (i, id) in fault_ids.iter().enumerate() {
         if let Some(id) = id {
@@ -764,6 +793,48 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
             .collect();
     }
     Ok(())
+}
+
+/// Connections that hold the agent's admin port, reopened as soon as one is closed: the flood
+/// of issue 32 (256 idle connections from one peer once failed every probe).
+const FLOOD_CONNECTIONS: usize = 256;
+
+async fn flood(port: u16) {
+    let mut holders = tokio::task::JoinSet::new();
+    for _ in 0..FLOOD_CONNECTIONS {
+        holders.spawn(async move {
+            loop {
+                match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                    // Held silent until the server closes it.
+                    Ok(mut c) => {
+                        let mut sink = [0u8; 64];
+                        while matches!(
+                            tokio::io::AsyncReadExt::read(&mut c, &mut sink).await,
+                            Ok(n) if n > 0
+                        ) {}
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+    }
+    while holders.join_next().await.is_some() {}
+}
+
+/// A kubelet's liveness probe: a new connection every half second, a second to answer.
+async fn probe(port: u16, out: Arc<Mutex<Vec<(Timestamp, bool)>>>) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(1))
+        .build()
+        .expect("a client");
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    loop {
+        let sent = Timestamp::now();
+        let answered = client.get(&url).send().await.is_ok();
+        out.lock().unwrap().push((sent, answered));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Azure: the acknowledgements (`POST` with `StartRequests`) the metadata service took.

@@ -183,6 +183,9 @@ pub struct Scenario {
     pub replicas: usize,
     /// When the scenario ends (every deadline passed, and time to settle).
     pub horizon: f64,
+    /// The agent's admin port is held by a flood of idle connections throughout, while a
+    /// probe asks `/healthz` every half second.
+    pub flood: bool,
 }
 
 fn pick<T: Copy>(rng: &mut fastrand::Rng, items: &[T]) -> T {
@@ -451,7 +454,9 @@ impl Scenario {
                 kills.sort_by(|a, b| a.at.total_cmp(&b.at));
             }
         }
+        let flood = mode.agent() && r.f64() < 0.25;
         Self {
+            flood,
             seed,
             mode,
             deployments,
@@ -577,7 +582,7 @@ spec:
             })
             .collect();
         format!(
-            "seed {} {:?}: {} | pods: {} | faults: {} cluster, {} imds | kills: {} | replicas {}",
+            "seed {} {:?}: {} | pods: {} | faults: {} cluster, {} imds | kills: {} | replicas {}{}",
             self.seed,
             self.mode,
             notices.join(", "),
@@ -602,7 +607,12 @@ spec:
             self.cluster_faults.len(),
             self.imds_faults.len(),
             self.kills.len(),
-            self.replicas
+            self.replicas,
+            if self.flood {
+                " | admin port flooded"
+            } else {
+                ""
+            }
         )
     }
 }
