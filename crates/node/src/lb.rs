@@ -19,7 +19,7 @@ use kube::Api;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::drain::Progress;
+use crate::progress::Progress;
 
 /// How often the targets are asked about while pods wait on them: deregistration takes
 /// seconds, and each ask is two calls at most.

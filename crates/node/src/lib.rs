@@ -10,6 +10,7 @@ pub mod fence;
 pub mod find;
 pub mod index;
 pub mod lb;
+pub mod progress;
 pub mod surge;
 
 pub use claim::{Claim, Claims};
