@@ -4,18 +4,18 @@
 //! tested without a cluster, a network or a clock.
 #![forbid(unsafe_code)]
 
+pub mod action_policy;
 pub mod drain_plan;
 pub mod label_value;
 pub mod notice;
 pub mod plan;
-pub mod planner;
 pub mod tracker;
 
+pub use action_policy::{Action, ActionPolicy};
 pub use drain_plan::{
     DrainPolicy, EVICTION_ANNOTATION, EvictionChoice, PodFacts, PodPlan, SkipReason, plan_drain,
     tier_starts,
 };
 pub use notice::{Notice, NoticeKind, Source};
 pub use plan::{Carried, DrainTarget, Plan, PlanRules, PlannedTaint, evacuation_plan};
-pub use planner::{Action, ActionPolicy};
 pub use tracker::{Change, Observation, Tracker};
