@@ -130,6 +130,8 @@ pub struct Record {
     pub acks: Vec<(Timestamp, String)>,
     /// When the metadata service received each request (the agent modes).
     pub metadata_requests: Vec<Timestamp>,
+    /// The pods `(name, uid)` still bound to the node when its instance went.
+    pub left_at_end: Vec<(String, String)>,
     /// A flooded agent's `/healthz` probes: `(sent, answered within a second)`.
     pub probes: Vec<(Timestamp, bool)>,
     /// Fault windows as they were applied: `(from, to, disrupts)`.
@@ -708,6 +710,7 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
                 }
             }
             Step::Terminate => {
+                rec.left_at_end = cluster.pods_on(&node).await;
                 cluster.terminate(&node).await?;
                 rec.terminated = Some(now);
             }
