@@ -21,6 +21,8 @@
 //!   built from values the server does not take never lands;
 //! - `healthz-starved`: a `/healthz` probe went unanswered for a second while the agent was up
 //!   (its admin port held by a flood of idle connections);
+//! - `untold`: a notice fenced the node, yet no Kubernetes Event of its kind's reason names
+//!   the node;
 //! - `acked-early` (Azure): an event acknowledged before its drain was done, or after it was
 //!   withdrawn;
 //! - `announced-twice`: one notice was announced more than once (a restart, or in queue mode
@@ -196,6 +198,7 @@ pub fn check(sc: &Scenario, rec: &Record) -> Vec<Violation> {
     metadata_flood(&v, &mut out);
     fence_refused(&v, &mut out);
     healthz_starved(&v, &mut out);
+    untold(&v, &mut out);
     left_fenced(&v, &mut out);
     if sc.mode == Mode::Azure {
         acked_early(&v, &mut out);
@@ -892,5 +895,52 @@ fn healthz_starved(v: &View<'_>, out: &mut Vec<Violation>) {
                 missed.len()
             ),
         });
+    }
+}
+
+/// The Event reason of a notice kind, as the contract names it.
+fn event_reason(kind: &str) -> &'static str {
+    match kind {
+        "spot-interruption" => "SpotInterruption",
+        "rebalance-recommendation" => "RebalanceRecommendation",
+        "scheduled-maintenance" => "ScheduledMaintenance",
+        "asg-termination" => "AsgTermination",
+        "instance-state-change" => "InstanceStateChange",
+        _ => "",
+    }
+}
+
+fn untold(v: &View<'_>, out: &mut Vec<Violation>) {
+    for (i, n) in v.sc.notices.iter().enumerate() {
+        let Some(seen) = v.visible(i) else { continue };
+        let until = v.withdrawn(i).or(v.terminated()).unwrap_or(v.end);
+        if fenced_at(v, n.kind(), n.drains(), seen - 0.05, until + 1.0).is_none() {
+            continue;
+        }
+        // Events are written in the background and retried for a while; an Event fault (or
+        // any fault on everything) around the notice excuses a missing one.
+        let events_failing = v.rec.cluster_faults.iter().any(|(from, to, _, spec)| {
+            matches!(spec["resource"].as_str(), Some("events" | "*"))
+                && v.s(*from) < v.end
+                && v.s(*to) + 10.0 > seen
+        });
+        if events_failing || v.api_or_down_within(seen, (seen + 10.0).min(v.end)) {
+            continue;
+        }
+        let reason = event_reason(n.kind());
+        let told = v
+            .rec
+            .events
+            .iter()
+            .any(|(r, regarding)| r == reason && *regarding == v.rec.node);
+        if !told {
+            out.push(Violation {
+                invariant: "untold",
+                detail: format!(
+                    "{} visible at {seen:.1}s fenced the node, yet no {reason} Event names it",
+                    n.kind()
+                ),
+            });
+        }
     }
 }

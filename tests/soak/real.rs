@@ -135,6 +135,20 @@ impl RealCluster {
             .unwrap_or_default()
     }
 
+    /// Every events.k8s.io Event, as JSON.
+    pub async fn events(&self) -> Vec<Value> {
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(self.cp.client.clone());
+        api.list(&ListParams::default())
+            .await
+            .map(|l| {
+                l.items
+                    .iter()
+                    .filter_map(|e| serde_json::to_value(e).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Running pods in `default`.
     pub async fn running(&self) -> usize {
         let pods: Api<Pod> = Api::namespaced(self.cp.client.clone(), "default");

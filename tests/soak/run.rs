@@ -130,6 +130,8 @@ pub struct Record {
     pub acks: Vec<(Timestamp, String)>,
     /// When the metadata service received each request (the agent modes).
     pub metadata_requests: Vec<Timestamp>,
+    /// The Kubernetes Events our reporting controller wrote: `(reason, regarding's name)`.
+    pub events: Vec<(String, String)>,
     /// The pods `(name, uid)` still bound to the node when its instance went.
     pub left_at_end: Vec<(String, String)>,
     /// A flooded agent's `/healthz` probes: `(sent, answered within a second)`.
@@ -761,6 +763,7 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
     rec.pods = cluster.journal().pod_events();
     rec.nodes = cluster.journal().node_changes();
     rec.fault_totals = cluster.faults().totals();
+    rec.events = cluster.events().await;
     rec.webhooks = shared.webhooks.of(&cluster_name);
     if metadata_url.is_some() {
         rec.imds_fault_hits = imds_fault_hits(&ctx).await;
@@ -1139,6 +1142,35 @@ impl Cluster {
                     .collect()
             }),
             Self::Real(r) => r.pods_on(node).await,
+        }
+    }
+
+    /// Our Events (events.k8s.io): `(reason, regarding's name)`.
+    async fn events(&self) -> Vec<(String, String)> {
+        // Either shape: events.k8s.io's (`reportingController`, `regarding`) or core's
+        // (`reportingComponent`, `involvedObject`), however the server stores them.
+        let ours = |e: &Value| -> Option<(String, String)> {
+            let controller = e["reportingController"]
+                .as_str()
+                .or(e["reportingComponent"].as_str());
+            let regarding = e["regarding"]["name"]
+                .as_str()
+                .or(e["involvedObject"]["name"].as_str());
+            (controller == Some("spot-interrupt-handler")).then(|| {
+                (
+                    e["reason"].as_str().unwrap_or_default().to_owned(),
+                    regarding.unwrap_or_default().to_owned(),
+                )
+            })
+        };
+        match self {
+            Self::Sim(c) => c.store().read(|i| {
+                i.list(sih_sim_cluster::resources::EVENTS_V1, None)
+                    .chain(i.list(sih_sim_cluster::resources::EVENTS, None))
+                    .filter_map(|e| ours(e))
+                    .collect()
+            }),
+            Self::Real(r) => r.events().await.iter().filter_map(ours).collect(),
         }
     }
 
