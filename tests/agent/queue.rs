@@ -1829,9 +1829,14 @@ async fn a_controller_that_cannot_write_its_lease_refuses_to_start_with_the_reas
         .expect("it stops by itself")
         .unwrap();
     assert!(!status.success());
+    // The last line may reach the reader a moment after the process has ended.
+    let said = |log: &str| {
+        log.contains("cannot write this replica's Lease") && log.contains("set NAMESPACE")
+    };
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !said(&proc.log()) && tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let log = proc.log();
-    assert!(
-        log.contains("cannot write this replica's Lease") && log.contains("set NAMESPACE"),
-        "{log}"
-    );
+    assert!(said(&log), "{log}");
 }
