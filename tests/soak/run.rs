@@ -132,6 +132,8 @@ pub struct Record {
     pub metadata_requests: Vec<Timestamp>,
     /// The Kubernetes Events our reporting controller wrote: `(reason, regarding's name)`.
     pub events: Vec<(String, String)>,
+    /// Whether the scenario played on the real control plane.
+    pub real: bool,
     /// The pods `(name, uid)` still bound to the node when its instance went.
     pub left_at_end: Vec<(String, String)>,
     /// A flooded agent's `/healthz` probes: `(sent, answered within a second)`.
@@ -360,7 +362,10 @@ fn event_bridge(detail_type: &str, source: &str, time: Timestamp, detail: Value)
 }
 
 pub async fn play(sc: &Scenario, shared: &Shared) -> Record {
-    let mut rec = Record::default();
+    let mut rec = Record {
+        real: shared.real,
+        ..Record::default()
+    };
     if let Err(e) = play_into(sc, shared, &mut rec).await {
         rec.harness_error = Some(e);
     }
@@ -706,7 +711,9 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
             }
             Step::Restart(i) => {
                 let r = sc.kills[i].replica;
-                if procs.children[r].is_none() {
+                // An agent runs on its instance: once that is gone, nothing starts again.
+                let instance_gone = sc.mode.agent() && rec.terminated.is_some();
+                if procs.children[r].is_none() && !instance_gone {
                     procs.generation[r] += 1;
                     procs.children[r] = Some(ctx.spawn(r, procs.generation[r], rec));
                 }
@@ -714,6 +721,18 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
             Step::Terminate => {
                 rec.left_at_end = cluster.pods_on(&node).await;
                 cluster.terminate(&node).await?;
+                // The agent goes with its instance (the controllers run elsewhere).
+                if sc.mode.agent() {
+                    for (r, child) in procs.children.iter_mut().enumerate() {
+                        if let Some(mut c) = child.take() {
+                            let _ = c.start_kill();
+                            let _ = c.wait().await;
+                            if let Some(l) = rec.lives.iter_mut().rev().find(|l| l.replica == r) {
+                                l.ended = Some(now);
+                            }
+                        }
+                    }
+                }
                 rec.terminated = Some(now);
             }
         }
