@@ -406,7 +406,10 @@ fn summarize(
             at(0.9),
             at(0.99),
             at(1.0),
-            check::FENCE_BOUND
+            match backend {
+                Backend::Simulator => check::FENCE_BOUND,
+                Backend::Real => check::FENCE_BOUND_REAL,
+            }
         );
     }
     if let Some(peak) = outcomes.iter().map(|o| o.metadata_peak).max() {
