@@ -50,6 +50,9 @@ struct View<'a> {
     disrupted: Vec<(f64, f64)>,
     /// The processes' down times (killed until back and reading, a second after restart).
     down: Vec<(f64, f64)>,
+    /// The same, each lasting at least as long as a dead replica's claim holds the others
+    /// off (queue mode): when the product could not act.
+    down_held: Vec<(f64, f64)>,
     /// Metadata outages (a blocking fault, until the next poll after it ends).
     imds_outages: Vec<(f64, f64)>,
     /// Disruptions of the API (cluster faults that can hold up the evacuation) alone.
@@ -138,15 +141,11 @@ impl View<'_> {
     /// Whether the API or the product was out within `[a, b]` (a metadata outage is not: a
     /// notice already read keeps its deadline through one).
     fn api_or_down_within(&self, a: f64, b: f64) -> bool {
-        let claim_held = match self.sc.mode {
-            Mode::Queue => 11.0,
-            _ => 0.0,
-        };
         let windows: Vec<(f64, f64)> = self
             .api_faults
             .iter()
+            .chain(&self.down_held)
             .copied()
-            .chain(self.down.iter().map(|&(d, b)| (d, b.max(d + claim_held))))
             .collect();
         Self::uncovered(&windows, a, b) < (b - a) - 1e-9
     }
@@ -216,6 +215,7 @@ fn view<'a>(sc: &'a Scenario, rec: &'a Record) -> Option<View<'a>> {
         disrupted: Vec::new(),
         down: Vec::new(),
         imds_outages: Vec::new(),
+        down_held: Vec::new(),
         api_faults: Vec::new(),
         end: sc.horizon,
     };
@@ -242,12 +242,12 @@ fn view<'a>(sc: &'a Scenario, rec: &'a Record) -> Option<View<'a>> {
             v.imds_outages.push((v.s(*from), v.s(*to) + 0.5));
         }
     }
-    v.disrupted = v
+    v.down_held = v
         .down
         .iter()
         .map(|&(down, back)| (down, back.max(down + claim_held)))
-        .chain(v.imds_outages.iter().copied())
         .collect();
+    v.disrupted = v.down_held.iter().chain(&v.imds_outages).copied().collect();
     for (from, to, disrupts, _) in &rec.cluster_faults {
         if *disrupts {
             v.disrupted.push((v.s(*from), v.s(*to) + 0.5));
@@ -819,44 +819,38 @@ fn acked_early(v: &View<'_>, out: &mut Vec<Violation>) {
 pub const METADATA_RPS: usize = 120;
 
 fn metadata_flood(v: &View<'_>, out: &mut Vec<Violation>) {
-    let mut times: Vec<f64> = v.rec.metadata_requests.iter().map(|t| v.s(*t)).collect();
-    times.sort_by(f64::total_cmp);
-    let mut from = 0;
-    for to in 0..times.len() {
-        while times[to] - times[from] >= 1.0 {
-            from += 1;
-        }
-        if to - from + 1 > METADATA_RPS {
-            out.push(Violation {
-                invariant: "metadata-flood",
-                detail: format!(
-                    "{} requests to the metadata service within a second of {:.1}s",
-                    to - from + 1,
-                    times[from]
-                ),
-            });
-            return;
-        }
+    let (count, from) = busiest_second(&v.rec.metadata_requests);
+    if count > METADATA_RPS {
+        out.push(Violation {
+            invariant: "metadata-flood",
+            detail: format!(
+                "{count} requests to the metadata service within a second of {:.1}s",
+                from.map_or(0.0, |t| v.s(t))
+            ),
+        });
     }
 }
 
 /// The busiest second's metadata requests, for the summary.
 pub fn metadata_peak(rec: &Record) -> usize {
-    let mut times: Vec<i64> = rec
-        .metadata_requests
-        .iter()
-        .map(|t| t.as_millisecond())
-        .collect();
-    times.sort_unstable();
-    let mut peak = 0;
-    let mut from = 0;
-    for to in 0..times.len() {
-        while times[to] - times[from] >= 1000 {
+    busiest_second(&rec.metadata_requests).0
+}
+
+/// The most of `times` within one second, and when that second began.
+fn busiest_second(times: &[Timestamp]) -> (usize, Option<Timestamp>) {
+    let mut ms: Vec<i64> = times.iter().map(|t| t.as_millisecond()).collect();
+    ms.sort_unstable();
+    let (mut best, mut best_from, mut from) = (0, None, 0);
+    for to in 0..ms.len() {
+        while ms[to] - ms[from] >= 1000 {
             from += 1;
         }
-        peak = peak.max(to - from + 1);
+        if to - from + 1 > best {
+            best = to - from + 1;
+            best_from = Timestamp::from_millisecond(ms[from]).ok();
+        }
     }
-    peak
+    (best, best_from)
 }
 
 fn fence_refused(v: &View<'_>, out: &mut Vec<Violation>) {

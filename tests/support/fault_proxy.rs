@@ -178,7 +178,7 @@ async fn answer(
                 // Never answered; once the fault is gone, the connection closes unanswered
                 // (a request its client gave up on must not take effect later).
                 state.faults.until_gone(f.id).await;
-                return unanswered();
+                return sih_sim_cluster::api::unanswered();
             }
             Effect::Status {
                 code,
@@ -261,18 +261,6 @@ fn hop_by_hop(k: &header::HeaderName) -> bool {
         || k == header::TRANSFER_ENCODING
         || k == header::CONTENT_LENGTH
         || k == "keep-alive"
-}
-
-/// A connection closed without an answer: hyper aborts the connection when a body fails.
-fn unanswered() -> Response<Body> {
-    let failed = futures_util::stream::once(async {
-        Err::<Bytes, std::io::Error>(std::io::Error::other("connection closed by fault"))
-    });
-    Response::builder()
-        .status(200)
-        .header(header::CONTENT_LENGTH, "1")
-        .body(Body::from_stream(failed))
-        .unwrap_or_default()
 }
 
 /// What a real server streams when a watch's resource version has been compacted away: one

@@ -185,8 +185,8 @@ fn asked_grace(
 }
 
 /// A connection closed without an answer (or with half of one): hyper aborts the connection
-/// when a body fails.
-fn unanswered() -> Response {
+/// when a body fails. (The fault proxy in front of a real server answers its hangs so too.)
+pub fn unanswered() -> Response {
     let failed = futures_util::stream::once(async {
         Err::<axum::body::Bytes, std::io::Error>(std::io::Error::other("connection reset by fault"))
     });
