@@ -20,6 +20,7 @@
 //! that they are announced anyway (detection must not wait for Kubernetes).
 
 mod drainer;
+mod ledger;
 mod writer;
 
 use std::collections::{HashMap, HashSet};
@@ -29,10 +30,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
-use sih_core::{
-    Action, Carried, Change, Notice, NoticeKind, Observation, PlanRules, Source, Tracker,
-    evacuation_plan,
-};
+use sih_core::{Change, Notice, NoticeKind, Observation, PlanRules, Source};
 use sih_node::drain::{DrainEnd, Target};
 use sih_node::{DrainConfig, NodeRecord};
 use sih_report::Update;
@@ -42,19 +40,9 @@ use tokio::time::Instant;
 
 use crate::agent::health::Health;
 use drainer::Ended;
+pub use ledger::Outcome;
+use ledger::{DrainResult, DrainStep, Ledger, Rules, WriteFailure};
 use writer::{Desired, WriteResult};
-
-/// What a notice added with [`Responder::add`] came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Its action is done: fenced as asked, or drained.
-    Done,
-    /// Its action could not be done (worth trying again later).
-    Failed(String),
-    /// It went away (withdrawn, expired) before its action finished: nothing is left to do,
-    /// and nothing may be said to be done (an Azure acknowledgement is never sent for it).
-    Withdrawn,
-}
 
 pub struct ResponderConfig {
     pub source: Source,
@@ -172,7 +160,16 @@ impl Responder {
         let drains = cfg
             .max_drains
             .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1))));
+        let rules = Arc::new(Rules {
+            plan: cfg.rules.clone(),
+            source: cfg.source,
+            booted_at: cfg.booted_at,
+            resume: cfg.resume,
+            rebalance_ttl: cfg.rebalance_ttl,
+            dry_run: cfg.dry_run,
+        });
         let actor = Actor {
+            rules,
             drains,
             nodes_api: Api::all(client.clone()),
             client,
@@ -271,77 +268,22 @@ struct RunningDrain {
     covers: Vec<String>,
 }
 
-struct Waiter {
-    id: String,
-    done: oneshot::Sender<Outcome>,
-}
-
+/// One node: its ledger, and what runs for it.
 struct NodeState {
-    tracker: Tracker,
-    /// Announced (here, or before a restart: recorded on the node).
-    announced: HashSet<String>,
-    /// Reported fenced (the Fenced update goes out once per notice).
-    fenced: HashSet<String>,
-    drained: HashSet<String>,
-    /// The generation that first carried each notice (its fence is done once written).
-    included: HashMap<String, u64>,
-    /// The generation that first recorded each notice as drained: a replica taking the node
-    /// over must find it drained, so a waiter is answered only once that is written.
-    drained_at: HashMap<String, u64>,
-    /// Withdrawn notices whose undo is not written yet: `Unfenced` once it is.
-    withdrawn: Vec<(Notice, String)>,
-    /// Ids withdrawn and not carried again since: their waiters hear `Withdrawn`, not `Done`.
-    withdrawn_ids: HashSet<String>,
-    loaded: bool,
-    /// Seen before the record was read: announced once it is (or after some patience).
-    pending: Vec<Notice>,
-    /// The patience is over and the record still unread: a new notice is announced at once
-    /// (detection and announcement never wait for Kubernetes).
-    impatient: bool,
-    generation: u64,
-    written: u64,
+    ledger: Ledger<oneshot::Sender<Outcome>>,
     written_tx: watch::Sender<u64>,
     desired: watch::Sender<Desired>,
     writer: JoinHandle<()>,
-    /// The last write failed (its failure was reported; the next success says so).
-    failing: bool,
-    /// A dry run's last "would write": said once, not again for each recomputed plan that
-    /// would write the same (the drained flag's record, say).
-    would_write: Option<String>,
-    gone: bool,
     drain: Option<RunningDrain>,
-    waiters: Vec<Waiter>,
-    /// Takeovers waiting for the whole node to be done (`Resume`).
-    resumers: Vec<oneshot::Sender<Outcome>>,
     last_activity: Instant,
     /// Drop this state as soon as nothing is pending on it.
     forget: bool,
-    /// The last drain ended with pods still there (its deadline passed): no new drain until
-    /// something changes (a notice, a deadline, a message about it again), never in a loop.
-    drain_failed: bool,
 }
 
 impl NodeState {
-    /// The active notices, each with whether it counts as drained.
-    fn carried(&self, drained: impl Fn(&str) -> bool) -> Vec<Carried> {
-        self.tracker
-            .active()
-            .iter()
-            .map(|n| Carried {
-                notice: n.clone(),
-                drained: drained(&n.id),
-            })
-            .collect()
-    }
-
     /// Nothing runs, waits or remains to be written.
     fn idle(&self) -> bool {
-        self.drain.is_none()
-            && self.waiters.is_empty()
-            && self.resumers.is_empty()
-            && self.pending.is_empty()
-            && self.withdrawn.is_empty()
-            && self.written >= self.generation
+        self.ledger.idle(self.drain.is_some())
     }
 }
 
@@ -356,6 +298,8 @@ impl Drop for NodeState {
 
 struct Actor {
     cfg: ResponderConfig,
+    /// What every node's ledger follows (from `cfg`).
+    rules: Arc<Rules>,
     /// Drains allowed at once.
     drains: Option<Arc<tokio::sync::Semaphore>>,
     client: kube::Client,
@@ -373,13 +317,10 @@ struct Actor {
 /// Nodes whose announcements are remembered after their state is dropped, at most.
 const REMEMBERED_NODES: usize = 10_000;
 
-fn withdrawal_reason(n: &Notice) -> String {
-    match n.kind {
-        NoticeKind::RebalanceRecommendation => "the rebalance recommendation disappeared".into(),
-        NoticeKind::ScheduledMaintenance => {
-            format!("scheduled event {} is no longer active", n.id)
-        }
-        _ => format!("the {} notice was withdrawn", n.kind),
+/// Answers waiters (one that stopped listening has nothing to lose).
+fn answer(answers: Vec<(oneshot::Sender<Outcome>, Outcome)>) {
+    for (w, o) in answers {
+        let _ = w.send(o);
     }
 }
 
@@ -389,21 +330,21 @@ impl Actor {
         let _ = self.updates.send(u);
     }
 
+    fn send_all(&self, updates: Vec<Update>) {
+        for u in updates {
+            self.send(u);
+        }
+    }
+
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
         while let Some(cmd) = rx.recv().await {
             match cmd {
                 Command::Observe { node, observation } => {
-                    let changes = self.state(&node).tracker.observe(observation);
+                    let changes = self.state(&node).ledger.observe(observation);
                     self.apply_changes(&node, changes);
                 }
                 Command::Add { node, notice, done } => {
-                    let id = notice.id.clone();
-                    let s = self.state(&node);
-                    let change = s.tracker.add(notice);
-                    s.waiters.push(Waiter { id, done });
-                    // A message about it again: worth another try of a drain that failed.
-                    s.drain_failed = false;
-                    let changes: Vec<Change> = change.into_iter().collect();
+                    let changes = self.state(&node).ledger.add(notice, done);
                     if changes.is_empty() {
                         self.replan(&node);
                     } else {
@@ -411,7 +352,7 @@ impl Actor {
                     }
                 }
                 Command::Await { node, id, done } => {
-                    self.state(&node).waiters.push(Waiter { id, done });
+                    self.state(&node).ledger.wait(&id, done);
                     self.settle_waiters(&node);
                 }
                 Command::Watch { node } => {
@@ -424,9 +365,7 @@ impl Actor {
                     self.forget_if_idle(&node);
                 }
                 Command::Resume { node, done } => {
-                    let s = self.state(&node);
-                    // A drain that failed stays failed: its messages bring it back.
-                    s.resumers.push(done);
+                    self.state(&node).ledger.wait_whole(done);
                     self.settle_waiters(&node);
                 }
                 Command::Abandon { node, why } => self.abandon(&node, &why),
@@ -477,50 +416,19 @@ impl Actor {
             self.nodes.insert(
                 node.to_owned(),
                 NodeState {
-                    tracker: Tracker::new(),
-                    announced,
-                    fenced: HashSet::new(),
-                    drained: HashSet::new(),
-                    included: HashMap::new(),
-                    drained_at: HashMap::new(),
-                    withdrawn: Vec::new(),
-                    withdrawn_ids: HashSet::new(),
-                    loaded: false,
-                    pending: Vec::new(),
-                    impatient: false,
-                    generation: 0,
-                    written: 0,
+                    ledger: Ledger::new(node, Arc::clone(&self.rules), announced),
                     written_tx: watch::channel(0).0,
                     desired,
                     writer,
-                    failing: false,
-                    would_write: None,
-                    gone: false,
                     drain: None,
-                    waiters: Vec::new(),
-                    resumers: Vec::new(),
                     last_activity: Instant::now(),
                     forget: false,
-                    drain_failed: false,
                 },
             );
         }
         let s = self.nodes.get_mut(node).expect("inserted above");
         s.last_activity = Instant::now();
         s
-    }
-
-    fn action(&self, n: &Notice) -> Action {
-        self.cfg.rules.policy.action_for(n.kind)
-    }
-
-    /// Tells people about a notice, once.
-    fn announce(&mut self, node: &str, n: Notice) {
-        let action = self.action(&n);
-        let s = self.state(node);
-        if s.announced.insert(n.id.clone()) {
-            self.send(Update::Detected { notice: n, action });
-        }
     }
 
     /// Tells when the workloads a drain evicted from are whole again (bounded: ten minutes).
@@ -540,20 +448,6 @@ impl Actor {
         });
     }
 
-    /// A notice gone: its fence is undone on the next write (`Unfenced` says why).
-    fn withdraw(&mut self, node: &str, n: Notice, why: String) {
-        let s = self.state(node);
-        s.withdrawn_ids.insert(n.id.clone());
-        s.drained.remove(&n.id);
-        s.drained_at.remove(&n.id);
-        s.announced.remove(&n.id);
-        s.included.remove(&n.id);
-        let was_fenced = s.fenced.remove(&n.id);
-        if was_fenced || self.action(&n) < Action::Taint {
-            self.state(node).withdrawn.push((n, why));
-        }
-    }
-
     /// Looks again once `n` may have outlived `ttl` (a queue may say nothing more about it).
     fn rebalance_due(&self, node: &str, n: &Notice, ttl: Duration) {
         let left = jiff::SignedDuration::try_from(ttl)
@@ -570,127 +464,59 @@ impl Actor {
         });
     }
 
-    fn apply_changes(&mut self, node: &str, mut changes: Vec<Change>) {
-        if let Some(ttl) = self.cfg.rebalance_ttl {
-            // Added now and already past its time (resumed after a restart) counts too.
-            for c in &changes {
-                if let Change::Added(n) = c
-                    && n.kind == NoticeKind::RebalanceRecommendation
-                {
-                    self.rebalance_due(node, n, ttl);
-                }
+    /// Each rebalance recommendation among `notices` is looked at again at its `--rebalance-ttl`.
+    fn rebalances_due<'a>(&self, node: &str, notices: impl IntoIterator<Item = &'a Notice>) {
+        let Some(ttl) = self.cfg.rebalance_ttl else {
+            return;
+        };
+        for n in notices {
+            if n.kind == NoticeKind::RebalanceRecommendation {
+                self.rebalance_due(node, n, ttl);
             }
-            let expired = self
-                .state(node)
-                .tracker
-                .expire_rebalances(ttl, Timestamp::now());
-            changes.extend(expired);
         }
+    }
+
+    fn apply_changes(&mut self, node: &str, mut changes: Vec<Change>) {
+        // Added now and already past its time (resumed after a restart) counts too.
+        self.rebalances_due(
+            node,
+            changes.iter().filter_map(|c| match c {
+                Change::Added(n) => Some(n),
+                _ => None,
+            }),
+        );
+        let expired = self.state(node).ledger.expire_rebalances(Timestamp::now());
+        changes.extend(expired);
         if changes.is_empty() {
             self.settle_waiters(node);
             return;
         }
-        self.state(node).drain_failed = false;
-        for c in changes {
-            match c {
-                Change::Added(n) => {
-                    self.state(node).withdrawn_ids.remove(&n.id);
-                    if self.state(node).loaded || self.state(node).impatient {
-                        self.announce(node, n);
-                    } else {
-                        self.state(node).pending.push(n);
-                    }
-                }
-                Change::Withdrawn(n) => {
-                    let why = withdrawal_reason(&n);
-                    self.withdraw(node, n, why);
-                }
-                Change::Expired(n) => {
-                    let why = format!(
-                        "no interruption followed the rebalance recommendation within --rebalance-ttl {}s",
-                        self.cfg.rebalance_ttl.unwrap_or_default().as_secs()
-                    );
-                    self.withdraw(node, n, why);
-                }
-                Change::DeadlineMoved { id, from, .. } => {
-                    if let Some(n) = self.state(node).tracker.get(&id).cloned() {
-                        self.send(Update::DeadlineMoved { notice: n, from });
-                    }
-                }
-            }
-        }
+        let say = self.state(node).ledger.apply(changes);
+        self.send_all(say);
         self.replan(node);
     }
 
     fn announce_pending(&mut self, node: &str) {
-        let Some(s) = self.nodes.get_mut(node) else {
-            return;
-        };
-        if s.gone && !s.loaded {
-            s.pending.clear();
+        if !self.nodes.contains_key(node) {
             return;
         }
-        s.impatient = true;
-        let pending = std::mem::take(&mut s.pending);
-        if !pending.is_empty() && !s.loaded {
+        let (say, unread) = self.state(node).ledger.patience_over();
+        if unread {
             tracing::warn!(
                 node,
                 "the node's record cannot be read yet; announcing new notices without it"
             );
         }
-        for n in pending {
-            self.announce(node, n);
-        }
+        self.send_all(say);
     }
 
     fn loaded(&mut self, node: &str, record: Option<NodeRecord>) {
-        let source = self.cfg.source;
-        let booted_at = self.cfg.booted_at;
-        let resume = self.cfg.resume;
-        let ttl = self.cfg.rebalance_ttl;
-        let mut rebooted = Vec::new();
-        let mut due = Vec::new();
-        {
-            let s = self.state(node);
-            for c in record.map(|r| r.notices).unwrap_or_default() {
-                if c.notice.source != source {
-                    continue; // another writer's: kept on the node as found
-                }
-                if !resume {
-                    continue; // replaced by what we write
-                }
-                let id = c.notice.id.clone();
-                if booted_at.is_some_and(|b| c.notice.detected < b) {
-                    // A reboot ends whatever fenced the node before it.
-                    s.tracker.finish(&id);
-                    rebooted.push(c.notice);
-                    continue;
-                }
-                if s.tracker.get(&id).is_none() {
-                    tracing::info!(node, notice_id = %id, kind = %c.notice.kind,
-                        "resuming the notice recorded on the node");
-                    if let Some(ttl) = ttl
-                        && c.notice.kind == NoticeKind::RebalanceRecommendation
-                    {
-                        due.push((c.notice.clone(), ttl));
-                    }
-                    s.tracker.resume(c.notice);
-                }
-                s.announced.insert(id.clone());
-                s.fenced.insert(id.clone());
-                if c.drained {
-                    s.drained.insert(id);
-                }
-            }
-            s.loaded = true;
+        let resumed = self.state(node).ledger.load(record);
+        for n in &resumed {
+            tracing::info!(node, notice_id = %n.id, kind = %n.kind,
+                "resuming the notice recorded on the node");
         }
-        for n in rebooted {
-            let why = format!("the instance rebooted after the {} notice {}", n.kind, n.id);
-            self.state(node).withdrawn.push((n, why));
-        }
-        for (n, ttl) in due {
-            self.rebalance_due(node, &n, ttl);
-        }
+        self.rebalances_due(node, &resumed);
         self.announce_pending(node);
         self.replan(node);
     }
@@ -698,53 +524,32 @@ impl Actor {
     /// The plan for what the node carries now: the writer gets the new state; the drain is
     /// started, moved or stopped.
     fn replan(&mut self, node: &str) {
-        let rules = self.cfg.rules.clone();
         let s = self.state(node);
-        let carried = s.carried(|id| s.drained.contains(id));
-        s.generation += 1;
-        let generation = s.generation;
-        for c in &carried {
-            s.included.entry(c.notice.id.clone()).or_insert(generation);
-            if c.drained {
-                s.drained_at
-                    .entry(c.notice.id.clone())
-                    .or_insert(generation);
-            }
-        }
-        let loaded = s.loaded;
+        let plan = s.ledger.replan(s.drain.is_some());
         s.desired.send_replace(Desired {
-            generation,
-            loaded,
-            notices: carried.clone(),
+            generation: plan.generation,
+            loaded: plan.loaded,
+            notices: plan.carried,
         });
-        let plan = evacuation_plan(&carried, &rules);
-        let covers: Vec<String> = carried
-            .iter()
-            .filter(|c| rules.policy.action_for(c.notice.kind) == Action::Drain)
-            .map(|c| c.notice.id.clone())
-            .collect();
-        if let Some(running) = s.drain.as_mut() {
-            // One drain per node: it follows the plan (tighter, looser, or none at all).
-            running
-                .target
-                .send_replace(plan.drain.as_ref().map(drainer::target_of));
-            running.covers = covers;
-            if let Some(t) = &plan.drain {
-                self.health
-                    .drain_running(node, drainer::target_of(t).ends());
+        match plan.drain {
+            DrainStep::Follow { target, covers } => {
+                if let Some(running) = s.drain.as_mut() {
+                    running
+                        .target
+                        .send_replace(target.as_ref().map(drainer::target_of));
+                    running.covers = covers;
+                }
+                if let Some(t) = &target {
+                    self.health
+                        .drain_running(node, drainer::target_of(t).ends());
+                }
             }
-        } else if let (Some(t), true, true, false) =
-            (&plan.drain, plan.drain_needed, loaded, s.drain_failed)
-        {
-            // Not before the record is read: it may say the drain was done already.
-            let lead = plan
-                .drain_lead
-                .as_ref()
-                .and_then(|id| carried.iter().find(|c| &c.notice.id == id))
-                .map(|c| c.notice.clone());
-            if let Some(lead) = lead {
-                self.start_drain(node, lead, t, covers, generation);
-            }
+            DrainStep::Start {
+                lead,
+                target,
+                covers,
+            } => self.start_drain(node, lead, &target, covers, plan.generation),
+            DrainStep::Nothing => {}
         }
         self.settle_waiters(node);
     }
@@ -790,24 +595,16 @@ impl Actor {
     }
 
     fn written(&mut self, node: &str, generation: u64, result: WriteResult) {
-        if !self.nodes.contains_key(node) {
+        let Some(s) = self.nodes.get_mut(node) else {
             return;
-        }
-        let mut node_facts = None;
-        let changed = match result {
-            WriteResult::Written { changed, facts } => {
-                node_facts = facts;
-                changed
-            }
+        };
+        let (changed, facts) = match result {
+            WriteResult::Written { changed, facts } => (changed, facts),
             WriteResult::WouldWrite { what } => {
-                let s = self.state(node);
-                let about = s.tracker.active().first().cloned();
-                let new = s.would_write.as_deref() != Some(what.as_str());
-                s.would_write = Some(what.clone());
-                if let Some(n) = about.filter(|_| new) {
+                if let Some(n) = s.ledger.would_write(&what) {
                     self.send(Update::WouldDo { notice: n, what });
                 }
-                true
+                (true, None)
             }
             WriteResult::Failed { error } => {
                 self.write_failed(node, error.to_string(), error.is_retryable(), "api_error");
@@ -815,78 +612,16 @@ impl Actor {
             }
             WriteResult::NodeGone => {
                 self.write_failed(node, format!("node {node:?} not found"), false, "not_found");
-                let s = self.state(node);
-                s.gone = true;
-                if !s.loaded {
-                    // No node, nothing to evacuate: its notices are not announced either.
-                    s.pending.clear();
-                }
+                self.state(node).ledger.node_gone();
                 self.settle_waiters(node);
                 return;
             }
         };
         self.health.api_ok();
-        let dry_run = self.cfg.dry_run;
-        let rules = self.cfg.rules.clone();
         let s = self.state(node);
-        s.failing = false;
-        s.gone = false;
-        s.written = s.written.max(generation);
-        s.written_tx.send_replace(s.written);
-        if dry_run {
-            self.settle_waiters(node);
-            return;
-        }
-        // Who got fenced by this write, and whose fence it took away.
-        let carried: Vec<Carried> = s
-            .tracker
-            .active()
-            .iter()
-            .map(|n| Carried::new(n.clone()))
-            .collect();
-        let plan = evacuation_plan(&carried, &rules);
-        let mut fenced = Vec::new();
-        for n in s.tracker.active() {
-            if rules.policy.action_for(n.kind) >= Action::Taint
-                && s.included.get(&n.id).is_some_and(|g| *g <= generation)
-                && !s.fenced.contains(&n.id)
-            {
-                fenced.push(n.clone());
-            }
-        }
-        for n in &fenced {
-            s.fenced.insert(n.id.clone());
-        }
-        let withdrawn = std::mem::take(&mut s.withdrawn);
-        let now = Timestamp::now();
-        for n in fenced {
-            let effect = plan
-                .taints
-                .iter()
-                .find(|t| t.kind == n.kind)
-                .map(|t| t.effect.clone())
-                .unwrap_or_default();
-            let latency = Duration::try_from(now.duration_since(n.detected)).unwrap_or_default();
-            self.send(Update::Fenced {
-                notice: n,
-                effect,
-                cordoned: plan.cordon,
-                changed,
-                latency,
-                node: node_facts.clone().unwrap_or_default(),
-            });
-        }
-        for (n, why) in withdrawn {
-            if rules.policy.action_for(n.kind) >= Action::Taint {
-                self.send(Update::Unfenced {
-                    notice: n,
-                    changed,
-                    why,
-                });
-            } else {
-                tracing::info!(notice_id = %n.id, why = %why, "notice withdrawn; nothing to undo");
-            }
-        }
+        let say = s.ledger.wrote(generation, changed, facts, Timestamp::now());
+        s.written_tx.send_replace(s.ledger.written());
+        self.send_all(say);
         self.settle_waiters(node);
     }
 
@@ -899,25 +634,17 @@ impl Actor {
         let Some(s) = self.nodes.get_mut(node) else {
             return;
         };
-        if s.failing {
-            return; // said once; the writer keeps trying
-        }
-        s.failing = true;
-        let about = s
-            .tracker
-            .active()
-            .first()
-            .cloned()
-            .or_else(|| s.withdrawn.first().map(|(n, _)| n.clone()))
-            .or_else(|| s.pending.first().cloned());
-        match about {
-            Some(notice) => self.send(Update::Failed {
+        match s.ledger.write_failed() {
+            WriteFailure::Said => {} // the writer keeps trying
+            WriteFailure::About(notice) => self.send(Update::Failed {
                 notice,
                 action: "fence",
                 error,
                 retrying: true,
             }),
-            None => tracing::warn!(node, error = %error, "cannot read the node yet; retrying"),
+            WriteFailure::NoNotice => {
+                tracing::warn!(node, error = %error, "cannot read the node yet; retrying")
+            }
         }
     }
 
@@ -930,22 +657,16 @@ impl Actor {
         };
         self.health.drain_over(node);
         let lead = running.lead.clone();
-        let mut failed = None;
-        match ended {
-            Ended::Previewed => {
-                s.drained.extend(running.covers.iter().cloned());
-            }
+        let (result, failed) = match ended {
+            Ended::Previewed => (DrainResult::Drained, None),
             Ended::Drain(DrainEnd::Finished(report)) => {
                 let ok = report.succeeded();
-                if ok {
-                    s.drained.extend(running.covers.iter().cloned());
-                } else {
-                    s.drain_failed = true;
-                    failed = Some(format!(
+                let failed = (!ok).then(|| {
+                    format!(
                         "the drain ended with {} pod(s) still on the node",
                         report.remaining.len()
-                    ));
-                }
+                    )
+                });
                 if ok && !report.owners.is_empty() {
                     self.watch_recovery(lead.clone(), report.owners.clone());
                 }
@@ -956,15 +677,21 @@ impl Actor {
                 if ok && self.cfg.out_of_service_taint {
                     self.out_of_service(node, lead);
                 }
+                let result = if ok {
+                    DrainResult::Drained
+                } else {
+                    DrainResult::Failed
+                };
+                (result, failed)
             }
             Ended::Drain(DrainEnd::Stopped(_)) => {
                 self.send(Update::DrainStopped {
                     notice: lead,
                     why: "no notice needs a drain any more".into(),
                 });
+                (DrainResult::Stopped, None)
             }
             Ended::GaveUp(error) => {
-                s.drain_failed = true;
                 self.send(Update::Failed {
                     notice: lead.clone(),
                     action: "drain",
@@ -975,11 +702,13 @@ impl Actor {
                     notice: lead,
                     why: format!("gave up: {error}"),
                 });
-                failed = Some(error);
+                (DrainResult::Failed, Some(error))
             }
-        }
+        };
+        let s = self.state(node);
+        s.ledger.drain_ended(&running.covers, result);
         if let Some(why) = failed {
-            self.fail_waiters(node, &running.covers, &why);
+            answer(s.ledger.fail(&running.covers, &why));
         }
         // The drained flags go into the record; a notice that came meanwhile gets its drain.
         self.replan(node);
@@ -1008,69 +737,10 @@ impl Actor {
 
     /// Answers the notices whose action is now done (queue messages, drains by hand).
     fn settle_waiters(&mut self, node: &str) {
-        let policy = self.cfg.rules.policy;
-        let dry_run = self.cfg.dry_run;
         let Some(s) = self.nodes.get_mut(node) else {
             return;
         };
-        let mut keep = Vec::new();
-        for w in std::mem::take(&mut s.waiters) {
-            let action = s
-                .tracker
-                .get(&w.id)
-                .map(|n| policy.action_for(n.kind))
-                .unwrap_or(Action::None);
-            if s.tracker.get(&w.id).is_none() && s.withdrawn_ids.contains(&w.id) {
-                let _ = w.done.send(Outcome::Withdrawn);
-                continue;
-            }
-            let announced = s.announced.contains(&w.id) || s.tracker.get(&w.id).is_none();
-            let done = announced
-                && match action {
-                    Action::None | Action::Notify => true,
-                    Action::Taint | Action::Cordon => {
-                        s.included.get(&w.id).is_some_and(|g| *g <= s.written)
-                    }
-                    Action::Drain => s.drained_at.get(&w.id).is_some_and(|g| *g <= s.written),
-                };
-            if done
-                || (dry_run
-                    && s.included.get(&w.id).is_some_and(|g| *g <= s.written)
-                    && action < Action::Drain)
-            {
-                let _ = w.done.send(Outcome::Done);
-            } else if s.gone {
-                let _ = w
-                    .done
-                    .send(Outcome::Failed(format!("node {node:?} not found")));
-            } else {
-                keep.push(w);
-            }
-        }
-        s.waiters = keep;
-        if !s.resumers.is_empty() {
-            let verdict = if s.gone {
-                Some(Outcome::Failed(format!("node {node:?} not found")))
-            } else if !s.loaded || s.drain.is_some() || s.written < s.generation {
-                None
-            } else {
-                // Drained only once that is written (a replica taking over must find it).
-                let carried = s.carried(|id| s.drained_at.get(id).is_some_and(|g| *g <= s.written));
-                let rules = &self.cfg.rules;
-                if !evacuation_plan(&carried, rules).drain_needed {
-                    Some(Outcome::Done)
-                } else if s.drain_failed {
-                    Some(Outcome::Failed("the node's drain did not finish".into()))
-                } else {
-                    None
-                }
-            };
-            if let Some(v) = verdict {
-                for r in std::mem::take(&mut s.resumers) {
-                    let _ = r.send(v.clone());
-                }
-            }
-        }
+        answer(s.ledger.settle(s.drain.is_some()));
         self.forget_if_idle(node);
     }
 
@@ -1088,26 +758,8 @@ impl Actor {
                 why: format!("stopped here: {why}"),
             });
         }
-        for w in std::mem::take(&mut s.waiters) {
-            let _ = w.done.send(Outcome::Failed(why.to_owned()));
-        }
-        for r in std::mem::take(&mut s.resumers) {
-            let _ = r.send(Outcome::Failed(why.to_owned()));
-        }
+        answer(s.ledger.fail_all(why));
         self.remember_announced(node, &s);
-    }
-
-    fn fail_waiters(&mut self, node: &str, ids: &[String], why: &str) {
-        let Some(s) = self.nodes.get_mut(node) else {
-            return;
-        };
-        let (failed, keep): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut s.waiters)
-            .into_iter()
-            .partition(|w| ids.contains(&w.id));
-        s.waiters = keep;
-        for w in failed {
-            let _ = w.done.send(Outcome::Failed(why.to_owned()));
-        }
     }
 
     /// Forgets nodes with nothing going on (queue mode): their records keep what matters.
@@ -1144,7 +796,7 @@ impl Actor {
             self.announced_before.clear();
         }
         self.announced_before
-            .insert(node.to_owned(), s.announced.clone());
+            .insert(node.to_owned(), s.ledger.announced().clone());
     }
 
     fn shutdown(&mut self) {
