@@ -15,6 +15,7 @@
 //! - a withdrawn notice's waiter hears `Withdrawn`, never `Done` (no acknowledgement is sent
 //!   for a drain that did not finish); its fence's undo is said once the next write lands;
 //! - a notice recorded before the instance's last boot ended with that boot: withdrawn;
+//! - a notice resumed from the record keeps the earliest deadline, recorded or seen afresh;
 //! - a drain that ended with pods left is not started again until something changes;
 //! - every waiter is answered once.
 
@@ -342,6 +343,11 @@ impl<W> Ledger<W> {
             if self.tracker.get(&id).is_none() {
                 resumed.push(c.notice.clone());
                 self.tracker.resume(c.notice);
+            } else {
+                // Seen afresh before the record was read: the earliest deadline stands. A
+                // cloud that states no time (GCE) has its deadline counted from detection, so
+                // a restart's fresh look would otherwise move the end later than the instance's.
+                self.tracker.add(c.notice);
             }
             self.announced.insert(id.clone());
             self.fenced.insert(id.clone());
@@ -907,6 +913,31 @@ mod tests {
         // Resumed: no announcement, no second fence report, its drain goes on.
         h.write();
         assert_eq!(h.take().0, [format!("drain for {SPOT}")]);
+    }
+
+    #[test]
+    fn a_restart_keeps_the_earlier_deadline_of_the_record() {
+        // GCE states no time: the deadline is counted from detection, so the restarted agent's
+        // first look says later than the one before the restart did (soak seed 60158).
+        let fresh = Notice::spot_interruption("i-1", NODE, at(40), at(150), Source::Imds);
+        let mut h = Harness::new(rules());
+        h.observe(&[fresh]);
+        h.load(Some(record(&[(spot(), false)])));
+        let plan = h.last.as_ref().unwrap();
+        assert_eq!(plan.carried[0].notice.deadline, Some(at(120)));
+        let DrainStep::Start { target, .. } = &plan.drain else {
+            panic!("the recorded drain resumes");
+        };
+        assert!(target.deadline <= at(120));
+        // The other way round: the record's later deadline never moves it later.
+        let mut h = Harness::new(rules());
+        h.observe(&[spot()]);
+        let late = Notice::spot_interruption("i-1", NODE, at(0), at(300), Source::Imds);
+        h.load(Some(record(&[(late, false)])));
+        assert_eq!(
+            h.last.as_ref().unwrap().carried[0].notice.deadline,
+            Some(at(120))
+        );
     }
 
     #[test]

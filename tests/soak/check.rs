@@ -129,6 +129,17 @@ impl View<'_> {
         })
     }
 
+    /// Whether the node carried `kind`'s taint at `a` already (the last record before it has
+    /// it: another message about the same notice fenced it), or was so fenced within `[a, b]`.
+    fn fenced_within(&self, kind: &str, a: f64, b: f64) -> bool {
+        let before = self
+            .node_records()
+            .filter(|r| self.s(r.at) < a)
+            .last()
+            .is_some_and(|r| Self::has_taint(r, kind));
+        before || self.recorded(kind, a, b)
+    }
+
     fn disrupted_within(&self, a: f64, b: f64) -> bool {
         self.usable(a, b) < (b - a) - 1e-9
     }
@@ -270,7 +281,7 @@ fn never_acted_on(v: &View<'_>, out: &mut Vec<Violation>) {
         if v.usable(seen, until) < 4.0 {
             continue;
         }
-        if !v.recorded(n.kind(), seen - 0.05, until + 1.0) {
+        if !v.fenced_within(n.kind(), seen - 0.05, until + 1.0) {
             out.push(Violation {
                 invariant: "never-acted-on",
                 detail: format!(

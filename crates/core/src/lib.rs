@@ -7,6 +7,7 @@
 pub mod action_policy;
 pub mod drain_plan;
 pub mod label_value;
+pub mod leaving;
 pub mod notice;
 pub mod plan;
 pub mod tracker;
@@ -16,6 +17,7 @@ pub use drain_plan::{
     DrainPolicy, EVICTION_ANNOTATION, EvictionChoice, PodFacts, PodPlan, SkipReason, plan_drain,
     tier_starts,
 };
+pub use leaving::{LeaveStep, Leaving};
 pub use notice::{Notice, NoticeKind, Source};
 pub use plan::{Carried, DrainTarget, Plan, PlanRules, PlannedTaint, evacuation_plan};
 pub use tracker::{Change, Observation, Tracker};
