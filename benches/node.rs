@@ -25,11 +25,11 @@ fn main() {
 /// Fences `node` for a spot notice of instance `id`, as the responder's writer does.
 async fn fence(nodes: &Api<Node>, node: &str, id: &str) -> Result<FenceOutcome, NodeError> {
     let now = Timestamp::now();
-    let spot = Carried::new(Notice::spot_interruption(id, node, now, now, Source::Imds));
+    let spot = Carried::new(Notice::spot_interruption(id, node, now, now, Source::Agent));
     sih_node::fence(
         nodes,
         node,
-        Source::Imds,
+        Source::Agent,
         &[spot],
         &PlanRules::default(),
         sih_node::API_TIMEOUT,

@@ -5,6 +5,7 @@
 //! tools (simulators, demo), which adds the simulators on top.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod agent;
 pub mod cli;
 pub mod commands;

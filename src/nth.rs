@@ -61,6 +61,8 @@ fn port(env: &HashMap<String, String>, key: &str, default: u16) -> anyhow::Resul
     }
 }
 
+/// NTH's environment as our flags. Longer than a function should be, on purpose: one entry per
+/// NTH variable, read best as one table.
 pub fn translate(env: &HashMap<String, String>) -> anyhow::Result<Translated> {
     let mut args: Vec<String> = vec!["spot-interrupt-handler".into()];
     let mut notes = Vec::new();

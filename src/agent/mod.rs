@@ -7,8 +7,6 @@
 //! Start-up does two things at once: the responder reads the node's record and resumes what it
 //! carries as soon as the API answers, and the loop polls the source as soon as it answers.
 
-pub mod admin;
-pub mod health;
 pub mod source;
 
 use std::collections::HashSet;
@@ -17,10 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
+use sih_core::Backoff;
 use sih_report::{Metrics, SharedFacts};
 
-use crate::responder::{Outcome, Responder};
-use health::Health;
+use crate::admin::health::Health;
+use crate::responder::{Responder, Settled};
 use source::{Ack, Identity, NoticeSource};
 
 /// The least time between the starts of two long polls.
@@ -56,7 +55,7 @@ async fn wait_for_identity<S: NoticeSource>(
     health: &Health,
     stop: &mut (impl Future<Output = ()> + Unpin),
 ) -> Option<Identity> {
-    let mut wait = Duration::from_millis(200);
+    let mut retry = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut said = false;
     loop {
         tokio::select! {
@@ -74,9 +73,8 @@ async fn wait_for_identity<S: NoticeSource>(
         health.polled();
         tokio::select! {
             _ = &mut *stop => return None,
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(retry.wait()) => {}
         }
-        wait = (wait * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -188,9 +186,9 @@ impl<S: NoticeSource> Agent<S> {
             let go = match done {
                 None => Ok(()),
                 Some(rx) => match rx.await {
-                    Ok(Outcome::Done) => Ok(()),
-                    Ok(Outcome::Failed(why)) => Err(why),
-                    Ok(Outcome::Withdrawn) => {
+                    Ok(Settled::Done) => Ok(()),
+                    Ok(Settled::Failed(why)) => Err(why),
+                    Ok(Settled::Withdrawn) => {
                         Err("its notice was withdrawn before its action finished".to_owned())
                     }
                     Err(_) => Err("the responder stopped".to_owned()),

@@ -9,14 +9,14 @@ use anyhow::{Context, anyhow, bail};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
-use sih_core::{DrainPolicy, Notice};
-use sih_node::{DrainConfig, DrainReport, Progress};
+use sih_core::Notice;
+use sih_node::{DrainReport, Progress};
 use sih_report::Update;
 use tokio::time::Instant;
 
-use crate::responder::{Outcome, Responder};
+use crate::responder::{Responder, Settled};
 
-use crate::cli::{DrainCommandArgs, DrainFlags, OnPdbDeadline, UndrainArgs};
+use crate::cli::{DrainCommandArgs, UndrainArgs};
 
 /// `90s` from now, or an RFC 3339 time; never one that has already passed (a drain against
 /// it could only delete, and used to report "-1.0s left" and exit 0).
@@ -38,27 +38,6 @@ fn parse_deadline(s: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
         anyhow::bail!("--deadline {s} has already passed (it is now {now}): give a time to come");
     }
     Ok(at)
-}
-
-pub fn drain_config(
-    flags: &DrainFlags,
-    own_pod: Option<(String, String)>,
-    api_timeout: Duration,
-) -> DrainConfig {
-    DrainConfig {
-        policy: DrainPolicy {
-            grace_override: flags.pod_termination_grace_period.filter(|g| *g >= 0),
-            margin: flags.deadline_margin,
-            delete_at_deadline: flags.on_pdb_deadline == OnPdbDeadline::Delete,
-        },
-        max_concurrent: flags.max_concurrent_evictions as usize,
-        own_pod,
-        api_timeout,
-        lb_drain_delay: flags.lb_drain_delay,
-        surge_selector: flags.surge_selector.clone(),
-        // Queue mode sets it (`--lb-target-health`), with the AWS clients it has.
-        target_health: None,
-    }
 }
 
 fn line(start: Instant, what: impl std::fmt::Display) {
@@ -98,6 +77,8 @@ fn describe(p: &Progress) -> String {
     }
 }
 
+/// `drain NODE`. About 100 lines: the command's whole story in order (check the node, fence
+/// and drain through the responder, print as it goes, sum up, exit status), read best whole.
 pub async fn run(args: DrainCommandArgs) -> anyhow::Result<()> {
     let now = Timestamp::now();
     let deadline_at = parse_deadline(&args.deadline, now)?;
@@ -113,7 +94,7 @@ pub async fn run(args: DrainCommandArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     // The same responder as the agent's and the controller's, for a notice of our own: the
     // node keeps any other notice it carries, and its fence is one write of the whole plan.
-    let mut config = crate::commands::telling::responder_config(
+    let mut config = crate::commands::wiring::responder_config(
         sih_core::Source::Manual,
         // A drain by hand drains, whatever the kind it is filed under.
         sih_core::ActionPolicy {
@@ -136,7 +117,7 @@ pub async fn run(args: DrainCommandArgs) -> anyhow::Result<()> {
         timeout,
     );
     config.resume = false;
-    let (updates, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let (updates, seen) = tokio::sync::mpsc::unbounded_channel();
     let (tap, mut printed) = tokio::sync::mpsc::unbounded_channel();
     let events = (!args.dry_run).then(|| {
         sih_report::EventReporter::new(client.clone(), &args.node, args.me.pod_name.clone())
@@ -148,21 +129,12 @@ pub async fn run(args: DrainCommandArgs) -> anyhow::Result<()> {
         events,
         webhook: None,
         webhook_dry_run: false,
-        facts: crate::commands::telling::shared_facts(),
+        facts: crate::commands::wiring::shared_facts(),
         webhook_patience: left,
         tap: Some(tap),
     };
-    let reporting = tokio::spawn(async move {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let run = reporters.run(rx);
-        let forward = async move {
-            while let Some(u) = seen.recv().await {
-                let _ = tx.send(u);
-            }
-        };
-        tokio::join!(run, forward);
-    });
-    let health = Arc::new(crate::agent::health::Health::new(Duration::from_secs(60)));
+    let reporting = tokio::spawn(reporters.run(seen));
+    let health = Arc::new(crate::admin::health::Health::new(Duration::from_secs(60)));
     let (responder, actor) = Responder::spawn(config, client, updates, health);
     let notice = Notice::manual(args.kind, &args.node, now, deadline_at);
     let outcome = responder.add(&args.node, notice);
@@ -213,9 +185,9 @@ pub async fn run(args: DrainCommandArgs) -> anyhow::Result<()> {
         }
     }
     match result {
-        Ok(Outcome::Done) => Ok(()),
-        Ok(Outcome::Failed(why)) => bail!("drain of {}: {why}", args.node),
-        Ok(Outcome::Withdrawn) => bail!("drain of {}: the notice was withdrawn", args.node),
+        Ok(Settled::Done) => Ok(()),
+        Ok(Settled::Failed(why)) => bail!("drain of {}: {why}", args.node),
+        Ok(Settled::Withdrawn) => bail!("drain of {}: the notice was withdrawn", args.node),
         Err(_) => bail!("drain of {}: the responder stopped", args.node),
     }
 }

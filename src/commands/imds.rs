@@ -13,7 +13,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::agent::source::{Azure, Gce, Imds, NoticeSource};
 use crate::agent::{Agent, AgentConfig};
 use crate::cli::{Cloud, ImdsArgs};
-use crate::commands::telling;
+use crate::commands::wiring;
 use crate::responder::Responder;
 
 pub async fn run(args: ImdsArgs) -> anyhow::Result<()> {
@@ -87,7 +87,7 @@ pub async fn run_until(
     stop: impl Future<Output = ()>,
     tap: Option<UnboundedSender<Update>>,
 ) -> anyhow::Result<()> {
-    let telling_config = telling::Telling::check(&args.report)?;
+    let telling_config = wiring::Telling::check(&args.report)?;
     let policy = args
         .actions
         .policy(sih_core::ActionPolicy::default().state_change);
@@ -149,17 +149,17 @@ pub async fn run_until(
 
 async fn run_source<S: NoticeSource>(
     args: ImdsArgs,
-    telling_config: telling::Telling,
+    telling_config: wiring::Telling,
     policy: sih_core::ActionPolicy,
     source: S,
     stop: impl Future<Output = ()>,
     tap: Option<UnboundedSender<Update>>,
 ) -> anyhow::Result<()> {
     let client = sih_node::client(args.kube.kubeconfig.as_deref()).await?;
-    let (metrics, health) = telling::start_admin(
+    let (metrics, health) = wiring::start_admin(
         &args.report,
         // A long poll answers at least once per watch: the loop is stalled only past that.
-        crate::agent::health::Health::new(match args.cloud {
+        crate::admin::health::Health::new(match args.cloud {
             Cloud::Gce => args
                 .poll_interval
                 .max(args.clouds.gce_watch_timeout + args.imds_timeout),
@@ -171,14 +171,14 @@ async fn run_source<S: NoticeSource>(
         Some(n) => n,
         None => own_node(&source, &client, args.kube.api_timeout).await?,
     };
-    let facts = telling::shared_facts();
-    let (tx, reporting) = telling::spawn_reporters(
+    let facts = wiring::shared_facts();
+    let (tx, reporting) = wiring::spawn_reporters(
         telling_config,
         &args.report,
         &args.act,
         &client,
         &metrics,
-        telling::Source {
+        wiring::Reporting {
             // The agent's mode, whatever the cloud (`Cloud` says which).
             name: "imds",
             node: &node,
@@ -188,8 +188,8 @@ async fn run_source<S: NoticeSource>(
             api_timeout: args.kube.api_timeout,
         },
     );
-    let mut config = telling::responder_config(
-        Source::Imds,
+    let mut config = wiring::responder_config(
+        Source::Agent,
         policy,
         &args.drain,
         &args.act,
@@ -211,6 +211,6 @@ async fn run_source<S: NoticeSource>(
         facts,
     };
     let result = agent.run(stop).await;
-    telling::finish(reporting).await;
+    wiring::finish(reporting).await;
     result
 }

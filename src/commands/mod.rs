@@ -5,4 +5,4 @@
 pub mod drain;
 pub mod imds;
 pub mod queue;
-pub mod telling;
+pub mod wiring;

@@ -2,35 +2,21 @@
 //! watched node index, the admin listener and the reporters around `controller`.
 
 use crate::cli::QueueArgs;
-use crate::commands::telling;
+use crate::commands::wiring;
 use crate::controller::resolve::Resolver;
 use crate::controller::{Controller, ControllerConfig};
 use crate::responder::Responder;
 
 pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
-    let telling_config = telling::Telling::check(&args.report)?;
-    // The region first: without one no AWS call can work, and saying why beats connecting to
-    // the cluster and building a node index for nothing.
-    let region = args
-        .aws_region
-        .clone()
-        .filter(|r| !r.is_empty())
-        .or_else(|| sih_queue::sqs::region_of_queue_url(&args.queue_url));
-    let aws = sih_queue::sqs::aws_config(region, args.aws_endpoint.clone()).await;
-    if aws.region().is_none() {
-        anyhow::bail!(
-            "no AWS region: --aws-region (AWS_REGION) is unset and the queue URL {:?} names none \
-             (an SQS queue URL is https://sqs.REGION.amazonaws.com/ACCOUNT/QUEUE)",
-            args.queue_url
-        );
-    }
+    let telling_config = wiring::Telling::check(&args.report)?;
+    let aws = aws_setup(&args).await?;
     let client = sih_node::client(args.kube.kubeconfig.as_deref()).await?;
     // One receive can wait 20 s: stalled means no receive completed for three visibility
     // periods (at least a minute); readiness fails sooner, while receives fail.
     let stall = (args.visibility_timeout * 3).max(std::time::Duration::from_secs(60));
-    let (metrics, health) = telling::start_admin(
+    let (metrics, health) = wiring::start_admin(
         &args.report,
-        crate::agent::health::Health::new(std::time::Duration::from_secs(20)).stalls_after(stall),
+        crate::admin::health::Health::new(std::time::Duration::from_secs(20)).stalls_after(stall),
     )
     .await?;
     let aws_errors = sih_queue::Counted::new(std::sync::Arc::new(AwsErrors(metrics.clone())));
@@ -49,7 +35,7 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let facts = telling::shared_facts();
+    let facts = wiring::shared_facts();
     let resolver = Resolver {
         index,
         directory,
@@ -59,13 +45,13 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
         region: aws.region().map(ToString::to_string).unwrap_or_default(),
     };
 
-    let (tx, reporting) = telling::spawn_reporters(
+    let (tx, reporting) = wiring::spawn_reporters(
         telling_config,
         &args.report,
         &args.act,
         &client,
         &metrics,
-        telling::Source {
+        wiring::Reporting {
             name: "queue",
             // Each Event goes on its notice's node; the controller's pod reports them.
             node: "",
@@ -81,7 +67,7 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
             api_timeout: args.kube.api_timeout,
         },
     );
-    let mut responder_config = telling::responder_config(
+    let mut responder_config = wiring::responder_config(
         sih_core::Source::Queue,
         args.actions.policy(args.state_change_action),
         &args.drain,
@@ -119,8 +105,47 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
         .pod_name
         .clone()
         .unwrap_or_else(|| format!("queue-controller-{}", std::process::id()));
-    // Our namespace: told (the downward API), else the one our ServiceAccount's token is
-    // mounted for. The shipped Role grants Leases there and nowhere else.
+    let claims = if args.act.dry_run {
+        None
+    } else {
+        Some(claims(&args, &client, &holder).await?)
+    };
+    let ran = Controller::new(
+        config, queue, hooks, claims, responder, resolver, metrics, health,
+    )
+    .run(crate::signals::shutdown())
+    .await;
+    wiring::finish(reporting).await;
+    ran.map_err(|e| anyhow::anyhow!("cannot read the queue {}: {e}", args.queue_url))
+}
+
+/// The AWS configuration, its region first: without one no AWS call can work, and saying why
+/// beats connecting to the cluster and building a node index for nothing.
+async fn aws_setup(args: &QueueArgs) -> anyhow::Result<sih_queue::SdkConfig> {
+    let region = args
+        .aws_region
+        .clone()
+        .filter(|r| !r.is_empty())
+        .or_else(|| sih_queue::sqs::region_of_queue_url(&args.queue_url));
+    let aws = sih_queue::sqs::aws_config(region, args.aws_endpoint.clone()).await;
+    if aws.region().is_none() {
+        anyhow::bail!(
+            "no AWS region: --aws-region (AWS_REGION) is unset and the queue URL {:?} names none \
+             (an SQS queue URL is https://sqs.REGION.amazonaws.com/ACCOUNT/QUEUE)",
+            args.queue_url
+        );
+    }
+    Ok(aws)
+}
+
+/// This replica's claims, a Lease per node in our own namespace: told (the downward API), else
+/// the one our ServiceAccount's token is mounted for. The shipped Role grants Leases there and
+/// nowhere else.
+async fn claims(
+    args: &QueueArgs,
+    client: &kube::Client,
+    holder: &str,
+) -> anyhow::Result<sih_node::Claims> {
     let namespace = match args.me.pod_namespace.clone() {
         Some(ns) => ns,
         None => match std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE) {
@@ -133,37 +158,26 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
             }
         },
     };
-    let claims = if args.act.dry_run {
-        None
-    } else {
-        let claims = sih_node::Claims::new(
-            client.clone(),
-            &namespace,
-            &holder,
-            args.claim_ttl.max(std::time::Duration::from_secs(3)),
-            args.kube.api_timeout,
+    let claims = sih_node::Claims::new(
+        client.clone(),
+        &namespace,
+        holder,
+        args.claim_ttl.max(std::time::Duration::from_secs(3)),
+        args.kube.api_timeout,
+    );
+    // A Lease that cannot be written would send every message back, forever: refuse to start
+    // with the reason (an API server that is only down is waited for, as usual).
+    if let Err(sih_node::NodeError::Api(e)) = claims.heartbeat().await
+        && matches!(
+            sih_node::classify(&e),
+            sih_node::ApiClass::Forbidden | sih_node::ApiClass::NotFound
+        )
+    {
+        anyhow::bail!(
+            "cannot write this replica's Lease in namespace {namespace:?} ({e}): set NAMESPACE to the pod's namespace (the downward API) and bind the Role of deploy/manifests/spot-interrupt-handler-queue.yaml there"
         );
-        // A Lease that cannot be written would send every message back, forever: refuse to
-        // start with the reason (an API server that is only down is waited for, as usual).
-        if let Err(sih_node::NodeError::Api(e)) = claims.heartbeat().await
-            && matches!(
-                sih_node::classify(&e),
-                sih_node::ApiClass::Forbidden | sih_node::ApiClass::NotFound
-            )
-        {
-            anyhow::bail!(
-                "cannot write this replica's Lease in namespace {namespace:?} ({e}): set NAMESPACE to the pod's namespace (the downward API) and bind the Role of deploy/manifests/spot-interrupt-handler-queue.yaml there"
-            );
-        }
-        Some(claims)
-    };
-    let ran = Controller::new(
-        config, queue, hooks, claims, responder, resolver, metrics, health,
-    )
-    .run(crate::signals::shutdown())
-    .await;
-    telling::finish(reporting).await;
-    ran.map_err(|e| anyhow::anyhow!("cannot read the queue {}: {e}", args.queue_url))
+    }
+    Ok(claims)
 }
 
 /// Where a pod finds the namespace its ServiceAccount's token was mounted for.

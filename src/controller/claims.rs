@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::outcome::Outcome;
-use crate::responder::Outcome as Done;
+use crate::responder::Settled;
 
 /// A node whose claim we hold.
 pub(super) struct Held {
@@ -102,7 +102,7 @@ pub(super) async fn unclaim_node(shared: &Shared, node: &str) {
     }
     // Answered at once when nothing runs; a failed drain answers too (its messages come back
     // to whoever claims the node next); a lost claim fails it at once.
-    if let Ok(Done::Failed(why)) = shared.responder.resume(node).await {
+    if let Ok(Settled::Failed(why)) = shared.responder.resume(node).await {
         tracing::info!(node, why = %why, "letting the node go with its evacuation not done; its messages come back");
     }
     if !last_user(shared, node, true) {
@@ -281,10 +281,10 @@ async fn take_handed_over(shared: &Arc<Shared>) {
 async fn resume(shared: Arc<Shared>, node: String) {
     tracing::info!(node = %node, "took the node over from a replica that is gone; resuming from its record");
     match shared.responder.resume(&node).await {
-        Ok(Done::Done | Done::Withdrawn) => {
+        Ok(Settled::Done | Settled::Withdrawn) => {
             tracing::info!(node = %node, "the node taken over is done")
         }
-        Ok(Done::Failed(why)) => {
+        Ok(Settled::Failed(why)) => {
             tracing::warn!(node = %node, why = %why, "the node taken over is not done; its messages come back")
         }
         Err(_) => {}

@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
+use sih_core::Backoff;
 use sih_node::Claims;
 use sih_queue::{
     HookResult, Hooks, Keeper, LifecycleAction, Message, Parsed, Queue, QueueError, QueueNotice,
@@ -41,8 +42,8 @@ use sih_queue::{
 };
 use sih_report::Metrics;
 
-use crate::agent::health::Health;
-use crate::responder::{Outcome as Done, Responder};
+use crate::admin::health::Health;
+use crate::responder::{Responder, Settled};
 use in_flight::InFlight;
 use outcome::Outcome;
 use resolve::{Resolved, Resolver};
@@ -125,7 +126,7 @@ impl Controller {
     /// Fails only when the very first receive fails for good (the queue cannot be read).
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<(), QueueError> {
         let mut stop = std::pin::pin!(stop);
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         let mut received_once = false;
         tracing::info!(workers = self.shared.cfg.workers, "consuming the queue");
         let keeping = tokio::spawn(claims::keep(self.shared.clone()));
@@ -145,7 +146,7 @@ impl Controller {
                     self.shared.health.polled();
                     self.shared.health.source_ok();
                     self.shared.health.set_ready();
-                    backoff = Duration::from_millis(200);
+                    backoff.reset();
                     if messages.is_empty() {
                         tracing::debug!("no message");
                     }
@@ -172,12 +173,11 @@ impl Controller {
                 Err(e) => {
                     // Not a completed poll: liveness fails if this lasts, readiness sooner.
                     self.shared.health.source_failed(&e.to_string());
-                    tracing::warn!(error = %e, class = e.class.label(), retry_in_ms = backoff.as_millis() as u64, "cannot receive from the queue");
+                    tracing::warn!(error = %e, class = e.class.label(), retry_in_ms = backoff.peek().as_millis() as u64, "cannot receive from the queue");
                     tokio::select! {
                         _ = &mut stop => break,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(backoff.wait()) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
         }
@@ -434,8 +434,8 @@ async fn carry_out(
             outcome = &mut done => {
                 return match outcome {
                     // Withdrawn (a rebalance past its time to live): nothing is left to do.
-                    Ok(Done::Done | Done::Withdrawn) => true,
-                    Ok(Done::Failed(why)) => {
+                    Ok(Settled::Done | Settled::Withdrawn) => true,
+                    Ok(Settled::Failed(why)) => {
                         tracing::warn!(notice_id = %id, node, why = %why, "the notice's action did not finish; the message comes back");
                         false
                     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
-use sih_core::{Carried, PlanRules, Source};
+use sih_core::{Backoff, Carried, PlanRules, Source};
 use sih_node::{NodeError, NodeRecord};
 use tokio::sync::{mpsc, watch};
 
@@ -66,7 +66,7 @@ pub async fn run(
 ) {
     let mut loaded_sent = false;
     let mut done_generation = 0u64;
-    let mut wait = RETRY_FIRST;
+    let mut retry = Backoff::new(RETRY_FIRST, RETRY_MAX);
     loop {
         let want = desired.borrow_and_update().clone();
         let needs_work = !loaded_sent || (want.loaded && want.generation > done_generation);
@@ -84,7 +84,7 @@ pub async fn run(
                         node: node.clone(),
                         record,
                     });
-                    wait = RETRY_FIRST;
+                    retry.reset();
                     continue;
                 }
                 Err(r) => r,
@@ -95,7 +95,7 @@ pub async fn run(
         let failed = matches!(result, WriteResult::Failed { .. } | WriteResult::NodeGone);
         if !failed {
             done_generation = want.generation;
-            wait = RETRY_FIRST;
+            retry.reset();
         }
         let _ = report.send(Command::Written {
             node: node.clone(),
@@ -105,10 +105,9 @@ pub async fn run(
         if failed {
             // Retry the latest state after a pause, or at once when it changes.
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(retry.wait()) => {}
                 changed = desired.changed() => if changed.is_err() { return },
             }
-            wait = (wait * 2).min(RETRY_MAX);
         }
     }
 }

@@ -112,12 +112,12 @@ async fn drains_110_pods_critical_last_and_leaves_what_must_stay() {
         &n0,
         now,
         now,
-        sih_core::Source::Imds,
+        sih_core::Source::Agent,
     ));
     sih_node::fence(
         &Api::all(client.clone()),
         &n0,
-        sih_core::Source::Imds,
+        sih_core::Source::Agent,
         &[spot],
         &sih_core::PlanRules::default(),
         sih_node::API_TIMEOUT,
@@ -711,7 +711,7 @@ async fn a_surged_deployment_never_drops_below_its_desired_ready_replicas() {
                     "{said:?}"
                 );
                 assert!(said.iter().any(|w| w.contains("restored to 2")), "{said:?}");
-                assert_eq!(low, 2, "Ready replicas never below desired");
+                assert_eq!(low, 2, "Ready replicas never below desired: {said:?}");
             }
             (false, _) => {
                 assert!(said.is_empty(), "{said:?}");

@@ -73,11 +73,11 @@ async fn fence_is_idempotent_and_unfence_restores_a_node_cordoned_before_us() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let spot = [notice(NoticeKind::SpotInterruption, Source::Imds)];
-    let first = fence(&nodes, &n, Source::Imds, &spot).await.unwrap();
+    let spot = [notice(NoticeKind::SpotInterruption, Source::Agent)];
+    let first = fence(&nodes, &n, Source::Agent, &spot).await.unwrap();
     assert!(first.changed);
     let rv = nodes.get(&n).await.unwrap().metadata.resource_version;
-    let again = fence(&nodes, &n, Source::Imds, &spot).await.unwrap();
+    let again = fence(&nodes, &n, Source::Agent, &spot).await.unwrap();
     assert!(!again.changed);
     assert_eq!(
         nodes.get(&n).await.unwrap().metadata.resource_version,
@@ -135,11 +135,11 @@ async fn concurrent_writers_lose_nothing_during_fences() {
     }
     // Two writers (an agent and the queue controller), each with its own notice.
     let (rebalance, spot) = (
-        [notice(NoticeKind::RebalanceRecommendation, Source::Imds)],
+        [notice(NoticeKind::RebalanceRecommendation, Source::Agent)],
         [notice(NoticeKind::SpotInterruption, Source::Queue)],
     );
     let (a, b) = tokio::join!(
-        fence(&nodes, &n, Source::Imds, &rebalance),
+        fence(&nodes, &n, Source::Agent, &rebalance),
         fence(&nodes, &n, Source::Queue, &spot)
     );
     a.unwrap();

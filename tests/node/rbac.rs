@@ -217,7 +217,7 @@ fn notice(node: &str) -> Carried {
         node,
         now,
         now,
-        Source::Imds,
+        Source::Agent,
     ))
 }
 
@@ -319,7 +319,7 @@ async fn exercise(m: &Manifest, grant: &(String, String, String), roles: &Roles)
         ("", "nodes", "get" | "patch") => match sih_node::fence(
             &nodes,
             &node,
-            Source::Imds,
+            Source::Agent,
             &spot,
             &PlanRules::default(),
             sih_node::API_TIMEOUT,
@@ -340,9 +340,10 @@ async fn exercise(m: &Manifest, grant: &(String, String, String), roles: &Roles)
             }
         },
         ("", "pods/eviction", "create") | ("", "pods", "get") => {
-            // Room for a slow list first: with six control planes on two cores, a list once
-            // took the whole of a 3 s window (CI, stop 37).
-            let (report, progress) = drain(Duration::from_secs(6)).await;
+            // Room for a slow list first and a slow kubelet after: with several control planes
+            // on two cores a list once took the whole of a 3 s window (CI, stop 37), and an
+            // evicted pod was not seen gone within 6 s (stop 38).
+            let (report, progress) = drain(Duration::from_secs(10)).await;
             let report = report.expect("the list is allowed");
             let evicted = progress
                 .iter()
@@ -579,7 +580,8 @@ async fn every_rule_needed_and_enough(m: &Manifest, expected: usize) {
     }
     assert_eq!(all.len(), expected, "{all:?}");
     // Each grant twice: with the full roles (it must work) and without its rule (it must
-    // not). Three clusters at a time: an exercise mostly waits (for pods, for its deadline).
+    // not). Two clusters at a time: an exercise mostly waits (for pods, for its deadline), but
+    // three real control planes per test, two tests at once, starved each other on two cores.
     let mut cases = Vec::new();
     for (in_cluster_role, grant) in &all {
         let mut cut = roles.clone();
@@ -596,7 +598,7 @@ async fn every_rule_needed_and_enough(m: &Manifest, expected: usize) {
         futures_util::stream::iter(cases.iter().map(|(grant, roles, want)| async move {
             (*grant, *want, exercise(m, grant, roles).await)
         }))
-        .buffer_unordered(3)
+        .buffer_unordered(2)
         .collect()
         .await;
     for (grant, want, worked) in results {

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod action_policy;
+pub mod backoff;
 pub mod drain_plan;
 pub mod label_value;
 pub mod leaving;
@@ -13,6 +14,7 @@ pub mod plan;
 pub mod tracker;
 
 pub use action_policy::{Action, ActionPolicy};
+pub use backoff::Backoff;
 pub use drain_plan::{
     DrainPolicy, EVICTION_ANNOTATION, EvictionChoice, PodFacts, PodPlan, SkipReason, plan_drain,
     tier_starts,

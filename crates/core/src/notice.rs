@@ -101,9 +101,11 @@ impl std::str::FromStr for NoticeKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
-    /// A per-node agent polling a metadata service.
+    /// A per-node agent polling its cloud's metadata service (EC2's IMDS, GCE's, Azure's);
+    /// recorded as `imds`, its name since the first version.
     #[default]
-    Imds,
+    #[serde(rename = "imds")]
+    Agent,
     /// The cluster-wide controller consuming a queue.
     Queue,
     /// `drain` by hand.
@@ -113,7 +115,7 @@ pub enum Source {
 impl Source {
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Imds => "imds",
+            Self::Agent => "imds",
             Self::Queue => "queue",
             Self::Manual => "manual",
         }
@@ -284,7 +286,7 @@ impl Notice {
             node,
             detected,
             deadline,
-            Source::Imds,
+            Source::Agent,
         )
     }
 
@@ -334,7 +336,7 @@ mod tests {
             "n1",
             t("2026-11-23T10:00:00Z"),
             t("2026-11-23T10:02:00Z"),
-            Source::Imds,
+            Source::Agent,
         );
         let b = Notice::spot_interruption(
             "i-1",
@@ -349,7 +351,7 @@ mod tests {
         );
         assert_ne!(
             a.id,
-            Notice::spot_interruption("i-2", "n2", a.detected, a.detected, Source::Imds).id
+            Notice::spot_interruption("i-2", "n2", a.detected, a.detected, Source::Agent).id
         );
         let stop =
             Notice::instance_state_change("i-1", "n1", a.detected, a.detected, Source::Queue);
@@ -360,11 +362,11 @@ mod tests {
             "stopping and shutting-down are one notice"
         );
         assert_eq!(
-            Notice::rebalance("i-1", "n1", a.detected, Source::Imds).id,
+            Notice::rebalance("i-1", "n1", a.detected, Source::Agent).id,
             Notice::rebalance("i-1", "n1", b.detected, Source::Queue).id
         );
         assert_eq!(
-            Notice::asg_termination("i-1", "n1", a.detected, Source::Imds).id,
+            Notice::asg_termination("i-1", "n1", a.detected, Source::Agent).id,
             Notice::asg_termination("i-1", "n1", b.detected, Source::Queue).id
         );
         let event = Notice::scheduled_maintenance(
@@ -373,7 +375,7 @@ mod tests {
             "n1",
             a.detected,
             None,
-            Source::Imds,
+            Source::Agent,
         );
         assert_eq!(event.id, "instance-event-1");
         assert_eq!(

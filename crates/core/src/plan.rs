@@ -190,13 +190,13 @@ mod tests {
         let (d, t) = (at(seen), deadline.map(at));
         Carried::new(match kind {
             NoticeKind::SpotInterruption => {
-                Notice::spot_interruption("i-1", "n1", d, t.unwrap(), Source::Imds)
+                Notice::spot_interruption("i-1", "n1", d, t.unwrap(), Source::Agent)
             }
-            NoticeKind::RebalanceRecommendation => Notice::rebalance("i-1", "n1", d, Source::Imds),
+            NoticeKind::RebalanceRecommendation => Notice::rebalance("i-1", "n1", d, Source::Agent),
             NoticeKind::ScheduledMaintenance => {
-                Notice::scheduled_maintenance("instance-event-1", "i-1", "n1", d, t, Source::Imds)
+                Notice::scheduled_maintenance("instance-event-1", "i-1", "n1", d, t, Source::Agent)
             }
-            NoticeKind::AsgTermination => Notice::asg_termination("i-1", "n1", d, Source::Imds),
+            NoticeKind::AsgTermination => Notice::asg_termination("i-1", "n1", d, Source::Agent),
             NoticeKind::AsgLaunch => Notice::asg_launch("i-1", "n1", d, Source::Queue),
             NoticeKind::LiveMigration => {
                 Notice::cloud_event(NoticeKind::LiveMigration, "freeze-1", "i-1", "n1", d, t)

@@ -214,7 +214,7 @@ mod tests {
         let at = |s: i64| t0 + jiff::SignedDuration::from_secs(s);
         let ttl = Duration::from_secs(600);
         let mut t = Tracker::new();
-        let rebalance = Notice::rebalance("i-1", "n1", t0, crate::Source::Imds);
+        let rebalance = Notice::rebalance("i-1", "n1", t0, crate::Source::Agent);
         assert_eq!(
             t.add(rebalance.clone()),
             Some(Change::Added(rebalance.clone()))
@@ -227,7 +227,12 @@ mod tests {
         assert!(t.active().is_empty());
         // Still visible in IMDS: not taken up again.
         let seen = Observation {
-            notices: vec![Notice::rebalance("i-1", "n1", at(601), crate::Source::Imds)],
+            notices: vec![Notice::rebalance(
+                "i-1",
+                "n1",
+                at(601),
+                crate::Source::Agent,
+            )],
             readable: vec![NoticeKind::RebalanceRecommendation],
             unreadable_ids: vec![],
         };
@@ -240,7 +245,7 @@ mod tests {
             "n1",
             at(300),
             at(420),
-            crate::Source::Imds,
+            crate::Source::Agent,
         ));
         assert!(t.expire_rebalances(ttl, at(3600)).is_empty());
         assert_eq!(t.active().len(), 2);
@@ -256,15 +261,15 @@ mod tests {
     }
 
     fn spot(time: i64) -> Notice {
-        Notice::spot_interruption("i-1", "n1", at(0), at(time), Source::Imds)
+        Notice::spot_interruption("i-1", "n1", at(0), at(time), Source::Agent)
     }
 
     fn rebalance() -> Notice {
-        Notice::rebalance("i-1", "n1", at(0), Source::Imds)
+        Notice::rebalance("i-1", "n1", at(0), Source::Agent)
     }
 
     fn event(id: &str) -> Notice {
-        Notice::scheduled_maintenance(id, "i-1", "n1", at(0), Some(at(600)), Source::Imds)
+        Notice::scheduled_maintenance(id, "i-1", "n1", at(0), Some(at(600)), Source::Agent)
     }
 
     const ALL_READ: &[NoticeKind] = &[

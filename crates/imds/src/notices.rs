@@ -18,7 +18,7 @@ pub fn observation(
 ) -> Observation {
     let mut notices = Vec::new();
     let mut unreadable_ids = Vec::new();
-    let source = Source::Imds;
+    let source = Source::Agent;
     // Stop and hibernate take the instance away like terminate does. The legacy item is only
     // a fallback: both appear together on EC2.
     let spot_time = match &snapshot.spot_instance_action {

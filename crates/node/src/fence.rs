@@ -373,7 +373,7 @@ mod tests {
     }
 
     fn rebalance() -> Carried {
-        Carried::new(Notice::rebalance("i-1", "n1", at(0), Source::Imds))
+        Carried::new(Notice::rebalance("i-1", "n1", at(0), Source::Agent))
     }
 
     fn event(id: &str) -> Carried {
@@ -383,7 +383,7 @@ mod tests {
             "n1",
             at(0),
             Some(at(600)),
-            Source::Imds,
+            Source::Agent,
         ))
     }
 
@@ -460,12 +460,12 @@ mod tests {
     fn the_fence_is_one_guarded_patch_and_records_every_notice() {
         let n = blank();
         let rules = PlanRules::default();
-        let patch = plan_patch(&n, &[spot(Source::Imds)], &rules, Source::Imds).unwrap();
+        let patch = plan_patch(&n, &[spot(Source::Agent)], &rules, Source::Agent).unwrap();
         assert_eq!(
             patch["metadata"]["resourceVersion"], "7",
             "guarded by what we read"
         );
-        let fenced = write(&n, Source::Imds, &[spot(Source::Imds)]);
+        let fenced = write(&n, Source::Agent, &[spot(Source::Agent)]);
         assert_eq!(
             keys(&fenced),
             ["spot-interrupt-handler/spot-interruption", "theirs"]
@@ -475,32 +475,32 @@ mod tests {
             fenced.metadata.labels.as_ref().unwrap()[LB_EXCLUSION_LABEL],
             LB_EXCLUSION_VALUE
         );
-        let r = record_of(&fenced, Source::Imds).unwrap();
-        assert_eq!(r.notices, [spot(Source::Imds)]);
+        let r = record_of(&fenced, Source::Agent).unwrap();
+        assert_eq!(r.notices, [spot(Source::Agent)]);
         assert!(r.cordoned && !r.was_cordoned);
         // The rebalance joins: recorded beside the spot notice, never instead of it.
-        let both = write(&fenced, Source::Imds, &[spot(Source::Imds), rebalance()]);
-        assert_eq!(record_of(&both, Source::Imds).unwrap().notices.len(), 2);
+        let both = write(&fenced, Source::Agent, &[spot(Source::Agent), rebalance()]);
+        assert_eq!(record_of(&both, Source::Agent).unwrap().notices.len(), 2);
         assert_eq!(keys(&both).len(), 3);
     }
 
     #[test]
     fn withdrawing_one_notice_undoes_only_what_no_other_needs() {
         let n = blank();
-        let both = write(&n, Source::Imds, &[rebalance(), spot(Source::Imds)]);
-        let spot_only = write(&both, Source::Imds, &[spot(Source::Imds)]);
+        let both = write(&n, Source::Agent, &[rebalance(), spot(Source::Agent)]);
+        let spot_only = write(&both, Source::Agent, &[spot(Source::Agent)]);
         assert_eq!(
             keys(&spot_only),
             ["spot-interrupt-handler/spot-interruption", "theirs"]
         );
         assert!(unschedulable(&spot_only));
         // Two scheduled events; one is cancelled: the fence stays for the other.
-        let events = write(&n, Source::Imds, &[event("e1"), event("e2")]);
-        let one_left = write(&events, Source::Imds, &[event("e2")]);
+        let events = write(&n, Source::Agent, &[event("e1"), event("e2")]);
+        let one_left = write(&events, Source::Agent, &[event("e2")]);
         assert!(unschedulable(&one_left));
         assert_eq!(keys(&one_left).len(), 2);
         // The last one goes: the node is as it was.
-        let clean = write(&one_left, Source::Imds, &[]);
+        let clean = write(&one_left, Source::Agent, &[]);
         assert_eq!(keys(&clean), ["theirs"]);
         assert!(!unschedulable(&clean));
         assert!(
@@ -511,7 +511,7 @@ mod tests {
                 .unwrap_or_default()
                 .contains_key(LB_EXCLUSION_LABEL)
         );
-        assert!(record_of(&clean, Source::Imds).is_none());
+        assert!(record_of(&clean, Source::Agent).is_none());
     }
 
     #[test]
@@ -521,10 +521,10 @@ mod tests {
         );
         let queue = write(&n, Source::Queue, &[spot(Source::Queue)]);
         assert!(record_of(&queue, Source::Queue).unwrap().was_cordoned);
-        let imds = write(&queue, Source::Imds, &[rebalance()]);
-        assert_eq!(record_of(&imds, Source::Imds).unwrap().notices.len(), 2);
+        let imds = write(&queue, Source::Agent, &[rebalance()]);
+        assert_eq!(record_of(&imds, Source::Agent).unwrap().notices.len(), 2);
         // The agent's rebalance goes; the controller's spot notice keeps the fence.
-        let after = write(&imds, Source::Imds, &[]);
+        let after = write(&imds, Source::Agent, &[]);
         assert_eq!(keys(&after), ["spot-interrupt-handler/spot-interruption"]);
         // Everything undone: still cordoned and labelled, as it was before us.
         let patch = plan_patch(&after, &[], &PlanRules::default(), Source::Manual).unwrap();
@@ -540,12 +540,12 @@ mod tests {
     fn a_record_in_the_older_one_notice_form_is_read() {
         let old = r#"{"kind":"spot-interruption","id":"i-1-spot-1795428120","deadline":"2026-11-23T00:02:00Z","detected":"2026-11-23T00:00:00Z","cordoned":true,"wasCordoned":false}"#;
         let n = node(json!({"metadata": {"name": "n1", "annotations": {NOTICE_ANNOTATION: old}}}));
-        let r = record_of(&n, Source::Imds).unwrap();
+        let r = record_of(&n, Source::Agent).unwrap();
         assert_eq!(r.notices[0].notice.kind, NoticeKind::SpotInterruption);
-        assert_eq!(r.notices[0].notice.source, Source::Imds);
+        assert_eq!(r.notices[0].notice.source, Source::Agent);
         assert!(r.cordoned);
         let garbage =
             node(json!({"metadata": {"name": "n1", "annotations": {NOTICE_ANNOTATION: "{nope"}}}));
-        assert_eq!(record_of(&garbage, Source::Imds), None);
+        assert_eq!(record_of(&garbage, Source::Agent), None);
     }
 }

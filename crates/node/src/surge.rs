@@ -87,7 +87,7 @@ impl Surged {
 
 /// What became of one Deployment that asked for a surge.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Prepared {
     Surged(Surged),
     /// Not surged, and why (its pods are evicted as without the annotation).
     Skipped {
@@ -149,13 +149,14 @@ async fn deployments_of(
 /// Raises every Deployment among `pods`' owners that asked for a surge. Returns what was done
 /// for each that asked, and which pod uids belong to each surged one.
 /// Deployments whose labels hold every `key=value` of `selector` (`--surge-selector`) are
-/// surged as if annotated.
+/// surged as if annotated. About 100 lines: one pass from the pods to their ReplicaSets to the
+/// Deployments, each step bounded and its refusals said, kept together so the pass reads whole.
 pub async fn prepare(
     client: &kube::Client,
     pods: &[&PodFacts],
     selector: &BTreeMap<String, String>,
     timeout: Duration,
-) -> Vec<(Outcome, Vec<String>)> {
+) -> Vec<(Prepared, Vec<String>)> {
     let mut out = Vec::new();
     for ((ns, name), uids) in deployments_of(client, pods, timeout).await {
         let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
@@ -172,7 +173,7 @@ pub async fn prepare(
             if let Some(v) = asked.filter(|v| !v.eq_ignore_ascii_case("false")) {
                 // A value we do not act on is said, not silently ignored.
                 out.push((
-                    Outcome::Skipped {
+                    Prepared::Skipped {
                         workload,
                         why: format!("{SURGE_ANNOTATION}: {v:?} is not \"true\""),
                     },
@@ -183,7 +184,7 @@ pub async fn prepare(
         }
         let skip = |why: String| {
             (
-                Outcome::Skipped {
+                Prepared::Skipped {
                     workload: workload.clone(),
                     why,
                 },
@@ -239,7 +240,7 @@ pub async fn prepare(
         .await
         {
             Ok(_) => out.push((
-                Outcome::Surged(Surged {
+                Prepared::Surged(Surged {
                     namespace: ns,
                     deployment: name,
                     restore_to,

@@ -89,7 +89,7 @@ fn spot() -> Vec<Carried> {
         "n1",
         "2026-11-23T00:00:00Z".parse().unwrap(),
         "2026-11-23T00:02:00Z".parse().unwrap(),
-        Source::Imds,
+        Source::Agent,
     ))]
 }
 
@@ -97,7 +97,7 @@ async fn fence(client: kube::Client) -> Result<sih_node::FenceOutcome, sih_node:
     sih_node::fence(
         &kube::Api::all(client),
         "n1",
-        Source::Imds,
+        Source::Agent,
         &spot(),
         &PlanRules::default(),
         Duration::from_secs(5),

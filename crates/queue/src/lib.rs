@@ -13,6 +13,7 @@ pub mod query;
 pub mod sqs;
 pub mod visibility;
 
+pub use aws_config::SdkConfig;
 pub use aws_error::{Counted, ErrorClass, ErrorSink};
 pub use directory::{Describe, Directory};
 pub use ec2::{Ec2, Ec2Error, Instance};

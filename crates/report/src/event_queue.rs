@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::updates::{Update, record_event};
+use crate::kube_events::record_event;
+use crate::update::Update;
 use crate::{EventReporter, Metrics};
 
 /// Events waiting to be written, at most.
@@ -104,7 +105,7 @@ mod tests {
     fn update(i: i64) -> Update {
         let t = jiff::Timestamp::from_second(1_800_000_000 + i).unwrap();
         Update::Detected {
-            notice: Notice::spot_interruption(&format!("i-{i}"), "n1", t, t, Source::Imds),
+            notice: Notice::spot_interruption(&format!("i-{i}"), "n1", t, t, Source::Agent),
             action: sih_core::Action::Drain,
         }
     }

@@ -17,6 +17,8 @@ use kube::api::{Api, PostParams};
 use sih_core::Notice;
 use sih_node::{DrainReport, PodRef, Progress};
 
+use crate::update::Update;
+
 const CONTROLLER: &str = "spot-interrupt-handler";
 /// The longest `note` the API server accepts (bytes).
 const NOTE_MAX: usize = 1024;
@@ -303,6 +305,30 @@ impl EventReporter {
             format!("our taints, label and notice removed: {why}"),
         )
         .await
+    }
+}
+
+/// Writes the Events of one update; false when the API did not take one of them.
+pub(crate) async fn record_event(events: &EventReporter, u: &Update) -> bool {
+    let events = &events.on_node(&u.notice().node);
+    match u {
+        Update::Detected { notice, .. } => events.notice(notice).await,
+        Update::Fenced {
+            notice,
+            effect,
+            cordoned,
+            changed: true,
+            ..
+        } => events.fenced(notice, effect, *cordoned).await,
+        Update::DrainStarted { time_left, .. } => {
+            events.drain_started(time_left.as_secs_f64()).await
+        }
+        Update::Drain { progress, .. } => events.progress(progress).await,
+        Update::DrainFinished { report, .. } => events.drain_finished(report).await,
+        Update::Unfenced {
+            why, changed: true, ..
+        } => events.unfenced(why).await,
+        _ => true,
     }
 }
 

@@ -4,12 +4,16 @@
 #![forbid(unsafe_code)]
 
 pub mod event_queue;
+pub mod known;
 pub mod kube_events;
 pub mod metrics;
+pub mod update;
 pub mod updates;
 pub mod webhook;
 
+pub use known::{Known, SharedFacts};
 pub use kube_events::EventReporter;
 pub use metrics::Metrics;
-pub use updates::{Known, Reporters, SharedFacts, Update};
+pub use update::Update;
+pub use updates::Reporters;
 pub use webhook::{Webhook, WebhookConfig};

@@ -10,6 +10,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use sih_node::Progress;
+
+use crate::known::SharedFacts;
+use crate::update::Update;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NoticeLabels {
@@ -116,6 +120,8 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric registered, in the order `/metrics` lists them. Longer than a function
+    /// should be, on purpose: one registration after another reads best as one list.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("spot_interrupt_handler");
         let m = Self {
@@ -323,6 +329,89 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Each update counted: the metrics own their mapping from the stream.
+impl Metrics {
+    /// Counts one update of `source`'s (`imds`, `queue`, `manual`); `known` gives an
+    /// interruption's instance type and zone.
+    pub fn count(&self, u: &Update, source: &'static str, known: &SharedFacts) {
+        let m = self;
+        match u {
+            Update::Detected { notice, .. } => {
+                m.notice(notice.kind.as_str(), source);
+                let known = known.read().unwrap_or_else(|e| e.into_inner());
+                let facts = notice
+                    .instance_id
+                    .as_deref()
+                    .and_then(|i| known.instance(i));
+                let or_unknown = |v: Option<&String>| {
+                    v.filter(|v| !v.is_empty())
+                        .cloned()
+                        .unwrap_or_else(|| "unknown".into())
+                };
+                m.interruptions
+                    .get_or_create(&PlaceLabels {
+                        kind: notice.kind.as_str(),
+                        instance_type: or_unknown(facts.map(|f| &f.instance_type)),
+                        zone: or_unknown(facts.map(|f| &f.availability_zone)),
+                    })
+                    .inc();
+            }
+            Update::Fenced {
+                notice, latency, ..
+            } => {
+                m.action("fence", true);
+                m.fenced_after(*latency);
+                m.notice_to_fenced
+                    .get_or_create(&KindLabels {
+                        kind: notice.kind.as_str(),
+                    })
+                    .observe(latency.as_secs_f64());
+            }
+            Update::DrainStarted { .. } => {
+                m.drains_in_progress.inc();
+            }
+            Update::Drain { progress, .. } => match progress {
+                Progress::Evicted { .. } => m.eviction("evicted"),
+                Progress::BlockedByBudget { .. } => m.eviction("blocked_by_budget"),
+                Progress::DeletedAtDeadline { .. } => m.eviction("deleted_at_deadline"),
+                Progress::Failed { .. } => m.eviction("failed"),
+                _ => {}
+            },
+            Update::DrainFinished { notice, report } => {
+                m.drains_in_progress.dec();
+                m.action("drain", report.succeeded());
+                if report.succeeded() {
+                    let since = jiff::Timestamp::now().duration_since(notice.detected);
+                    m.notice_to_empty
+                        .get_or_create(&KindLabels {
+                            kind: notice.kind.as_str(),
+                        })
+                        .observe(since.as_secs_f64().max(0.0));
+                }
+                for exit in &report.exits {
+                    m.pod_exit.observe(exit.as_secs_f64());
+                }
+                m.drain_duration.observe(report.took.as_secs_f64());
+                m.deadline_slack.observe(report.slack_ms as f64 / 1000.0);
+            }
+            Update::DrainStopped { .. } => {
+                m.drains_in_progress.dec();
+            }
+            Update::Unfenced { .. } => m.action("unfence", true),
+            Update::Failed { action, .. } => m.action(action, false),
+            Update::WouldDo { .. } => m.action("dry_run", true),
+            Update::OutOfService { .. } => m.action("out_of_service_taint", true),
+            Update::Recovered { notice, after } => m
+                .notice_to_recovered
+                .get_or_create(&KindLabels {
+                    kind: notice.kind.as_str(),
+                })
+                .observe(after.as_secs_f64()),
+            Update::DeadlineMoved { .. } => {}
+        }
     }
 }
 

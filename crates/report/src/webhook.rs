@@ -11,7 +11,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use sih_core::Backoff;
 use tokio::time::Instant;
+
+pub use crate::known::InstanceFacts;
+use crate::known::SharedFacts;
+use crate::update::Update;
+use sih_node::Progress;
+use std::collections::HashMap;
 
 /// Slack-shaped, like NTH's default, with the cluster's name.
 pub const DEFAULT_TEMPLATE: &str = r#"{"text":"[spot-interrupt-handler] cluster {{ .ClusterName }}: {{ .Description }} (EventID: {{ .EventID }} - Kind: {{ .Kind }} - Instance: {{ .InstanceID }} - Node: {{ .NodeName }} - Start Time: {{ .StartTime }})"}"#;
@@ -56,33 +63,6 @@ pub struct NodeFields {
     pub provider_id: String,
     /// `key=value`, comma-separated, sorted by key.
     pub node_labels: String,
-}
-
-/// What the instance's source knows of it (the metadata service; EC2 in queue mode).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct InstanceFacts {
-    /// `aws`, `gce` or `azure`.
-    pub cloud: String,
-    /// The instance's name where the cloud names instances (GCE, Azure: the node's name).
-    pub instance_name: String,
-    /// GCE's project id, Azure's subscription id.
-    #[serde(rename = "ProjectID")]
-    pub project_id: String,
-    /// Azure's resource group.
-    pub resource_group: String,
-    pub instance_type: String,
-    pub availability_zone: String,
-    pub region: String,
-    pub account_id: String,
-    pub instance_life_cycle: String,
-    pub local_hostname: String,
-    #[serde(rename = "LocalIP")]
-    pub local_ip: String,
-    pub public_hostname: String,
-    #[serde(rename = "PublicIP")]
-    pub public_ip: String,
-    pub auto_scaling_group_name: String,
 }
 
 impl TemplateData {
@@ -380,7 +360,8 @@ impl Webhook {
                 };
             }
         };
-        let mut wait = self.config.backoff_base;
+        let mut backoff =
+            Backoff::new(self.config.backoff_base, Duration::from_secs(10)).jittered();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -405,7 +386,7 @@ impl Webhook {
             };
             let retry = matches!(&result, Err(e) if e.is_retryable())
                 && attempt < self.config.attempts.max(1)
-                && Instant::now() + wait < give_up_at;
+                && Instant::now() + backoff.peek() < give_up_at;
             if !retry {
                 return Delivery {
                     attempts: attempt,
@@ -415,8 +396,7 @@ impl Webhook {
             if let Err(e) = &result {
                 tracing::debug!(error = %e, attempt, "webhook failed; retrying");
             }
-            tokio::time::sleep(wait.mul_f64(0.8 + fastrand::f64() * 0.4)).await;
-            wait = (wait * 2).min(Duration::from_secs(10));
+            tokio::time::sleep(backoff.wait()).await;
         }
     }
 }
@@ -453,6 +433,159 @@ pub fn redact(url: &str) -> String {
             format!("{scheme}://{host}/…")
         }
         None => "(invalid URL)".into(),
+    }
+}
+
+/// The webhook message for an update, if it is one people are told about: on detection and
+/// at the drain's end.
+pub(crate) fn message(
+    u: &Update,
+    source: &str,
+    known: &SharedFacts,
+    learned: &Learned,
+    patience: Duration,
+) -> Option<(TemplateData, Instant)> {
+    let (notice, phase, description) = match u {
+        Update::Detected { notice, action } => (
+            notice,
+            "detected",
+            format!(
+                "{} notice on node {}{}; action: {}",
+                notice.kind,
+                notice.node,
+                notice
+                    .deadline
+                    .map(|d| format!(", instance goes at {d}"))
+                    .unwrap_or_default(),
+                action
+            ),
+        ),
+        Update::DrainFinished { notice, report } => (
+            notice,
+            "drained",
+            format!(
+                "drain of node {} {}: {}",
+                notice.node,
+                if report.succeeded() {
+                    "succeeded"
+                } else {
+                    "FAILED"
+                },
+                report.summary()
+            ),
+        ),
+        _ => return None,
+    };
+    let known = known.read().unwrap_or_else(|e| e.into_inner());
+    let mut data = TemplateData {
+        event_id: notice.id.clone(),
+        kind: notice.kind.as_str().to_owned(),
+        monitor: source.to_owned(),
+        phase: phase.to_owned(),
+        description,
+        node_name: notice.node.clone(),
+        instance_id: notice.instance_id.clone().unwrap_or_default(),
+        start_time: notice.detected.to_string(),
+        cluster_name: known.cluster_name.clone(),
+        ..TemplateData::default()
+    };
+    if let Some(facts) = notice
+        .instance_id
+        .as_deref()
+        .and_then(|i| known.instance(i))
+    {
+        data.instance = facts.clone();
+    }
+    drop(known);
+    if let Some(node) = learned.nodes.get(&notice.node) {
+        data.node = node.clone();
+    }
+    if let Some(d) = notice.deadline {
+        data.deadline = d.to_string();
+        data.end_time = d.to_string();
+    }
+    data.state = match u {
+        Update::DrainFinished { report, .. } => {
+            data.pods = learned
+                .pods
+                .get(&notice.id)
+                .map(|p| p.join(","))
+                .unwrap_or_default();
+            if report.succeeded() {
+                "drained"
+            } else {
+                "drain-failed"
+            }
+        }
+        _ => "active",
+    }
+    .to_owned();
+    // Retry until the instance is gone (a message after that still helps people, but a
+    // bounded wait keeps shutdown prompt).
+    let until = notice
+        .deadline
+        .and_then(|d| {
+            let left = d.duration_since(jiff::Timestamp::now());
+            Duration::try_from(left).ok()
+        })
+        .unwrap_or(patience)
+        .max(Duration::from_secs(5));
+    Some((data, Instant::now() + until))
+}
+
+/// What the stream itself taught the reporters: each node's facts (from its fence write) and
+/// the pods each drain moved, for the messages that follow.
+#[derive(Default)]
+pub(crate) struct Learned {
+    nodes: HashMap<String, NodeFields>,
+    pods: HashMap<String, Vec<String>>,
+}
+
+/// Nodes remembered at most (queue mode fences many).
+const LEARNED_NODES: usize = 4096;
+
+impl Learned {
+    pub(crate) fn learn(&mut self, u: &Update) {
+        match u {
+            Update::Fenced { notice, node, .. } => {
+                if self.nodes.len() >= LEARNED_NODES && !self.nodes.contains_key(&notice.node) {
+                    self.nodes.clear();
+                }
+                self.nodes.insert(notice.node.clone(), node_fields(node));
+            }
+            Update::Drain {
+                notice,
+                progress:
+                    Progress::Evicted { pod, .. }
+                    | Progress::DeletedAtDeadline { pod, .. }
+                    | Progress::Failed { pod, .. },
+            } => self
+                .pods
+                .entry(notice.id.clone())
+                .or_default()
+                .push(pod.to_string()),
+            _ => {}
+        }
+    }
+
+    /// After the update's message is made: a drain's pods are told once.
+    pub(crate) fn forget(&mut self, u: &Update) {
+        if let Update::DrainFinished { notice, .. } | Update::DrainStopped { notice, .. } = u {
+            self.pods.remove(&notice.id);
+        }
+    }
+}
+
+/// NTH's rendering of a node's labels: `key=value`, comma-separated, sorted.
+fn node_fields(facts: &sih_node::NodeFacts) -> NodeFields {
+    NodeFields {
+        provider_id: facts.provider_id.clone().unwrap_or_default(),
+        node_labels: facts
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
     }
 }
 

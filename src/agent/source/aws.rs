@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use sih_imds::{ImdsClient, InstanceIdentity};
 use sih_report::webhook::InstanceFacts;
 
-use super::{Identity, NoticeSource, Poll};
+use super::{Identity, NoticeSource, Poll, SourceError};
 
 /// The EC2 instance metadata service.
 pub struct Imds(pub Arc<ImdsClient>);
@@ -30,8 +30,8 @@ pub fn facts_of(id: &InstanceIdentity) -> InstanceFacts {
 }
 
 impl NoticeSource for Imds {
-    async fn identity(&self) -> Result<Identity, String> {
-        let id = self.0.identity().await.map_err(|e| e.to_string())?;
+    async fn identity(&self) -> Result<Identity, SourceError> {
+        let id = self.0.identity().await?;
         Ok(Identity {
             instance_id: id.instance_id.clone(),
             facts: facts_of(&id),

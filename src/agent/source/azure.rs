@@ -18,7 +18,7 @@ use sih_clouds::azure::{AzureClient, AzureIdentity, EventStatus};
 use sih_core::ActionPolicy;
 use sih_report::webhook::InstanceFacts;
 
-use super::{Ack, Identity, NoticeSource, Poll};
+use super::{Ack, Identity, NoticeSource, Poll, SourceError};
 
 pub struct Azure {
     client: Arc<AzureClient>,
@@ -88,10 +88,10 @@ pub fn facts_of(id: &AzureIdentity) -> InstanceFacts {
 }
 
 impl NoticeSource for Azure {
-    async fn identity(&self) -> Result<Identity, String> {
+    async fn identity(&self) -> Result<Identity, SourceError> {
         // The service starts on its first call: that call goes out now, whatever comes next.
         self.warm_up();
-        let id = self.client.identity().await.map_err(|e| e.to_string())?;
+        let id = self.client.identity().await?;
         tracing::info!(vm = %id.name, vm_id = %id.vm_id, priority = %id.priority,
             scale_set = %id.vm_scale_set_name, "Azure VM");
         *self.name.lock().unwrap_or_else(|p| p.into_inner()) = id.name.clone();
@@ -177,11 +177,11 @@ impl NoticeSource for Azure {
     fn acknowledge(
         &self,
         event_ids: Vec<String>,
-    ) -> impl std::future::Future<Output = Result<bool, String>> + Send + 'static {
+    ) -> impl std::future::Future<Output = Result<bool, SourceError>> + Send + 'static {
         let client = self.client.clone();
         async move {
             // Only what is still waiting: a cancelled or started event is left alone.
-            let doc = client.events().await.map_err(|e| e.to_string())?;
+            let doc = client.events().await?;
             let due: Vec<String> = event_ids
                 .into_iter()
                 .filter(|id| {
@@ -197,7 +197,7 @@ impl NoticeSource for Azure {
                 .acknowledge(&due)
                 .await
                 .map(|()| true)
-                .map_err(|e| e.to_string())
+                .map_err(SourceError::from)
         }
     }
 }

@@ -17,7 +17,7 @@ use sih_clouds::gce::notices::{Timing, Watched, observation};
 use sih_clouds::gce::{GceClient, MAINTENANCE_EVENT, Maintenance, PREEMPTED, Value, items};
 use sih_report::webhook::InstanceFacts;
 
-use super::{Identity, NoticeSource, Poll};
+use super::{Identity, NoticeSource, Poll, SourceError};
 
 pub struct Gce {
     client: Arc<GceClient>,
@@ -110,8 +110,8 @@ pub fn facts_of(id: &items::GceIdentity) -> InstanceFacts {
 }
 
 impl NoticeSource for Gce {
-    async fn identity(&self) -> Result<Identity, String> {
-        let id = self.client.identity().await.map_err(|e| e.to_string())?;
+    async fn identity(&self) -> Result<Identity, SourceError> {
+        let id = self.client.identity().await?;
         tracing::info!(instance = %id.name, provider_id = %id.provider_id(),
             preemptible = id.preemptible, "GCE instance");
         Ok(Identity {

@@ -50,9 +50,39 @@ pub struct Ack {
     pub after_done: bool,
 }
 
+/// Why a source could not answer: what failed, and whether trying again may help (the
+/// metadata service down or slow) or not (an answer we cannot use).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}")]
+pub struct SourceError {
+    pub what: String,
+    pub retryable: bool,
+}
+
+impl SourceError {
+    pub fn new(what: impl std::fmt::Display, retryable: bool) -> Self {
+        Self {
+            what: what.to_string(),
+            retryable,
+        }
+    }
+}
+
+impl From<sih_imds::ImdsError> for SourceError {
+    fn from(e: sih_imds::ImdsError) -> Self {
+        Self::new(&e, e.is_retryable())
+    }
+}
+
+impl From<sih_clouds::CloudError> for SourceError {
+    fn from(e: sih_clouds::CloudError) -> Self {
+        Self::new(&e, e.is_retryable())
+    }
+}
+
 pub trait NoticeSource {
     /// Who this instance is (the caller retries until it works).
-    fn identity(&self) -> impl std::future::Future<Output = Result<Identity, String>> + Send;
+    fn identity(&self) -> impl std::future::Future<Output = Result<Identity, SourceError>> + Send;
 
     /// One look at the source for `node`, detected at `now`. Bounded: a source that hangs
     /// answers with errors, never not at all.
@@ -75,7 +105,7 @@ pub trait NoticeSource {
     fn acknowledge(
         &self,
         event_ids: Vec<String>,
-    ) -> impl std::future::Future<Output = Result<bool, String>> + Send + 'static {
+    ) -> impl std::future::Future<Output = Result<bool, SourceError>> + Send + 'static {
         let _ = event_ids;
         std::future::ready(Ok(false))
     }

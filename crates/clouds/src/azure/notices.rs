@@ -103,7 +103,7 @@ pub fn observation(
         let kind = kind_of(e.kind);
         notices.push(match e.kind {
             EventType::Preempt => {
-                Notice::spot_interruption(vm.id, node, seen, deadline, Source::Imds)
+                Notice::spot_interruption(vm.id, node, seen, deadline, Source::Agent)
             }
             _ => Notice::cloud_event(kind, &e.id, vm.id, node, seen, Some(deadline)),
         });

@@ -69,7 +69,7 @@ pub fn observation(w: &Watched, instance: &str, node: &str, timing: &Timing) -> 
                 node,
                 *since,
                 after(*since, timing.preemption_notice),
-                Source::Imds,
+                Source::Agent,
             ));
         }
     }

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use serde_json::json;
-use sih_core::{LeaveStep, Leaving, PodFacts};
+use sih_core::{Backoff, LeaveStep, Leaving, PodFacts};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
 use super::hold::hold;
-use super::{Ctx, GONE_POLL, PDB_RETRY_BASE, PDB_RETRY_CAP, Target, jittered, pause, pod_ref};
+use super::{Ctx, GONE_POLL, PDB_RETRY_BASE, PDB_RETRY_CAP, Target, pause, pod_ref};
 use crate::error::{ApiClass, NodeError, classify};
-use crate::progress::Progress;
+use crate::progress::{PodRef, Progress};
 
 /// How one pod left (or did not).
 pub(super) enum Left {
@@ -41,7 +41,6 @@ fn delete_params(uid: &str, grace: i64) -> DeleteParams {
 /// deletion at the last useful moment when a hard deadline comes.
 pub(super) async fn leave(ctx: &Ctx, pod: &PodFacts, refusals: &AtomicU32) -> Left {
     let who = pod_ref(pod);
-    let api = ctx.pods(&pod.namespace);
     let policy = ctx.cfg.policy;
     let mut rx = ctx.target.clone();
     let mut attempt = 0u32;
@@ -49,7 +48,7 @@ pub(super) async fn leave(ctx: &Ctx, pod: &PodFacts, refusals: &AtomicU32) -> Le
     // Which ways were tried: the decision between them is `sih_core::leaving`'s.
     let mut leaving = Leaving::default();
     let mut last_error = String::new();
-    let mut wait = PDB_RETRY_BASE;
+    let mut backoff = Backoff::new(PDB_RETRY_BASE, PDB_RETRY_CAP).jittered();
     loop {
         let Some(t) = *rx.borrow_and_update() else {
             return Left::Stopped;
@@ -71,99 +70,35 @@ pub(super) async fn leave(ctx: &Ctx, pod: &PodFacts, refusals: &AtomicU32) -> Le
             LeaveStep::Evict { decide_within } => now + decide_within,
             LeaveStep::Delete => end,
         };
-        if step == LeaveStep::Delete {
+        let ask = Ask {
+            ctx,
+            pod,
+            who: &who,
+            grace,
+        };
+        let tried = if step == LeaveStep::Delete {
             leaving.tried_delete = true;
-            let params = delete_params(&pod.uid, grace);
-            let call = api.delete(&pod.name, &params);
-            match ctx.call(&mut rx, end, "delete pod", call).await {
-                None => continue,
-                Some(Ok(_)) => {
-                    ctx.say(Progress::DeletedAtDeadline { pod: who, grace });
-                    return Left::Deleted(grace);
-                }
-                Some(Err(NodeError::Api(e)))
-                    if matches!(classify(&e), ApiClass::NotFound | ApiClass::Conflict) =>
-                {
-                    return Left::AlreadyGone;
-                }
-                Some(Err(e)) if e.is_retryable() => last_error = e.to_string(),
-                Some(Err(e)) => {
-                    ctx.say(Progress::Failed {
-                        pod: who,
-                        reason: format!("delete at the deadline: {e}"),
-                    });
-                    return Left::Failed;
-                }
-            }
+            ask.delete(&mut rx, end).await
         } else {
-            let eviction = json!({
-                "apiVersion": "policy/v1", "kind": "Eviction",
-                "metadata": {"name": pod.name, "namespace": pod.namespace},
-                "deleteOptions": {"gracePeriodSeconds": grace, "preconditions": {"uid": pod.uid}},
-            });
-            let post = PostParams::default();
-            let call = api.create_subresource::<_, serde_json::Value>(
-                "eviction", &pod.name, &post, &eviction,
-            );
             leaving.tried_evict = true;
-            match ctx.call(&mut rx, next_decision, "evict pod", call).await {
-                None => continue,
-                Some(Ok(_)) => {
-                    ctx.say(Progress::Evicted { pod: who, grace });
-                    return Left::Evicted(grace);
-                }
-                Some(Err(NodeError::Api(e))) => match classify(&e) {
-                    // Gone already, or replaced by a pod with another UID: nothing to do.
-                    ApiClass::NotFound | ApiClass::Conflict => return Left::AlreadyGone,
-                    ApiClass::TooManyRequests => {
-                        // An eviction the budget already granted (the pod is in its
-                        // `disruptedPods`) whose pod was never deleted: an interrupted eviction
-                        // (its answer lost on the way) leaves the budget spent on this pod for
-                        // two minutes, refusing every other. Finish what the API server granted.
-                        if granted_but_not_deleted(ctx, &mut rx, next_decision, pod).await {
-                            let params = delete_params(&pod.uid, grace);
-                            let call = api.delete(&pod.name, &params);
-                            if let Some(Ok(_)) =
-                                ctx.call(&mut rx, next_decision, "delete pod", call).await
-                            {
-                                tracing::info!(pod = %who, "its budget had granted its eviction, which never deleted it: deleted with its grace");
-                                ctx.say(Progress::Evicted { pod: who, grace });
-                                return Left::Evicted(grace);
-                            }
-                        }
-                        blocked = true;
-                        attempt += 1;
-                        refusals.fetch_add(1, Ordering::Relaxed);
-                        let message = match &e {
-                            kube::Error::Api(s) => s.message.clone(),
-                            other => other.to_string(),
-                        };
-                        if attempt == 1 || attempt.is_multiple_of(10) {
-                            ctx.say(Progress::BlockedByBudget {
-                                pod: who.clone(),
-                                attempt,
-                                message,
-                            });
-                        }
-                    }
-                    ApiClass::Transient => last_error = e.to_string(),
-                    _ => {
-                        ctx.say(Progress::Failed {
-                            pod: who,
-                            reason: e.to_string(),
-                        });
-                        return Left::Failed;
-                    }
-                },
-                Some(Err(e)) if e.is_retryable() => last_error = e.to_string(),
-                Some(Err(e)) => {
-                    ctx.say(Progress::Failed {
-                        pod: who,
-                        reason: e.to_string(),
+            ask.evict(&mut rx, next_decision).await
+        };
+        match tried {
+            Tried::Ended(left) => return left,
+            Tried::Changed => continue,
+            Tried::Refused(message) => {
+                blocked = true;
+                attempt += 1;
+                refusals.fetch_add(1, Ordering::Relaxed);
+                if attempt == 1 || attempt.is_multiple_of(10) {
+                    ctx.say(Progress::BlockedByBudget {
+                        pod: who.clone(),
+                        attempt,
+                        message,
                     });
-                    return Left::Failed;
                 }
             }
+            Tried::Failed(error) => last_error = error,
         }
         let now = Instant::now();
         // Past the end, a pod its hard deadline says must go still gets its one deletion (a
@@ -181,11 +116,124 @@ pub(super) async fn leave(ctx: &Ctx, pod: &PodFacts, refusals: &AtomicU32) -> Le
             return Left::Failed;
         }
         // Wake no later than the moment to delete, nor past the end.
-        let until = (now + jittered(wait)).min(next_decision).min(end);
+        let until = (now + backoff.wait()).min(next_decision).min(end);
         if !pause(&mut rx, until).await {
             return Left::Stopped;
         }
-        wait = (wait * 2).min(PDB_RETRY_CAP);
+    }
+}
+
+/// How one try to get a pod off went.
+enum Tried {
+    /// It left, was gone already, or cannot leave: the answer.
+    Ended(Left),
+    /// The target changed during the call: decide again at once.
+    Changed,
+    /// Its budget refused (the API server's message).
+    Refused(String),
+    /// The API failed in a way worth another try.
+    Failed(String),
+}
+
+/// One pod asked to leave with `grace`.
+struct Ask<'a> {
+    ctx: &'a Ctx,
+    pod: &'a PodFacts,
+    who: &'a PodRef,
+    grace: i64,
+}
+
+impl Ask<'_> {
+    /// Deletes it at its last moment (its budget, or the API, kept it until then).
+    async fn delete(&self, rx: &mut watch::Receiver<Option<Target>>, end: Instant) -> Tried {
+        let (ctx, pod, grace) = (self.ctx, self.pod, self.grace);
+        let api = ctx.pods(&pod.namespace);
+        let params = delete_params(&pod.uid, grace);
+        let call = api.delete(&pod.name, &params);
+        match ctx.call(rx, end, "delete pod", call).await {
+            None => Tried::Changed,
+            Some(Ok(_)) => {
+                ctx.say(Progress::DeletedAtDeadline {
+                    pod: self.who.clone(),
+                    grace,
+                });
+                Tried::Ended(Left::Deleted(grace))
+            }
+            Some(Err(NodeError::Api(e)))
+                if matches!(classify(&e), ApiClass::NotFound | ApiClass::Conflict) =>
+            {
+                Tried::Ended(Left::AlreadyGone)
+            }
+            Some(Err(e)) if e.is_retryable() => Tried::Failed(e.to_string()),
+            Some(Err(e)) => {
+                ctx.say(Progress::Failed {
+                    pod: self.who.clone(),
+                    reason: format!("delete at the deadline: {e}"),
+                });
+                Tried::Ended(Left::Failed)
+            }
+        }
+    }
+
+    /// Asks the Eviction API (its budget decides), waiting for the answer until `until`.
+    async fn evict(&self, rx: &mut watch::Receiver<Option<Target>>, until: Instant) -> Tried {
+        let (ctx, pod, grace) = (self.ctx, self.pod, self.grace);
+        let api = ctx.pods(&pod.namespace);
+        let eviction = json!({
+            "apiVersion": "policy/v1", "kind": "Eviction",
+            "metadata": {"name": pod.name, "namespace": pod.namespace},
+            "deleteOptions": {"gracePeriodSeconds": grace, "preconditions": {"uid": pod.uid}},
+        });
+        let post = PostParams::default();
+        let call =
+            api.create_subresource::<_, serde_json::Value>("eviction", &pod.name, &post, &eviction);
+        let failed = |reason: String| {
+            ctx.say(Progress::Failed {
+                pod: self.who.clone(),
+                reason,
+            });
+            Tried::Ended(Left::Failed)
+        };
+        match ctx.call(rx, until, "evict pod", call).await {
+            None => Tried::Changed,
+            Some(Ok(_)) => {
+                ctx.say(Progress::Evicted {
+                    pod: self.who.clone(),
+                    grace,
+                });
+                Tried::Ended(Left::Evicted(grace))
+            }
+            Some(Err(NodeError::Api(e))) => match classify(&e) {
+                // Gone already, or replaced by a pod with another UID: nothing to do.
+                ApiClass::NotFound | ApiClass::Conflict => Tried::Ended(Left::AlreadyGone),
+                ApiClass::TooManyRequests => {
+                    // An eviction the budget already granted (the pod is in its
+                    // `disruptedPods`) whose pod was never deleted: an interrupted eviction (its
+                    // answer lost on the way) leaves the budget spent on this pod for two
+                    // minutes, refusing every other. Finish what the API server granted.
+                    if granted_but_not_deleted(ctx, rx, until, pod).await {
+                        let params = delete_params(&pod.uid, grace);
+                        let call = api.delete(&pod.name, &params);
+                        if let Some(Ok(_)) = ctx.call(rx, until, "delete pod", call).await {
+                            tracing::info!(pod = %self.who, "its budget had granted its eviction, which never deleted it: deleted with its grace");
+                            ctx.say(Progress::Evicted {
+                                pod: self.who.clone(),
+                                grace,
+                            });
+                            return Tried::Ended(Left::Evicted(grace));
+                        }
+                    }
+                    Tried::Refused(match &e {
+                        kube::Error::Api(s) => s.message.clone(),
+                        other => other.to_string(),
+                    })
+                }
+                ApiClass::Transient => Tried::Failed(e.to_string()),
+                _ => failed(e.to_string()),
+            },
+            Some(Err(e)) if e.is_retryable() => Tried::Failed(e.to_string()),
+            Some(Err(e)) => failed(e.to_string()),
+        }
     }
 }
 

@@ -30,7 +30,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use sih_core::{
-    DrainPolicy, EVICTION_ANNOTATION, EvictionChoice, PodFacts, PodPlan, plan_drain, tier_starts,
+    Backoff, DrainPolicy, EVICTION_ANNOTATION, EvictionChoice, PodFacts, PodPlan, plan_drain,
+    tier_starts,
 };
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -44,7 +45,7 @@ pub use recovery::recovered;
 pub use target::{GiveUp, LATE_WINDOW, Target, instant_of};
 
 /// First wait after a budget refusal; doubles up to the cap, with ±20 % jitter so many drains
-/// do not retry in lockstep.
+/// do not retry in lockstep (`sih_core::Backoff`).
 const PDB_RETRY_BASE: Duration = Duration::from_millis(250);
 /// Short enough that a pod whose replacement became Ready leaves within a couple of seconds.
 const PDB_RETRY_CAP: Duration = Duration::from_secs(2);
@@ -351,7 +352,7 @@ async fn surge_up(ctx: &Ctx, plan: &PodPlan) -> (Vec<Surged>, HashMap<String, us
     let mut surge_of: HashMap<String, usize> = HashMap::new();
     for (outcome, uids) in prepared {
         match outcome {
-            crate::surge::Outcome::Surged(s) => {
+            crate::surge::Prepared::Surged(s) => {
                 ctx.say(Progress::Surge {
                     workload: s.name(),
                     what: format!(
@@ -367,7 +368,7 @@ async fn surge_up(ctx: &Ctx, plan: &PodPlan) -> (Vec<Surged>, HashMap<String, us
                 }
                 surged.push(s);
             }
-            crate::surge::Outcome::Skipped { workload, why } => ctx.say(Progress::Surge {
+            crate::surge::Prepared::Skipped { workload, why } => ctx.say(Progress::Surge {
                 workload,
                 what: format!("not surged: {why}"),
                 warning: true,
@@ -624,7 +625,7 @@ async fn list_with_retries(
 ) -> Result<Option<Vec<Pod>>, NodeError> {
     let params = ListParams::default().fields(&format!("spec.nodeName={node}"));
     let mut rx = ctx.target.clone();
-    let mut wait = PDB_RETRY_BASE;
+    let mut backoff = Backoff::new(PDB_RETRY_BASE, PDB_RETRY_CAP);
     loop {
         let Some(t) = *rx.borrow_and_update() else {
             return Ok(None);
@@ -635,18 +636,13 @@ async fn list_with_retries(
         };
         match result {
             Ok(list) => return Ok(Some(list.items)),
-            Err(e) if e.is_retryable() && Instant::now() + wait < end => {
+            Err(e) if e.is_retryable() && Instant::now() + backoff.peek() < end => {
                 tracing::warn!(error = %e, "listing the node's pods failed; retrying");
-                if !pause(&mut rx, Instant::now() + wait).await {
+                if !pause(&mut rx, Instant::now() + backoff.wait()).await {
                     return Ok(None);
                 }
-                wait = (wait * 2).min(PDB_RETRY_CAP);
             }
             Err(e) => return Err(e),
         }
     }
-}
-
-fn jittered(d: Duration) -> Duration {
-    d.mul_f64(0.8 + fastrand::f64() * 0.4)
 }

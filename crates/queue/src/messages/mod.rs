@@ -207,7 +207,7 @@ mod tests {
                 "",
                 ts("2026-05-01T12:00:03Z"),
                 ts("2026-05-01T12:02:00Z"),
-                sih_core::Source::Imds
+                sih_core::Source::Agent
             )
             .id,
             "the id the IMDS agent gives the same interruption"

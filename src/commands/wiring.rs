@@ -1,21 +1,23 @@
-//! What `imds` and `queue` wire the same way: the admin listener (metrics, probes) started
-//! first, and the reporters (logs, Kubernetes Events, webhooks) consuming the one update
-//! stream.
+//! What every mode wires the same way (`imds`, `queue`, and `drain` by hand): the admin
+//! listener (metrics, probes) started first, the reporters (logs, Kubernetes Events, webhooks)
+//! consuming the one update stream, and the responder's and the drain's configuration from
+//! the flags they share.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use sih_core::DrainPolicy;
+use sih_node::DrainConfig;
 use sih_report::webhook;
 use sih_report::{EventReporter, Metrics, Reporters, SharedFacts, Update, Webhook, WebhookConfig};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
-use crate::agent::admin;
-use crate::agent::health::Health;
-use crate::cli::{DrainFlags, NoticeFlags, ReportFlags};
-use crate::commands::drain::drain_config;
+use crate::admin;
+use crate::admin::health::Health;
+use crate::cli::{DrainFlags, NoticeFlags, OnPdbDeadline, ReportFlags};
 use crate::responder::ResponderConfig;
 
 /// Metrics, health and the admin listener. `stall_interval`: how often the main loop
@@ -36,7 +38,7 @@ pub async fn start_admin(
 }
 
 /// Who reports, and what every message about it shares.
-pub struct Source<'a> {
+pub struct Reporting<'a> {
     /// `imds` or `queue`, the `source` metric label.
     pub name: &'static str,
     /// The node Events go on by default (queue mode: each notice's own).
@@ -54,6 +56,28 @@ pub struct Source<'a> {
 /// What webhook messages say beyond the notice, filled in as it becomes known.
 pub fn shared_facts() -> SharedFacts {
     Arc::default()
+}
+
+/// The drain's configuration from its flags.
+pub fn drain_config(
+    flags: &DrainFlags,
+    own_pod: Option<(String, String)>,
+    api_timeout: Duration,
+) -> DrainConfig {
+    DrainConfig {
+        policy: DrainPolicy {
+            grace_override: flags.pod_termination_grace_period.filter(|g| *g >= 0),
+            margin: flags.deadline_margin,
+            delete_at_deadline: flags.on_pdb_deadline == OnPdbDeadline::Delete,
+        },
+        max_concurrent: flags.max_concurrent_evictions as usize,
+        own_pod,
+        api_timeout,
+        lb_drain_delay: flags.lb_drain_delay,
+        surge_selector: flags.surge_selector.clone(),
+        // Queue mode sets it (`--lb-target-health`), with the AWS clients it has.
+        target_health: None,
+    }
 }
 
 /// What the responder needs from the flags both modes (and `drain`) share.
@@ -109,7 +133,7 @@ pub fn spawn_reporters(
     act: &NoticeFlags,
     client: &kube::Client,
     metrics: &Arc<Metrics>,
-    source: Source<'_>,
+    source: Reporting<'_>,
 ) -> (UnboundedSender<Update>, JoinHandle<()>) {
     let Telling {
         webhook,

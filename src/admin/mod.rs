@@ -6,6 +6,8 @@
 //! descriptors never run out), request headers must arrive within [`HEADER_TIMEOUT`], and a
 //! connection lives at most [`CONNECTION_LIFETIME`] (a scraper simply reconnects).
 
+pub mod health;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +20,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use sih_report::Metrics;
 
-use super::health::{Health, Verdict};
+use health::{Health, Verdict};
 
 #[derive(Clone)]
 struct Shared {
