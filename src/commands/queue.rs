@@ -7,6 +7,9 @@ use crate::controller::resolve::Resolver;
 use crate::controller::{Controller, ControllerConfig};
 use crate::responder::Responder;
 
+/// `queue`. About 110 lines: the mode's wiring in the order it must happen (AWS and the
+/// cluster, the admin listener, the node index, the reporters, the responder, the claims, the
+/// controller), each step a call; read best as one sequence.
 pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
     let telling_config = wiring::Telling::check(&args.report)?;
     let aws = aws_setup(&args).await?;

@@ -1,6 +1,7 @@
 //! Fence and drain against `simulate cluster`: the node actions as the agent and the `drain`
 //! command use them.
 
+mod claim;
 mod cli;
 mod drain;
 #[path = "../support/fault_proxy.rs"]

@@ -267,9 +267,24 @@ impl Claims {
         if !holder.is_empty() && holder != self.holder && self.alive(&holder).await? {
             return Ok(Claim::HeldElsewhere(holder));
         }
-        // Take it (free, or its holder is dead), guarded by the version we read.
+        // Take it (free, or its holder is dead), guarded by the version we read. Notices other
+        // replicas handed over to the dead holder come with it: the new holder picks them up
+        // (`handed_over`), where a fresh claim would lose them and leave their senders waiting
+        // for the node to be free (found by the soak, seed 60703: a rebalance fenced 19 s late).
         let mut next = self.node_lease(&name, node);
         next.metadata.resource_version = current.metadata.resource_version.clone();
+        let pending = pending_of(&current);
+        if !pending.is_empty() {
+            let text = serde_json::to_string(&pending).unwrap_or_default();
+            next.metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(HANDOFF.to_owned(), text);
+            next.metadata
+                .labels
+                .get_or_insert_default()
+                .insert(HANDOFF.to_owned(), "pending".to_owned());
+        }
         match self
             .call("replace lease", self.api.replace(&name, &params, &next))
             .await
