@@ -272,15 +272,15 @@ pub async fn drain(
             .and_then(|l| l.metadata.deletion_timestamp.as_ref())
             .map(|t| instant_of(t.0))
     };
-    let mut leaving: Vec<Leaving> = plan
-        .terminating
-        .iter()
-        .cloned()
-        .map(|p| {
-            let by = stopping_by(&p);
-            (p, by, None)
-        })
-        .collect();
+    // Each pod on its way out is watched from the moment it is known to leave, beside the
+    // asks still going on: one whose grace runs past a deadline that tightened meanwhile is
+    // hastened at once, not after the last budget-blocked pod was asked (seed 61178: a pod
+    // found stopping with 27 s of grace outlived a maintenance deadline that came 1 s later).
+    let mut waits: Waits = JoinSet::new();
+    for p in plan.terminating.iter().cloned() {
+        let by = stopping_by(&p);
+        watch_leaving(&ctx, &mut waits, p, by, None);
+    }
     let asks = Asks {
         started,
         gate: lb_watch.as_ref().map(|_| gate),
@@ -288,8 +288,8 @@ pub async fn drain(
         surge_of,
         refusals: Arc::new(AtomicU32::new(0)),
     };
-    let mut stopped = ask_to_leave(&ctx, plan, &asks, &mut report, &mut leaving).await;
-    stopped |= wait_all_gone(&ctx, leaving, &mut report).await;
+    let mut stopped = ask_to_leave(&ctx, plan, &asks, &mut report, &mut waits).await;
+    stopped |= wait_all_gone(&ctx, waits, &mut report).await;
     drop(lb_watch);
     // The surge is over once the pods are gone (or the drain stopped): counts restored.
     restore(&ctx, &asks.surged).await;
@@ -302,9 +302,26 @@ pub async fn drain(
     })
 }
 
-/// A pod asked to leave (or found leaving): when its grace runs out, and when it was asked
-/// (none for a pod found terminating).
-type Leaving = (PodFacts, Option<Instant>, Option<Instant>);
+/// The pods on their way out, each watched until it is gone: the pod, whether it went (`None`:
+/// the drain was stopped), and how long it took from when it was asked (none for a pod found
+/// terminating).
+type Waits = JoinSet<(PodFacts, Option<bool>, Option<Duration>)>;
+
+/// Watches `pod` until it is gone; `stops_by` is when its grace runs out, `asked` when this
+/// drain asked it to leave.
+fn watch_leaving(
+    ctx: &Arc<Ctx>,
+    waits: &mut Waits,
+    pod: PodFacts,
+    stops_by: Option<Instant>,
+    asked: Option<Instant>,
+) {
+    let ctx = ctx.clone();
+    waits.spawn(async move {
+        let gone = evict::wait_gone(&ctx, &pod, stops_by).await;
+        (pod, gone, asked.map(|a| a.elapsed()))
+    });
+}
 
 /// The plan for the listed pods, with which of them serve traffic through a Service.
 async fn survey(ctx: &Ctx, node: &str, listed: &[Pod]) -> PodPlan {
@@ -429,13 +446,13 @@ struct Asks {
 /// Asks every pod of the plan to leave: `at-deadline` pods at their own moment, the tiers in
 /// order. Each tier starts once the one before is asked, or at the latest at its share of the
 /// time: a budget holding one tier back never eats the next tiers' time. Pods asked go to
-/// `leaving`; true when the drain was stopped.
+/// `waits`; true when the drain was stopped.
 async fn ask_to_leave(
     ctx: &Arc<Ctx>,
     plan: PodPlan,
     asks: &Asks,
     report: &mut DrainReport,
-    leaving: &mut Vec<Leaving>,
+    waits: &mut Waits,
 ) -> bool {
     let started = asks.started;
     let time_left = (*ctx.target.borrow())
@@ -510,16 +527,16 @@ async fn ask_to_leave(
         if tiered {
             unasked = unasked.saturating_sub(1);
         }
-        stopped |= count(ctx, report, leaving, pod, outcome, at);
+        stopped |= count(ctx, report, waits, pod, outcome, at);
     }
     stopped
 }
 
 /// Counts how one pod left in the report; true when the drain was stopped.
 fn count(
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     report: &mut DrainReport,
-    leaving: &mut Vec<Leaving>,
+    waits: &mut Waits,
     pod: PodFacts,
     outcome: Left,
     at: Instant,
@@ -537,11 +554,11 @@ fn count(
     match outcome {
         Left::Evicted(g) => {
             report.evicted += 1;
-            leaving.push((pod, by(g), Some(at)));
+            watch_leaving(ctx, waits, pod, by(g), Some(at));
         }
         Left::Deleted(g) => {
             report.deleted_at_deadline += 1;
-            leaving.push((pod, by(g), Some(at)));
+            watch_leaving(ctx, waits, pod, by(g), Some(at));
         }
         Left::AlreadyGone => ctx.say(Progress::Gone { pod: pod_ref(&pod) }),
         Left::Failed => report.remaining.push(pod_ref(&pod)),
@@ -552,16 +569,8 @@ fn count(
 
 /// Done when each pod is gone (404) or replaced (a new UID under the same name); true when
 /// the drain was stopped meanwhile.
-async fn wait_all_gone(ctx: &Arc<Ctx>, leaving: Vec<Leaving>, report: &mut DrainReport) -> bool {
+async fn wait_all_gone(ctx: &Ctx, mut waits: Waits, report: &mut DrainReport) -> bool {
     let mut stopped = false;
-    let mut waits = JoinSet::new();
-    for (pod, stops_by, asked) in leaving {
-        let ctx = ctx.clone();
-        waits.spawn(async move {
-            let gone = evict::wait_gone(&ctx, &pod, stops_by).await;
-            (pod, gone, asked.map(|a| a.elapsed()))
-        });
-    }
     while let Some(joined) = waits.join_next().await {
         let Ok((pod, gone, took)) = joined else {
             continue;
