@@ -144,6 +144,15 @@ struct Ask<'a> {
 }
 
 impl Ask<'_> {
+    /// It cannot leave (an error no retry cures): said, and the end of its asking.
+    fn fail(&self, reason: String) -> Tried {
+        self.ctx.say(Progress::Failed {
+            pod: self.who.clone(),
+            reason,
+        });
+        Tried::Ended(Left::Failed)
+    }
+
     /// Deletes it at its last moment (its budget, or the API, kept it until then).
     async fn delete(&self, rx: &mut watch::Receiver<Option<Target>>, end: Instant) -> Tried {
         let (ctx, pod, grace) = (self.ctx, self.pod, self.grace);
@@ -165,13 +174,7 @@ impl Ask<'_> {
                 Tried::Ended(Left::AlreadyGone)
             }
             Some(Err(e)) if e.is_retryable() => Tried::Failed(e.to_string()),
-            Some(Err(e)) => {
-                ctx.say(Progress::Failed {
-                    pod: self.who.clone(),
-                    reason: format!("delete at the deadline: {e}"),
-                });
-                Tried::Ended(Left::Failed)
-            }
+            Some(Err(e)) => self.fail(format!("delete at the deadline: {e}")),
         }
     }
 
@@ -187,13 +190,6 @@ impl Ask<'_> {
         let post = PostParams::default();
         let call =
             api.create_subresource::<_, serde_json::Value>("eviction", &pod.name, &post, &eviction);
-        let failed = |reason: String| {
-            ctx.say(Progress::Failed {
-                pod: self.who.clone(),
-                reason,
-            });
-            Tried::Ended(Left::Failed)
-        };
         match ctx.call(rx, until, "evict pod", call).await {
             None => Tried::Changed,
             Some(Ok(_)) => {
@@ -229,10 +225,10 @@ impl Ask<'_> {
                     })
                 }
                 ApiClass::Transient => Tried::Failed(e.to_string()),
-                _ => failed(e.to_string()),
+                _ => self.fail(e.to_string()),
             },
             Some(Err(e)) if e.is_retryable() => Tried::Failed(e.to_string()),
-            Some(Err(e)) => failed(e.to_string()),
+            Some(Err(e)) => self.fail(e.to_string()),
         }
     }
 }
