@@ -670,12 +670,25 @@ pub const FENCE_BOUND: f64 = 2.0;
 pub const FENCE_BOUND_REAL: f64 = 6.0;
 
 /// When the node first carried `kind`'s fence (its taint; and the cordon, for a drain) at or
-/// after `from`, before `until`.
+/// after `from`, before `until`: `from` itself when the fence already stood then (a second
+/// message about the same notice — EC2's `stopping` then `shutting-down` — finds the node
+/// fenced by the first; the seeds 60910, 61468 and 61495 counted the next unrelated write).
 fn fenced_at(v: &View<'_>, kind: &str, drains: bool, from: f64, until: f64) -> Option<f64> {
+    let fenced = |r: &sih_sim_cluster::journal::NodeRecord| {
+        View::has_taint(r, kind) && (!drains || r.unschedulable)
+    };
+    let standing = v
+        .node_records()
+        .filter(|r| v.s(r.at) < from)
+        .last()
+        .is_some_and(fenced);
+    if standing && from < until {
+        return Some(from);
+    }
     v.node_records()
         .map(|r| (v.s(r.at), r))
         .filter(|(t, _)| *t >= from && *t < until)
-        .find(|(_, r)| View::has_taint(r, kind) && (!drains || r.unschedulable))
+        .find(|(_, r)| fenced(r))
         .map(|(t, _)| t)
 }
 

@@ -220,7 +220,8 @@ impl Ctx<'_> {
             "--log-format".into(),
             "json".into(),
             "--log-level".into(),
-            "info".into(),
+            // A replay may ask for more (`SOAK_LOG_LEVEL=debug`); the runs keep info.
+            std::env::var("SOAK_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
         ];
         let common = [
             "--kubeconfig",
