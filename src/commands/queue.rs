@@ -193,12 +193,12 @@ impl sih_node::lb::TargetHealth for TargetHealthOf {
     fn groups<'a>(
         &'a self,
         node: &'a sih_node::lb::NodeTargets,
-    ) -> sih_node::lb::BoxFuture<'a, Result<Vec<String>, String>> {
+    ) -> sih_node::lb::BoxFuture<'a, Result<Vec<String>, sih_node::lb::LbError>> {
         Box::pin(async move {
             self.0
                 .groups_holding(|id| node.holds(id))
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(lb_error)
         })
     }
 
@@ -206,13 +206,22 @@ impl sih_node::lb::TargetHealth for TargetHealthOf {
         &'a self,
         node: &'a sih_node::lb::NodeTargets,
         groups: &'a [String],
-    ) -> sih_node::lb::BoxFuture<'a, Result<usize, String>> {
+    ) -> sih_node::lb::BoxFuture<'a, Result<usize, sih_node::lb::LbError>> {
         Box::pin(async move {
             self.0
                 .serving_in(groups, |id| node.holds(id))
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(lb_error)
         })
+    }
+}
+
+/// ELBv2's error as the drain's wait knows it: whether asking again may help.
+fn lb_error(e: sih_queue::elbv2::Elbv2Error) -> sih_node::lb::LbError {
+    if e.retryable {
+        sih_node::lb::LbError::Failed(e.to_string())
+    } else {
+        sih_node::lb::LbError::Refused(e.to_string())
     }
 }
 

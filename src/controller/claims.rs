@@ -256,11 +256,16 @@ async fn take_handed_over(shared: &Arc<Shared>) {
         }
     };
     for (node, notices) in handed {
+        let known = shared.held().contains_key(&node);
+        if !known && !adopt(shared, claims, &node).await {
+            continue;
+        }
         for notice in notices {
             {
                 let mut held = shared.held();
                 let Some(h) = held.get_mut(&node) else {
-                    // Not ours any more: its sender claims the node and acts itself.
+                    // Lost meanwhile: the replica that holds it now acts, and the sender's
+                    // copy comes back to it.
                     continue;
                 };
                 h.users += 1;
@@ -273,6 +278,36 @@ async fn take_handed_over(shared: &Arc<Shared>) {
                 let _ = done.await;
                 unclaim_node(&shared, &node).await;
             });
+        }
+    }
+}
+
+/// A claim that names this replica without its knowing: a claim whose write landed while its
+/// answer was lost (the API cut mid-call; the soak's seed 62095), or a release that lost the
+/// race with a hand-over. Other replicas see it held by a live replica and hand their notices
+/// to it; nobody would act until a message of ours came for the node (21 s late in 62095).
+/// Taken back by the usual guarded write: a claim released or taken meanwhile is not ours.
+async fn adopt(shared: &Shared, claims: &sih_node::Claims, node: &str) -> bool {
+    if !claims.valid() {
+        return false;
+    }
+    match claims.acquire(node).await {
+        Ok(Claim::Acquired) => {
+            tracing::info!(
+                node,
+                "a claim of this replica's it did not know of (its answer was lost) has notices handed to it: acting on them"
+            );
+            // Counted by the notices that join below; each one's end counts itself down.
+            shared
+                .held()
+                .entry(node.to_owned())
+                .or_insert(Held { users: 0 });
+            true
+        }
+        Ok(Claim::HeldElsewhere(_)) => false,
+        Err(e) => {
+            tracing::warn!(node, error = %e, "could not take back a claim of ours; its notices come back to their senders");
+            false
         }
     }
 }

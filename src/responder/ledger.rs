@@ -26,7 +26,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use sih_core::{
     Action, Carried, Change, DrainTarget, Notice, NoticeKind, Observation, PlanRules, Source,
-    Tracker, evacuation_plan,
+    Tracker, evacuation_plan, gone_from,
 };
 use sih_node::{NodeFacts, NodeRecord};
 use sih_report::Update;
@@ -164,6 +164,8 @@ pub struct Ledger<W> {
     waiters: Vec<(String, W)>,
     /// Takeovers waiting for the whole node to be done (`Resume`).
     resumers: Vec<W>,
+    /// The source's last complete look, for a record read after it.
+    last_look: Option<Observation>,
 }
 
 impl<W> Ledger<W> {
@@ -191,6 +193,7 @@ impl<W> Ledger<W> {
             drain_failed: false,
             waiters: Vec::new(),
             resumers: Vec::new(),
+            last_look: None,
         }
     }
 
@@ -210,6 +213,9 @@ impl<W> Ledger<W> {
 
     /// What a source saw (a complete look: withdrawn notices are gone).
     pub fn observe(&mut self, seen: Observation) -> Vec<Change> {
+        if !self.loaded {
+            self.last_look = Some(seen.clone());
+        }
         self.tracker.observe(seen)
     }
 
@@ -326,6 +332,8 @@ impl<W> Ledger<W> {
         let rules = Arc::clone(&self.rules);
         let mut resumed = Vec::new();
         let mut rebooted = Vec::new();
+        let mut unlisted = Vec::new();
+        let last_look = self.last_look.take();
         for c in record.map(|r| r.notices).unwrap_or_default() {
             if c.notice.source != rules.source {
                 continue; // another writer's: kept on the node as found
@@ -338,6 +346,16 @@ impl<W> Ledger<W> {
                 // A reboot ends whatever fenced the node before it.
                 self.tracker.finish(&id);
                 rebooted.push(c.notice);
+                continue;
+            }
+            if self.tracker.get(&id).is_none()
+                && last_look.as_ref().is_some_and(|l| gone_from(l, &c.notice))
+            {
+                // The source's look before the record was read no longer lists it (a
+                // maintenance cancelled while the API could not be read; on GCE a restart also
+                // names the same maintenance afresh): its fence is undone, it is not resumed
+                // (the soak's seed 62498: a cancelled maintenance left its node fenced).
+                unlisted.push(c.notice);
                 continue;
             }
             if self.tracker.get(&id).is_none() {
@@ -358,6 +376,11 @@ impl<W> Ledger<W> {
         self.loaded = true;
         for n in rebooted {
             let why = format!("the instance rebooted after the {} notice {}", n.kind, n.id);
+            self.withdrawn.push((n, why));
+        }
+        for n in unlisted {
+            let why = withdrawal_reason(&n);
+            self.withdrawn_ids.insert(n.id.clone());
             self.withdrawn.push((n, why));
         }
         resumed

@@ -1269,6 +1269,67 @@ async fn a_dry_run_previews_the_fence_and_the_drain_and_writes_nothing() {
     );
 }
 
+/// A claim that names a replica which never heard it was written (the create landed, its
+/// answer was lost — the soak's seed 62095): another replica's notice for the node is handed
+/// to it, and the named replica takes the claim back and acts within seconds, instead of
+/// everyone waiting until a message of its own comes for the node.
+#[tokio::test]
+async fn a_claim_whose_answer_was_lost_is_taken_back_when_a_notice_is_handed_to_it() {
+    // The holder reads a queue of its own that stays empty: only the hand-over reaches it.
+    let q = QueueScene::start(&["--pod-name", "replica-holder"]).await;
+    let (receiver, _) = {
+        let own = q.other_queue("receiver-only").await;
+        controller(&q.s, &q.moto, &own, &["--pod-name", "replica-receiver"]).await
+    };
+    // The claim as the lost write left it: the holder's name on the node, nothing in its memory.
+    let lost = sih_node::Claims::new(
+        q.s.client.clone(),
+        "default",
+        "replica-holder",
+        Duration::from_secs(6),
+        Duration::from_secs(2),
+    );
+    assert_eq!(
+        lost.acquire(&q.s.node).await.unwrap(),
+        sih_node::Claim::Acquired
+    );
+    let instance = instance_of(&q.s, &q.s.node).await;
+    let sent = std::time::Instant::now();
+    q.send_to(
+        &q.other_queue("receiver-only").await,
+        &spot_warning(&instance),
+    )
+    .await;
+    receiver
+        .until_logged(
+            "another replica is evacuating the node; handed the notice to it",
+            Duration::from_secs(20),
+        )
+        .await;
+    q.until_tainted(
+        "spot-interrupt-handler/spot-interruption",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        q.count_logged(
+            "a claim of this replica's it did not know of (its answer was lost) has notices handed to it: acting on them"
+        ),
+        1,
+        "{}",
+        q.controller.log()
+    );
+    q.s.drained().await;
+    // The receiver's copy goes once the node is free and the notice found done.
+    let own = q.other_queue("receiver-only").await;
+    until(
+        "the receiver's message is deleted",
+        Duration::from_secs(30),
+        || async { q.depth_of(&own).await == (0, 0) },
+    )
+    .await;
+}
+
 /// Two notices for one node received by two replicas (here two controllers on two queues, as
 /// when lifecycle hooks and EventBridge use queues of their own): the one that does not hold
 /// the node hands its spot warning over on the node's claim, and the holder's drain follows

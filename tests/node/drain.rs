@@ -501,6 +501,59 @@ async fn a_blocked_tier_gives_the_next_tier_its_share_of_the_time() {
     assert!(stuck >= Duration::from_secs(9), "stuck at {stuck:?}");
 }
 
+/// A deadline that moves earlier mid-drain brings the later tiers forward with it: a tier
+/// held back by a budget, the next tier due at its share of 60 s (29 s in); the target moves to
+/// 8 s after a second (another notice, nearer), and the next tier starts by its share of that
+/// (3 s in), not at the 29 s planned at the start (the soak's seed 61986).
+#[tokio::test]
+async fn a_deadline_moved_earlier_brings_the_next_tier_forward() {
+    let yaml = [
+        chooser("stuck", Some("first"), 0, 1),
+        "\n---\napiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: stuck, namespace: default}\nspec:\n  maxUnavailable: 0\n  selector: {matchLabels: {app: stuck}}\n".to_owned(),
+        chooser("web", None, 0, 1),
+    ]
+    .concat();
+    let (_c, client) = cluster(1, 110, &yaml).await;
+    until_running(&client, "app=stuck", 1).await;
+    until_running(&client, "app=web", 1).await;
+    let cfg = DrainConfig {
+        policy: DrainPolicy {
+            margin: Duration::from_secs(1),
+            ..DrainPolicy::default()
+        },
+        ..DrainConfig::default()
+    };
+    let started = tokio::time::Instant::now();
+    let at = |s: u64| {
+        let deadline = started + Duration::from_secs(s);
+        Some(sih_node::drain::Target {
+            deadline,
+            hard: Some(deadline),
+        })
+    };
+    let (target, rx) = tokio::sync::watch::channel(at(60));
+    let (tx, mut progress) = tokio::sync::mpsc::unbounded_channel();
+    let (c, n) = (client.clone(), node_name(0));
+    let drained = tokio::spawn(async move { sih_node::drain::drain(c, &n, rx, cfg, tx).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    target.send_replace(at(8));
+    let mut web_at = None;
+    while let Some(p) = progress.recv().await {
+        if let Progress::Evicted { pod, .. } = p
+            && pod.name.starts_with("web")
+        {
+            web_at = Some(started.elapsed());
+        }
+    }
+    let end = drained.await.unwrap().unwrap();
+    assert!(end.report().succeeded(), "{:?}", end.report());
+    let web_at = web_at.expect("web evicted");
+    assert!(
+        web_at >= Duration::from_millis(2_500) && web_at < Duration::from_millis(5_000),
+        "web at {web_at:?}: its tier's share of the moved deadline is 3 s"
+    );
+}
+
 /// Endpoints of a Service wait `lb_drain_delay` before their eviction (the load balancers
 /// stop sending them traffic first); other pods go at once; and the deadline always wins:
 /// with a delay longer than the notice, the endpoints still go at their last moment.

@@ -179,11 +179,16 @@ impl View<'_> {
     }
 
     /// The draining notices active at `t` (a withdrawal counts a little later: the agent sees
-    /// it at its next poll).
+    /// it at its next poll). A notice counts from when its send began: a loaded service may
+    /// deliver it before the send returns (seed 60400: a pod deleted 0.1 s before the harness
+    /// heard that moto had the message).
     fn active_drains(&self, t: f64, lag: f64) -> Vec<usize> {
         (0..self.sc.notices.len())
             .filter(|&i| self.sc.notices[i].drains())
-            .filter(|&i| self.visible(i).is_some_and(|v| v <= t + 0.05))
+            .filter(|&i| {
+                let from = self.rec.sending[i].map(|t| self.s(t)).or(self.visible(i));
+                from.is_some_and(|v| v <= t + 0.05)
+            })
             .filter(|&i| self.withdrawn(i).is_none_or(|w| t < w + lag))
             .collect()
     }
@@ -623,6 +628,20 @@ fn soft_deadlines(v: &View<'_>, out: &mut Vec<Violation>) {
         }
         let (Some(seen), Some(deadline)) = (v.visible(i), v.deadline(i)) else {
             continue;
+        };
+        // A budget counted from detection starts again when the agent was down as the notice
+        // came, or died before the node recorded it: its successor cannot know of an earlier
+        // look, and detects it afresh once back (the soak's seed 63231: killed while every
+        // fence write failed).
+        let deadline = if n.budget_counted() {
+            let recorded = fenced_at(v, n.kind(), true, seen - 0.05, v.end).unwrap_or(v.end);
+            v.down
+                .iter()
+                .filter(|&&(down, back)| back > seen - 0.05 && down < recorded)
+                .map(|&(_, back)| deadline + (v.first_readable(back) - seen))
+                .fold(deadline, f64::max)
+        } else {
+            deadline
         };
         if v.withdrawn(i).is_some_and(|w| w < deadline + 1.0)
             || deadline > v.end - 1.0

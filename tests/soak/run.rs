@@ -117,6 +117,9 @@ pub struct Record {
     /// For each scenario notice (same order): when it became visible (sent), its actual
     /// deadline (the simulator's whole-second time), and when it was withdrawn.
     pub visible: Vec<Option<Timestamp>>,
+    /// When the harness began to make each notice visible: a send to a loaded service can
+    /// return after the product has already read it and acted.
+    pub sending: Vec<Option<Timestamp>>,
     pub deadlines: Vec<Option<Timestamp>>,
     pub withdrawn: Vec<Option<Timestamp>>,
     /// Queue: the body sent for each notice.
@@ -592,6 +595,7 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
     let t0 = Timestamp::now();
     rec.t0 = Some(t0);
     rec.visible = vec![None; sc.notices.len()];
+    rec.sending = vec![None; sc.notices.len()];
     rec.deadlines = vec![None; sc.notices.len()];
     rec.withdrawn = vec![None; sc.notices.len()];
     rec.bodies = vec![None; sc.notices.len()];
@@ -666,6 +670,7 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
                 // Visible once the service has it: a slow send (a loaded moto) is time the
                 // product never had, and the deadline was fixed before it.
                 rec.visible[i] = Some(Timestamp::now());
+                rec.sending[i] = Some(now);
                 rec.deadlines[i] = deadline;
                 rec.bodies[i] = body;
                 rec.event_ids[i] = event_ids[i].clone();

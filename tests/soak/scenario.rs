@@ -119,6 +119,17 @@ impl Notice {
         !matches!(self, Self::Rebalance { .. })
     }
 
+    /// Whether the deadline is the product's own drain budget counted from its detection (no
+    /// time of the cloud's): an Auto Scaling termination, a scheduled event whose window had
+    /// already started.
+    pub fn budget_counted(&self) -> bool {
+        match *self {
+            Self::AsgTermination { .. } => true,
+            Self::Scheduled { at, not_before, .. } => not_before <= at,
+            _ => false,
+        }
+    }
+
     /// Whether the instance is gone at the deadline whatever happens.
     pub fn hard(&self) -> bool {
         matches!(self, Self::Spot { .. } | Self::StateChange { .. })

@@ -22,4 +22,4 @@ pub use drain_plan::{
 pub use leaving::{LeaveStep, Leaving};
 pub use notice::{Notice, NoticeKind, Source};
 pub use plan::{Carried, DrainTarget, Plan, PlanRules, PlannedTaint, evacuation_plan};
-pub use tracker::{Change, Observation, Tracker};
+pub use tracker::{Change, Observation, Tracker, gone_from};

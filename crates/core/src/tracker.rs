@@ -61,6 +61,19 @@ pub fn withdrawable(kind: NoticeKind) -> bool {
     )
 }
 
+/// Whether a complete look says `notice` is gone: its kind could go away again, was read
+/// without error, and the look lists no such id (not even unreadably).
+pub fn gone_from(seen: &Observation, notice: &Notice) -> bool {
+    let ids: HashSet<&str> = seen.notices.iter().map(|n| n.id.as_str()).collect();
+    withdrawable(notice.kind) && unlisted_in(seen, &ids, notice)
+}
+
+fn unlisted_in(seen: &Observation, ids: &HashSet<&str>, notice: &Notice) -> bool {
+    seen.readable.contains(&notice.kind)
+        && !ids.contains(notice.id.as_str())
+        && !seen.unreadable_ids.contains(&notice.id)
+}
+
 impl Tracker {
     pub fn new() -> Self {
         Self::default()
@@ -127,10 +140,7 @@ impl Tracker {
         let seen_ids: HashSet<&str> = seen.notices.iter().map(|n| n.id.as_str()).collect();
         let mut kept = Vec::with_capacity(self.active.len());
         for notice in self.active.drain(..) {
-            let gone = withdrawable(notice.kind)
-                && seen.readable.contains(&notice.kind)
-                && !seen_ids.contains(notice.id.as_str())
-                && !seen.unreadable_ids.contains(&notice.id);
+            let gone = withdrawable(notice.kind) && unlisted_in(&seen, &seen_ids, &notice);
             if gone {
                 changes.push(Change::Withdrawn(notice));
             } else {

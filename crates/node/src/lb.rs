@@ -66,16 +66,36 @@ impl NodeTargets {
 }
 
 /// A load balancer service that knows which of a node's targets still get new requests.
-/// Errors are one line for people; every call is bounded by the caller.
+/// Every call is bounded by the caller.
 pub trait TargetHealth: Send + Sync {
     /// The target groups that hold any of the node's targets, in any state.
-    fn groups<'a>(&'a self, node: &'a NodeTargets) -> BoxFuture<'a, Result<Vec<String>, String>>;
+    fn groups<'a>(&'a self, node: &'a NodeTargets) -> BoxFuture<'a, Result<Vec<String>, LbError>>;
     /// How many of the node's targets in `groups` are still sent new requests.
     fn serving<'a>(
         &'a self,
         node: &'a NodeTargets,
         groups: &'a [String],
-    ) -> BoxFuture<'a, Result<usize, String>>;
+    ) -> BoxFuture<'a, Result<usize, LbError>>;
+}
+
+/// Why the load balancers gave no answer; its text is one line for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LbError {
+    #[error("the load balancers (ELBv2) did not answer within {0:?}")]
+    Silent(Duration),
+    /// Throttled, a server error, the network: asking again may help.
+    #[error("{0}")]
+    Failed(String),
+    /// No permission, a bad request: asking again does not help, so the wait is the
+    /// fallback delay's from then on.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl LbError {
+    pub fn retryable(&self) -> bool {
+        !matches!(self, Self::Refused(_))
+    }
 }
 
 /// A [`TargetHealth`] to keep in a configuration.
@@ -113,27 +133,41 @@ pub async fn watch_targets(
     let say = |what: String, warning: bool| {
         let _ = progress.send(Progress::LoadBalancers { what, warning });
     };
-    let started = Instant::now();
     let nodes: Api<Node> = Api::all(client);
     let targets = match crate::bounded(api_timeout, "get node", nodes.get(&node)).await {
         Ok(Ok(n)) => NodeTargets::of(&n),
         Ok(Err(e)) => return fall_back(&gate, &say, format!("cannot read the node: {e}")),
         Err(e) => return fall_back(&gate, &say, e.to_string()),
     };
+    watch_groups(&*health, &targets, api_timeout, &gate, &say).await;
+}
+
+/// The node's targets known: find their groups, then ask until none is served. A refusal
+/// (no permission) ends the asking with the gate on the fallback; anything else is asked
+/// again at the next poll.
+async fn watch_groups(
+    health: &dyn TargetHealth,
+    targets: &NodeTargets,
+    api_timeout: Duration,
+    gate: &watch::Sender<Gate>,
+    say: &impl Fn(String, bool),
+) {
+    let started = Instant::now();
     if targets.is_empty() {
-        return fall_back(&gate, &say, "the node has no instance id or address".into());
+        return fall_back(gate, say, "the node has no instance id or address".into());
     }
     let groups = loop {
-        match ask(api_timeout, health.groups(&targets)).await {
+        match ask(api_timeout, health.groups(targets)).await {
             Ok(g) => break g,
+            Err(e) if !e.retryable() => {
+                let why = format!("cannot find the node's target groups ({e})");
+                return fall_back(gate, say, why);
+            }
             Err(e) => {
                 // Nothing known yet: the fallback delay applies while the question is asked
                 // again; the gate still opens once an answer says the node is out.
-                fall_back(
-                    &gate,
-                    &say,
-                    format!("cannot find the node's target groups ({e}); asking again"),
-                );
+                let why = format!("cannot find the node's target groups ({e}); asking again");
+                fall_back(gate, say, why);
                 tokio::time::sleep(POLL).await;
             }
         }
@@ -145,7 +179,7 @@ pub async fn watch_targets(
     }
     let mut warned = false;
     loop {
-        match ask(api_timeout, health.serving(&targets, &groups)).await {
+        match ask(api_timeout, health.serving(targets, &groups)).await {
             Ok(0) => {
                 say(
                     format!(
@@ -173,11 +207,11 @@ pub async fn watch_targets(
                 let _ =
                     gate.send_if_modified(|g| std::mem::replace(g, Gate::Waiting) != Gate::Waiting);
             }
-            Err(e) => fall_back(
-                &gate,
-                &say,
-                format!("cannot read the targets' health ({e})"),
-            ),
+            Err(e) if !e.retryable() => {
+                let why = format!("cannot read the targets' health ({e})");
+                return fall_back(gate, say, why);
+            }
+            Err(e) => fall_back(gate, say, format!("cannot read the targets' health ({e})")),
         }
         tokio::time::sleep(POLL).await;
     }
@@ -193,10 +227,10 @@ fn fall_back(gate: &watch::Sender<Gate>, say: &impl Fn(String, bool), why: Strin
 
 /// One question to the load balancers, bounded like every outside call. Its timeout names
 /// the load balancers (ELBv2), not the Kubernetes API the shared helper's error names.
-async fn ask<T>(limit: Duration, call: BoxFuture<'_, Result<T, String>>) -> Result<T, String> {
+async fn ask<T>(limit: Duration, call: BoxFuture<'_, Result<T, LbError>>) -> Result<T, LbError> {
     tokio::time::timeout(limit, call)
         .await
-        .map_err(|_| format!("the load balancers (ELBv2) did not answer within {limit:?}"))?
+        .map_err(|_| LbError::Silent(limit))?
 }
 
 #[cfg(test)]
@@ -206,10 +240,115 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_load_balancer_that_never_answers_is_named_as_such() {
-        let never: BoxFuture<'_, Result<(), String>> = Box::pin(std::future::pending());
-        let e = ask(Duration::from_secs(2), never).await.unwrap_err();
+        let never: BoxFuture<'_, Result<(), LbError>> = Box::pin(std::future::pending());
+        let e = ask(Duration::from_secs(2), never)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("load balancers (ELBv2)"), "{e}");
         assert!(!e.contains("Kubernetes"), "{e}");
+    }
+
+    /// Answers from a script, one per call; counts the calls.
+    struct Scripted {
+        groups: std::sync::Mutex<Vec<Result<Vec<String>, LbError>>>,
+        serving: std::sync::Mutex<Vec<Result<usize, LbError>>>,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Scripted {
+        fn new(
+            groups: Vec<Result<Vec<String>, LbError>>,
+            serving: Vec<Result<usize, LbError>>,
+        ) -> Self {
+            Self {
+                groups: std::sync::Mutex::new(groups),
+                serving: std::sync::Mutex::new(serving),
+                calls: Default::default(),
+            }
+        }
+
+        fn calls(&self) -> usize {
+            self.calls.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl TargetHealth for Scripted {
+        fn groups<'a>(&'a self, _: &'a NodeTargets) -> BoxFuture<'a, Result<Vec<String>, LbError>> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let next = self.groups.lock().unwrap().remove(0);
+            Box::pin(async move { next })
+        }
+
+        fn serving<'a>(
+            &'a self,
+            _: &'a NodeTargets,
+            _: &'a [String],
+        ) -> BoxFuture<'a, Result<usize, LbError>> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let next = self.serving.lock().unwrap().remove(0);
+            Box::pin(async move { next })
+        }
+    }
+
+    fn node_targets() -> NodeTargets {
+        NodeTargets {
+            instance_id: Some("i-0123456789abcdef0".into()),
+            ips: vec!["10.0.1.17".into()],
+        }
+    }
+
+    async fn watched(health: &Scripted) -> (Gate, Vec<(String, bool)>) {
+        // The drain's pods hold the receivers; a sender without any would not keep a value.
+        let (gate, _pods) = watch::channel(Gate::Waiting);
+        let said = std::sync::Mutex::new(Vec::new());
+        let say = |what: String, warning: bool| said.lock().unwrap().push((what, warning));
+        let limit = Duration::from_secs(5);
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            watch_groups(health, &node_targets(), limit, &gate, &say),
+        )
+        .await
+        .expect("the watch ends");
+        let last = *gate.borrow();
+        (last, said.into_inner().unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_is_not_asked_again_and_the_fallback_delay_holds() {
+        let denied =
+            LbError::Refused("AccessDenied: not authorized to DescribeTargetHealth".into());
+        let health = Scripted::new(vec![Ok(vec!["tg-1".into()])], vec![Ok(1), Err(denied)]);
+        let (gate, said) = watched(&health).await;
+        assert_eq!(gate, Gate::Fallback);
+        assert_eq!(
+            health.calls(),
+            3,
+            "groups once, serving twice, then no more asking"
+        );
+        let (last, warning) = said.last().expect("said why");
+        assert!(*warning && last.contains("AccessDenied"), "{said:?}");
+        assert!(last.contains("--lb-drain-delay"), "{said:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_passing_failure_is_asked_again_and_the_gate_opens_on_the_answer() {
+        fn throttled<T>() -> Result<T, LbError> {
+            Err(LbError::Failed("Throttling: Rate exceeded".into()))
+        }
+        let health = Scripted::new(
+            vec![throttled(), Ok(vec!["tg-1".into()])],
+            vec![Ok(2), throttled(), Ok(0)],
+        );
+        let (gate, said) = watched(&health).await;
+        assert_eq!(gate, Gate::Open);
+        assert_eq!(health.calls(), 5);
+        let warned = said.iter().filter(|(_, w)| *w).count();
+        assert_eq!(warned, 2, "one warning per turn to the fallback: {said:?}");
+        assert!(
+            said.last().unwrap().0.contains("no load balancer sends"),
+            "{said:?}"
+        );
     }
 
     #[test]

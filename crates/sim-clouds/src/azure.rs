@@ -524,12 +524,7 @@ pub async fn serve(
 
 /// Starts one on `listen` (port 0: any free port) in this runtime.
 pub async fn start(config: Config, listen: SocketAddr) -> std::io::Result<Running> {
-    Running::start(listen, move |l, stop| {
-        serve(l, config, async move {
-            let _ = stop.await;
-        })
-    })
-    .await
+    Running::start(listen, move |l, stop| serve(l, config, stop.wait())).await
 }
 
 #[cfg(test)]

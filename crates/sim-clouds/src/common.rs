@@ -1,8 +1,6 @@
 //! What both simulators share: the request log, faults, and a server running in-process.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,9 +10,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// One request as the log keeps it (newest last).
 #[derive(Debug, Clone, Serialize)]
@@ -178,71 +173,7 @@ pub(crate) fn journal_routes<A: Journaled>() -> axum::Router<Arc<A>> {
         .route("/_sim/requests", get(requests::<A>).delete(clear::<A>))
 }
 
-/// A simulator running in this process, for tests and the demo. Stops when dropped.
-pub struct Running {
-    addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
-}
-
-impl Running {
-    pub(crate) async fn start<F, Fut>(listen: SocketAddr, serve: F) -> std::io::Result<Self>
-    where
-        F: FnOnce(TcpListener, oneshot::Receiver<()>) -> Fut,
-        Fut: Future<Output = std::io::Result<()>> + Send + 'static,
-    {
-        let listener = TcpListener::bind(listen).await?;
-        let addr = listener.local_addr()?;
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(serve(listener, rx));
-        Ok(Self {
-            addr,
-            shutdown: Some(tx),
-            task: Some(task),
-        })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub async fn stop(mut self) -> std::io::Result<()> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        match self.task.take() {
-            Some(task) => task.await.map_err(std::io::Error::other)?,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-/// Serves `router` on `listener` (no Nagle delay) until `shutdown`.
-pub(crate) async fn serve_router(
-    listener: TcpListener,
-    router: axum::Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-}
+pub use sih_sim_serve::{Running, serve_router};
 
 /// Parses a control request's JSON body, or says why not.
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(

@@ -33,7 +33,6 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 pub use controllers::LoopConfig;
 pub use store::Store;
@@ -258,10 +257,7 @@ pub async fn serve(
         }
         None => {
             // Like Go's net/http (and so the real API server), answer without Nagle's delay.
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, api::router(state))
+            axum::serve(sih_sim_serve::without_nagle(listener), api::router(state))
                 .with_graceful_shutdown(async move {
                     shutdown.await;
                     let _ = stop_tx.send(true);
@@ -275,19 +271,17 @@ pub async fn serve(
 
 /// A cluster running in this process, for tests and the demo. Stops when dropped.
 pub struct RunningCluster {
-    addr: SocketAddr,
+    server: sih_sim_serve::Running,
     prepared: Prepared,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl RunningCluster {
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     pub fn url(&self) -> String {
-        self.prepared.url(self.addr)
+        self.prepared.url(self.addr())
     }
 
     /// Direct access to the objects, for assertions and benchmarks.
@@ -297,7 +291,7 @@ impl RunningCluster {
 
     /// The admin's kubeconfig.
     pub fn kubeconfig(&self) -> String {
-        self.prepared.kubeconfig(self.addr)
+        self.prepared.kubeconfig(self.addr())
     }
 
     /// Faults on demand, as `/_sim/faults` sets them.
@@ -362,25 +356,11 @@ impl RunningCluster {
     }
 
     pub fn write_in_cluster(&self, dir: &std::path::Path) -> std::io::Result<()> {
-        self.prepared.write_in_cluster(dir, self.addr)
+        self.prepared.write_in_cluster(dir, self.addr())
     }
 
-    pub async fn stop(mut self) -> std::io::Result<()> {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        match self.task.take() {
-            Some(t) => t.await.map_err(std::io::Error::other)?,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for RunningCluster {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
+    pub async fn stop(self) -> std::io::Result<()> {
+        self.server.stop().await
     }
 }
 
@@ -390,19 +370,10 @@ pub async fn start(config: ClusterConfig, listen: SocketAddr) -> Result<RunningC
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let served = prepared.clone();
-    let task = tokio::spawn(async move {
-        serve(listener, served, &config, async move {
-            let _ = rx.await;
-        })
-        .await
-    });
-    Ok(RunningCluster {
-        addr,
-        prepared,
-        stop: Some(tx),
-        task: Some(task),
+    let server = sih_sim_serve::Running::spawn(listener, |l, stop| async move {
+        serve(l, served, &config, stop.wait()).await
     })
+    .map_err(|e| e.to_string())?;
+    Ok(RunningCluster { server, prepared })
 }

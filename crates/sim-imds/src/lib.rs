@@ -25,8 +25,6 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use state::{ENDED_EVENT_LINGER, SCHEDULED_EVENT_CODES, TARGET_LIFECYCLE_STATES};
@@ -260,11 +258,7 @@ pub async fn serve_split(
     let app = Arc::new(App::new(&config));
     announce_scheduled(&app, &config.scenario);
     // Small answers go out at once, without Nagle's delay.
-    let nodelay = |l: TcpListener| {
-        axum::serve::ListenerExt::tap_io(l, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        })
-    };
+    let nodelay = sih_sim_serve::without_nagle;
     let Some(control) = control else {
         let router = control::routes().fallback(ec2::handle).with_state(app);
         return axum::serve(nodelay(listener), router)
@@ -320,54 +314,11 @@ fn announce_scheduled(app: &Arc<App>, s: &Scenario) {
 }
 
 /// A simulator running in this process, for tests and the demo. Stops when dropped.
-pub struct RunningSim {
-    addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
-}
-
-impl RunningSim {
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://127.0.0.1:PORT`, the value for the client's endpoint.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub async fn stop(mut self) -> std::io::Result<()> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        match self.task.take() {
-            Some(task) => task.await.map_err(std::io::Error::other)?,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for RunningSim {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-}
+pub type RunningSim = sih_sim_serve::Running;
 
 /// Starts a simulator on `listen` (port 0 picks a free port) in the current runtime.
 pub async fn start(config: SimConfig, listen: SocketAddr) -> std::io::Result<RunningSim> {
-    let listener = TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, config, async move {
-        let _ = rx.await;
-    }));
-    Ok(RunningSim {
-        addr,
-        shutdown: Some(tx),
-        task: Some(task),
-    })
+    RunningSim::start(listen, move |l, stop| serve(l, config, stop.wait())).await
 }
 
 #[cfg(test)]

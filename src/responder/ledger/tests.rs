@@ -405,6 +405,50 @@ fn overlapping_notices_share_one_drain_that_follows_the_plan() {
     assert!(h.last.as_ref().unwrap().carried.iter().all(|c| c.drained));
 }
 
+/// The record read only after the source's look (the API down at start): a recorded
+/// maintenance the look no longer lists was cancelled meanwhile (or, on GCE, is named afresh
+/// by this process): its fence is undone, it is not resumed, and the listed one is what the
+/// node carries (the soak's seed 62498 left the node fenced by the recorded one).
+#[test]
+fn a_record_read_after_a_look_that_no_longer_lists_its_maintenance_undoes_its_fence() {
+    let mut h = Harness::new(rules());
+    h.observe(&[maintenance("evt-2")]);
+    h.load(Some(record(&[(maintenance("evt-1"), false)])));
+    assert!(h.ledger.notice("evt-1").is_none(), "not resumed");
+    let carried: Vec<String> = h
+        .last
+        .as_ref()
+        .unwrap()
+        .carried
+        .iter()
+        .map(|c| c.notice.id.clone())
+        .collect();
+    assert_eq!(carried, ["evt-2"]);
+    h.write();
+    assert!(
+        h.take()
+            .0
+            .contains(&"unfenced evt-1: scheduled event evt-1 is no longer active".to_owned()),
+        "the recorded fence is undone"
+    );
+    // A kind the look could not read says nothing: the recorded notice resumes.
+    let mut h = Harness::new(rules());
+    let mut blind = look(&[]);
+    blind
+        .readable
+        .retain(|k| *k != NoticeKind::ScheduledMaintenance);
+    let changes = h.ledger.observe(blind);
+    h.changes(changes);
+    h.load(Some(record(&[(maintenance("evt-1"), false)])));
+    assert!(h.ledger.notice("evt-1").is_some(), "resumed");
+    // Once the record is read, only new looks count: an old one is not applied again.
+    let mut h = Harness::new(rules());
+    h.load(None);
+    h.observe(&[]);
+    h.load(Some(record(&[(maintenance("evt-1"), false)])));
+    assert!(h.ledger.notice("evt-1").is_some());
+}
+
 #[test]
 fn a_withdrawn_notice_stops_its_drain_and_its_waiter_hears_withdrawn() {
     let mut h = Harness::new(rules());

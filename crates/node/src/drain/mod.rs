@@ -455,11 +455,19 @@ async fn ask_to_leave(
     waits: &mut Waits,
 ) -> bool {
     let started = asks.started;
-    let time_left = (*ctx.target.borrow())
-        .map(|t| t.grace_until(started).saturating_duration_since(started))
-        .unwrap_or_default();
     let longest = plan.to_evict().map(|p| p.grace_seconds).max().unwrap_or(0);
-    let starts = tier_starts(plan.tiers.len(), time_left, &ctx.cfg.policy, longest);
+    let tier_count = plan.tiers.len();
+    // The latest start of tier `k`, from the target as it stands now: a notice that moves the
+    // deadline earlier (an Auto Scaling termination joining a spot drain whose time could not
+    // be read, the soak's seed 61986) brings the later tiers forward with it.
+    let due_of = |k: usize| {
+        let time_left = (*ctx.target.borrow())
+            .map(|t| t.grace_until(started).saturating_duration_since(started))
+            .unwrap_or_default();
+        let starts = tier_starts(tier_count, time_left, &ctx.cfg.policy, longest);
+        started + starts.get(k).copied().unwrap_or_default()
+    };
+    let mut moved = ctx.target.clone();
     let limit = Arc::new(Semaphore::new(ctx.cfg.max_concurrent.max(1)));
     // Each task: the pod, how it left, when, and whether it belongs to a tier.
     let mut tasks = JoinSet::new();
@@ -471,18 +479,18 @@ async fn ask_to_leave(
             (pod, outcome, Instant::now(), false)
         });
     }
-    let mut tiers = plan.tiers.into_iter().zip(starts).peekable();
+    let mut tiers = plan.tiers.into_iter().enumerate().peekable();
     let mut stopped = false;
     // Pods of the started tiers not yet asked to leave.
     let mut unasked = 0usize;
     loop {
         // The next tier starts when the ones before are all asked, or when its time comes.
-        let due = tiers.peek().map(|(_, at)| started + *at);
+        let due = tiers.peek().map(|(k, _)| due_of(*k));
         if let Some(due) = due
             && !stopped
             && (unasked == 0 || Instant::now() >= due)
         {
-            let (tier, _) = tiers.next().expect("peeked");
+            let (_, tier) = tiers.next().expect("peeked");
             for pod in tier {
                 unasked += 1;
                 let (ctx, limit, refusals) = (ctx.clone(), limit.clone(), asks.refusals.clone());
@@ -517,6 +525,8 @@ async fn ask_to_leave(
             Some(due) => tokio::select! {
                 j = tasks.join_next() => j,
                 _ = tokio::time::sleep_until(due) => continue,
+                // A moved target moves the next tier's time; a closed one changes nothing.
+                Ok(()) = moved.changed() => continue,
             },
             None => tasks.join_next().await,
         };
