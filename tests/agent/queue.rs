@@ -1294,7 +1294,6 @@ async fn a_claim_whose_answer_was_lost_is_taken_back_when_a_notice_is_handed_to_
         sih_node::Claim::Acquired
     );
     let instance = instance_of(&q.s, &q.s.node).await;
-    let sent = std::time::Instant::now();
     q.send_to(
         &q.other_queue("receiver-only").await,
         &spot_warning(&instance),

@@ -713,18 +713,60 @@ async fn a_surged_deployment_never_drops_below_its_desired_ready_replicas() {
         until_budget_allows(&client, "web").await;
         cordon(node_name(1), false).await;
         cordon(node_name(0), true).await;
-        // Watch Ready replicas the whole time.
+        // Watch the replicas that serve the whole time: Ready and not leaving. Every change in
+        // the order the API server made them (a watch, not a poll: on the real control plane
+        // a replacement can be Ready within milliseconds of the eviction, between two polls),
+        // and not the Deployment's readyReplicas, which counts a pod being deleted until it
+        // is gone.
         let lowest = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(i32::MAX));
-        let (watch_low, watch_d) = (lowest.clone(), deployments.clone());
+        let (watch_low, watch_pods) = (
+            lowest.clone(),
+            Api::<Pod>::namespaced(client.clone(), "default"),
+        );
+        let (listed, listed_rx) = tokio::sync::oneshot::channel();
         let watcher = tokio::spawn(async move {
-            loop {
-                if let Ok(d) = watch_d.get("web").await {
-                    let ready = d.status.and_then(|s| s.ready_replicas).unwrap_or(0);
-                    watch_low.fetch_min(ready, std::sync::atomic::Ordering::SeqCst);
+            use futures_util::StreamExt;
+            use kube::runtime::watcher::{self, Event};
+            let serving = |p: &Pod| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            };
+            let config = watcher::Config::default().labels("app=web");
+            let mut events = std::pin::pin!(watcher::watcher(watch_pods, config));
+            let mut pods = std::collections::HashMap::<String, bool>::new();
+            let mut listed = Some(listed);
+            // A (re)list is counted once whole, never while it comes in.
+            let mut listing = true;
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(Event::Apply(p) | Event::InitApply(p)) => {
+                        pods.insert(p.metadata.name.clone().unwrap_or_default(), serving(&p));
+                    }
+                    Ok(Event::Delete(p)) => {
+                        pods.remove(&p.metadata.name.clone().unwrap_or_default());
+                    }
+                    Ok(Event::Init) => {
+                        pods.clear();
+                        listing = true;
+                    }
+                    Ok(Event::InitDone) => {
+                        listing = false;
+                        if let Some(tx) = listed.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Err(_) => continue,
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                if !listing {
+                    let n = pods.values().filter(|s| **s).count() as i32;
+                    watch_low.fetch_min(n, std::sync::atomic::Ordering::SeqCst);
+                }
             }
         });
+        listed_rx.await.expect("the pods listed");
         let cfg = DrainConfig {
             policy: DrainPolicy {
                 margin: Duration::from_secs(1),
