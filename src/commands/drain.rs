@@ -14,6 +14,7 @@ use sih_node::{DrainReport, Progress};
 use sih_report::Update;
 use tokio::time::Instant;
 
+use crate::commands::wiring;
 use crate::responder::{Responder, Settled};
 
 use crate::cli::{DrainCommandArgs, UndrainArgs};
@@ -94,7 +95,7 @@ pub async fn run(args: DrainCommandArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     // The same responder as the agent's and the controller's, for a notice of our own: the
     // node keeps any other notice it carries, and its fence is one write of the whole plan.
-    let mut config = crate::commands::wiring::responder_config(
+    let mut config = wiring::responder_config(
         sih_core::Source::Manual,
         // A drain by hand drains, whatever the kind it is filed under.
         sih_core::ActionPolicy {
@@ -117,23 +118,26 @@ pub async fn run(args: DrainCommandArgs) -> anyhow::Result<()> {
         timeout,
     );
     config.resume = false;
-    let (updates, seen) = tokio::sync::mpsc::unbounded_channel();
     let (tap, mut printed) = tokio::sync::mpsc::unbounded_channel();
-    let events = (!args.dry_run).then(|| {
-        sih_report::EventReporter::new(client.clone(), &args.node, args.me.pod_name.clone())
-            .with_timeout(timeout)
-    });
-    let reporters = sih_report::Reporters {
-        source: "manual",
-        metrics: Arc::new(sih_report::Metrics::new()),
-        events,
-        webhook: None,
-        webhook_dry_run: false,
-        facts: crate::commands::wiring::shared_facts(),
-        webhook_patience: left,
-        tap: Some(tap),
-    };
-    let reporting = tokio::spawn(reporters.run(seen));
+    let (updates, reporting) = wiring::spawn_told(
+        wiring::Telling::quiet(),
+        wiring::Told {
+            events: true,
+            dry_run: args.dry_run,
+            cluster_name: String::new(),
+            patience: left,
+        },
+        &client,
+        &Arc::new(sih_report::Metrics::new()),
+        wiring::Reporting {
+            name: "manual",
+            node: &args.node,
+            reporter: args.me.pod_name.clone(),
+            facts: wiring::shared_facts(),
+            tap: Some(tap),
+            api_timeout: timeout,
+        },
+    );
     let health = Arc::new(crate::admin::health::Health::new(Duration::from_secs(60)));
     let (responder, actor) = Responder::spawn(config, client, updates, health);
     let notice = Notice::manual(args.kind, &args.node, now, deadline_at);

@@ -135,14 +135,51 @@ pub fn spawn_reporters(
     metrics: &Arc<Metrics>,
     source: Reporting<'_>,
 ) -> (UnboundedSender<Update>, JoinHandle<()>) {
+    let told = Told {
+        events: report.kubernetes_events,
+        dry_run: act.dry_run,
+        cluster_name: report.cluster_name.clone(),
+        patience: act.drain_budget,
+    };
+    spawn_told(telling, told, client, metrics, source)
+}
+
+/// What a command tells beyond its webhook and annotations.
+pub struct Told {
+    /// Kubernetes Events are written (never in a dry run).
+    pub events: bool,
+    pub dry_run: bool,
+    pub cluster_name: String,
+    /// How long a webhook may keep retrying a message.
+    pub patience: Duration,
+}
+
+impl Telling {
+    /// No webhook, no extra annotations (a drain by hand).
+    pub fn quiet() -> Self {
+        Self {
+            webhook: None,
+            annotations: BTreeMap::new(),
+        }
+    }
+}
+
+/// [`spawn_reporters`] for a command without the report flags (`drain` by hand).
+pub fn spawn_told(
+    telling: Telling,
+    told: Told,
+    client: &kube::Client,
+    metrics: &Arc<Metrics>,
+    source: Reporting<'_>,
+) -> (UnboundedSender<Update>, JoinHandle<()>) {
     let Telling {
         webhook,
         annotations,
     } = telling;
-    if act.dry_run && webhook.is_some() {
+    if told.dry_run && webhook.is_some() {
         tracing::info!("dry run: webhook messages are logged, not sent");
     }
-    let events = (report.kubernetes_events && !act.dry_run).then(|| {
+    let events = (told.events && !told.dry_run).then(|| {
         EventReporter::new(client.clone(), source.node, source.reporter)
             .with_annotations(annotations)
             .with_timeout(source.api_timeout)
@@ -151,15 +188,15 @@ pub fn spawn_reporters(
         .facts
         .write()
         .unwrap_or_else(|e| e.into_inner())
-        .cluster_name = report.cluster_name.clone();
+        .cluster_name = told.cluster_name;
     let reporters = Reporters {
         source: source.name,
         metrics: metrics.clone(),
         events,
         webhook: webhook.map(Arc::new),
-        webhook_dry_run: act.dry_run,
+        webhook_dry_run: told.dry_run,
         facts: source.facts,
-        webhook_patience: act.drain_budget,
+        webhook_patience: told.patience,
         tap: source.tap,
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

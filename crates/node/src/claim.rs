@@ -57,7 +57,7 @@ pub enum Claim {
     HeldElsewhere(String),
 }
 
-fn fnv(key: &str) -> u64 {
+pub(crate) fn fnv(key: &str) -> u64 {
     key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     })

@@ -11,6 +11,7 @@ pub mod find;
 pub mod index;
 pub mod lb;
 pub mod progress;
+pub mod reserve;
 pub mod surge;
 
 pub use claim::{Claim, Claims};
