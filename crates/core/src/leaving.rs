@@ -9,7 +9,8 @@
 //!   override) and the margin would no longer fit before it — whatever kept it (a budget,
 //!   failing or hanging evictions), the instance is going;
 //! - until then it is asked by eviction, and the answer is awaited no longer than the moment
-//!   to delete it, or the drain's end;
+//!   to delete it, or the drain's end; a pod whose own grace no longer fits at all is asked by
+//!   eviction once, its answer awaited for half the time that still fits a grace;
 //! - past the drain's end a pod is given up on, except one whose deletion is due and was not
 //!   tried yet (a notice that came late still gets its one deletion).
 
@@ -48,7 +49,18 @@ impl Leaving {
         match delete_in(policy, pod_grace, until_hard) {
             Some(d) if d.is_zero() && self.tried_evict => LeaveStep::Delete,
             Some(d) if !d.is_zero() => LeaveStep::Evict { decide_within: d },
-            _ => LeaveStep::Evict {
+            // Its own grace no longer fits: the eviction is tried first, and its answer
+            // awaited for half the time that still fits a grace, so that a hung eviction
+            // leaves the other half to a deletion (the soak's seed 62111: a hung eviction
+            // awaited to the deadline, the pods deleted as the instance went).
+            Some(_) => LeaveStep::Evict {
+                decide_within: (until_hard
+                    .unwrap_or_default()
+                    .saturating_sub(policy.margin())
+                    / 2)
+                .min(until_end),
+            },
+            None => LeaveStep::Evict {
                 decide_within: until_end,
             },
         }
@@ -126,12 +138,21 @@ mod tests {
             want: LeaveStep::Delete,
         },
         Row {
-            rule: "the graceful path first: never deleted before an eviction was tried",
+            rule: "the graceful path first: never deleted before an eviction was tried, its \
+                   answer awaited for half the time that fits a grace (25 s less the margin)",
             grace: 30,
-            until_hard: Some(20),
-            until_end: 20,
+            until_hard: Some(25),
+            until_end: 25,
             tried_evict: false,
-            want: evict(20),
+            want: evict(10),
+        },
+        Row {
+            rule: "a hard deadline inside the margin: the eviction is tried, not awaited",
+            grace: 30,
+            until_hard: Some(3),
+            until_end: 3,
+            tried_evict: false,
+            want: evict(0),
         },
         Row {
             rule: "a grace longer than the whole notice: tried once by eviction, then deleted",
