@@ -491,9 +491,10 @@ fn announced_twice(v: &View<'_>, out: &mut Vec<Violation>) {
             // after a short patience all the same (detection and announcement never wait for
             // Kubernetes), so a takeover under an API fault may say one again (seed 61645).
             let taken_over_unread = v.sc.mode == Mode::Queue
-                && v.rec.lives.iter().any(|l| {
-                    l.killed && l.ended.is_some_and(|e| v.s(e) > first && v.s(e) < again)
-                })
+                && v.rec
+                    .lives
+                    .iter()
+                    .any(|l| l.killed && l.ended.is_some_and(|e| v.s(e) > first && v.s(e) < again))
                 && v.api_disrupted_within(again - 3.0, again);
             if !excused && !taken_over_unrecorded && !taken_over_unread {
                 out.push(Violation {
