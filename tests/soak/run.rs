@@ -139,8 +139,9 @@ pub struct Record {
     pub real: bool,
     /// The pods `(name, uid)` still bound to the node when its instance went.
     pub left_at_end: Vec<(String, String)>,
-    /// A flooded agent's `/healthz` probes: `(sent, answered within a second)`.
-    pub probes: Vec<(Timestamp, bool)>,
+    /// A flooded agent's `/healthz` probes: `(sent, seconds until the answer)`, `None` when
+    /// none came within `PROBE_GIVE_UP`.
+    pub probes: Vec<(Timestamp, Option<f64>)>,
     /// Fault windows as they were applied: `(from, to, disrupts)`.
     pub cluster_faults: Vec<(Timestamp, Timestamp, bool, Value)>,
     pub imds_faults: Vec<(Timestamp, Timestamp, bool)>,
@@ -853,16 +854,25 @@ async fn flood(port: u16) {
 }
 
 /// A kubelet's liveness probe: a new connection every half second, a second to answer.
-async fn probe(port: u16, out: Arc<Mutex<Vec<(Timestamp, bool)>>>) {
+/// How long a probe waits for its answer; the checker's bound per backend is shorter.
+const PROBE_GIVE_UP: Duration = Duration::from_secs(5);
+
+async fn probe(port: u16, out: Arc<Mutex<Vec<(Timestamp, Option<f64>)>>>) {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(1))
+        .timeout(PROBE_GIVE_UP)
         .build()
         .expect("a client");
     let url = format!("http://127.0.0.1:{port}/healthz");
     loop {
         let sent = Timestamp::now();
-        let answered = client.get(&url).send().await.is_ok();
+        let started = std::time::Instant::now();
+        let answered = client
+            .get(&url)
+            .send()
+            .await
+            .ok()
+            .map(|_| started.elapsed().as_secs_f64());
         out.lock().unwrap().push((sent, answered));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
