@@ -123,6 +123,14 @@ impl Telling {
             annotations: parse_annotations(&report.events_extra_annotations)?,
         })
     }
+
+    /// No webhook, no extra annotations (a drain by hand).
+    pub fn quiet() -> Self {
+        Self {
+            webhook: None,
+            annotations: BTreeMap::new(),
+        }
+    }
 }
 
 /// Starts the reporters; in dry-run no Event or webhook is written (webhook messages are
@@ -152,16 +160,6 @@ pub struct Told {
     pub cluster_name: String,
     /// How long a webhook may keep retrying a message.
     pub patience: Duration,
-}
-
-impl Telling {
-    /// No webhook, no extra annotations (a drain by hand).
-    pub fn quiet() -> Self {
-        Self {
-            webhook: None,
-            annotations: BTreeMap::new(),
-        }
-    }
 }
 
 /// [`spawn_reporters`] for a command without the report flags (`drain` by hand).

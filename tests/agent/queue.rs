@@ -1277,10 +1277,8 @@ async fn a_dry_run_previews_the_fence_and_the_drain_and_writes_nothing() {
 async fn a_claim_whose_answer_was_lost_is_taken_back_when_a_notice_is_handed_to_it() {
     // The holder reads a queue of its own that stays empty: only the hand-over reaches it.
     let q = QueueScene::start(&["--pod-name", "replica-holder"]).await;
-    let (receiver, _) = {
-        let own = q.other_queue("receiver-only").await;
-        controller(&q.s, &q.moto, &own, &["--pod-name", "replica-receiver"]).await
-    };
+    let own = q.other_queue("receiver-only").await;
+    let (receiver, _) = controller(&q.s, &q.moto, &own, &["--pod-name", "replica-receiver"]).await;
     // The claim as the lost write left it: the holder's name on the node, nothing in its memory.
     let lost = sih_node::Claims::new(
         q.s.client.clone(),
@@ -1294,11 +1292,7 @@ async fn a_claim_whose_answer_was_lost_is_taken_back_when_a_notice_is_handed_to_
         sih_node::Claim::Acquired
     );
     let instance = instance_of(&q.s, &q.s.node).await;
-    q.send_to(
-        &q.other_queue("receiver-only").await,
-        &spot_warning(&instance),
-    )
-    .await;
+    q.send_to(&own, &spot_warning(&instance)).await;
     receiver
         .until_logged(
             "another replica is evacuating the node; handed the notice to it",
@@ -1320,7 +1314,6 @@ async fn a_claim_whose_answer_was_lost_is_taken_back_when_a_notice_is_handed_to_
     );
     q.s.drained().await;
     // The receiver's copy goes once the node is free and the notice found done.
-    let own = q.other_queue("receiver-only").await;
     until(
         "the receiver's message is deleted",
         Duration::from_secs(30),

@@ -9,7 +9,8 @@ use sih_core::DrainPolicy;
 use sih_node::{DrainConfig, Progress};
 
 use crate::support::{
-    cluster, deployment, drain, node_name, node_of, running, until_budget_allows, until_running,
+    TestCluster, cluster, deployment, drain, node_name, node_of, running, until_budget_allows,
+    until_running,
 };
 
 /// Everything a node carries: a big Deployment, a DaemonSet pod, a mirror pod, an unmanaged
@@ -445,20 +446,26 @@ async fn workloads_choose_how_they_leave_and_tiers_go_by_priority() {
     assert!(report.slack_ms >= 0, "{report:?}");
 }
 
-/// A tier its budget holds back does not hold up the tiers after it past their share of the
-/// time: with 12 s left (1 s margin, 1 s grace), the second of two tiers starts by 5 s, while
-/// the blocked pod is deleted at its last moment.
-#[tokio::test]
-async fn a_blocked_tier_gives_the_next_tier_its_share_of_the_time() {
+/// Two tiers on one node: `stuck` first, held by a budget that never allows, then `web`.
+async fn stuck_tier_then_web() -> (TestCluster, kube::Client) {
     let yaml = [
         chooser("stuck", Some("first"), 0, 1),
         "\n---\napiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: stuck, namespace: default}\nspec:\n  maxUnavailable: 0\n  selector: {matchLabels: {app: stuck}}\n".to_owned(),
         chooser("web", None, 0, 1),
     ]
     .concat();
-    let (_c, client) = cluster(1, 110, &yaml).await;
+    let (c, client) = cluster(1, 110, &yaml).await;
     until_running(&client, "app=stuck", 1).await;
     until_running(&client, "app=web", 1).await;
+    (c, client)
+}
+
+/// A tier its budget holds back does not hold up the tiers after it past their share of the
+/// time: with 12 s left (1 s margin, 1 s grace), the second of two tiers starts by 5 s, while
+/// the blocked pod is deleted at its last moment.
+#[tokio::test]
+async fn a_blocked_tier_gives_the_next_tier_its_share_of_the_time() {
+    let (_c, client) = stuck_tier_then_web().await;
     let cfg = DrainConfig {
         policy: DrainPolicy {
             margin: Duration::from_secs(1),
@@ -507,15 +514,7 @@ async fn a_blocked_tier_gives_the_next_tier_its_share_of_the_time() {
 /// (3 s in), not at the 29 s planned at the start (the soak's seed 61986).
 #[tokio::test]
 async fn a_deadline_moved_earlier_brings_the_next_tier_forward() {
-    let yaml = [
-        chooser("stuck", Some("first"), 0, 1),
-        "\n---\napiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: stuck, namespace: default}\nspec:\n  maxUnavailable: 0\n  selector: {matchLabels: {app: stuck}}\n".to_owned(),
-        chooser("web", None, 0, 1),
-    ]
-    .concat();
-    let (_c, client) = cluster(1, 110, &yaml).await;
-    until_running(&client, "app=stuck", 1).await;
-    until_running(&client, "app=web", 1).await;
+    let (_c, client) = stuck_tier_then_web().await;
     let cfg = DrainConfig {
         policy: DrainPolicy {
             margin: Duration::from_secs(1),

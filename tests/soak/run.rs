@@ -141,7 +141,7 @@ pub struct Record {
     pub left_at_end: Vec<(String, String)>,
     /// A flooded agent's `/healthz` probes: `(sent, seconds until the answer)`, `None` when
     /// none came within `PROBE_GIVE_UP`.
-    pub probes: Vec<(Timestamp, Option<f64>)>,
+    pub probes: Vec<Probe>,
     /// Fault windows as they were applied: `(from, to, disrupts)`.
     pub cluster_faults: Vec<(Timestamp, Timestamp, bool, Value)>,
     pub imds_faults: Vec<(Timestamp, Timestamp, bool)>,
@@ -854,10 +854,14 @@ async fn flood(port: u16) {
 }
 
 /// A kubelet's liveness probe: a new connection every half second, a second to answer.
+/// One `/healthz` probe: when it was sent, and how many seconds its answer took (`None`: no
+/// answer within `PROBE_GIVE_UP`).
+pub type Probe = (Timestamp, Option<f64>);
+
 /// How long a probe waits for its answer; the checker's bound per backend is shorter.
 const PROBE_GIVE_UP: Duration = Duration::from_secs(5);
 
-async fn probe(port: u16, out: Arc<Mutex<Vec<(Timestamp, Option<f64>)>>>) {
+async fn probe(port: u16, out: Arc<Mutex<Vec<Probe>>>) {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .timeout(PROBE_GIVE_UP)

@@ -159,15 +159,20 @@ async fn watch_groups(
     let groups = loop {
         match ask(api_timeout, health.groups(targets)).await {
             Ok(g) => break g,
-            Err(e) if !e.retryable() => {
-                let why = format!("cannot find the node's target groups ({e})");
-                return fall_back(gate, say, why);
-            }
             Err(e) => {
                 // Nothing known yet: the fallback delay applies while the question is asked
-                // again; the gate still opens once an answer says the node is out.
-                let why = format!("cannot find the node's target groups ({e}); asking again");
-                fall_back(gate, say, why);
+                // again (unless asking again cannot help); the gate still opens once an
+                // answer says the node is out.
+                let again = e.retryable();
+                let then = if again { "; asking again" } else { "" };
+                fall_back(
+                    gate,
+                    say,
+                    format!("cannot find the node's target groups ({e}){then}"),
+                );
+                if !again {
+                    return;
+                }
                 tokio::time::sleep(POLL).await;
             }
         }
@@ -207,11 +212,12 @@ async fn watch_groups(
                 let _ =
                     gate.send_if_modified(|g| std::mem::replace(g, Gate::Waiting) != Gate::Waiting);
             }
-            Err(e) if !e.retryable() => {
-                let why = format!("cannot read the targets' health ({e})");
-                return fall_back(gate, say, why);
+            Err(e) => {
+                fall_back(gate, say, format!("cannot read the targets' health ({e})"));
+                if !e.retryable() {
+                    return;
+                }
             }
-            Err(e) => fall_back(gate, say, format!("cannot read the targets' health ({e})")),
         }
         tokio::time::sleep(POLL).await;
     }
