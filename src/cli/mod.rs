@@ -114,6 +114,37 @@ pub struct DrainFlags {
     pub taint_effect: Option<String>,
 }
 
+/// Which workloads get placeholders (`--reserve-capacity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReserveCapacity {
+    /// None: no placeholder is made, no call is spent on them.
+    #[value(name = "false")]
+    Off,
+    /// Only workloads whose pods say `spot-interrupt-handler/reserve-capacity: "true"`.
+    Annotated,
+    /// Every workload, except pods that say `"false"`.
+    #[value(name = "true")]
+    All,
+}
+
+/// Capacity first (issue 31): placeholders that make the autoscaler start the replacement
+/// capacity at the notice.
+#[derive(Debug, Args)]
+pub struct ReserveFlags {
+    /// At a notice that drains a node, create one placeholder pod (a pause container at a
+    /// priority below every workload, preempted by any of them) for each pod the drain moves,
+    /// so that the cluster-autoscaler or Karpenter starts capacity for all of them at once.
+    #[arg(long, env = "RESERVE_CAPACITY", value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub reserve_capacity: ReserveCapacity,
+    /// The placeholders' image: the kubelet's own sandbox image, which nodes usually have.
+    #[arg(long, env = "RESERVE_IMAGE", default_value = sih_node::reserve::DEFAULT_IMAGE)]
+    pub reserve_image: String,
+    /// The longest a placeholder lives; it goes sooner when its drain is withdrawn or the
+    /// workloads it stands for are Ready again. Range: 30s to 1h.
+    #[arg(long, env = "RESERVE_TTL", value_parser = duration_in("30s", "1h"), default_value = "5m")]
+    pub reserve_ttl: Duration,
+}
+
 #[derive(Debug, Args)]
 pub struct DrainCommandArgs {
     /// The node to drain.
@@ -294,6 +325,8 @@ pub struct ImdsArgs {
     #[command(flatten)]
     pub drain: DrainFlags,
     #[command(flatten)]
+    pub reserve: ReserveFlags,
+    #[command(flatten)]
     pub report: ReportFlags,
     #[command(flatten)]
     pub me: SelfArgs,
@@ -418,6 +451,8 @@ pub struct QueueArgs {
     pub actions: ActionFlags,
     #[command(flatten)]
     pub drain: DrainFlags,
+    #[command(flatten)]
+    pub reserve: ReserveFlags,
     #[command(flatten)]
     pub report: ReportFlags,
     #[command(flatten)]

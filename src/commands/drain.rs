@@ -58,6 +58,7 @@ fn describe(p: &Progress) -> String {
         Progress::Warning { pod, reason } => format!("warning  {pod}: {reason}"),
         Progress::Surge { workload, what, .. } => format!("surge    {workload}: {what}"),
         Progress::LoadBalancers { what, .. } => format!("lb       {what}"),
+        Progress::Reserved { what, .. } => format!("reserve  {what}"),
         Progress::InvalidChoice { pod, value } => format!(
             "warning  {pod}: spot-interrupt-handler/eviction {value:?} is not a choice; the default applies"
         ),

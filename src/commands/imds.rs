@@ -197,6 +197,14 @@ async fn run_source<S: NoticeSource>(
         args.kube.api_timeout,
     );
     config.booted_at = booted_at(&args);
+    // The agent keeps its own node's placeholders, never another's.
+    config.drain.reserve = wiring::reservations(
+        &args.reserve,
+        &client,
+        Some(node.clone()),
+        args.kube.api_timeout,
+        args.act.dry_run,
+    );
     let (responder, _actor) = Responder::spawn(config, client, tx, health.clone());
     let agent = Agent {
         cfg: AgentConfig {

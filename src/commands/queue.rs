@@ -87,6 +87,13 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
     // Nodes come and go: what matters about one is on its record once nothing is pending.
     responder_config.forget_idle = Some(std::time::Duration::from_secs(60));
     responder_config.max_drains = Some(args.workers as usize);
+    responder_config.drain.reserve = wiring::reservations(
+        &args.reserve,
+        &client,
+        None,
+        args.kube.api_timeout,
+        args.act.dry_run,
+    );
     let (responder, _actor) =
         Responder::spawn(responder_config, client.clone(), tx, health.clone());
     let config = ControllerConfig {

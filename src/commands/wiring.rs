@@ -17,7 +17,9 @@ use tokio::task::JoinHandle;
 
 use crate::admin;
 use crate::admin::health::Health;
-use crate::cli::{DrainFlags, NoticeFlags, OnPdbDeadline, ReportFlags};
+use crate::cli::{
+    DrainFlags, NoticeFlags, OnPdbDeadline, ReportFlags, ReserveCapacity, ReserveFlags,
+};
 use crate::responder::ResponderConfig;
 
 /// Metrics, health and the admin listener. `stall_interval`: how often the main loop
@@ -77,7 +79,42 @@ pub fn drain_config(
         surge_selector: flags.surge_selector.clone(),
         // Queue mode sets it (`--lb-target-health`), with the AWS clients it has.
         target_health: None,
+        // Both modes set it (`--reserve-capacity`), with the keeper they start.
+        reserve: None,
     }
+}
+
+/// Capacity first, when the flags ask for it (never in a dry run: it writes pods): the
+/// drain's settings, with the one keeper of the placeholders' TTL started here. `scope` is the
+/// node whose placeholders this process keeps (the agent), or every node's (queue mode).
+pub fn reservations(
+    flags: &ReserveFlags,
+    client: &kube::Client,
+    scope: Option<String>,
+    api_timeout: Duration,
+    dry_run: bool,
+) -> Option<sih_node::reserve::Reservations> {
+    if dry_run || flags.reserve_capacity == ReserveCapacity::Off {
+        return None;
+    }
+    let made = Arc::new(tokio::sync::Notify::new());
+    // Its first look finds a previous life's placeholders: kept until their TTL, or removed.
+    tokio::spawn(sih_node::reserve::keep(
+        client.clone(),
+        scope,
+        flags.reserve_ttl,
+        api_timeout,
+        made.clone(),
+    ));
+    Some(sih_node::reserve::Reservations {
+        config: sih_node::reserve::ReserveConfig {
+            cluster: flags.reserve_capacity == ReserveCapacity::All,
+            image: flags.reserve_image.clone(),
+            ttl: flags.reserve_ttl,
+            api_timeout,
+        },
+        made,
+    })
 }
 
 /// What the responder needs from the flags both modes (and `drain`) share.

@@ -253,21 +253,39 @@ impl Actor {
         s
     }
 
-    /// Tells when the workloads a drain evicted from are whole again (bounded: ten minutes).
-    fn watch_recovery(&self, notice: Notice, owners: Vec<(String, String)>) {
+    /// Tells when the workloads a drain evicted from are whole again (bounded: ten minutes),
+    /// and then removes the node's placeholders: their work is done.
+    fn watch_recovery(&self, node: &str, notice: Notice, owners: Vec<(String, String)>) {
         // A weak sender: a watch still running never keeps the reporters from finishing.
         let (client, updates) = (self.client.clone(), self.updates.downgrade());
         let timeout = self.cfg.drain.api_timeout;
+        let release = self.cfg.drain.reserve.is_some().then(|| node.to_owned());
         tokio::spawn(async move {
             let within = Duration::from_secs(600);
-            if sih_node::drain::recovered(&client, &owners, timeout, within).await {
+            let whole = sih_node::drain::recovered(&client, &owners, timeout, within).await;
+            if whole {
                 let after = Timestamp::now().duration_since(notice.detected);
                 let after = Duration::try_from(after).unwrap_or_default();
                 if let Some(updates) = updates.upgrade() {
                     let _ = updates.send(Update::Recovered { notice, after });
                 }
             }
+            // Not whole within ten minutes: the TTL (at most an hour) removes them.
+            if let Some(node) = release.filter(|_| whole) {
+                release_placeholders(&client, &node, timeout).await;
+            }
         });
+    }
+
+    /// Removes the node's placeholders now (its drain was withdrawn, or had nothing to wait
+    /// for), when the drain reserves.
+    fn release(&self, node: &str) {
+        if self.cfg.drain.reserve.is_none() {
+            return;
+        }
+        let (client, node) = (self.client.clone(), node.to_owned());
+        let timeout = self.cfg.drain.api_timeout;
+        tokio::spawn(async move { release_placeholders(&client, &node, timeout).await });
     }
 
     /// Looks again once `n` may have outlived `ttl` (a queue may say nothing more about it).
@@ -490,7 +508,9 @@ impl Actor {
                     )
                 });
                 if ok && !report.owners.is_empty() {
-                    self.watch_recovery(lead.clone(), report.owners.clone());
+                    self.watch_recovery(node, lead.clone(), report.owners.clone());
+                } else if ok {
+                    self.release(node);
                 }
                 self.send(Update::DrainFinished {
                     notice: lead.clone(),
@@ -507,6 +527,7 @@ impl Actor {
                 (result, failed)
             }
             Ended::Drain(DrainEnd::Stopped(_)) => {
+                self.release(node);
                 self.send(Update::DrainStopped {
                     notice: lead,
                     why: "no notice needs a drain any more".into(),
@@ -638,5 +659,16 @@ impl Actor {
             }
         }
         self.nodes.clear();
+    }
+}
+
+/// Removes `node`'s placeholders; a failure is left to the TTL, and said.
+async fn release_placeholders(client: &kube::Client, node: &str, timeout: Duration) {
+    match sih_node::reserve::release(client, node, timeout).await {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(node, removed, "placeholders removed"),
+        Err(e) => {
+            tracing::warn!(node, error = %e, "cannot remove the placeholders yet; their TTL will")
+        }
     }
 }

@@ -154,3 +154,126 @@ async fn an_agent_changes_only_its_own_node_and_the_pods_bound_to_it() {
     // The admin, and every other account, are not concerned.
     assert_eq!(patch_node(&cp.client, &node_b).await, None);
 }
+
+const RESERVE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/manifests/reserve-capacity.yaml"
+);
+
+/// Issue 31: with capacity first installed, an agent may create pods, but the policy lets it
+/// create only placeholders as we make them, for its own node (the pause image alone, our
+/// class, nothing mounted), and delete only those of its placeholders wherever they run.
+#[tokio::test]
+async fn an_agent_creates_and_removes_only_placeholders_for_its_own_node() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::PostParams;
+    let cp = ControlPlane::start().await;
+    let a = sih_sim_cluster::workload::node(0, true);
+    let b = sih_sim_cluster::workload::node(1, true);
+    let (node_a, node_b) = (
+        a["metadata"]["name"].as_str().unwrap().to_owned(),
+        b["metadata"]["name"].as_str().unwrap().to_owned(),
+    );
+    cp.add_nodes(&[a, b]).await;
+    cp.kubectl_must(&["apply", "-f", MANIFEST, "-f", RESERVE]);
+    let nodes: Api<Node> = Api::all(cp.client.clone());
+    let (obj_a, obj_b) = (
+        nodes.get(&node_a).await.unwrap(),
+        nodes.get(&node_b).await.unwrap(),
+    );
+    // The pod a placeholder stands for: asks for some CPU, has a controller.
+    let leaving: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "web-1", "namespace": "default",
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "u", "controller": true}]},
+        "spec": {"nodeName": node_a, "containers": [{"name": "web", "image": "nginx",
+            "resources": {"requests": {"cpu": "1"}}}]}
+    }))
+    .unwrap();
+    let image = sih_node::reserve::DEFAULT_IMAGE;
+    let for_a = sih_node::reserve::placeholder(&leaving, &obj_a, true, image).unwrap();
+    let for_b = sih_node::reserve::placeholder(&leaving, &obj_b, true, image).unwrap();
+    let dir = cp.dir.join("agent-on-a");
+    let agent = client_for(
+        &cp.service_account_kubeconfig(
+            "kube-system",
+            "spot-interrupt-handler",
+            crate::real_cluster::Bound::PodOn(&node_a),
+            &dir,
+        )
+        .await,
+    )
+    .await;
+    let create = |client: &kube::Client, pod: &Pod| {
+        let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let pod = pod.clone();
+        async move { refusal(api.create(&PostParams::default(), &pod).await) }
+    };
+
+    // In force once loaded: a placeholder for node B is refused.
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        match create(&agent, &for_b).await {
+            Some(r) => break r,
+            None => {
+                // Created before the policy was in force: take it back and try again.
+                let _ = delete_pod(&cp.client, for_b.metadata.name.as_deref().unwrap()).await;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the policy is not in force after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(refused.0, 403, "{refused:?}");
+    assert!(
+        refused.1.contains(&format!(
+            "may create only capacity placeholders for its own node ({node_a})"
+        )),
+        "{refused:?}"
+    );
+    assert_eq!(
+        create(&agent, &for_a).await,
+        None,
+        "its own node's placeholder"
+    );
+
+    // Anything else it might be tricked into: another image, a volume, the host's network,
+    // a plain pod.
+    let mut other_image = for_a.clone();
+    other_image.metadata.name = Some("sih-reserve-evil-image".into());
+    other_image.spec.as_mut().unwrap().containers[0].image = Some("evil".into());
+    let mut host = for_a.clone();
+    host.metadata.name = Some("sih-reserve-evil-host".into());
+    host.spec.as_mut().unwrap().host_network = Some(true);
+    let mut volume = for_a.clone();
+    volume.metadata.name = Some("sih-reserve-evil-volume".into());
+    volume.spec.as_mut().unwrap().volumes = Some(vec![
+        serde_json::from_value(json!({"name": "root", "hostPath": {"path": "/"}})).unwrap(),
+    ]);
+    let plain: Pod = serde_saphyr::from_str(&bare_pod("plain", &node_a)).unwrap();
+    for (what, pod) in [
+        ("another image", &other_image),
+        ("the host's network", &host),
+        ("a host volume", &volume),
+        ("a plain pod", &plain),
+    ] {
+        let refused = create(&agent, pod)
+            .await
+            .unwrap_or_else(|| panic!("{what} created"));
+        assert_eq!(refused.0, 403, "{what}: {refused:?}");
+    }
+
+    // Its own placeholder goes wherever it runs (or waits); node B's does not.
+    let api: Api<Pod> = Api::namespaced(cp.client.clone(), "default");
+    api.create(&PostParams::default(), &for_b).await.unwrap();
+    let refused = delete_pod(&agent, for_b.metadata.name.as_deref().unwrap())
+        .await
+        .expect("refused");
+    assert_eq!(refused.0, 403, "{refused:?}");
+    assert_eq!(
+        delete_pod(&agent, for_a.metadata.name.as_deref().unwrap()).await,
+        None,
+        "its own placeholder"
+    );
+}

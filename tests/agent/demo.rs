@@ -185,3 +185,39 @@ async fn the_story_on_gce_and_azure() {
         }
     }
 }
+
+/// `demo --scenario capacity` (issue 31), on a compressed clock (a 30 s notice, nodes that
+/// boot in 10 s): without reservations each budget step waits for a node and pods are
+/// deleted at the deadline; with `--reserve-capacity` the autoscaler is asked for every node
+/// at the notice, no pod is deleted at the deadline, and the replicas are back sooner.
+#[tokio::test]
+async fn capacity_first_beats_the_budget_steps_on_a_full_cluster() {
+    let (lines, stdout) = demo(&["--scenario", "capacity", "--notice", "30s"], 150).await;
+    let summary = &lines.last().unwrap()["summary"];
+    let (without, reserve) = (&summary["without"], &summary["reserve"]);
+    assert!(
+        without["deleted_at_deadline"].as_u64().unwrap() > 0,
+        "the baseline loses pods at the deadline: {stdout}"
+    );
+    assert_eq!(reserve["deleted_at_deadline"], 0, "{stdout}");
+    assert!(
+        reserve["replicas_back_s"].as_f64().unwrap() < without["replicas_back_s"].as_f64().unwrap(),
+        "{stdout}"
+    );
+    assert!(
+        reserve["most_placeholders"].as_u64().unwrap() >= 1,
+        "{stdout}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["event"] == "reserved" && l["story"] == "reserve"),
+        "{stdout}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l["event"] == "reserved" && l["story"] == "without"),
+        "{stdout}"
+    );
+}

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
+use sih_sim_cluster::journal::PodStep;
 use tokio::time::Instant;
 
 use crate::support::{
@@ -291,6 +292,7 @@ async fn a_hung_eviction_makes_kubectl_drain_time_out_as_on_a_real_cluster() {
             .journal()
             .pod_events()
             .iter()
+            .filter(|e| matches!(e.step, PodStep::Deleting | PodStep::Removed))
             .all(|e| e.node.as_deref() != Some(node.as_str())),
         "nothing was deleted on {node}"
     );
@@ -394,7 +396,7 @@ async fn a_terminated_instance_loses_its_pods_and_its_node() {
         .journal()
         .pod_events()
         .into_iter()
-        .filter(|e| lost.contains(&e.uid))
+        .filter(|e| lost.contains(&e.uid) && e.step == PodStep::Removed)
         .collect();
     assert!(!removed.is_empty());
     assert!(

@@ -176,3 +176,248 @@ async fn the_autoscaler_brings_capacity_for_waiting_pods_and_removes_idle_nodes(
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(group_nodes(&nodes).await.len(), 1, "never below min");
 }
+
+/// PriorityClasses for the tests below: the placeholders' (as the manifests ship it), one
+/// below cluster-autoscaler's expendable cutoff, and two above every workload, one that may
+/// preempt and one that may not.
+const CLASSES: &str = r#"
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: reservation}
+value: -5
+preemptionPolicy: Never
+---
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: expendable}
+value: -20
+preemptionPolicy: Never
+---
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: urgent}
+value: 1000
+---
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: urgent-but-polite}
+value: 1000
+preemptionPolicy: Never
+"#;
+
+fn pod_of_class(name: &str, class: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default", "labels": {"class": class}},
+        "spec": {"priorityClassName": class, "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}
+    }))
+    .unwrap()
+}
+
+async fn phase_of(pods: &Api<Pod>, name: &str) -> Option<String> {
+    pods.get_opt(name)
+        .await
+        .unwrap()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .and_then(|p| p.status?.phase)
+}
+
+/// Issue 31: the scheduler places by priority as the real one does. A pod's class gives its
+/// priority and preemption policy at create (an unknown class is refused, as the real
+/// Priority admission plugin refuses it); on a full node a pod that may preempt takes the
+/// place of the lowest-priority pod below it; one whose policy is `Never` waits.
+#[tokio::test]
+async fn the_scheduler_preempts_lower_priority_pods_unless_told_never() {
+    let sim = start_config(ClusterConfig {
+        nodes: 1,
+        spot_nodes: 0,
+        max_pods: 3,
+        workload: Some(
+            sih_sim_cluster::workload::parse(&format!(
+                "{CLASSES}\n---\n{}",
+                web(3, "maxUnavailable: 1")
+            ))
+            .unwrap(),
+        ),
+        pod_start_delay: Duration::from_millis(50),
+        ..ClusterConfig::default()
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client(&sim).await, "default");
+    eventually("web fills the node", Duration::from_secs(5), || async {
+        web_running(&pods).await == 3
+    })
+    .await;
+
+    let refused = pods
+        .create(
+            &Default::default(),
+            &pod_of_class("nobody", "no-such-class"),
+        )
+        .await
+        .unwrap_err();
+    let kube::Error::Api(s) = refused else {
+        panic!("{refused}")
+    };
+    assert_eq!(s.code, 403);
+    assert!(
+        s.message
+            .contains("no PriorityClass with name no-such-class was found"),
+        "{}",
+        s.message
+    );
+
+    let polite = pods
+        .create(
+            &Default::default(),
+            &pod_of_class("polite", "urgent-but-polite"),
+        )
+        .await
+        .unwrap();
+    let spec = polite.spec.unwrap();
+    assert_eq!(spec.priority, Some(1000));
+    assert_eq!(spec.preemption_policy.as_deref(), Some("Never"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(phase_of(&pods, "polite").await.as_deref(), Some("Pending"));
+    assert_eq!(web_running(&pods).await, 3, "a polite pod preempts nobody");
+
+    pods.delete("polite", &DeleteParams::default())
+        .await
+        .unwrap();
+    let rude = pods
+        .create(&Default::default(), &pod_of_class("rude", "urgent"))
+        .await
+        .unwrap();
+    assert_eq!(
+        rude.spec.unwrap().preemption_policy.as_deref(),
+        Some("PreemptLowerPriority"),
+        "the default policy"
+    );
+    eventually("the urgent pod runs", Duration::from_secs(10), || async {
+        phase_of(&pods, "rude").await.as_deref() == Some("Running")
+    })
+    .await;
+    let web: Vec<Pod> = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap()
+        .items;
+    assert!(
+        web.iter().any(|p| p.metadata.deletion_timestamp.is_some()
+            || p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending")),
+        "one web pod made room"
+    );
+}
+
+/// Issue 31: the simulated cluster-autoscaler scales for pending placeholders as for any
+/// pending pod, never for pods below its expendable cutoff (-10 by default, as the real one);
+/// a workload that needs the room then preempts the placeholders on the new node.
+#[tokio::test]
+async fn the_autoscaler_scales_for_placeholders_not_for_expendable_pods() {
+    let sim = start_config(ClusterConfig {
+        nodes: 1,
+        spot_nodes: 0,
+        max_pods: 3,
+        workload: Some(
+            sih_sim_cluster::workload::parse(&format!(
+                "{CLASSES}\n---\n{}",
+                web(3, "maxUnavailable: 1")
+            ))
+            .unwrap(),
+        ),
+        pod_start_delay: Duration::from_millis(50),
+        autoscaler: Some(
+            AutoscalerConfig::parse_flag(
+                "group=od,min=0,max=2,scale-up-delay=1s,scale-down-after=1h",
+            )
+            .unwrap(),
+        ),
+        ..ClusterConfig::default()
+    })
+    .await;
+    let c = client(&sim).await;
+    let nodes: Api<Node> = Api::all(c.clone());
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let deployments: Api<Deployment> = Api::namespaced(c, "default");
+    eventually("web fills the node", Duration::from_secs(5), || async {
+        web_running(&pods).await == 3
+    })
+    .await;
+    for i in 0..2 {
+        pods.create(
+            &Default::default(),
+            &pod_of_class(&format!("expendable-{i}"), "expendable"),
+        )
+        .await
+        .unwrap();
+    }
+    // Twice the boot delay: a node asked for at once would be here.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        group_nodes(&nodes).await.is_empty(),
+        "no node for expendable pods"
+    );
+
+    for i in 0..2 {
+        pods.create(
+            &Default::default(),
+            &pod_of_class(&format!("placeholder-{i}"), "reservation"),
+        )
+        .await
+        .unwrap();
+    }
+    eventually(
+        "a node for the placeholders",
+        Duration::from_secs(10),
+        || async { group_nodes(&nodes).await.len() == 1 },
+    )
+    .await;
+    eventually(
+        "the placeholders run on it",
+        Duration::from_secs(10),
+        || async {
+            let mut n = 0;
+            for i in 0..2 {
+                n += usize::from(
+                    phase_of(&pods, &format!("placeholder-{i}"))
+                        .await
+                        .as_deref()
+                        == Some("Running"),
+                );
+            }
+            n == 2
+        },
+    )
+    .await;
+
+    // Three more web replicas: the new node's places are the placeholders' (and one
+    // expendable pod's): the workload preempts them, and needs no third node.
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 6}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "every web replica runs",
+        Duration::from_secs(10),
+        || async { web_running(&pods).await == 6 },
+    )
+    .await;
+    for i in 0..2 {
+        assert_ne!(
+            phase_of(&pods, &format!("placeholder-{i}"))
+                .await
+                .as_deref(),
+            Some("Running"),
+            "placeholder-{i} gave up its place"
+        );
+    }
+    assert_eq!(
+        group_nodes(&nodes).await.len(),
+        1,
+        "no node for what was preempted"
+    );
+}

@@ -321,6 +321,57 @@ fn the_chart_grants_exactly_the_manifests_rules() {
     }
 }
 
+/// Issue 31: capacity first turned on in the chart (`true` or `annotated`) ships the
+/// placeholders' PriorityClass and the one more rule they need, exactly as
+/// deploy/manifests/reserve-capacity.yaml does; off (the default), neither.
+#[test]
+fn capacity_first_ships_the_manifests_priority_class_and_rule() {
+    let text = std::fs::read_to_string(manifest("reserve-capacity.yaml")).unwrap();
+    let plain = workload::parse(&text).unwrap();
+    let of = |objects: &[Value], kind: &str| -> Vec<Value> {
+        objects
+            .iter()
+            .filter(|o| o["kind"] == kind)
+            .map(|o| {
+                let mut o = o.clone();
+                // Names and labels are the release's; the rest is the same.
+                o["metadata"] = Value::Null;
+                o["subjects"] = Value::Null;
+                o["roleRef"]["name"] = Value::Null;
+                o
+            })
+            .collect()
+    };
+    for mode in ["true", "annotated"] {
+        let docs = rendered(&[&format!("flags.reserve-capacity={mode}")]);
+        let class = of_kind(&docs, "PriorityClass");
+        assert_eq!(class.len(), 1, "{mode}");
+        assert_eq!(class[0]["metadata"]["name"], reserve_class());
+        assert_eq!(class[0]["value"], -5);
+        assert_eq!(class[0]["preemptionPolicy"], "Never");
+        assert_eq!(of(&docs, "PriorityClass"), of(&plain, "PriorityClass"));
+        // The main ClusterRole as without it, the reservation's as the manifest's.
+        let roles = of(&docs, "ClusterRole");
+        assert_eq!(roles.len(), 2, "{mode}");
+        assert_eq!(roles[1], of(&plain, "ClusterRole")[0], "{mode}");
+        assert_eq!(
+            of(&docs, "ClusterRoleBinding")[1],
+            of(&plain, "ClusterRoleBinding")[0]
+        );
+        assert!(
+            args_of(of_kind(&docs, "DaemonSet")[0]).contains(&format!("--reserve-capacity={mode}")),
+            "{mode}"
+        );
+    }
+    let docs = rendered(&[]);
+    assert!(of_kind(&docs, "PriorityClass").is_empty());
+    assert_eq!(of_kind(&docs, "ClusterRole").len(), 1);
+}
+
+fn reserve_class() -> &'static str {
+    "spot-interrupt-handler-reservation"
+}
+
 /// Issue 32 (12): a webhook secret given as a plain flag (`flags.webhook-url`, ...) would be a
 /// pod argument for anyone who can read the pod: refused at render, pointing to webhook.*.
 #[test]

@@ -12,4 +12,5 @@ mod find;
 mod rbac;
 #[path = "../support/real_cluster.rs"]
 mod real_cluster;
+mod reserve;
 mod support;

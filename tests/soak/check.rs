@@ -29,7 +29,13 @@
 //!   a takeover while the API was disrupted, before the notice was recorded on the node,
 //!   excuses a second announcement: nothing durable could say it was made);
 //! - `unfenced-while-needed`: the node lost a taint or its cordon while a notice needed it;
-//! - `deleted-before-done`: a queue message was deleted before its action had finished.
+//! - `deleted-before-done`: a queue message was deleted before its action had finished;
+//! - `placeholder-on-fenced-node`: a capacity placeholder was bound to the node while our
+//!   fence stood on it;
+//! - `placeholder-outlived`: a placeholder was still there `PLACEHOLDER_SLACK` after its TTL
+//!   ran out, with the product up and the API undisturbed meanwhile;
+//! - `real-pod-preempted`: the scheduler preempted a workload pod (placeholders never
+//!   preempt; nothing else in a scenario outranks the workload for room).
 
 use jiff::Timestamp;
 
@@ -218,6 +224,7 @@ pub fn check(sc: &Scenario, rec: &Record) -> Vec<Violation> {
     if sc.mode == Mode::Azure {
         acked_early(&v, &mut out);
     }
+    placeholders(&v, &mut out);
     out
 }
 
@@ -1018,6 +1025,72 @@ fn untold(v: &View<'_>, out: &mut Vec<Violation>) {
                 detail: format!(
                     "{} visible at {seen:.1}s fenced the node, yet no {reason} Event names it",
                     n.kind()
+                ),
+            });
+        }
+    }
+}
+
+/// How long after its TTL a placeholder may still be there: the keeper's look and its call.
+pub const PLACEHOLDER_SLACK: f64 = 5.0;
+
+fn is_placeholder(name: &str) -> bool {
+    name.starts_with("sih-reserve-")
+}
+
+fn placeholders(v: &View<'_>, out: &mut Vec<Violation>) {
+    use sih_sim_cluster::journal::PodStep;
+    let fenced_at = |t: f64| {
+        v.node_records()
+            .filter(|r| v.s(r.at) <= t)
+            .last()
+            .is_some_and(|r| {
+                r.taints
+                    .iter()
+                    .any(|t| t.starts_with("spot-interrupt-handler/"))
+            })
+    };
+    let ttl = crate::run::RESERVE_TTL
+        .trim_end_matches('s')
+        .parse::<f64>()
+        .unwrap_or(30.0);
+    for p in &v.rec.pods {
+        if p.preempted && !is_placeholder(&p.name) {
+            out.push(Violation {
+                invariant: "real-pod-preempted",
+                detail: format!("{} was preempted at {:.1}s", p.name, v.s(p.at)),
+            });
+        }
+        if !is_placeholder(&p.name) {
+            continue;
+        }
+        if p.step == PodStep::Bound
+            && p.node.as_deref() == Some(v.rec.node.as_str())
+            && fenced_at(v.s(p.at))
+        {
+            out.push(Violation {
+                invariant: "placeholder-on-fenced-node",
+                detail: format!("{} bound to the fenced node at {:.1}s", p.name, v.s(p.at)),
+            });
+        }
+        if p.step != PodStep::Created {
+            continue;
+        }
+        let due = v.s(p.at) + ttl;
+        let by = due + PLACEHOLDER_SLACK;
+        let gone = v
+            .rec
+            .pods
+            .iter()
+            .any(|q| q.uid == p.uid && q.step == PodStep::Removed && v.s(q.at) <= by);
+        // Undisturbed from its due time on: the product up, the API answering.
+        if !gone && by <= v.end && v.usable(due, by) >= PLACEHOLDER_SLACK - 0.5 {
+            out.push(Violation {
+                invariant: "placeholder-outlived",
+                detail: format!(
+                    "{} made at {:.1}s was still there at {by:.1}s, its TTL of {ttl}s long past",
+                    p.name,
+                    v.s(p.at)
                 ),
             });
         }

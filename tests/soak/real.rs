@@ -50,6 +50,11 @@ const QUEUE_MANIFEST: &str = concat!(
     "/deploy/manifests/spot-interrupt-handler-queue.yaml"
 );
 
+const RESERVE_MANIFEST: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/manifests/reserve-capacity.yaml"
+);
+
 /// The namespace of the manifests' service accounts (and the queue controllers' Leases).
 pub const NAMESPACE: &str = "kube-system";
 
@@ -96,7 +101,9 @@ impl RealCluster {
         } else {
             (AGENT_MANIFEST, "spot-interrupt-handler", Bound::PodOn(node))
         };
-        self.cp.kubectl_must(&["apply", "-f", manifest]);
+        // Capacity first's class and permission too: a scenario may reserve.
+        self.cp
+            .kubectl_must(&["apply", "-f", manifest, "-f", RESERVE_MANIFEST]);
         let token = self.cp.service_account_token(NAMESPACE, sa, bound).await;
         let file = dir.join("kubeconfig");
         std::fs::write(&file, self.proxy.kubeconfig(&token)).map_err(|e| e.to_string())?;

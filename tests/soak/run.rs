@@ -310,6 +310,11 @@ impl Ctx<'_> {
                 .env("POD_NAME", format!("controller-{replica}-{generation}"));
             }
         }
+        if self.sc.reserve {
+            args.extend(
+                ["--reserve-capacity=true", "--reserve-ttl", RESERVE_TTL].map(str::to_owned),
+            );
+        }
         cmd.args(&args)
             .env_remove("NODE_NAME")
             .env_remove("KUBECONFIG")
@@ -826,6 +831,9 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
     }
     Ok(())
 }
+
+/// `--reserve-ttl` of a scenario that reserves (the shortest the flag takes).
+pub const RESERVE_TTL: &str = "30s";
 
 /// Connections that hold the agent's admin port, reopened as soon as one is closed: the flood
 /// of issue 32 (256 idle connections from one peer once failed every probe).

@@ -197,6 +197,9 @@ pub struct Scenario {
     /// The agent's admin port is held by a flood of idle connections throughout, while a
     /// probe asks `/healthz` every half second.
     pub flood: bool,
+    /// Capacity first (`--reserve-capacity=true`, a 30 s TTL): the Deployments' pods ask for
+    /// a little CPU, so each has a placeholder while its drain lasts.
+    pub reserve: bool,
 }
 
 fn pick<T: Copy>(rng: &mut fastrand::Rng, items: &[T]) -> T {
@@ -466,8 +469,11 @@ impl Scenario {
             }
         }
         let flood = mode.agent() && r.f64() < 0.25;
+        // Drawn last: every earlier draw, and so every seed's story, stays as it was.
+        let reserve = r.f64() < 0.3;
         Self {
             flood,
+            reserve,
             seed,
             mode,
             deployments,
@@ -507,10 +513,15 @@ spec:
     metadata: {{labels: {{app: {n}}}}}
     spec:
       terminationGracePeriodSeconds: {g}{priority}
-      containers: [{{name: c, image: nginx}}]{volumes}"#,
+      containers: [{{name: c, image: nginx{requests}}}]{volumes}"#,
                 n = d.name,
                 r = d.replicas,
                 g = d.grace,
+                requests = if self.reserve {
+                    ", resources: {requests: {cpu: 10m}}"
+                } else {
+                    ""
+                },
             ));
             if d.pdb {
                 docs.push(format!(
@@ -526,6 +537,16 @@ spec:
                 n = b.name,
                 g = b.grace
             ));
+        }
+        if self.reserve {
+            let manifest = include_str!("../../deploy/manifests/reserve-capacity.yaml");
+            docs.push(
+                manifest
+                    .split("\n---\n")
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
         }
         docs.push(
             "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: ds, namespace: kube-system}\nspec:\n  selector: {matchLabels: {app: ds}}\n  template:\n    metadata: {labels: {app: ds}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers: [{name: c, image: busybox}]"
@@ -593,7 +614,7 @@ spec:
             })
             .collect();
         format!(
-            "seed {} {:?}: {} | pods: {} | faults: {} cluster, {} imds | kills: {} | replicas {}{}",
+            "seed {} {:?}: {} | pods: {} | faults: {} cluster, {} imds | kills: {} | replicas {}{}{}",
             self.seed,
             self.mode,
             notices.join(", "),
@@ -621,6 +642,11 @@ spec:
             self.replicas,
             if self.flood {
                 " | admin port flooded"
+            } else {
+                ""
+            },
+            if self.reserve {
+                " | capacity reserved"
             } else {
                 ""
             }

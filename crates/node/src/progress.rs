@@ -62,6 +62,12 @@ pub enum Progress {
         what: String,
         warning: bool,
     },
+    /// Capacity first (`--reserve-capacity`): the placeholders made for the pods leaving, or
+    /// why not (`warning`).
+    Reserved {
+        what: String,
+        warning: bool,
+    },
     /// The pod's `spot-interrupt-handler/eviction` annotation is not a choice: the default
     /// applies.
     InvalidChoice {

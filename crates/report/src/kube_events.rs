@@ -256,6 +256,15 @@ impl EventReporter {
                 self.publish(&pod_ref(pod), EventType::Warning, "PodDeletedAtDeadline", "Delete",
                     format!("still not out at its last moment (budget refusing, or evictions failing); deleted with {grace}s of grace, the time left before the instance goes")).await
             }
+            Progress::Reserved { what, warning } => {
+                let type_ = if *warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                };
+                self.publish(&self.node, type_, "CapacityReserved", "Drain", what.clone())
+                    .await
+            }
             Progress::LoadBalancers { what, warning } => {
                 let type_ = if *warning {
                     EventType::Warning

@@ -233,6 +233,13 @@ fn log_progress(notice: &Notice, p: &Progress) {
                 tracing::info!(notice_id = %id, workload = %workload, "surge: {what}")
             }
         }
+        Progress::Reserved { what, warning } => {
+            if *warning {
+                tracing::warn!(notice_id = %id, "capacity: {what}")
+            } else {
+                tracing::info!(notice_id = %id, "capacity: {what}")
+            }
+        }
         Progress::LoadBalancers { what, warning } => {
             if *warning {
                 tracing::warn!(notice_id = %id, "load balancers: {what}")

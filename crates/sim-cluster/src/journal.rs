@@ -47,6 +47,10 @@ pub struct RequestRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PodStep {
+    /// The pod was created (or first seen).
+    Created,
+    /// The pod was bound to its node.
+    Bound,
     /// The pod got its deletion timestamp (eviction, delete, garbage collection).
     Deleting,
     /// The pod object is gone.
@@ -72,6 +76,10 @@ pub struct PodRecord {
     /// `Removed`: its node no longer exists (the instance is gone; pods are lost, not stopped).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub node_gone: bool,
+    /// `Deleting`, `Removed`: the scheduler preempted it (its `DisruptionTarget` condition
+    /// says `PreemptionByScheduler`, as the real scheduler writes it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub preempted: bool,
 }
 
 /// A node as each committed change left it: what a fence and its undo touch.
@@ -178,6 +186,11 @@ impl Journal {
         let meta = &pod["metadata"];
         let text = |v: &Value| v.as_str().map(str::to_owned);
         let node = text(&pod["spec"]["nodeName"]).filter(|n| !n.is_empty());
+        let preempted = pod["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "DisruptionTarget" && c["reason"] == "PreemptionByScheduler");
         let record = |step, grace_seconds, graceful, node_gone| PodRecord {
             at: now,
             step,
@@ -188,9 +201,21 @@ impl Journal {
             grace_seconds,
             graceful,
             node_gone,
+            preempted,
         };
         match (old, new) {
             (old, Some(new)) => {
+                if old.is_none() {
+                    push(&self.pods, record(PodStep::Created, None, None, false));
+                }
+                let bound = |p: &Value| {
+                    p["spec"]["nodeName"]
+                        .as_str()
+                        .is_some_and(|n| !n.is_empty())
+                };
+                if !old.is_some_and(bound) && bound(new) {
+                    push(&self.pods, record(PodStep::Bound, None, None, false));
+                }
                 let was = old.is_some_and(|o| o["metadata"]["deletionTimestamp"].is_string());
                 if !was && new["metadata"]["deletionTimestamp"].is_string() {
                     let grace = new["metadata"]["deletionGracePeriodSeconds"].as_i64();

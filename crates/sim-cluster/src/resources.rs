@@ -87,9 +87,10 @@ pub const SERVICES: usize = 16;
 pub const CONFIG_MAPS: usize = 17;
 pub const ENDPOINT_SLICES: usize = 18;
 pub const HPAS: usize = 19;
+pub const PRIORITY_CLASSES: usize = 22;
 
 #[rustfmt::skip]
-pub static RESOURCES: [Resource; 22] = [
+pub static RESOURCES: [Resource; 23] = [
     //    group                  version plural                  singular               kind                   namespaced short       subresources                          has status
     res!("",                    "v1", "namespaces",           "namespace",           "Namespace",           false, &["ns"],     &["status"],                           true),
     res!("",                    "v1", "nodes",                "node",                "Node",                false, &["no"],     &["status"],                           true),
@@ -118,10 +119,13 @@ pub static RESOURCES: [Resource; 22] = [
     // confines each agent to its node: docs/reliability.md).
     res!("admissionregistration.k8s.io", "v1", "validatingadmissionpolicies", "validatingadmissionpolicy", "ValidatingAdmissionPolicy", false, &[], &["status"], true),
     res!("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings", "validatingadmissionpolicybinding", "ValidatingAdmissionPolicyBinding", false, &[], &[], false),
+    // A pod's priority and preemption policy come from its class at create (the scheduler
+    // preempts by them).
+    res!("scheduling.k8s.io",   "v1", "priorityclasses",      "priorityclass",       "PriorityClass",       false, &["pc"],     &[],                                   false),
 ];
 
 /// The API groups besides core, in discovery order.
-pub const GROUPS: [&str; 9] = [
+pub const GROUPS: [&str; 10] = [
     "apps",
     "autoscaling",
     "policy",
@@ -131,6 +135,7 @@ pub const GROUPS: [&str; 9] = [
     "rbac.authorization.k8s.io",
     "authorization.k8s.io",
     "admissionregistration.k8s.io",
+    "scheduling.k8s.io",
 ];
 
 /// Finds the resource served at `group/version/plural`.
@@ -179,5 +184,6 @@ mod tests {
         assert_eq!(find("apps", "v1", "daemonsets"), Some(DAEMONSETS));
         assert_eq!(by_kind("policy/v1", "PodDisruptionBudget"), Some(PDBS));
         assert_eq!(storage_of(EVENTS_V1), EVENTS);
+        assert_eq!(RESOURCES[PRIORITY_CLASSES].plural, "priorityclasses");
     }
 }

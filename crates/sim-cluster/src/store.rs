@@ -282,6 +282,9 @@ impl Tx<'_> {
         }
         obj["apiVersion"] = json!(res.api_version());
         obj["kind"] = json!(res.kind);
+        if storage == crate::resources::PODS {
+            crate::api::defaults::admit_priority(self.inner, &mut obj)?;
+        }
         crate::validation::validate(storage, &obj)?;
         Ok(self.commit(storage, (ns.to_owned(), name), obj, None))
     }

@@ -67,6 +67,8 @@ pub struct PodView {
     /// `waiting` (no node yet), `starting`, `running`, `terminating`, `done`.
     pub state: &'static str,
     pub daemon: bool,
+    /// One of our capacity placeholders (`--reserve-capacity`): room held, not a workload.
+    pub placeholder: bool,
     /// We evicted it (or deleted it at the deadline): an Event of ours says so.
     pub evicted: bool,
 }
@@ -181,6 +183,11 @@ pub fn pod_view(p: &Pod, evicted: bool) -> PodView {
             .owner_references
             .as_ref()
             .is_some_and(|o| o.iter().any(|r| r.kind == "DaemonSet")),
+        placeholder: meta.labels.as_ref().is_some_and(|l| {
+            let (role, managed) = (sih_node::reserve::ROLE, sih_node::claim::MANAGED_BY);
+            l.get(role.0).map(String::as_str) == Some(role.1)
+                && l.get(managed.0).map(String::as_str) == Some(managed.1)
+        }),
         evicted,
     }
 }
@@ -335,6 +342,11 @@ mod tests {
             {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "x", "uid": "u"}]}}))
         .unwrap();
         assert!(pod_view(&ds, false).daemon);
+        let placeholder: Pod = serde_json::from_value(json!({"metadata": {"name": "sih-reserve-1", "labels": {
+            "app.kubernetes.io/component": "capacity-reservation", "app.kubernetes.io/managed-by": "spot-interrupt-handler"}}}))
+        .unwrap();
+        assert!(pod_view(&placeholder, false).placeholder);
+        assert!(!pod_view(&ds, false).placeholder);
     }
 
     #[test]

@@ -258,6 +258,7 @@ mod tests {
             node: node.into(),
             state,
             daemon: false,
+            placeholder: false,
             evicted: false,
         }
     }

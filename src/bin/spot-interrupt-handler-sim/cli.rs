@@ -171,10 +171,11 @@ pub struct SimulateClusterArgs {
     #[arg(long, env = "SIH_SIM_FAULTS", value_delimiter = ';', value_parser = parse_fault)]
     pub fault: Vec<sih_sim_cluster::faults::FaultSpec>,
     /// A simulated cluster-autoscaler for one node group: `group=NAME,min=N,max=N,spot=BOOL,
-    /// scale-up-delay=DUR,scale-down-after=DUR` (every key optional: `workers`, 0, 10, false,
-    /// 10s, 60s). Pods no node can take make it add nodes of the group (labelled
-    /// `sim.spot-interrupt-handler/node-group`) after the delay; a group node running only
-    /// DaemonSet pods that long is removed, never below `min`.
+    /// scale-up-delay=DUR,scale-down-after=DUR,expendable-cutoff=N,max-pods=N` (every key
+    /// optional: `workers`, 0, 10, false, 10s, 60s, -10, the cluster's). Pods no node can take make it add nodes of the
+    /// group (labelled `sim.spot-interrupt-handler/node-group`) after the delay, except pods
+    /// below the cutoff priority and pods nominated to a node by preemption; a group node
+    /// running only DaemonSet pods that long is removed, never below `min`.
     #[arg(long, env = "SIH_SIM_AUTOSCALER", value_parser = parse_autoscaler)]
     pub autoscaler: Option<sih_sim_cluster::controllers::autoscaler::AutoscalerConfig>,
 }
@@ -227,8 +228,11 @@ pub struct DemoArgs {
     pub notice: Option<Duration>,
     /// The story to tell: `drain` (the default evacuation), `surge` (the web Deployment is
     /// annotated `spot-interrupt-handler/surge`: its Ready replicas never drop below desired)
-    /// or `autoscaler` (the cluster is full: the evicted replicas wait until a simulated
-    /// cluster-autoscaler adds a node, and the story goes on to the instance's end).
+    /// `autoscaler` (the cluster is full: the evicted replicas wait until a simulated
+    /// cluster-autoscaler adds a node, and the story goes on to the instance's end) or
+    /// `capacity` (two full spot nodes reclaimed at once, an autoscaler whose nodes boot in a
+    /// third of the notice: told without and with `--reserve-capacity`, side by side; AWS
+    /// only; `--view` and `--keep-running` do not apply).
     #[arg(long, env = "SIH_DEMO_SCENARIO", value_enum, default_value_t = DemoScenario::Drain)]
     pub scenario: DemoScenario,
     /// Serve the live view of the demo's cluster on this address (`--view` alone:
@@ -276,6 +280,7 @@ pub enum DemoScenario {
     Drain,
     Surge,
     Autoscaler,
+    Capacity,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -22,24 +22,24 @@ use spot_interrupt_handler::cli::{Cli, Command};
 
 use crate::cli::{DemoArgs, DemoCloud, DemoScenario};
 
-const LOOPBACK: SocketAddr =
+pub(crate) const LOOPBACK: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 /// The demo gives up (exit 1) if the story has not ended by then.
 const LIMIT: Duration = Duration::from_secs(60);
 
-struct Timeline {
-    json: bool,
-    t0: Instant,
+pub(crate) struct Timeline {
+    pub(crate) json: bool,
+    pub(crate) t0: Instant,
 }
 
 impl Timeline {
-    fn at(&self) -> f64 {
+    pub(crate) fn at(&self) -> f64 {
         Instant::now().duration_since(self.t0).as_secs_f64()
     }
 
     /// One line: in JSON, `t`, `event`, the typed `fields` (kind, node, pod, seconds...) and
     /// the `text` people read.
-    fn say(&self, event: &str, fields: serde_json::Value, text: String) {
+    pub(crate) fn say(&self, event: &str, fields: serde_json::Value, text: String) {
         let t = self.at();
         if self.json {
             let mut line = json!({"t": (t * 1000.0).round() / 1000.0, "event": event});
@@ -83,13 +83,13 @@ struct Summary {
 }
 
 /// The metadata simulator of the demo's cloud.
-enum Metadata {
+pub(crate) enum Metadata {
     Aws(sih_sim_imds::RunningSim),
     Other(sih_sim_clouds::Running),
 }
 
 impl Metadata {
-    async fn start(cloud: DemoCloud) -> anyhow::Result<Self> {
+    pub(crate) async fn start(cloud: DemoCloud) -> anyhow::Result<Self> {
         Ok(match cloud {
             DemoCloud::Aws => Self::Aws(
                 sih_sim_imds::start(sih_sim_imds::SimConfig::default(), LOOPBACK)
@@ -109,14 +109,14 @@ impl Metadata {
         })
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         match self {
             Self::Aws(s) => s.url(),
             Self::Other(s) => s.url(),
         }
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let _ = match self {
             Self::Aws(s) => s.stop().await,
             Self::Other(s) => s.stop().await,
@@ -125,7 +125,7 @@ impl Metadata {
 }
 
 /// Makes the cloud announce the reclamation `notice` from now; says how it reads.
-async fn announce(
+pub(crate) async fn announce(
     http: &reqwest::Client,
     cloud: DemoCloud,
     url: &str,
@@ -169,14 +169,14 @@ async fn acknowledged(http: &reqwest::Client, url: &str) -> bool {
         .is_some_and(|e| e.iter().any(|e| !e["acknowledged_at"].is_null()))
 }
 
-fn pod_ready(p: &Pod) -> bool {
+pub(crate) fn pod_ready(p: &Pod) -> bool {
     p.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-fn is_daemon_pod(p: &Pod) -> bool {
+pub(crate) fn is_daemon_pod(p: &Pod) -> bool {
     p.metadata
         .owner_references
         .as_ref()
@@ -205,15 +205,22 @@ fn cluster_config(scenario: DemoScenario) -> sih_sim_cluster::ClusterConfig {
             spot: false,
             scale_up_delay: Duration::from_secs(5),
             scale_down_after: Duration::from_secs(600),
+            ..Default::default()
         });
     }
     config
 }
 
 /// How long after the instance's end its Node object is deleted (the cloud node controller).
-const NODE_DELETED_AFTER: Duration = Duration::from_secs(5);
+pub(crate) const NODE_DELETED_AFTER: Duration = Duration::from_secs(5);
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    if args.scenario == DemoScenario::Capacity {
+        if args.cloud != DemoCloud::Aws || args.view.is_some() || args.keep_running {
+            bail!("--scenario capacity tells its story on AWS, without --view or --keep-running");
+        }
+        return crate::demo_capacity::run(args).await;
+    }
     let notice = args.notice();
     let cluster = sih_sim_cluster::start(cluster_config(args.scenario), LOOPBACK)
         .await
@@ -331,43 +338,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         None => None,
     };
 
-    let notice_flag = format!("{}s", notice.as_secs());
-    let mut agent_cli = vec![
-        "spot-interrupt-handler",
-        "imds",
-        "--cloud",
-        args.cloud.as_str(),
-    ];
-    if args.cloud == DemoCloud::Gce {
-        // GCE gives 30 s; the demo's --notice stands for it.
-        agent_cli.extend(["--gce-preemption-notice", &notice_flag]);
-    }
-    let cli = Cli::try_parse_from(agent_cli.into_iter().chain([
-        "--node-name",
-        &spot,
-        "--imds-endpoint",
-        &imds.url(),
-        "--kubeconfig",
-        &kubeconfig.to_string_lossy(),
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--poll-interval",
-        "250ms",
-        "--cluster-name",
-        "demo",
-    ]))?;
-    let Some(Command::Imds(agent_args)) = cli.command else {
-        bail!("internal: the demo's agent arguments did not parse as `imds`");
-    };
     let (tap, mut updates) = tokio::sync::mpsc::unbounded_channel();
-    let (stop_agent, agent_stopped) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(spot_interrupt_handler::commands::imds::run_until(
-        *agent_args,
-        async move {
-            let _ = agent_stopped.await;
-        },
-        Some(tap),
-    ));
+    let agent = Agent::spawn(
+        args.cloud,
+        &spot,
+        &imds.url(),
+        &kubeconfig,
+        notice,
+        &[],
+        tap,
+    )?;
     // Let the agent read its identity and poll once before the notice appears.
     tokio::time::sleep(Duration::from_millis(800)).await;
 
@@ -490,10 +470,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let _ = stop_agent.send(());
-    if let Ok(Err(e)) = agent.await {
-        tracing::warn!(error = %e, "the agent stopped with an error");
-    }
+    agent.stop().await;
     print_summary(&args, &s);
     let ok = s.replicas_back.is_some() && s.drain_ok;
     if args.keep_running || view.is_some() {
@@ -531,6 +508,69 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// One agent of the demo, in this process, on `node`.
+pub(crate) struct Agent {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Agent {
+    /// Starts `imds` for `node` against the metadata service at `imds`, with `extra` flags;
+    /// every update it makes goes to `tap` too.
+    pub(crate) fn spawn(
+        cloud: DemoCloud,
+        node: &str,
+        imds: &str,
+        kubeconfig: &std::path::Path,
+        notice: Duration,
+        extra: &[&str],
+        tap: tokio::sync::mpsc::UnboundedSender<Update>,
+    ) -> anyhow::Result<Self> {
+        let notice_flag = format!("{}s", notice.as_secs());
+        let mut argv = vec!["spot-interrupt-handler", "imds", "--cloud", cloud.as_str()];
+        if cloud == DemoCloud::Gce {
+            // GCE gives 30 s; the demo's --notice stands for it.
+            argv.extend(["--gce-preemption-notice", &notice_flag]);
+        }
+        let kubeconfig = kubeconfig.to_string_lossy();
+        argv.extend([
+            "--node-name",
+            node,
+            "--imds-endpoint",
+            imds,
+            "--kubeconfig",
+            &kubeconfig,
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--poll-interval",
+            "250ms",
+            "--cluster-name",
+            "demo",
+        ]);
+        argv.extend(extra);
+        let cli = Cli::try_parse_from(argv)?;
+        let Some(Command::Imds(agent_args)) = cli.command else {
+            bail!("internal: the demo's agent arguments did not parse as `imds`");
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(spot_interrupt_handler::commands::imds::run_until(
+            *agent_args,
+            async move {
+                let _ = stopped.await;
+            },
+            Some(tap),
+        ));
+        Ok(Self { stop, task })
+    }
+
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        if let Ok(Err(e)) = self.task.await {
+            tracing::warn!(error = %e, "the agent stopped with an error");
+        }
+    }
 }
 
 /// Nodes joining (the autoscaler's), the spot instance's end and its node's removal.
@@ -623,6 +663,11 @@ fn narrate(tl: &Timeline, s: &mut Summary, u: Update) {
                     "surge",
                     json!({"workload": workload, "node": node}),
                     format!("surge {workload}: {what}"),
+                ),
+                Progress::Reserved { what, .. } => tl.say(
+                    "reserved",
+                    json!({"node": node}),
+                    format!("capacity: {what}"),
                 ),
                 Progress::LoadBalancers { what, .. } => tl.say(
                     "load-balancers",

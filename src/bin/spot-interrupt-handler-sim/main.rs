@@ -5,6 +5,7 @@
 
 mod cli;
 mod demo;
+mod demo_capacity;
 mod simulate_clouds;
 mod simulate_cluster;
 mod simulate_imds;

@@ -75,6 +75,9 @@ pub struct DrainConfig {
     /// new requests (never past their last moment); `lb_drain_delay` is the fallback when
     /// they cannot be asked.
     pub target_health: Option<crate::lb::LbHealth>,
+    /// `--reserve-capacity`: placeholders for the pods it moves, made beside the first
+    /// evictions (`crate::reserve`).
+    pub reserve: Option<crate::reserve::Reservations>,
 }
 
 impl Default for DrainConfig {
@@ -87,6 +90,7 @@ impl Default for DrainConfig {
             lb_drain_delay: Duration::ZERO,
             surge_selector: Default::default(),
             target_health: None,
+            reserve: None,
         }
     }
 }
@@ -259,6 +263,10 @@ pub async fn drain(
         }
         _ => None,
     };
+    // Placeholders for the pods about to move, made by a task of their own: a slow or hung
+    // create never holds up an eviction. Ends with the drain (a withdrawal's removal, a
+    // recovery's or the TTL's, is the responder's).
+    let _reserving = reserve_for(&ctx, node, &plan, &listed);
     let (surged, surge_of) = surge_up(&ctx, &plan).await;
     report.already_leaving = plan.terminating.len();
     say_plan(&ctx, &plan, &listed);
@@ -342,6 +350,47 @@ async fn survey(ctx: &Ctx, node: &str, listed: &[Pod]) -> PodPlan {
             .collect(),
         own.map(|(n, p)| (n.as_str(), p.as_str())),
     )
+}
+
+/// Starts reserving the room of the pods the plan moves, when the drain reserves.
+fn reserve_for(
+    ctx: &Arc<Ctx>,
+    node: &str,
+    plan: &PodPlan,
+    listed: &[Pod],
+) -> Option<hold::AbortOnDrop> {
+    let r = ctx.cfg.reserve.clone()?;
+    let moving: HashSet<&str> = plan.to_evict().map(|p| p.uid.as_str()).collect();
+    let leaving: Vec<Pod> = listed
+        .iter()
+        .filter(|p| {
+            p.metadata
+                .uid
+                .as_deref()
+                .is_some_and(|u| moving.contains(u))
+        })
+        .cloned()
+        .collect();
+    let (client, node, progress) = (ctx.client.clone(), node.to_owned(), ctx.progress.clone());
+    Some(hold::AbortOnDrop(tokio::spawn(async move {
+        let said = match crate::reserve::reserve(&client, &node, &leaving, &r.config).await {
+            Ok(done) if done == crate::reserve::Reserved::default() => return,
+            Ok(done) => {
+                if done.made > 0 {
+                    r.made.notify_one();
+                }
+                Progress::Reserved {
+                    what: done.summary(),
+                    warning: done.failed > 0,
+                }
+            }
+            Err(e) => Progress::Reserved {
+                what: format!("no placeholders reserved: {e}"),
+                warning: true,
+            },
+        };
+        let _ = progress.send(said);
+    })))
 }
 
 /// Deployments that asked for a surge are raised now; their pods wait for the new replicas.

@@ -16,7 +16,13 @@
 //!   it stands for, so two notices (or a restart) reserve once;
 //! - a pause container that runs as nobody, with nothing mounted and nothing to do.
 
+mod keep;
 pub mod quantity;
+
+pub use keep::{
+    CREATES_AT_ONCE, Reservations, ReserveConfig, Reserved, due, expire, keep, release, reserve,
+    selector,
+};
 
 use std::collections::BTreeMap;
 

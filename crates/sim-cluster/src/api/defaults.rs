@@ -3,14 +3,69 @@
 
 use serde_json::{Value, json};
 
-use crate::resources::{DAEMONSETS, DEPLOYMENTS, NAMESPACES, PDBS, PODS, REPLICASETS};
+use crate::error::ApiError;
+use crate::resources::{
+    DAEMONSETS, DEPLOYMENTS, NAMESPACES, PDBS, PODS, PRIORITY_CLASSES, REPLICASETS,
+};
 
+/// The built-in PriorityClasses, which every real server has without storing them here.
 pub fn priority_of(class: &str) -> Option<i64> {
     match class {
         "system-node-critical" => Some(2_000_001_000),
         "system-cluster-critical" => Some(2_000_000_000),
         _ => None,
     }
+}
+
+/// The Priority admission plugin on a pod's create: its `priorityClassName` (or the class
+/// marked `globalDefault`) gives `spec.priority` and `spec.preemptionPolicy`; a class that does
+/// not exist refuses the pod (403), as a real server does.
+pub fn admit_priority(store: &crate::store::Inner, pod: &mut Value) -> Result<(), ApiError> {
+    let named = pod["spec"]["priorityClassName"]
+        .as_str()
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned);
+    let class = match &named {
+        Some(name) => match priority_of(name) {
+            Some(value) => Some(json!({"value": value})),
+            None => match store.get(PRIORITY_CLASSES, "", name) {
+                Some(c) => Some((**c).clone()),
+                None => {
+                    let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default();
+                    return Err(ApiError::forbidden(
+                        format!(
+                            "pods \"{pod_name}\" is forbidden: no PriorityClass with name {name} was found"
+                        ),
+                        pod_name,
+                        "",
+                        "pods",
+                    ));
+                }
+            },
+        },
+        None => store
+            .list(PRIORITY_CLASSES, None)
+            .find(|c| c["globalDefault"] == true)
+            .map(|c| (**c).clone()),
+    };
+    let spec = &mut pod["spec"];
+    if let Some(c) = class {
+        if named.is_none()
+            && let Some(name) = c["metadata"]["name"].as_str()
+        {
+            spec["priorityClassName"] = json!(name);
+        }
+        spec["priority"] = json!(c["value"].as_i64().unwrap_or(0));
+        spec["preemptionPolicy"] = c
+            .get("preemptionPolicy")
+            .filter(|p| p.is_string())
+            .cloned()
+            .unwrap_or_else(|| json!("PreemptLowerPriority"));
+    } else {
+        set_if_null(&mut spec["priority"], json!(0));
+        set_if_null(&mut spec["preemptionPolicy"], json!("PreemptLowerPriority"));
+    }
+    Ok(())
 }
 
 pub fn apply(storage: usize, obj: &mut Value) {
@@ -45,6 +100,9 @@ pub fn apply(storage: usize, obj: &mut Value) {
             json!({"currentHealthy": 0, "desiredHealthy": 0, "disruptionsAllowed": 0, "expectedPods": 0}),
         ),
         NAMESPACES => set_if_null(&mut obj["status"], json!({"phase": "Active"})),
+        PRIORITY_CLASSES => {
+            set_if_null(&mut obj["preemptionPolicy"], json!("PreemptLowerPriority"))
+        }
         _ => {}
     }
 }

@@ -17,6 +17,9 @@ use crate::error::ApiError;
 use crate::resources::{NODES, PODS};
 use crate::store::{Key, Tx};
 
+/// cluster-autoscaler's default `--expendable-pods-priority-cutoff`.
+pub const EXPENDABLE_CUTOFF: i64 = -10;
+
 /// The label naming the node group a node belongs to.
 pub const GROUP_LABEL: &str = "sim.spot-interrupt-handler/node-group";
 
@@ -31,6 +34,11 @@ pub struct AutoscalerConfig {
     pub scale_up_delay: Duration,
     /// How long a node runs nothing but DaemonSet pods before it is removed.
     pub scale_down_after: Duration,
+    /// `--expendable-pods-priority-cutoff`: pods below this priority are never scaled for.
+    pub expendable_cutoff: i64,
+    /// The pods one of its nodes takes (another instance type than the cluster's); `None`:
+    /// the cluster's.
+    pub max_pods: Option<usize>,
 }
 
 impl Default for AutoscalerConfig {
@@ -42,13 +50,15 @@ impl Default for AutoscalerConfig {
             spot: false,
             scale_up_delay: Duration::from_secs(10),
             scale_down_after: Duration::from_secs(60),
+            expendable_cutoff: EXPENDABLE_CUTOFF,
+            max_pods: None,
         }
     }
 }
 
 impl AutoscalerConfig {
-    /// `group=NAME,min=N,max=N,spot=BOOL,scale-up-delay=DUR,scale-down-after=DUR`, every key
-    /// optional.
+    /// `group=NAME,min=N,max=N,spot=BOOL,scale-up-delay=DUR,scale-down-after=DUR,
+    /// expendable-cutoff=N,max-pods=N`, every key optional.
     pub fn parse_flag(s: &str) -> Result<Self, String> {
         let mut c = Self::default();
         for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -77,9 +87,15 @@ impl AutoscalerConfig {
                 }
                 "scale-up-delay" => c.scale_up_delay = duration(v)?,
                 "scale-down-after" => c.scale_down_after = duration(v)?,
+                "max-pods" => c.max_pods = Some(count(v)?.max(1)),
+                "expendable-cutoff" => {
+                    c.expendable_cutoff = v
+                        .parse()
+                        .map_err(|_| format!("expendable-cutoff: {v:?} is not a priority"))?
+                }
                 _ => {
                     return Err(format!(
-                        "unknown key {k:?} (group, min, max, spot, scale-up-delay, scale-down-after)"
+                        "unknown key {k:?} (group, min, max, spot, scale-up-delay, scale-down-after, expendable-cutoff, max-pods)"
                     ));
                 }
             }
@@ -98,6 +114,9 @@ impl AutoscalerConfig {
     fn node(&self, n: usize) -> Value {
         let mut node = crate::workload::node(50_000 + n, self.spot);
         node["metadata"]["labels"][GROUP_LABEL] = json!(self.group);
+        if let Some(pods) = self.max_pods {
+            node["status"]["allocatable"]["pods"] = json!(pods.to_string());
+        }
         node
     }
 }
@@ -148,6 +167,14 @@ impl Autoscaler {
             .iter()
             .filter_map(|(ns, name)| tx.view().get(PODS, ns, name))
             .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            // Expendable pods are never scaled for; a pod whose preemption made it room on a
+            // node waits for that node, not for a new one (as the real one filters both).
+            .filter(|p| p["spec"]["priority"].as_i64().unwrap_or(0) >= config.expendable_cutoff)
+            .filter(|p| {
+                p["status"]["nominatedNodeName"]
+                    .as_str()
+                    .is_none_or(str::is_empty)
+            })
             .filter(|p| {
                 p["status"]["conditions"]
                     .as_array()
@@ -158,7 +185,9 @@ impl Autoscaler {
             .filter(|p| scheduler::fits(p, &template))
             .count();
         // A new node also runs one pod of each DaemonSet.
-        let per_node = max_pods
+        let per_node = config
+            .max_pods
+            .unwrap_or(max_pods)
             .saturating_sub(tx.view().count(crate::resources::DAEMONSETS))
             .max(1);
         // Room the group has or will have: its nodes' free places (a node just registered is
@@ -168,7 +197,10 @@ impl Autoscaler {
             .iter()
             .filter_map(|m| tx.view().get(NODES, "", m))
             .filter(|n| !super::nodes::is_terminated(n) && n["spec"]["unschedulable"] != true)
-            .map(|n| max_pods.saturating_sub(tx.view().pod_count_on_node(&name_of(n))))
+            .map(|n| {
+                scheduler::pod_room(n, max_pods)
+                    .saturating_sub(tx.view().pod_count_on_node(&name_of(n)))
+            })
             .sum();
         let coming = self.booting.len() * per_node + free;
         if waiting > coming {
@@ -245,7 +277,7 @@ mod tests {
     #[test]
     fn the_flag_takes_every_key_and_refuses_nonsense() {
         let c = AutoscalerConfig::parse_flag(
-            "group=od,min=1,max=4,spot=false,scale-up-delay=3s,scale-down-after=500ms",
+            "group=od,min=1,max=4,spot=false,scale-up-delay=3s,scale-down-after=500ms,expendable-cutoff=-100,max-pods=3",
         )
         .unwrap();
         assert_eq!(
@@ -257,6 +289,8 @@ mod tests {
                 spot: false,
                 scale_up_delay: Duration::from_secs(3),
                 scale_down_after: Duration::from_millis(500),
+                expendable_cutoff: -100,
+                max_pods: Some(3),
             }
         );
         assert_eq!(
@@ -269,6 +303,7 @@ mod tests {
             "size=3",
             "group=",
             "spot=maybe",
+            "expendable-cutoff=low",
             "max",
         ] {
             assert!(AutoscalerConfig::parse_flag(bad).is_err(), "{bad}");

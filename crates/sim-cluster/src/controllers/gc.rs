@@ -11,34 +11,40 @@ use crate::error::ApiError;
 use crate::resources::{self, NODES, PODS, REPLICASETS};
 use crate::store::Tx;
 
-/// Whether an object's controlling owner still exists, looking each owner up once per pass.
+/// Whether an object still has an owner, looking each owner up once per pass. As the real
+/// garbage collector: an object is collected once every owner it names is gone, controller or
+/// not (a capacity placeholder is owned by the Node it stands in for, not controlled); owners
+/// of a kind not served here count as present.
 fn owner_exists(tx: &Tx<'_>, obj: &Value, known: &mut HashMap<String, bool>) -> bool {
-    let Some(owner) = obj["metadata"]["ownerReferences"]
+    let Some(owners) = obj["metadata"]["ownerReferences"]
         .as_array()
-        .and_then(|r| r.iter().find(|r| r["controller"] == true))
+        .filter(|r| !r.is_empty())
     else {
         return true;
     };
-    let Some(storage) = resources::by_kind(
-        owner["apiVersion"].as_str().unwrap_or_default(),
-        owner["kind"].as_str().unwrap_or_default(),
-    ) else {
-        return true;
-    };
-    let uid = owner["uid"].as_str().unwrap_or_default();
-    if let Some(&exists) = known.get(uid) {
-        return exists;
-    }
-    let exists = tx
-        .view()
-        .get(
-            storage,
-            obj["metadata"]["namespace"].as_str().unwrap_or_default(),
-            owner["name"].as_str().unwrap_or_default(),
-        )
-        .is_some_and(|o| o["metadata"]["uid"] == owner["uid"]);
-    known.insert(uid.to_owned(), exists);
-    exists
+    owners.iter().any(|owner| {
+        let Some(storage) = resources::by_kind(
+            owner["apiVersion"].as_str().unwrap_or_default(),
+            owner["kind"].as_str().unwrap_or_default(),
+        ) else {
+            return true;
+        };
+        let uid = owner["uid"].as_str().unwrap_or_default();
+        if let Some(&exists) = known.get(uid) {
+            return exists;
+        }
+        let ns = if resources::RESOURCES[storage].namespaced {
+            obj["metadata"]["namespace"].as_str().unwrap_or_default()
+        } else {
+            ""
+        };
+        let exists = tx
+            .view()
+            .get(storage, ns, owner["name"].as_str().unwrap_or_default())
+            .is_some_and(|o| o["metadata"]["uid"] == owner["uid"]);
+        known.insert(uid.to_owned(), exists);
+        exists
+    })
 }
 
 pub fn reconcile(tx: &mut Tx<'_>) -> Result<(), ApiError> {

@@ -179,7 +179,8 @@ pub fn reconcile(tx: &mut Tx<'_>, config: &LoopConfig) -> Result<(), ApiError> {
             .as_str()
             .unwrap_or("10.0.0.1")
             .to_owned();
-        let pods = config.max_pods.to_string();
+        // A node may come with its own room (an autoscaler's group of another size).
+        let pods = super::scheduler::pod_room(&node, config.max_pods).to_string();
         new["status"] = json!({
             "capacity": {"cpu": "2", "memory": "8Gi", "pods": pods, "ephemeral-storage": "20Gi"},
             "allocatable": {"cpu": "1930m", "memory": "7Gi", "pods": pods, "ephemeral-storage": "18Gi"},

@@ -1,6 +1,9 @@
 //! The scheduler: binds pending pods to Ready nodes that are schedulable for them (cordon,
 //! taints against tolerations, nodeSelector, required node affinity, pod capacity), spreading
-//! pods by choosing the least-loaded fitting node.
+//! pods by choosing the least-loaded fitting node. Higher priority first; a pod that fits
+//! nowhere preempts, as the real scheduler does: on a node it fits but for capacity, the
+//! lowest-priority pod below its own is deleted (its grace kept) and the node is nominated
+//! for it — unless its `preemptionPolicy` is `Never`.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -9,7 +12,7 @@ use serde_json::{Value, json};
 use super::{LoopConfig, is_ready, name_of, ns_of};
 use crate::error::ApiError;
 use crate::resources::{NODES, PODS};
-use crate::store::{Key, Tx, now_rfc3339};
+use crate::store::{Key, Obj, Tx, now_rfc3339};
 
 fn tolerates(tolerations: &Value, key: &str, value: &str, effect: &str) -> bool {
     tolerations.as_array().into_iter().flatten().any(|t| {
@@ -22,6 +25,14 @@ fn tolerates(tolerations: &Value, key: &str, value: &str, effect: &str) -> bool 
         };
         effect_ok && key_ok
     })
+}
+
+/// How many pods `node` takes: its `status.allocatable.pods`, or the cluster's `default`.
+pub fn pod_room(node: &Value, default: usize) -> usize {
+    node["status"]["allocatable"]["pods"]
+        .as_str()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Whether `pod` may be placed on `node`, ignoring capacity.
@@ -144,6 +155,7 @@ pub fn reconcile(
         .iter()
         .map(|name| tx.view().pod_count_on_node(name))
         .collect();
+    let room: Vec<usize> = nodes.iter().map(|n| pod_room(n, config.max_pods)).collect();
     // Pods of one template share their placement rules: decide which nodes fit once per
     // distinct rule set, not once per pod (30 000 pods × 1000 nodes otherwise).
     let mut fitting: HashMap<String, Vec<usize>> = HashMap::new();
@@ -158,10 +170,11 @@ pub fn reconcile(
                 .filter(|&i| fits(&pod, &nodes[i]))
                 .collect()
         });
+        let candidates = candidates.clone();
         let choice = candidates
             .iter()
             .copied()
-            .filter(|&i| load[i] < config.max_pods)
+            .filter(|&i| load[i] < room[i])
             .min_by_key(|&i| (load[i], &names[i]));
         let mut new = (*pod).clone();
         let now = now_rfc3339();
@@ -173,19 +186,137 @@ pub fn reconcile(
                     json!([{"type": "PodScheduled", "status": "True", "lastTransitionTime": now}]);
             }
             None => {
+                let nominated = match preempt(tx, &pod, candidates, &nodes, &mut load)? {
+                    Preempted::Bind(i) => {
+                        load[i] += 1;
+                        new["spec"]["nodeName"] = json!(names[i]);
+                        new["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "True", "lastTransitionTime": now}]);
+                        if let Some(st) = new["status"].as_object_mut() {
+                            st.remove("nominatedNodeName");
+                        }
+                        tx.replace(PODS, &ns_of(&pod), &name_of(&pod), new)?;
+                        continue;
+                    }
+                    Preempted::Nominated(i) => Some(names[i].clone()),
+                    Preempted::Waiting => continue,
+                    Preempted::No => None,
+                };
                 let msg = format!(
                     "0/{} nodes are available: no node fits the pod's cordon, taint, selector and capacity constraints.",
                     nodes.len()
                 );
-                if pod["status"]["conditions"][0]["message"] == msg.as_str() {
+                let same = pod["status"]["conditions"][0]["message"] == msg.as_str()
+                    && pod["status"]["nominatedNodeName"].as_str() == nominated.as_deref();
+                if same {
                     continue;
                 }
                 new["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg, "lastTransitionTime": now}]);
+                if let Some(n) = nominated {
+                    new["status"]["nominatedNodeName"] = json!(n);
+                }
             }
         }
         tx.replace(PODS, &ns_of(&pod), &name_of(&pod), new)?;
     }
     Ok(())
+}
+
+fn priority(p: &Value) -> i64 {
+    p["spec"]["priority"].as_i64().unwrap_or(0)
+}
+
+/// What preemption did for a pod that fits nowhere.
+enum Preempted {
+    /// Its victims went at once (no grace): bind it to this node now.
+    Bind(usize),
+    /// Victims are stopping on this node, nominated for it: it binds when they are gone.
+    Nominated(usize),
+    /// Its nominated node's victims are still stopping: nothing more to do yet.
+    Waiting,
+    /// It may not preempt, or nothing below it would make room.
+    No,
+}
+
+/// Preemption for `pod`, which fits no node with room: among the `fitting` nodes (placement
+/// rules allow it) that are full, the one whose lowest-priority pod is lowest and below the
+/// pod's own gives up that pod.
+fn preempt(
+    tx: &mut Tx<'_>,
+    pod: &Value,
+    fitting: Vec<usize>,
+    nodes: &[Obj],
+    load: &mut [usize],
+) -> Result<Preempted, ApiError> {
+    if pod["spec"]["preemptionPolicy"] == "Never" {
+        return Ok(Preempted::No);
+    }
+    let mine = priority(pod);
+    // Already nominated, its victims still stopping: wait for them, never preempt twice.
+    if let Some(nominated) = pod["status"]["nominatedNodeName"].as_str() {
+        let stopping = tx
+            .view()
+            .pods_on_node(nominated)
+            .iter()
+            .any(|p| p["metadata"]["deletionTimestamp"].is_string() && priority(p) < mine);
+        if stopping {
+            return Ok(Preempted::Waiting);
+        }
+    }
+    let victim = fitting
+        .into_iter()
+        .filter_map(|i| {
+            let name = name_of(&nodes[i]);
+            tx.view()
+                .pods_on_node(&name)
+                .into_iter()
+                .filter(|p| p["metadata"]["deletionTimestamp"].is_null() && priority(p) < mine)
+                .min_by_key(|p| {
+                    (
+                        priority(p),
+                        std::cmp::Reverse(
+                            p["metadata"]["creationTimestamp"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned(),
+                        ),
+                    )
+                })
+                .map(|p| (i, (**p).clone()))
+        })
+        .min_by_key(|(i, p)| (priority(p), name_of(&nodes[*i])));
+    let Some((i, victim)) = victim else {
+        return Ok(Preempted::No);
+    };
+    let (ns, name) = (ns_of(&victim), name_of(&victim));
+    tracing::debug!(pod = %name_of(pod), victim = %name, node = %name_of(&nodes[i]), "scheduler: preemption");
+    // What the real scheduler writes on its victims, so a watcher can tell a preemption.
+    let mut marked = victim.clone();
+    let condition = json!({"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+        "message": format!("default-scheduler: preempting to accommodate a higher priority pod ({})", name_of(pod)),
+        "lastTransitionTime": now_rfc3339()});
+    match marked["status"]["conditions"].as_array_mut() {
+        Some(c) => c.push(condition),
+        None => marked["status"]["conditions"] = json!([condition]),
+    }
+    tx.replace(PODS, &ns, &name, marked)?;
+    let grace = victim["spec"]["terminationGracePeriodSeconds"]
+        .as_i64()
+        .unwrap_or(30)
+        .max(0);
+    if grace == 0 {
+        tx.remove(PODS, &ns, &name);
+        load[i] = load[i].saturating_sub(1);
+        return Ok(Preempted::Bind(i));
+    }
+    let at = jiff::Timestamp::now() + std::time::Duration::from_secs(grace as u64);
+    tx.mark_deleting(
+        PODS,
+        &ns,
+        &name,
+        &at.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        grace,
+    )?;
+    Ok(Preempted::Nominated(i))
 }
 
 #[cfg(test)]

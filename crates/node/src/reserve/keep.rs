@@ -1,0 +1,298 @@
+//! Placeholders made, found and removed: the Kubernetes side of capacity first.
+//!
+//! - [`reserve`]: at a drain's start, one placeholder per pod it will move that wants one, in
+//!   one pass: one read of the node (its uid owns them), one list of what is already there
+//!   (two notices, a second drain or a restart reserve once), then the missing ones created
+//!   [`CREATES_AT_ONCE`] at a time, each call bounded;
+//! - [`release`]: the node's placeholders removed (its drain was withdrawn, or its
+//!   replacements are Ready);
+//! - [`expire`]: every placeholder of ours older than the TTL removed, and when the next one
+//!   is due — the one timer, which also finds a previous life's placeholders after a restart.
+//!
+//! Only ever pods with both our labels ([`MANAGED_BY`], [`ROLE`]): never anyone else's.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
+
+use super::{FOR_NODE, ROLE, placeholder};
+use crate::claim::MANAGED_BY;
+use crate::error::{ApiClass, NodeError, classify};
+
+/// Creates in flight at once for one node: a 110-pod node reserves in a few round trips
+/// without a burst the API server's flow control would push back on.
+pub const CREATES_AT_ONCE: usize = 16;
+
+/// `--reserve-capacity` and its companions.
+#[derive(Debug, Clone)]
+pub struct ReserveConfig {
+    /// The cluster's default; a workload's annotation says otherwise.
+    pub cluster: bool,
+    /// `--reserve-image`.
+    pub image: String,
+    /// `--reserve-ttl`: the longest a placeholder lives.
+    pub ttl: Duration,
+    /// The bound on one call (`--api-timeout`).
+    pub api_timeout: Duration,
+}
+
+/// What one pass of [`reserve`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reserved {
+    /// Placeholders created now.
+    pub made: usize,
+    /// Already there (an earlier pass, another notice, a previous life).
+    pub kept: usize,
+    /// Pods that want one whose create failed, with the first error.
+    pub failed: usize,
+    pub error: Option<String>,
+}
+
+impl Reserved {
+    /// One line for people.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{} placeholder(s) reserving the room of the pods leaving",
+            self.made + self.kept
+        );
+        if self.kept > 0 {
+            s.push_str(&format!(" ({} already there)", self.kept));
+        }
+        if let Some(e) = &self.error {
+            s.push_str(&format!("; {} could not be created: {e}", self.failed));
+        }
+        s
+    }
+}
+
+/// The selector of our placeholders: all of them, or those standing in for `node`.
+pub fn selector(node: Option<&str>) -> String {
+    let mut s = format!("{}={},{}={}", MANAGED_BY.0, MANAGED_BY.1, ROLE.0, ROLE.1);
+    if let Some(node) = node {
+        s.push_str(&format!(
+            ",{FOR_NODE}={}",
+            sih_core::label_value::label_value(node)
+        ));
+    }
+    s
+}
+
+/// Our placeholders (of `node`, or all).
+async fn ours(
+    client: &kube::Client,
+    node: Option<&str>,
+    timeout: Duration,
+) -> Result<Vec<Pod>, NodeError> {
+    let all: Api<Pod> = Api::all(client.clone());
+    let lp = ListParams::default().labels(&selector(node));
+    let list = crate::bounded(timeout, "list placeholders", all.list(&lp))
+        .await?
+        .map_err(NodeError::Api)?;
+    Ok(list.items)
+}
+
+/// Reserves the room of `leaving` (the pods a drain of `node` will move). No call at all
+/// when none of them wants a placeholder.
+pub async fn reserve(
+    client: &kube::Client,
+    node: &str,
+    leaving: &[Pod],
+    cfg: &ReserveConfig,
+) -> Result<Reserved, NodeError> {
+    let wanted: Vec<&Pod> = leaving
+        .iter()
+        .filter(|p| super::wanted(p, cfg.cluster).is_ok())
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Reserved::default());
+    }
+    let nodes: Api<Node> = Api::all(client.clone());
+    let owner = match crate::bounded(cfg.api_timeout, "get node", nodes.get(node)).await? {
+        Ok(n) => n,
+        Err(e) if classify(&e) == ApiClass::NotFound => {
+            return Err(NodeError::NodeNotFound(node.to_owned()));
+        }
+        Err(e) => return Err(NodeError::Api(e)),
+    };
+    let there: HashSet<String> = ours(client, Some(node), cfg.api_timeout)
+        .await?
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    let mut out = Reserved::default();
+    let mut missing = Vec::new();
+    for pod in wanted {
+        let Some(p) = placeholder(pod, &owner, cfg.cluster, &cfg.image) else {
+            continue;
+        };
+        if p.metadata.name.as_ref().is_some_and(|n| there.contains(n)) {
+            out.kept += 1;
+        } else {
+            missing.push(p);
+        }
+    }
+    let timeout = cfg.api_timeout;
+    let mut creates = futures_util::stream::iter(missing.into_iter().map(|p| {
+        let api: Api<Pod> = Api::namespaced(
+            client.clone(),
+            p.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        async move {
+            crate::bounded(
+                timeout,
+                "create placeholder",
+                api.create(&PostParams::default(), &p),
+            )
+            .await
+            .and_then(|r| r.map_err(NodeError::Api))
+        }
+    }))
+    .buffer_unordered(CREATES_AT_ONCE);
+    while let Some(r) = creates.next().await {
+        match r {
+            Ok(_) => out.made += 1,
+            // Made by an answer that was lost, or by a replica beside us: reserved all the same.
+            Err(NodeError::Api(e)) if classify(&e) == ApiClass::Conflict => out.kept += 1,
+            Err(e) => {
+                out.failed += 1;
+                out.error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Removes one placeholder (at once: it has nothing to stop); gone already is fine.
+async fn remove(client: &kube::Client, p: &Pod, timeout: Duration) -> Result<bool, NodeError> {
+    let (Some(ns), Some(name)) = (&p.metadata.namespace, &p.metadata.name) else {
+        return Ok(false);
+    };
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let dp = DeleteParams {
+        grace_period_seconds: Some(0),
+        // The one we listed, never a pod that took its name since.
+        preconditions: Some(Preconditions {
+            uid: p.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match crate::bounded(timeout, "delete placeholder", api.delete(name, &dp)).await? {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(classify(&e), ApiClass::NotFound | ApiClass::Conflict) => Ok(false),
+        Err(e) => Err(NodeError::Api(e)),
+    }
+}
+
+/// Removes the placeholders standing in for `node`; how many it removed.
+pub async fn release(
+    client: &kube::Client,
+    node: &str,
+    timeout: Duration,
+) -> Result<usize, NodeError> {
+    let mut removed = 0;
+    let mut first_error = None;
+    for p in ours(client, Some(node), timeout).await? {
+        match remove(client, &p, timeout).await {
+            Ok(gone) => removed += usize::from(gone),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(removed),
+    }
+}
+
+/// When a placeholder made at `created` is due to go.
+pub fn due(created: Timestamp, ttl: Duration) -> Timestamp {
+    jiff::SignedDuration::try_from(ttl)
+        .ok()
+        .and_then(|ttl| created.checked_add(ttl).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// Removes every placeholder of ours (of `node`, or all) older than `ttl`; returns how many it
+/// removed and when the next of those left is due (`None`: none left).
+pub async fn expire(
+    client: &kube::Client,
+    node: Option<&str>,
+    ttl: Duration,
+    timeout: Duration,
+) -> Result<(usize, Option<Timestamp>), NodeError> {
+    let now = Timestamp::now();
+    let mut removed = 0;
+    let mut next: Option<Timestamp> = None;
+    for p in ours(client, node, timeout).await? {
+        // One without a creation time (never from a real server) is taken as made now.
+        let created = p.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
+        let at = due(created, ttl);
+        if at <= now {
+            removed += usize::from(remove(client, &p, timeout).await?);
+        } else {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+    }
+    Ok((removed, next))
+}
+
+/// How long the keeper waits after a failed look before it looks again.
+const RETRY: Duration = Duration::from_secs(5);
+
+/// The one timer of a process: removes placeholders of ours (of `node`, or all) as their TTL
+/// runs out. It looks at once (a previous life's placeholders are found, kept until their
+/// time or removed), then whenever the next is due or `made` says new ones were made. Runs
+/// until dropped.
+pub async fn keep(
+    client: kube::Client,
+    node: Option<String>,
+    ttl: Duration,
+    timeout: Duration,
+    made: std::sync::Arc<tokio::sync::Notify>,
+) {
+    loop {
+        let wait = match expire(&client, node.as_deref(), ttl, timeout).await {
+            Ok((removed, next)) => {
+                if removed > 0 {
+                    tracing::info!(
+                        removed,
+                        ttl_s = ttl.as_secs(),
+                        "placeholders past their TTL removed"
+                    );
+                }
+                next.map(|at| {
+                    let left = at.duration_since(Timestamp::now());
+                    // A little after it is due, so the next look finds it due.
+                    Duration::try_from(left).unwrap_or_default() + Duration::from_millis(100)
+                })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for placeholders past their TTL; trying again");
+                Some(RETRY)
+            }
+        };
+        match wait {
+            Some(d) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = made.notified() => {}
+                }
+            }
+            None => made.notified().await,
+        }
+    }
+}
+
+/// What a drain needs to reserve: the settings, and the keeper's bell ([`keep`]) to ring when
+/// it made placeholders.
+#[derive(Debug, Clone)]
+pub struct Reservations {
+    pub config: ReserveConfig,
+    pub made: std::sync::Arc<tokio::sync::Notify>,
+}
