@@ -140,8 +140,8 @@ pub struct ReserveFlags {
     #[arg(long, env = "RESERVE_IMAGE", default_value = sih_node::reserve::DEFAULT_IMAGE)]
     pub reserve_image: String,
     /// The longest a placeholder lives; it goes sooner when its drain is withdrawn or the
-    /// workloads it stands for are Ready again. Range: 30s to 1h.
-    #[arg(long, env = "RESERVE_TTL", value_parser = duration_in("30s", "1h"), default_value = "5m")]
+    /// workloads it stands for are Ready again. Range: 10s to 1h.
+    #[arg(long, env = "RESERVE_TTL", value_parser = duration_in("10s", "1h"), default_value = "5m")]
     pub reserve_ttl: Duration,
 }
 

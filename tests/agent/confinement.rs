@@ -191,7 +191,11 @@ async fn an_agent_creates_and_removes_only_placeholders_for_its_own_node() {
     .unwrap();
     let image = sih_node::reserve::DEFAULT_IMAGE;
     let for_a = sih_node::reserve::placeholder(&leaving, &obj_a, true, image).unwrap();
-    let for_b = sih_node::reserve::placeholder(&leaving, &obj_b, true, image).unwrap();
+    let mut for_b = sih_node::reserve::placeholder(&leaving, &obj_b, true, image).unwrap();
+    // Kept Pending: bound to node A by the scheduler it would be a pod on A, which the agent
+    // may delete for that reason alone.
+    for_b.spec.as_mut().unwrap().node_selector =
+        Some([("nowhere".to_owned(), "true".to_owned())].into());
     let dir = cp.dir.join("agent-on-a");
     let agent = client_for(
         &cp.service_account_kubeconfig(

@@ -832,8 +832,8 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
     Ok(())
 }
 
-/// `--reserve-ttl` of a scenario that reserves (the shortest the flag takes).
-pub const RESERVE_TTL: &str = "30s";
+/// `--reserve-ttl` of a scenario that reserves (the shortest the flag takes: most placeholders meet it).
+pub const RESERVE_TTL: &str = "10s";
 
 /// Connections that hold the agent's admin port, reopened as soon as one is closed: the flood
 /// of issue 32 (256 idle connections from one peer once failed every probe).

@@ -197,7 +197,7 @@ pub struct Scenario {
     /// The agent's admin port is held by a flood of idle connections throughout, while a
     /// probe asks `/healthz` every half second.
     pub flood: bool,
-    /// Capacity first (`--reserve-capacity=true`, a 30 s TTL): the Deployments' pods ask for
+    /// Capacity first (`--reserve-capacity=true`, a 10 s TTL): the Deployments' pods ask for
     /// a little CPU, so each has a placeholder while its drain lasts.
     pub reserve: bool,
 }

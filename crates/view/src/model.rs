@@ -183,11 +183,7 @@ pub fn pod_view(p: &Pod, evicted: bool) -> PodView {
             .owner_references
             .as_ref()
             .is_some_and(|o| o.iter().any(|r| r.kind == "DaemonSet")),
-        placeholder: meta.labels.as_ref().is_some_and(|l| {
-            let (role, managed) = (sih_node::reserve::ROLE, sih_node::claim::MANAGED_BY);
-            l.get(role.0).map(String::as_str) == Some(role.1)
-                && l.get(managed.0).map(String::as_str) == Some(managed.1)
-        }),
+        placeholder: sih_node::reserve::is_placeholder(p),
         evicted,
     }
 }

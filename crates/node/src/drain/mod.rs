@@ -99,10 +99,15 @@ impl Default for DrainConfig {
 pub fn facts_of(p: &Pod) -> PodFacts {
     let meta = &p.metadata;
     let spec = p.spec.as_ref();
-    let owner = meta
-        .owner_references
-        .as_ref()
-        .and_then(|o| o.iter().find(|r| r.controller == Some(true)));
+    // A placeholder of ours (one node's, on another node now reclaimed in turn) belongs to
+    // its Node: not a pod nobody recreates, nothing to warn about.
+    let owner = meta.owner_references.as_ref().and_then(|o| {
+        o.iter().find(|r| r.controller == Some(true)).or_else(|| {
+            crate::reserve::is_placeholder(p)
+                .then(|| o.iter().find(|r| r.kind == "Node"))
+                .flatten()
+        })
+    });
     let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
     let class = spec
         .and_then(|s| s.priority_class_name.as_deref())

@@ -55,6 +55,14 @@ pub const RESERVE_ANNOTATION: &str = "spot-interrupt-handler/reserve-capacity";
 /// Taint keys of ours: their tolerations are never copied onto a placeholder.
 const OUR_TAINTS: &str = "spot-interrupt-handler/";
 
+/// Whether `pod` is one of our placeholders (both our labels).
+pub fn is_placeholder(pod: &Pod) -> bool {
+    pod.metadata.labels.as_ref().is_some_and(|l| {
+        l.get(ROLE.0).map(String::as_str) == Some(ROLE.1)
+            && l.get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1)
+    })
+}
+
 /// Why a pod gets no placeholder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NoReservation {

@@ -215,3 +215,17 @@ fn pods_that_are_not_replaced_elsewhere_or_ask_for_nothing_get_none() {
         Err(NoReservation::Unreadable(e)) if e.contains("a lot")
     ));
 }
+
+#[test]
+fn a_placeholder_is_known_as_one_and_stands_for_nothing_itself() {
+    let p = placeholder(&web(), &node(), true, DEFAULT_IMAGE).unwrap();
+    assert!(is_placeholder(&p));
+    assert!(!is_placeholder(&web()));
+    // Owned by its node, controlled by nothing: no placeholder for a placeholder.
+    assert_eq!(wanted(&p, true), Err(NoReservation::NoController));
+    // A drain of the node it landed on takes its Node for its owner: not a pod nobody
+    // recreates.
+    let facts = crate::drain::facts_of(&p);
+    assert_eq!(facts.owner_kind.as_deref(), Some("Node"));
+    assert!(!facts.unmanaged());
+}
