@@ -107,12 +107,12 @@ pub fn reservations(
         made.clone(),
     ));
     Some(sih_node::reserve::Reservations {
-        config: sih_node::reserve::ReserveConfig {
-            cluster: flags.reserve_capacity == ReserveCapacity::All,
-            image: flags.reserve_image.clone(),
-            ttl: flags.reserve_ttl,
+        config: sih_node::reserve::ReserveConfig::new(
+            flags.reserve_capacity == ReserveCapacity::All,
+            flags.reserve_image.clone(),
+            flags.reserve_ttl,
             api_timeout,
-        },
+        ),
         made,
     })
 }

@@ -38,12 +38,12 @@ spec:
 }
 
 fn config() -> ReserveConfig {
-    ReserveConfig {
-        cluster: true,
-        image: reserve::DEFAULT_IMAGE.into(),
-        ttl: Duration::from_secs(300),
-        api_timeout: Duration::from_secs(10),
-    }
+    ReserveConfig::new(
+        true,
+        reserve::DEFAULT_IMAGE.into(),
+        Duration::from_secs(300),
+        Duration::from_secs(10),
+    )
 }
 
 /// Our placeholders (of `node`, or all), those not being deleted.

@@ -3,7 +3,8 @@
 //! - [`reserve`]: at a drain's start, one placeholder per pod it will move that wants one, in
 //!   one pass: one read of the node (its uid owns them), one list of what is already there
 //!   (two notices, a second drain or a restart reserve once), then the missing ones created
-//!   [`CREATES_AT_ONCE`] at a time, each call bounded;
+//!   [`CREATES_AT_ONCE`] at a time (and [`CREATES_IN_FLIGHT`] across every drain of the
+//!   process), each call bounded;
 //! - [`release`]: the node's placeholders removed (its drain was withdrawn, or its
 //!   replacements are Ready);
 //! - [`expire`]: every placeholder of ours older than the TTL removed, and when the next one
@@ -26,6 +27,9 @@ use crate::error::{ApiClass, NodeError, classify};
 /// Creates in flight at once for one node: a 110-pod node reserves in a few round trips
 /// without a burst the API server's flow control would push back on.
 pub const CREATES_AT_ONCE: usize = 16;
+/// Creates in flight at once for the whole process: an AZ-wide reclaim in queue mode (many
+/// drains at once) reserves for every node in one steady stream, not a burst per node.
+pub const CREATES_IN_FLIGHT: usize = 32;
 
 /// `--reserve-capacity` and its companions.
 #[derive(Debug, Clone)]
@@ -38,6 +42,20 @@ pub struct ReserveConfig {
     pub ttl: Duration,
     /// The bound on one call (`--api-timeout`).
     pub api_timeout: Duration,
+    /// Shared by every drain of the process: at most [`CREATES_IN_FLIGHT`] creates at once.
+    pub in_flight: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl ReserveConfig {
+    pub fn new(cluster: bool, image: String, ttl: Duration, api_timeout: Duration) -> Self {
+        Self {
+            cluster,
+            image,
+            ttl,
+            api_timeout,
+            in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(CREATES_IN_FLIGHT)),
+        }
+    }
 }
 
 /// What one pass of [`reserve`] did.
@@ -141,7 +159,10 @@ pub async fn reserve(
             client.clone(),
             p.metadata.namespace.as_deref().unwrap_or("default"),
         );
+        let in_flight = cfg.in_flight.clone();
         async move {
+            // Never closed: a permit always comes, the bound is on the call alone.
+            let _permit = in_flight.acquire_owned().await;
             crate::bounded(
                 timeout,
                 "create placeholder",
