@@ -781,3 +781,73 @@ async fn spot_interruption_over_tls_with_the_manifests_rbac() {
     )
     .await;
 }
+
+/// Issue 31: an agent with `--reserve-capacity` makes a placeholder for each pod its drain
+/// moves (the `api` pods, which ask for CPU; `web`'s ask for nothing and get none), says so
+/// on the node, and removes them when the notice is withdrawn while the drain still runs (a
+/// budget that allows nothing holds it).
+#[tokio::test]
+async fn reserved_capacity_goes_when_its_notice_is_withdrawn() {
+    let s = Scene::start(&[]).await;
+    let class = include_str!("../../deploy/manifests/reserve-capacity.yaml")
+        .split("\n---\n")
+        .next()
+        .unwrap()
+        .to_owned();
+    s.apply(&format!(
+        "{class}\n---\n{}\n---\n{}",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api, namespace: default}\nspec:\n  replicas: 6\n  selector: {matchLabels: {app: api}}\n  template:\n    metadata: {labels: {app: api}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers: [{name: api, image: nginx, resources: {requests: {cpu: 100m}}}]",
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: api, namespace: default}\nspec:\n  maxUnavailable: 0\n  selector: {matchLabels: {app: api}}"
+    ))
+    .await;
+    until(
+        "api pods on the spot node",
+        Duration::from_secs(20),
+        || async { s.pods_on_node("app=api").await > 0 },
+    )
+    .await;
+    let on_node = s.pods_on_node("app=api").await;
+    let placeholders = || async {
+        Api::<Pod>::all(s.client.clone())
+            .list(&ListParams::default().labels(&sih_node::reserve::selector(Some(&s.node))))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .count()
+    };
+    let agent = s.agent(&["--reserve-capacity=true"]).await;
+    let id = scheduled_event(&s).await;
+    until(
+        "a placeholder per api pod",
+        Duration::from_secs(15),
+        || async { placeholders().await == on_node },
+    )
+    .await;
+    until(
+        "the CapacityReserved Event",
+        Duration::from_secs(5),
+        || async {
+            s.event_reasons()
+                .await
+                .contains(&"CapacityReserved".to_owned())
+        },
+    )
+    .await;
+    assert_eq!(
+        s.pods_on_node("app=api").await,
+        on_node,
+        "the budget holds them"
+    );
+
+    s.control(&format!("scheduled-event/{id}/cancel"), json!({}))
+        .await;
+    until(
+        "the placeholders are gone",
+        Duration::from_secs(10),
+        || async { placeholders().await == 0 },
+    )
+    .await;
+    drop(agent);
+}

@@ -629,6 +629,14 @@ impl Scene {
                         .await
                         .unwrap();
                 }
+                Some("PriorityClass") => {
+                    Api::<k8s_openapi::api::scheduling::v1::PriorityClass>::all(
+                        self.client.clone(),
+                    )
+                    .create(&pp, &serde_json::from_value(v).unwrap())
+                    .await
+                    .unwrap();
+                }
                 other => panic!("apply: {other:?} is not handled here"),
             }
         }
