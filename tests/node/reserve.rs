@@ -54,7 +54,13 @@ async fn placeholders(client: &kube::Client, node: Option<&str>) -> Vec<Pod> {
         .unwrap()
         .items
         .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with(reserve::NAME_PREFIX))
+        })
         .collect()
 }
 
@@ -184,10 +190,12 @@ async fn placeholders_are_made_once_kept_across_a_restart_and_removed_by_release
         );
     }
 
-    // Somebody else's pod with the same role.
+    // Somebody else's pod wearing our labels (anyone may write labels): not our name, class
+    // or owner, so never taken for ours.
     let decoy: Pod = serde_json::from_value(json!({
         "metadata": {"name": "not-ours", "namespace": "default",
-            "labels": {reserve::ROLE.0: reserve::ROLE.1, reserve::FOR_NODE: a.clone()}},
+            "labels": {reserve::ROLE.0: reserve::ROLE.1, reserve::FOR_NODE: a.clone(),
+                sih_node::claim::MANAGED_BY.0: sih_node::claim::MANAGED_BY.1}},
         "spec": {"containers": [{"name": "c", "image": "nginx"}]}
     }))
     .unwrap();

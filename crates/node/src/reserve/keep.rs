@@ -110,7 +110,25 @@ async fn ours(
     let list = crate::bounded(timeout, "list placeholders", all.list(&lp))
         .await?
         .map_err(NodeError::Api)?;
-    Ok(list.items)
+    // Labels anyone may write: only what also has our name, our class and a Node for its
+    // owner is taken for ours (and ever removed).
+    Ok(list.items.into_iter().filter(made_by_us).collect())
+}
+
+/// Whether a pod our labels select has the rest of a placeholder's shape.
+fn made_by_us(p: &Pod) -> bool {
+    p.metadata
+        .name
+        .as_deref()
+        .is_some_and(|n| n.starts_with(super::NAME_PREFIX))
+        && p.spec
+            .as_ref()
+            .and_then(|s| s.priority_class_name.as_deref())
+            == Some(super::PRIORITY_CLASS)
+        && p.metadata
+            .owner_references
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|r| r.kind == "Node"))
 }
 
 /// Reserves the room of `leaving` (the pods a drain of `node` will move). No call at all

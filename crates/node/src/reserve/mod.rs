@@ -52,6 +52,8 @@ pub const FOR_NODE: &str = "spot-interrupt-handler/reserved-for-node";
 pub const STANDS_FOR: &str = "spot-interrupt-handler/stands-for";
 /// A workload's own say (`"true"` or `"false"`), over the cluster's `--reserve-capacity`.
 pub const RESERVE_ANNOTATION: &str = "spot-interrupt-handler/reserve-capacity";
+/// Every placeholder's name begins so.
+pub const NAME_PREFIX: &str = "sih-reserve-";
 /// Taint keys of ours: their tolerations are never copied onto a placeholder.
 const OUR_TAINTS: &str = "spot-interrupt-handler/";
 
@@ -140,7 +142,7 @@ pub fn name_for(node: &str, pod: &Pod) -> String {
         pod.metadata.namespace.as_deref().unwrap_or_default(),
         pod.metadata.name.as_deref().unwrap_or_default()
     );
-    format!("sih-reserve-{:016x}", crate::claim::fnv(&key))
+    format!("{NAME_PREFIX}{:016x}", crate::claim::fnv(&key))
 }
 
 /// The placeholder for `pod`, which leaves `node`; `None` when [`wanted`] says no.
