@@ -244,28 +244,72 @@ pub(super) async fn take_over(shared: Arc<Shared>) {
     }
 }
 
+/// A notice handed over to us and taken off its claim, whose node we lost before it could
+/// join the evacuation (seed 63337: our heartbeat missed its window between the two). Its
+/// sender waits on the claim, its copy hidden, and hands over only once: dropped here, it
+/// would wait until the sender's patience ran out (10.7 s late).
+pub(super) struct Stray {
+    node: String,
+    notice: sih_core::Notice,
+    since: Instant,
+}
+
+/// How long a stray notice is kept trying: by then its sender's copy has come back.
+const STRAY_PATIENCE: Duration = Duration::from_secs(60);
+
 /// Notices other replicas received for nodes we hold: each joins the node's evacuation here,
-/// the claim held until it is done.
+/// the claim held until it is done. Strays of earlier looks go first: to the node's
+/// evacuation if the claim is ours again, else to its new holder.
 async fn take_handed_over(shared: &Arc<Shared>) {
     let Some(claims) = &shared.claims else { return };
-    let handed = match claims.handed_over().await {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not look for notices handed over by other replicas");
-            return;
+    let strays = std::mem::take(&mut *shared.strays.lock().unwrap_or_else(|e| e.into_inner()));
+    // Each notice with when it first strayed (now, for those handed over since the last look).
+    let mut handed: Vec<(String, Vec<(sih_core::Notice, Instant)>)> = Vec::new();
+    for stray in strays {
+        if stray.since.elapsed() > STRAY_PATIENCE {
+            tracing::warn!(node = %stray.node, notice_id = %stray.notice.id,
+                "a handed-over notice found no holder in time; its sender's copy comes back");
+            continue;
         }
-    };
+        let ours = shared.held().contains_key(&stray.node);
+        let passed_on =
+            !ours && matches!(claims.hand_over(&stray.node, &stray.notice).await, Ok(true));
+        if passed_on {
+            tracing::info!(node = %stray.node, notice_id = %stray.notice.id,
+                "a handed-over notice passed on to the node's holder");
+            continue;
+        }
+        let item = (stray.notice, stray.since);
+        match handed.iter_mut().find(|(n, _)| *n == stray.node) {
+            Some((_, list)) => list.push(item),
+            None => handed.push((stray.node, vec![item])),
+        }
+    }
+    match claims.handed_over().await {
+        Ok(h) => {
+            let now = Instant::now();
+            handed.extend(
+                h.into_iter()
+                    .map(|(node, n)| (node, n.into_iter().map(|n| (n, now)).collect())),
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for notices handed over by other replicas")
+        }
+    }
     for (node, notices) in handed {
         let known = shared.held().contains_key(&node);
         if !known && !adopt(shared, claims, &node).await {
+            keep_strays(shared, &node, notices);
             continue;
         }
-        for notice in notices {
+        for (notice, since) in notices {
             {
                 let mut held = shared.held();
                 let Some(h) = held.get_mut(&node) else {
-                    // Lost meanwhile: the replica that holds it now acts, and the sender's
-                    // copy comes back to it.
+                    // Lost meanwhile: kept for the next look.
+                    drop(held);
+                    keep_strays(shared, &node, vec![(notice, since)]);
                     continue;
                 };
                 h.users += 1;
@@ -279,6 +323,24 @@ async fn take_handed_over(shared: &Arc<Shared>) {
                 unclaim_node(&shared, &node).await;
             });
         }
+    }
+}
+
+/// Keeps `notices` for `node` for the next look, each with when it first strayed.
+fn keep_strays(shared: &Shared, node: &str, notices: Vec<(sih_core::Notice, Instant)>) {
+    let mut strays = shared.strays.lock().unwrap_or_else(|e| e.into_inner());
+    for (notice, since) in notices {
+        if strays
+            .iter()
+            .any(|s| s.node == node && s.notice.id == notice.id)
+        {
+            continue;
+        }
+        strays.push(Stray {
+            node: node.to_owned(),
+            notice,
+            since,
+        });
     }
 }
 

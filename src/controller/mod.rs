@@ -77,6 +77,9 @@ struct Shared {
     claims: Option<Claims>,
     /// Nodes whose lease we hold.
     held: Mutex<HashMap<String, claims::Held>>,
+    /// Notices handed over to us, taken off their claim, whose node we lost before they
+    /// could join its evacuation: kept until they do, or reach the node's new holder.
+    strays: Mutex<Vec<claims::Stray>>,
     resolver: Resolver,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -114,6 +117,7 @@ impl Controller {
                 responder,
                 claims,
                 held: Mutex::new(HashMap::new()),
+                strays: Mutex::new(Vec::new()),
                 resolver,
                 metrics,
                 health,

@@ -135,6 +135,20 @@ impl View<'_> {
         })
     }
 
+    /// Whether a record of the node in `[a, b]` names the notice `id` (a scheduled event's
+    /// `EventId`): another event of the same kind on the node is not its record.
+    fn recorded_id(&self, id: &str, a: f64, b: f64) -> bool {
+        self.node_records().any(|r| {
+            let t = self.s(r.at);
+            t >= a
+                && t <= b
+                && r.annotations.iter().any(|(k, v)| {
+                    k.starts_with("spot-interrupt-handler/")
+                        && v.as_str().is_some_and(|v| v.contains(id))
+                })
+        })
+    }
+
     /// Whether the node carried `kind`'s taint at `a` already (the last record before it has
     /// it: another message about the same notice fenced it), or was so fenced within `[a, b]`.
     fn fenced_within(&self, kind: &str, a: f64, b: f64) -> bool {
@@ -472,6 +486,11 @@ fn announced_twice(v: &View<'_>, out: &mut Vec<Violation>) {
             continue;
         }
         let kind = key.split(' ').next().unwrap_or_default().to_owned();
+        // Recorded: this very event (scheduled ones, by EventId), or the instance's kind.
+        let recorded = |a: f64, b: f64| match key.split_once(' ') {
+            Some((_, id)) => v.recorded_id(id, a, b),
+            None => v.recorded(&kind, a, b),
+        };
         for w in times.windows(2) {
             let (first, again) = (w[0], w[1]);
             // A process that died before it could record the notice on the node, or that
@@ -483,7 +502,7 @@ fn announced_twice(v: &View<'_>, out: &mut Vec<Violation>) {
                 }
                 // The restart's own down time is no excuse: the record on the node is what a
                 // restarted process reads, unless the API could not give it.
-                !v.recorded(&kind, first - 1.0, started)
+                !recorded(first - 1.0, started)
                     || v.api_disrupted_within(started - 0.5, started + 3.0)
             });
             // Queue mode: a replica whose heartbeat could not land (the API hung) lets its
@@ -492,7 +511,7 @@ fn announced_twice(v: &View<'_>, out: &mut Vec<Violation>) {
             // carry that fact while the API hung, so this too is at-least-once.
             let taken_over_unrecorded = v.sc.mode == Mode::Queue
                 && v.disrupted_within(first, again)
-                && !v.recorded(&kind, first - 1.0, again - 0.5);
+                && !recorded(first - 1.0, again - 0.5);
             // Queue mode: a replica that takes a dead one's node over reads the node's record
             // to know what was said; while the API cannot give it, new notices are announced
             // after a short patience all the same (detection and announcement never wait for
