@@ -231,7 +231,8 @@ async fn the_scheduler_preempts_lower_priority_pods_unless_told_never() {
     let sim = start_config(ClusterConfig {
         nodes: 1,
         spot_nodes: 0,
-        max_pods: 3,
+        // A DaemonSet pod and three web replicas: full.
+        max_pods: 4,
         workload: Some(
             sih_sim_cluster::workload::parse(&format!(
                 "{CLASSES}\n---\n{}",
@@ -317,7 +318,8 @@ async fn the_autoscaler_scales_for_placeholders_not_for_expendable_pods() {
     let sim = start_config(ClusterConfig {
         nodes: 1,
         spot_nodes: 0,
-        max_pods: 3,
+        // A DaemonSet pod and three web replicas: full.
+        max_pods: 4,
         workload: Some(
             sih_sim_cluster::workload::parse(&format!(
                 "{CLASSES}\n---\n{}",

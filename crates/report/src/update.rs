@@ -109,6 +109,7 @@ impl Update {
                     | Progress::InvalidChoice { .. }
                     | Progress::DeletedAtDeadline { .. }
                     | Progress::LoadBalancers { .. }
+                    | Progress::Reserved { .. }
             ),
             _ => false,
         }
