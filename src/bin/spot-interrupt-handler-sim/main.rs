@@ -17,9 +17,17 @@ use cli::{SimCli, SimCommand, Simulate};
 
 fn main() -> anyhow::Result<()> {
     let mut cli = SimCli::parse();
-    if matches!(cli.command, SimCommand::Demo(_)) && cli.log.log_level == "info" {
-        // The demo's timeline is the output; the agent's own lines would drown it.
-        cli.log.log_level = "warn".into();
+    if let SimCommand::Demo(args) = &cli.command
+        && cli.log.log_level == "info"
+    {
+        // The demo's timeline is the output; the agent's own lines would drown it (the
+        // capacity story's baseline deletes pods at the deadline on purpose: its timeline
+        // says so, its agents' warnings need not).
+        cli.log.log_level = if args.scenario == cli::DemoScenario::Capacity {
+            "error".into()
+        } else {
+            "warn".into()
+        };
     }
     spot_interrupt_handler::logging::init(&cli.log)?;
     tokio::runtime::Builder::new_multi_thread()
