@@ -215,12 +215,6 @@ fn cluster_config(scenario: DemoScenario) -> sih_sim_cluster::ClusterConfig {
 pub(crate) const NODE_DELETED_AFTER: Duration = Duration::from_secs(5);
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    if args.scenario == DemoScenario::Capacity {
-        if args.cloud != DemoCloud::Aws || args.view.is_some() || args.keep_running {
-            bail!("--scenario capacity tells its story on AWS, without --view or --keep-running");
-        }
-        return crate::demo_capacity::run(args).await;
-    }
     let notice = args.notice();
     let cluster = sih_sim_cluster::start(cluster_config(args.scenario), LOOPBACK)
         .await

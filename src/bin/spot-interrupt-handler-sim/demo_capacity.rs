@@ -100,6 +100,9 @@ impl Outcome {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    if args.cloud != DemoCloud::Aws || args.view.is_some() || args.keep_running {
+        bail!("--scenario capacity tells its story on AWS, without --view or --keep-running");
+    }
     let notice = args.notice();
     let boot = notice / 3;
     if !args.json {

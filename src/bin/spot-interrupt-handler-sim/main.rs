@@ -35,6 +35,10 @@ fn main() -> anyhow::Result<()> {
         .build()?
         .block_on(async {
             match cli.command {
+                // Two stories side by side: a telling of its own on the demo's parts.
+                SimCommand::Demo(args) if args.scenario == cli::DemoScenario::Capacity => {
+                    demo_capacity::run(args).await
+                }
                 SimCommand::Demo(args) => demo::run(args).await,
                 SimCommand::View(args) => view::run(args).await,
                 SimCommand::Simulate(Simulate::Imds(args)) => simulate_imds::run(*args).await,
