@@ -110,8 +110,59 @@ impl Update {
                     | Progress::DeletedAtDeadline { .. }
                     | Progress::LoadBalancers { .. }
                     | Progress::Reserved { .. }
+                    | Progress::Surge { warning: true, .. }
             ),
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(progress: Progress) -> Update {
+        Update::Drain {
+            notice: Notice::spot_interruption(
+                "i-1",
+                "n1",
+                jiff::Timestamp::now(),
+                jiff::Timestamp::now(),
+                sih_core::Source::Agent,
+            ),
+            progress,
+        }
+    }
+
+    /// What the Events reporter writes on the node is queued for it: a surge not made and the
+    /// capacity reserved were once written by `kube_events` but never queued.
+    #[test]
+    fn every_progress_the_events_reporter_writes_is_queued_for_it() {
+        for p in [
+            Progress::Reserved {
+                what: "2 placeholder(s)".into(),
+                warning: false,
+            },
+            Progress::Surge {
+                workload: "default/web".into(),
+                what: "not surged".into(),
+                warning: true,
+            },
+            Progress::LoadBalancers {
+                what: "draining".into(),
+                warning: false,
+            },
+        ] {
+            assert!(drain(p.clone()).makes_event(), "{p:?}");
+        }
+        // A surge made is said by its pods' own evictions.
+        assert!(
+            !drain(Progress::Surge {
+                workload: "default/web".into(),
+                what: "raised".into(),
+                warning: false,
+            })
+            .makes_event()
+        );
     }
 }
