@@ -669,10 +669,12 @@ fn soft_deadlines(v: &View<'_>, out: &mut Vec<Violation>) {
         // A budget counted from detection starts again when the agent was down as the notice
         // came, or died before the node recorded it: its successor cannot know of an earlier
         // look, and detects it afresh once back (the soak's seed 63231: killed while every
-        // fence write failed).
+        // fence write failed). In queue mode the successor is whichever replica the message
+        // comes back to after its visibility timeout (seed 63922: the other replica, 6 s after
+        // the kill), so a kill counts until the dead replica's claim and message are free.
         let deadline = if n.budget_counted() {
             let recorded = fenced_at(v, n.kind(), true, seen - 0.05, v.end).unwrap_or(v.end);
-            v.down
+            v.down_held
                 .iter()
                 .filter(|&&(down, back)| back > seen - 0.05 && down < recorded)
                 .map(|&(_, back)| deadline + (v.first_readable(back) - seen))
