@@ -256,22 +256,19 @@ impl EventReporter {
                 self.publish(&pod_ref(pod), EventType::Warning, "PodDeletedAtDeadline", "Delete",
                     format!("still not out at its last moment (budget refusing, or evictions failing); deleted with {grace}s of grace, the time left before the instance goes")).await
             }
-            Progress::Reserved { what, warning } => {
+            // Said on the node, whose drain they concern.
+            Progress::Reserved { what, warning } | Progress::LoadBalancers { what, warning } => {
+                let reason = if matches!(p, Progress::Reserved { .. }) {
+                    "CapacityReserved"
+                } else {
+                    "LoadBalancers"
+                };
                 let type_ = if *warning {
                     EventType::Warning
                 } else {
                     EventType::Normal
                 };
-                self.publish(&self.node, type_, "CapacityReserved", "Drain", what.clone())
-                    .await
-            }
-            Progress::LoadBalancers { what, warning } => {
-                let type_ = if *warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                };
-                self.publish(&self.node, type_, "LoadBalancers", "Drain", what.clone())
+                self.publish(&self.node, type_, reason, "Drain", what.clone())
                     .await
             }
             // A surge not made (a record that does not add up, a value we do not act on, an

@@ -233,18 +233,16 @@ fn log_progress(notice: &Notice, p: &Progress) {
                 tracing::info!(notice_id = %id, workload = %workload, "surge: {what}")
             }
         }
-        Progress::Reserved { what, warning } => {
-            if *warning {
-                tracing::warn!(notice_id = %id, "capacity: {what}")
+        Progress::Reserved { what, warning } | Progress::LoadBalancers { what, warning } => {
+            let about = if matches!(p, Progress::Reserved { .. }) {
+                "capacity"
             } else {
-                tracing::info!(notice_id = %id, "capacity: {what}")
-            }
-        }
-        Progress::LoadBalancers { what, warning } => {
+                "load balancers"
+            };
             if *warning {
-                tracing::warn!(notice_id = %id, "load balancers: {what}")
+                tracing::warn!(notice_id = %id, "{about}: {what}")
             } else {
-                tracing::info!(notice_id = %id, "load balancers: {what}")
+                tracing::info!(notice_id = %id, "{about}: {what}")
             }
         }
         Progress::InvalidChoice { pod, value } => {

@@ -214,17 +214,46 @@ fn cluster_config(scenario: DemoScenario) -> sih_sim_cluster::ClusterConfig {
 /// How long after the instance's end its Node object is deleted (the cloud node controller).
 pub(crate) const NODE_DELETED_AFTER: Duration = Duration::from_secs(5);
 
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let notice = args.notice();
-    let cluster = sih_sim_cluster::start(cluster_config(args.scenario), LOOPBACK)
+/// Starts a simulated cluster on loopback and writes its kubeconfig (`tag` names the file).
+pub(crate) async fn start_cluster(
+    config: sih_sim_cluster::ClusterConfig,
+    tag: &str,
+) -> anyhow::Result<(sih_sim_cluster::RunningCluster, std::path::PathBuf)> {
+    let cluster = sih_sim_cluster::start(config, LOOPBACK)
         .await
         .map_err(|e| anyhow!("cluster simulator: {e}"))?;
     let kubeconfig = std::env::temp_dir().join(format!(
-        "spot-interrupt-handler-demo-{}.kubeconfig",
+        "spot-interrupt-handler-demo-{}{tag}.kubeconfig",
         std::process::id()
     ));
     std::fs::write(&kubeconfig, cluster.kubeconfig())
         .with_context(|| format!("cannot write {}", kubeconfig.display()))?;
+    Ok((cluster, kubeconfig))
+}
+
+/// Waits (up to `within`) until more than `more_than` pods exist and every one is Ready: the
+/// workload runs before the story starts.
+pub(crate) async fn until_workload_ready(
+    pods: &Api<Pod>,
+    more_than: usize,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let settle = Instant::now() + within;
+    loop {
+        let list = pods.list(&ListParams::default()).await?.items;
+        if list.len() > more_than && list.iter().all(pod_ready) {
+            return Ok(());
+        }
+        if Instant::now() > settle {
+            bail!("the simulated workload did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let notice = args.notice();
+    let (cluster, kubeconfig) = start_cluster(cluster_config(args.scenario), "").await?;
     let imds = Metadata::start(args.cloud).await?;
 
     let client = sih_node::client(Some(&kubeconfig)).await?;
@@ -239,18 +268,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow!("the simulated cluster has no spot node"))?;
     let pods: Api<Pod> = Api::all(client.clone());
     let deployments: Api<Deployment> = Api::all(client.clone());
-    // Wait for the workload to run before the story starts.
-    let settle = Instant::now() + Duration::from_secs(10);
-    loop {
-        let list = pods.list(&ListParams::default()).await?;
-        if !list.items.is_empty() && list.items.iter().all(pod_ready) {
-            break;
-        }
-        if Instant::now() > settle {
-            bail!("the simulated workload did not become ready");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_workload_ready(&pods, 0, Duration::from_secs(10)).await?;
     if args.scenario == DemoScenario::Surge {
         for d in deployments.list(&ListParams::default()).await?.items {
             let (Some(ns), Some(name)) = (d.metadata.namespace, d.metadata.name) else {

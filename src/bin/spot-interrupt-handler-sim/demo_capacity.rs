@@ -11,7 +11,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
@@ -23,7 +23,8 @@ use tokio::time::Instant;
 
 use crate::cli::{DemoArgs, DemoCloud};
 use crate::demo::{
-    Agent, LOOPBACK, Metadata, NODE_DELETED_AFTER, Timeline, announce, is_daemon_pod, pod_ready,
+    Agent, Metadata, NODE_DELETED_AFTER, Timeline, announce, is_daemon_pod, start_cluster,
+    until_workload_ready,
 };
 
 /// Replicas of each Deployment; the two spot nodes hold all of them.
@@ -139,15 +140,7 @@ async fn story(
     boot: Duration,
     tl: Arc<Timeline>,
 ) -> anyhow::Result<Outcome> {
-    let cluster = sih_sim_cluster::start(cluster(boot)?, LOOPBACK)
-        .await
-        .map_err(|e| anyhow!("cluster simulator: {e}"))?;
-    let kubeconfig = std::env::temp_dir().join(format!(
-        "spot-interrupt-handler-demo-{}-{tag}.kubeconfig",
-        std::process::id()
-    ));
-    std::fs::write(&kubeconfig, cluster.kubeconfig())
-        .with_context(|| format!("cannot write {}", kubeconfig.display()))?;
+    let (cluster, kubeconfig) = start_cluster(cluster(boot)?, &format!("-{tag}")).await?;
     let client = sih_node::client(Some(&kubeconfig)).await?;
     let result = tell(tag, reserve, notice, &cluster, &kubeconfig, &client, &tl).await;
     let _ = cluster.stop().await;
@@ -167,17 +160,7 @@ async fn tell(
     let nodes: Api<Node> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
     let deployments: Api<Deployment> = Api::all(client.clone());
-    let settle = Instant::now() + Duration::from_secs(15);
-    loop {
-        let list = pods.list(&ListParams::default()).await?.items;
-        if list.len() > 2 * REPLICAS && list.iter().all(pod_ready) {
-            break;
-        }
-        if Instant::now() > settle {
-            bail!("the simulated workload did not become ready");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_workload_ready(&pods, 2 * REPLICAS, Duration::from_secs(15)).await?;
     let spots: Vec<String> = nodes
         .list(&ListParams::default().labels("lifecycle=Ec2Spot"))
         .await?

@@ -159,6 +159,10 @@ pub fn reconcile(
     // Pods of one template share their placement rules: decide which nodes fit once per
     // distinct rule set, not once per pod (30 000 pods × 1000 nodes otherwise).
     let mut fitting: HashMap<String, Vec<usize>> = HashMap::new();
+    // The lowest priority of a pod bound anywhere, read once per pass and only when a pod
+    // fits nowhere: a pod at or below it has nothing to preempt (every pod at one priority,
+    // the usual cluster, never scans the nodes' pods).
+    let mut lowest_bound: Option<i64> = None;
     for pod in pending {
         let spec = &pod["spec"];
         let rules = format!(
@@ -170,7 +174,6 @@ pub fn reconcile(
                 .filter(|&i| fits(&pod, &nodes[i]))
                 .collect()
         });
-        let candidates = candidates.clone();
         let choice = candidates
             .iter()
             .copied()
@@ -186,7 +189,19 @@ pub fn reconcile(
                     json!([{"type": "PodScheduled", "status": "True", "lastTransitionTime": now}]);
             }
             None => {
-                let nominated = match preempt(tx, &pod, candidates, &nodes, &mut load)? {
+                let floor = *lowest_bound.get_or_insert_with(|| {
+                    tx.view()
+                        .list(PODS, None)
+                        .filter(|p| {
+                            p["spec"]["nodeName"]
+                                .as_str()
+                                .is_some_and(|n| !n.is_empty())
+                        })
+                        .map(|p| priority(p))
+                        .min()
+                        .unwrap_or(i64::MAX)
+                });
+                let nominated = match preempt(tx, &pod, candidates, floor, &nodes, &mut load)? {
                     Preempted::Bind(i) => {
                         load[i] += 1;
                         new["spec"]["nodeName"] = json!(names[i]);
@@ -239,18 +254,19 @@ enum Preempted {
 
 /// Preemption for `pod`, which fits no node with room: among the `fitting` nodes (placement
 /// rules allow it) that are full, the one whose lowest-priority pod is lowest and below the
-/// pod's own gives up that pod.
+/// pod's own gives up that pod. `floor`: no bound pod is below it.
 fn preempt(
     tx: &mut Tx<'_>,
     pod: &Value,
-    fitting: Vec<usize>,
+    fitting: &[usize],
+    floor: i64,
     nodes: &[Obj],
     load: &mut [usize],
 ) -> Result<Preempted, ApiError> {
-    if pod["spec"]["preemptionPolicy"] == "Never" {
+    let mine = priority(pod);
+    if pod["spec"]["preemptionPolicy"] == "Never" || mine <= floor {
         return Ok(Preempted::No);
     }
-    let mine = priority(pod);
     // Already nominated, its victims still stopping: wait for them, never preempt twice.
     if let Some(nominated) = pod["status"]["nominatedNodeName"].as_str() {
         let stopping = tx
@@ -263,8 +279,8 @@ fn preempt(
         }
     }
     let victim = fitting
-        .into_iter()
-        .filter_map(|i| {
+        .iter()
+        .filter_map(|&i| {
             let name = name_of(&nodes[i]);
             tx.view()
                 .pods_on_node(&name)
