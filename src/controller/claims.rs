@@ -15,20 +15,9 @@ use sih_node::Claim;
 use tokio::time::Instant;
 
 use super::Shared;
+use super::held::Standing;
 use super::outcome::Outcome;
 use crate::responder::Settled;
-
-/// A node whose claim we hold.
-pub(super) struct Held {
-    /// Notices of ours (and takeovers) that need it.
-    users: usize,
-}
-
-impl Held {
-    fn new() -> Self {
-        Self { users: 1 }
-    }
-}
 
 /// Waits (keeping our copy hidden) until this replica holds the node, or gives up. Meanwhile
 /// the replica that holds it has the notice (handed over on the claim), so the node's one
@@ -42,13 +31,23 @@ pub(super) async fn claim_node(
     let Some(claims) = &shared.claims else {
         return Ok(());
     };
-    if let Some(h) = shared.held().get_mut(node) {
-        h.users += 1;
-        return Ok(());
-    }
     let started = Instant::now();
     let mut said = false;
     loop {
+        let joined = shared.held().join(node);
+        match joined {
+            Ok(()) => return Ok(()),
+            Err(Standing::Free) => {}
+            // Our give-up's release is on the way: claimed afresh once it is answered (the
+            // release is bounded by the API timeout; the patience below bounds the rest).
+            Err(_) => {
+                if started.elapsed() > shared.cfg.visibility * 6 {
+                    return Err(Outcome::Retry);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        }
         match claims.acquire(node).await {
             Ok(Claim::Acquired) => {
                 hold(shared, node);
@@ -83,21 +82,18 @@ pub(super) async fn claim_node(
 }
 
 fn hold(shared: &Shared, node: &str) {
-    shared
-        .held()
-        .entry(node.to_owned())
-        .and_modify(|h| h.users += 1)
-        .or_insert_with(Held::new);
+    shared.held().hold(node);
 }
 
 /// One user of ours no longer needs the node's claim; the last one gives it up, but only once
 /// the node's evacuation is quiet here: a drain resumed from the node's record (a notice of a
 /// replica that died) may outlive the notice that brought us the claim, and another replica
 /// must not take the node while it runs (two drains). Meanwhile the claim stays counted, so a
-/// notice arriving in between joins it instead of waiting for a release.
+/// notice arriving in between joins it instead of waiting for a release; one arriving after the
+/// give-up waits for the release's answer and claims the node afresh (`held.rs`).
 pub(super) async fn unclaim_node(shared: &Shared, node: &str) {
     let Some(claims) = &shared.claims else { return };
-    if !last_user(shared, node, false) {
+    if !shared.held().last_user(node) {
         return;
     }
     // Answered at once when nothing runs; a failed drain answers too (its messages come back
@@ -105,34 +101,16 @@ pub(super) async fn unclaim_node(shared: &Shared, node: &str) {
     if let Ok(Settled::Failed(why)) = shared.responder.resume(node).await {
         tracing::info!(node, why = %why, "letting the node go with its evacuation not done; its messages come back");
     }
-    if !last_user(shared, node, true) {
+    if !shared.held().give_up(node) {
         return;
     }
-    // Another replica may evacuate the node next: what we know of it goes stale.
+    // Another replica may evacuate the node next: what we know of it goes stale. Nothing of
+    // ours joins the node until the release is answered, so this forgets no newer notice.
     shared.responder.forget(node);
     if let Err(e) = claims.release(node).await {
         tracing::warn!(node, error = %e, "could not release the node's claim (it expires)");
     }
-}
-
-/// Whether the caller is the node's last user of ours; any other user counts itself down (and
-/// is done), the last one is removed when `remove`. A claim lost meanwhile has no user here:
-/// the replica that holds it now acts.
-fn last_user(shared: &Shared, node: &str, remove: bool) -> bool {
-    let mut held = shared.held();
-    match held.get_mut(node) {
-        Some(h) if h.users > 1 => {
-            h.users -= 1;
-            false
-        }
-        Some(_) => {
-            if remove {
-                held.remove(node);
-            }
-            true
-        }
-        None => false,
-    }
+    shared.held().released(node);
 }
 
 /// Beats this replica's heartbeat three times per claim life; a watchdog lets every node go
@@ -174,7 +152,7 @@ async fn watch_validity(shared: Arc<Shared>) {
         if claims.valid() {
             continue;
         }
-        let nodes: Vec<String> = shared.held().keys().cloned().collect();
+        let nodes = shared.held().nodes();
         for node in nodes {
             lose(
                 &shared,
@@ -186,7 +164,7 @@ async fn watch_validity(shared: Arc<Shared>) {
 }
 
 fn lose(shared: &Shared, node: &str, why: &str) {
-    if shared.held().remove(node).is_none() {
+    if !shared.held().lose(node) {
         return;
     }
     tracing::warn!(
@@ -223,7 +201,7 @@ pub(super) async fn take_over(shared: Arc<Shared>) {
         match claims.abandoned(full).await {
             Ok(nodes) => {
                 for node in nodes {
-                    if shared.held().contains_key(&node) {
+                    if shared.held().standing(&node) != Standing::Free {
                         continue;
                     }
                     match claims.acquire(&node).await {
@@ -271,9 +249,9 @@ async fn take_handed_over(shared: &Arc<Shared>) {
                 "a handed-over notice found no holder in time; its sender's copy comes back");
             continue;
         }
-        let ours = shared.held().contains_key(&stray.node);
-        let passed_on =
-            !ours && matches!(claims.hand_over(&stray.node, &stray.notice).await, Ok(true));
+        let standing = shared.held().standing(&stray.node);
+        let passed_on = standing == Standing::Free
+            && matches!(claims.hand_over(&stray.node, &stray.notice).await, Ok(true));
         if passed_on {
             tracing::info!(node = %stray.node, notice_id = %stray.notice.id,
                 "a handed-over notice passed on to the node's holder");
@@ -298,21 +276,23 @@ async fn take_handed_over(shared: &Arc<Shared>) {
         }
     }
     for (node, notices) in handed {
-        let known = shared.held().contains_key(&node);
-        if !known && !adopt(shared, claims, &node).await {
+        // A claim we are giving up is neither joined nor taken back before its release is
+        // answered (the release would clear it): its notices wait for the next look.
+        let standing = shared.held().standing(&node);
+        let adopted = match standing {
+            Standing::Held => true,
+            Standing::Releasing => false,
+            Standing::Free => adopt(shared, claims, &node).await,
+        };
+        if !adopted {
             keep_strays(shared, &node, notices);
             continue;
         }
         for (notice, since) in notices {
-            {
-                let mut held = shared.held();
-                let Some(h) = held.get_mut(&node) else {
-                    // Lost meanwhile: kept for the next look.
-                    drop(held);
-                    keep_strays(shared, &node, vec![(notice, since)]);
-                    continue;
-                };
-                h.users += 1;
+            if shared.held().join(&node).is_err() {
+                // Lost (or given up) meanwhile: kept for the next look.
+                keep_strays(shared, &node, vec![(notice, since)]);
+                continue;
             }
             tracing::info!(node = %node, notice_id = %notice.id, kind = %notice.kind,
                 "a notice handed over by another replica joins the node's evacuation");
@@ -360,10 +340,7 @@ async fn adopt(shared: &Shared, claims: &sih_node::Claims, node: &str) -> bool {
                 "a claim of this replica's it did not know of (its answer was lost) has notices handed to it: acting on them"
             );
             // Counted by the notices that join below; each one's end counts itself down.
-            shared
-                .held()
-                .entry(node.to_owned())
-                .or_insert(Held { users: 0 });
+            shared.held().adopt(node);
             true
         }
         Ok(Claim::HeldElsewhere(_)) => false,

@@ -25,11 +25,11 @@
 //! that fails for good (a missing queue, no permission) stops the start with its reason.
 
 mod claims;
+mod held;
 mod in_flight;
 mod outcome;
 pub mod resolve;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,7 +76,7 @@ struct Shared {
     /// Cluster-wide: which replica evacuates a node (none in dry-run: it writes nothing).
     claims: Option<Claims>,
     /// Nodes whose lease we hold.
-    held: Mutex<HashMap<String, claims::Held>>,
+    held: Mutex<held::Holdings>,
     /// Notices handed over to us, taken off their claim, whose node we lost before they
     /// could join its evacuation: kept until they do, or reach the node's new holder.
     strays: Mutex<Vec<claims::Stray>>,
@@ -87,7 +87,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, claims::Held>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, held::Holdings> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -116,7 +116,7 @@ impl Controller {
                 hooks,
                 responder,
                 claims,
-                held: Mutex::new(HashMap::new()),
+                held: Mutex::new(held::Holdings::default()),
                 strays: Mutex::new(Vec::new()),
                 resolver,
                 metrics,

@@ -1455,6 +1455,66 @@ async fn a_claim_is_held_until_a_drain_resumed_from_the_record_ends() {
     .await;
 }
 
+/// A notice that comes while the claim of a finished one is being given up waits for that
+/// release and claims the node afresh: joined to the claim on its way out, it drained with no
+/// claim under it once the release landed, and a second replica fenced and drained beside it
+/// (soak seed 65950). The release's read of the claim is held back 1.8 s here (under the 2 s
+/// API timeout) so the spot warning lands in the middle of it.
+#[tokio::test]
+async fn a_notice_during_a_claims_release_claims_the_node_afresh() {
+    let q = QueueScene::start(&[]).await;
+    slow_pod_on(&q.s, &q.s.node, 25).await;
+    let instance = instance_of(&q.s, &q.s.node).await;
+    let claim_name = sih_node::claim::lease_name(&q.s.node);
+    // Nothing reads the node's claim by name before the rebalance's release does (its claim
+    // is a create).
+    q.s.cluster_control(
+        "faults",
+        json!({"verb": "get", "resource": "leases", "name": claim_name, "count": 1,
+            "latency_ms": 1800}),
+    )
+    .await;
+    q.send(&ec2_event("rebalance-recommendation.json", &instance))
+        .await;
+    q.until_tainted(
+        "spot-interrupt-handler/rebalance-recommendation",
+        Duration::from_secs(20),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    q.send(&spot_warning(&instance)).await;
+    q.controller
+        .until_logged("pod evicted", Duration::from_secs(20))
+        .await;
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(q.s.client.clone(), "default");
+    let holder = || async {
+        let l = leases.get(&claim_name).await.unwrap();
+        l.spec.and_then(|s| s.holder_identity)
+    };
+    // While the spot drain waits for the slow pod, the node's claim is the controller's.
+    let mut looked = 0;
+    while slow_pod_still_on(&q.s, &q.s.node).await {
+        let now = holder().await;
+        assert!(
+            now.is_some(),
+            "the node's claim was released while its spot drain still runs:\n{}",
+            q.controller.log()
+        );
+        looked += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        looked >= 4,
+        "the slow pod left too soon to tell ({looked} looks)"
+    );
+    q.until_empty().await;
+    until("the claim is released", Duration::from_secs(10), || async {
+        holder().await.is_none()
+    })
+    .await;
+}
+
 /// A queue URL that names no region, with no region configured anywhere, stops the start at
 /// once with that reason (it used to say only "no AWS region configured", from deep inside).
 #[tokio::test]
