@@ -179,24 +179,31 @@ pub struct UndrainArgs {
     pub kube: KubeArgs,
 }
 
+/// An action's name, its choices listed (in `--help`, the reference, the chart's schema).
+fn action() -> impl clap::builder::TypedValueParser<Value = sih_core::Action> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["none", "notify", "taint", "cordon", "drain"])
+        .try_map(|s| s.parse::<sih_core::Action>())
+}
+
 /// What to do about each kind of notice: `none` < `notify` < `taint` < `cordon` < `drain`.
 #[derive(Debug, Args)]
 pub struct ActionFlags {
     /// On a spot interruption notice: none, notify, taint, cordon or drain.
-    #[arg(long, env = "SPOT_INTERRUPTION_ACTION", default_value = "drain")]
+    #[arg(long, env = "SPOT_INTERRUPTION_ACTION", value_parser = action(), default_value = "drain")]
     pub spot_interruption_action: sih_core::Action,
     /// On a rebalance recommendation (taint: PreferNoSchedule).
-    #[arg(long, env = "REBALANCE_ACTION", default_value = "taint")]
+    #[arg(long, env = "REBALANCE_ACTION", value_parser = action(), default_value = "taint")]
     pub rebalance_action: sih_core::Action,
     /// On an active scheduled maintenance event.
-    #[arg(long, env = "SCHEDULED_MAINTENANCE_ACTION", default_value = "drain")]
+    #[arg(long, env = "SCHEDULED_MAINTENANCE_ACTION", value_parser = action(), default_value = "drain")]
     pub scheduled_maintenance_action: sih_core::Action,
     /// On an ASG target lifecycle state of Terminated (or a terminate lifecycle hook).
-    #[arg(long, env = "ASG_TERMINATION_ACTION", default_value = "drain")]
+    #[arg(long, env = "ASG_TERMINATION_ACTION", value_parser = action(), default_value = "drain")]
     pub asg_termination_action: sih_core::Action,
     /// On a live migration or a short pause of the running instance (GCE
     /// MIGRATE_ON_HOST_MAINTENANCE, Azure Freeze).
-    #[arg(long, env = "LIVE_MIGRATION_ACTION", default_value = "notify")]
+    #[arg(long, env = "LIVE_MIGRATION_ACTION", value_parser = action(), default_value = "notify")]
     pub live_migration_action: sih_core::Action,
     /// Never go beyond a cordon, whatever the kind (NTH's CORDON_ONLY).
     #[arg(long, env = "CORDON_ONLY", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
@@ -443,7 +450,7 @@ pub struct QueueArgs {
     #[arg(long, env = "LB_TARGET_HEALTH", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
     pub lb_target_health: bool,
     /// On an instance state change to stopping, stopped, shutting-down or terminated.
-    #[arg(long, env = "STATE_CHANGE_ACTION", default_value = "drain")]
+    #[arg(long, env = "STATE_CHANGE_ACTION", value_parser = action(), default_value = "drain")]
     pub state_change_action: sih_core::Action,
     #[command(flatten)]
     pub act: NoticeFlags,

@@ -137,6 +137,7 @@ pub async fn run(args: DrainCommandArgs) -> anyhow::Result<()> {
             facts: wiring::shared_facts(),
             tap: Some(tap),
             api_timeout: timeout,
+            off: Default::default(),
         },
     );
     let health = Arc::new(crate::admin::health::Health::new(Duration::from_secs(60)));

@@ -171,6 +171,14 @@ async fn run_source<S: NoticeSource>(
         Some(n) => n,
         None => own_node(&source, &client, args.kube.api_timeout).await?,
     };
+    let off = sih_node::access::Switches::default();
+    crate::commands::permissions::spawn_check(
+        client.clone(),
+        wiring::wanted(&args.drain, &args.act, &args.report, &args.reserve),
+        off.clone(),
+        metrics.clone(),
+        args.kube.api_timeout,
+    );
     let facts = wiring::shared_facts();
     let (tx, reporting) = wiring::spawn_reporters(
         telling_config,
@@ -186,6 +194,7 @@ async fn run_source<S: NoticeSource>(
             facts: facts.clone(),
             tap,
             api_timeout: args.kube.api_timeout,
+            off: off.clone(),
         },
     );
     let mut config = wiring::responder_config(
@@ -197,6 +206,7 @@ async fn run_source<S: NoticeSource>(
         args.kube.api_timeout,
     );
     config.booted_at = booted_at(&args);
+    config.drain.off = off;
     // The agent keeps its own node's placeholders, never another's.
     config.drain.reserve = wiring::reservations(
         &args.reserve,

@@ -4,5 +4,6 @@
 
 pub mod drain;
 pub mod imds;
+pub mod permissions;
 pub mod queue;
 pub mod wiring;

@@ -38,6 +38,17 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let off = sih_node::access::Switches::default();
+    crate::commands::permissions::spawn_check(
+        client.clone(),
+        crate::commands::permissions::Wanted {
+            node_index: true,
+            ..wiring::wanted(&args.drain, &args.act, &args.report, &args.reserve)
+        },
+        off.clone(),
+        metrics.clone(),
+        args.kube.api_timeout,
+    );
     let facts = wiring::shared_facts();
     let resolver = Resolver {
         index,
@@ -68,6 +79,7 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
             facts: facts.clone(),
             tap: None,
             api_timeout: args.kube.api_timeout,
+            off: off.clone(),
         },
     );
     let mut responder_config = wiring::responder_config(
@@ -85,6 +97,7 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
         )));
     }
     // Nodes come and go: what matters about one is on its record once nothing is pending.
+    responder_config.drain.off = off;
     responder_config.forget_idle = Some(std::time::Duration::from_secs(60));
     responder_config.max_drains = Some(args.workers as usize);
     responder_config.drain.reserve = wiring::reservations(

@@ -53,6 +53,8 @@ pub struct Reporting<'a> {
     pub tap: Option<UnboundedSender<Update>>,
     /// The bound on each Kubernetes Event write.
     pub api_timeout: Duration,
+    /// Features turned off for a missing permission (Events among them).
+    pub off: sih_node::access::Switches,
 }
 
 /// What webhook messages say beyond the notice, filled in as it becomes known.
@@ -81,6 +83,8 @@ pub fn drain_config(
         target_health: None,
         // Both modes set it (`--reserve-capacity`), with the keeper they start.
         reserve: None,
+        // Both modes set it, shared with the start's look at the permissions.
+        off: Default::default(),
     }
 }
 
@@ -115,6 +119,22 @@ pub fn reservations(
         ),
         made,
     })
+}
+
+/// What the flags both modes share ask of the permissions (`permissions.rs`).
+pub fn wanted(
+    drain: &DrainFlags,
+    act: &NoticeFlags,
+    report: &ReportFlags,
+    reserve: &ReserveFlags,
+) -> crate::commands::permissions::Wanted {
+    crate::commands::permissions::Wanted {
+        node_index: false,
+        deadline_deletion: drain.on_pdb_deadline == OnPdbDeadline::Delete,
+        events: report.kubernetes_events && !act.dry_run,
+        reserve: reserve.reserve_capacity != ReserveCapacity::Off && !act.dry_run,
+        lb_endpoints: !drain.lb_drain_delay.is_zero(),
+    }
 }
 
 /// What the responder needs from the flags both modes (and `drain`) share.
@@ -233,6 +253,7 @@ pub fn spawn_told(
         facts: source.facts,
         webhook_patience: told.patience,
         tap: source.tap,
+        off: source.off,
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     (tx, tokio::spawn(reporters.run(rx)))

@@ -256,6 +256,14 @@ impl Actor {
     /// Tells when the workloads a drain evicted from are whole again (bounded: ten minutes),
     /// and then removes the node's placeholders: their work is done.
     fn watch_recovery(&self, node: &str, notice: Notice, owners: Vec<(String, String)>) {
+        if self
+            .cfg
+            .drain
+            .off
+            .is_off(sih_node::access::Feature::Recovery)
+        {
+            return;
+        }
         // A weak sender: a watch still running never keeps the reporters from finishing.
         let (client, updates) = (self.client.clone(), self.updates.downgrade());
         let timeout = self.cfg.drain.api_timeout;

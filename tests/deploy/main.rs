@@ -12,6 +12,8 @@ use kube::api::{Api, ListParams};
 use serde_json::Value;
 use sih_sim_cluster::{ClusterConfig, RunningCluster, workload};
 
+mod schema;
+
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 fn chart() -> String {
@@ -277,7 +279,10 @@ fn helm_lint_and_template_for_both_modes_and_a_values_matrix() {
     // Mistakes fail the render with a clear message.
     let bad = helm_template(&["mode=sqs"]);
     assert!(
-        !bad.ok && bad.stderr.contains("mode must be imds or queue"),
+        !bad.ok
+            && bad
+                .stderr
+                .contains(r#"mode must be one of the following: "imds", "queue""#),
         "{}",
         bad.stderr
     );

@@ -3,6 +3,7 @@
 //! deadline-aware drain with its stream of progress events.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod claim;
 pub mod drain;
 pub mod error;

@@ -47,6 +47,11 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FeatureLabels {
+    pub feature: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ItemLabels {
     pub item: &'static str,
 }
@@ -98,6 +103,8 @@ pub struct Metrics {
     pub pod_exit: Histogram,
     /// From a notice to every evicted workload Ready again elsewhere, by kind.
     pub notice_to_recovered: Family<KindLabels, Histogram>,
+    /// 1 for each feature turned off at start because a permission it needs is missing.
+    pub features_off: Family<FeatureLabels, Gauge>,
 }
 
 /// Fence latency is milliseconds to a few seconds; drains and slack are seconds to minutes.
@@ -149,6 +156,7 @@ impl Metrics {
             notice_to_empty: Family::new_with_constructor(|| Histogram::new(DRAIN_BUCKETS)),
             pod_exit: Histogram::new(DRAIN_BUCKETS),
             notice_to_recovered: Family::new_with_constructor(|| Histogram::new(DRAIN_BUCKETS)),
+            features_off: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -192,6 +200,11 @@ impl Metrics {
             "notice_to_empty_seconds",
             "From a notice to its node empty (successful drains), by kind",
             m.notice_to_empty.clone(),
+        );
+        registry.register(
+            "features_off",
+            "Features turned off because a permission they need is missing (1), by feature",
+            m.features_off.clone(),
         );
         registry.register(
             "notice_to_recovered_seconds",

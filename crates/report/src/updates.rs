@@ -38,6 +38,8 @@ pub struct Reporters {
     pub webhook_patience: Duration,
     /// Also receives every update (a live timeline, tests).
     pub tap: Option<mpsc::UnboundedSender<Update>>,
+    /// Features turned off for a missing permission: Events among them.
+    pub off: sih_node::access::Switches,
 }
 
 impl Reporters {
@@ -60,6 +62,7 @@ impl Reporters {
             }
             if let Some((queue, _)) = &events
                 && update.makes_event()
+                && !self.off.is_off(sih_node::access::Feature::Events)
             {
                 queue.push(update.clone());
             }

@@ -244,6 +244,9 @@ async fn granted_but_not_deleted(
     until: Instant,
     pod: &PodFacts,
 ) -> bool {
+    if ctx.cfg.off.is_off(crate::access::Feature::GrantedEvictions) {
+        return false;
+    }
     let api: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
         Api::namespaced(ctx.client.clone(), &pod.namespace);
     let params = ListParams::default();

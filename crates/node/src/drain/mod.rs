@@ -78,6 +78,8 @@ pub struct DrainConfig {
     /// `--reserve-capacity`: placeholders for the pods it moves, made beside the first
     /// evictions (`crate::reserve`).
     pub reserve: Option<crate::reserve::Reservations>,
+    /// Features turned off for a missing permission (`crate::access`).
+    pub off: crate::access::Switches,
 }
 
 impl Default for DrainConfig {
@@ -91,6 +93,7 @@ impl Default for DrainConfig {
             surge_selector: Default::default(),
             target_health: None,
             reserve: None,
+            off: Default::default(),
         }
     }
 }
@@ -239,6 +242,12 @@ pub async fn drain(
     progress: mpsc::UnboundedSender<Progress>,
 ) -> Result<DrainEnd, NodeError> {
     let started = Instant::now();
+    let mut cfg = cfg;
+    // Without `pods delete` a protected pod is left to the deadline (as `--on-pdb-deadline
+    // wait`), said once at start; never a deletion refused at the last moment.
+    if cfg.off.is_off(crate::access::Feature::DeadlineDeletion) {
+        cfg.policy.delete_at_deadline = false;
+    }
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         target,
@@ -365,6 +374,9 @@ fn reserve_for(
     listed: &[Pod],
 ) -> Option<hold::AbortOnDrop> {
     let r = ctx.cfg.reserve.clone()?;
+    if ctx.cfg.off.is_off(crate::access::Feature::Reserve) {
+        return None;
+    }
     let moving: HashSet<&str> = plan.to_evict().map(|p| p.uid.as_str()).collect();
     let leaving: Vec<Pod> = listed
         .iter()
@@ -401,6 +413,9 @@ fn reserve_for(
 /// Deployments that asked for a surge are raised now; their pods wait for the new replicas.
 /// Returns the surged ones, and for each pod uid the index of its surged Deployment.
 async fn surge_up(ctx: &Ctx, plan: &PodPlan) -> (Vec<Surged>, HashMap<String, usize>) {
+    if ctx.cfg.off.is_off(crate::access::Feature::Surge) {
+        return Default::default();
+    }
     let evictable: Vec<&PodFacts> = plan.to_evict().collect();
     let prepared = match tokio::time::timeout(
         ctx.cfg.api_timeout,

@@ -23,14 +23,24 @@ pub async fn recovered(
         let mut still = Vec::new();
         for owner in waiting {
             let api: Api<ReplicaSet> = Api::namespaced(client.clone(), &owner.0);
-            let ready = crate::bounded(timeout, "get replicaset", api.get(&owner.1))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .is_some_and(|rs| {
-                    let want = rs.spec.and_then(|s| s.replicas).unwrap_or(1);
-                    rs.status.and_then(|s| s.ready_replicas).unwrap_or(0) >= want
-                });
+            let read = crate::bounded(timeout, "get replicaset", api.get(&owner.1)).await;
+            // A refusal does not pass with time: said once, and the watch ends (it used to
+            // ask again every second for ten minutes, silently).
+            if let Ok(Err(kube::Error::Api(e))) = &read
+                && e.code == 403
+            {
+                tracing::warn!(
+                    replicaset = %format!("{}/{}", owner.0, owner.1),
+                    error = %e.message,
+                    add = %crate::access::Rule::new("apps", "replicasets", "get").to_yaml(),
+                    "cannot read the evicted pods' ReplicaSets: the recovery watch stops"
+                );
+                return false;
+            }
+            let ready = read.ok().and_then(Result::ok).is_some_and(|rs| {
+                let want = rs.spec.and_then(|s| s.replicas).unwrap_or(1);
+                rs.status.and_then(|s| s.ready_replicas).unwrap_or(0) >= want
+            });
             if !ready {
                 still.push(owner);
             }

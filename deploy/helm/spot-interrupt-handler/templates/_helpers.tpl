@@ -61,6 +61,14 @@ webhook.url and webhook.headers. */}}
 {{- if and (eq .Values.mode "queue") (not .Values.queue.url) -}}
 {{- fail "mode queue needs queue.url" -}}
 {{- end -}}
+{{- if eq .Values.mode "queue" -}}
+{{- range $key, $value := .Values.nodeSelector -}}
+{{- $avoided := get $.Values.queue.placement.offCapacity $key | default list -}}
+{{- if has (toString $value) $avoided -}}
+{{- fail (printf "mode queue: nodeSelector %s=%s selects the spot capacity the controller stays off (queue.placement.offCapacity): the Deployment would stay Pending. nodeSelector places the imds agents; drop it in queue mode, or allow that capacity with queue.placement.offCapacity.%s=null" $key (toString $value) $key) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The pod: the same for the DaemonSet (imds) and the Deployment (queue). */}}
@@ -96,13 +104,14 @@ spec:
   {{- end }}
   {{- end }}
   {{- $cloud := get .Values.clouds .Values.cloud | default dict }}
-  {{- with .Values.nodeSelector }}
+  {{- /* Linux only (the image is), as NTH's chart selects; the user's selector adds to it. */}}
   nodeSelector:
-    {{- toYaml . | nindent 4 }}
-  {{- end }}
-  {{- $tolerations := .Values.tolerations | default list }}
+    {{- mergeOverwrite (dict "kubernetes.io/os" "linux") (deepCopy (.Values.nodeSelector | default dict)) | toYaml | nindent 4 }}
+  {{- /* imds: every taint (an agent must run on the node it guards); queue: only what
+  queue.tolerations says, never a lost node's NoExecute taints (a replica there must move). */}}
+  {{- $tolerations := .Values.queue.tolerations | default list }}
   {{- if eq .Values.mode "imds" }}
-  {{- $tolerations = concat $tolerations ($cloud.tolerations | default list) }}
+  {{- $tolerations = concat (.Values.tolerations | default list) ($cloud.tolerations | default list) }}
   {{- end }}
   {{- with $tolerations }}
   tolerations:
@@ -166,7 +175,7 @@ spec:
     seccompProfile: {type: RuntimeDefault}
   containers:
     - name: spot-interrupt-handler
-      image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
+      image: "{{ with .Values.image.registry }}{{ . }}/{{ end }}{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
       imagePullPolicy: {{ .Values.image.pullPolicy }}
       args:
         - {{ .Values.mode }}
