@@ -109,6 +109,14 @@ pub fn translate(env: &HashMap<String, String>) -> anyhow::Result<Translated> {
             opt("--aws-endpoint", e.clone());
         }
     }
+    // NTH's name for the uptime source (a reboot is told by it); ours reads UPTIME_FILE too.
+    if let Some(path) = env.get("UPTIME_FROM_FILE").filter(|p| !p.trim().is_empty()) {
+        if queue {
+            notes.push("UPTIME_FROM_FILE is only used in IMDS mode".into());
+        } else {
+            opt("--uptime-file", path.trim().to_owned());
+        }
+    }
     if queue {
         // Whole seconds there, -1 for off.
         if let Some(s) = seconds(env, "HEARTBEAT_INTERVAL")?.filter(|s| *s > 0) {
@@ -261,6 +269,23 @@ mod tests {
         assert_eq!(value_of(&t, "--probes-listen"), Some("0.0.0.0:8080"));
         assert_eq!(value_of(&t, "--log-format"), Some("json"));
         assert_eq!(t.notes.len(), 1);
+        let uptime = translate(&env(&[("UPTIME_FROM_FILE", "/host/proc/uptime")])).unwrap();
+        assert_eq!(
+            value_of(&uptime, "--uptime-file"),
+            Some("/host/proc/uptime")
+        );
+        let queue_uptime = translate(&env(&[
+            ("ENABLE_SQS_TERMINATION_DRAINING", "true"),
+            ("UPTIME_FROM_FILE", "/host/proc/uptime"),
+        ]))
+        .unwrap();
+        assert_eq!(value_of(&queue_uptime, "--uptime-file"), None);
+        assert!(
+            queue_uptime
+                .notes
+                .iter()
+                .any(|n| n.contains("UPTIME_FROM_FILE"))
+        );
         let rebalance_drain = translate(&env(&[
             ("ENABLE_REBALANCE_MONITORING", "true"),
             ("ENABLE_REBALANCE_DRAINING", "true"),

@@ -433,6 +433,7 @@ async fn carry_out(
         .filter(|_| lifecycle.is_some())
         .unwrap_or(Duration::from_secs(86_400));
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + beat_every, beat_every);
+    let mut beats = 0u32;
     loop {
         tokio::select! {
             outcome = &mut done => {
@@ -452,7 +453,20 @@ async fn carry_out(
                     continue;
                 }
                 match shared.hooks.heartbeat(a, &instance).await {
-                    Ok(()) => shared.metrics.action("lifecycle_heartbeat", true),
+                    Ok(()) => {
+                        shared.metrics.action("lifecycle_heartbeat", true);
+                        beats += 1;
+                        // Each one for whoever follows the hook closely; the last one always,
+                        // since after it the hook's own timeout runs.
+                        let next = Timestamp::now()
+                            .checked_add(beat_every)
+                            .unwrap_or(Timestamp::MAX);
+                        if next >= beats_until {
+                            tracing::info!(notice_id = %id, node, heartbeats = beats, until = %beats_until, "the last lifecycle heartbeat was sent: the hook now runs out on its own timeout");
+                        } else {
+                            tracing::debug!(notice_id = %id, node, heartbeats = beats, "lifecycle heartbeat sent");
+                        }
+                    }
                     Err(e) => {
                         shared.metrics.action("lifecycle_heartbeat", false);
                         tracing::warn!(error = %e, notice_id = %id, "could not record a lifecycle heartbeat");

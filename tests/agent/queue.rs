@@ -521,6 +521,46 @@ async fn terminate_hook_heartbeats_while_draining_then_continues() {
         .await,
         beats as f64
     );
+    // Each heartbeat is logged (debug): an operator can follow the hook being held.
+    let logged = q
+        .controller
+        .json_lines()
+        .iter()
+        .filter(|l| l["message"] == "lifecycle heartbeat sent")
+        .count();
+    assert_eq!(logged, beats, "{}", q.controller.log());
+}
+
+/// The last heartbeat before `--heartbeat-until` is said (info): after it the hook runs out on
+/// its own timeout, which an operator must know when a drain outlasts it.
+#[tokio::test]
+async fn the_last_lifecycle_heartbeat_is_said() {
+    let q = QueueScene::start(&[
+        "--heartbeat-interval",
+        "1s",
+        "--heartbeat-until",
+        "2500ms",
+        "--pod-termination-grace-period",
+        "5",
+    ])
+    .await;
+    slow_pod_on(&q.s, &q.s.node, 5).await;
+    terminate_hook_drained(&q).await;
+    let last = q
+        .controller
+        .until_logged(
+            "the last lifecycle heartbeat was sent: the hook now runs out on its own timeout",
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(last["level"], "INFO", "{last}");
+    let beats = q
+        .moto
+        .lifecycle_calls()
+        .iter()
+        .filter(|c| c["action"] == "RecordLifecycleActionHeartbeat")
+        .count();
+    assert!((1..=2).contains(&beats), "{beats}: {}", q.controller.log());
 }
 
 /// The IAM actions in docs/install.md's queue-mode policy: its first JSON block (`block` 1),

@@ -547,9 +547,9 @@ async fn webhook_messages_fill_every_field_their_sources_know() {
             ("Region", "us-east-1"),
             ("AccountId", "123456789012"),
             ("InstanceLifeCycle", "spot"),
-            ("LocalIP", "10.0.0.12"),
-            ("PublicIP", "203.0.113.12"),
-            ("PublicHostname", "ec2-203-0-113-12.compute-1.amazonaws.com"),
+            ("LocalIP", "10.0.0.10"),
+            ("PublicIP", "203.0.113.10"),
+            ("PublicHostname", "ec2-203-0-113-10.compute-1.amazonaws.com"),
             ("AutoScalingGroupName", "spot-nodes"),
             ("ClusterName", "c1"),
         ] {

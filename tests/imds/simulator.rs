@@ -83,10 +83,10 @@ async fn items_are_text_plain_and_absent_items_are_an_xhtml_404() {
     }
 
     for (path, want) in [
-        ("/latest/meta-data/public-ipv4", "203.0.113.12"),
+        ("/latest/meta-data/public-ipv4", "203.0.113.10"),
         (
             "/latest/meta-data/public-hostname",
-            "ec2-203-0-113-12.compute-1.amazonaws.com",
+            "ec2-203-0-113-10.compute-1.amazonaws.com",
         ),
         (
             "/latest/meta-data/tags/instance/aws:autoscaling:groupName",

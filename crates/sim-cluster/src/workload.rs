@@ -15,16 +15,23 @@ pub const SPOT_LABELS: [(&str, &str); 3] = [
     ("eks.amazonaws.com/capacityType", "SPOT"),
 ];
 
+/// The first node's instance: the one `simulate imds` serves by default (its address is
+/// 10.0.0.10, its zone us-east-1a), so the two simulators describe one instance.
+pub const FIRST_INSTANCE_ID: &str = "i-0123456789abcdef0";
+
 /// A node as EKS registers an EC2 instance: named by its private DNS name, with its
 /// providerID, hostname, instance-type and zone labels.
 pub fn node(index: usize, spot: bool) -> Value {
     let ip = format!("10.0.{}.{}", index / 250, index % 250 + 10);
     let name = format!("ip-{}.ec2.internal", ip.replace('.', "-"));
     let zone = ["us-east-1a", "us-east-1b", "us-east-1c"][index % 3];
-    let instance_id = format!(
-        "i-0{:016x}",
-        (index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 4
-    );
+    let instance_id = match index {
+        0 => FIRST_INSTANCE_ID.to_owned(),
+        _ => format!(
+            "i-0{:016x}",
+            (index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 4
+        ),
+    };
     let mut labels = json!({
         "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
         "node.kubernetes.io/instance-type": "m5.large", "topology.kubernetes.io/zone": zone,

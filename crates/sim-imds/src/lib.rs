@@ -92,7 +92,9 @@ pub struct Identity {
 impl Default for Identity {
     fn default() -> Self {
         let availability_zone = "us-east-1a".to_owned();
-        let local_ipv4 = "10.0.0.12".to_owned();
+        // The first node of `simulate cluster` (its spot node): one instance in every
+        // simulator, so an agent that finds its node from the metadata finds that one.
+        let local_ipv4 = "10.0.0.10".to_owned();
         Self {
             instance_id: "i-0123456789abcdef0".into(),
             instance_type: "m5.large".into(),
@@ -100,7 +102,7 @@ impl Default for Identity {
             availability_zone,
             local_ipv4,
             // TEST-NET-3: documentation addresses, never routed.
-            public_ipv4: Some("203.0.113.12".into()),
+            public_ipv4: Some("203.0.113.10".into()),
             auto_scaling_group: Some("spot-nodes".into()),
             life_cycle: "spot".into(),
             mac: "0e:49:61:0f:c3:11".into(),

@@ -330,8 +330,8 @@ pub struct SimulateImdsArgs {
     /// The zone served (the region is derived from it).
     #[arg(long, env = "SIH_SIM_AVAILABILITY_ZONE", default_value = "us-east-1a")]
     pub availability_zone: String,
-    /// The private IPv4 address served.
-    #[arg(long, env = "SIH_SIM_LOCAL_IPV4", default_value = "10.0.0.12")]
+    /// The private IPv4 address served (by default `simulate cluster`'s spot node's).
+    #[arg(long, env = "SIH_SIM_LOCAL_IPV4", default_value = "10.0.0.10")]
     pub local_ipv4: String,
     /// Defaults to EC2's private DNS name for the local IPv4 address.
     #[arg(long, env = "SIH_SIM_LOCAL_HOSTNAME")]

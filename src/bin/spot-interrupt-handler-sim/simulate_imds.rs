@@ -144,6 +144,43 @@ pub async fn run(args: SimulateImdsArgs) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// `simulate imds` and `simulate cluster`, both with their defaults, describe one
+    /// instance: the metadata's private DNS name is the cluster's spot node's name, its
+    /// instance id ends that node's providerID, its zone and address are the node's. (They
+    /// disagreed: an agent started without `--node-name` found, and would have drained, the
+    /// on-demand node ip-10-0-0-12.)
+    #[test]
+    fn the_simulators_defaults_describe_one_instance() {
+        use clap::Parser;
+        let cli = crate::cli::SimCli::parse_from(["sih-sim", "simulate", "imds"]);
+        let crate::cli::SimCommand::Simulate(crate::cli::Simulate::Imds(args)) = cli.command else {
+            panic!("simulate imds parses as such");
+        };
+        let served = config(&args).identity;
+        let library = Identity::default();
+        assert_eq!(served.local_ipv4, library.local_ipv4);
+        assert_eq!(served.instance_id, library.instance_id);
+        let node = sih_sim_cluster::workload::node(0, true);
+        assert_eq!(node["metadata"]["name"], served.local_hostname.as_str());
+        assert_eq!(
+            node["metadata"]["labels"]["topology.kubernetes.io/zone"],
+            served.availability_zone.as_str()
+        );
+        assert_eq!(
+            node["metadata"]["annotations"]["sim.spot-interrupt-handler/internal-ip"],
+            served.local_ipv4.as_str()
+        );
+        assert!(
+            node["spec"]["providerID"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("/{}", served.instance_id)),
+            "{node}"
+        );
+        assert_eq!(node["metadata"]["labels"]["lifecycle"], "Ec2Spot");
+        assert_eq!(served.life_cycle, "spot");
+    }
+
     /// The hint's steps, followed with an HTTP client, read the spot item whether or not
     /// tokens are required (a plain read gets 401 when they are).
     #[tokio::test]
