@@ -85,6 +85,55 @@ async fn demo_tells_the_whole_story_and_exits_zero() {
     assert!(summary["evicted"].as_u64().unwrap() >= 1);
     assert!(summary["fence_s"].as_f64().unwrap() < 2.0);
     assert!(summary["deadline_slack_s"].as_f64().unwrap() > 60.0);
+    // Milliseconds, as the terminal prints them (it printed 0.23041275 and the like).
+    for (k, v) in summary.as_object().unwrap() {
+        if let Some(f) = v.as_f64().filter(|_| k.ends_with("_s")) {
+            assert!(((f * 1000.0).round() - f * 1000.0).abs() < 1e-6, "{k}: {f}");
+        }
+    }
+}
+
+/// `--keep-running` still tells the instance's end after the summary (the README says so; it
+/// printed nothing of it), and then keeps the cluster until told to stop.
+#[tokio::test]
+async fn keep_running_tells_the_instance_end_after_the_summary() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(crate::support::SIM_BIN)
+        .args(["demo", "--json", "--keep-running", "--notice", "20s"])
+        .env_remove("NODE_NAME")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen: Vec<String> = Vec::new();
+    let read = async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            let v: Value = serde_json::from_str(&l).unwrap();
+            let e = v["event"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| "summary".into());
+            let done = e == "node-deleted";
+            seen.push(e);
+            if done {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), read)
+        .await
+        .unwrap_or_else(|_| panic!("no node-deleted line: {seen:?}"));
+    let at = |e: &str| seen.iter().position(|s| s == e);
+    assert!(
+        at("summary") < at("keep-running")
+            && at("keep-running") < at("instance-ended")
+            && at("instance-ended") < at("node-deleted"),
+        "{seen:?}"
+    );
+    // Still running: the cluster waits for Ctrl-C.
+    assert!(child.try_wait().unwrap().is_none());
+    child.kill().await.unwrap();
 }
 
 /// `demo --scenario surge`: the web Deployment asks for a surge, and its Ready replicas never

@@ -238,7 +238,7 @@ pub struct DemoArgs {
     /// Serve the live view of the demo's cluster on this address (`--view` alone:
     /// 127.0.0.1:8090), start the story once the page is open (or after a minute), and keep
     /// the cluster running afterwards until Ctrl-C.
-    #[arg(long, env = "SIH_DEMO_VIEW", num_args = 0..=1, require_equals = true, default_missing_value = "127.0.0.1:8090")]
+    #[arg(long, env = "SIH_DEMO_VIEW", num_args = 0..=1, default_missing_value = "127.0.0.1:8090")]
     pub view: Option<SocketAddr>,
     /// Whose metadata service tells of the reclamation: aws (a spot interruption notice),
     /// gce (`preempted` turns TRUE: 30 s) or azure (a `Preempt` scheduled event: 30 s,
@@ -415,6 +415,30 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
     use spot_interrupt_handler::cli::{Cli, reference};
+
+    /// `demo --view ADDR` works as `view --listen ADDR` does (it failed with a space), and
+    /// `--view` alone still takes the default address.
+    #[test]
+    fn demo_view_takes_its_address_with_a_space_or_an_equals_sign_or_none() {
+        use clap::Parser;
+        let view = |args: &[&str]| match SimCli::try_parse_from(args).unwrap().command {
+            SimCommand::Demo(d) => d.view.map(|a| a.to_string()),
+            _ => panic!("demo"),
+        };
+        assert_eq!(
+            view(&["sim", "demo", "--view", "127.0.0.1:9000"]).as_deref(),
+            Some("127.0.0.1:9000")
+        );
+        assert_eq!(
+            view(&["sim", "demo", "--view=127.0.0.1:9001"]).as_deref(),
+            Some("127.0.0.1:9001")
+        );
+        assert_eq!(
+            view(&["sim", "demo", "--view", "--json"]).as_deref(),
+            Some("127.0.0.1:8090")
+        );
+        assert_eq!(view(&["sim", "demo"]), None);
+    }
 
     /// docs/configuration.md: both binaries' flags, generated from their definitions.
     fn reference_markdown() -> String {

@@ -321,7 +321,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             ""
         };
         println!(
-            "The metadata service will announce that the instance is reclaimed in {}s.{full}\n",
+            "The metadata service announces now that the instance will be reclaimed {}s from now.{full}\n",
             notice.as_secs()
         );
     }
@@ -503,7 +503,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             }
         }
         let _ = std::io::stdout().flush();
-        spot_interrupt_handler::signals::shutdown().await;
+        // The instance's end is still told (it comes at the deadline, after the summary in
+        // most stories), then the cluster waits for Ctrl-C.
+        let mut stop = std::pin::pin!(spot_interrupt_handler::signals::shutdown());
+        let mut check = tokio::time::interval(Duration::from_millis(250));
+        while s.node_deleted.is_none() {
+            tokio::select! {
+                () = &mut stop => break,
+                _ = check.tick() => {
+                    if let Err(e) = watch_nodes(&tl, &mut s, &nodes, &spot, &mut known_nodes).await {
+                        tracing::debug!(error = %e, "cannot read the nodes");
+                    }
+                }
+            }
+        }
+        if s.node_deleted.is_some() {
+            stop.await;
+        }
     }
     if let Some(v) = view
         && let Err(e) = v.stop().await
@@ -707,7 +723,7 @@ fn narrate(tl: &Timeline, s: &mut Summary, u: Update) {
                     tl.say(
                         "deleted",
                         json!({"pod": pod.to_string(), "node": node, "grace_s": grace}),
-                        format!("deleted {pod} at the deadline (grace {grace}s)"),
+                        format!("deleted {pod} at its last moment: its PodDisruptionBudget still refused, and a grace of {grace}s is all that fits before the instance ends"),
                     );
                 }
                 Progress::Gone { pod } => tl.say(
@@ -761,21 +777,23 @@ fn narrate(tl: &Timeline, s: &mut Summary, u: Update) {
 fn print_summary(args: &DemoArgs, s: &Summary) {
     let secs = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}s"));
     if args.json {
+        // Milliseconds, as the terminal prints them: a summary is read, not re-measured.
+        let ms = |v: Option<f64>| v.map(|v| (v * 1000.0).round() / 1000.0);
         println!(
             "{}",
             json!({"summary": {
-                "detection_s": s.detected, "fence_s": s.fenced, "evicted": s.evicted,
+                "detection_s": ms(s.detected), "fence_s": ms(s.fenced), "evicted": s.evicted,
                 "pdb_waits": s.pdb_waits, "deleted_at_deadline": s.deleted_at_deadline,
-                "drain_done_s": s.drain_done, "drain_succeeded": s.drain_ok,
-                "deadline_slack_s": s.slack_s, "rescheduled": s.rescheduled,
+                "drain_done_s": ms(s.drain_done), "drain_succeeded": s.drain_ok,
+                "deadline_slack_s": ms(s.slack_s), "rescheduled": s.rescheduled,
                 "slowest_pod": s.slowest.as_ref().map(|(p, _)| p),
                 "lowest_ready_replicas": s.lowest_ready.as_ref().map(|(_, r, _)| r),
                 "desired_replicas": s.lowest_ready.as_ref().map(|(_, _, d)| d),
-                "slowest_pod_s": s.slowest.as_ref().map(|(_, t)| *t),
-                "replicas_back_s": s.replicas_back,
+                "slowest_pod_s": ms(s.slowest.as_ref().map(|(_, t)| *t)),
+                "replicas_back_s": ms(s.replicas_back),
                 "most_waiting": s.most_waiting, "nodes_added": s.nodes_added,
-                "instance_ended_s": s.instance_ended, "node_deleted_s": s.node_deleted,
-                "acknowledged_s": s.acknowledged,
+                "instance_ended_s": ms(s.instance_ended), "node_deleted_s": ms(s.node_deleted),
+                "acknowledged_s": ms(s.acknowledged),
             }})
         );
         return;
