@@ -153,6 +153,8 @@ pub fn translate(env: &HashMap<String, String>) -> anyhow::Result<Translated> {
             );
         }
     }
+    // Templates written for NTH read its fields with its meaning.
+    opt("--webhook-nth-fields", "true".into());
     if let Some(s) = seconds(env, "NODE_TERMINATION_GRACE_PERIOD")? {
         opt("--drain-budget", format!("{}s", s.max(1)));
     }
@@ -237,6 +239,7 @@ mod tests {
         assert_eq!(value_of(&t, "--rebalance-action"), Some("none"));
         assert_eq!(value_of(&t, "--asg-termination-action"), Some("none"));
         assert_eq!(value_of(&t, "--kubernetes-events"), Some("false"));
+        assert_eq!(value_of(&t, "--webhook-nth-fields"), Some("true"));
         assert_eq!(value_of(&t, "--admin-listen"), Some("127.0.0.1:9092"));
         assert_eq!(value_of(&t, "--probes-listen"), None);
         assert!(t.notes.is_empty());

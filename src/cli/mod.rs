@@ -41,6 +41,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Kubernetes")]
 pub struct KubeArgs {
     /// Kubeconfig file; without it, the in-cluster configuration, else `KUBECONFIG`, else
     /// `~/.kube/config`.
@@ -55,6 +56,7 @@ pub struct KubeArgs {
 /// Who we are when we run in a pod (from the downward API): a drain never evicts our own pod,
 /// and Events name it as their reporter.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Kubernetes")]
 pub struct SelfArgs {
     /// Our own pod's name (downward API), never evicted and named in Events.
     #[arg(long, env = "POD_NAME")]
@@ -80,6 +82,7 @@ pub enum OnPdbDeadline {
 
 /// How pods leave a node; shared by every command that drains.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Drain")]
 pub struct DrainFlags {
     /// Evictions in flight at once. Range: 1 to 1000.
     #[arg(long, env = "MAX_CONCURRENT_EVICTIONS", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -110,6 +113,7 @@ pub struct DrainFlags {
     #[arg(long, env = "ON_PDB_DEADLINE", value_enum, default_value_t = OnPdbDeadline::Delete)]
     pub on_pdb_deadline: OnPdbDeadline,
     /// Taint effect (default: NoSchedule, PreferNoSchedule for rebalance recommendations).
+    /// NTH's TAINT_EFFECT (its TAINT_NODE is always on here).
     #[arg(long, env = "TAINT_EFFECT", value_parser = ["NoSchedule", "PreferNoSchedule", "NoExecute"])]
     pub taint_effect: Option<String>,
 }
@@ -130,6 +134,7 @@ pub enum ReserveCapacity {
 /// Capacity first (issue 31): placeholders that make the autoscaler start the replacement
 /// capacity at the notice.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Capacity first")]
 pub struct ReserveFlags {
     /// At a notice that drains a node, create one placeholder pod (a pause container at a
     /// priority below every workload, preempted by any of them) for each pod the drain moves,
@@ -188,17 +193,22 @@ fn action() -> impl clap::builder::TypedValueParser<Value = sih_core::Action> {
 
 /// What to do about each kind of notice: `none` < `notify` < `taint` < `cordon` < `drain`.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Actions")]
 pub struct ActionFlags {
-    /// On a spot interruption notice: none, notify, taint, cordon or drain.
+    /// On a spot interruption notice: none, notify, taint, cordon or drain (NTH's
+    /// ENABLE_SPOT_INTERRUPTION_DRAINING: drain or none).
     #[arg(long, env = "SPOT_INTERRUPTION_ACTION", value_parser = action(), default_value = "drain")]
     pub spot_interruption_action: sih_core::Action,
-    /// On a rebalance recommendation (taint: PreferNoSchedule).
+    /// On a rebalance recommendation (taint: PreferNoSchedule). NTH's
+    /// ENABLE_REBALANCE_MONITORING is cordon, its ENABLE_REBALANCE_DRAINING drain.
     #[arg(long, env = "REBALANCE_ACTION", value_parser = action(), default_value = "taint")]
     pub rebalance_action: sih_core::Action,
-    /// On an active scheduled maintenance event.
+    /// On an active scheduled maintenance event (NTH's ENABLE_SCHEDULED_EVENT_DRAINING: drain
+    /// or none).
     #[arg(long, env = "SCHEDULED_MAINTENANCE_ACTION", value_parser = action(), default_value = "drain")]
     pub scheduled_maintenance_action: sih_core::Action,
-    /// On an ASG target lifecycle state of Terminated (or a terminate lifecycle hook).
+    /// On an ASG target lifecycle state of Terminated (or a terminate lifecycle hook). NTH's
+    /// ENABLE_ASG_LIFECYCLE_DRAINING: drain or none.
     #[arg(long, env = "ASG_TERMINATION_ACTION", value_parser = action(), default_value = "drain")]
     pub asg_termination_action: sih_core::Action,
     /// On a live migration or a short pause of the running instance (GCE
@@ -228,9 +238,10 @@ impl ActionFlags {
 
 /// What both the agent and the queue controller do after deciding to act on a notice.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Actions")]
 pub struct NoticeFlags {
     /// Drain time budget when the notice has no deadline (ASG termination, a rebalance drain,
-    /// lifecycle hooks). Range: 1s to 24h.
+    /// lifecycle hooks); NTH's NODE_TERMINATION_GRACE_PERIOD. Range: 1s to 24h.
     #[arg(long, env = "DRAIN_BUDGET", value_parser = duration_in("1s", "24h"), default_value = "120s")]
     pub drain_budget: Duration,
     /// After a drain, taint the node `node.kubernetes.io/out-of-service=nodeshutdown:NoExecute`
@@ -249,8 +260,9 @@ pub struct NoticeFlags {
 
 /// How we tell people: admin endpoint (metrics, probes), Kubernetes Events, webhooks.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Telling and probes")]
 pub struct ReportFlags {
-    /// Serves /metrics, /healthz and /readyz.
+    /// Serves /metrics, /healthz and /readyz (NTH's PROMETHEUS_SERVER_PORT, always on here).
     #[arg(long, env = "ADMIN_LISTEN", default_value = "0.0.0.0:9092")]
     pub admin_listen: SocketAddr,
     /// Also serve the liveness probe on this address (NTH's separate probes port).
@@ -262,7 +274,8 @@ pub struct ReportFlags {
     /// The cluster's name, for webhook messages.
     #[arg(long, env = "CLUSTER", default_value = "")]
     pub cluster_name: String,
-    /// Record Kubernetes Events on the node and on evicted pods.
+    /// Record Kubernetes Events on the node and on evicted pods (NTH's EMIT_KUBERNETES_EVENTS,
+    /// on by default here).
     #[arg(long, env = "KUBERNETES_EVENTS", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true", value_parser = BoolishValueParser::new())]
     pub kubernetes_events: bool,
     /// Annotations on every Event, `k=v,k2=v2`.
@@ -293,9 +306,15 @@ pub struct ReportFlags {
     /// Attempts per message (retries back off and stop at the notice's deadline). Range: 1 to 20.
     #[arg(long, env = "WEBHOOK_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub webhook_attempts: u32,
+    /// A template written for aws-node-termination-handler: `{{ .Kind }}` as NTH names kinds
+    /// (`SPOT_ITN`, `SCHEDULED_EVENT`, ...) and `{{ .StartTime }}` as NTH means it (when the
+    /// instance goes, our `.Deadline`) instead of the detection. On in the NTH drop-in.
+    #[arg(long, env = "WEBHOOK_NTH_FIELDS", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
+    pub webhook_nth_fields: bool,
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Source")]
 pub struct ImdsArgs {
     /// The node this agent runs on (downward API `spec.nodeName`). Without it, the node is
     /// found from the instance: the node named as the cloud names the instance (EC2's private
@@ -320,11 +339,10 @@ pub struct ImdsArgs {
     /// Per metadata request. Range: 10ms to 1m.
     #[arg(long, env = "IMDS_TIMEOUT", value_parser = duration_in("10ms", "1m"), default_value = "1s")]
     pub imds_timeout: Duration,
-    /// Seconds since boot, read at start to tell that a scheduled reboot happened.
+    /// Seconds since boot, read at start to tell that a scheduled reboot happened (NTH's
+    /// UPTIME_FROM_FILE).
     #[arg(long, env = "UPTIME_FILE", default_value = "/proc/uptime")]
     pub uptime_file: PathBuf,
-    #[command(flatten)]
-    pub clouds: CloudFlags,
     #[command(flatten)]
     pub act: NoticeFlags,
     #[command(flatten)]
@@ -339,6 +357,9 @@ pub struct ImdsArgs {
     pub me: SelfArgs,
     #[command(flatten)]
     pub kube: KubeArgs,
+    // Last in `--help`: what only GCE or Azure reads.
+    #[command(flatten)]
+    pub clouds: CloudFlags,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -361,6 +382,7 @@ impl ImdsArgs {
 
 /// What only Google Compute Engine and Azure need.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "GCE and Azure")]
 pub struct CloudFlags {
     /// gce: from `preempted` turning TRUE to the instance's stop (GCE gives 30s, hard).
     /// Range: 1s to 10m.
@@ -388,6 +410,7 @@ pub struct CloudFlags {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Queue")]
 pub struct QueueArgs {
     /// The SQS queue EventBridge (or Auto Scaling) delivers to.
     #[arg(long, env = "QUEUE_URL")]
@@ -402,15 +425,16 @@ pub struct QueueArgs {
     #[arg(long, env = "WORKERS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub workers: u32,
     /// How long a received message stays hidden from other consumers; extended while its
-    /// drain runs. Range: 1s to 12h.
+    /// drain runs; NTH's SQS_MSG_VISIBILITY_TIMEOUT_SEC. Range: 1s to 12h.
     #[arg(long, env = "SQS_MSG_VISIBILITY_TIMEOUT", value_parser = duration_in("1s", "12h"), default_value = "20s")]
     pub visibility_timeout: Duration,
     /// While a terminate hook's drain runs, record a lifecycle heartbeat this often (0s: never;
-    /// the hook's own heartbeat timeout then bounds the drain). Range: 0s to 2h.
+    /// the hook's own heartbeat timeout then bounds the drain); NTH's HEARTBEAT_INTERVAL.
+    /// Range: 0s to 2h.
     #[arg(long, env = "SIH_HEARTBEAT_INTERVAL", value_parser = duration_in("0s", "2h"), default_value = "0s")]
     pub heartbeat_interval: Duration,
     /// Stop recording heartbeats this long after the lifecycle event (a hook cannot be held
-    /// longer than 48 h, or 100 heartbeat timeouts). Range: 0s to 48h.
+    /// longer than 48 h, or 100 heartbeat timeouts); NTH's HEARTBEAT_UNTIL. Range: 0s to 48h.
     #[arg(long, env = "SIH_HEARTBEAT_UNTIL", value_parser = duration_in("0s", "48h"), default_value = "48h")]
     pub heartbeat_until: Duration,
     /// Match instances to nodes by `spec.providerID` only, never asking EC2 (for clusters whose
@@ -420,7 +444,8 @@ pub struct QueueArgs {
     #[arg(long, env = "USE_PROVIDER_ID", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = BoolishValueParser::new())]
     pub use_provider_id: bool,
     /// Act only on instances carrying this tag key (off by default; aws-node-termination-handler
-    /// defaults it on). Needs `ec2:DescribeInstances`.
+    /// defaults it on: its MANAGED_TAG with CHECK_TAG_BEFORE_DRAINING). Needs
+    /// `ec2:DescribeInstances`.
     #[arg(long, env = "SIH_MANAGED_TAG")]
     pub managed_tag: Option<String>,
     /// Delete a message whose instance is not a node of this cluster (or lacks the managed
@@ -428,7 +453,8 @@ pub struct QueueArgs {
     /// queue's retention drops it.
     #[arg(long, env = "DELETE_SQS_MSG_IF_NODE_NOT_FOUND", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true", value_parser = BoolishValueParser::new())]
     pub delete_if_node_not_found: bool,
-    /// Wait this long after a drain before completing its terminate hook. Range: 0s to 2h.
+    /// Wait this long after a drain before completing its terminate hook (NTH's
+    /// COMPLETE_LIFECYCLE_ACTION_DELAY_SECONDS). Range: 0s to 2h.
     #[arg(long, env = "SIH_COMPLETE_LIFECYCLE_ACTION_DELAY", value_parser = duration_in("0s", "2h"), default_value = "0s")]
     pub complete_lifecycle_action_delay: Duration,
     /// A launch hook is completed with CONTINUE once its node is Ready, ABANDON after this. Range: 0s to 2h.
@@ -476,7 +502,7 @@ pub enum LogFormat {
 
 #[derive(Debug, Args)]
 pub struct LogArgs {
-    /// Log line format.
+    /// Log line format (NTH's JSON_LOGGING is json).
     #[arg(long, global = true, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Log level or tracing filter (e.g. `debug`, `info,sih_imds=debug`).
@@ -576,6 +602,37 @@ mod properties {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `imds --help` reads in groups (it was 302 lines without a heading): where notices come
+    /// from, what is done, the drain, telling, Kubernetes, and the other clouds' flags last.
+    #[test]
+    fn imds_help_is_grouped_with_the_clouds_last() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let help = cli
+            .find_subcommand_mut("imds")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        let at = |h: &str| {
+            help.find(&format!("\n{h}:\n"))
+                .unwrap_or_else(|| panic!("no {h:?} heading in:\n{help}"))
+        };
+        let order = [
+            "Source",
+            "Actions",
+            "Drain",
+            "Capacity first",
+            "Telling and probes",
+            "Kubernetes",
+            "GCE and Azure",
+        ];
+        for w in order.windows(2) {
+            assert!(at(w[0]) < at(w[1]), "{} before {}", w[0], w[1]);
+        }
+        assert!(help[at("GCE and Azure")..].contains("--gce-preemption-notice"));
+        assert!(help[at("Source")..at("Actions")].contains("--poll-interval"));
+    }
     use clap::CommandFactory;
 
     #[test]

@@ -11,8 +11,23 @@ use crate::responder::Responder;
 /// cluster, the admin listener, the node index, the reporters, the responder, the claims, the
 /// controller), each step a call; read best as one sequence.
 pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
+    run_until(args, crate::signals::shutdown(), None, None).await
+}
+
+/// `run`, until `stop`; every update also goes to `tap` (the demo's timeline). `aws`: an AWS
+/// configuration made by the caller (the demo's stand-in, with its own keys), instead of the
+/// one the flags and the environment give.
+pub async fn run_until(
+    args: QueueArgs,
+    stop: impl std::future::Future<Output = ()>,
+    tap: Option<tokio::sync::mpsc::UnboundedSender<sih_report::Update>>,
+    aws: Option<sih_queue::SdkConfig>,
+) -> anyhow::Result<()> {
     let telling_config = wiring::Telling::check(&args.report)?;
-    let aws = aws_setup(&args).await?;
+    let aws = match aws {
+        Some(aws) => aws,
+        None => aws_setup(&args).await?,
+    };
     let client = sih_node::client(args.kube.kubeconfig.as_deref()).await?;
     // One receive can wait 20 s: stalled means no receive completed for three visibility
     // periods (at least a minute); readiness fails sooner, while receives fail.
@@ -77,7 +92,7 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
             ),
             // Each instance's facts, as EC2 describes it to the resolver.
             facts: facts.clone(),
-            tap: None,
+            tap,
             api_timeout: args.kube.api_timeout,
             off: off.clone(),
         },
@@ -136,7 +151,7 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
     let ran = Controller::new(
         config, queue, hooks, claims, responder, resolver, metrics, health,
     )
-    .run(crate::signals::shutdown())
+    .run(stop)
     .await;
     wiring::finish(reporting).await;
     ran.map_err(|e| anyhow::anyhow!("cannot read the queue {}: {e}", args.queue_url))

@@ -317,6 +317,7 @@ pub fn webhook_from(flags: &ReportFlags) -> anyhow::Result<Option<Webhook>> {
         proxy: flags.webhook_proxy.clone(),
         timeout: flags.webhook_timeout,
         attempts: flags.webhook_attempts,
+        nth_fields: flags.webhook_nth_fields,
         ..WebhookConfig::default()
     };
     Ok(Some(Webhook::new(config)?))

@@ -216,6 +216,23 @@ async fn the_story_on_gce_and_azure() {
                 .unwrap_or_else(|| panic!("{cloud}: no {e}: {lines:?}"))
         };
         assert_eq!(first("notice")["cloud"], cloud);
+        // That cloud's node names, not EC2's: the instance its metadata service describes.
+        let node = first("notice")["node"].as_str().unwrap();
+        let want = if cloud == "gce" {
+            "gke-spot-pool-5f0c1a2b-x7kq"
+        } else {
+            "aks-spotpool-12345678-vmss000000"
+        };
+        assert_eq!(node, want);
+        assert!(
+            lines
+                .iter()
+                .filter(|l| l["event"] == "rescheduled")
+                .all(|l| l["node"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(&want[..4]))),
+            "{cloud}: {lines:?}"
+        );
         assert_eq!(first("notice")["seconds"], 30);
         assert_eq!(first("detected")["kind"], "spot-interruption");
         let summary = &lines.last().unwrap()["summary"];
@@ -269,4 +286,57 @@ async fn capacity_first_beats_the_budget_steps_on_a_full_cluster() {
             .any(|l| l["event"] == "reserved" && l["story"] == "without"),
         "{stdout}"
     );
+}
+
+/// `demo --mode queue`: the same cluster story fed through SQS on the built-in stand-in for
+/// SQS, EC2 and Auto Scaling — a rebalance recommendation, the spot warning and the group's
+/// terminate lifecycle action for one instance make one evacuation; the hook is answered
+/// CONTINUE once, after the drain; every message is deleted, each after its action.
+#[tokio::test]
+async fn the_queue_story_runs_through_sqs_on_the_stand_in() {
+    let (lines, stdout) = demo(&["--mode", "queue"], 90).await;
+    let events: Vec<&str> = lines.iter().filter_map(|l| l["event"].as_str()).collect();
+    let count = |e: &str| events.iter().filter(|x| **x == e).count();
+    assert_eq!(count("message-sent"), 3, "{stdout}");
+    for e in [
+        "detected",
+        "fenced",
+        "drain-started",
+        "evicted",
+        "drain-done",
+        "lifecycle-completed",
+        "queue-empty",
+        "replicas-back",
+    ] {
+        assert!(events.contains(&e), "{e} missing from {stdout}");
+    }
+    let kinds: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["event"] == "detected")
+        .filter_map(|l| l["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"rebalance-recommendation") && kinds.contains(&"spot-interruption"),
+        "{kinds:?}"
+    );
+    assert_eq!(count("drain-started"), 1, "one evacuation: {stdout}");
+    let at = |e: &str| {
+        lines
+            .iter()
+            .find(|l| l["event"] == e)
+            .and_then(|l| l["t"].as_f64())
+            .unwrap()
+    };
+    assert!(at("lifecycle-completed") >= at("drain-done"), "{stdout}");
+    let summary = &lines.iter().find(|l| l["summary"].is_object()).unwrap()["summary"];
+    assert_eq!(summary["drain_succeeded"], true, "{summary}");
+    let queue = &lines.last().unwrap()["queue"];
+    let calls = queue["lifecycle_calls"].as_array().unwrap();
+    let completed: Vec<&Value> = calls
+        .iter()
+        .filter(|c| c["action"] == "CompleteLifecycleAction")
+        .collect();
+    assert_eq!(completed.len(), 1, "{calls:?}");
+    assert_eq!(completed[0]["result"], "CONTINUE");
+    assert_eq!(completed[0]["hook"], "drain-before-terminate");
 }

@@ -79,13 +79,14 @@ async fn configured_by_nth_variables() {
         },
     )
     .await;
+    // NTH's template reads NTH's kind (`--webhook-nth-fields`, on in the drop-in).
     let bodies = hook.until_count(2, Duration::from_secs(10)).await;
     let first: Value = serde_json::from_str(&bodies[0]).unwrap();
     assert!(
         first["text"]
             .as_str()
             .unwrap()
-            .starts_with(&format!("spot-interruption on {}: ", s.node)),
+            .starts_with(&format!("SPOT_ITN on {}: ", s.node)),
         "{first}"
     );
     assert!(agent.sigterm().await.success());

@@ -1555,6 +1555,121 @@ async fn a_notice_during_a_claims_release_claims_the_node_afresh() {
     .await;
 }
 
+/// `demo --mode queue`'s story (its three messages, from the stand-in's crate) against moto:
+/// the outcome the stand-in's run is checked for — one drain, the hook answered CONTINUE once
+/// after it, every message deleted — holds against the real AWS mock too.
+#[tokio::test]
+async fn the_queue_demos_story_against_moto() {
+    let q = QueueScene::start(&[]).await;
+    group_with_hooks(&q.moto).await;
+    let instance = instance_of(&q.s, &q.s.node).await;
+    let messages = sih_sim_aws::story_messages(&instance, "spot-workers", "drain-before-terminate");
+    for (i, (_, body)) in messages.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        q.send(body).await;
+    }
+    q.s.drained().await;
+    until("the queue is empty", Duration::from_secs(40), || async {
+        q.depth().await == (0, 0)
+    })
+    .await;
+    let complete: Vec<Value> = q
+        .moto
+        .lifecycle_calls()
+        .into_iter()
+        .filter(|c| c["action"] == "CompleteLifecycleAction")
+        .collect();
+    assert_eq!(complete.len(), 1, "{complete:?}");
+    assert_eq!(complete[0]["result"], "CONTINUE");
+    let drains = q
+        .controller
+        .json_lines()
+        .iter()
+        .filter(|l| l["message"] == "drain started")
+        .count();
+    assert_eq!(drains, 1, "{}", q.controller.log());
+}
+
+/// boto3 (the AWS SDK for Python, not ours) against the queue demo's stand-in: every call
+/// queue mode makes answers in the shapes a real SDK reads.
+#[tokio::test]
+async fn boto3_reads_the_stand_ins_answers() {
+    let aws = sih_sim_aws::Aws::new(vec![sih_sim_aws::Instance {
+        id: "i-0123456789abcdef0".into(),
+        private_dns_name: "ip-10-0-0-10.ec2.internal".into(),
+        private_ip: "10.0.0.10".into(),
+        availability_zone: "us-east-1a".into(),
+        instance_type: "m5.large".into(),
+        tags: vec![("aws:autoscaling:groupName".into(), "spot-nodes".into())],
+    }]);
+    let server = aws.start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let script = r#"
+import json, sys, boto3
+e = sys.argv[1]
+kw = dict(endpoint_url=e, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+sqs, ec2, asg = (boto3.client(s, **kw) for s in ("sqs", "ec2", "autoscaling"))
+url = sqs.create_queue(QueueName="spot-events")["QueueUrl"]
+sqs.send_message(QueueUrl=url, MessageBody='{"hello": 1}')
+got = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1, VisibilityTimeout=5, MaxNumberOfMessages=10,
+                          MessageSystemAttributeNames=["All"])["Messages"]
+r = got[0]["ReceiptHandle"]
+batch = sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
+    {"Id": "0", "ReceiptHandle": r, "VisibilityTimeout": 10},
+    {"Id": "1", "ReceiptHandle": "stale", "VisibilityTimeout": 10}])
+attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+sqs.delete_message(QueueUrl=url, ReceiptHandle=r)
+after = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+try:
+    sqs.receive_message(QueueUrl=url.replace("spot-events", "nope"))
+    missing = None
+except sqs.exceptions.QueueDoesNotExist as x:
+    missing = type(x).__name__
+inst = ec2.describe_instances(Filters=[{"Name": "instance-id", "Values": ["i-0123456789abcdef0"]}])
+i = inst["Reservations"][0]["Instances"][0]
+asg.record_lifecycle_action_heartbeat(AutoScalingGroupName="spot-nodes", LifecycleHookName="h",
+    LifecycleActionToken="t", InstanceId="i-0123456789abcdef0")
+asg.complete_lifecycle_action(AutoScalingGroupName="spot-nodes", LifecycleHookName="h",
+    LifecycleActionToken="t", LifecycleActionResult="CONTINUE", InstanceId="i-0123456789abcdef0")
+print(json.dumps({"body": got[0]["Body"], "receives": got[0]["Attributes"]["ApproximateReceiveCount"],
+    "ok": [s["Id"] for s in batch.get("Successful", [])],
+    "failed": [(f["Id"], f["SenderFault"]) for f in batch.get("Failed", [])],
+    "hidden": attrs["ApproximateNumberOfMessagesNotVisible"], "left": after["ApproximateNumberOfMessages"],
+    "missing": missing, "dns": i["PrivateDnsName"], "zone": i["Placement"]["AvailabilityZone"],
+    "tags": i["Tags"]}))
+"#;
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = tokio::process::Command::new(python)
+        .args(["-c", script, &server.url()])
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .await
+        .expect("python3 runs (./scripts/test installs boto3 with moto)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["body"], r#"{"hello": 1}"#);
+    assert_eq!(got["receives"], "1");
+    assert_eq!(got["ok"], json!(["0"]));
+    assert_eq!(got["failed"], json!([["1", true]]));
+    assert_eq!(got["hidden"], "1");
+    assert_eq!(got["left"], "0");
+    assert_eq!(got["missing"], "QueueDoesNotExist");
+    assert_eq!(got["dns"], "ip-10-0-0-10.ec2.internal");
+    assert_eq!(got["zone"], "us-east-1a");
+    assert_eq!(
+        got["tags"],
+        json!([{"Key": "aws:autoscaling:groupName", "Value": "spot-nodes"}])
+    );
+    let calls = aws.lifecycle_calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[1]["result"], "CONTINUE");
+}
+
 /// A queue URL that names no region, with no region configured anywhere, stops the start at
 /// once with that reason (it used to say only "no AWS region configured", from deep inside).
 #[tokio::test]

@@ -87,6 +87,17 @@ return {
   countdown: spot && spot.querySelector('.countdown') ? spot.querySelector('.countdown').textContent : null,
   elsewhere: tiles(document.querySelector('#group-on-demand')).map(e => ({pod: e.dataset.pod, state: e.dataset.state})),
   timeline: [...document.querySelectorAll('#timeline li')].map(e => e.dataset.reason).filter(Boolean),
+  lines: [...document.querySelectorAll('#timeline li[data-reason]')].map(e => ({
+    reason: e.dataset.reason, when: e.querySelector('.when').textContent,
+    clock: e.title, text: e.textContent})),
+  startVisible: !document.getElementById('start').hidden,
+  waitingShown: !document.getElementById('waiting').hidden,
+  waitingPods: document.querySelectorAll('#waiting .pod').length,
+  cards: [...document.querySelectorAll('.node')].map(e => ({
+    tiles: e.querySelectorAll('.tiles .pod').length,
+    counted: Number(e.querySelector('.podcount').dataset.tiles),
+    says: e.querySelector('.podcount').textContent,
+    breaksAt: e.querySelector('.name').querySelectorAll('wbr').length})),
 };
 "#;
 
@@ -94,7 +105,15 @@ return {
 async fn the_view_shows_a_drain_as_it_happens() {
     let driver = Driver::start().await;
     let mut demo = tokio::process::Command::new(SIM_BIN)
-        .args(["demo", "--json", "--view=127.0.0.1:0"])
+        .args([
+            "demo",
+            "--json",
+            "--view=127.0.0.1:0",
+            "--start",
+            "manual",
+            "--notice",
+            "20s",
+        ])
         .env_remove("NODE_NAME")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -123,6 +142,36 @@ async fn the_view_shows_a_drain_as_it_happens() {
 
     let browser = driver.browser(1400, 1000).await;
     browser.goto(&url).await.unwrap();
+    // A presenter's start: the button shows, and nothing happens until it is pressed.
+    let shown = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let look = browser.execute(LOOK, vec![]).await.unwrap();
+            if look["startVisible"] == true {
+                return look;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the start button shows");
+    assert_eq!(
+        shown["waitingShown"], false,
+        "an empty waiting area: {shown}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    while let Ok(v) = said.try_recv() {
+        assert_ne!(
+            v["event"], "notice",
+            "the story began before the start button"
+        );
+    }
+    browser
+        .find(fantoccini::Locator::Css("#start"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let mut before: Option<HashSet<String>> = None;
     let (mut saw_running, mut saw_terminating, mut saw_evicted) = (false, false, false);
     let (mut countdown, mut fence, mut new_elsewhere) = (None, HashSet::new(), HashSet::new());
@@ -166,9 +215,18 @@ async fn the_view_shows_a_drain_as_it_happens() {
         let emptied = before.is_some() && spot_pods.is_empty();
         // Our Events reach the page a moment after the story's end (written from a queue,
         // then watched): the last one is awaited too.
-        let told = look["timeline"]
-            .as_array()
-            .is_some_and(|t| t.iter().any(|r| r == "DrainSucceeded"));
+        let told = look["timeline"].as_array().is_some_and(|t| {
+            t.iter().any(|r| r == "DrainSucceeded") && t.iter().any(|r| r == "NodeDeleted")
+        });
+        // Every card counts what it shows; a waiting area shows only with pods in it.
+        for c in look["cards"].as_array().into_iter().flatten() {
+            assert_eq!(c["tiles"], c["counted"], "{c}");
+        }
+        assert_eq!(
+            look["waitingShown"] == true,
+            look["waitingPods"].as_u64() > Some(0),
+            "{look}"
+        );
         last = look;
         if story_done && emptied && saw_terminating && told {
             break;
@@ -181,10 +239,6 @@ async fn the_view_shows_a_drain_as_it_happens() {
     );
     assert!(saw_terminating, "then Terminating: {last}");
     assert!(saw_evicted, "marked evicted by us: {last}");
-    assert!(
-        last["spotPods"].as_array().is_some_and(|p| p.is_empty()),
-        "then away: {last}"
-    );
     assert!(
         new_elsewhere.len() >= 2,
         "the replacements appear on other nodes: {new_elsewhere:?}"
@@ -200,13 +254,51 @@ async fn the_view_shows_a_drain_as_it_happens() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    for reason in ["SpotInterruption", "Fenced", "PodEvicted", "DrainSucceeded"] {
+    for reason in [
+        "SpotInterruption",
+        "Fenced",
+        "PodEvicted",
+        "DrainSucceeded",
+        "Replaced",
+        "InstanceReclaimed",
+        "NodeDeleted",
+    ] {
         assert!(
             timeline.contains(&reason),
             "{reason} missing from {timeline:?}"
         );
     }
     assert!(last["stats"]["connected"] == true, "{last}");
+    // Each evicted pod is linked to its replacement; times read as the terminal's, from the
+    // notice, with the clock time in the title; long node names break at their dots.
+    let lines = last["lines"].as_array().unwrap();
+    let replaced: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["reason"] == "Replaced")
+        .filter_map(|l| l["text"].as_str())
+        .collect();
+    assert!(
+        replaced.len() >= 2
+            && replaced
+                .iter()
+                .all(|t| t.contains("web-") && t.contains("→ ip-10-0-0-1")),
+        "{replaced:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["when"].as_str().is_some_and(|w| w.starts_with('+'))
+                && l["clock"].as_str().is_some_and(|c| c.contains(':'))),
+        "{lines:?}"
+    );
+    assert!(
+        last["cards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["breaksAt"].as_u64() > Some(0)),
+        "{last}"
+    );
     let png = screenshot.expect("a screenshot mid-drain");
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     // A blank 1400x1000 page compresses to a few kilobytes; this one has cards and tiles.

@@ -12,6 +12,7 @@ use kube::api::{Api, ListParams};
 use serde_json::Value;
 use sih_sim_cluster::{ClusterConfig, RunningCluster, workload};
 
+mod docs;
 mod schema;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");

@@ -351,3 +351,43 @@ fn placement_and_image_refuse_contradictions_and_select_linux() {
         "{image}"
     );
 }
+
+/// `helm install`'s NOTES say where the agents run as the chart places them: on GCE and Azure
+/// that cloud's spot nodes (they gave EC2's advice), on AWS every Linux node unless a selector
+/// says otherwise.
+#[tokio::test]
+async fn the_notes_say_where_the_agents_run_on_each_cloud() {
+    let (_cluster, kubeconfig, _) = crate::cluster(false).await;
+    let notes = |sets: &[&str]| -> String {
+        let chart = chart();
+        let mut args = vec!["install", "r", chart.as_str(), "--dry-run=client"];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        let out = crate::run("helm", &args, None, &[("KUBECONFIG", &kubeconfig)]);
+        assert!(out.ok, "{sets:?}: {}", out.stderr);
+        out.stdout
+            .split("NOTES:")
+            .nth(1)
+            .expect("NOTES rendered")
+            .to_owned()
+    };
+    let gce = notes(&["cloud=gce"]);
+    assert!(
+        gce.contains("gce's spot nodes") && gce.contains("cloud.google.com/gke-spot"),
+        "{gce}"
+    );
+    assert!(!gce.contains("Ec2Spot"), "{gce}");
+    let azure = notes(&["cloud=azure"]);
+    assert!(
+        azure.contains("kubernetes.azure.com/scalesetpriority") && !azure.contains("Ec2Spot"),
+        "{azure}"
+    );
+    let aws = notes(&[]);
+    assert!(aws.contains("every Linux node"), "{aws}");
+    let selected = notes(&["nodeSelector.lifecycle=Ec2Spot"]);
+    assert!(
+        selected.contains(r#"{"lifecycle":"Ec2Spot"}"#),
+        "{selected}"
+    );
+}

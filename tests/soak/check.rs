@@ -391,10 +391,36 @@ fn hard_deadline(v: &View<'_>, out: &mut Vec<Violation>) {
     // late; seed 66440: the agent was down when it appeared). The promise is kept against the
     // deadline it could know.
     let restated = matches!(v.sc.notices[spot], Notice::Spot { restate: true, .. });
-    let knowable = if restated {
-        deadline + (v.first_readable(seen) - seen)
-    } else {
-        deadline
+    // A notice without a time the agent can read (GCE's `preempted`, an EC2 time that cannot
+    // be parsed: both counted from detection) seen by an agent killed before its fence
+    // recorded it on the node is read afresh after the restart, with nothing left to tell how
+    // long it had been there (seed 60086: killed 0.1 s after detecting a GCE preemption, the
+    // restarted agent's deadline 1.8 s later than the instance's). The promise is kept against
+    // the deadline it could know.
+    let timeless = v.sc.mode == Mode::Gce
+        || matches!(
+            v.sc.notices[spot],
+            Notice::Spot {
+                unreadable: true,
+                ..
+            }
+        );
+    let first = v.first_readable(seen);
+    let fenced = v
+        .node_records()
+        .map(|r| (v.s(r.at), r))
+        .find(|(t, r)| *t >= seen && View::has_taint(r, "spot-interruption"))
+        .map(|(t, _)| t);
+    let lost_before_fence = v
+        .down
+        .iter()
+        .filter(|&&(from, _)| from >= first && fenced.is_none_or(|f| from < f))
+        .map(|&(_, to)| to)
+        .next();
+    let knowable = match lost_before_fence {
+        Some(back) if timeless => deadline + (v.first_readable(back) - seen),
+        _ if restated => deadline + (first - seen),
+        _ => deadline,
     };
     // The pods still on the node as it went (not those the kubelet or the garbage collector
     // removed later: a pod asked to stop with a grace longer than the notice is still there).

@@ -70,13 +70,7 @@ pub fn region_of_queue_url(url: &str) -> Option<String> {
 /// long-polls up to 20 s, so one attempt may take 25 s and a call with its retries 30 s; a
 /// connection must open within 3 s.
 pub async fn aws_config(region: Option<String>, endpoint: Option<String>) -> aws_config::SdkConfig {
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(3))
-        .operation_attempt_timeout(Duration::from_secs(25))
-        .operation_timeout(Duration::from_secs(30))
-        .build();
-    let mut loader =
-        aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
+    let mut loader = bounded_loader();
     if let Some(r) = region {
         loader = loader.region(aws_config::Region::new(r));
     }
@@ -84,6 +78,30 @@ pub async fn aws_config(region: Option<String>, endpoint: Option<String>) -> aws
         loader = loader.endpoint_url(e);
     }
     loader.load().await
+}
+
+/// Every call bounded (see `aws_config`).
+fn bounded_loader() -> aws_config::ConfigLoader {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(Duration::from_secs(25))
+        .operation_timeout(Duration::from_secs(30))
+        .build();
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts)
+}
+
+/// The AWS configuration for a local stand-in of the services (`demo --mode queue`): its
+/// endpoint, a region, and keys of its own (nothing there checks them; the default chain would
+/// look for real ones).
+pub async fn stand_in_config(endpoint: &str) -> aws_config::SdkConfig {
+    let keys =
+        aws_sdk_sqs::config::Credentials::new("stand-in", "stand-in", None, None, "stand-in");
+    bounded_loader()
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(keys)
+        .load()
+        .await
 }
 
 impl Queue {

@@ -66,6 +66,30 @@ pub struct NodeFields {
 }
 
 impl TemplateData {
+    /// The same message in aws-node-termination-handler's terms, for a template written for
+    /// it: `.Kind` is NTH's kind (`SPOT_ITN`, ...), `.StartTime` the interruption's own time
+    /// (NTH's: when the instance goes) where ours is the detection; `.Deadline` stays.
+    pub fn in_nth_terms(&self) -> Self {
+        let kind = match self.kind.as_str() {
+            "spot-interruption" => "SPOT_ITN",
+            "rebalance-recommendation" => "REBALANCE_RECOMMENDATION",
+            "scheduled-maintenance" => "SCHEDULED_EVENT",
+            "asg-termination" => "ASG_LIFECYCLE",
+            "asg-launch" => "ASG_LAUNCH_LIFECYCLE",
+            "instance-state-change" => "STATE_CHANGE",
+            other => other,
+        };
+        Self {
+            kind: kind.to_owned(),
+            start_time: if self.deadline.is_empty() {
+                self.start_time.clone()
+            } else {
+                self.deadline.clone()
+            },
+            ..self.clone()
+        }
+    }
+
     fn values(&self) -> serde_json::Map<String, serde_json::Value> {
         match serde_json::to_value(self) {
             Ok(serde_json::Value::Object(m)) => m,
@@ -211,6 +235,9 @@ pub struct WebhookConfig {
     /// Attempts in all (at least 1); retries also stop at the caller's give-up time.
     pub attempts: u32,
     pub backoff_base: Duration,
+    /// Templates carried over from aws-node-termination-handler: `.Kind` and `.StartTime` in
+    /// NTH's meaning (`--webhook-nth-fields`, on in the NTH drop-in).
+    pub nth_fields: bool,
 }
 
 impl Default for WebhookConfig {
@@ -223,6 +250,7 @@ impl Default for WebhookConfig {
             timeout: Duration::from_secs(5),
             attempts: 5,
             backoff_base: Duration::from_millis(500),
+            nth_fields: false,
         }
     }
 }
@@ -345,6 +373,9 @@ impl Webhook {
 
     /// The body of one message.
     pub fn render(&self, data: &TemplateData) -> Result<String, TemplateError> {
+        if self.config.nth_fields {
+            return render(&self.config.template, &data.in_nth_terms(), self.json);
+        }
         render(&self.config.template, data, self.json)
     }
 
@@ -601,6 +632,46 @@ mod tests {
             cluster_name: "prod".to_owned(),
             ..TemplateData::default()
         }
+    }
+
+    /// A template carried over from NTH reads `.Kind` and `.StartTime` with NTH's meaning
+    /// when asked; ours otherwise.
+    #[test]
+    fn nth_terms_give_nths_kind_and_start_time() {
+        let d = TemplateData {
+            start_time: "2026-12-06T10:00:00Z".into(),
+            deadline: "2026-12-06T10:02:00Z".into(),
+            ..data()
+        };
+        let template = r#"{"text":"{{ .Kind }} at {{ .StartTime }}, by {{ .Deadline }}"}"#;
+        let hook = |nth_fields| {
+            Webhook::new(WebhookConfig {
+                url: "http://127.0.0.1:9/hook".into(),
+                template: template.into(),
+                nth_fields,
+                ..WebhookConfig::default()
+            })
+            .unwrap()
+        };
+        assert_eq!(
+            hook(true).render(&d).unwrap(),
+            r#"{"text":"SPOT_ITN at 2026-12-06T10:02:00Z, by 2026-12-06T10:02:00Z"}"#
+        );
+        assert_eq!(
+            hook(false).render(&d).unwrap(),
+            r#"{"text":"spot-interruption at 2026-12-06T10:00:00Z, by 2026-12-06T10:02:00Z"}"#
+        );
+        // Without a deadline (an ASG termination), NTH's start is the detection as ours.
+        let asg = TemplateData {
+            kind: "asg-termination".into(),
+            deadline: String::new(),
+            ..d
+        }
+        .in_nth_terms();
+        assert_eq!(
+            (asg.kind.as_str(), asg.start_time.as_str()),
+            ("ASG_LIFECYCLE", "2026-12-06T10:00:00Z")
+        );
     }
 
     /// The names a template may use are the fields filled, NTH's among them, and each renders

@@ -57,6 +57,68 @@ pub fn node(index: usize, spot: bool) -> Value {
     })
 }
 
+/// `count` nodes as GKE (`gce`) or AKS (`azure`) registers them, the first `spot` of them
+/// spot: named as that cloud names them, with its spot label and providerID. The first is the
+/// instance the cloud's metadata simulator serves by default (`gke-spot-pool-5f0c1a2b-x7kq`,
+/// `aks-spotpool-12345678-vmss000000`), so a rehearsal on that cloud reads one instance
+/// everywhere. Any other `cloud`: EC2's ([`node`]).
+pub fn cloud_nodes(cloud: &str, count: usize, spot: usize) -> Vec<Value> {
+    (0..count)
+        .map(|i| {
+            let is_spot = i < spot;
+            let n = if is_spot { i } else { i - spot };
+            match cloud {
+                "gce" => {
+                    let zone = ["us-central1-a", "us-central1-b", "us-central1-c"][i % 3];
+                    let (pool, hash) = if is_spot {
+                        ("spot-pool", "5f0c1a2b")
+                    } else {
+                        ("default-pool", "8d2e4c1a")
+                    };
+                    let suffix = if is_spot && n == 0 {
+                        "x7kq".to_owned()
+                    } else {
+                        format!("{:04x}", 0x1000 + i)
+                    };
+                    let name = format!("gke-{pool}-{hash}-{suffix}");
+                    let mut labels = json!({
+                        "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                        "kubernetes.io/arch": "amd64", "node.kubernetes.io/instance-type": "e2-standard-4",
+                        "topology.kubernetes.io/zone": zone, "topology.kubernetes.io/region": "us-central1",
+                        "cloud.google.com/gke-nodepool": pool,
+                    });
+                    if is_spot {
+                        labels["cloud.google.com/gke-spot"] = json!("true");
+                    }
+                    json!({"apiVersion": "v1", "kind": "Node",
+                        "metadata": {"name": name, "labels": labels,
+                            "annotations": {"sim.spot-interrupt-handler/internal-ip": format!("10.128.0.{}", 12 + i)}},
+                        "spec": {"providerID": format!("gce://rehearsal-project/{zone}/{name}")}})
+                }
+                "azure" => {
+                    let pool = if is_spot { "spotpool" } else { "nodepool1" };
+                    let set = format!("aks-{pool}-12345678-vmss");
+                    let name = format!("{set}{n:06}");
+                    let mut labels = json!({
+                        "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                        "kubernetes.io/arch": "amd64", "node.kubernetes.io/instance-type": "Standard_D4s_v5",
+                        "topology.kubernetes.io/zone": format!("eastus-{}", i % 3 + 1),
+                        "topology.kubernetes.io/region": "eastus", "kubernetes.azure.com/agentpool": pool,
+                    });
+                    labels["kubernetes.azure.com/scalesetpriority"] =
+                        json!(if is_spot { "spot" } else { "regular" });
+                    json!({"apiVersion": "v1", "kind": "Node",
+                        "metadata": {"name": name, "labels": labels,
+                            "annotations": {"sim.spot-interrupt-handler/internal-ip": format!("10.224.0.{}", 4 + i)}},
+                        "spec": {"providerID": format!(
+                            "azure:///subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/mc_rehearsal/providers/Microsoft.Compute/virtualMachineScaleSets/{set}/virtualMachines/{n}")}})
+                }
+                _ => node(i, is_spot),
+            }
+        })
+        .collect()
+}
+
 /// A Deployment spread over the nodes with a PodDisruptionBudget, and a DaemonSet.
 pub fn default_workload(nodes: usize) -> Vec<Value> {
     let replicas = (nodes * 2).clamp(2, 20);

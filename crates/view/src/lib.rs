@@ -3,7 +3,7 @@
 //! notice with a countdown to its deadline, and the timeline of our Events. One page of plain
 //! HTML, CSS and JS shipped inside the binary (no build step, no CDN), fed by server-sent
 //! events: the whole state when it connects, then what changed, at most every 200 ms.
-//! It needs get/list/watch on nodes, pods and events, nothing else.
+//! It needs list and watch on nodes, pods and events, nothing else.
 #![forbid(unsafe_code)]
 
 pub mod model;
@@ -104,6 +104,7 @@ async fn watch_kind<K>(
 
 /// The page and its stream.
 pub fn router(state: State, stop: watch::Receiver<bool>) -> Router {
+    let start_state = state.clone();
     Router::new()
         .route(
             "/",
@@ -128,6 +129,22 @@ pub fn router(state: State, stop: watch::Receiver<bool>) -> Router {
             }),
         )
         .route("/healthz", get(|| async { "ok" }))
+        // A presenter's start button (`demo --start manual`): GET says whether a story waits
+        // for it, POST presses it (409 when nothing waits).
+        .route(
+            "/start",
+            get({
+                let state = start_state.clone();
+                move || async move { axum::Json(serde_json::json!({"waiting": state.awaits_start()})) }
+            })
+            .post(move || async move {
+                if start_state.press_start() {
+                    axum::http::StatusCode::NO_CONTENT
+                } else {
+                    axum::http::StatusCode::CONFLICT
+                }
+            }),
+        )
 }
 
 /// The whole state, then each delta; the whole state again for a page that fell behind.

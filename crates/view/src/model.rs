@@ -71,6 +71,9 @@ pub struct PodView {
     pub placeholder: bool,
     /// We evicted it (or deleted it at the deadline): an Event of ours says so.
     pub evicted: bool,
+    /// Its controller (`ReplicaSet/web-5f...`), empty for none: the page links an evicted pod
+    /// to the replacement its controller makes.
+    pub owner: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -185,6 +188,13 @@ pub fn pod_view(p: &Pod, evicted: bool) -> PodView {
             .is_some_and(|o| o.iter().any(|r| r.kind == "DaemonSet")),
         placeholder: sih_node::reserve::is_placeholder(p),
         evicted,
+        owner: meta
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|r| r.controller == Some(true))
+            .map(|r| format!("{}/{}", r.kind, r.name))
+            .unwrap_or_default(),
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::model::{EventView, NodeView, PodView, evicted_pod};
 
@@ -39,6 +39,9 @@ struct Inner {
 pub struct State {
     inner: Arc<Mutex<Inner>>,
     deltas: broadcast::Sender<Arc<str>>,
+    /// A presenter's start (`demo --start manual`): `Some(false)` while the story waits for
+    /// the page's button, `Some(true)` once pressed; `None` when nothing waits.
+    start: Arc<watch::Sender<Option<bool>>>,
 }
 
 impl Default for State {
@@ -57,6 +60,7 @@ impl State {
             inner: Default::default(),
             // A page that falls this far behind gets the whole state again.
             deltas: broadcast::channel(64).0,
+            start: Arc::new(watch::channel(None).0),
         }
     }
 
@@ -233,6 +237,30 @@ impl State {
         self.deltas.receiver_count()
     }
 
+    /// Whether a story waits for the page's start button.
+    pub fn awaits_start(&self) -> bool {
+        *self.start.borrow() == Some(false)
+    }
+
+    /// The page's start button: true when it started a waiting story.
+    pub fn press_start(&self) -> bool {
+        self.start.send_if_modified(|s| {
+            let waiting = *s == Some(false);
+            if waiting {
+                *s = Some(true);
+            }
+            waiting
+        })
+    }
+
+    /// Shows the page's start button and waits until it is pressed (`demo --start manual`).
+    pub async fn until_started(&self) {
+        self.start.send_replace(Some(false));
+        let mut rx = self.start.subscribe();
+        let _ = rx.wait_for(|s| *s == Some(true)).await;
+        self.start.send_replace(None);
+    }
+
     /// Waits until a page is connected (the demo starts its story once someone looks).
     pub async fn until_viewed(&self, within: Duration) -> bool {
         let end = tokio::time::Instant::now() + within;
@@ -260,7 +288,27 @@ mod tests {
             daemon: false,
             placeholder: false,
             evicted: false,
+            owner: String::new(),
         }
+    }
+
+    /// The page's start button starts only a story that waits for it, and only once.
+    #[tokio::test]
+    async fn a_start_button_starts_a_waiting_story_once() {
+        let s = State::new();
+        assert!(!s.awaits_start());
+        assert!(!s.press_start(), "nothing waits yet");
+        let waiting = tokio::spawn({
+            let s = s.clone();
+            async move { s.until_started().await }
+        });
+        while !s.awaits_start() {
+            tokio::task::yield_now().await;
+        }
+        assert!(s.press_start());
+        waiting.await.unwrap();
+        assert!(!s.awaits_start());
+        assert!(!s.press_start(), "pressed once");
     }
 
     fn next(rx: &mut broadcast::Receiver<Arc<str>>) -> Value {

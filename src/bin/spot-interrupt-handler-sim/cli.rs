@@ -208,7 +208,7 @@ pub struct ViewArgs {
     #[arg(long, env = "SIH_VIEW_LISTEN", default_value = "127.0.0.1:8090")]
     pub listen: SocketAddr,
     /// The cluster to show (default: `KUBECONFIG`, `~/.kube/config`, or in-cluster). Needs
-    /// get, list and watch on nodes, pods and events only
+    /// list and watch on nodes, pods and events only
     /// (deploy/manifests/view-clusterrole.yaml).
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
@@ -240,6 +240,16 @@ pub struct DemoArgs {
     /// the cluster running afterwards until Ctrl-C.
     #[arg(long, env = "SIH_DEMO_VIEW", num_args = 0..=1, default_missing_value = "127.0.0.1:8090")]
     pub view: Option<SocketAddr>,
+    /// With `--view`: `auto` begins the story once the page is open (or after a minute);
+    /// `manual` waits for the page's start button (or the S key), at a presenter's pace.
+    #[arg(long, env = "SIH_DEMO_START", value_enum, default_value_t = DemoStart::Auto)]
+    pub start: DemoStart,
+    /// `imds`: the node's agent reads the metadata service; `queue`: the cluster's controller
+    /// consumes SQS (a rebalance, the spot warning, the Auto Scaling terminate hook answered
+    /// with CONTINUE), on a built-in stand-in for SQS, EC2 and Auto Scaling (AWS, in the
+    /// terminal: no `--view` or `--keep-running`).
+    #[arg(long, env = "SIH_DEMO_MODE", value_enum, default_value_t = DemoMode::Imds)]
+    pub mode: DemoMode,
     /// Whose metadata service tells of the reclamation: aws (a spot interruption notice),
     /// gce (`preempted` turns TRUE: 30 s) or azure (a `Preempt` scheduled event: 30 s,
     /// acknowledged once the node is drained, so Azure may go ahead early).
@@ -256,6 +266,25 @@ impl DemoArgs {
             _ => Duration::from_secs(120),
         })
     }
+}
+
+/// Where the story's notices come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoMode {
+    /// The node's agent reads the metadata service (`imds`, a DaemonSet).
+    Imds,
+    /// The cluster's controller reads EventBridge and Auto Scaling messages from SQS (`queue`,
+    /// a Deployment), on a stand-in for the AWS calls it makes.
+    Queue,
+}
+
+/// When a story shown in the view begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoStart {
+    /// Once the page is open (or after a minute).
+    Auto,
+    /// When the presenter presses the page's start button (or S).
+    Manual,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

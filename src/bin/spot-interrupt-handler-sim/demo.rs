@@ -57,29 +57,29 @@ impl Timeline {
 }
 
 #[derive(Default)]
-struct Summary {
-    detected: Option<f64>,
-    fenced: Option<f64>,
-    evicted: usize,
-    pdb_waits: usize,
-    deleted_at_deadline: usize,
-    drain_done: Option<f64>,
-    drain_ok: bool,
-    slack_s: Option<f64>,
-    slowest: Option<(String, f64)>,
-    rescheduled: usize,
-    replicas_back: Option<f64>,
+pub(crate) struct Summary {
+    pub(crate) detected: Option<f64>,
+    pub(crate) fenced: Option<f64>,
+    pub(crate) evicted: usize,
+    pub(crate) pdb_waits: usize,
+    pub(crate) deleted_at_deadline: usize,
+    pub(crate) drain_done: Option<f64>,
+    pub(crate) drain_ok: bool,
+    pub(crate) slack_s: Option<f64>,
+    pub(crate) slowest: Option<(String, f64)>,
+    pub(crate) rescheduled: usize,
+    pub(crate) replicas_back: Option<f64>,
     /// The fewest Ready replicas any Deployment had during the story, and its desired count.
-    lowest_ready: Option<(String, i32, i32)>,
+    pub(crate) lowest_ready: Option<(String, i32, i32)>,
     /// The most replicas waiting for a place at once.
-    most_waiting: usize,
+    pub(crate) most_waiting: usize,
     /// Nodes that joined during the story (the autoscaler's).
-    nodes_added: usize,
+    pub(crate) nodes_added: usize,
     /// When the instance ended (its node NotReady), and when its Node object went.
-    instance_ended: Option<f64>,
-    node_deleted: Option<f64>,
+    pub(crate) instance_ended: Option<f64>,
+    pub(crate) node_deleted: Option<f64>,
     /// When the cloud was told it may go ahead (Azure's acknowledgement).
-    acknowledged: Option<f64>,
+    pub(crate) acknowledged: Option<f64>,
 }
 
 /// The metadata simulator of the demo's cloud.
@@ -186,8 +186,16 @@ pub(crate) fn is_daemon_pod(p: &Pod) -> bool {
 /// The cluster the story needs: for `autoscaler`, two nodes with room for a DaemonSet pod and
 /// four web pods each, full with eight replicas, and an on-demand node group that adds a node
 /// 5 s after pods find no room.
-fn cluster_config(scenario: DemoScenario) -> sih_sim_cluster::ClusterConfig {
+fn cluster_config(scenario: DemoScenario, cloud: DemoCloud) -> sih_sim_cluster::ClusterConfig {
     let mut config = sih_sim_cluster::ClusterConfig::default();
+    if cloud != DemoCloud::Aws && scenario != DemoScenario::Autoscaler {
+        // That cloud's nodes, the first its metadata simulator's instance.
+        let mut objects = sih_sim_cluster::workload::cloud_nodes(cloud.as_str(), 3, 1);
+        objects.extend(sih_sim_cluster::workload::default_workload(3));
+        config.nodes = 0;
+        config.spot_nodes = 0;
+        config.workload = Some(objects);
+    }
     if scenario == DemoScenario::Autoscaler {
         let mut workload = sih_sim_cluster::workload::default_workload(2);
         for o in &mut workload {
@@ -253,13 +261,22 @@ pub(crate) async fn until_workload_ready(
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let notice = args.notice();
-    let (cluster, kubeconfig) = start_cluster(cluster_config(args.scenario), "").await?;
+    let (cluster, kubeconfig) =
+        start_cluster(cluster_config(args.scenario, args.cloud), "").await?;
     let imds = Metadata::start(args.cloud).await?;
 
     let client = sih_node::client(Some(&kubeconfig)).await?;
     let nodes: Api<Node> = Api::all(client.clone());
     let spot = nodes
-        .list(&ListParams::default().labels("lifecycle=Ec2Spot"))
+        .list(&ListParams::default().labels(match args.cloud {
+            DemoCloud::Gce if args.scenario != DemoScenario::Autoscaler => {
+                "cloud.google.com/gke-spot=true"
+            }
+            DemoCloud::Azure if args.scenario != DemoScenario::Autoscaler => {
+                "kubernetes.azure.com/scalesetpriority=spot"
+            }
+            _ => "lifecycle=Ec2Spot",
+        }))
         .await?
         .items
         .into_iter()
@@ -331,8 +348,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             let view = sih_view::Running::start(client.clone(), listen)
                 .await
                 .with_context(|| format!("cannot serve the view on {listen}"))?;
+            let manual = args.start == crate::cli::DemoStart::Manual;
             if args.json {
-                println!("{}", json!({"event": "view", "url": view.url()}));
+                println!(
+                    "{}",
+                    json!({"event": "view", "url": view.url(), "start": if manual { "manual" } else { "auto" }})
+                );
+            } else if manual {
+                println!(
+                    "Open {} to watch; the story starts when you press Start on the page (or S).\n",
+                    view.url()
+                );
             } else {
                 println!(
                     "Open {} to watch; the story starts once the page is open (or in a minute).\n",
@@ -340,7 +366,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 );
             }
             let _ = std::io::stdout().flush();
-            if !view.state.until_viewed(Duration::from_secs(60)).await {
+            if manual {
+                view.state.until_started().await;
+            } else if !view.state.until_viewed(Duration::from_secs(60)).await {
                 tracing::warn!("nobody opened the view within a minute; the story starts anyway");
             }
             // Let the page draw the cluster before anything happens to it.
@@ -654,7 +682,7 @@ async fn watch_nodes(
     Ok(())
 }
 
-fn narrate(tl: &Timeline, s: &mut Summary, u: Update) {
+pub(crate) fn narrate(tl: &Timeline, s: &mut Summary, u: Update) {
     match u {
         Update::Detected { notice, action } => {
             s.detected.get_or_insert(tl.at());
@@ -774,7 +802,7 @@ fn narrate(tl: &Timeline, s: &mut Summary, u: Update) {
     }
 }
 
-fn print_summary(args: &DemoArgs, s: &Summary) {
+pub(crate) fn print_summary(args: &DemoArgs, s: &Summary) {
     let secs = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}s"));
     if args.json {
         // Milliseconds, as the terminal prints them: a summary is read, not re-measured.

@@ -6,6 +6,7 @@
 mod cli;
 mod demo;
 mod demo_capacity;
+mod demo_queue;
 mod simulate_clouds;
 mod simulate_cluster;
 mod simulate_imds;
@@ -38,6 +39,10 @@ fn main() -> anyhow::Result<()> {
                 // Two stories side by side: a telling of its own on the demo's parts.
                 SimCommand::Demo(args) if args.scenario == cli::DemoScenario::Capacity => {
                     demo_capacity::run(args).await
+                }
+                // The story fed through SQS, on a stand-in for the AWS calls.
+                SimCommand::Demo(args) if args.mode == cli::DemoMode::Queue => {
+                    demo_queue::run(args).await
                 }
                 SimCommand::Demo(args) => demo::run(args).await,
                 SimCommand::View(args) => view::run(args).await,
