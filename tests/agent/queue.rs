@@ -1628,10 +1628,11 @@ except sqs.exceptions.QueueDoesNotExist as x:
     missing = type(x).__name__
 inst = ec2.describe_instances(Filters=[{"Name": "instance-id", "Values": ["i-0123456789abcdef0"]}])
 i = inst["Reservations"][0]["Instances"][0]
+token = "5f0e7c2a-0000-4000-8000-0000000000aa"
 asg.record_lifecycle_action_heartbeat(AutoScalingGroupName="spot-nodes", LifecycleHookName="h",
-    LifecycleActionToken="t", InstanceId="i-0123456789abcdef0")
+    LifecycleActionToken=token, InstanceId="i-0123456789abcdef0")
 asg.complete_lifecycle_action(AutoScalingGroupName="spot-nodes", LifecycleHookName="h",
-    LifecycleActionToken="t", LifecycleActionResult="CONTINUE", InstanceId="i-0123456789abcdef0")
+    LifecycleActionToken=token, LifecycleActionResult="CONTINUE", InstanceId="i-0123456789abcdef0")
 print(json.dumps({"body": got[0]["Body"], "receives": got[0]["Attributes"]["ApproximateReceiveCount"],
     "ok": [s["Id"] for s in batch.get("Successful", [])],
     "failed": [(f["Id"], f["SenderFault"]) for f in batch.get("Failed", [])],

@@ -355,7 +355,8 @@ fn placement_and_image_refuse_contradictions_and_select_linux() {
 /// `helm install`'s NOTES say where the agents run as the chart places them: on GCE and Azure
 /// that cloud's spot nodes (they gave EC2's advice), on AWS every Linux node unless a selector
 /// says otherwise.
-#[tokio::test]
+// helm is waited for on a thread of its own while the cluster serves on the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_notes_say_where_the_agents_run_on_each_cloud() {
     let (_cluster, kubeconfig, _) = crate::cluster(false).await;
     let notes = |sets: &[&str]| -> String {

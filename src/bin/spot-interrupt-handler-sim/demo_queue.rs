@@ -95,6 +95,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::all(client.clone());
     let deployments: Api<Deployment> = Api::all(client.clone());
     until_workload_ready(&pods, 0, Duration::from_secs(10)).await?;
+    let before: HashSet<String> = pods
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
     let on_spot: Vec<String> = pods
         .list(&ListParams::default())
         .await?
@@ -199,8 +206,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 for p in pods.list(&ListParams::default()).await?.items {
                     let Some(name) = p.metadata.name.clone() else { continue };
                     let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
-                    if !on_spot.contains(&name) && !is_daemon_pod(&p) && node != spot
-                        && pod_ready(&p) && s.evicted > 0 && seen_new.insert(name.clone())
+                    if !before.contains(&name) && !is_daemon_pod(&p) && node != spot
+                        && pod_ready(&p) && seen_new.insert(name.clone())
                     {
                         s.rescheduled += 1;
                         tl.say("rescheduled", json!({"pod": name, "node": node}),
@@ -250,8 +257,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("  lifecycle hook answered     {}", secs(continued));
         println!("  queue emptied               {}", secs(emptied));
     }
-    let _ = stand_in.stop().await;
-    let _ = cluster.stop().await;
+    // Not graceful stops: the controller's watches and the SDK's pooled connections outlive
+    // it (their tasks end with the process), and a graceful stop would wait for them.
+    drop(stand_in);
+    drop(cluster);
     let _ = std::fs::remove_file(&kubeconfig);
     if !(s.drain_ok && continued.is_some() && emptied.is_some() && s.replicas_back.is_some()) {
         bail!(
