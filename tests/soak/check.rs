@@ -417,9 +417,11 @@ fn hard_deadline(v: &View<'_>, out: &mut Vec<Violation>) {
         .filter(|&&(from, _)| from >= first && fenced.is_none_or(|f| from < f))
         .map(|&(_, to)| to)
         .next();
+    // The same holds for one that appeared while the agent was down (seed 69068: GCE, the
+    // agent back 4.4 s after the preemption): it is counted from when it could first be read.
     let knowable = match lost_before_fence {
         Some(back) if timeless => deadline + (v.first_readable(back) - seen),
-        _ if restated => deadline + (first - seen),
+        _ if restated || timeless => deadline + (first - seen),
         _ => deadline,
     };
     // The pods still on the node as it went (not those the kubelet or the garbage collector
