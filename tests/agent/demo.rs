@@ -340,3 +340,27 @@ async fn the_queue_story_runs_through_sqs_on_the_stand_in() {
     assert_eq!(completed[0]["result"], "CONTINUE");
     assert_eq!(completed[0]["hook"], "drain-before-terminate");
 }
+
+/// What the queue story cannot tell is refused at once with the reason, before anything
+/// starts (it used to tell the plain story whatever was asked).
+#[tokio::test]
+async fn the_queue_story_refuses_what_it_cannot_tell() {
+    for (args, says) in [
+        (&["--cloud", "gce"][..], "--cloud aws"),
+        (&["--scenario", "surge"][..], "without --scenario"),
+        (&["--scenario", "capacity"][..], "without --scenario"),
+        (&["--keep-running"][..], "without --view or --keep-running"),
+    ] {
+        let out = tokio::process::Command::new(crate::support::SIM_BIN)
+            .args(["demo", "--mode", "queue"])
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{args:?}: {err}"
+        );
+    }
+}

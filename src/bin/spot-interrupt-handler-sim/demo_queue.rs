@@ -69,6 +69,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.view.is_some() || args.keep_running {
         bail!("--mode queue tells its story in the terminal, without --view or --keep-running");
     }
+    if args.cloud != crate::cli::DemoCloud::Aws {
+        bail!("--mode queue reads EC2's and Auto Scaling's messages: it runs with --cloud aws");
+    }
+    if args.scenario != crate::cli::DemoScenario::Drain {
+        bail!("--mode queue tells the drain story: it runs without --scenario");
+    }
     let (cluster, kubeconfig) =
         start_cluster(sih_sim_cluster::ClusterConfig::default(), "-queue").await?;
     let client = sih_node::client(Some(&kubeconfig)).await?;

@@ -37,12 +37,13 @@ fn main() -> anyhow::Result<()> {
         .block_on(async {
             match cli.command {
                 // Two stories side by side: a telling of its own on the demo's parts.
-                SimCommand::Demo(args) if args.scenario == cli::DemoScenario::Capacity => {
-                    demo_capacity::run(args).await
-                }
-                // The story fed through SQS, on a stand-in for the AWS calls.
+                // The story fed through SQS, on a stand-in for the AWS calls (it refuses the
+                // scenarios it cannot tell).
                 SimCommand::Demo(args) if args.mode == cli::DemoMode::Queue => {
                     demo_queue::run(args).await
+                }
+                SimCommand::Demo(args) if args.scenario == cli::DemoScenario::Capacity => {
+                    demo_capacity::run(args).await
                 }
                 SimCommand::Demo(args) => demo::run(args).await,
                 SimCommand::View(args) => view::run(args).await,
