@@ -129,8 +129,7 @@ fn needs(w: &Wanted) -> Vec<Need> {
     needs
 }
 
-/// Asks, in a task of its own, and turns off what cannot work. `namespace`: where a Role's
-/// rules would be granted (none of these are).
+/// Asks, in a task of its own, and turns off what cannot work.
 pub fn spawn_check(
     client: kube::Client,
     wanted: Wanted,
@@ -143,7 +142,7 @@ pub fn spawn_check(
         let mut rules: Vec<Rule> = needs.iter().flat_map(|n| n.rules.iter().copied()).collect();
         rules.sort();
         rules.dedup();
-        let refused = match access::refused(&client, &rules, "", api_timeout).await {
+        let refused = match access::refused(&client, &rules, api_timeout).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::info!(error = %e, "cannot ask the API server what this process may do: every feature stays on; a refusal is said when it happens");

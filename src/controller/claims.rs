@@ -50,7 +50,7 @@ pub(super) async fn claim_node(
         }
         match claims.acquire(node).await {
             Ok(Claim::Acquired) => {
-                hold(shared, node);
+                shared.held().hold(node);
                 return Ok(());
             }
             Ok(Claim::HeldElsewhere(holder)) => {
@@ -79,10 +79,6 @@ pub(super) async fn claim_node(
             }
         }
     }
-}
-
-fn hold(shared: &Shared, node: &str) {
-    shared.held().hold(node);
 }
 
 /// One user of ours no longer needs the node's claim; the last one gives it up, but only once
@@ -206,7 +202,7 @@ pub(super) async fn take_over(shared: Arc<Shared>) {
                     }
                     match claims.acquire(&node).await {
                         Ok(Claim::Acquired) => {
-                            hold(&shared, &node);
+                            shared.held().hold(&node);
                             tokio::spawn(resume(shared.clone(), node));
                         }
                         Ok(Claim::HeldElsewhere(_)) => {}

@@ -23,8 +23,6 @@ pub struct Rule {
     /// `""` for none (`eviction` of `pods`).
     pub subresource: &'static str,
     pub verb: &'static str,
-    /// Granted in our own namespace (a Role), not cluster-wide.
-    pub own_namespace: bool,
 }
 
 impl Rule {
@@ -34,15 +32,6 @@ impl Rule {
             resource,
             subresource: "",
             verb,
-            own_namespace: false,
-        }
-    }
-
-    /// The rule granted in our own namespace (a Role's).
-    pub const fn in_own_namespace(self) -> Self {
-        Self {
-            own_namespace: true,
-            ..self
         }
     }
 
@@ -57,7 +46,6 @@ impl Rule {
             resource,
             subresource,
             verb,
-            own_namespace: false,
         }
     }
 
@@ -94,13 +82,12 @@ impl std::fmt::Display for Rule {
     }
 }
 
-/// Which of `rules` this process may not use (cluster-wide, or in `namespace` for a Role's).
-/// Asked all at once, each bounded by `timeout`; an answer that cannot be had is an error (the
-/// caller keeps every feature on and lets a refusal speak when it happens).
+/// Which of `rules` this process may not use, cluster-wide. Asked all at once, each bounded by
+/// `timeout`; an answer that cannot be had is an error (the caller keeps every feature on and
+/// lets a refusal speak when it happens).
 pub async fn refused(
     client: &kube::Client,
     rules: &[Rule],
-    namespace: &str,
     timeout: std::time::Duration,
 ) -> Result<Vec<Rule>, NodeError> {
     let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
@@ -115,7 +102,6 @@ pub async fn refused(
                         subresource: (!rule.subresource.is_empty())
                             .then(|| rule.subresource.to_owned()),
                         verb: Some(rule.verb.to_owned()),
-                        namespace: rule.own_namespace.then(|| namespace.to_owned()),
                         ..Default::default()
                     }),
                     ..Default::default()

@@ -176,6 +176,58 @@ pub(crate) fn pod_ready(p: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// Whether every Deployment has as many Ready replicas as it wants.
+pub(crate) async fn deployments_whole(deployments: &Api<Deployment>) -> anyhow::Result<bool> {
+    Ok(deployments
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .all(|d| {
+            let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            d.status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0)
+                >= want
+        }))
+}
+
+/// Says each replica that runs Ready off the spot node and was not there at the start
+/// (`before`), once (`seen`), and counts it.
+pub(crate) fn say_rescheduled(
+    tl: &Timeline,
+    s: &mut Summary,
+    pods: &[Pod],
+    before: &HashSet<String>,
+    spot: &str,
+    seen: &mut HashSet<String>,
+) {
+    for p in pods {
+        let Some(name) = p.metadata.name.clone() else {
+            continue;
+        };
+        let node = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        if !before.contains(&name)
+            && !is_daemon_pod(p)
+            && node != spot
+            && pod_ready(p)
+            && seen.insert(name.clone())
+        {
+            s.rescheduled += 1;
+            tl.say(
+                "rescheduled",
+                json!({"pod": name, "node": node}),
+                format!("replica {name} running on {node}"),
+            );
+        }
+    }
+}
+
 pub(crate) fn is_daemon_pod(p: &Pod) -> bool {
     p.metadata
         .owner_references
@@ -460,26 +512,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                         format!("{waiting} replica(s) wait: no node has room for them"),
                     );
                 }
-                for p in &list {
-                    let Some(name) = p.metadata.name.clone() else { continue };
-                    let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
-                    if !known.contains(&name) && !is_daemon_pod(p) && node != spot
-                        && pod_ready(p) && seen_new.insert(name.clone())
-                    {
-                        s.rescheduled += 1;
-                        tl.say(
-                            "rescheduled",
-                            json!({"pod": name, "node": node}),
-                            format!("replica {name} running on {node}"),
-                        );
-                    }
-                }
+                say_rescheduled(&tl, &mut s, &list, &known, &spot, &mut seen_new);
                 if s.drain_done.is_some() && s.replicas_back.is_none() {
-                    let ds = deployments.list(&ListParams::default()).await?.items;
-                    let back = ds.iter().all(|d| {
-                        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-                        d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) >= want
-                    });
+                    let back = deployments_whole(&deployments).await?;
                     let away = list.iter().all(|p| {
                         is_daemon_pod(p)
                             || p.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(spot.as_str())

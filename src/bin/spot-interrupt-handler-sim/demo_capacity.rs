@@ -23,8 +23,8 @@ use tokio::time::Instant;
 
 use crate::cli::{DemoArgs, DemoCloud};
 use crate::demo::{
-    Agent, Metadata, NODE_DELETED_AFTER, Timeline, announce, is_daemon_pod, start_cluster,
-    until_workload_ready,
+    Agent, Metadata, NODE_DELETED_AFTER, Timeline, announce, deployments_whole, is_daemon_pod,
+    start_cluster, until_workload_ready,
 };
 
 /// Replicas of each Deployment; the two spot nodes hold all of them.
@@ -257,10 +257,7 @@ async fn tell(
                 let placeholders = list.iter().filter(|p| p.metadata.name.as_deref()
                     .is_some_and(|n| n.starts_with("sih-reserve-"))).count();
                 out.placeholders = out.placeholders.max(placeholders);
-                let back = deployments.list(&ListParams::default()).await?.items.iter().all(|d| {
-                    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-                    d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) >= want
-                });
+                let back = deployments_whole(&deployments).await?;
                 let away = list.iter().all(|p| is_daemon_pod(p) || p.spec.as_ref()
                     .and_then(|s| s.node_name.as_deref()).is_none_or(|n| !spots.iter().any(|s| s == n)));
                 if drains_done >= spots.len() && back && away {

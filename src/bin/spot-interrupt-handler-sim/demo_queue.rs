@@ -21,8 +21,8 @@ use tokio::time::Instant;
 
 use crate::cli::DemoArgs;
 use crate::demo::{
-    LOOPBACK, Summary, Timeline, is_daemon_pod, narrate, pod_ready, print_summary, start_cluster,
-    until_workload_ready,
+    LOOPBACK, Summary, Timeline, deployments_whole, is_daemon_pod, narrate, print_summary,
+    say_rescheduled, start_cluster, until_workload_ready,
 };
 
 const QUEUE: &str = "spot-events";
@@ -80,7 +80,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let client = sih_node::client(Some(&kubeconfig)).await?;
     let nodes: Api<Node> = Api::all(client.clone());
     let all_nodes = nodes.list(&ListParams::default()).await?.items;
-    let aws = sih_sim_aws::Aws::new(instances(&all_nodes));
+    let known = instances(&all_nodes);
+    let aws = sih_sim_aws::Aws::new(known.clone());
     let stand_in = aws.start(LOOPBACK).await?;
     let queue_url = aws.create_queue(&stand_in.url(), QUEUE);
     let spot = all_nodes
@@ -93,10 +94,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         })
         .and_then(|n| n.metadata.name.clone())
         .ok_or_else(|| anyhow!("the simulated cluster has no spot node"))?;
-    let instance = instances(&all_nodes)
-        .into_iter()
+    let instance = known
+        .iter()
         .find(|i| i.private_dns_name == spot)
-        .map(|i| i.id)
+        .map(|i| i.id.clone())
         .ok_or_else(|| anyhow!("the spot node has no instance"))?;
     let pods: Api<Pod> = Api::all(client.clone());
     let deployments: Api<Deployment> = Api::all(client.clone());
@@ -209,32 +210,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                         );
                     }
                 }
-                for p in pods.list(&ListParams::default()).await?.items {
-                    let Some(name) = p.metadata.name.clone() else { continue };
-                    let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
-                    if !before.contains(&name) && !is_daemon_pod(&p) && node != spot
-                        && pod_ready(&p) && seen_new.insert(name.clone())
-                    {
-                        s.rescheduled += 1;
-                        tl.say("rescheduled", json!({"pod": name, "node": node}),
-                            format!("replica {name} running on {node}"));
-                    }
-                }
+                let list = pods.list(&ListParams::default()).await?.items;
+                say_rescheduled(&tl, &mut s, &list, &before, &spot, &mut seen_new);
                 if next.is_none() && emptied.is_none() && aws.depth(QUEUE) == (0, 0) {
                     emptied = Some(tl.at());
                     tl.say("queue-empty", json!({"queue": QUEUE, "messages": sent}),
                         format!("SQS: all {sent} messages deleted, each after its action"));
                 }
-                if s.drain_done.is_some() && s.replicas_back.is_none() {
-                    let back = deployments.list(&ListParams::default()).await?.items.iter().all(|d| {
-                        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-                        d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) >= want
-                    });
-                    if back && s.rescheduled >= on_spot.len() {
-                        s.replicas_back = Some(tl.at());
-                        tl.say("replicas-back", json!({"node": spot}),
-                            "every Deployment is back to its desired replicas, none on the spot node".to_owned());
-                    }
+                if s.drain_done.is_some() && s.replicas_back.is_none()
+                    && deployments_whole(&deployments).await? && s.rescheduled >= on_spot.len()
+                {
+                    s.replicas_back = Some(tl.at());
+                    tl.say("replicas-back", json!({"node": spot}),
+                        "every Deployment is back to its desired replicas, none on the spot node".to_owned());
                 }
                 if s.replicas_back.is_some() && continued.is_some() && emptied.is_some() {
                     break;

@@ -26,12 +26,12 @@ pub async fn recovered(
             let read = crate::bounded(timeout, "get replicaset", api.get(&owner.1)).await;
             // A refusal does not pass with time: said once, and the watch ends (it used to
             // ask again every second for ten minutes, silently).
-            if let Ok(Err(kube::Error::Api(e))) = &read
-                && e.code == 403
+            if let Ok(Err(e)) = &read
+                && crate::classify(e) == crate::ApiClass::Forbidden
             {
                 tracing::warn!(
                     replicaset = %format!("{}/{}", owner.0, owner.1),
-                    error = %e.message,
+                    error = %e,
                     add = %crate::access::Rule::new("apps", "replicasets", "get").to_yaml(),
                     "cannot read the evicted pods' ReplicaSets: the recovery watch stops"
                 );
