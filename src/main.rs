@@ -1,5 +1,6 @@
 //! spot-interrupt-handler, the binary every spot node runs: the agent (`imds`), the
-//! controller (`queue`), `drain`/`undrain`, and aws-node-termination-handler's environment as
+//! controller (`queue`, only with the `queue` feature: the agent image's build leaves it and
+//! its AWS SDK out), `drain`/`undrain`, and aws-node-termination-handler's environment as
 //! a drop-in. This file only parses the command line and dispatches; the product is the
 //! library (`src/lib.rs`), and nothing of the simulators is linked here.
 #![forbid(unsafe_code)]
@@ -13,6 +14,7 @@ use spot_interrupt_handler::{commands, logging, nth};
 /// (RUST_BACKTRACE is for panics, and an error is not one): plain text until the logs are set
 /// up, then in the log's own format (JSON under `--log-format json`).
 fn main() -> std::process::ExitCode {
+    tls();
     let cli = match parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -28,6 +30,21 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+/// One TLS crypto provider for every client in the process (kube's, the webhooks'). The agent's
+/// build links ring and installs it here: reqwest, built without a provider of its own, takes
+/// the installed one. The full build links only aws-lc-rs (the AWS SDK's), which every client
+/// finds by itself.
+fn tls() {
+    #[cfg(feature = "agent")]
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[cfg(not(any(feature = "agent", feature = "queue")))]
+compile_error!(
+    "no TLS crypto provider: build the agent with `--no-default-features --features agent` (ring) \
+     or the full product with `--features queue` (aws-lc-rs, the AWS SDK's)"
+);
 
 /// The error and its causes joined with `: `, each said once: many errors (kube's, hyper's)
 /// already include their cause in their own text, which `{:#}` would repeat.
@@ -90,7 +107,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     };
     match command {
         Command::Imds(args) => commands::imds::run(*args).await,
+        #[cfg(feature = "queue")]
         Command::Queue(args) => commands::queue::run(*args).await,
+        // The agent image's binary: the command line is the same (so NTH's environment and
+        // every flag still parse), but queue mode's AWS SDK is not in it.
+        #[cfg(not(feature = "queue"))]
+        Command::Queue(_) => anyhow::bail!(
+            "queue mode is not in this build: this is the agent's binary (imds, drain, undrain), \
+             built without the AWS SDK; run the controller from the full image, \
+             spot-interrupt-handler (docs/install.md, \"The images\")"
+        ),
         Command::Drain(args) => commands::drain::run(args).await,
         Command::Undrain(args) => commands::drain::undrain(args).await,
     }

@@ -9,10 +9,22 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub mod reference;
 
+/// `--version` says which build this is: the agent image's leaves queue mode out.
+#[cfg(feature = "queue")]
+const BUILD: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (full: imds, queue, drain, undrain)"
+);
+#[cfg(not(feature = "queue"))]
+const BUILD: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (agent: imds, drain, undrain; no queue mode)"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "spot-interrupt-handler",
-    version,
+    version = BUILD,
     about,
     long_about = None,
     after_help = "Rehearsals without AWS or a cluster (demo, simulators) are in the other binary, spot-interrupt-handler-sim."

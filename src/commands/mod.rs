@@ -5,5 +5,6 @@
 pub mod drain;
 pub mod imds;
 pub mod permissions;
+#[cfg(feature = "queue")]
 pub mod queue;
 pub mod wiring;

@@ -61,11 +61,19 @@ spec:
       containers: [{name: a, image: busybox}]
 "#;
 
-/// The product binary, or the one `SIH_AGENT_BIN` names run through `SIH_AGENT_RUNNER`: how
-/// CI runs the arm64 build under qemu-user against the simulators, which stay native
-/// (`SIH_AGENT_RUNNER=qemu-aarch64-static SIH_AGENT_BIN=target/aarch64-.../spot-interrupt-handler`).
-fn product_command() -> Command {
-    let bin = std::env::var("SIH_AGENT_BIN").unwrap_or_else(|_| BIN.to_string());
+/// The product binary for `args`: the agent's commands (`imds`, `drain`, NTH's environment)
+/// from the binary `SIH_AGENT_BIN` names when set, run through `SIH_AGENT_RUNNER` when that is
+/// set too; queue mode always from the full product cargo built. CI runs this suite against
+/// the agent image's own build (static, no queue mode: scripts/test), and the arm64 one under
+/// qemu-user against the simulators, which stay native (scripts/build-static:
+/// `SIH_AGENT_RUNNER=qemu-aarch64-static SIH_AGENT_BIN=target/aarch64-.../agent/spot-interrupt-handler`).
+fn product_command(args: &[&str]) -> Command {
+    let agent = std::env::var("SIH_AGENT_BIN")
+        .ok()
+        .filter(|b| !b.is_empty() && !args.contains(&"queue"));
+    let Some(bin) = agent else {
+        return Command::new(BIN);
+    };
     match std::env::var("SIH_AGENT_RUNNER") {
         Ok(runner) if !runner.is_empty() => {
             let mut cmd = Command::new(runner);
@@ -87,7 +95,7 @@ impl Proc {
         // The simulators are in the rehearsal binary, everything else in the product's.
         let mut cmd = match args.first() {
             Some(&"simulate" | &"demo") => Command::new(SIM_BIN),
-            _ => product_command(),
+            _ => product_command(args),
         };
         cmd.args(args)
             .env_remove("NODE_NAME")

@@ -678,7 +678,7 @@ fn image_uid() -> i64 {
         .collect();
     assert_eq!(
         users,
-        ["65532:65532", "65532:65532"],
+        ["65532:65532", "65532:65532", "65532:65532"],
         "the Dockerfile's stages"
     );
     let builder = std::fs::read_to_string(format!("{root}/scripts/oci-image")).unwrap();
@@ -690,7 +690,8 @@ fn image_uid() -> i64 {
 }
 
 /// Each manifest runs its commands from the image that holds them: the rehearsal commands
-/// (`simulate`, `demo`) only exist in the rehearsal image, the agent's only in the product's.
+/// (`simulate`, `demo`) only exist in the rehearsal image, `queue` only in the full product's,
+/// and the DaemonSet runs the agent's (no queue mode, no AWS SDK).
 /// The arguments are checked against the binary of that image (`--help` after them parses
 /// every flag before it and fails on an unknown subcommand).
 #[test]
@@ -713,11 +714,12 @@ fn every_manifest_runs_its_binary_from_the_image_that_holds_it() {
                 .as_array()
                 .map(|a| a.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
-            let rehearsal = matches!(args.first(), Some(&"simulate" | &"demo"));
-            let (bin, repo) = if rehearsal {
-                (SIM, "/spot-interrupt-handler-sim:")
-            } else {
-                (PRODUCT, "/spot-interrupt-handler:")
+            // The agent's image has no queue mode; the full image carries it (the agent's
+            // command line is the full product's, so PRODUCT checks both).
+            let (bin, repo) = match args.first() {
+                Some(&"simulate" | &"demo") => (SIM, "/spot-interrupt-handler-sim:"),
+                Some(&"queue") => (PRODUCT, "/spot-interrupt-handler:"),
+                _ => (PRODUCT, "/spot-interrupt-handler-agent:"),
             };
             assert!(image.contains(repo), "{m}: {args:?} runs from {image}");
             // Confined by the runtime's default seccomp profile, as the chart's pods are.

@@ -340,15 +340,41 @@ fn placement_and_image_refuse_contradictions_and_select_linux() {
             }
         }
     }
-    let docs = rendered(&["image.registry=123456789012.dkr.ecr.us-east-1.amazonaws.com"]);
-    let image =
-        of_kind(&docs, "DaemonSet")[0]["spec"]["template"]["spec"]["containers"][0]["image"]
+    // The image by mode under one registry: the agent's (no queue mode) for the DaemonSet,
+    // the full one for the queue Deployment; a set repository is the mode's.
+    let registry = "image.registry=123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    let image_of = |sets: &[&str], kind: &str| -> String {
+        let docs = rendered(sets);
+        of_kind(&docs, kind)[0]["spec"]["template"]["spec"]["containers"][0]["image"]
             .as_str()
             .unwrap()
-            .to_owned();
+            .to_owned()
+    };
+    let at = "123456789012.dkr.ecr.us-east-1.amazonaws.com/";
+    let image = image_of(&[registry], "DaemonSet");
     assert!(
-        image.starts_with("123456789012.dkr.ecr.us-east-1.amazonaws.com/spot-interrupt-handler:"),
+        image.starts_with(&format!("{at}spot-interrupt-handler-agent:")),
         "{image}"
+    );
+    let sets = with(&[registry]);
+    let refs: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let image = image_of(&refs, "Deployment");
+    assert!(
+        image.starts_with(&format!("{at}spot-interrupt-handler:")),
+        "{image}"
+    );
+    let image = image_of(&[registry, "image.repository=mirror/sih"], "DaemonSet");
+    assert!(image.starts_with(&format!("{at}mirror/sih:")), "{image}");
+    // The agent's image for the controller would stop at start: refused at render.
+    let sets = with(&["image.repository=spot-interrupt-handler-agent"]);
+    let refs: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let out = helm_template(&refs);
+    assert!(!out.ok, "queue mode on the agent's image rendered");
+    assert!(
+        out.stderr
+            .contains("the agent's image, which has no queue mode"),
+        "{}",
+        out.stderr
     );
 }
 

@@ -419,8 +419,11 @@ fn hard_deadline(v: &View<'_>, out: &mut Vec<Violation>) {
         .next();
     // The same holds for one that appeared while the agent was down (seed 69068: GCE, the
     // agent back 4.4 s after the preemption): it is counted from when it could first be read.
+    // And for a restated time read by an agent killed before its fence recorded it (seed
+    // 65019: the fence refused by an API fault, the agent killed while retrying; the next one
+    // read the notice 2.8 s later and with it a deadline 2.8 s later, all it could know).
     let knowable = match lost_before_fence {
-        Some(back) if timeless => deadline + (v.first_readable(back) - seen),
+        Some(back) if timeless || restated => deadline + (v.first_readable(back) - seen),
         _ if restated || timeless => deadline + (first - seen),
         _ => deadline,
     };

@@ -48,6 +48,18 @@ webhook.url and webhook.headers. */}}
 {{- end -}}
 {{- end -}}
 
+{{/* The image by mode: the agent's (no queue mode, no AWS SDK) for imds, the full one for
+queue; image.repository, when set, is the one for the mode being rendered. */}}
+{{- define "sih.repository" -}}
+{{- if .Values.image.repository -}}
+{{- .Values.image.repository -}}
+{{- else if eq .Values.mode "queue" -}}
+spot-interrupt-handler
+{{- else -}}
+spot-interrupt-handler-agent
+{{- end -}}
+{{- end -}}
+
 {{- define "sih.checkMode" -}}
 {{- if not (has .Values.mode (list "imds" "queue")) -}}
 {{- fail (printf "mode must be imds or queue, not %q" .Values.mode) -}}
@@ -60,6 +72,9 @@ webhook.url and webhook.headers. */}}
 {{- end -}}
 {{- if and (eq .Values.mode "queue") (not .Values.queue.url) -}}
 {{- fail "mode queue needs queue.url" -}}
+{{- end -}}
+{{- if and (eq .Values.mode "queue") (hasSuffix "-agent" (toString .Values.image.repository)) -}}
+{{- fail (printf "mode queue: image.repository %s is the agent's image, which has no queue mode (the controller would stop at start). Leave image.repository empty for the full image, spot-interrupt-handler" .Values.image.repository) -}}
 {{- end -}}
 {{- if eq .Values.mode "queue" -}}
 {{- range $key, $value := .Values.nodeSelector -}}
@@ -175,7 +190,7 @@ spec:
     seccompProfile: {type: RuntimeDefault}
   containers:
     - name: spot-interrupt-handler
-      image: "{{ with .Values.image.registry }}{{ . }}/{{ end }}{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
+      image: "{{ with .Values.image.registry }}{{ . }}/{{ end }}{{ include "sih.repository" . }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
       imagePullPolicy: {{ .Values.image.pullPolicy }}
       args:
         - {{ .Values.mode }}
