@@ -9,7 +9,7 @@
 
 mod support;
 
-use support::{cpu_time, product_bin, quantile, status_kib};
+use support::{cpu_time, product_bin, quantile, status_kib, user_system};
 
 use std::time::{Duration, Instant};
 
@@ -301,19 +301,24 @@ spec:
         let pid = a.id().unwrap();
         tokio::time::sleep(Duration::from_secs(3)).await;
         let cpu0 = cpu_time(pid);
+        let (user0, system0) = user_system(pid);
         let t0 = Instant::now();
         tokio::time::sleep(Duration::from_secs(idle_secs)).await;
         let cpu = cpu_time(pid) - cpu0;
+        let (user1, system1) = user_system(pid);
+        let (user, system) = (user1 - user0, system1 - system0);
         let wall = t0.elapsed();
         let polls = wall.as_secs_f64() / sih_interval(interval).as_secs_f64();
         let (rss, _) = memory_kib(pid);
         println!(
-            "idle at {interval}: RSS {:.1} MiB (anonymous {:.1} MiB); CPU {:.3} % of a core over {:.0} s ({:.0} µs per poll)",
+            "idle at {interval}: RSS {:.1} MiB (anonymous {:.1} MiB); CPU {:.3} % of a core over {:.0} s ({:.0} µs per poll; user {:.0} %, kernel {:.0} % of it)",
             rss as f64 / 1024.0,
             anon_kib(pid) as f64 / 1024.0,
             cpu.as_secs_f64() / wall.as_secs_f64() * 100.0,
             wall.as_secs_f64(),
-            cpu.as_secs_f64() / polls * 1e6
+            cpu.as_secs_f64() / polls * 1e6,
+            user.as_secs_f64() / (user + system).as_secs_f64().max(1e-9) * 100.0,
+            system.as_secs_f64() / (user + system).as_secs_f64().max(1e-9) * 100.0,
         );
         let _ = a.kill().await;
     }

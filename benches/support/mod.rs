@@ -64,13 +64,22 @@ pub fn cpu_time(pid: u32) -> Duration {
     if read {
         return Duration::from_nanos(ns);
     }
+    let (user, system) = user_system(pid);
+    user + system
+}
+
+/// User and system CPU time of a process from `/proc/PID/stat` (10 ms ticks): where a
+/// process's time goes, in its own code or in the kernel on its behalf.
+pub fn user_system(pid: u32) -> (Duration, Duration) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or_default();
     let fields: Vec<&str> = after.split_whitespace().collect();
     // After the command name: state is field 3, utime 14, stime 15 (1-based in proc(5)).
-    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    Duration::from_secs_f64(ticks as f64 / 100.0)
+    let ticks = |i: usize| -> Duration {
+        let t: u64 = fields.get(i).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Duration::from_millis(t * 10)
+    };
+    (ticks(11), ticks(12))
 }
 
 /// A simulated cluster's kubeconfig written to a temporary file, a client without retries,
