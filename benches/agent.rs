@@ -108,19 +108,27 @@ impl World {
             .expect("agent starts")
     }
 
-    /// The node as before any notice: the binary under test's own `undrain`.
-    async fn undrain(&self) {
-        let out = tokio::process::Command::new(product_bin(BIN))
-            .args(["--log-level", "warn", "undrain", &self.node, "--kubeconfig"])
-            .arg(&self.kubeconfig)
-            .output()
+    /// The node as before any notice (our taints, cordon, label and record removed).
+    async fn unfence(&self) {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        sih_node::unfence(
+            &nodes,
+            &self.node,
+            None,
+            &sih_core::PlanRules::default(),
+            sih_node::API_TIMEOUT,
+        )
+        .await
+        .expect("unfence");
+    }
+
+    /// Forgets the metadata requests seen so far (`until_first_poll` looks for the next).
+    async fn clear_requests(&self) {
+        self.http
+            .delete(format!("{}/_sim/requests", self.imds_url))
+            .send()
             .await
-            .expect("undrain runs");
-        assert!(
-            out.status.success(),
-            "undrain: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .expect("control API");
     }
 
     async fn node(&self) -> Node {
@@ -170,19 +178,15 @@ impl World {
 /// Spot notices at random moments relative to the agent's poll ticks; time from the
 /// notice becoming visible to the node carrying its taint. A spot notice's id is the
 /// instance's (one interruption per instance), so each sample is a fresh start: the node
-/// restored by `undrain`, the metadata service reset, an agent started and polling (a second
+/// unfenced, the metadata service reset, an agent started and polling (a second
 /// of its ticks passed), then the notice at a random moment of its interval.
 async fn fence_latency(w: &World, interval: &str, samples: usize) -> Vec<Duration> {
     let period = sih_interval(interval);
     let mut out = Vec::with_capacity(samples);
     for _ in 0..samples {
         w.post("reset", json!({})).await;
-        w.undrain().await;
-        w.http
-            .delete(format!("{}/_sim/requests", w.imds_url))
-            .send()
-            .await
-            .expect("control API");
+        w.unfence().await;
+        w.clear_requests().await;
         let mut agent = w.agent(interval, &["--spot-interruption-action", "cordon"]);
         w.until_first_poll(Instant::now()).await;
         tokio::time::sleep(Duration::from_secs(1) + period.mul_f64(fastrand::f64())).await;
@@ -199,8 +203,6 @@ async fn fence_latency(w: &World, interval: &str, samples: usize) -> Vec<Duratio
         out.push(visible.elapsed());
         let _ = agent.kill().await;
     }
-    w.post("reset", json!({})).await;
-    w.undrain().await;
     out
 }
 
@@ -281,11 +283,7 @@ spec:
     if wanted("start") {
         let mut starts = Vec::new();
         for _ in 0..if quick { 3 } else { 10 } {
-            w.http
-                .delete(format!("{}/_sim/requests", w.imds_url))
-                .send()
-                .await
-                .unwrap();
+            w.clear_requests().await;
             let t = Instant::now();
             let mut a = w.agent("1s", &["--spot-interruption-action", "notify"]);
             starts.push(w.until_first_poll(t).await);
@@ -307,6 +305,7 @@ spec:
         let cpu = cpu_time(pid) - cpu0;
         let (user1, system1) = user_system(pid);
         let (user, system) = (user1 - user0, system1 - system0);
+        let ticked = (user + system).as_secs_f64().max(1e-9);
         let wall = t0.elapsed();
         let polls = wall.as_secs_f64() / sih_interval(interval).as_secs_f64();
         let (rss, _) = memory_kib(pid);
@@ -317,8 +316,8 @@ spec:
             cpu.as_secs_f64() / wall.as_secs_f64() * 100.0,
             wall.as_secs_f64(),
             cpu.as_secs_f64() / polls * 1e6,
-            user.as_secs_f64() / (user + system).as_secs_f64().max(1e-9) * 100.0,
-            system.as_secs_f64() / (user + system).as_secs_f64().max(1e-9) * 100.0,
+            user.as_secs_f64() / ticked * 100.0,
+            system.as_secs_f64() / ticked * 100.0,
         );
         let _ = a.kill().await;
     }
@@ -331,22 +330,12 @@ spec:
     .into_iter()
     .filter(|_| wanted("latency"))
     {
-        w.post("reset", json!({})).await;
         let lat = fence_latency(&w, interval, n).await;
         println!(
             "notice visible → fenced at --poll-interval {interval}: {}",
             pct(lat)
         );
-        let nodes: Api<Node> = Api::all(client.clone());
-        sih_node::unfence(
-            &nodes,
-            &w.node,
-            None,
-            &sih_core::PlanRules::default(),
-            sih_node::API_TIMEOUT,
-        )
-        .await
-        .expect("unfence");
+        w.unfence().await;
     }
 
     // Peak memory during a 110-pod drain.

@@ -423,9 +423,9 @@ fn hard_deadline(v: &View<'_>, out: &mut Vec<Violation>) {
     // 65019: the fence refused by an API fault, the agent killed while retrying; the next one
     // read the notice 2.8 s later and with it a deadline 2.8 s later, all it could know).
     let knowable = match lost_before_fence {
-        Some(back) if timeless || restated => deadline + (v.first_readable(back) - seen),
-        _ if restated || timeless => deadline + (first - seen),
-        _ => deadline,
+        _ if !(restated || timeless) => deadline,
+        Some(back) => deadline + (v.first_readable(back) - seen),
+        None => deadline + (first - seen),
     };
     // The pods still on the node as it went (not those the kubelet or the garbage collector
     // removed later: a pod asked to stop with a grace longer than the notice is still there).
