@@ -99,6 +99,7 @@ where
 crate::on_both_backends!(
     a_replacement_preempts_its_placeholder,
     placeholders_are_made_once_kept_across_a_restart_and_removed_by_release_or_ttl,
+    the_keeper_removes_in_time_a_placeholder_nobody_told_it_of,
 );
 
 /// The whole point of a placeholder: it holds room where the replacement can go, and the
@@ -251,6 +252,42 @@ async fn placeholders_are_made_once_kept_across_a_restart_and_removed_by_release
             .is_some(),
         "a pod that is not ours stays"
     );
+}
+
+/// A placeholder that lands after the keeper's first look without its bell ringing (a
+/// previous life's create answered after that life ended: soak seed 64079) is found and
+/// removed when its TTL runs out, not kept for ever.
+async fn the_keeper_removes_in_time_a_placeholder_nobody_told_it_of() {
+    let yaml = format!("{}\n---\n{}", priority_class(), web(2, "1"));
+    let (_c, client) = cluster(2, 10, &yaml).await;
+    until_running(&client, "app=web", 2).await;
+    let a = node_of(&running(&client, "app=web").await[0]);
+    let on_a = pods_on(&client, &a, "app=web").await;
+    let ttl = Duration::from_secs(4);
+    let keeper = tokio::spawn(reserve::keep(
+        client.clone(),
+        Some(a.clone()),
+        ttl,
+        Duration::from_secs(10),
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+    ));
+    // Its first look finds none; then the late create lands.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let made_at = tokio::time::Instant::now();
+    let made = reserve::reserve(&client, &a, &on_a, &config())
+        .await
+        .unwrap();
+    assert_eq!(made.made, on_a.len(), "{made:?}");
+    until("the keeper removed the placeholder it was not told of", || async {
+        placeholders(&client, Some(&a)).await.is_empty()
+    })
+    .await;
+    keeper.abort();
+    let lived = made_at.elapsed();
+    // Not before its TTL (the real server's creation time has whole seconds), and found in
+    // time: the keeper looks every TTL/2 while a previous life's creates may land.
+    assert!(lived >= ttl - Duration::from_secs(1), "removed early: {lived:?}");
+    assert!(lived <= ttl + Duration::from_secs(4), "found late: {lived:?}");
 }
 
 /// A drain that reserves says so, and its placeholders stand for the pods it moved; a create

@@ -389,6 +389,11 @@ fn reserve_for(
         .cloned()
         .collect();
     let (client, node, progress) = (ctx.client.clone(), node.to_owned(), ctx.progress.clone());
+    // The keeper watches closely from now: a create sent may be answered after this drain
+    // ended and aborted this task, with nobody left to ring the bell below (seed 64079).
+    if !leaving.is_empty() {
+        r.made.notify_one();
+    }
     Some(hold::AbortOnDrop(tokio::spawn(async move {
         let said = match crate::reserve::reserve(&client, &node, &leaving, &r.config).await {
             Ok(done) if done == crate::reserve::Reserved::default() => return,

@@ -284,17 +284,44 @@ pub async fn expire(
 /// How long the keeper waits after a failed look before it looks again.
 const RETRY: Duration = Duration::from_secs(5);
 
+/// How long after creates were sent a placeholder may still appear with nobody left to say
+/// so: a create the API server received but answered after its drain was cancelled or its
+/// process ended (a slow server, a restart mid-reserve). A real server gives up on a request
+/// after 60 s.
+pub const LATE_CREATES: Duration = Duration::from_secs(60);
+
+/// When the keeper looks next, `since_asked` after its bell last rang (or it started), given
+/// when the next placeholder it found is due (`None`: none left). While creates may still
+/// land it looks every few seconds (half the TTL at most, so one that lands is found well
+/// before it is due); after that, at least once a TTL, for a placeholder another process of
+/// ours made (two agents of a rolling update); and a little after the next one is due.
+pub fn next_look(since_asked: Duration, due_in: Option<Duration>, ttl: Duration) -> Duration {
+    let idle = if since_asked < LATE_CREATES {
+        RETRY.min(ttl / 2)
+    } else {
+        ttl
+    };
+    // A little after it is due, so the next look finds it due.
+    due_in.map_or(idle, |d| idle.min(d + Duration::from_millis(100)))
+}
+
 /// The one timer of a process: removes placeholders of ours (of `node`, or all) as their TTL
 /// runs out. It looks at once (a previous life's placeholders are found, kept until their
-/// time or removed), then whenever the next is due or `made` says new ones were made. Runs
-/// until dropped.
+/// time or removed), then as [`next_look`] says, and at once when `asked` rings (a drain is
+/// about to create placeholders, or made some).
+///
+/// It once waited only for its bell when it found none, and the bell rang only after creates
+/// were answered (soak seed 64079): a restarted agent's drain, its deadline already past,
+/// ended and cancelled its reservation after the create was sent and before the answer; the
+/// placeholder landed just after the keeper's first look and outlived its TTL.
 pub async fn keep(
     client: kube::Client,
     node: Option<String>,
     ttl: Duration,
     timeout: Duration,
-    made: std::sync::Arc<tokio::sync::Notify>,
+    asked: std::sync::Arc<tokio::sync::Notify>,
 ) {
+    let mut asked_at = tokio::time::Instant::now();
     loop {
         let wait = match expire(&client, node.as_deref(), ttl, timeout).await {
             Ok((removed, next)) => {
@@ -305,31 +332,26 @@ pub async fn keep(
                         "placeholders past their TTL removed"
                     );
                 }
-                next.map(|at| {
-                    let left = at.duration_since(Timestamp::now());
-                    // A little after it is due, so the next look finds it due.
-                    Duration::try_from(left).unwrap_or_default() + Duration::from_millis(100)
-                })
+                let due_in = next.map(|at| {
+                    Duration::try_from(at.duration_since(Timestamp::now())).unwrap_or_default()
+                });
+                next_look(asked_at.elapsed(), due_in, ttl)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot look for placeholders past their TTL; trying again");
-                Some(RETRY)
+                RETRY
             }
         };
-        match wait {
-            Some(d) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(d) => {}
-                    _ = made.notified() => {}
-                }
-            }
-            None => made.notified().await,
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = asked.notified() => asked_at = tokio::time::Instant::now(),
         }
     }
 }
 
-/// What a drain needs to reserve: the settings, and the keeper's bell ([`keep`]) to ring when
-/// it made placeholders.
+/// What a drain needs to reserve: the settings, and the keeper's bell ([`keep`]) to ring
+/// before it creates placeholders (they may land after the drain is gone) and when it made
+/// some.
 #[derive(Debug, Clone)]
 pub struct Reservations {
     pub config: ReserveConfig,

@@ -20,8 +20,8 @@ mod keep;
 pub mod quantity;
 
 pub use keep::{
-    CREATES_AT_ONCE, Reservations, ReserveConfig, Reserved, due, expire, keep, release, reserve,
-    selector,
+    CREATES_AT_ONCE, LATE_CREATES, Reservations, ReserveConfig, Reserved, due, expire, keep,
+    next_look, release, reserve, selector,
 };
 
 use std::collections::BTreeMap;

@@ -229,3 +229,30 @@ fn a_placeholder_is_known_as_one_and_stands_for_nothing_itself() {
     assert_eq!(facts.owner_kind.as_deref(), Some("Node"));
     assert!(!facts.unmanaged());
 }
+
+/// The keeper never waits only for its bell: a placeholder a previous life or a cancelled
+/// drain asked for may land after its look, and is found long before it is due while creates
+/// may still land (after a start or a bell); otherwise it looks at least once a TTL.
+#[test]
+fn the_keeper_looks_again_soon_after_a_start_then_once_a_ttl_and_when_one_is_due() {
+    use std::time::Duration;
+    let s = Duration::from_secs;
+    let ttl = s(300);
+    // Just started, none left: every 5 s while a previous life's creates may land.
+    assert_eq!(next_look(s(0), None, ttl), s(5));
+    assert_eq!(next_look(LATE_CREATES - s(1), None, ttl), s(5));
+    // A short TTL: half of it, so one that lands is found before it is due.
+    assert_eq!(next_look(s(0), None, s(4)), s(2));
+    // Later, none left: once a TTL.
+    assert_eq!(next_look(LATE_CREATES, None, ttl), ttl);
+    // One due: a little after it, unless an earlier look is owed.
+    assert_eq!(
+        next_look(LATE_CREATES + s(10), Some(s(30)), ttl),
+        s(30) + Duration::from_millis(100)
+    );
+    assert_eq!(next_look(s(10), Some(s(30)), ttl), s(5));
+    assert_eq!(
+        next_look(s(10), Some(Duration::ZERO), ttl),
+        Duration::from_millis(100)
+    );
+}
