@@ -278,16 +278,23 @@ async fn the_keeper_removes_in_time_a_placeholder_nobody_told_it_of() {
         .await
         .unwrap();
     assert_eq!(made.made, on_a.len(), "{made:?}");
-    until("the keeper removed the placeholder it was not told of", || async {
-        placeholders(&client, Some(&a)).await.is_empty()
-    })
+    until(
+        "the keeper removed the placeholder it was not told of",
+        || async { placeholders(&client, Some(&a)).await.is_empty() },
+    )
     .await;
     keeper.abort();
     let lived = made_at.elapsed();
     // Not before its TTL (the real server's creation time has whole seconds), and found in
     // time: the keeper looks every TTL/2 while a previous life's creates may land.
-    assert!(lived >= ttl - Duration::from_secs(1), "removed early: {lived:?}");
-    assert!(lived <= ttl + Duration::from_secs(4), "found late: {lived:?}");
+    assert!(
+        lived >= ttl - Duration::from_secs(1),
+        "removed early: {lived:?}"
+    );
+    assert!(
+        lived <= ttl + Duration::from_secs(4),
+        "found late: {lived:?}"
+    );
 }
 
 /// A drain that reserves says so, and its placeholders stand for the pods it moved; a create
