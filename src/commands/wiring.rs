@@ -101,14 +101,14 @@ pub fn reservations(
     if dry_run || flags.reserve_capacity == ReserveCapacity::Off {
         return None;
     }
-    let made = Arc::new(tokio::sync::Notify::new());
+    let asked = Arc::new(tokio::sync::Notify::new());
     // Its first look finds a previous life's placeholders: kept until their TTL, or removed.
     tokio::spawn(sih_node::reserve::keep(
         client.clone(),
         scope,
         flags.reserve_ttl,
         api_timeout,
-        made.clone(),
+        asked.clone(),
     ));
     Some(sih_node::reserve::Reservations {
         config: sih_node::reserve::ReserveConfig::new(
@@ -117,7 +117,7 @@ pub fn reservations(
             flags.reserve_ttl,
             api_timeout,
         ),
-        made,
+        asked,
     })
 }
 

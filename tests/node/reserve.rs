@@ -322,7 +322,7 @@ async fn a_drain_reserves_beside_its_evictions_and_a_hung_create_holds_up_none()
                 })
                 .unwrap();
         }
-        let made = std::sync::Arc::new(tokio::sync::Notify::new());
+        let asked = std::sync::Arc::new(tokio::sync::Notify::new());
         let cfg = DrainConfig {
             reserve: Some(Reservations {
                 config: ReserveConfig {
@@ -330,7 +330,7 @@ async fn a_drain_reserves_beside_its_evictions_and_a_hung_create_holds_up_none()
                     api_timeout: Duration::from_secs(60),
                     ..config()
                 },
-                made: made.clone(),
+                asked: asked.clone(),
             }),
             ..DrainConfig::default()
         };
@@ -361,7 +361,7 @@ async fn a_drain_reserves_beside_its_evictions_and_a_hung_create_holds_up_none()
             );
             assert_eq!(placeholders(&client, Some(&a)).await.len(), on_a);
             // The keeper was told to look again.
-            tokio::time::timeout(Duration::from_secs(1), made.notified())
+            tokio::time::timeout(Duration::from_secs(1), asked.notified())
                 .await
                 .expect("the keeper's bell rang");
         }

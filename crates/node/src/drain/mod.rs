@@ -392,14 +392,14 @@ fn reserve_for(
     // The keeper watches closely from now: a create sent may be answered after this drain
     // ended and aborted this task, with nobody left to ring the bell below (seed 64079).
     if !leaving.is_empty() {
-        r.made.notify_one();
+        r.asked.notify_one();
     }
     Some(hold::AbortOnDrop(tokio::spawn(async move {
         let said = match crate::reserve::reserve(&client, &node, &leaving, &r.config).await {
             Ok(done) if done == crate::reserve::Reserved::default() => return,
             Ok(done) => {
                 if done.made > 0 {
-                    r.made.notify_one();
+                    r.asked.notify_one();
                 }
                 Progress::Reserved {
                     what: done.summary(),

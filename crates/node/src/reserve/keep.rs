@@ -355,5 +355,5 @@ pub async fn keep(
 #[derive(Debug, Clone)]
 pub struct Reservations {
     pub config: ReserveConfig,
-    pub made: std::sync::Arc<tokio::sync::Notify>,
+    pub asked: std::sync::Arc<tokio::sync::Notify>,
 }
