@@ -867,7 +867,7 @@ const PROBE_GIVE_UP: Duration = Duration::from_secs(5);
 /// The prober of one flooded agent, on an OS thread and a runtime of its own, as a kubelet is
 /// a process of its own. On the harness's runtime it shared two workers with every scenario's
 /// simulators, floods and recorders, and its own wake-up could lag an answer by a second: the
-/// long run's attempt 10 flagged 62640, 66746 and 67241 (one probe each, clean on replay), and
+/// long run's attempt 10 flagged 62640, 66746 and 67241 (one probe each; 62640 replays clean), and
 /// with every agent scenario flooded (400 scenarios, 80 at once) 40 and more scenarios missed
 /// probes on the workers, none on a thread of its own (answered probes: p99 0.94 s → 8 ms).
 struct Prober {
