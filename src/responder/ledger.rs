@@ -91,6 +91,15 @@ pub struct Replanned {
     pub drain: DrainStep,
 }
 
+/// A notice of ours taken over from the node's record after a restart.
+#[derive(Debug, Clone)]
+pub struct Resumed {
+    pub notice: Notice,
+    /// The source had named it again before the record was read; its rebalance timer (if any)
+    /// already runs.
+    pub seen_again: bool,
+}
+
 /// How a drain ended, as far as the ledger cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DrainResult {
@@ -326,9 +335,11 @@ impl<W> Ledger<W> {
         (say, unread)
     }
 
-    /// Merges the node's record (before the first write); returns the notices resumed from it.
-    /// The announcements that waited for it follow with [`Self::patience_over`].
-    pub fn load(&mut self, record: Option<NodeRecord>) -> Vec<Notice> {
+    /// Merges the node's record (before the first write); returns the notices resumed from it,
+    /// including those the source named again before the record was read (which of the two
+    /// comes first is a race a restart may win either way). The announcements that waited for
+    /// it follow with [`Self::patience_over`].
+    pub fn load(&mut self, record: Option<NodeRecord>) -> Vec<Resumed> {
         let rules = Arc::clone(&self.rules);
         let mut resumed = Vec::new();
         let mut rebooted = Vec::new();
@@ -359,9 +370,16 @@ impl<W> Ledger<W> {
                 continue;
             }
             if self.tracker.get(&id).is_none() {
-                resumed.push(c.notice.clone());
+                resumed.push(Resumed {
+                    notice: c.notice.clone(),
+                    seen_again: false,
+                });
                 self.tracker.resume(c.notice);
             } else {
+                resumed.push(Resumed {
+                    notice: c.notice.clone(),
+                    seen_again: true,
+                });
                 // Seen afresh before the record was read: the earliest deadline stands. A
                 // cloud that states no time (GCE) has its deadline counted from detection, so
                 // a restart's fresh look would otherwise move the end later than the instance's.

@@ -360,11 +360,14 @@ impl Actor {
 
     fn loaded(&mut self, node: &str, record: Option<NodeRecord>) {
         let resumed = self.state(node).ledger.load(record);
-        for n in &resumed {
-            tracing::info!(node, notice_id = %n.id, kind = %n.kind,
-                "resuming the notice recorded on the node");
+        for r in &resumed {
+            tracing::info!(node, notice_id = %r.notice.id, kind = %r.notice.kind,
+                seen_again = r.seen_again, "resuming the notice recorded on the node");
         }
-        self.rebalances_due(node, &resumed);
+        self.rebalances_due(
+            node,
+            resumed.iter().filter(|r| !r.seen_again).map(|r| &r.notice),
+        );
         self.announce_pending(node);
         self.replan(node);
     }
