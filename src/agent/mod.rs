@@ -49,13 +49,17 @@ pub struct Agent<S> {
     pub facts: SharedFacts,
 }
 
-/// Reads the instance identity, retrying until it works or `stop` completes (`None`).
+/// Reads the instance identity, retrying until it works or `stop` completes (`None`). The
+/// retries are paced like the polls (never further apart than `poll_interval`): no notice can
+/// be read before the identity, and the metadata service is local and cheap to ask.
 async fn wait_for_identity<S: NoticeSource>(
     source: &S,
     health: &Health,
+    poll_interval: Duration,
     stop: &mut (impl Future<Output = ()> + Unpin),
 ) -> Option<Identity> {
-    let mut retry = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let first = Duration::from_millis(200).min(poll_interval);
+    let mut retry = Backoff::new(first, poll_interval.max(first));
     let mut said = false;
     loop {
         tokio::select! {
@@ -85,7 +89,14 @@ impl<S: NoticeSource> Agent<S> {
         let mut stop = std::pin::pin!(stop);
         self.responder.watch(&self.cfg.node);
         let started = tokio::time::Instant::now();
-        let Some(identity) = wait_for_identity(&self.source, &self.health, &mut stop).await else {
+        let Some(identity) = wait_for_identity(
+            &self.source,
+            &self.health,
+            self.cfg.poll_interval,
+            &mut stop,
+        )
+        .await
+        else {
             self.stop().await;
             return Ok(());
         };
@@ -231,5 +242,64 @@ impl<S: NoticeSource> Agent<S> {
             tracing::warn!("the responder did not stop in time; leaving it");
         }
         tracing::info!("agent stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use source::Poll;
+
+    /// Fails its first `fails` identity reads, noting when each read was asked for.
+    struct Flaky {
+        fails: usize,
+        asked: Mutex<Vec<tokio::time::Instant>>,
+    }
+
+    impl NoticeSource for Flaky {
+        async fn identity(&self) -> Result<Identity, source::SourceError> {
+            let mut asked = self.asked.lock().unwrap();
+            asked.push(tokio::time::Instant::now());
+            if asked.len() <= self.fails {
+                return Err(source::SourceError::new("500", true));
+            }
+            Ok(Identity {
+                instance_id: "i-1".into(),
+                facts: Default::default(),
+                node_names: Vec::new(),
+                provider_id: None,
+            })
+        }
+
+        async fn poll(&self, _: &Identity, _: &str, _: Timestamp) -> Poll {
+            Poll::default()
+        }
+    }
+
+    /// No notice can be read before the identity: its retries are never further apart than
+    /// a poll (they were up to 5 s: soak seed 61317 saw a restarted agent read its first
+    /// notice 4.2 s late).
+    #[tokio::test(start_paused = true)]
+    async fn the_identity_is_retried_at_least_once_a_poll() {
+        let poll = Duration::from_millis(500);
+        let source = Flaky {
+            fails: 8,
+            asked: Mutex::default(),
+        };
+        let health = Health::new(poll);
+        let start = tokio::time::Instant::now();
+        let mut stop = std::pin::pin!(std::future::pending::<()>());
+        let id = wait_for_identity(&source, &health, poll, &mut stop).await;
+        assert_eq!(id.map(|i| i.instance_id).as_deref(), Some("i-1"));
+        let asked = source.asked.lock().unwrap();
+        assert_eq!(asked.len(), 9);
+        let gaps: Vec<Duration> = asked.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(gaps[0], Duration::from_millis(200), "{gaps:?}");
+        assert!(gaps.iter().all(|g| *g <= poll), "{gaps:?}");
+        assert!(
+            start.elapsed() <= Duration::from_millis(200 + 400 + 6 * 500),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }

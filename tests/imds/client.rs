@@ -53,6 +53,79 @@ async fn identity_is_read_in_both_token_modes() {
     }
 }
 
+/// An instance keeps its identity for its life: a retry asks only for the items that failed,
+/// so a service failing half its answers cannot hold a restarted agent's first look for
+/// seconds (soak seed 61317: eight reads had to succeed together). A malformed answer is not
+/// remembered.
+#[tokio::test]
+async fn an_identity_retry_asks_only_for_what_failed() {
+    let sim = sim(TokenMode::Optional).await;
+    let ctl = Control::of(&sim);
+    let c = client(&sim);
+    ctl.post(
+        "faults",
+        json!({"status": 500, "path_prefix": "/latest/meta-data/local-ipv4"}),
+    )
+    .await;
+    ctl.post(
+        "items",
+        json!({"path": "dynamic/instance-identity/document", "body": "<html>"}),
+    )
+    .await;
+    // Two items fail: the local IPv4 (500) and the document (malformed).
+    assert!(c.identity().await.is_err());
+    ctl.post("faults", json!({"status": 0})).await;
+    ctl.take_requests().await;
+    let err = c.identity().await.unwrap_err();
+    assert!(matches!(err, ImdsError::Malformed { .. }), "{err}");
+    let asked = |log: &[(String, String, u64, String)]| {
+        let mut paths: Vec<String> = log
+            .iter()
+            .filter(|e| e.0 == "GET")
+            .map(|e| e.1.clone())
+            .collect();
+        paths.sort();
+        paths
+    };
+    let log = summary(&ctl.take_requests().await);
+    assert_eq!(
+        asked(&log),
+        [
+            paths::IDENTITY_DOCUMENT,
+            paths::LOCAL_IPV4,
+            paths::PUBLIC_HOSTNAME,
+            paths::PUBLIC_IPV4,
+            paths::ASG_NAME_TAG,
+        ]
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>(),
+        "the six items read before are not asked again: {log:?}"
+    );
+    ctl.post(
+        "items",
+        json!({"path": "dynamic/instance-identity/document", "remove": true}),
+    )
+    .await;
+    let id = c.identity().await.unwrap();
+    assert_eq!(id.local_ipv4.as_deref(), Some("10.0.0.10"));
+    assert_eq!(
+        id.document.instance_id.as_deref(),
+        Some(id.instance_id.as_str())
+    );
+    let log = summary(&ctl.take_requests().await);
+    assert!(
+        asked(&log).contains(&paths::IDENTITY_DOCUMENT.to_string()),
+        "the malformed document was asked again: {log:?}"
+    );
+    assert!(
+        !asked(&log).contains(&paths::LOCAL_IPV4.to_string()),
+        "{log:?}"
+    );
+}
+
 #[tokio::test]
 async fn quiet_poll_sees_nothing_pending() {
     let sim = sim(TokenMode::Required).await;

@@ -205,6 +205,36 @@ struct Ctx<'a> {
     admin_port: Option<u16>,
 }
 
+/// A port for a flooded agent's admin listener. The agent binds it itself (each restart takes
+/// it again), so it is chosen outside the kernel's ephemeral range (32768–60999 by default),
+/// where no outgoing connection can take it between the choice and the agent's bind, and once
+/// per harness: seed 66054 of attempt 12 was handed a port by binding to port 0, a client
+/// socket of the busy harness took it before the agent started, and both of its lives refused
+/// to start ("Address already in use"), counted as a product that never acted.
+fn admin_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const PORTS: u32 = 12_000;
+    // Two harnesses at once (a replay beside a run) start at different places.
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % PORTS,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..PORTS {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % PORTS) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!(
+        "no free port in {FIRST}..{} for an admin listener",
+        FIRST + PORTS
+    );
+}
+
 const TEMPLATE: &str = r#"{"cluster":"{{ .ClusterName }}","kind":"{{ .Kind }}","id":"{{ .EventID }}","phase":"{{ .Phase }}","node":"{{ .NodeName }}","instance":"{{ .InstanceID }}","description":"{{ .Description }}"}"#;
 
 impl Ctx<'_> {
@@ -581,12 +611,7 @@ async fn play_into(sc: &Scenario, shared: &Shared, rec: &mut Record) -> Result<(
         node: node.clone(),
         instance,
         http: reqwest::Client::new(),
-        admin_port: sc.flood.then(|| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .unwrap_or(0)
-        }),
+        admin_port: sc.flood.then(admin_port),
     };
 
     let mut procs = Procs {
