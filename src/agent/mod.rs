@@ -59,7 +59,7 @@ async fn wait_for_identity<S: NoticeSource>(
     stop: &mut (impl Future<Output = ()> + Unpin),
 ) -> Option<Identity> {
     let first = Duration::from_millis(200).min(poll_interval);
-    let mut retry = Backoff::new(first, poll_interval.max(first));
+    let mut retry = Backoff::new(first, poll_interval);
     let mut said = false;
     loop {
         tokio::select! {

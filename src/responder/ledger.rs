@@ -369,21 +369,18 @@ impl<W> Ledger<W> {
                 unlisted.push(c.notice);
                 continue;
             }
-            if self.tracker.get(&id).is_none() {
-                resumed.push(Resumed {
-                    notice: c.notice.clone(),
-                    seen_again: false,
-                });
-                self.tracker.resume(c.notice);
-            } else {
-                resumed.push(Resumed {
-                    notice: c.notice.clone(),
-                    seen_again: true,
-                });
+            let seen_again = self.tracker.get(&id).is_some();
+            resumed.push(Resumed {
+                notice: c.notice.clone(),
+                seen_again,
+            });
+            if seen_again {
                 // Seen afresh before the record was read: the earliest deadline stands. A
                 // cloud that states no time (GCE) has its deadline counted from detection, so
                 // a restart's fresh look would otherwise move the end later than the instance's.
                 self.tracker.add(c.notice);
+            } else {
+                self.tracker.resume(c.notice);
             }
             self.announced.insert(id.clone());
             self.fenced.insert(id.clone());

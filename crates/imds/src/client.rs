@@ -89,6 +89,20 @@ impl Default for ImdsConfig {
 /// read that has not worked after a few hundred milliseconds is better left to the next poll.
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
+/// An answer's body (`None`: 404) parsed, a malformed one named by its path.
+fn parsed<T>(
+    path: &str,
+    body: Option<&str>,
+    parse: fn(&str) -> Result<T, MalformedItem>,
+) -> Result<Option<T>, ImdsError> {
+    body.map(parse)
+        .transpose()
+        .map_err(|source| ImdsError::Malformed {
+            path: path.into(),
+            source,
+        })
+}
+
 pub struct ImdsClient {
     http: reqwest::Client,
     config: ImdsConfig,
@@ -278,14 +292,7 @@ impl ImdsClient {
             Some(body) => (body, false),
             None => (self.get(path).await?, true),
         };
-        let parsed =
-            body.as_deref()
-                .map(parse)
-                .transpose()
-                .map_err(|source| ImdsError::Malformed {
-                    path: path.into(),
-                    source,
-                })?;
+        let parsed = parsed(path, body.as_deref(), parse)?;
         if fresh {
             self.fixed
                 .lock()
@@ -300,15 +307,7 @@ impl ImdsClient {
         path: &'static str,
         parse: fn(&str) -> Result<T, MalformedItem>,
     ) -> Result<Option<T>, ImdsError> {
-        match self.get(path).await? {
-            None => Ok(None),
-            Some(body) => parse(&body)
-                .map(Some)
-                .map_err(|source| ImdsError::Malformed {
-                    path: path.into(),
-                    source,
-                }),
-        }
+        parsed(path, self.get(path).await?.as_deref(), parse)
     }
 
     /// GET a path: `Ok(None)` on 404, the body on 200, a classified error otherwise.
